@@ -1,0 +1,52 @@
+// Package proto is the control protocol spoken between tunnel (the client)
+// and tunneld (the server) inside one yamux session.
+//
+// It holds the message types, the protocol version, the frame codec and the
+// sentinel errors for bad input, and nothing else: no sockets, goroutines,
+// logging or timeouts. Keeping the wire format in one small package lets both
+// ends, the fuzzer and future versions agree on it byte for byte.
+//
+// # Frames
+//
+// Every message travels as one frame:
+//
+//	+--------+----------------+---------------------------+
+//	| type   | length         | payload                   |
+//	| 1 byte | 4 bytes, BE    | length bytes, JSON object |
+//	+--------+----------------+---------------------------+
+//
+// The length is checked against [MaxFrameSize] before any buffer is
+// allocated, so a peer cannot make the reader allocate more than that. The
+// payload is one JSON object whose fields depend on the type:
+//
+//	type  message        sent by   where
+//	0x01  Hello          client    first frame on the control stream
+//	0x02  Welcome        server    reply to an accepted Hello
+//	0x03  Error          both      reply to a refused Hello, or a refused stream
+//	0x04  GoAway         both      on the control stream: stop using this session
+//	0x05  StreamHeader   server    first frame of every data stream
+//	0x06  StreamAck      client    reply to a StreamHeader: the local side is connected
+//	0x07  Ping           both      on the control stream: are you there?
+//	0x08  Pong           both      on the control stream: answer to Ping
+//
+// Any other type is [ErrUnknownType]; a frame cut short is
+// [ErrTruncatedFrame]; a length above [MaxFrameSize] is [ErrFrameTooLarge]; a
+// payload that is not a valid message of its type is [ErrMalformed].
+//
+// # Conversation
+//
+// The client dials TLS (ALPN [ALPN]) and opens the yamux session's first
+// stream, the control stream, and writes Hello. Hello carries [Version]; a
+// server that speaks another version answers Error with code
+// [CodeUnsupportedVersion]. Otherwise it answers Welcome (session id, each
+// tunnel's public URL, limits, heartbeat settings) or Error (bad token, name
+// taken, ...) and closes.
+//
+// After Welcome, only the server opens streams. For each visitor connection
+// it opens a stream and writes a StreamHeader naming the tunnel and the
+// visitor's address. The client dials that tunnel's local target and answers
+// StreamAck, after which the stream carries the visitor's bytes unchanged, or
+// answers Error (unknown tunnel, local service unreachable) and closes the
+// stream. Either side may send GoAway on the control stream to say it is
+// draining; the control stream closing ends the session.
+package proto

@@ -1,0 +1,417 @@
+package proto
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"unicode/utf8"
+)
+
+// Version is the control protocol version this build speaks. A Hello with any
+// other version is refused with CodeUnsupportedVersion.
+const Version = 1
+
+// ALPN is the TLS application protocol a tunnel client negotiates. tunneld
+// uses it to tell a tunnel client from a browser on the same port.
+const ALPN = "tunnel/1"
+
+// MaxFrameSize is the largest payload, in bytes, that ReadFrame accepts and
+// WriteFrame produces. Control messages are small; the limit exists so that a
+// hostile peer cannot make us allocate.
+const MaxFrameSize = 64 << 10
+
+// headerSize is the frame header: one type byte and a big-endian uint32 length.
+const headerSize = 5
+
+// Limits on the fields of messages. They keep every valid message far below
+// MaxFrameSize even after re-encoding (JSON may escape one byte into six).
+const (
+	MaxTunnels     = 32  // tunnels in one Hello
+	maxShortString = 253 // names, URLs, kinds, addresses, ids, tokens
+	maxLongString  = 1024
+)
+
+// Sentinel errors for bad input. Errors returned by ReadFrame wrap one of
+// these; test with errors.Is.
+var (
+	ErrFrameTooLarge   = errors.New("proto: frame exceeds MaxFrameSize")
+	ErrUnknownType     = errors.New("proto: unknown message type")
+	ErrTruncatedFrame  = errors.New("proto: truncated frame")
+	ErrMalformed       = errors.New("proto: malformed message")
+	ErrUnexpected      = errors.New("proto: unexpected message")
+	ErrVersionMismatch = errors.New("proto: unsupported protocol version")
+)
+
+type msgType uint8
+
+const (
+	msgHello msgType = iota + 1
+	msgWelcome
+	msgError
+	msgGoAway
+	msgStreamHeader
+	msgStreamAck
+	msgPing
+	msgPong
+)
+
+// Message is one control-protocol message. The concrete types are the
+// pointer types *Hello, *Welcome, *Error, *GoAway, *StreamHeader, *StreamAck,
+// *Ping and *Pong.
+type Message interface {
+	msgType() msgType
+	validate() error
+}
+
+// Hello is the client's first message on the control stream.
+type Hello struct {
+	// Version is the protocol version the client speaks; see Version.
+	Version int `json:"version"`
+	// ClientVersion is the client's software version, for logs.
+	ClientVersion string `json:"client_version,omitempty"`
+	// Token authenticates the client. Empty means anonymous.
+	Token string `json:"token,omitempty"`
+	// Tunnels are the tunnels asked for, 1 to MaxTunnels of them.
+	Tunnels []TunnelRequest `json:"tunnels"`
+}
+
+// TunnelRequest asks for one tunnel.
+type TunnelRequest struct {
+	// Name is the DNS label asked for; empty asks the server to pick one.
+	Name string `json:"name,omitempty"`
+	// Kind is the tunnel's protocol. Only KindHTTP exists.
+	Kind string `json:"kind"`
+}
+
+// KindHTTP is an HTTP tunnel: the server proxies HTTP requests for NAME.DOMAIN.
+const KindHTTP = "http"
+
+// Welcome accepts a Hello.
+type Welcome struct {
+	// SessionID names the session in logs on both sides.
+	SessionID string `json:"session_id"`
+	// Tunnels lists the tunnels granted, in the order of Hello.Tunnels.
+	Tunnels []TunnelInfo `json:"tunnels"`
+	// Limits are the server's limits for this session.
+	Limits Limits `json:"limits"`
+	// Heartbeat tells the client how often to expect signs of life.
+	Heartbeat Heartbeat `json:"heartbeat"`
+}
+
+// TunnelInfo describes one granted tunnel.
+type TunnelInfo struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"`
+	// URL is the tunnel's public URL, e.g. https://wiki.example.com.
+	URL string `json:"url"`
+}
+
+// Limits are a server's limits on one session. Zero means no limit.
+type Limits struct {
+	MaxStreams   int `json:"max_streams,omitempty"`
+	MaxFrameSize int `json:"max_frame_size,omitempty"`
+}
+
+// Heartbeat settings, in milliseconds. Zero means the feature is off.
+type Heartbeat struct {
+	IntervalMS int64 `json:"interval_ms,omitempty"`
+	TimeoutMS  int64 `json:"timeout_ms,omitempty"`
+}
+
+// ErrorCode is a machine-readable reason carried by Error.
+type ErrorCode string
+
+// Error codes. Clients decide on the code, never on the message.
+const (
+	CodeBadToken           ErrorCode = "bad_token"
+	CodeNameTaken          ErrorCode = "name_taken"
+	CodeNameNotAllowed     ErrorCode = "name_not_allowed"
+	CodeInvalidName        ErrorCode = "invalid_name"
+	CodeTooManyTunnels     ErrorCode = "too_many_tunnels"
+	CodeUnsupportedVersion ErrorCode = "unsupported_version"
+	CodeBadRequest         ErrorCode = "bad_request"
+	CodeUnknownTunnel      ErrorCode = "unknown_tunnel"
+	CodeLocalUnreachable   ErrorCode = "local_unreachable"
+	CodeDraining           ErrorCode = "draining"
+	CodeInternal           ErrorCode = "internal"
+)
+
+// Permanent reports whether retrying with the same Hello cannot succeed, so
+// a client should stop instead of reconnecting.
+func (c ErrorCode) Permanent() bool {
+	switch c {
+	case CodeBadToken, CodeNameNotAllowed, CodeInvalidName, CodeTooManyTunnels,
+		CodeUnsupportedVersion, CodeBadRequest:
+		return true
+	}
+	return false
+}
+
+// Error refuses a Hello or a stream. It implements error, so a refusal can be
+// returned as is; test with errors.As.
+type Error struct {
+	Code    ErrorCode `json:"code"`
+	Message string    `json:"message,omitempty"`
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return string(e.Code)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, e.Message)
+}
+
+// GoAway says the sender is draining: no new streams should be started on
+// this session. A server sends it before a restart; the client should
+// reconnect.
+type GoAway struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// StreamHeader is the first frame of every stream the server opens.
+type StreamHeader struct {
+	// Tunnel is the name of the tunnel the stream is for.
+	Tunnel string `json:"tunnel"`
+	// RemoteAddr is the address of the visitor whose connection opened the
+	// stream. Streams may be reused for later requests of other visitors; the
+	// proxied request's X-Forwarded-For is authoritative.
+	RemoteAddr string `json:"remote_addr,omitempty"`
+}
+
+// StreamAck is the client's answer to a StreamHeader when the local target
+// is connected; from then on the stream carries raw bytes.
+type StreamAck struct{}
+
+// Ping asks the peer to answer with a Pong carrying the same Seq.
+type Ping struct {
+	Seq uint64 `json:"seq"`
+}
+
+// Pong answers a Ping.
+type Pong struct {
+	Seq uint64 `json:"seq"`
+}
+
+func (*Hello) msgType() msgType        { return msgHello }
+func (*Welcome) msgType() msgType      { return msgWelcome }
+func (*Error) msgType() msgType        { return msgError }
+func (*GoAway) msgType() msgType       { return msgGoAway }
+func (*StreamHeader) msgType() msgType { return msgStreamHeader }
+func (*StreamAck) msgType() msgType    { return msgStreamAck }
+func (*Ping) msgType() msgType         { return msgPing }
+func (*Pong) msgType() msgType         { return msgPong }
+
+func newMessage(t msgType) (Message, error) {
+	switch t {
+	case msgHello:
+		return &Hello{}, nil
+	case msgWelcome:
+		return &Welcome{}, nil
+	case msgError:
+		return &Error{}, nil
+	case msgGoAway:
+		return &GoAway{}, nil
+	case msgStreamHeader:
+		return &StreamHeader{}, nil
+	case msgStreamAck:
+		return &StreamAck{}, nil
+	case msgPing:
+		return &Ping{}, nil
+	case msgPong:
+		return &Pong{}, nil
+	}
+	return nil, fmt.Errorf("%w: 0x%02x", ErrUnknownType, uint8(t))
+}
+
+// CheckVersion returns an error wrapping ErrVersionMismatch when the Hello
+// was sent by a client speaking another protocol version.
+func (h *Hello) CheckVersion() error {
+	if h.Version != Version {
+		return fmt.Errorf("%w: client speaks %d, server speaks %d", ErrVersionMismatch, h.Version, Version)
+	}
+	return nil
+}
+
+func (h *Hello) validate() error {
+	if h.Version <= 0 {
+		return errors.New("hello: version missing")
+	}
+	if err := checkString("hello: client_version", h.ClientVersion, maxShortString); err != nil {
+		return err
+	}
+	if err := checkString("hello: token", h.Token, maxShortString); err != nil {
+		return err
+	}
+	if len(h.Tunnels) == 0 || len(h.Tunnels) > MaxTunnels {
+		return fmt.Errorf("hello: %d tunnels, want 1 to %d", len(h.Tunnels), MaxTunnels)
+	}
+	for i, t := range h.Tunnels {
+		if err := checkString("hello: tunnel name", t.Name, maxShortString); err != nil {
+			return fmt.Errorf("tunnel %d: %w", i, err)
+		}
+		if t.Kind != KindHTTP {
+			return fmt.Errorf("hello: tunnel %d: unknown kind %.32q", i, t.Kind)
+		}
+	}
+	return nil
+}
+
+func (w *Welcome) validate() error {
+	if err := checkString("welcome: session_id", w.SessionID, maxShortString); err != nil {
+		return err
+	}
+	if len(w.Tunnels) == 0 || len(w.Tunnels) > MaxTunnels {
+		return fmt.Errorf("welcome: %d tunnels, want 1 to %d", len(w.Tunnels), MaxTunnels)
+	}
+	for i, t := range w.Tunnels {
+		for _, f := range []struct{ name, v string }{{"name", t.Name}, {"kind", t.Kind}, {"url", t.URL}} {
+			if f.v == "" {
+				return fmt.Errorf("welcome: tunnel %d: %s missing", i, f.name)
+			}
+			if err := checkString("welcome: tunnel "+f.name, f.v, maxShortString); err != nil {
+				return err
+			}
+		}
+	}
+	if w.Limits.MaxStreams < 0 || w.Limits.MaxFrameSize < 0 || w.Heartbeat.IntervalMS < 0 || w.Heartbeat.TimeoutMS < 0 {
+		return errors.New("welcome: negative limit")
+	}
+	return nil
+}
+
+func (e *Error) validate() error {
+	if e.Code == "" {
+		return errors.New("error: code missing")
+	}
+	if err := checkString("error: code", string(e.Code), maxShortString); err != nil {
+		return err
+	}
+	return checkString("error: message", e.Message, maxLongString)
+}
+
+func (g *GoAway) validate() error { return checkString("goaway: reason", g.Reason, maxLongString) }
+
+func (s *StreamHeader) validate() error {
+	if s.Tunnel == "" {
+		return errors.New("stream header: tunnel missing")
+	}
+	if err := checkString("stream header: tunnel", s.Tunnel, maxShortString); err != nil {
+		return err
+	}
+	return checkString("stream header: remote_addr", s.RemoteAddr, maxShortString)
+}
+
+func (*StreamAck) validate() error { return nil }
+func (*Ping) validate() error      { return nil }
+func (*Pong) validate() error      { return nil }
+
+func checkString(field, s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%s: %d bytes, limit %d", field, len(s), max)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%s: not valid UTF-8", field)
+	}
+	return nil
+}
+
+// WriteFrame encodes m as one frame and writes it to w with a single Write,
+// so that frames from one writer never interleave. It refuses messages that
+// ReadFrame would refuse.
+func WriteFrame(w io.Writer, m Message) error {
+	buf, err := AppendFrame(nil, m)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(buf); err != nil {
+		return fmt.Errorf("proto: write frame: %w", err)
+	}
+	return nil
+}
+
+// AppendFrame appends the encoding of m to b and returns the extended slice.
+func AppendFrame(b []byte, m Message) ([]byte, error) {
+	if err := m.validate(); err != nil {
+		return b, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	start := len(b)
+	b = append(b, byte(m.msgType()), 0, 0, 0, 0)
+	buf := bytes.NewBuffer(b)
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
+		return b[:start], fmt.Errorf("proto: encode %T: %w", m, err)
+	}
+	b = buf.Bytes()
+	b = b[:len(b)-1] // Encoder adds a newline.
+	n := len(b) - start - headerSize
+	if n > MaxFrameSize {
+		return b[:start], fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	}
+	binary.BigEndian.PutUint32(b[start+1:], uint32(n))
+	return b, nil
+}
+
+// ReadFrame reads exactly one frame from r and decodes it. It reads no byte
+// past the frame, so the rest of r (a data stream's payload) is untouched.
+// Errors wrap ErrFrameTooLarge, ErrUnknownType, ErrTruncatedFrame or
+// ErrMalformed for bad input, or are r's own error (io.EOF before any byte).
+func ReadFrame(r io.Reader) (Message, error) {
+	var hdr [headerSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("%w: header", ErrTruncatedFrame)
+		}
+		return nil, err
+	}
+	m, err := newMessage(msgType(hdr[0]))
+	if err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if n > MaxFrameSize {
+		return nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("%w: payload", ErrTruncatedFrame)
+		}
+		return nil, err
+	}
+	if len(payload) == 0 || payload[0] != '{' {
+		return nil, fmt.Errorf("%w: payload is not a JSON object", ErrMalformed)
+	}
+	// encoding/json would silently turn invalid UTF-8 into U+FFFD.
+	if !utf8.Valid(payload) {
+		return nil, fmt.Errorf("%w: payload is not valid UTF-8", ErrMalformed)
+	}
+	if err := json.Unmarshal(payload, m); err != nil {
+		return nil, fmt.Errorf("%w: %T: %v", ErrMalformed, m, err)
+	}
+	if err := m.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return m, nil
+}
+
+// ReadAs reads one frame and requires it to be of type T. A frame of another
+// type is ErrUnexpected, except an *Error, which is returned as the error
+// itself so callers can errors.As it.
+func ReadAs[T Message](r io.Reader) (T, error) {
+	var zero T
+	m, err := ReadFrame(r)
+	if err != nil {
+		return zero, err
+	}
+	if v, ok := m.(T); ok {
+		return v, nil
+	}
+	if e, ok := m.(*Error); ok {
+		return zero, e
+	}
+	return zero, fmt.Errorf("%w: got %T, want %T", ErrUnexpected, m, zero)
+}

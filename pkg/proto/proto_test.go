@@ -1,0 +1,207 @@
+package proto
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func sampleMessages() []Message {
+	return []Message{
+		&Hello{Version: Version, ClientVersion: "test", Token: "s3cret", Tunnels: []TunnelRequest{{Name: "wiki", Kind: KindHTTP}, {Kind: KindHTTP}}},
+		&Welcome{SessionID: "abc", Tunnels: []TunnelInfo{{Name: "wiki", Kind: KindHTTP, URL: "https://wiki.example.com"}},
+			Limits: Limits{MaxStreams: 100, MaxFrameSize: MaxFrameSize}, Heartbeat: Heartbeat{IntervalMS: 10000, TimeoutMS: 30000}},
+		&Error{Code: CodeNameTaken, Message: `name "wiki" is held by another token`},
+		&GoAway{Reason: "restart"},
+		&StreamHeader{Tunnel: "wiki", RemoteAddr: "203.0.113.7:5123"},
+		&StreamAck{},
+		&Ping{Seq: 7},
+		&Pong{Seq: 7},
+	}
+}
+
+func rawFrame(t msgType, payload string) []byte {
+	b := []byte{byte(t), 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(b[1:], uint32(len(payload)))
+	return append(b, payload...)
+}
+
+func TestFrame_RoundTrip(t *testing.T) {
+	for _, m := range sampleMessages() {
+		var buf bytes.Buffer
+		if err := WriteFrame(&buf, m); err != nil {
+			t.Fatalf("write %T: %v", m, err)
+		}
+		buf.WriteString("trailing stream bytes")
+		got, err := ReadFrame(&buf)
+		if err != nil {
+			t.Fatalf("read %T: %v", m, err)
+		}
+		if !reflect.DeepEqual(got, m) {
+			t.Errorf("got %#v, want %#v", got, m)
+		}
+		if rest := buf.String(); rest != "trailing stream bytes" {
+			t.Errorf("ReadFrame consumed past the frame: rest %q", rest)
+		}
+	}
+}
+
+func TestReadFrame_RejectsBadInput(t *testing.T) {
+	huge := []byte{byte(msgHello), 0xff, 0xff, 0xff, 0xff}
+	tests := []struct {
+		name  string
+		input []byte
+		want  error
+	}{
+		{"oversized length", huge, ErrFrameTooLarge},
+		{"one past the limit", rawFrame(msgHello, strings.Repeat(" ", MaxFrameSize+1)), ErrFrameTooLarge},
+		{"unknown type", rawFrame(0x42, `{}`), ErrUnknownType},
+		{"type zero", rawFrame(0, `{}`), ErrUnknownType},
+		{"truncated header", []byte{byte(msgHello), 0, 0}, ErrTruncatedFrame},
+		{"truncated payload", rawFrame(msgHello, `{"version":1}`)[:9], ErrTruncatedFrame},
+		{"empty payload", rawFrame(msgPing, ``), ErrMalformed},
+		{"not json", rawFrame(msgPing, `hello`), ErrMalformed},
+		{"json array", rawFrame(msgPing, `[1]`), ErrMalformed},
+		{"trailing garbage", rawFrame(msgPing, `{"seq":1} x`), ErrMalformed},
+		{"wrong field type", rawFrame(msgPing, `{"seq":"x"}`), ErrMalformed},
+		{"hello without version", rawFrame(msgHello, `{"tunnels":[{"kind":"http"}]}`), ErrMalformed},
+		{"hello without tunnels", rawFrame(msgHello, `{"version":1}`), ErrMalformed},
+		{"hello unknown kind", rawFrame(msgHello, `{"version":1,"tunnels":[{"kind":"udp"}]}`), ErrMalformed},
+		{"hello too many tunnels", rawFrame(msgHello, `{"version":1,"tunnels":[`+strings.Repeat(`{"kind":"http"},`, MaxTunnels)+`{"kind":"http"}]}`), ErrMalformed},
+		{"hello long token", rawFrame(msgHello, `{"version":1,"token":"`+strings.Repeat("a", 300)+`","tunnels":[{"kind":"http"}]}`), ErrMalformed},
+		{"invalid utf-8", rawFrame(msgStreamHeader, "{\"tunnel\":\"\xff\"}"), ErrMalformed},
+		{"error without code", rawFrame(msgError, `{"message":"x"}`), ErrMalformed},
+		{"header without tunnel", rawFrame(msgStreamHeader, `{}`), ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ReadFrame(bytes.NewReader(tt.input))
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestReadFrame_CleanEOF(t *testing.T) {
+	if _, err := ReadFrame(bytes.NewReader(nil)); err != io.EOF {
+		t.Fatalf("got %v, want io.EOF", err)
+	}
+}
+
+// countingReader fails the test if ReadFrame allocates from an untrusted length
+// before checking it: we can only observe that it stops reading early.
+func TestReadFrame_OversizedDoesNotReadPayload(t *testing.T) {
+	r := &countingReader{r: bytes.NewReader(append([]byte{byte(msgHello), 0x7f, 0xff, 0xff, 0xff}, make([]byte, 1<<20)...))}
+	if _, err := ReadFrame(r); !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("got %v, want ErrFrameTooLarge", err)
+	}
+	if r.n != headerSize {
+		t.Fatalf("read %d bytes, want only the %d-byte header", r.n, headerSize)
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+func TestWriteFrame_RefusesInvalid(t *testing.T) {
+	bad := []Message{
+		&Hello{Version: Version},
+		&StreamHeader{},
+		&Error{},
+		&Hello{Version: Version, Tunnels: []TunnelRequest{{Kind: KindHTTP, Name: strings.Repeat("a", 300)}}},
+	}
+	for _, m := range bad {
+		if err := WriteFrame(io.Discard, m); !errors.Is(err, ErrMalformed) {
+			t.Errorf("WriteFrame(%#v): got %v, want ErrMalformed", m, err)
+		}
+	}
+}
+
+func TestHello_CheckVersion(t *testing.T) {
+	if err := (&Hello{Version: Version}).CheckVersion(); err != nil {
+		t.Fatalf("same version: %v", err)
+	}
+	if err := (&Hello{Version: Version + 1}).CheckVersion(); !errors.Is(err, ErrVersionMismatch) {
+		t.Fatalf("got %v, want ErrVersionMismatch", err)
+	}
+}
+
+func TestReadAs(t *testing.T) {
+	var buf bytes.Buffer
+	if err := WriteFrame(&buf, &Error{Code: CodeBadToken, Message: "no"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ReadAs[*Welcome](&buf)
+	var perr *Error
+	if !errors.As(err, &perr) || perr.Code != CodeBadToken {
+		t.Fatalf("got %v, want *Error with code bad_token", err)
+	}
+	if !perr.Code.Permanent() {
+		t.Errorf("bad_token should be permanent")
+	}
+	if err := WriteFrame(&buf, &Ping{Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadAs[*Welcome](&buf); !errors.Is(err, ErrUnexpected) {
+		t.Fatalf("got %v, want ErrUnexpected", err)
+	}
+}
+
+func seedFrames() [][]byte {
+	var seeds [][]byte
+	for _, m := range sampleMessages() {
+		b, err := AppendFrame(nil, m)
+		if err != nil {
+			panic(err)
+		}
+		seeds = append(seeds, b)
+	}
+	return append(seeds,
+		[]byte{byte(msgHello), 0xff, 0xff, 0xff, 0xff},
+		rawFrame(0x42, `{}`),
+		[]byte{byte(msgHello), 0, 0},
+		rawFrame(msgHello, `{"version":1,"tunnels":[{"kind":"http","name":"\u2028\u0000"}]}`),
+	)
+}
+
+func FuzzReadFrame(f *testing.F) {
+	for _, s := range seedFrames() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ReadFrame(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		if len(b) > headerSize+MaxFrameSize {
+			// Only the first frame is read; make sure its length was in bounds.
+			if n := binary.BigEndian.Uint32(b[1:]); n > MaxFrameSize {
+				t.Fatalf("accepted a %d-byte frame", n)
+			}
+		}
+		var buf bytes.Buffer
+		if err := WriteFrame(&buf, m); err != nil {
+			t.Fatalf("re-encode accepted frame %#v: %v", m, err)
+		}
+		again, err := ReadFrame(&buf)
+		if err != nil {
+			t.Fatalf("re-read re-encoded frame: %v", err)
+		}
+		if !reflect.DeepEqual(again, m) {
+			t.Fatalf("round trip changed the message: %#v -> %#v", m, again)
+		}
+	})
+}
