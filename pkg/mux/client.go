@@ -1,0 +1,300 @@
+package mux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"github.com/rs/zerolog"
+
+	"github.com/tunnelhq/tunnel/pkg/proto"
+)
+
+// ErrServerGoAway is returned by Serve when tunneld said it is draining
+// (a restart, usually): the caller should connect again.
+var ErrServerGoAway = errors.New("mux: server is draining")
+
+// ErrSessionLost is returned by Serve when the connection to tunneld ended
+// without a GoAway: a network failure or a crashed server.
+var ErrSessionLost = errors.New("mux: session lost")
+
+// ClientSession is tunnel's end of the session with tunneld.
+//
+// Client returns it after a successful handshake; call Serve to handle the
+// streams tunneld opens, and Close when done.
+type ClientSession struct {
+	cfg     Config
+	log     zerolog.Logger
+	sess    *yamux.Session
+	ctrl    *yamux.Stream
+	welcome *proto.Welcome
+
+	ctrlMu sync.Mutex // serialises writes on ctrl
+
+	goAwayOnce sync.Once
+	goAway     chan struct{}
+
+	active atomic.Int64 // streams being piped
+
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Client starts tunnel's side of a session on conn, an established TLS
+// connection: it opens the control stream, sends hello and waits for the
+// answer, all within cfg.HandshakeTimeout. A refusal by the server is
+// returned as a *proto.Error (test with errors.As and look at its Code).
+// Client owns conn: on error it is closed.
+func Client(ctx context.Context, conn net.Conn, hello *proto.Hello, cfg Config) (*ClientSession, error) {
+	if err := cfg.Validate(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	log := cfg.Logger
+	sess, err := yamux.Client(conn, cfg.yamuxConfig(log))
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("start yamux client: %w", err)
+	}
+	ctrl, err := sess.OpenStream()
+	if err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("open control stream: %w", err)
+	}
+	ctrl.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
+	stop := context.AfterFunc(ctx, func() { ctrl.SetDeadline(time.Now()) })
+	defer stop()
+	if err := proto.WriteFrame(ctrl, hello); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("send hello: %w", handshakeErr(ctx, err))
+	}
+	welcome, err := proto.ReadAs[*proto.Welcome](ctrl)
+	if err != nil {
+		sess.Close()
+		var perr *proto.Error
+		if errors.As(err, &perr) {
+			return nil, perr
+		}
+		return nil, fmt.Errorf("read welcome: %w", handshakeErr(ctx, err))
+	}
+	if len(welcome.Tunnels) != len(hello.Tunnels) {
+		sess.Close()
+		return nil, fmt.Errorf("read welcome: %w: %d tunnels granted, %d asked for",
+			proto.ErrMalformed, len(welcome.Tunnels), len(hello.Tunnels))
+	}
+	if !stop() {
+		sess.Close()
+		return nil, ctx.Err()
+	}
+	ctrl.SetDeadline(time.Time{})
+	c := &ClientSession{
+		cfg:     cfg,
+		log:     log.With().Str("session_id", welcome.SessionID).Logger(),
+		sess:    sess,
+		ctrl:    ctrl,
+		welcome: welcome,
+		goAway:  make(chan struct{}),
+	}
+	c.wg.Add(1)
+	go c.controlLoop()
+	return c, nil
+}
+
+func handshakeErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, yamux.ErrTimeout) {
+		return fmt.Errorf("no answer from server: %w", context.DeadlineExceeded)
+	}
+	return err
+}
+
+// Welcome is the server's answer to the Hello: session id and public URLs.
+func (c *ClientSession) Welcome() *proto.Welcome { return c.welcome }
+
+// controlLoop reads the control stream until it ends.
+func (c *ClientSession) controlLoop() {
+	defer c.wg.Done()
+	for {
+		m, err := proto.ReadFrame(c.ctrl)
+		if err != nil {
+			if !isClosed(err) {
+				c.log.Warn().Err(err).Msg("control stream broken")
+			}
+			c.sess.Close()
+			return
+		}
+		switch m := m.(type) {
+		case *proto.GoAway:
+			c.log.Info().Str("reason", m.Reason).Msg("server is draining")
+			c.goAwayOnce.Do(func() { close(c.goAway) })
+		case *proto.Ping:
+			c.ctrlMu.Lock()
+			err := proto.WriteFrame(c.ctrl, &proto.Pong{Seq: m.Seq})
+			c.ctrlMu.Unlock()
+			if err != nil {
+				c.sess.Close()
+				return
+			}
+		case *proto.Pong:
+		default:
+			c.log.Warn().Str("type", fmt.Sprintf("%T", m)).Msg("unexpected message on control stream")
+		}
+	}
+}
+
+// Serve handles the streams tunneld opens until ctx ends, the server says
+// GoAway, or the session is lost. targets maps each granted tunnel name (see
+// Welcome) to the local address, host:port, its streams are piped to. A
+// stream naming any other tunnel is refused.
+//
+// When ctx ends, Serve tells the server it is draining, lets in-flight
+// streams finish within cfg.DrainTimeout, and returns nil. When the server
+// says GoAway it returns ErrServerGoAway once in-flight streams are done;
+// when the session is lost, an error wrapping ErrSessionLost. Serve does not
+// close the session; call Close after it returns.
+func (c *ClientSession) Serve(ctx context.Context, targets map[string]string) error {
+	acceptCtx, cancel := context.WithCancel(ctx)
+	var watcher sync.WaitGroup
+	watcher.Add(1)
+	go c.cancelOnGoAway(&watcher, acceptCtx, cancel)
+	defer func() {
+		cancel()
+		watcher.Wait()
+	}()
+
+	var streams sync.WaitGroup
+	var err error
+accept:
+	for {
+		st, aerr := c.sess.AcceptStreamWithContext(acceptCtx)
+		if aerr != nil {
+			switch {
+			case ctx.Err() != nil:
+				c.sendGoAway("client stopping")
+			case isGoAway(c.goAway):
+				err = ErrServerGoAway
+			default:
+				err = fmt.Errorf("%w: %v", ErrSessionLost, aerr)
+			}
+			break accept
+		}
+		streams.Add(1)
+		go c.handleStream(&streams, st, targets)
+	}
+	c.drain(&streams)
+	return err
+}
+
+// cancelOnGoAway stops Serve's accept loop when the server says GoAway.
+func (c *ClientSession) cancelOnGoAway(wg *sync.WaitGroup, ctx context.Context, cancel context.CancelFunc) {
+	defer wg.Done()
+	select {
+	case <-c.goAway:
+		cancel()
+	case <-ctx.Done():
+	}
+}
+
+func isGoAway(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// drain waits for in-flight streams, cutting them off after DrainTimeout.
+func (c *ClientSession) drain(streams *sync.WaitGroup) {
+	done := make(chan struct{})
+	go func() {
+		streams.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(c.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		c.log.Warn().Int64("streams", c.active.Load()).Msg("drain timeout; closing in-flight streams")
+		c.sess.Close()
+		<-done
+	}
+}
+
+func (c *ClientSession) sendGoAway(reason string) {
+	c.ctrlMu.Lock()
+	defer c.ctrlMu.Unlock()
+	c.ctrl.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
+	if err := proto.WriteFrame(c.ctrl, &proto.GoAway{Reason: reason}); err != nil && !isClosed(err) {
+		c.log.Debug().Err(err).Msg("send goaway")
+	}
+}
+
+// handleStream reads a stream's header, connects the tunnel's local target,
+// acknowledges, and pipes until both directions are done.
+func (c *ClientSession) handleStream(wg *sync.WaitGroup, st *yamux.Stream, targets map[string]string) {
+	defer wg.Done()
+	c.active.Add(1)
+	defer c.active.Add(-1)
+	log := c.log.With().Uint32("stream_id", st.StreamID()).Logger()
+
+	st.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
+	hdr, err := proto.ReadAs[*proto.StreamHeader](st)
+	if err != nil {
+		log.Warn().Err(err).Msg("bad stream header")
+		st.Close()
+		return
+	}
+	log = log.With().Str("host", hdr.Tunnel).Logger()
+	addr, ok := targets[hdr.Tunnel]
+	if !ok {
+		log.Warn().Msg("stream for a tunnel this client does not serve; refused")
+		c.refuse(st, &proto.Error{Code: proto.CodeUnknownTunnel, Message: fmt.Sprintf("this client does not serve %q", hdr.Tunnel)})
+		return
+	}
+	d := net.Dialer{Timeout: c.cfg.DialTimeout}
+	local, err := d.Dial("tcp", addr)
+	if err != nil {
+		log.Warn().Err(err).Msg("local service unreachable")
+		c.refuse(st, &proto.Error{Code: proto.CodeLocalUnreachable, Message: "the local service refused the connection"})
+		return
+	}
+	if err := proto.WriteFrame(st, &proto.StreamAck{}); err != nil {
+		local.Close()
+		st.Close()
+		return
+	}
+	st.SetDeadline(time.Time{})
+	start := time.Now()
+	in, out := pipe(st, local)
+	log.Debug().Int64("bytes_in", in).Int64("bytes_out", out).Dur("duration", time.Since(start)).Msg("stream closed")
+}
+
+func (c *ClientSession) refuse(st *yamux.Stream, e *proto.Error) {
+	_ = proto.WriteFrame(st, e)
+	st.Close()
+}
+
+// Close ends the session and every stream on it and waits for the session's
+// goroutines. It is safe to call more than once and concurrently.
+func (c *ClientSession) Close() error {
+	c.closeOnce.Do(func() {
+		if err := c.sess.Close(); err != nil && !isClosed(err) {
+			c.closeErr = err
+		}
+		c.wg.Wait()
+	})
+	return c.closeErr
+}
+
+// Done is closed when the session has ended.
+func (c *ClientSession) Done() <-chan struct{} { return c.sess.CloseChan() }

@@ -1,0 +1,131 @@
+package mux
+
+import (
+	"errors"
+	"fmt"
+	stdlog "log"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"github.com/rs/zerolog"
+)
+
+// Config holds the session settings both roles share. The zero value is not
+// usable; start from DefaultConfig.
+type Config struct {
+	// Logger receives session events. Use zerolog.Nop() for silence.
+	Logger zerolog.Logger
+
+	// StreamWindow is the most a stream may have in flight unacknowledged,
+	// in bytes. One stream cannot move more than StreamWindow per round trip,
+	// so yamux's 256 KiB default caps a stream at 25 MiB/s over a 10 ms path.
+	// It is a ceiling, not an allocation: a receive buffer only grows while
+	// the reader falls behind. Default 8 MiB.
+	StreamWindow uint32
+
+	// KeepAliveInterval is how often each side pings the other. A peer that
+	// does not answer within WriteTimeout ends the session, so a silently dead
+	// link is noticed within KeepAliveInterval+WriteTimeout. Default 15 s.
+	KeepAliveInterval time.Duration
+
+	// WriteTimeout bounds writing one frame to the connection, and the
+	// keepalive's wait for an answer. It does not limit how long a slow
+	// visitor may take: stream writes wait on flow control, not on this.
+	// Default 10 s.
+	WriteTimeout time.Duration
+
+	// AcceptBacklog is how many opened streams may wait for Accept before the
+	// opener blocks. Default 256.
+	AcceptBacklog int
+
+	// HandshakeTimeout bounds the control handshake (opening the control
+	// stream, Hello, Welcome) and reading a data stream's header or
+	// acknowledgement. An unauthenticated connection is dropped after it.
+	// Default 10 s.
+	HandshakeTimeout time.Duration
+
+	// DialTimeout bounds the client's dial of a local target. Default 10 s.
+	DialTimeout time.Duration
+
+	// DrainTimeout bounds how long a client that is stopping waits for
+	// in-flight streams before closing the session. Default 10 s.
+	DrainTimeout time.Duration
+}
+
+// DefaultConfig returns the settings tunnel and tunneld use unless told
+// otherwise.
+func DefaultConfig() Config {
+	return Config{
+		Logger:            zerolog.Nop(),
+		StreamWindow:      8 << 20,
+		KeepAliveInterval: 15 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		AcceptBacklog:     256,
+		HandshakeTimeout:  10 * time.Second,
+		DialTimeout:       10 * time.Second,
+		DrainTimeout:      10 * time.Second,
+	}
+}
+
+// minStreamWindow is yamux's own initial window; it refuses anything smaller.
+const minStreamWindow = 256 << 10
+
+// Validate reports the first setting that is out of range.
+func (c Config) Validate() error {
+	var errs []error
+	if c.StreamWindow < minStreamWindow {
+		errs = append(errs, fmt.Errorf("stream window %d bytes is below the minimum %d", c.StreamWindow, minStreamWindow))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"keepalive interval", c.KeepAliveInterval},
+		{"write timeout", c.WriteTimeout},
+		{"handshake timeout", c.HandshakeTimeout},
+		{"dial timeout", c.DialTimeout},
+		{"drain timeout", c.DrainTimeout},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %v", d.name, d.v))
+		}
+	}
+	if c.AcceptBacklog <= 0 {
+		errs = append(errs, fmt.Errorf("accept backlog must be positive, got %d", c.AcceptBacklog))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("mux: %w", err)
+	}
+	return nil
+}
+
+// yamuxConfig is the one place our yamux settings are decided.
+func (c Config) yamuxConfig(log zerolog.Logger) *yamux.Config {
+	return &yamux.Config{
+		AcceptBacklog:          c.AcceptBacklog,
+		EnableKeepAlive:        true,
+		KeepAliveInterval:      c.KeepAliveInterval,
+		ConnectionWriteTimeout: c.WriteTimeout,
+		MaxStreamWindowSize:    c.StreamWindow,
+		// A stream whose SYN is never acknowledged means the peer is stuck;
+		// yamux then closes the whole session, which is what we want.
+		StreamOpenTimeout: c.HandshakeTimeout,
+		// After we half-close, a peer that never closes its side would keep
+		// the stream forever; reclaim it after this.
+		StreamCloseTimeout: time.Minute,
+		Logger:             stdlog.New(levelWriter{log, zerolog.WarnLevel}, "", 0),
+	}
+}
+
+// levelWriter turns the lines yamux logs through a *log.Logger into zerolog
+// events at one level.
+type levelWriter struct {
+	l   zerolog.Logger
+	lvl zerolog.Level
+}
+
+func (w levelWriter) Write(p []byte) (int, error) {
+	w.l.WithLevel(w.lvl).Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

@@ -1,0 +1,24 @@
+// Package mux turns one TLS connection between tunnel and tunneld into a
+// yamux session and speaks the control protocol (package proto) over it.
+//
+// Both roles live here so that the rules of a session are written once:
+//
+//   - The client opens exactly one stream, the control stream, and sends
+//     Hello on it. The server answers Welcome or Error.
+//   - After Welcome only the server opens streams: one per visitor
+//     connection, each starting with a StreamHeader that names the tunnel.
+//     Streams the client opens beyond the control stream are refused.
+//   - The client answers each StreamHeader with StreamAck once it has
+//     connected to the tunnel's local target, or with Error when it cannot,
+//     so the server can tell "client gone" from "local service down".
+//   - GoAway on the control stream means "start no new streams"; the
+//     control stream closing ends the session.
+//
+// The package knows nothing about hostnames, HTTP or certificates: it is
+// handed a net.Conn that is already a TLS connection, and the tunnel names and
+// local addresses come from its callers.
+//
+// A session starts yamux's goroutines as soon as it exists, so every session
+// type here has a Close that must be called; Close is idempotent and waits
+// for the goroutines the session owns.
+package mux

@@ -1,0 +1,478 @@
+package mux
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/tunnelhq/tunnel/pkg/proto"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func recvWithin[T any](t *testing.T, ch <-chan T, d time.Duration) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatalf("nothing received within %v", d)
+		panic("unreachable")
+	}
+}
+
+// newTestTLS makes an in-memory CA and a 127.0.0.1 server certificate.
+func newTestTLS(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	server = &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: key}},
+		NextProtos:   []string{proto.ALPN},
+	}
+	client = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", NextProtos: []string{proto.ALPN}}
+	return server, client
+}
+
+// transports returns connected pairs (client end, server end) over each
+// transport the session must work on.
+func transports() map[string]func(t *testing.T) (net.Conn, net.Conn) {
+	tcpPair := func(t *testing.T) (net.Conn, net.Conn) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			c, _ := ln.Accept()
+			accepted <- c
+		}()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := recvWithin(t, accepted, 5*time.Second)
+		if s == nil {
+			t.Fatal("accept failed")
+		}
+		return c, s
+	}
+	return map[string]func(t *testing.T) (net.Conn, net.Conn){
+		"pipe": func(t *testing.T) (net.Conn, net.Conn) { return net.Pipe() },
+		"tcp":  tcpPair,
+		"tls": func(t *testing.T) (net.Conn, net.Conn) {
+			srvCfg, cliCfg := newTestTLS(t)
+			c, s := tcpPair(t)
+			return tls.Client(c, cliCfg), tls.Server(s, srvCfg)
+		},
+	}
+}
+
+func testConfig(t *testing.T) Config {
+	cfg := DefaultConfig()
+	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	cfg.HandshakeTimeout = 5 * time.Second
+	cfg.DrainTimeout = 5 * time.Second
+	return cfg
+}
+
+func hello(names ...string) *proto.Hello {
+	h := &proto.Hello{Version: proto.Version, ClientVersion: "test"}
+	for _, n := range names {
+		h.Tunnels = append(h.Tunnels, proto.TunnelRequest{Name: n, Kind: proto.KindHTTP})
+	}
+	return h
+}
+
+func welcome(h *proto.Hello) *proto.Welcome {
+	w := &proto.Welcome{SessionID: "s1"}
+	for _, tr := range h.Tunnels {
+		w.Tunnels = append(w.Tunnels, proto.TunnelInfo{Name: tr.Name, Kind: tr.Kind, URL: "https://" + tr.Name + ".example.com"})
+	}
+	return w
+}
+
+type serverResult struct {
+	s     *ServerSession
+	hello *proto.Hello
+	err   error
+}
+
+// session sets up a client and server session over a transport and accepts
+// the client's Hello with decide (nil: accept all).
+func session(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn), h *proto.Hello, decide func(*proto.Hello) *proto.Error) (*ClientSession, *ServerSession, error) {
+	t.Helper()
+	cc, sc := pair(t)
+	cfg := testConfig(t)
+	results := make(chan serverResult, 1)
+	go func() {
+		s, got, err := Server(context.Background(), sc, cfg)
+		if err == nil {
+			if e := decideOrAccept(decide, got); e != nil {
+				err = s.Reject(e)
+				if err == nil {
+					err = e
+				}
+				s = nil
+			} else {
+				err = s.Accept(welcome(got))
+			}
+		}
+		results <- serverResult{s, got, err}
+	}()
+	c, cerr := Client(context.Background(), cc, h, cfg)
+	r := recvWithin(t, results, 10*time.Second)
+	if r.s != nil {
+		t.Cleanup(func() { r.s.Close() })
+	}
+	if c != nil {
+		t.Cleanup(func() { c.Close() })
+	}
+	if cerr != nil {
+		return nil, r.s, cerr
+	}
+	if r.err != nil {
+		t.Fatalf("server: %v", r.err)
+	}
+	return c, r.s, nil
+}
+
+func decideOrAccept(decide func(*proto.Hello) *proto.Error, h *proto.Hello) *proto.Error {
+	if decide == nil {
+		return nil
+	}
+	return decide(h)
+}
+
+// echoServer is a local TCP service that echoes until EOF, then closes.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.Copy(c, c)
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// serve runs the client's Serve in the background and returns its result.
+func serve(t *testing.T, ctx context.Context, c *ClientSession, targets map[string]string) <-chan error {
+	errc := make(chan error, 1)
+	go func() { errc <- c.Serve(ctx, targets) }()
+	return errc
+}
+
+func TestSession_Transports(t *testing.T) {
+	for name, pair := range transports() {
+		t.Run(name, func(t *testing.T) {
+			h := hello("wiki", "blog")
+			c, s, err := session(t, pair, h, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Welcome().Tunnels[1].URL; got != "https://blog.example.com" {
+				t.Errorf("got URL %q, want https://blog.example.com", got)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := serve(t, ctx, c, map[string]string{"wiki": echoServer(t), "blog": echoServer(t)})
+
+			// Several streams at once, each with its own payload, half-closed
+			// after writing: the echo must come back whole, then EOF.
+			const n = 8
+			results := make(chan error, n)
+			for i := range n {
+				go func() {
+					tunnel := []string{"wiki", "blog"}[i%2]
+					st, err := s.Open(context.Background(), &proto.StreamHeader{Tunnel: tunnel, RemoteAddr: "192.0.2.1:1"})
+					if err != nil {
+						results <- err
+						return
+					}
+					defer st.Close()
+					payload := bytes.Repeat([]byte{byte(i)}, 300<<10)
+					go func() {
+						st.Write(payload)
+						closeWrite(st)
+					}()
+					got, err := io.ReadAll(st)
+					if err == nil && !bytes.Equal(got, payload) {
+						err = errors.New("echo mismatch")
+					}
+					results <- err
+				}()
+			}
+			for range n {
+				if err := recvWithin(t, results, 20*time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cancel()
+			if err := recvWithin(t, errc, 10*time.Second); err != nil {
+				t.Fatalf("Serve after cancel: got %v, want nil", err)
+			}
+			recvWithin(t, s.Draining(), 5*time.Second)
+		})
+	}
+}
+
+func TestSession_StreamRefusals(t *testing.T) {
+	c, s, err := session(t, transports()["tcp"], hello("wiki", "down"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A port that was just free: nothing listens there.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	downAddr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := serve(t, ctx, c, map[string]string{"wiki": echoServer(t), "down": downAddr})
+
+	tests := []struct {
+		tunnel string
+		want   proto.ErrorCode
+	}{
+		{"other", proto.CodeUnknownTunnel},
+		{"down", proto.CodeLocalUnreachable},
+	}
+	for _, tt := range tests {
+		_, err := s.Open(context.Background(), &proto.StreamHeader{Tunnel: tt.tunnel})
+		var perr *proto.Error
+		if !errors.As(err, &perr) || perr.Code != tt.want {
+			t.Errorf("open %q: got %v, want code %s", tt.tunnel, err, tt.want)
+		}
+	}
+	// The session still serves after refusals.
+	st, err := s.Open(context.Background(), &proto.StreamHeader{Tunnel: "wiki"})
+	if err != nil {
+		t.Fatalf("open after refusals: %v", err)
+	}
+	st.Close()
+	cancel()
+	recvWithin(t, errc, 10*time.Second)
+}
+
+func TestSession_Reject(t *testing.T) {
+	for name, pair := range transports() {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := session(t, pair, hello("wiki"), func(*proto.Hello) *proto.Error {
+				return &proto.Error{Code: proto.CodeBadToken, Message: "unknown token"}
+			})
+			var perr *proto.Error
+			if !errors.As(err, &perr) || perr.Code != proto.CodeBadToken || perr.Message != "unknown token" {
+				t.Fatalf("got %v, want bad_token: unknown token", err)
+			}
+		})
+	}
+}
+
+func TestServer_RejectsWrongVersion(t *testing.T) {
+	h := hello("wiki")
+	h.Version = proto.Version + 1
+	cc, sc := transports()["tcp"](t)
+	srvErr := make(chan error, 1)
+	go func() {
+		_, _, err := Server(context.Background(), sc, testConfig(t))
+		srvErr <- err
+	}()
+	_, err := Client(context.Background(), cc, h, testConfig(t))
+	var perr *proto.Error
+	if !errors.As(err, &perr) || perr.Code != proto.CodeUnsupportedVersion {
+		t.Fatalf("client: got %v, want unsupported_version", err)
+	}
+	if err := recvWithin(t, srvErr, 5*time.Second); !errors.Is(err, proto.ErrVersionMismatch) {
+		t.Fatalf("server: got %v, want ErrVersionMismatch", err)
+	}
+}
+
+func TestServer_HandshakeTimeout(t *testing.T) {
+	// A peer that completes TCP but never says anything is dropped after
+	// the handshake timeout.
+	cc, sc := transports()["tcp"](t)
+	defer cc.Close()
+	cfg := testConfig(t)
+	cfg.HandshakeTimeout = 100 * time.Millisecond
+	srvErr := make(chan error, 1)
+	go func() {
+		_, _, err := Server(context.Background(), sc, cfg)
+		srvErr <- err
+	}()
+	if err := recvWithin(t, srvErr, 5*time.Second); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want deadline exceeded", err)
+	}
+	// The server closed the connection.
+	cc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, cc); err != nil {
+		t.Fatalf("connection not closed by server: %v", err)
+	}
+}
+
+func TestServer_MalformedHello(t *testing.T) {
+	cc, sc := transports()["tcp"](t)
+	cfg := testConfig(t)
+	srvErr := make(chan error, 1)
+	go func() {
+		_, _, err := Server(context.Background(), sc, cfg)
+		srvErr <- err
+	}()
+	// Speak yamux correctly but send garbage as the Hello.
+	sess, err := yamuxClientForTest(cc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	ctrl, err := sess.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl.Write([]byte{0x01, 0, 0, 0, 3, 'x', 'y', 'z'})
+	_, err = proto.ReadAs[*proto.Welcome](ctrl)
+	var perr *proto.Error
+	if !errors.As(err, &perr) || perr.Code != proto.CodeBadRequest {
+		t.Fatalf("client: got %v, want bad_request", err)
+	}
+	if err := recvWithin(t, srvErr, 5*time.Second); !errors.Is(err, proto.ErrMalformed) {
+		t.Fatalf("server: got %v, want ErrMalformed", err)
+	}
+}
+
+func TestServer_RefusesClientStreams(t *testing.T) {
+	c, s, err := session(t, transports()["tcp"], hello("wiki"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.sess.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.Write([]byte("let me in"))
+	st.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := io.Copy(io.Discard, st); err != nil || n != 0 {
+		t.Fatalf("client-opened stream: read %d bytes, err %v; want refused (EOF)", n, err)
+	}
+	// The session itself is still usable.
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := serve(t, ctx, c, map[string]string{"wiki": echoServer(t)})
+	conn, err := s.Open(context.Background(), &proto.StreamHeader{Tunnel: "wiki"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	cancel()
+	recvWithin(t, errc, 10*time.Second)
+}
+
+func TestClient_ServerGoAway(t *testing.T) {
+	c, s, err := session(t, transports()["tcp"], hello("wiki"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := serve(t, context.Background(), c, map[string]string{"wiki": echoServer(t)})
+	if err := s.GoAway("restart"); err != nil {
+		t.Fatal(err)
+	}
+	if err := recvWithin(t, errc, 10*time.Second); !errors.Is(err, ErrServerGoAway) {
+		t.Fatalf("got %v, want ErrServerGoAway", err)
+	}
+}
+
+func TestClient_SessionLost(t *testing.T) {
+	c, s, err := session(t, transports()["tcp"], hello("wiki"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := serve(t, context.Background(), c, map[string]string{"wiki": echoServer(t)})
+	s.Close()
+	if err := recvWithin(t, errc, 10*time.Second); !errors.Is(err, ErrSessionLost) {
+		t.Fatalf("got %v, want ErrSessionLost", err)
+	}
+	recvWithin(t, c.Done(), 5*time.Second)
+	if err := c.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+func TestConfig_Validate(t *testing.T) {
+	tests := []struct {
+		name string
+		mod  func(*Config)
+		ok   bool
+	}{
+		{"default", func(*Config) {}, true},
+		{"small window", func(c *Config) { c.StreamWindow = 1024 }, false},
+		{"zero keepalive", func(c *Config) { c.KeepAliveInterval = 0 }, false},
+		{"negative handshake", func(c *Config) { c.HandshakeTimeout = -1 }, false},
+		{"zero backlog", func(c *Config) { c.AcceptBacklog = 0 }, false},
+	}
+	for _, tt := range tests {
+		cfg := DefaultConfig()
+		tt.mod(&cfg)
+		if err := cfg.Validate(); (err == nil) != tt.ok {
+			t.Errorf("%s: got %v, want ok=%v", tt.name, err, tt.ok)
+		}
+	}
+}
+
+func yamuxClientForTest(conn net.Conn, cfg Config) (*yamux.Session, error) {
+	return yamux.Client(conn, cfg.yamuxConfig(cfg.Logger))
+}
