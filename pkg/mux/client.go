@@ -150,31 +150,24 @@ func (c *ClientSession) controlLoop() {
 	}
 }
 
-// Serve handles the streams tunneld opens until ctx ends, the server says
-// GoAway, or the session is lost. targets maps each granted tunnel name (see
-// Welcome) to the local address, host:port, its streams are piped to. A
-// stream naming any other tunnel is refused.
+// Serve handles the streams tunneld opens until ctx ends or the session
+// does. targets maps each granted tunnel name (see Welcome) to the local
+// address, host:port, its streams are piped to. A stream naming any other
+// tunnel is refused.
 //
 // When ctx ends, Serve tells the server it is draining, lets in-flight
-// streams finish within cfg.DrainTimeout, and returns nil. When the server
-// says GoAway it returns ErrServerGoAway once in-flight streams are done;
-// when the session is lost, an error wrapping ErrSessionLost. Serve does not
-// close the session; call Close after it returns.
+// streams finish within cfg.DrainTimeout, and returns nil. When the session
+// ends it returns ErrServerGoAway if the server had said GoAway (a planned
+// restart), or an error wrapping ErrSessionLost. A server's GoAway does not
+// stop Serve: the server still opens streams for requests in flight until
+// it closes the session; watch GoAway to connect a new session meanwhile.
+// Serve does not close the session; call Close after it returns.
 func (c *ClientSession) Serve(ctx context.Context, targets map[string]string) error {
-	acceptCtx, cancel := context.WithCancel(ctx)
-	var watcher sync.WaitGroup
-	watcher.Add(1)
-	go c.cancelOnGoAway(&watcher, acceptCtx, cancel)
-	defer func() {
-		cancel()
-		watcher.Wait()
-	}()
-
 	var streams sync.WaitGroup
 	var err error
 accept:
 	for {
-		st, aerr := c.sess.AcceptStreamWithContext(acceptCtx)
+		st, aerr := c.sess.AcceptStreamWithContext(ctx)
 		if aerr != nil {
 			switch {
 			case ctx.Err() != nil:
@@ -193,15 +186,8 @@ accept:
 	return err
 }
 
-// cancelOnGoAway stops Serve's accept loop when the server says GoAway.
-func (c *ClientSession) cancelOnGoAway(wg *sync.WaitGroup, ctx context.Context, cancel context.CancelFunc) {
-	defer wg.Done()
-	select {
-	case <-c.goAway:
-		cancel()
-	case <-ctx.Done():
-	}
-}
+// GoAway is closed when the server has said it is draining.
+func (c *ClientSession) GoAway() <-chan struct{} { return c.goAway }
 
 func isGoAway(ch <-chan struct{}) bool {
 	select {

@@ -428,6 +428,14 @@ func TestClient_ServerGoAway(t *testing.T) {
 	if err := s.GoAway("restart"); err != nil {
 		t.Fatal(err)
 	}
+	recvWithin(t, c.GoAway(), 5*time.Second)
+	// Streams still work after GoAway, until the server closes the session.
+	st, err := s.Open(context.Background(), &proto.StreamHeader{Tunnel: "wiki"})
+	if err != nil {
+		t.Fatalf("open after goaway: %v", err)
+	}
+	st.Close()
+	s.Close()
 	if err := recvWithin(t, errc, 10*time.Second); !errors.Is(err, ErrServerGoAway) {
 		t.Fatalf("got %v, want ErrServerGoAway", err)
 	}
