@@ -1,0 +1,115 @@
+package mux
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/tunnelhq/tunnel/pkg/proto"
+)
+
+// Tunnel is one tunnel a client asks for.
+type Tunnel struct {
+	// Name is the name asked for; empty lets the server pick one.
+	Name string
+	// Target is the local service, host:port, that visitors reach.
+	Target string
+}
+
+// ClientConfig configures Run: where tunneld is, how to trust it, and what
+// to expose.
+type ClientConfig struct {
+	Config
+
+	// Server is tunneld's address, host:port.
+	Server string
+	// TLS holds the roots that verify tunneld's certificate (nil RootCAs:
+	// the system's) and the ServerName (empty: Server's host). NextProtos
+	// is set by Run. Verification is never skipped.
+	TLS *tls.Config
+	// Token authenticates the client; empty connects anonymously.
+	Token string
+	// ClientVersion is reported to the server, for its logs.
+	ClientVersion string
+	// Tunnels are the tunnels to open, 1 to proto.MaxTunnels.
+	Tunnels []Tunnel
+	// OnReady, if set, is called once the server has granted the tunnels,
+	// with its Welcome (public URLs in Welcome.Tunnels, in order).
+	OnReady func(*proto.Welcome)
+}
+
+// Validate reports the first missing or bad setting.
+func (c ClientConfig) Validate() error {
+	if err := c.Config.Validate(); err != nil {
+		return err
+	}
+	if _, _, err := net.SplitHostPort(c.Server); err != nil {
+		return fmt.Errorf("mux: server address %q: want host:port", c.Server)
+	}
+	if len(c.Tunnels) == 0 || len(c.Tunnels) > proto.MaxTunnels {
+		return fmt.Errorf("mux: %d tunnels, want 1 to %d", len(c.Tunnels), proto.MaxTunnels)
+	}
+	for i, t := range c.Tunnels {
+		if _, _, err := net.SplitHostPort(t.Target); err != nil {
+			return fmt.Errorf("mux: tunnel %d: target %q: want host:port", i, t.Target)
+		}
+	}
+	return nil
+}
+
+// Run dials tunneld over TLS, opens the tunnels and serves them until ctx
+// ends (returns nil) or the session ends (returns Serve's error). A refusal
+// by the server comes back as a *proto.Error; its Code.Permanent() says
+// whether trying again can help.
+func Run(ctx context.Context, cfg ClientConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	tlsCfg := &tls.Config{}
+	if cfg.TLS != nil {
+		tlsCfg = cfg.TLS.Clone()
+	}
+	tlsCfg.NextProtos = []string{proto.ALPN}
+	if tlsCfg.ServerName == "" {
+		host, _, _ := net.SplitHostPort(cfg.Server)
+		tlsCfg.ServerName = host
+	}
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: cfg.DialTimeout}, Config: tlsCfg}
+	raw, err := d.DialContext(ctx, "tcp", cfg.Server)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", cfg.Server, err)
+	}
+	conn := raw.(*tls.Conn)
+	if p := conn.ConnectionState().NegotiatedProtocol; p != proto.ALPN {
+		conn.Close()
+		return fmt.Errorf("dial %s: server does not speak %s (negotiated %q): is this a tunneld?", cfg.Server, proto.ALPN, p)
+	}
+	hello := &proto.Hello{Version: proto.Version, ClientVersion: cfg.ClientVersion, Token: cfg.Token}
+	for _, t := range cfg.Tunnels {
+		hello.Tunnels = append(hello.Tunnels, proto.TunnelRequest{Name: t.Name, Kind: proto.KindHTTP})
+	}
+	sess, err := Client(ctx, conn, hello, cfg.Config)
+	if err != nil {
+		var perr *proto.Error
+		if errors.As(err, &perr) {
+			return perr
+		}
+		return fmt.Errorf("handshake with %s: %w", cfg.Server, err)
+	}
+	defer sess.Close()
+	w := sess.Welcome()
+	targets := make(map[string]string, len(cfg.Tunnels))
+	names := make([]string, 0, len(w.Tunnels))
+	for i, t := range w.Tunnels {
+		targets[t.Name] = cfg.Tunnels[i].Target
+		names = append(names, t.Name)
+	}
+	sess.log.Info().Str("server", cfg.Server).Str("names", strings.Join(names, ",")).Msg("connected")
+	if cfg.OnReady != nil {
+		cfg.OnReady(w)
+	}
+	return sess.Serve(ctx, targets)
+}
