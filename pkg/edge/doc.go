@@ -1,0 +1,48 @@
+// Package edge is the public side of tunneld: the one TLS port that both
+// tunnel clients and visitors connect to.
+//
+// # One port, two kinds of peer
+//
+// Every connection on the public listener starts with a TLS handshake. The
+// ALPN protocol negotiated in it decides what the connection is: proto.ALPN
+// means a tunnel client, whose connection becomes a yamux session (package
+// mux); "h2" or "http/1.1" (or none) means a visitor, whose connection goes to
+// the public HTTP server. Clients therefore need no port of their own, and
+// nothing but TLS ever reaches a tunnel.
+//
+// # The path of one request
+//
+//  1. A visitor asks for https://wiki.example.com/page. The TLS handshake
+//     negotiates h2 or http/1.1 and the connection is handed to net/http.
+//  2. The handler parses the Host (port stripped, case folded, trailing dot
+//     dropped) into the name "wiki" and looks it up in the Registry. No
+//     entry: 404 naming the host. Held for a client that is away: 502.
+//  3. An httputil.ReverseProxy rewrites the request (X-Forwarded-* set from
+//     the real connection; whatever the visitor sent is dropped) and hands it
+//     to an http.Transport whose DialContext opens a yamux stream on the
+//     tunnel's session. The stream starts with a StreamHeader; the client
+//     connects its local service and acknowledges, or refuses (502 naming the
+//     reason).
+//  4. The request and response bodies stream through; WebSocket upgrades
+//     become a raw two-way copy. The Transport keeps finished streams for
+//     reuse, so a busy tunnel does not open a stream per request.
+//
+// Errors are turned into HTTP responses in one place, the ReverseProxy's
+// ErrorHandler: unknown host 404, client gone or local service refusing 502,
+// timeout 504; bodies are plain text and carry no internal detail.
+//
+// # Sessions and names
+//
+// A client's Hello is authenticated (Authenticator), its names validated
+// (ValidateName) and claimed in the Registry all at once. A name held by
+// another token is refused, never silently swapped for another. The same
+// token reconnecting replaces its stale session at once. When a session
+// ends, its names are held for the token for Config.NameHold.
+//
+// # Shutdown
+//
+// Serve returns when its context ends, in this order: stop accepting; send
+// GoAway to every client so they reconnect elsewhere; let in-flight requests
+// finish within Config.ShutdownGrace (http.Server.Shutdown); then close the
+// sessions, which ends whatever is still running over them.
+package edge

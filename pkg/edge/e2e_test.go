@@ -1,0 +1,615 @@
+package edge_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+	"golang.org/x/net/websocket"
+
+	"github.com/tunnelhq/tunnel/pkg/edge"
+	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/proto"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const domain = "tunnel.test"
+
+func recvWithin[T any](t *testing.T, ch <-chan T, d time.Duration) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatalf("nothing received within %v", d)
+		panic("unreachable")
+	}
+}
+
+// newTestTLS makes an in-memory CA and a certificate for the test domain,
+// its wildcard and 127.0.0.1.
+func newTestTLS(t *testing.T) (*tls.Config, *x509.CertPool) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "edge test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: domain},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames:    []string{domain, "*." + domain},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: key}}}, pool
+}
+
+type harness struct {
+	t    *testing.T
+	addr string
+	port int
+	pool *x509.CertPool
+	srv  *edge.Server
+}
+
+var (
+	aliceToken = "tk_alice"
+	bobToken   = "tk_bob"
+)
+
+// startEdge runs an edge.Server on 127.0.0.1:0 with two tokens, alice and
+// bob, and anonymous clients allowed.
+func startEdge(t *testing.T, mod func(*edge.Config)) *harness {
+	t.Helper()
+	tlsCfg, pool := newTestTLS(t)
+	tokens, err := edge.NewTokenSet([]edge.TokenEntry{
+		{Label: "alice", SHA256: edge.HashToken(aliceToken), Names: []string{"*"}},
+		{Label: "bob", SHA256: edge.HashToken(bobToken), Names: []string{"*"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	cfg := edge.DefaultConfig()
+	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	cfg.Domain = domain
+	cfg.TLSConfig = tlsCfg
+	cfg.PublicPort = port
+	cfg.Auth = tokens
+	cfg.AllowAnonymous = true
+	cfg.ShutdownGrace = 5 * time.Second
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := edge.NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := recvWithin(t, done, 20*time.Second); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return &harness{t: t, addr: ln.Addr().String(), port: port, pool: pool, srv: srv}
+}
+
+type client struct {
+	welcome *proto.Welcome
+	done    chan struct{} // closed when Run has returned
+	err     error         // Run's result, once done is closed
+	stop    context.CancelFunc
+}
+
+// wait returns Run's result, failing the test if it takes over 20 s.
+func (c *client) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case <-c.done:
+		return c.err
+	case <-time.After(20 * time.Second):
+		t.Fatal("client did not stop within 20s")
+		return nil
+	}
+}
+
+// connect runs a tunnel client; it returns once the tunnels are up, or the
+// handshake error.
+func (h *harness) connect(token string, tunnels ...mux.Tunnel) (*client, error) {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan *proto.Welcome, 1)
+	cfg := mux.ClientConfig{
+		Config:  mux.DefaultConfig(),
+		Server:  h.addr,
+		TLS:     &tls.Config{RootCAs: h.pool},
+		Token:   token,
+		Tunnels: tunnels,
+		OnReady: func(w *proto.Welcome) { ready <- w },
+	}
+	cfg.Logger = zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.WarnLevel)
+	c := &client{done: make(chan struct{}), stop: cancel}
+	go func() {
+		c.err = mux.Run(ctx, cfg)
+		close(c.done)
+	}()
+	select {
+	case w := <-ready:
+		c.welcome = w
+		h.t.Cleanup(func() {
+			cancel()
+			c.wait(h.t)
+		})
+		return c, nil
+	case <-c.done:
+		cancel()
+		return nil, c.err
+	case <-time.After(20 * time.Second):
+		cancel()
+		h.t.Fatal("client did not connect within 20s")
+		return nil, nil
+	}
+}
+
+// httpClient dials the edge for any host, as DNS for *.tunnel.test would.
+func (h *harness) httpClient(http2 bool) *http.Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, h.addr)
+		},
+		TLSClientConfig:   &tls.Config{RootCAs: h.pool},
+		ForceAttemptHTTP2: http2,
+		MaxConnsPerHost:   0,
+	}
+	if !http2 {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	h.t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+}
+
+func (h *harness) url(name, path string) string {
+	return fmt.Sprintf("https://%s.%s:%d%s", name, domain, h.port, path)
+}
+
+func backend(t *testing.T, handler http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(handler)
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}
+
+func get(t *testing.T, c *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: read body: %v", url, err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+func TestEdge_GetThroughTunnel(t *testing.T) {
+	h := startEdge(t, nil)
+	got := make(chan *http.Request, 1)
+	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r
+		fmt.Fprintf(w, "hello from %s", r.URL.Path)
+	}))
+	c, err := h.connect(aliceToken, mux.Tunnel{Name: "wiki", Target: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := h.url("wiki", ""); c.welcome.Tunnels[0].URL != want {
+		t.Errorf("public URL: got %q, want %q", c.welcome.Tunnels[0].URL, want)
+	}
+	req, _ := http.NewRequest("GET", h.url("wiki", "/page?q=1"), nil)
+	req.Header.Set("X-Forwarded-For", "6.6.6.6")
+	req.Header.Set("Forwarded", "for=6.6.6.6")
+	resp, err := h.httpClient(false).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "hello from /page" {
+		t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, body, "hello from /page")
+	}
+	r := recvWithin(t, got, 5*time.Second)
+	if r.Host != fmt.Sprintf("wiki.%s:%d", domain, h.port) {
+		t.Errorf("Host: got %q, want the visitor's host", r.Host)
+	}
+	if xff := r.Header.Get("X-Forwarded-For"); xff != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For: got %q, want the real address 127.0.0.1 only", xff)
+	}
+	if f := r.Header.Get("Forwarded"); f != "" {
+		t.Errorf("Forwarded: got %q, want it dropped", f)
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p != "https" {
+		t.Errorf("X-Forwarded-Proto: got %q, want https", p)
+	}
+	if r.URL.RawQuery != "q=1" {
+		t.Errorf("query: got %q, want q=1", r.URL.RawQuery)
+	}
+}
+
+func TestEdge_LargeBodiesBothWays(t *testing.T) {
+	const size = 50 << 20
+	h := startEdge(t, nil)
+	payload := make([]byte, size)
+	mrand.NewChaCha8([32]byte{1}).Read(payload)
+	want := sha256.Sum256(payload)
+	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case "POST":
+			hash := sha256.New()
+			n, err := io.Copy(hash, r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+			fmt.Fprintf(w, "%d %x", n, hash.Sum(nil))
+		default:
+			w.Header().Set("Content-Length", fmt.Sprint(size))
+			w.Write(payload)
+		}
+	}))
+	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "bulk", Target: addr}); err != nil {
+		t.Fatal(err)
+	}
+	c := h.httpClient(false)
+
+	resp, err := c.Post(h.url("bulk", "/upload"), "application/octet-stream", bytes.NewReader(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if wantBody := fmt.Sprintf("%d %x", size, want); string(body) != wantBody {
+		t.Fatalf("upload: got %q, want %q", body, wantBody)
+	}
+
+	resp, err = c.Get(h.url("bulk", "/download"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := sha256.New()
+	n, err := io.Copy(hash, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != size {
+		t.Fatalf("download: read %d bytes, err %v; want %d", n, err, size)
+	}
+	if got := hash.Sum(nil); !bytes.Equal(got, want[:]) {
+		t.Fatalf("download hash: got %x, want %x", got, want)
+	}
+}
+
+func TestEdge_ConcurrentRequestsOverTwoTunnels(t *testing.T) {
+	const n = 200
+	h := startEdge(t, nil)
+	// Each backend holds every request until all n have arrived, so the
+	// requests are really in flight at the same time.
+	var arrived sync.WaitGroup
+	arrived.Add(n)
+	allIn := make(chan struct{})
+	go func() {
+		arrived.Wait()
+		close(allIn)
+	}()
+	handler := func(name string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			arrived.Done()
+			select {
+			case <-allIn:
+			case <-r.Context().Done():
+				return
+			}
+			fmt.Fprintf(w, "%s %s", name, r.URL.Path)
+		})
+	}
+	if _, err := h.connect(aliceToken,
+		mux.Tunnel{Name: "one", Target: backend(t, handler("one"))},
+		mux.Tunnel{Name: "two", Target: backend(t, handler("two"))},
+	); err != nil {
+		t.Fatal(err)
+	}
+	c := h.httpClient(false)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			name := []string{"one", "two"}[i%2]
+			path := fmt.Sprintf("/r%d", i)
+			resp, err := c.Get(h.url(name, path))
+			if err != nil {
+				errs <- err
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if want := name + " " + path; resp.StatusCode != 200 || string(body) != want {
+				err = fmt.Errorf("got %d %q, want 200 %q", resp.StatusCode, body, want)
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := recvWithin(t, errs, 60*time.Second); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestEdge_WebSocketEcho(t *testing.T) {
+	h := startEdge(t, nil)
+	addr := backend(t, websocket.Handler(func(ws *websocket.Conn) { io.Copy(ws, ws) }))
+	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "ws", Target: addr}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := websocket.NewConfig(fmt.Sprintf("wss://ws.%s:%d/echo", domain, h.port), "https://ws."+domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.TlsConfig = &tls.Config{RootCAs: h.pool, ServerName: "ws." + domain}
+	cfg.Dialer = &net.Dialer{}
+	raw, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConn := tls.Client(raw, cfg.TlsConfig)
+	ws, err := websocket.NewClient(cfg, tlsConn)
+	if err != nil {
+		raw.Close()
+		t.Fatalf("websocket handshake through the tunnel: %v", err)
+	}
+	defer ws.Close()
+	for i := range 3 {
+		msg := fmt.Sprintf("message %d", i)
+		if err := websocket.Message.Send(ws, msg); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if err := websocket.Message.Receive(ws, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got != msg {
+			t.Fatalf("echo: got %q, want %q", got, msg)
+		}
+	}
+}
+
+func TestEdge_ServerSentEventsStream(t *testing.T) {
+	h := startEdge(t, nil)
+	next := make(chan struct{})
+	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 3 {
+			fmt.Fprintf(w, "data: event %d\n\n", i)
+			w.(http.Flusher).Flush()
+			// The next event is only sent once the visitor has seen this
+			// one: buffering anywhere on the path would deadlock here.
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "sse", Target: addr}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := h.httpClient(false).Get(h.url("sse", "/events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if l := sc.Text(); l != "" {
+				lines <- l
+			}
+		}
+		close(lines)
+	}()
+	for i := range 3 {
+		if got, want := recvWithin(t, lines, 10*time.Second), fmt.Sprintf("data: event %d", i); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+		next <- struct{}{}
+	}
+	for range lines {
+	}
+}
+
+func TestEdge_HTTP2Visitor(t *testing.T) {
+	h := startEdge(t, nil)
+	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "proto %s", r.Proto)
+	}))
+	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "h2", Target: addr}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := h.httpClient(true).Get(h.url("h2", "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Errorf("visitor protocol: got %s, want HTTP/2", resp.Proto)
+	}
+	if resp.StatusCode != 200 || string(body) != "proto HTTP/1.1" {
+		t.Errorf("got %d %q, want 200 %q", resp.StatusCode, body, "proto HTTP/1.1")
+	}
+}
+
+func TestEdge_ErrorPages(t *testing.T) {
+	h := startEdge(t, nil)
+	up := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") }))
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	downAddr := ln.Addr().String()
+	ln.Close()
+	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "down", Target: downAddr}); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := h.connect(aliceToken, mux.Tunnel{Name: "gone", Target: up})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := h.httpClient(false)
+	if status, body := get(t, c, h.url("gone", "/")); status != 200 || body != "up" {
+		t.Fatalf("before the client left: got %d %q", status, body)
+	}
+	gone.stop()
+	if err := gone.wait(t); err != nil {
+		t.Fatalf("client stop: got %v, want nil", err)
+	}
+	c.CloseIdleConnections()
+
+	tests := []struct {
+		name, url  string
+		wantStatus int
+		wantText   string
+	}{
+		{"unknown host", h.url("nobody", "/"), 404, "No tunnel is registered at nobody." + domain},
+		{"client gone", h.url("gone", "/"), 502, "Tunnel offline"},
+		{"local service down", h.url("down", "/"), 502, "local service refused the connection"},
+		{"apex", fmt.Sprintf("https://%s:%d/", domain, h.port), 404, "Tunnels are served at NAME." + domain},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := get(t, c, tt.url)
+			if status != tt.wantStatus || !strings.Contains(body, tt.wantText) {
+				t.Fatalf("got %d %q, want %d containing %q", status, body, tt.wantStatus, tt.wantText)
+			}
+		})
+	}
+}
+
+func TestEdge_HandshakeRefusals(t *testing.T) {
+	h := startEdge(t, func(c *edge.Config) { c.AllowAnonymous = false })
+	addr := backend(t, http.NotFoundHandler())
+	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "taken", Target: addr}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		token string
+		tun   string
+		want  proto.ErrorCode
+	}{
+		{"bad token", "tk_wrong", "x", proto.CodeBadToken},
+		{"no token", "", "x", proto.CodeBadToken},
+		{"name held by another token", bobToken, "taken", proto.CodeNameTaken},
+		{"invalid name", aliceToken, "-x", proto.CodeInvalidName},
+		{"reserved name", aliceToken, "www", proto.CodeNameNotAllowed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := h.connect(tt.token, mux.Tunnel{Name: tt.tun, Target: addr})
+			var perr *proto.Error
+			if !errors.As(err, &perr) || perr.Code != tt.want {
+				t.Fatalf("got %v, want code %s", err, tt.want)
+			}
+			if perr.Message == "" {
+				t.Errorf("refusal %s has no message", perr.Code)
+			}
+		})
+	}
+}
+
+func TestEdge_ReconnectReplacesStaleSession(t *testing.T) {
+	h := startEdge(t, nil)
+	first := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "first") }))
+	second := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "second") }))
+	old, err := h.connect(aliceToken, mux.Tunnel{Name: "app", Target: first})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := h.httpClient(false)
+	if _, body := get(t, c, h.url("app", "/")); body != "first" {
+		t.Fatalf("got %q, want first", body)
+	}
+	// The old session is still up (as a stale one would look to the server)
+	// when its owner connects again: the new one takes over at once.
+	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "app", Target: second}); err != nil {
+		t.Fatalf("reconnect with the same token: %v", err)
+	}
+	if err := old.wait(t); !errors.Is(err, mux.ErrSessionLost) {
+		t.Errorf("old session: got %v, want ErrSessionLost", err)
+	}
+	if status, body := get(t, c, h.url("app", "/")); status != 200 || body != "second" {
+		t.Fatalf("after reconnect: got %d %q, want 200 second", status, body)
+	}
+}
+
+func TestEdge_RandomNames(t *testing.T) {
+	h := startEdge(t, nil)
+	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "rnd") }))
+	c, err := h.connect("", mux.Tunnel{Target: addr}, mux.Tunnel{Name: "named", Target: addr}, mux.Tunnel{Target: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tuns := c.welcome.Tunnels
+	if tuns[1].Name != "named" || tuns[0].Name == tuns[2].Name {
+		t.Fatalf("got names %q %q %q, want a random, named, another random", tuns[0].Name, tuns[1].Name, tuns[2].Name)
+	}
+	for _, tun := range tuns {
+		if err := edge.ValidateName(tun.Name); err != nil {
+			t.Errorf("granted name %q is invalid: %v", tun.Name, err)
+		}
+		if _, body := get(t, h.httpClient(false), tun.URL+"/"); body != "rnd" {
+			t.Errorf("GET %s: got %q", tun.URL, body)
+		}
+	}
+}

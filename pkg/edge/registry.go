@@ -1,0 +1,157 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// ErrNameTaken is returned by Registry.Claim for a name that another owner
+// holds, live or on hold.
+var ErrNameTaken = errors.New("name taken")
+
+// Registry maps tunnel names to the sessions that serve them. It is an
+// interface so that several tunneld nodes can later share one store; the
+// in-memory MemoryRegistry serves a single node.
+//
+// Names belong to an owner (a token's Identity.ID). When a session ends its
+// names stay reserved for their owner for a hold period, so a client that
+// reconnects gets the same names back and nobody else can take them
+// meanwhile. Implementations are safe for concurrent use.
+type Registry interface {
+	// Claim gives all of names to session s, or none of them. A name held
+	// by another owner is ErrNameTaken. A name held by a live session of
+	// the same owner is taken over: those sessions are returned so the
+	// caller can close them (a stale session must never block its owner).
+	Claim(s *Session, names []string) (replaced []*Session, err error)
+	// Lookup returns the live session serving name, or nil and whether
+	// the name is held for an owner whose client is away.
+	Lookup(name string) (s *Session, held bool)
+	// Release takes s's names off the live table and puts them on hold
+	// for its owner. Names since claimed by another session are untouched.
+	Release(s *Session)
+	// Held reports whether name is live or on hold.
+	Held(name string) bool
+}
+
+type regEntry struct {
+	owner     string
+	session   *Session  // nil while on hold
+	holdUntil time.Time // meaningful only while session is nil
+}
+
+// MemoryRegistry is the single-node Registry.
+type MemoryRegistry struct {
+	hold time.Duration
+	now  func() time.Time
+
+	mu      sync.Mutex
+	entries map[string]*regEntry
+}
+
+// NewMemoryRegistry returns an empty registry that holds a departed
+// client's names for hold (zero: released at once).
+func NewMemoryRegistry(hold time.Duration) *MemoryRegistry {
+	return &MemoryRegistry{hold: hold, now: time.Now, entries: make(map[string]*regEntry)}
+}
+
+// Claim implements Registry.
+func (r *MemoryRegistry) Claim(s *Session, names []string) ([]*Session, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	r.sweepLocked(now)
+	var replaced []*Session
+	for _, n := range names {
+		e, ok := r.entries[n]
+		if !ok {
+			continue
+		}
+		if e.owner != s.Owner {
+			return nil, fmt.Errorf("%w: %q", ErrNameTaken, n)
+		}
+		if e.session != nil && e.session != s && !containsSession(replaced, e.session) {
+			replaced = append(replaced, e.session)
+		}
+	}
+	// The replaced sessions lose every name they had, not only the ones
+	// asked for again; their names go on hold for the owner.
+	for n, e := range r.entries {
+		if containsSession(replaced, e.session) {
+			e.session = nil
+			e.holdUntil = now.Add(r.hold)
+			if r.hold == 0 {
+				delete(r.entries, n)
+			}
+		}
+	}
+	for _, n := range names {
+		r.entries[n] = &regEntry{owner: s.Owner, session: s}
+	}
+	return replaced, nil
+}
+
+func containsSession(list []*Session, s *Session) bool {
+	if s == nil {
+		return false
+	}
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Lookup implements Registry.
+func (r *MemoryRegistry) Lookup(name string) (*Session, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.entries[name]
+	if !ok {
+		return nil, false
+	}
+	if e.session != nil {
+		return e.session, true
+	}
+	if r.now().Before(e.holdUntil) {
+		return nil, true
+	}
+	delete(r.entries, name)
+	return nil, false
+}
+
+// Held implements Registry.
+func (r *MemoryRegistry) Held(name string) bool {
+	_, held := r.Lookup(name)
+	return held
+}
+
+// Release implements Registry.
+func (r *MemoryRegistry) Release(s *Session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	until := r.now().Add(r.hold)
+	for n, e := range r.entries {
+		if e.session != s {
+			continue
+		}
+		if r.hold == 0 {
+			delete(r.entries, n)
+			continue
+		}
+		e.session = nil
+		e.holdUntil = until
+	}
+}
+
+// sweepLocked drops holds that have expired, so names nobody asks for again
+// do not accumulate.
+func (r *MemoryRegistry) sweepLocked(now time.Time) {
+	for n, e := range r.entries {
+		if e.session == nil && !now.Before(e.holdUntil) {
+			delete(r.entries, n)
+		}
+	}
+}

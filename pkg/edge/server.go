@@ -1,0 +1,460 @@
+package edge
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	stdlog "log"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"github.com/rs/zerolog"
+
+	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/proto"
+)
+
+// Session is one connected, authenticated client as the edge sees it. Its
+// fields are set before it is registered and never change after.
+type Session struct {
+	ID         string
+	Owner      string // Identity.ID of its token, or "anon:<ip>"
+	Label      string // the token's label, for logs
+	RemoteAddr string
+	Connected  time.Time
+	Names      []string
+
+	mux *mux.ServerSession
+}
+
+// Server is tunneld's public side. Build it with NewServer and run it with
+// Serve; a Server serves one listener once.
+type Server struct {
+	cfg       Config
+	log       zerolog.Logger
+	tlsConfig *tls.Config
+	registry  Registry
+
+	httpSrv   *http.Server
+	transport *http.Transport
+	httpConns *connQueue
+
+	mu       sync.Mutex
+	sessions map[*Session]struct{}
+	closing  bool
+
+	wg sync.WaitGroup // connection and session goroutines
+}
+
+// NewServer validates cfg and builds a Server. It starts nothing.
+func NewServer(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With().Str("component", "edge").Logger()
+	cfg.Mux.Logger = log
+	tlsConfig := cfg.TLSConfig.Clone()
+	tlsConfig.NextProtos = nextProtos(tlsConfig.NextProtos)
+	if tlsConfig.MinVersion < tls.VersionTLS12 {
+		tlsConfig.MinVersion = tls.VersionTLS12
+	}
+	reg := cfg.Registry
+	if reg == nil {
+		reg = NewMemoryRegistry(cfg.NameHold)
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       log,
+		tlsConfig: tlsConfig,
+		registry:  reg,
+		httpConns: newConnQueue(),
+		sessions:  make(map[*Session]struct{}),
+	}
+	s.transport = s.newTransport()
+	s.httpSrv = &http.Server{
+		Handler:           s.newHandler(),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          stdlog.New(levelWriter{log, zerolog.DebugLevel}, "", 0),
+	}
+	return s, nil
+}
+
+// nextProtos puts the tunnel protocol first, then HTTP/2 and HTTP/1.1,
+// keeping any others the caller set (acme-tls/1 for autocert).
+func nextProtos(existing []string) []string {
+	out := []string{proto.ALPN, "h2", "http/1.1"}
+	for _, p := range existing {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Serve accepts connections on ln, a plain TCP listener, until ctx ends,
+// then shuts down gracefully (see the package doc) and returns nil. It
+// closes ln. A Server must not be served twice.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.log.Info().Str("addr", ln.Addr().String()).Str("domain", s.cfg.Domain).Msg("serving")
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- s.httpSrv.Serve(s.httpConns) }()
+
+	stopAccept := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stopAccept()
+	var acceptErr error
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				acceptErr = fmt.Errorf("accept: %w", err)
+			}
+			break
+		}
+		s.wg.Add(1)
+		go s.handleConn(ctx, conn)
+	}
+	ln.Close()
+	s.shutdown(httpDone)
+	return acceptErr
+}
+
+// shutdown runs the shutdown order described in the package doc.
+func (s *Server) shutdown(httpDone <-chan error) {
+	s.mu.Lock()
+	s.closing = true
+	sessions := make([]*Session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	s.log.Info().Int("sessions", len(sessions)).Msg("shutting down")
+
+	for _, sess := range sessions {
+		if err := sess.mux.GoAway("server shutting down"); err != nil {
+			s.log.Debug().Err(err).Str("session_id", sess.ID).Msg("goaway")
+		}
+	}
+	graceCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	if err := s.httpSrv.Shutdown(graceCtx); err != nil {
+		s.log.Warn().Err(err).Msg("grace period over; closing remaining requests")
+		s.httpSrv.Close()
+	}
+	<-httpDone
+	for _, sess := range sessions {
+		sess.mux.Close()
+	}
+	s.wg.Wait()
+	s.transport.CloseIdleConnections()
+	s.log.Info().Msg("stopped")
+}
+
+// handleConn completes the TLS handshake and dispatches on ALPN.
+func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
+	defer s.wg.Done()
+	conn := tls.Server(raw, s.tlsConfig)
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.TLSHandshakeTimeout)
+	err := conn.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		s.rejectHandshake(raw, err)
+		return
+	}
+	switch conn.ConnectionState().NegotiatedProtocol {
+	case proto.ALPN:
+		s.handleSession(ctx, conn)
+	default:
+		s.httpConns.push(conn)
+	}
+}
+
+// rejectHandshake closes a connection whose TLS handshake failed, answering
+// a plain-HTTP request with a readable 400 the way net/http does.
+func (s *Server) rejectHandshake(raw net.Conn, err error) {
+	defer raw.Close()
+	var rhe tls.RecordHeaderError
+	if errors.As(err, &rhe) && rhe.Conn != nil && looksLikeHTTP(rhe.RecordHeader[:]) {
+		raw.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = raw.Write([]byte("HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n" +
+			"This port speaks HTTPS only: use https://\n"))
+	}
+	s.log.Debug().Err(err).Str("remote_addr", raw.RemoteAddr().String()).Msg("tls handshake failed")
+}
+
+func looksLikeHTTP(hdr []byte) bool {
+	switch string(hdr) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "DELET", "PATCH", "CONNE":
+		return true
+	}
+	return false
+}
+
+// handleSession runs one tunnel client from handshake to disconnect.
+func (s *Server) handleSession(ctx context.Context, conn *tls.Conn) {
+	remote := conn.RemoteAddr().String()
+	log := s.log.With().Str("remote_addr", remote).Logger()
+	ms, hello, err := mux.Server(ctx, conn, s.cfg.Mux)
+	if err != nil {
+		if errors.Is(err, proto.ErrVersionMismatch) || errors.Is(err, proto.ErrMalformed) ||
+			errors.Is(err, proto.ErrUnknownType) || errors.Is(err, proto.ErrFrameTooLarge) || errors.Is(err, proto.ErrUnexpected) {
+			log.Warn().Err(err).Msg("client handshake refused")
+		} else {
+			log.Debug().Err(err).Msg("client handshake failed")
+		}
+		return
+	}
+	sess, perr := s.admit(ms, hello, remote)
+	if perr != nil {
+		log.Warn().Str("code", string(perr.Code)).Str("reason", perr.Message).Msg("client refused")
+		ms.Reject(perr)
+		return
+	}
+	log = log.With().Str("session_id", sess.ID).Str("label", sess.Label).Logger()
+
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		s.registry.Release(sess)
+		ms.Reject(&proto.Error{Code: proto.CodeDraining, Message: "server is shutting down"})
+		return
+	}
+	s.sessions[sess] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.sessions, sess)
+		s.mu.Unlock()
+	}()
+
+	if err := ms.Accept(s.welcome(sess)); err != nil {
+		s.registry.Release(sess)
+		log.Info().Err(err).Msg("client left during handshake")
+		return
+	}
+	log.Info().Strs("names", sess.Names).Msg("tunnel registered")
+
+	select {
+	case <-ms.Done():
+	case <-ms.Draining():
+		// The client is stopping: route nothing new to it and let go of
+		// idle streams so its in-flight work can finish quickly.
+		s.registry.Release(sess)
+		s.transport.CloseIdleConnections()
+		<-ms.Done()
+	}
+	s.registry.Release(sess)
+	ms.Close()
+	log.Info().Dur("duration", time.Since(sess.Connected)).Msg("tunnel disconnected")
+}
+
+// admit authenticates a Hello and claims its names. A non-nil *proto.Error
+// is the refusal to send.
+func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string) (*Session, *proto.Error) {
+	sess := &Session{
+		ID:         newSessionID(),
+		RemoteAddr: remote,
+		Connected:  time.Now(),
+		mux:        ms,
+	}
+	maxTunnels := s.cfg.MaxTunnelsPerSession
+	var id *Identity
+	switch {
+	case hello.Token == "" && s.cfg.AllowAnonymous:
+		host, _, _ := net.SplitHostPort(remote)
+		sess.Owner, sess.Label = "anon:"+host, "anonymous"
+	case hello.Token == "":
+		return nil, &proto.Error{Code: proto.CodeBadToken, Message: "a token is required"}
+	default:
+		var err error
+		if s.cfg.Auth == nil {
+			err = ErrBadToken
+		} else {
+			id, err = s.cfg.Auth.Authenticate(hello.Token)
+		}
+		if err != nil {
+			return nil, &proto.Error{Code: proto.CodeBadToken, Message: "the token is not valid"}
+		}
+		sess.Owner, sess.Label = id.ID, id.Label
+		if id.MaxTunnels > 0 {
+			maxTunnels = id.MaxTunnels
+		}
+	}
+	if len(hello.Tunnels) > maxTunnels {
+		return nil, &proto.Error{Code: proto.CodeTooManyTunnels,
+			Message: fmt.Sprintf("%d tunnels asked for, at most %d allowed", len(hello.Tunnels), maxTunnels)}
+	}
+	random := make([]bool, len(hello.Tunnels))
+	for i, t := range hello.Tunnels {
+		if t.Name == "" {
+			random[i] = true
+			continue
+		}
+		if err := ValidateName(t.Name); err != nil {
+			code := proto.CodeInvalidName
+			if errors.Is(err, ErrReservedName) {
+				code = proto.CodeNameNotAllowed
+			}
+			return nil, &proto.Error{Code: code, Message: err.Error()}
+		}
+		if slices.Contains(sess.Names, t.Name) {
+			return nil, &proto.Error{Code: proto.CodeInvalidName, Message: fmt.Sprintf("name %q asked for twice", t.Name)}
+		}
+		if id != nil && !id.MayClaim(t.Name, false) {
+			return nil, &proto.Error{Code: proto.CodeNameNotAllowed, Message: fmt.Sprintf("this token may not claim %q", t.Name)}
+		}
+		sess.Names = append(sess.Names, t.Name)
+	}
+	// Random names are drawn last so they never collide with asked-for ones,
+	// and retried a few times if the registry already holds them.
+	for attempt := 0; ; attempt++ {
+		names := slices.Clone(sess.Names)
+		for _, r := range random {
+			if r {
+				names = append(names, s.freeRandomName(names))
+			}
+		}
+		claimed := &Session{ID: sess.ID, Owner: sess.Owner, Label: sess.Label, RemoteAddr: remote,
+			Connected: sess.Connected, Names: orderNames(hello, names), mux: ms}
+		replaced, err := s.registry.Claim(claimed, claimed.Names)
+		if err == nil {
+			for _, old := range replaced {
+				s.log.Info().Str("session_id", old.ID).Str("by", claimed.ID).Msg("session replaced by its owner")
+				old.mux.Close() // its handleSession goroutine sees Done and cleans up
+			}
+			return claimed, nil
+		}
+		if !errors.Is(err, ErrNameTaken) || !slices.Contains(random, true) || attempt == 5 {
+			return nil, &proto.Error{Code: proto.CodeNameTaken, Message: err.Error() + " is held by another client"}
+		}
+	}
+}
+
+// orderNames lays names back out in the order of hello.Tunnels: asked-for
+// names came first in names, then random ones.
+func orderNames(hello *proto.Hello, names []string) []string {
+	out := make([]string, 0, len(hello.Tunnels))
+	asked, drawn := 0, 0
+	for _, t := range hello.Tunnels {
+		if t.Name != "" {
+			asked++
+		}
+	}
+	for _, t := range hello.Tunnels {
+		if t.Name != "" {
+			out = append(out, t.Name)
+		} else {
+			out = append(out, names[asked+drawn])
+			drawn++
+		}
+	}
+	return out
+}
+
+func (s *Server) freeRandomName(taken []string) string {
+	for {
+		n := RandomName()
+		if !slices.Contains(taken, n) && !s.registry.Held(n) {
+			return n
+		}
+	}
+}
+
+func (s *Server) welcome(sess *Session) *proto.Welcome {
+	w := &proto.Welcome{
+		SessionID: sess.ID,
+		Limits:    proto.Limits{MaxFrameSize: proto.MaxFrameSize},
+		Heartbeat: proto.Heartbeat{
+			IntervalMS: s.cfg.Mux.KeepAliveInterval.Milliseconds(),
+			TimeoutMS:  (s.cfg.Mux.KeepAliveInterval + s.cfg.Mux.WriteTimeout).Milliseconds(),
+		},
+	}
+	for _, n := range sess.Names {
+		w.Tunnels = append(w.Tunnels, proto.TunnelInfo{Name: n, Kind: proto.KindHTTP, URL: s.PublicURL(n)})
+	}
+	return w
+}
+
+// PublicURL is the URL visitors use for the tunnel name.
+func (s *Server) PublicURL(name string) string {
+	host := name + "." + s.cfg.Domain
+	if p := s.cfg.PublicPort; p != 0 && p != 443 {
+		host = net.JoinHostPort(host, strconv.Itoa(p))
+	}
+	return "https://" + host
+}
+
+func newSessionID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// isClosed reports errors that are expected when a connection ends.
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, yamux.ErrSessionShutdown) || errors.Is(err, yamux.ErrStreamClosed)
+}
+
+// connQueue is a net.Listener fed with connections whose TLS handshake the
+// edge has already done, so net/http serves them (HTTP/2 included: it sees
+// a *tls.Conn that negotiated h2).
+type connQueue struct {
+	conns     chan net.Conn
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func newConnQueue() *connQueue {
+	return &connQueue{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (q *connQueue) push(c net.Conn) {
+	select {
+	case q.conns <- c:
+	case <-q.done:
+		c.Close()
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.conns:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.closeOnce.Do(func() { close(q.done) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return queueAddr{} }
+
+type queueAddr struct{}
+
+func (queueAddr) Network() string { return "edge" }
+func (queueAddr) String() string  { return "edge" }
+
+// levelWriter turns lines logged through a *log.Logger into zerolog events.
+type levelWriter struct {
+	l   zerolog.Logger
+	lvl zerolog.Level
+}
+
+func (w levelWriter) Write(p []byte) (int, error) {
+	w.l.WithLevel(w.lvl).Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

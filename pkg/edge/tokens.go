@@ -1,0 +1,462 @@
+// Client authentication with tokens.
+//
+// tunneld reads its tokens from a JSON file (--tokens-file) that holds only
+// the SHA-256 of each token, so a leaked file (a backup, a support bundle)
+// does not let anyone connect. The file looks like this:
+//
+//	{
+//	  "tokens": [
+//	    {
+//	      "label": "pi-kitchen",
+//	      "sha256": "<64 lowercase hex digits: SHA-256 of the token>",
+//	      "names": ["wiki", "dev-*"],
+//	      "max_tunnels": 4
+//	    }
+//	  ]
+//	}
+//
+// label is required and unique; it names the token in logs and errors.
+// names lists the names the token may claim: exact names, "*" (any name),
+// "prefix-*" or "*-suffix"; absent or empty means random names only.
+// max_tunnels caps the token's concurrent tunnels; absent or 0 means the
+// server default. Unknown fields are an error, so that a typo such as
+// "max_tunnel" is reported instead of silently ignored.
+//
+// AddToken (tunneld's "token add") is the intended way to write the file.
+
+package edge
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// TokenEntry is one token in the tokens file. See LoadTokensFile for the
+// file format.
+type TokenEntry struct {
+	// Label names the token in logs and errors. Required, unique in a file.
+	Label string `json:"label"`
+	// SHA256 is the lowercase hex SHA-256 of the token (see HashToken).
+	SHA256 string `json:"sha256"`
+	// Names are the names the token may claim: exact names ("wiki"), "*" for
+	// any name, a prefix pattern ("dev-*") or a suffix pattern ("*-dev").
+	// Empty means the token may claim only random names.
+	Names []string `json:"names,omitempty"`
+	// MaxTunnels caps the token's concurrent tunnels. 0 means the server's
+	// default.
+	MaxTunnels int `json:"max_tunnels,omitempty"`
+}
+
+// ErrBadToken is returned by Authenticate for an empty or unknown token. It
+// deliberately says nothing more, so a client cannot tell the two apart.
+var ErrBadToken = errors.New("bad token")
+
+// Identity is who a token proves the client to be.
+type Identity struct {
+	// ID is the stable owner id used by the name registry: "token:" followed
+	// by the first 16 hex digits of the token's SHA-256. It survives a label
+	// change and reveals nothing usable about the token.
+	ID string
+	// Label is the token's label, for logs.
+	Label string
+	// Patterns are the names the identity may claim; see TokenEntry.Names.
+	Patterns []string
+	// MaxTunnels caps concurrent tunnels; 0 means the server default.
+	MaxTunnels int
+}
+
+// MayClaim reports whether the identity may hold name. name must already be
+// valid (ValidateName) and is compared as is, without case folding. A random
+// name, one the server chose because the client asked for none, is always
+// allowed: pass random=true.
+//
+// A pattern's star matches one or more characters, so "dev-*" allows
+// "dev-api" but not "dev-", and "*" allows every name.
+func (id *Identity) MayClaim(name string, random bool) bool {
+	if random {
+		return true
+	}
+	for _, p := range id.Patterns {
+		switch {
+		case p == "*":
+			return true
+		case strings.HasSuffix(p, "*"):
+			prefix := p[:len(p)-1]
+			if len(name) > len(prefix) && strings.HasPrefix(name, prefix) {
+				return true
+			}
+		case strings.HasPrefix(p, "*"):
+			suffix := p[1:]
+			if len(name) > len(suffix) && strings.HasSuffix(name, suffix) {
+				return true
+			}
+		case p == name:
+			return true
+		}
+	}
+	return false
+}
+
+// Authenticator checks a token presented by a client. Implementations are
+// safe for concurrent use.
+type Authenticator interface {
+	// Authenticate returns the identity the token proves, or an error
+	// wrapping ErrBadToken. The returned Identity belongs to the caller.
+	Authenticate(token string) (*Identity, error)
+}
+
+// TokenSet is an Authenticator over a fixed set of entries. It is immutable
+// after NewTokenSet and safe for concurrent use; to change the tokens, build
+// a new set.
+type TokenSet struct {
+	tokens []setToken
+}
+
+type setToken struct {
+	hash [sha256.Size]byte
+	id   Identity
+}
+
+var _ Authenticator = (*TokenSet)(nil)
+
+// NewTokenSet validates entries and returns a TokenSet over them. An empty
+// list is valid: such a set refuses every token.
+//
+// Each entry needs a non-empty label not used by another entry, a SHA256 of
+// exactly 64 lowercase hex digits not used by another entry, valid name
+// patterns and MaxTunnels >= 0. A pattern is "*", a name that passes
+// ValidateName, or such a name's prefix or suffix with one "*" in its place
+// ("dev-*", "*-dev"); a pattern that no valid name could match is refused.
+// Errors name the entry by position (from 1) and label:
+//
+//	tokens: entry 2 ("pi"): sha256: want 64 lowercase hex digits, got 12 characters
+func NewTokenSet(entries []TokenEntry) (*TokenSet, error) {
+	return newTokenSet(entries, "")
+}
+
+// newTokenSet is NewTokenSet with the file the entries came from, if any,
+// named in errors.
+func newTokenSet(entries []TokenEntry, path string) (*TokenSet, error) {
+	where := "tokens: "
+	if path != "" {
+		where += path + ": "
+	}
+	s := &TokenSet{tokens: make([]setToken, 0, len(entries))}
+	labels := make(map[string]int, len(entries))
+	hashes := make(map[[sha256.Size]byte]int, len(entries))
+	for i, e := range entries {
+		n := i + 1
+		fail := func(format string, args ...any) error {
+			return fmt.Errorf(where+"entry %d (%q): "+format, append([]any{n, e.Label}, args...)...)
+		}
+		if e.Label == "" {
+			return nil, fail("label: empty")
+		}
+		if prev, dup := labels[e.Label]; dup {
+			return nil, fail("label: already used by entry %d", prev)
+		}
+		labels[e.Label] = n
+
+		hash, err := parseTokenHash(e.SHA256)
+		if err != nil {
+			return nil, fail("sha256: %w", err)
+		}
+		if prev, dup := hashes[hash]; dup {
+			// Two entries for one token would make its identity depend on
+			// the order of the file.
+			return nil, fail("sha256: same token as entry %d", prev)
+		}
+		hashes[hash] = n
+
+		for _, p := range e.Names {
+			if err := validatePattern(p); err != nil {
+				return nil, fail("names: %w", err)
+			}
+		}
+		if e.MaxTunnels < 0 {
+			return nil, fail("max_tunnels: got %d, want 0 (server default) or more", e.MaxTunnels)
+		}
+		s.tokens = append(s.tokens, setToken{
+			hash: hash,
+			id: Identity{
+				ID:         "token:" + hex.EncodeToString(hash[:8]),
+				Label:      e.Label,
+				Patterns:   slices.Clone(e.Names),
+				MaxTunnels: e.MaxTunnels,
+			},
+		})
+	}
+	return s, nil
+}
+
+// parseTokenHash decodes a 64-digit lowercase hex SHA-256.
+func parseTokenHash(s string) ([sha256.Size]byte, error) {
+	var h [sha256.Size]byte
+	if len(s) != hex.EncodedLen(sha256.Size) {
+		return h, fmt.Errorf("want %d lowercase hex digits, got %d characters", hex.EncodedLen(sha256.Size), len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return h, fmt.Errorf("want lowercase hex digits, got %q at offset %d", c, i)
+		}
+	}
+	if _, err := hex.Decode(h[:], []byte(s)); err != nil {
+		return h, fmt.Errorf("decode hex: %w", err)
+	}
+	return h, nil
+}
+
+// validatePattern checks one entry of TokenEntry.Names. A star pattern is
+// checked by putting one letter in the star's place and validating the
+// result: "dev-*" is fine because "dev-x" is a valid name, while "*-" or
+// "xn--*" are refused because no valid name can end in '-' or start "xn--".
+func validatePattern(p string) error {
+	if p == "*" {
+		return nil
+	}
+	stars := strings.Count(p, "*")
+	switch {
+	case stars == 0:
+		return ValidateName(p)
+	case stars > 1 || !strings.HasPrefix(p, "*") && !strings.HasSuffix(p, "*"):
+		return fmt.Errorf("%w: pattern %q: want \"*\", or one '*' at the start or end", ErrInvalidName, p)
+	}
+	if err := ValidateName(strings.Replace(p, "*", "x", 1)); err != nil {
+		if errors.Is(err, ErrReservedName) {
+			// The placeholder happened to spell a reserved name; other
+			// names still match the pattern, and ValidateName refuses the
+			// reserved one when it is claimed.
+			return nil
+		}
+		return fmt.Errorf("pattern %q matches no valid name: %w", p, err)
+	}
+	return nil
+}
+
+// Authenticate hashes token with SHA-256 and compares the hash with every
+// entry in constant time, without stopping at a match, so the time taken
+// says nothing about which entry matched or how close a guess was. It
+// returns a fresh copy of the matching Identity, or ErrBadToken for an empty
+// or unknown token.
+func (s *TokenSet) Authenticate(token string) (*Identity, error) {
+	if token == "" {
+		return nil, ErrBadToken
+	}
+	sum := sha256.Sum256([]byte(token))
+	match := -1
+	for i := range s.tokens {
+		if subtle.ConstantTimeCompare(sum[:], s.tokens[i].hash[:]) == 1 {
+			match = i
+		}
+	}
+	if match < 0 {
+		return nil, ErrBadToken
+	}
+	id := s.tokens[match].id
+	id.Patterns = slices.Clone(id.Patterns)
+	return &id, nil
+}
+
+// LoadTokensFile reads the tokens file at path and returns a TokenSet over
+// its entries (see NewTokenSet). The format is:
+//
+//	{"tokens":[{"label":"pi-kitchen","sha256":"<64 hex>","names":["wiki","dev-*"],"max_tunnels":4}]}
+//
+// Unknown fields and trailing data are errors, so typos are caught at
+// startup instead of silently granting the wrong rights. Syntax errors give
+// the line and column; invalid entries are named as by NewTokenSet, after
+// the path: tokens: /etc/tunneld/tokens.json: entry 2 ("pi"): sha256: ….
+func LoadTokensFile(path string) (*TokenSet, error) {
+	entries, err := readTokensFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return newTokenSet(entries, path)
+}
+
+// tokensFile is the top-level JSON object of the tokens file.
+type tokensFile struct {
+	Tokens []TokenEntry `json:"tokens"`
+}
+
+// readTokensFile reads and strictly decodes the tokens file without
+// validating the entries.
+func readTokensFile(path string) ([]TokenEntry, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tokens: read: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var f tokensFile
+	if err := dec.Decode(&f); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("tokens: parse %s: file is empty, want {\"tokens\":[...]}", path)
+		}
+		return nil, fmt.Errorf("tokens: parse %s: %s%w", path, jsonErrorPosition(data, err), err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("tokens: parse %s: trailing data after the top-level object", path)
+	}
+	return f.Tokens, nil
+}
+
+// jsonErrorPosition turns the byte offset of a JSON syntax or type error
+// into "line L, column C: " so the user can find it; "" if there is none.
+func jsonErrorPosition(data []byte, err error) string {
+	var offset int64
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		offset = syn.Offset
+	case errors.As(err, &typ):
+		offset = typ.Offset
+	default:
+		return ""
+	}
+	if offset <= 0 || offset > int64(len(data)) {
+		return ""
+	}
+	before := data[:offset]
+	line := bytes.Count(before, []byte("\n")) + 1
+	col := int(offset) - bytes.LastIndexByte(before, '\n') - 1
+	return fmt.Sprintf("line %d, column %d: ", line, col)
+}
+
+// SharedTokenEntry turns a plain shared secret (from an environment
+// variable, for scripted setups) into an entry labelled "shared" that may
+// claim any name. token should not be empty: Authenticate refuses the empty
+// token whatever the entries say.
+func SharedTokenEntry(token string) TokenEntry {
+	return TokenEntry{Label: "shared", SHA256: HashToken(token), Names: []string{"*"}}
+}
+
+// HashToken returns the lowercase hex SHA-256 of token, the form stored in
+// TokenEntry.SHA256. A plain hash (no salt, no slow KDF) is enough because
+// tokens from GenerateToken carry 256 random bits; it is not suitable for
+// human-chosen passwords.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// tokenPrefix marks our tokens so that secret scanners and people can
+// recognise them.
+const tokenPrefix = "tk_"
+
+// GenerateToken returns a new random token: "tk_" followed by 32 bytes from
+// crypto/rand in unpadded base64url (46 characters in all).
+func GenerateToken() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generate token: %w", err)
+	}
+	return tokenPrefix + base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// AddToken creates a random token, adds an entry {label, hash, names,
+// maxTunnels} to the tokens file at path and returns the token, which is
+// shown to the user once and never stored.
+//
+// A missing file is created, with its parent directory (0700) if needed.
+// A duplicate label, invalid names or a negative maxTunnels are refused and
+// leave the file untouched; so is an existing file that does not parse. The
+// new file is written atomically (a temporary file in the same directory,
+// fsync, rename) with mode 0600, so a crash leaves either the old file or the
+// new one. Concurrent AddToken calls on the same file, from one process or
+// several, are not coordinated: the last rename wins and the other entry is
+// lost. If path is a symlink, it is replaced by a regular file.
+func AddToken(path, label string, names []string, maxTunnels int) (string, error) {
+	entries, err := readTokensFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("add token %q: %w", label, err)
+	}
+	for _, e := range entries {
+		if e.Label == label {
+			return "", fmt.Errorf("add token %q: label already used in %s", label, path)
+		}
+	}
+
+	token, err := GenerateToken()
+	if err != nil {
+		return "", fmt.Errorf("add token %q: %w", label, err)
+	}
+	entries = append(entries, TokenEntry{
+		Label:      label,
+		SHA256:     HashToken(token),
+		Names:      slices.Clone(names),
+		MaxTunnels: maxTunnels,
+	})
+	// Validate the whole file as the server will load it, so AddToken can
+	// never write a file that tunneld then refuses.
+	if _, err := newTokenSet(entries, path); err != nil {
+		return "", fmt.Errorf("add token %q: %w", label, err)
+	}
+	data, err := json.MarshalIndent(tokensFile{Tokens: entries}, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("add token %q: encode: %w", label, err)
+	}
+	data = append(data, '\n')
+
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", fmt.Errorf("add token %q: create directory: %w", label, err)
+	}
+	if err := writeFileAtomic(path, data, 0o600); err != nil {
+		return "", fmt.Errorf("add token %q: %w", label, err)
+	}
+	return token, nil
+}
+
+// writeFileAtomic replaces path with data: it writes a temporary file in the
+// same directory (so the rename cannot cross filesystems), sets perm
+// explicitly (independent of the umask), fsyncs it, renames it over path and
+// fsyncs the directory so the rename itself survives a crash.
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("create temporary file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := tmp.Chmod(perm); err != nil {
+		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("rename to %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		// Some filesystems cannot fsync a directory; the data is already
+		// safe in the file, so an error here is not worth failing for.
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}

@@ -1,0 +1,379 @@
+package edge
+
+import (
+	"encoding/base64"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// tokensTestHash is a well-formed hash for entries whose token the test never
+// presents.
+var tokensTestHash = HashToken("tk_unused")
+
+func TestTokenSet_Authenticate(t *testing.T) {
+	set, err := NewTokenSet([]TokenEntry{
+		{Label: "pi", SHA256: HashToken("tk_pi"), Names: []string{"wiki", "dev-*"}, MaxTunnels: 4},
+		{Label: "laptop", SHA256: HashToken("tk_laptop")},
+		SharedTokenEntry("s3cret"),
+	})
+	if err != nil {
+		t.Fatalf("NewTokenSet: got %v, want nil", err)
+	}
+	tests := []struct {
+		name      string
+		token     string
+		wantLabel string // "": want ErrBadToken
+	}{
+		{"first", "tk_pi", "pi"},
+		{"second", "tk_laptop", "laptop"},
+		{"shared", "s3cret", "shared"},
+		{"empty", "", ""},
+		{"unknown", "tk_nope", ""},
+		{"case matters", "TK_PI", ""},
+		{"prefix of a token", "tk_p", ""},
+		{"hash instead of token", HashToken("tk_pi"), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, err := set.Authenticate(tt.token)
+			if tt.wantLabel == "" {
+				if !errors.Is(err, ErrBadToken) || id != nil {
+					t.Fatalf("Authenticate(%q): got (%v, %v), want (nil, ErrBadToken)", tt.token, id, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Authenticate(%q): got %v, want nil", tt.token, err)
+			}
+			if id.Label != tt.wantLabel {
+				t.Fatalf("Authenticate(%q): got label %q, want %q", tt.token, id.Label, tt.wantLabel)
+			}
+			if want := "token:" + HashToken(tt.token)[:16]; id.ID != want {
+				t.Fatalf("Authenticate(%q): got ID %q, want %q", tt.token, id.ID, want)
+			}
+		})
+	}
+
+	t.Run("identity fields", func(t *testing.T) {
+		id, err := set.Authenticate("tk_pi")
+		if err != nil {
+			t.Fatalf("Authenticate: got %v, want nil", err)
+		}
+		if got, want := strings.Join(id.Patterns, ","), "wiki,dev-*"; got != want {
+			t.Fatalf("Patterns: got %q, want %q", got, want)
+		}
+		if id.MaxTunnels != 4 {
+			t.Fatalf("MaxTunnels: got %d, want 4", id.MaxTunnels)
+		}
+		// The caller owns the result: changing it must not change the set.
+		id.Patterns[0] = "*"
+		again, _ := set.Authenticate("tk_pi")
+		if again.Patterns[0] != "wiki" {
+			t.Fatalf("after mutating a returned Identity: got pattern %q, want %q", again.Patterns[0], "wiki")
+		}
+	})
+}
+
+func TestTokenSet_EmptySetRefusesAll(t *testing.T) {
+	set, err := NewTokenSet(nil)
+	if err != nil {
+		t.Fatalf("NewTokenSet(nil): got %v, want nil", err)
+	}
+	if _, err := set.Authenticate("tk_anything"); !errors.Is(err, ErrBadToken) {
+		t.Fatalf("Authenticate: got %v, want ErrBadToken", err)
+	}
+}
+
+func TestNewTokenSet_Validation(t *testing.T) {
+	ok := TokenEntry{Label: "ok", SHA256: HashToken("tk_ok")}
+	tests := []struct {
+		name      string
+		entry     TokenEntry // appended after ok
+		wantInErr string     // "": valid
+		wantIs    error
+	}{
+		{"valid", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"wiki", "*", "dev-*", "*-dev", "a*"}, MaxTunnels: 2}, "", nil},
+		{"empty label", TokenEntry{SHA256: tokensTestHash}, `entry 2 (""): label: empty`, nil},
+		{"duplicate label", TokenEntry{Label: "ok", SHA256: tokensTestHash}, `entry 2 ("ok"): label: already used by entry 1`, nil},
+		{"duplicate hash", TokenEntry{Label: "pi", SHA256: ok.SHA256}, `entry 2 ("pi"): sha256: same token as entry 1`, nil},
+		{"short hash", TokenEntry{Label: "pi", SHA256: "abc123"}, `entry 2 ("pi"): sha256: want 64 lowercase hex digits, got 6 characters`, nil},
+		{"empty hash", TokenEntry{Label: "pi"}, `entry 2 ("pi"): sha256:`, nil},
+		{"uppercase hash", TokenEntry{Label: "pi", SHA256: strings.ToUpper(tokensTestHash)}, `entry 2 ("pi"): sha256: want lowercase hex digits`, nil},
+		{"non-hex hash", TokenEntry{Label: "pi", SHA256: strings.Repeat("g", 64)}, `entry 2 ("pi"): sha256:`, nil},
+		{"negative max", TokenEntry{Label: "pi", SHA256: tokensTestHash, MaxTunnels: -1}, `entry 2 ("pi"): max_tunnels: got -1`, nil},
+		{"invalid name", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"Wiki"}}, `entry 2 ("pi"): names:`, ErrInvalidName},
+		{"reserved name", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"www"}}, `entry 2 ("pi"): names:`, ErrReservedName},
+		{"empty pattern", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{""}}, `names:`, ErrInvalidName},
+		{"star in middle", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"a*b"}}, `names:`, ErrInvalidName},
+		{"two stars", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"*a*"}}, `names:`, ErrInvalidName},
+		{"double star", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"**"}}, `names:`, ErrInvalidName},
+		{"suffix ends with hyphen", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"*-"}}, `names:`, ErrInvalidName},
+		{"prefix starts with hyphen", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"-*"}}, `names:`, ErrInvalidName},
+		{"punycode prefix", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"xn--*"}}, `names:`, ErrInvalidName},
+		{"dotted pattern", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"*.example.com"}}, `names:`, ErrInvalidName},
+		{"too long prefix", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{strings.Repeat("a", 63) + "*"}}, `names:`, ErrInvalidName},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewTokenSet([]TokenEntry{ok, tt.entry})
+			if tt.wantInErr == "" {
+				if err != nil {
+					t.Fatalf("NewTokenSet: got %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("NewTokenSet: got nil, want error containing %q", tt.wantInErr)
+			}
+			if !strings.HasPrefix(err.Error(), "tokens: entry 2 (") || !strings.Contains(err.Error(), tt.wantInErr) {
+				t.Fatalf("NewTokenSet: got %q, want \"tokens: entry 2 (...\" containing %q", err, tt.wantInErr)
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Fatalf("NewTokenSet: got %v, want error wrapping %v", err, tt.wantIs)
+			}
+		})
+	}
+}
+
+func TestIdentity_MayClaimName(t *testing.T) {
+	tests := []struct {
+		name     string
+		patterns []string
+		claim    string
+		random   bool
+		want     bool
+	}{
+		{"exact", []string{"wiki"}, "wiki", false, true},
+		{"exact other", []string{"wiki"}, "wikis", false, false},
+		{"exact case", []string{"wiki"}, "WIKI", false, false},
+		{"any", []string{"*"}, "anything-1", false, true},
+		{"prefix", []string{"dev-*"}, "dev-api", false, true},
+		{"prefix needs more", []string{"dev-*"}, "dev-", false, false},
+		{"prefix other", []string{"dev-*"}, "prod-api", false, false},
+		{"prefix case", []string{"dev-*"}, "DEV-api", false, false},
+		{"suffix", []string{"*-dev"}, "api-dev", false, true},
+		{"suffix needs more", []string{"*-dev"}, "-dev", false, false},
+		{"suffix other", []string{"*-dev"}, "api-prod", false, false},
+		{"suffix is not prefix", []string{"*-dev"}, "dev-api", false, false},
+		{"second pattern", []string{"wiki", "dev-*"}, "dev-x", false, true},
+		{"no patterns", nil, "wiki", false, false},
+		{"no patterns random", nil, "brisk-otter-4821", true, true},
+		{"random ignores patterns", []string{"wiki"}, "brisk-otter-4821", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := &Identity{Patterns: tt.patterns}
+			if got := id.MayClaim(tt.claim, tt.random); got != tt.want {
+				t.Fatalf("MayClaim(%q, %v) with %q: got %v, want %v", tt.claim, tt.random, tt.patterns, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHashToken(t *testing.T) {
+	// SHA-256("abc") from FIPS 180-2, appendix B.1.
+	const want = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+	if got := HashToken("abc"); got != want {
+		t.Fatalf("HashToken(\"abc\"): got %s, want %s", got, want)
+	}
+}
+
+func TestGenerateToken(t *testing.T) {
+	seen := make(map[string]bool)
+	for range 100 {
+		tok, err := GenerateToken()
+		if err != nil {
+			t.Fatalf("GenerateToken: got %v, want nil", err)
+		}
+		body, ok := strings.CutPrefix(tok, "tk_")
+		if !ok {
+			t.Fatalf("GenerateToken: got %q, want prefix tk_", tok)
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(body)
+		if err != nil || len(raw) != 32 {
+			t.Fatalf("GenerateToken: got %q (%d bytes, %v), want 32 bytes of unpadded base64url", tok, len(raw), err)
+		}
+		if seen[tok] {
+			t.Fatalf("GenerateToken: got %q twice", tok)
+		}
+		seen[tok] = true
+	}
+}
+
+func TestSharedTokenEntry(t *testing.T) {
+	e := SharedTokenEntry("s3cret")
+	if e.Label != "shared" || e.SHA256 != HashToken("s3cret") || len(e.Names) != 1 || e.Names[0] != "*" {
+		t.Fatalf("SharedTokenEntry: got %+v, want label shared, hash of the token, names [*]", e)
+	}
+}
+
+func TestAddToken_RoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "conf", "tokens.json") // parent does not exist yet
+
+	tokPi, err := AddToken(path, "pi", []string{"wiki", "dev-*"}, 4)
+	if err != nil {
+		t.Fatalf("AddToken pi: got %v, want nil", err)
+	}
+	tokLaptop, err := AddToken(path, "laptop", nil, 0)
+	if err != nil {
+		t.Fatalf("AddToken laptop: got %v, want nil", err)
+	}
+
+	for p, want := range map[string]os.FileMode{path: 0o600, filepath.Dir(path): 0o700} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatalf("stat %s: %v", p, err)
+		}
+		if got := fi.Mode().Perm(); got != want {
+			t.Fatalf("mode of %s: got %o, want %o", p, got, want)
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read tokens file: %v", err)
+	}
+	if strings.Contains(string(data), tokPi) || strings.Contains(string(data), tokLaptop) {
+		t.Fatalf("tokens file contains a plain token:\n%s", data)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
+		t.Fatalf("files next to the tokens file: got %d, want 1 (no temporary files left)", len(entries))
+	}
+
+	set, err := LoadTokensFile(path)
+	if err != nil {
+		t.Fatalf("LoadTokensFile: got %v, want nil", err)
+	}
+	id, err := set.Authenticate(tokPi)
+	if err != nil {
+		t.Fatalf("Authenticate(pi token): got %v, want nil", err)
+	}
+	if id.Label != "pi" || id.MaxTunnels != 4 || !id.MayClaim("dev-x", false) || id.MayClaim("other", false) {
+		t.Fatalf("pi identity: got %+v, want label pi, max 4, names wiki and dev-*", id)
+	}
+	id, err = set.Authenticate(tokLaptop)
+	if err != nil {
+		t.Fatalf("Authenticate(laptop token): got %v, want nil", err)
+	}
+	if id.Label != "laptop" || id.MayClaim("wiki", false) {
+		t.Fatalf("laptop identity: got %+v, want label laptop with random names only", id)
+	}
+	for _, bad := range []string{"", "tk_wrong", tokPi + "x"} {
+		if _, err := set.Authenticate(bad); !errors.Is(err, ErrBadToken) {
+			t.Fatalf("Authenticate(%q): got %v, want ErrBadToken", bad, err)
+		}
+	}
+}
+
+func TestAddToken_KeepsMode0600(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	if err := os.WriteFile(path, []byte(`{"tokens":[]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := AddToken(path, "pi", nil, 0); err != nil {
+		t.Fatalf("AddToken: got %v, want nil", err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o600 {
+		t.Fatalf("mode after AddToken: got %o, want 600", got)
+	}
+}
+
+func TestAddToken_Refusals(t *testing.T) {
+	tests := []struct {
+		name      string
+		existing  string // file content before; "" for no file
+		label     string
+		names     []string
+		max       int
+		wantInErr string
+		wantIs    error
+	}{
+		{"duplicate label", `{"tokens":[{"label":"pi","sha256":"` + tokensTestHash + `"}]}`, "pi", nil, 0, `label already used`, nil},
+		{"invalid name", "", "pi", []string{"WIKI"}, 0, `names:`, ErrInvalidName},
+		{"reserved name", "", "pi", []string{"admin"}, 0, `names:`, ErrReservedName},
+		{"bad pattern", "", "pi", []string{"a*b"}, 0, `names:`, ErrInvalidName},
+		{"empty label", "", "", nil, 0, `label: empty`, nil},
+		{"negative max", "", "pi", nil, -2, `max_tunnels`, nil},
+		{"unparsable file", `{"tokens":[`, "pi", nil, 0, `parse`, nil},
+		{"unknown field in file", `{"tokens":[],"extra":1}`, "pi", nil, 0, `unknown field "extra"`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "tokens.json")
+			if tt.existing != "" {
+				if err := os.WriteFile(path, []byte(tt.existing), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tok, err := AddToken(path, tt.label, tt.names, tt.max)
+			if err == nil || !strings.Contains(err.Error(), tt.wantInErr) {
+				t.Fatalf("AddToken: got (%q, %v), want error containing %q", tok, err, tt.wantInErr)
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Fatalf("AddToken: got %v, want error wrapping %v", err, tt.wantIs)
+			}
+			data, readErr := os.ReadFile(path)
+			switch {
+			case tt.existing == "" && readErr == nil:
+				t.Fatalf("AddToken failed but created %s:\n%s", path, data)
+			case tt.existing != "" && string(data) != tt.existing:
+				t.Fatalf("AddToken failed but changed the file: got %q, want %q", data, tt.existing)
+			}
+		})
+	}
+}
+
+func TestLoadTokensFile_Errors(t *testing.T) {
+	good := `{"label":"pi","sha256":"` + tokensTestHash + `"}`
+	tests := []struct {
+		name      string
+		content   string
+		wantInErr string
+	}{
+		{"empty file", ``, `file is empty`},
+		{"bad json", "{\n  \"tokens\": [\n    {\"label\": \"pi\",}\n  ]\n}", `line 3, column 20: invalid character '}'`},
+		{"truncated", `{"tokens":[` + good, `unexpected EOF`},
+		{"wrong type", `{"tokens":[{"label":"pi","sha256":"` + tokensTestHash + `","max_tunnels":"4"}]}`, `line 1, column`},
+		{"unknown field", `{"tokens":[{"label":"pi","sha256":"` + tokensTestHash + `","max_tunnel":4}]}`, `unknown field "max_tunnel"`},
+		{"unknown top-level field", `{"token":[]}`, `unknown field "token"`},
+		{"trailing data", `{"tokens":[]} {}`, `trailing data`},
+		{"bad hash", `{"tokens":[{"label":"pi","sha256":"abcd"}]}`, `entry 1 ("pi"): sha256: want 64 lowercase hex digits, got 4 characters`},
+		{"duplicate label", `{"tokens":[` + good + `,{"label":"pi","sha256":"` + HashToken("x") + `"}]}`, `entry 2 ("pi"): label: already used by entry 1`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "tokens.json")
+			if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadTokensFile(path)
+			if err == nil || !strings.Contains(err.Error(), tt.wantInErr) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("LoadTokensFile: got %v, want error naming %s and containing %q", err, path, tt.wantInErr)
+			}
+		})
+	}
+
+	t.Run("missing file", func(t *testing.T) {
+		_, err := LoadTokensFile(filepath.Join(t.TempDir(), "nope.json"))
+		if !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("LoadTokensFile: got %v, want error wrapping os.ErrNotExist", err)
+		}
+	})
+
+	t.Run("valid", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "tokens.json")
+		if err := os.WriteFile(path, []byte(`{"tokens":[`+good+`]}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadTokensFile(path); err != nil {
+			t.Fatalf("LoadTokensFile: got %v, want nil", err)
+		}
+	})
+}
