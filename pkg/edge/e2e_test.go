@@ -37,7 +37,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const domain = "tunnel.test"
 
-func recvWithin[T any](t *testing.T, ch <-chan T, d time.Duration) T {
+func recvWithin[T any](t testing.TB, ch <-chan T, d time.Duration) T {
 	t.Helper()
 	select {
 	case v := <-ch:
@@ -50,7 +50,7 @@ func recvWithin[T any](t *testing.T, ch <-chan T, d time.Duration) T {
 
 // newTestTLS makes an in-memory CA and a certificate for the test domain,
 // its wildcard and 127.0.0.1.
-func newTestTLS(t *testing.T) (*tls.Config, *x509.CertPool) {
+func newTestTLS(t testing.TB) (*tls.Config, *x509.CertPool) {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{
@@ -81,7 +81,7 @@ func newTestTLS(t *testing.T) (*tls.Config, *x509.CertPool) {
 }
 
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	addr string
 	port int
 	pool *x509.CertPool
@@ -95,7 +95,7 @@ var (
 
 // startEdge runs an edge.Server on 127.0.0.1:0 with two tokens, alice and
 // bob, and anonymous clients allowed.
-func startEdge(t *testing.T, mod func(*edge.Config)) *harness {
+func startEdge(t testing.TB, mod func(*edge.Config)) *harness {
 	t.Helper()
 	tlsCfg, pool := newTestTLS(t)
 	tokens, err := edge.NewTokenSet([]edge.TokenEntry{
@@ -145,7 +145,7 @@ type client struct {
 }
 
 // wait returns Run's result, failing the test if it takes over 20 s.
-func (c *client) wait(t *testing.T) error {
+func (c *client) wait(t testing.TB) error {
 	t.Helper()
 	select {
 	case <-c.done:
@@ -216,7 +216,7 @@ func (h *harness) url(name, path string) string {
 	return fmt.Sprintf("https://%s.%s:%d%s", name, domain, h.port, path)
 }
 
-func backend(t *testing.T, handler http.Handler) string {
+func backend(t testing.TB, handler http.Handler) string {
 	t.Helper()
 	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)

@@ -1,0 +1,104 @@
+package edge_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tunnelhq/tunnel/pkg/edge"
+	"github.com/tunnelhq/tunnel/pkg/mux"
+)
+
+// BenchmarkTunnel compares the same local server reached directly (plain
+// HTTP on loopback) and through edge + mux (TLS, yamux, one stream per
+// connection), in one run, so the ratio is meaningful on a noisy machine.
+//
+//	go test -run '^$' -bench BenchmarkTunnel -benchtime 3s ./pkg/edge
+func BenchmarkTunnel(b *testing.B) {
+	page := make([]byte, 1<<10)
+	const bulk = 256 << 20
+	chunk := make([]byte, 1<<20)
+	backendSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/bulk" {
+			w.Header().Set("Content-Length", fmt.Sprint(bulk))
+			for i := 0; i < bulk/len(chunk); i++ {
+				w.Write(chunk)
+			}
+			return
+		}
+		w.Write(page)
+	}))
+	defer backendSrv.Close()
+
+	h := startEdge(b, func(c *edge.Config) { c.Logger = zerolog.Nop() })
+	if _, err := h.connect("", mux.Tunnel{Name: "bench", Target: backendSrv.Listener.Addr().String()}); err != nil {
+		b.Fatal(err)
+	}
+	direct := &http.Transport{MaxIdleConnsPerHost: 256}
+	defer direct.CloseIdleConnections()
+	viaTunnel := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, h.addr)
+		},
+		TLSClientConfig:     &tls.Config{RootCAs: h.pool},
+		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
+		MaxIdleConnsPerHost: 256,
+	}
+	defer viaTunnel.CloseIdleConnections()
+
+	targets := []struct {
+		name string
+		rt   http.RoundTripper
+		base string
+	}{
+		{"direct", direct, backendSrv.URL},
+		{"tunnel", viaTunnel, h.url("bench", "")},
+	}
+	for _, tg := range targets {
+		b.Run("small/"+tg.name, func(b *testing.B) {
+			c := &http.Client{Transport: tg.rt}
+			b.SetParallelism(32) // 64 concurrent connections on 2 cores
+			b.ReportAllocs()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := c.Get(tg.base + "/")
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+		})
+	}
+	for _, tg := range targets {
+		b.Run("bulk/"+tg.name, func(b *testing.B) {
+			c := &http.Client{Transport: tg.rt}
+			b.SetBytes(bulk)
+			for range b.N {
+				resp, err := c.Get(tg.base + "/bulk")
+				if err != nil {
+					b.Fatal(err)
+				}
+				n, _ := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if n != bulk {
+					b.Fatalf("read %d bytes, want %d", n, bulk)
+				}
+			}
+		})
+	}
+}
+
