@@ -101,4 +101,3 @@ func BenchmarkTunnel(b *testing.B) {
 		})
 	}
 }
-
