@@ -180,8 +180,9 @@ func ParseHost(host, domain string) (string, error) {
 
 	h := host
 	switch {
-	case strings.HasPrefix(h, "["):
-		// "[::1]" or "[::1]:443": brackets only ever hold an IPv6 literal.
+	case strings.ContainsAny(h, "[]"):
+		// "[::1]" or "[::1]:443": brackets only ever hold an IPv6 literal,
+		// and a bracket anywhere else is no host name at all.
 		return "", fmt.Errorf("%w: %s: IP address", ErrForeignHost, quoteName(host))
 	case strings.Count(h, ":") > 1:
 		// An unbracketed IPv6 address ("::1"); no port to strip.

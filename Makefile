@@ -1,0 +1,61 @@
+# Small on purpose: see README.md, "Development".
+
+GO       ?= go
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+FUZZTIME ?= 60s
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
+
+.PHONY: build test run demo fuzz lint certs cross clean
+
+## build: bin/tunneld and bin/tunnel, static and stripped
+build:
+	@mkdir -p bin
+	$(BUILD) -o bin/ ./cmd/tunneld ./cmd/tunnel
+
+## test: every test, with the race detector, including e2e/ (builds and runs the binaries)
+test:
+	$(GO) test -race -count=1 ./...
+
+## run: tunneld --dev on 127.0.0.1:8443 (dev CA in certs/)
+run: build
+	bin/tunneld --dev
+
+## demo: tunneld --dev + a built-in page + tunnel, at https://demo.localhost:8443 until Ctrl-C
+demo: build
+	$(BUILD) -o bin/ ./cmd/demo-page
+	scripts/demo.sh
+
+## fuzz: each fuzz target under pkg/ for FUZZTIME (default 60s)
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./pkg/...); do \
+		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$target for $(FUZZTIME)"; \
+			$(GO) test -run=NONE -fuzz="^$$target$$" -fuzztime=$(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+## lint: go vet and staticcheck (a go.mod tool)
+lint:
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+## certs: make (or keep) the dev CA and certificates in certs/
+certs:
+	$(GO) run ./cmd/tunneld certs --certs-dir certs
+
+## cross: static binaries for linux amd64, arm64, armv6 and armv7 in dist/
+cross:
+	@mkdir -p dist
+	@set -e; for target in amd64 arm64 arm/6 arm/7; do \
+		arch=$${target%%/*}; arm=$${target#*/}; suffix=$$arch; \
+		if [ "$$arch" = arm ]; then suffix=armv$$arm; else arm=; fi; \
+		for cmd in tunneld tunnel; do \
+			echo "dist/$$cmd-linux-$$suffix"; \
+			GOOS=linux GOARCH=$$arch GOARM=$$arm $(BUILD) -o dist/$$cmd-linux-$$suffix ./cmd/$$cmd; \
+		done; \
+	done
+	@ls -l dist/
+
+clean:
+	rm -rf bin dist

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+
+	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/proto"
+)
+
+// devServer is where tunneld --dev listens.
+const devServer = "localhost:8443"
+
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "server", EnvVars: []string{"TUNNEL_SERVER"},
+			Usage: "tunneld address, host:port (required unless --dev, which means " + devServer + ")"},
+		&cli.StringFlag{Name: "token", EnvVars: []string{"TUNNEL_TOKEN"},
+			Usage: "token from \"tunneld token add\", or the server's shared secret (prefer the env var over the flag)"},
+		&cli.StringFlag{Name: "ca", EnvVars: []string{"TUNNEL_CA"}, DefaultText: "none; with --dev: CERTS-DIR/ca.pem",
+			Usage: "PEM file of an extra root CA to trust besides the system's"},
+		&cli.BoolFlag{Name: "dev", EnvVars: []string{"TUNNEL_DEV"},
+			Usage: "talk to a local \"tunneld --dev\": server " + devServer + ", trust the dev CA in --certs-dir"},
+		&cli.StringFlag{Name: "certs-dir", Value: "certs", EnvVars: []string{"TUNNEL_CERTS_DIR"},
+			Usage: "tunneld's dev certificates directory (--dev only)"},
+		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"TUNNEL_LOG_LEVEL"},
+			Usage: "trace, debug, info, warn, error or disabled"},
+		&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"TUNNEL_LOG_FORMAT"},
+			Usage: "auto (pretty on a terminal, JSON otherwise), pretty or json"},
+	}
+}
+
+// clientConfig turns the flags of "tunnel http" and the global ones into a
+// mux.ClientConfig. It is the only reader of those flags.
+func clientConfig(c *cli.Context, log zerolog.Logger) (mux.ClientConfig, error) {
+	tunnels, err := parseTargets(c.String("name"), c.Args().Slice())
+	if err != nil {
+		return mux.ClientConfig{}, err
+	}
+	dev := c.Bool("dev")
+	server := c.String("server")
+	if server == "" {
+		if !dev {
+			return mux.ClientConfig{}, errors.New("--server (TUNNEL_SERVER) is required: tunneld's host:port; or pass --dev for a local tunneld --dev")
+		}
+		server = devServer
+	}
+	if _, _, err := net.SplitHostPort(server); err != nil {
+		return mux.ClientConfig{}, fmt.Errorf("--server %q: want host:port", server)
+	}
+	caFile := c.String("ca")
+	if caFile == "" && dev {
+		// edge.DevCAFile; cmd/tunnel does not import the server's package.
+		caFile = filepath.Join(c.String("certs-dir"), "ca.pem")
+	}
+	roots, err := rootCAs(caFile)
+	if err != nil {
+		return mux.ClientConfig{}, err
+	}
+
+	cfg := mux.ClientConfig{
+		Config:        mux.DefaultConfig(),
+		Server:        server,
+		TLS:           &tls.Config{RootCAs: roots},
+		Token:         c.String("token"),
+		ClientVersion: version,
+		Tunnels:       tunnels,
+		OnReady: func(w *proto.Welcome) {
+			for i, t := range w.Tunnels {
+				// stdout is for scripts: the URLs and nothing else.
+				fmt.Println(t.URL)
+				log.Info().Str("url", t.URL).Str("target", tunnels[i].Target).Msg("tunnel ready")
+			}
+		},
+	}
+	cfg.Logger = log
+	return cfg, nil
+}
+
+// rootCAs returns the system roots plus the certificates in file, or nil
+// (the system roots) when file is empty.
+func rootCAs(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--ca: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--ca %s: no PEM certificate in it", file)
+	}
+	return pool, nil
+}
+
+// parseTargets reads the TARGET arguments of "tunnel http": PORT,
+// HOST:PORT, NAME=PORT or NAME=HOST:PORT. name is --name, allowed only with
+// one target that has no NAME= of its own. Names are checked by the server,
+// which has the rules; a bad one is refused there (exit 3).
+func parseTargets(name string, args []string) ([]mux.Tunnel, error) {
+	switch {
+	case len(args) == 0:
+		return nil, errors.New("no TARGET: want PORT, HOST:PORT, NAME=PORT or NAME=HOST:PORT")
+	case len(args) > proto.MaxTunnels:
+		return nil, fmt.Errorf("%d targets: at most %d per session", len(args), proto.MaxTunnels)
+	case name != "" && len(args) > 1:
+		return nil, errors.New("--name goes with a single TARGET: for several, write NAME=TARGET for each")
+	}
+	tunnels := make([]mux.Tunnel, 0, len(args))
+	seen := make(map[string]bool, len(args))
+	for _, arg := range args {
+		t := mux.Tunnel{Name: name}
+		target := arg
+		if n, rest, ok := strings.Cut(arg, "="); ok {
+			if name != "" {
+				return nil, fmt.Errorf("target %q names its tunnel and so does --name: use one", arg)
+			}
+			if n == "" {
+				return nil, fmt.Errorf("target %q: empty NAME before '='", arg)
+			}
+			t.Name, target = n, rest
+		}
+		addr, err := targetAddr(target)
+		if err != nil {
+			return nil, fmt.Errorf("target %q: %w", arg, err)
+		}
+		t.Target = addr
+		if t.Name != "" {
+			if seen[t.Name] {
+				return nil, fmt.Errorf("name %q given twice", t.Name)
+			}
+			seen[t.Name] = true
+		}
+		tunnels = append(tunnels, t)
+	}
+	return tunnels, nil
+}
+
+// targetAddr turns PORT or HOST:PORT into host:port; PORT alone, or an
+// empty host (":8080"), means localhost.
+func targetAddr(s string) (string, error) {
+	host, port := "localhost", s
+	if strings.Contains(s, ":") {
+		var err error
+		if host, port, err = net.SplitHostPort(s); err != nil {
+			return "", errors.New("want PORT or HOST:PORT (an IPv6 host in brackets: [::1]:8080)")
+		}
+		if host == "" {
+			host = "localhost"
+		}
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return "", fmt.Errorf("port %q: want a number from 1 to 65535", port)
+	}
+	return net.JoinHostPort(host, port), nil
+}

@@ -1,0 +1,98 @@
+// Command tunnel exposes local web services through a tunneld server:
+// each one is reached at https://NAME.DOMAIN.
+//
+// Flags become a mux.ClientConfig (config.go); the work is mux.Run.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/proto"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes, documented in the app's Description and the README.
+const (
+	exitOK      = 0 // stopped by SIGINT or SIGTERM
+	exitError   = 1 // anything else: bad flags, server unreachable, connection lost
+	exitRefused = 3 // the server refused the tunnels for good: retrying cannot help
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := newApp().RunContext(ctx, os.Args)
+	var perr *proto.Error
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &perr):
+		fmt.Fprintf(os.Stderr, "tunnel: server refused: %s: %s\n", perr.Code, perr.Message)
+		if perr.Code.Permanent() || perr.Code == proto.CodeNameTaken {
+			return exitRefused
+		}
+		return exitError
+	case ctx.Err() != nil:
+		return exitOK // interrupted while connecting
+	default:
+		fmt.Fprintln(os.Stderr, "tunnel:", err)
+		return exitError
+	}
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:      "tunnel",
+		Usage:     "expose local web services at https://NAME.DOMAIN through a tunneld server",
+		UsageText: "tunnel [global options] http [--name NAME] TARGET [TARGET...]",
+		Version:   version,
+		Description: "Each public URL is printed on stdout, one line per tunnel, once the server has granted\n" +
+			"them; nothing else goes to stdout. Logs go to stderr.\n\n" +
+			"Exit codes:\n" +
+			"  0  stopped by SIGINT or SIGTERM\n" +
+			"  1  any other error: bad usage, server unreachable, connection lost\n" +
+			"  3  the server refused for good (bad token, name taken or not allowed, ...): retrying cannot help\n\n" +
+			"Try it locally, next to \"tunneld --dev\":  tunnel --dev http --name wiki 8080",
+		HideHelpCommand: true,
+		Flags:           globalFlags(),
+		Commands: []*cli.Command{{
+			Name:      "http",
+			Usage:     "expose local HTTP services",
+			ArgsUsage: "TARGET [TARGET...]",
+			Description: "TARGET is PORT, HOST:PORT, NAME=PORT or NAME=HOST:PORT; PORT alone means localhost:PORT.\n" +
+				"Without NAME (or --name) the server picks a random name. Several targets share one session:\n\n" +
+				"  tunnel --dev http wiki=8080 blog=127.0.0.1:9090",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "name", EnvVars: []string{"TUNNEL_NAME"},
+					Usage: "name to ask for, served at NAME.DOMAIN (only with a single TARGET)"},
+			},
+			Action: runHTTP,
+		}},
+	}
+}
+
+func runHTTP(c *cli.Context) error {
+	log, err := newLogger(c.String("log-level"), c.String("log-format"))
+	if err != nil {
+		return err
+	}
+	cfg, err := clientConfig(c, log)
+	if err != nil {
+		return err
+	}
+	return mux.Run(c.Context, cfg)
+}

@@ -1,0 +1,90 @@
+// Command tunneld is the public side of tunnel: it serves one TLS port on
+// which tunnel clients connect and visitors reach https://NAME.DOMAIN.
+//
+// Flags become an edge.Config (config.go); everything else lives in pkg/edge.
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tunnelhq/tunnel/pkg/edge"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newApp().RunContext(ctx, os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "tunneld:", err)
+		return 1
+	}
+	return 0
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:    "tunneld",
+		Usage:   "serve tunnels: visitors reach https://NAME.DOMAIN, tunnel clients connect on the same TLS port",
+		Version: version,
+		UsageText: "tunneld [options]              serve (see GLOBAL OPTIONS)\n" +
+			"tunneld token add [options]    add a client token to the tokens file\n" +
+			"tunneld certs [options]        make the dev CA and certificates",
+		Description: "tunneld listens on one TLS port (--listen). Tunnel clients and visitors share it; the TLS\n" +
+			"ALPN protocol tells them apart. It logs to stderr only; the log line \"serving\" carries the\n" +
+			"bound address (useful with --listen 127.0.0.1:0). SIGINT or SIGTERM shuts it down gracefully\n" +
+			"and it exits 0; any startup or serving error exits 1.\n\n" +
+			"Try it locally:  tunneld --dev   (HTTPS on 127.0.0.1:8443, names under localhost,\n" +
+			"dev CA and certificates made in --certs-dir on first run, anonymous clients allowed)",
+		HideHelpCommand: true,
+		Flags:           serveFlags(),
+		Action:          serve,
+		Commands:        []*cli.Command{tokenCommand(), certsCommand()},
+	}
+}
+
+// serve is the main command: bind, build the edge, serve until a signal.
+func serve(c *cli.Context) error {
+	if c.Args().Present() {
+		return fmt.Errorf("unexpected argument %q (see --help)", c.Args().First())
+	}
+	log, err := newLogger(c.String("log-level"), c.String("log-format"))
+	if err != nil {
+		return err
+	}
+	cfg, addr, err := serverConfig(c, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (--listen): %w", addr, err)
+	}
+	if !c.IsSet("public-port") {
+		// The bound port, not the flag's, so that --listen :0 still prints
+		// URLs that work.
+		if tcp, ok := ln.Addr().(*net.TCPAddr); ok {
+			cfg.PublicPort = tcp.Port
+		}
+	}
+	srv, err := edge.NewServer(cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	// Serve logs "serving" with the bound address, closes ln, and returns
+	// nil once ctx ends and the graceful shutdown is done.
+	return srv.Serve(c.Context, ln)
+}
