@@ -257,6 +257,8 @@ func (s *ServerSession) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 // goroutines. It is safe to call more than once and concurrently.
 func (s *ServerSession) Close() error {
 	s.closeOnce.Do(func() {
+		// Unhook from the caller's context: it usually outlives the session.
+		s.stopHandshake()
 		if err := s.sess.Close(); err != nil && !isClosed(err) {
 			s.closeErr = err
 		}
