@@ -61,6 +61,12 @@ func (s *Server) newHandler() http.Handler {
 			page(w, http.StatusNotFound, fmt.Sprintf("No tunnel is registered at %s.", host))
 			return
 		}
+		release, ok := s.limits.acquireStream(name)
+		if !ok {
+			tunnelBusy(w, host)
+			return
+		}
+		defer release()
 		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host, visitor: r.RemoteAddr})
 		rp.ServeHTTP(w, r.WithContext(ctx))
 	})
