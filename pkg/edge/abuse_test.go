@@ -412,6 +412,41 @@ func TestEdge_HostileInput(t *testing.T) {
 			}
 		}},
 		{"name held by another token", nil, nameRow("canary", proto.CodeNameTaken)},
+		{"token pattern bypasses", func(c *edge.Config) {
+			carol, err := edge.NewTokenSet([]edge.TokenEntry{
+				{Label: "alice", SHA256: edge.HashToken(aliceToken), Names: []string{"*"}},
+				{Label: "carol", SHA256: edge.HashToken("tk_carol"), Names: []string{"dev-*"}},
+			})
+			if err != nil {
+				panic(err)
+			}
+			c.Auth = carol
+		}, func(t *testing.T, a *abuse) {
+			// carol may claim dev-*: no spelling of another name gets past
+			// the pattern, because names are validated before matching and
+			// nothing is folded.
+			for _, tt := range []struct {
+				name string
+				code proto.ErrorCode
+			}{
+				{"DEV-api", proto.CodeInvalidName},
+				{"dev-api.", proto.CodeInvalidName},
+				{"d\u0435v-api", proto.CodeInvalidName}, // Cyrillic е
+				{"xn--dev-api-9za", proto.CodeInvalidName},
+				{"dev-", proto.CodeInvalidName},
+				{"prod", proto.CodeNameNotAllowed},
+				{"dev", proto.CodeNameNotAllowed},
+			} {
+				sess, m := a.helloFrom(t, helloFor("tk_carol", tt.name))
+				wantCode(t, m, tt.code)
+				sess.Close()
+			}
+			if _, m := a.helloFrom(t, helloFor("tk_carol", "dev-api")); m == nil {
+				t.Fatal("no answer")
+			} else if _, ok := m.(*proto.Welcome); !ok {
+				t.Fatalf("dev-api: got %v, want Welcome", m)
+			}
+		}},
 		{"visitor slowloris on headers", func(c *edge.Config) { c.ReadHeaderTimeout = time.Second }, func(t *testing.T, a *abuse) {
 			c := a.tlsFrom(t, "http/1.1", "canary."+domain)
 			io.WriteString(c, "GET / HTTP/1.1\r\nHost: canary."+domain+"\r\nX-Slow: ")
