@@ -75,12 +75,12 @@ type Config struct {
 
 	// MaxHandshakes caps connections in their handshake (TLS, and a client's
 	// Hello until it is answered) across the server. Connections beyond it
-	// are closed at once. Default 1024.
+	// are closed at once. Default 4096.
 	MaxHandshakes int
 
 	// MaxHandshakesPerIP caps handshakes in progress from one source
 	// address (an IPv4 address or an IPv6 /64), so that one peer cannot use
-	// up MaxHandshakes. Default 32.
+	// up MaxHandshakes. Default 256 (a NAT can hide many browsers).
 	MaxHandshakesPerIP int
 
 	// MaxSessionsPerIP caps tunnel client sessions from one source address;
@@ -121,8 +121,8 @@ func DefaultConfig() Config {
 		IdleTimeout:          2 * time.Minute,
 		MaxHeaderBytes:       64 << 10,
 		ShutdownGrace:        10 * time.Second,
-		MaxHandshakes:        1024,
-		MaxHandshakesPerIP:   32,
+		MaxHandshakes:        4096,
+		MaxHandshakesPerIP:   256,
 		MaxSessionsPerIP:     16,
 		MaxTunnelsPerToken:   32,
 		MaxStreamsPerTunnel:  256,
