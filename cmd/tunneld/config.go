@@ -46,6 +46,20 @@ func serveFlags() []cli.Flag {
 			Usage: "how long a disconnected client's names stay reserved for its token"},
 		&cli.IntFlag{Name: "max-tunnels", Value: 8, EnvVars: []string{"TUNNELD_MAX_TUNNELS"},
 			Usage: "tunnels one client may open, unless its token says otherwise"},
+		&cli.IntFlag{Name: "max-tunnels-per-token", Value: 32, EnvVars: []string{"TUNNELD_MAX_TUNNELS_PER_TOKEN"},
+			Usage: "tunnels one token (or one anonymous address) may hold across all its sessions, unless the token says otherwise"},
+		&cli.IntFlag{Name: "max-sessions-per-ip", Value: 16, EnvVars: []string{"TUNNELD_MAX_SESSIONS_PER_IP"},
+			Usage: "tunnel client sessions from one IP address (IPv6: one /64)"},
+		&cli.IntFlag{Name: "max-handshakes", Value: 4096, EnvVars: []string{"TUNNELD_MAX_HANDSHAKES"},
+			Usage: "connections in their TLS handshake or client Hello at once; more are closed"},
+		&cli.IntFlag{Name: "max-handshakes-per-ip", Value: 256, EnvVars: []string{"TUNNELD_MAX_HANDSHAKES_PER_IP"},
+			Usage: "handshakes in progress from one IP address (IPv6: one /64)"},
+		&cli.IntFlag{Name: "max-streams-per-tunnel", Value: 256, EnvVars: []string{"TUNNELD_MAX_STREAMS_PER_TUNNEL"},
+			Usage: "requests in flight through one tunnel; more get 503 with Retry-After"},
+		&cli.DurationFlag{Name: "auth-fail-delay", Value: 250 * time.Millisecond, EnvVars: []string{"TUNNELD_AUTH_FAIL_DELAY"},
+			Usage: "after 3 failed token checks from one IP, its next check waits this long, doubling with each failure"},
+		&cli.DurationFlag{Name: "auth-fail-max-delay", Value: 5 * time.Second, EnvVars: []string{"TUNNELD_AUTH_FAIL_MAX_DELAY"},
+			Usage: "the most --auth-fail-delay grows to (below the 10s handshake timeout)"},
 		&cli.DurationFlag{Name: "shutdown-grace", Value: 10 * time.Second, EnvVars: []string{"TUNNELD_SHUTDOWN_GRACE"},
 			Usage: "on SIGINT/SIGTERM, how long in-flight requests may finish"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"TUNNELD_LOG_LEVEL"},
@@ -119,6 +133,13 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 	cfg.NameHold = c.Duration("name-hold")
 	cfg.MaxTunnelsPerSession = c.Int("max-tunnels")
 	cfg.ShutdownGrace = c.Duration("shutdown-grace")
+	cfg.MaxTunnelsPerToken = c.Int("max-tunnels-per-token")
+	cfg.MaxSessionsPerIP = c.Int("max-sessions-per-ip")
+	cfg.MaxHandshakes = c.Int("max-handshakes")
+	cfg.MaxHandshakesPerIP = c.Int("max-handshakes-per-ip")
+	cfg.MaxStreamsPerTunnel = c.Int("max-streams-per-tunnel")
+	cfg.AuthFailDelay = c.Duration("auth-fail-delay")
+	cfg.AuthFailMaxDelay = c.Duration("auth-fail-max-delay")
 	return cfg, addr, nil
 }
 

@@ -72,6 +72,40 @@ type Config struct {
 	// ShutdownGrace is how long in-flight requests may run after shutdown
 	// starts before sessions are closed under them. Default 10 s.
 	ShutdownGrace time.Duration
+
+	// MaxHandshakes caps connections in their handshake (TLS, and a client's
+	// Hello until it is answered) across the server. Connections beyond it
+	// are closed at once. Default 4096.
+	MaxHandshakes int
+
+	// MaxHandshakesPerIP caps handshakes in progress from one source
+	// address (an IPv4 address or an IPv6 /64), so that one peer cannot use
+	// up MaxHandshakes. Default 256 (a NAT can hide many browsers).
+	MaxHandshakesPerIP int
+
+	// MaxSessionsPerIP caps tunnel client sessions from one source address;
+	// a client over it is refused with proto.CodeRateLimited. Default 16.
+	MaxSessionsPerIP int
+
+	// MaxTunnelsPerToken caps the tunnels one token (or one anonymous
+	// source) holds across all its sessions; a token's own max_tunnels
+	// overrides it. Default 32.
+	MaxTunnelsPerToken int
+
+	// MaxStreamsPerTunnel caps the visitor requests in flight through one
+	// tunnel (each holds a stream); a request over it is answered 503 with
+	// Retry-After at once, never queued. Default 256.
+	MaxStreamsPerTunnel int
+
+	// AuthFailDelay is the wait imposed on a source address's next
+	// authentication after its first few failures; it doubles with each
+	// further failure up to AuthFailMaxDelay. Other addresses are not
+	// slowed. Default 250 ms.
+	AuthFailDelay time.Duration
+
+	// AuthFailMaxDelay caps AuthFailDelay's growth. It must stay below
+	// Mux.HandshakeTimeout, which bounds the whole handshake. Default 5 s.
+	AuthFailMaxDelay time.Duration
 }
 
 // DefaultConfig returns a Config with every default filled in; Domain and
@@ -87,6 +121,13 @@ func DefaultConfig() Config {
 		IdleTimeout:          2 * time.Minute,
 		MaxHeaderBytes:       64 << 10,
 		ShutdownGrace:        10 * time.Second,
+		MaxHandshakes:        4096,
+		MaxHandshakesPerIP:   256,
+		MaxSessionsPerIP:     16,
+		MaxTunnelsPerToken:   32,
+		MaxStreamsPerTunnel:  256,
+		AuthFailDelay:        250 * time.Millisecond,
+		AuthFailMaxDelay:     5 * time.Second,
 	}
 }
 
@@ -125,6 +166,26 @@ func (c Config) Validate() error {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %v", d.name, d.v))
 		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{
+		{"max handshakes", c.MaxHandshakes},
+		{"max handshakes per IP", c.MaxHandshakesPerIP},
+		{"max sessions per IP", c.MaxSessionsPerIP},
+		{"max tunnels per token", c.MaxTunnelsPerToken},
+		{"max streams per tunnel", c.MaxStreamsPerTunnel},
+	} {
+		if n.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", n.name, n.v))
+		}
+	}
+	switch {
+	case c.AuthFailDelay <= 0 || c.AuthFailMaxDelay < c.AuthFailDelay:
+		errs = append(errs, fmt.Errorf("auth fail delay %v and max delay %v: want 0 < delay <= max", c.AuthFailDelay, c.AuthFailMaxDelay))
+	case c.AuthFailMaxDelay >= c.Mux.HandshakeTimeout:
+		errs = append(errs, fmt.Errorf("auth fail max delay %v must be below the handshake timeout %v", c.AuthFailMaxDelay, c.Mux.HandshakeTimeout))
 	}
 	if c.MaxHeaderBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max header bytes must be positive, got %d", c.MaxHeaderBytes))

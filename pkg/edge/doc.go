@@ -39,6 +39,16 @@
 // token reconnecting replaces its stale session at once. When a session
 // ends, its names are held for the token for Config.NameHold.
 //
+// # Limits
+//
+// Everything a peer can stall or pile up is bounded (limits.go): the TLS
+// handshake and the client's Hello by timeouts and by slots per server and
+// per source address; client sessions per source address; tunnels per token
+// across its sessions; requests in flight per tunnel (503 with Retry-After
+// over it, never a queue); and failed token checks, which make the source's
+// next attempt wait longer each time. Upgraded (WebSocket) connections have
+// no idle timeout. SECURITY.md has the threat model.
+//
 // # Shutdown
 //
 // Serve returns when its context ends, in this order: stop accepting; send

@@ -61,6 +61,12 @@ func (s *Server) newHandler() http.Handler {
 			page(w, http.StatusNotFound, fmt.Sprintf("No tunnel is registered at %s.", host))
 			return
 		}
+		release, ok := s.limits.acquireStream(name)
+		if !ok {
+			tunnelBusy(w, host)
+			return
+		}
+		defer release()
 		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host, visitor: r.RemoteAddr})
 		rp.ServeHTTP(w, r.WithContext(ctx))
 	})
@@ -69,13 +75,18 @@ func (s *Server) newHandler() http.Handler {
 // rewrite sends the request to the tunnel's name (the Transport's dial maps
 // it to a stream) with the visitor's Host, and sets X-Forwarded-For,
 // -Host and -Proto from the real connection. ReverseProxy has already
-// removed any X-Forwarded-* the visitor sent; Forwarded is removed here too,
-// so a visitor cannot forge its address toward the local service.
+// removed any X-Forwarded-* the visitor sent; Forwarded, X-Real-IP and
+// True-Client-IP are removed here too, so a visitor cannot forge its address
+// toward the local service.
 func rewrite(pr *httputil.ProxyRequest) {
 	rt := pr.In.Context().Value(routeKey).(route)
 	pr.SetURL(&url.URL{Scheme: "http", Host: rt.name})
 	pr.Out.Host = pr.In.Host
 	pr.Out.Header.Del("Forwarded")
+	// Other client-address headers some services trust; only the edge
+	// knows the visitor's address.
+	pr.Out.Header.Del("X-Real-Ip")
+	pr.Out.Header.Del("True-Client-Ip")
 	pr.SetXForwarded()
 }
 

@@ -33,7 +33,8 @@ type Session struct {
 	Connected  time.Time
 	Names      []string
 
-	mux *mux.ServerSession
+	mux             *mux.ServerSession
+	tokenMaxTunnels int // the token's own max_tunnels; 0: server defaults
 }
 
 // Server is tunneld's public side. Build it with NewServer and run it with
@@ -47,6 +48,7 @@ type Server struct {
 	httpSrv   *http.Server
 	transport *http.Transport
 	httpConns *connQueue
+	limits    *limits
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
@@ -77,6 +79,7 @@ func NewServer(cfg Config) (*Server, error) {
 		tlsConfig: tlsConfig,
 		registry:  reg,
 		httpConns: newConnQueue(),
+		limits:    newLimits(cfg, log),
 		sessions:  make(map[*Session]struct{}),
 	}
 	s.transport = s.newTransport()
@@ -163,6 +166,12 @@ func (s *Server) shutdown(httpDone <-chan error) {
 // handleConn completes the TLS handshake and dispatches on ALPN.
 func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	defer s.wg.Done()
+	guard, ok := s.limits.admitConn(raw.RemoteAddr())
+	if !ok {
+		raw.Close()
+		return
+	}
+	defer guard.release()
 	conn := tls.Server(raw, s.tlsConfig)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.TLSHandshakeTimeout)
 	err := conn.HandshakeContext(hctx)
@@ -173,8 +182,9 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	}
 	switch conn.ConnectionState().NegotiatedProtocol {
 	case proto.ALPN:
-		s.handleSession(ctx, conn)
+		s.handleSession(ctx, conn, guard)
 	default:
+		guard.handshakeDone()
 		s.httpConns.push(conn)
 	}
 }
@@ -201,22 +211,27 @@ func looksLikeHTTP(hdr []byte) bool {
 }
 
 // handleSession runs one tunnel client from handshake to disconnect.
-func (s *Server) handleSession(ctx context.Context, conn *tls.Conn) {
+func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connGuard) {
 	remote := conn.RemoteAddr().String()
 	log := s.log.With().Str("remote_addr", remote).Logger()
 	ms, hello, err := mux.Server(ctx, conn, s.cfg.Mux)
 	if err != nil {
 		if errors.Is(err, proto.ErrVersionMismatch) || errors.Is(err, proto.ErrMalformed) ||
-			errors.Is(err, proto.ErrUnknownType) || errors.Is(err, proto.ErrFrameTooLarge) || errors.Is(err, proto.ErrUnexpected) {
+			errors.Is(err, proto.ErrUnknownType) || errors.Is(err, proto.ErrFrameTooLarge) || errors.Is(err, proto.ErrUnexpected) ||
+			errors.Is(err, proto.ErrTruncatedFrame) {
 			log.Warn().Err(err).Msg("client handshake refused")
 		} else {
 			log.Debug().Err(err).Msg("client handshake failed")
 		}
 		return
 	}
-	sess, perr := s.admit(ms, hello, remote)
+	sess, perr := s.admitLimited(ctx, ms, hello, remote, guard)
 	if perr != nil {
-		log.Warn().Str("code", string(perr.Code)).Str("reason", perr.Message).Msg("client refused")
+		lvl := zerolog.WarnLevel
+		if perr.Code == proto.CodeBadToken {
+			lvl = zerolog.DebugLevel // the limits log bursts of these
+		}
+		log.WithLevel(lvl).Str("code", string(perr.Code)).Str("reason", perr.Message).Msg("client refused")
 		ms.Reject(perr)
 		return
 	}
@@ -285,7 +300,7 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 		if err != nil {
 			return nil, &proto.Error{Code: proto.CodeBadToken, Message: "the token is not valid"}
 		}
-		sess.Owner, sess.Label = id.ID, id.Label
+		sess.Owner, sess.Label, sess.tokenMaxTunnels = id.ID, id.Label, id.MaxTunnels
 		if id.MaxTunnels > 0 {
 			maxTunnels = id.MaxTunnels
 		}
@@ -325,7 +340,7 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 			}
 		}
 		claimed := &Session{ID: sess.ID, Owner: sess.Owner, Label: sess.Label, RemoteAddr: remote,
-			Connected: sess.Connected, Names: orderNames(hello, names), mux: ms}
+			Connected: sess.Connected, Names: orderNames(hello, names), mux: ms, tokenMaxTunnels: sess.tokenMaxTunnels}
 		replaced, err := s.registry.Claim(claimed, claimed.Names)
 		if err == nil {
 			for _, old := range replaced {

@@ -82,7 +82,8 @@ func Server(ctx context.Context, conn net.Conn, cfg Config) (*ServerSession, *pr
 	if err != nil {
 		err = fmt.Errorf("read hello: %w", err)
 		if errors.Is(err, proto.ErrMalformed) || errors.Is(err, proto.ErrUnknownType) ||
-			errors.Is(err, proto.ErrFrameTooLarge) || errors.Is(err, proto.ErrUnexpected) {
+			errors.Is(err, proto.ErrFrameTooLarge) || errors.Is(err, proto.ErrUnexpected) ||
+			errors.Is(err, proto.ErrTruncatedFrame) {
 			s.Reject(&proto.Error{Code: proto.CodeBadRequest, Message: err.Error()})
 		} else {
 			s.Close()
