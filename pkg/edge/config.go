@@ -72,6 +72,15 @@ type Config struct {
 	// ShutdownGrace is how long in-flight requests may run after shutdown
 	// starts before sessions are closed under them. Default 10 s.
 	ShutdownGrace time.Duration
+
+	// AccessLog logs one info event per visitor request (component
+	// "access"). Default on.
+	AccessLog bool
+
+	// Metrics receives the edge's metrics; share it with the parts of
+	// tunneld that report to it (RateLimitRecorder, CertRecorder). Nil
+	// means a Metrics of the Server's own (see Server.Metrics).
+	Metrics *Metrics
 }
 
 // DefaultConfig returns a Config with every default filled in; Domain and
@@ -87,6 +96,7 @@ func DefaultConfig() Config {
 		IdleTimeout:          2 * time.Minute,
 		MaxHeaderBytes:       64 << 10,
 		ShutdownGrace:        10 * time.Second,
+		AccessLog:            true,
 	}
 }
 

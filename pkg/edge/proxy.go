@@ -61,6 +61,7 @@ func (s *Server) newHandler() http.Handler {
 			page(w, http.StatusNotFound, fmt.Sprintf("No tunnel is registered at %s.", host))
 			return
 		}
+		s.ops.routed(r, sess, name)
 		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host, visitor: r.RemoteAddr})
 		rp.ServeHTTP(w, r.WithContext(ctx))
 	})
@@ -112,7 +113,9 @@ func (s *Server) dialTunnel(ctx context.Context, _, addr string) (net.Conn, erro
 	if rt, ok := ctx.Value(routeKey).(route); ok {
 		visitor = rt.visitor
 	}
+	start := time.Now()
 	conn, err := sess.mux.Open(ctx, &proto.StreamHeader{Tunnel: name, RemoteAddr: visitor})
+	s.ops.streamOpened(start, err)
 	if err != nil {
 		return nil, fmt.Errorf("dial tunnel %q: %w", name, err)
 	}

@@ -47,6 +47,7 @@ type Server struct {
 	httpSrv   *http.Server
 	transport *http.Transport
 	httpConns *connQueue
+	ops       *ops // metrics, access log, status (metrics.go)
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
@@ -78,10 +79,11 @@ func NewServer(cfg Config) (*Server, error) {
 		registry:  reg,
 		httpConns: newConnQueue(),
 		sessions:  make(map[*Session]struct{}),
+		ops:       newOps(cfg),
 	}
 	s.transport = s.newTransport()
 	s.httpSrv = &http.Server{
-		Handler:           s.newHandler(),
+		Handler:           s.ops.instrument(s.newHandler()),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
@@ -107,6 +109,8 @@ func nextProtos(existing []string) []string {
 // closes ln. A Server must not be served twice.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info().Str("addr", ln.Addr().String()).Str("domain", s.cfg.Domain).Msg("serving")
+	s.ops.listening.Store(true)
+	defer s.ops.listening.Store(false)
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- s.httpSrv.Serve(s.httpConns) }()
 
@@ -217,6 +221,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn) {
 	sess, perr := s.admit(ms, hello, remote)
 	if perr != nil {
 		log.Warn().Str("code", string(perr.Code)).Str("reason", perr.Message).Msg("client refused")
+		s.ops.refused(string(perr.Code))
 		ms.Reject(perr)
 		return
 	}
@@ -243,10 +248,14 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn) {
 		return
 	}
 	log.Info().Strs("names", sess.Names).Msg("tunnel registered")
+	s.ops.sessionUp(sess)
+	defer s.ops.sessionDown(sess)
 
+	reason := "connection closed" // lost, or replaced by the same token
 	select {
 	case <-ms.Done():
 	case <-ms.Draining():
+		reason = "client stopping"
 		// The client is stopping: route nothing new to it and let go of
 		// idle streams so its in-flight work can finish quickly.
 		s.registry.Release(sess)
@@ -255,7 +264,10 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn) {
 	}
 	s.registry.Release(sess)
 	ms.Close()
-	log.Info().Dur("duration", time.Since(sess.Connected)).Msg("tunnel disconnected")
+	if ctx.Err() != nil && reason != "client stopping" {
+		reason = "server shutting down"
+	}
+	log.Info().Dur("duration", time.Since(sess.Connected)).Str("reason", reason).Msg("tunnel disconnected")
 }
 
 // admit authenticates a Hello and claims its names. A non-nil *proto.Error
