@@ -119,6 +119,7 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 	cfg.NameHold = c.Duration("name-hold")
 	cfg.MaxTunnelsPerSession = c.Int("max-tunnels")
 	cfg.ShutdownGrace = c.Duration("shutdown-grace")
+	cfg.AccessLog = c.Bool("access-log")
 	return cfg, addr, nil
 }
 
