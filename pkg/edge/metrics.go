@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
+
+	"github.com/tunnelhq/tunnel/pkg/mux"
 )
 
 // RateLimitRecorder is what a rate limiter reports to. kind names what was
@@ -191,6 +193,19 @@ func (o *ops) sessionDown(sess *Session) {
 		delete(o.tunnels, tunnelKey{sess, n})
 	}
 	o.mu.Unlock()
+}
+
+// disconnectReason says why a session that has ended did.
+func disconnectReason(ctx context.Context, ms *mux.ServerSession) string {
+	select {
+	case <-ms.Draining():
+		return "client stopping"
+	default:
+	}
+	if ctx.Err() != nil {
+		return "server shutting down"
+	}
+	return "connection closed" // lost, or replaced by the same token
 }
 
 // refused records a refused client handshake.

@@ -251,11 +251,9 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn) {
 	s.ops.sessionUp(sess)
 	defer s.ops.sessionDown(sess)
 
-	reason := "connection closed" // lost, or replaced by the same token
 	select {
 	case <-ms.Done():
 	case <-ms.Draining():
-		reason = "client stopping"
 		// The client is stopping: route nothing new to it and let go of
 		// idle streams so its in-flight work can finish quickly.
 		s.registry.Release(sess)
@@ -264,10 +262,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn) {
 	}
 	s.registry.Release(sess)
 	ms.Close()
-	if ctx.Err() != nil && reason != "client stopping" {
-		reason = "server shutting down"
-	}
-	log.Info().Dur("duration", time.Since(sess.Connected)).Str("reason", reason).Msg("tunnel disconnected")
+	log.Info().Dur("duration", time.Since(sess.Connected)).Str("reason", disconnectReason(ctx, ms)).Msg("tunnel disconnected")
 }
 
 // admit authenticates a Hello and claims its names. A non-nil *proto.Error
