@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -197,6 +198,7 @@ func TestProcess_TunneldRefusesToStart(t *testing.T) {
 		{"bad listen address", []string{"--dev", "--certs-dir", certs, "--listen", "127.0.0.1:99999"}, "listen on 127.0.0.1:99999"},
 		{"bad log format", []string{"--dev", "--log-format", "xml"}, "--log-format"},
 		{"stray argument", []string{"--dev", "serve"}, `unexpected argument "serve"`},
+		{"public admin without token", []string{"--dev", "--certs-dir", certs, "--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"}, "TUNNELD_ADMIN_TOKEN is required"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, _, stderr := runToEnd(t, tunneld, nil, tt.args...)
@@ -316,4 +318,31 @@ func TestProcess_READMEHelpIsCurrent(t *testing.T) {
 	if blocks == 0 {
 		t.Fatal("no help blocks found in README.md")
 	}
+}
+
+func TestProcess_TunneldAdmin(t *testing.T) {
+	certs := t.TempDir()
+	tunneld, _ := startTunneld(t, nil, "--dev", "--certs-dir", certs, "--admin-listen", "127.0.0.1:0")
+	var addr string
+	tunneld.waitLine(tunneld.stderr, `the "admin serving" log line`, func(line string) bool {
+		var entry struct{ Message, Addr string }
+		if json.Unmarshal([]byte(line), &entry) != nil || entry.Message != "admin serving" {
+			return false
+		}
+		addr = entry.Addr
+		return true
+	})
+	hc := &http.Client{Timeout: waitTimeout}
+	defer hc.CloseIdleConnections()
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/api/tunnels", "/"} {
+		resp, err := hc.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: got %d, want 200", path, resp.StatusCode)
+		}
+	}
+	tunneld.stop()
 }

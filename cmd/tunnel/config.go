@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -37,12 +38,15 @@ func globalFlags() []cli.Flag {
 			Usage: "trace, debug, info, warn, error or disabled"},
 		&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"TUNNEL_LOG_FORMAT"},
 			Usage: "auto (pretty on a terminal, JSON otherwise), pretty or json"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, EnvVars: []string{"TUNNEL_QUIET"},
+			Usage: "no live view on a terminal: plain log lines, as when stderr is not a terminal"},
 	}
 }
 
 // clientConfig turns the flags of "tunnel http" and the global ones into a
 // mux.ClientConfig. It is the only reader of those flags.
-func clientConfig(c *cli.Context, log zerolog.Logger) (mux.ClientConfig, error) {
+// The URLs go to stdout.
+func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.ClientConfig, error) {
 	tunnels, err := parseTargets(c.String("name"), c.Args().Slice())
 	if err != nil {
 		return mux.ClientConfig{}, err
@@ -78,7 +82,7 @@ func clientConfig(c *cli.Context, log zerolog.Logger) (mux.ClientConfig, error) 
 		OnReady: func(w *proto.Welcome) {
 			for i, t := range w.Tunnels {
 				// stdout is for scripts: the URLs and nothing else.
-				fmt.Println(t.URL)
+				fmt.Fprintln(stdout, t.URL)
 				log.Info().Str("url", t.URL).Str("target", tunnels[i].Target).Msg("tunnel ready")
 			}
 		},

@@ -140,6 +140,7 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 	cfg.MaxStreamsPerTunnel = c.Int("max-streams-per-tunnel")
 	cfg.AuthFailDelay = c.Duration("auth-fail-delay")
 	cfg.AuthFailMaxDelay = c.Duration("auth-fail-max-delay")
+	cfg.AccessLog = c.Bool("access-log")
 	return cfg, addr, nil
 }
 

@@ -49,7 +49,7 @@ func newApp() *cli.App {
 			"Try it locally:  tunneld --dev   (HTTPS on 127.0.0.1:8443, names under localhost,\n" +
 			"dev CA and certificates made in --certs-dir on first run, anonymous clients allowed)",
 		HideHelpCommand: true,
-		Flags:           serveFlags(),
+		Flags:           append(serveFlags(), adminFlags()...),
 		Action:          serve,
 		Commands:        []*cli.Command{tokenCommand(), certsCommand()},
 	}
@@ -83,6 +83,14 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		ln.Close()
 		return err
+	}
+	admin, adminLn, err := listenAdmin(c, log, srv)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if admin != nil {
+		return serveWithAdmin(c.Context, srv, ln, admin, adminLn)
 	}
 	// Serve logs "serving" with the bound address, closes ln, and returns
 	// nil once ctx ends and the graceful shutdown is done.

@@ -42,6 +42,7 @@ type abuse struct {
 	wrongHost atomic.Value // string: a Host the canary backend should never see
 }
 
+// syncBuffer is a bytes.Buffer the edge's goroutines may log into.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

@@ -106,6 +106,14 @@ type Config struct {
 	// AuthFailMaxDelay caps AuthFailDelay's growth. It must stay below
 	// Mux.HandshakeTimeout, which bounds the whole handshake. Default 5 s.
 	AuthFailMaxDelay time.Duration
+	// AccessLog logs one info event per visitor request (component
+	// "access"). Default on.
+	AccessLog bool
+
+	// Metrics receives the edge's metrics; share it with the parts of
+	// tunneld that report to it (RateLimitRecorder, CertRecorder). Nil
+	// means a Metrics of the Server's own (see Server.Metrics).
+	Metrics *Metrics
 }
 
 // DefaultConfig returns a Config with every default filled in; Domain and
@@ -128,6 +136,7 @@ func DefaultConfig() Config {
 		MaxStreamsPerTunnel:  256,
 		AuthFailDelay:        250 * time.Millisecond,
 		AuthFailMaxDelay:     5 * time.Second,
+		AccessLog:            true,
 	}
 }
 

@@ -67,6 +67,7 @@ func (s *Server) newHandler() http.Handler {
 			return
 		}
 		defer release()
+		s.ops.routed(r, sess, name)
 		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host, visitor: r.RemoteAddr})
 		rp.ServeHTTP(w, r.WithContext(ctx))
 	})
@@ -123,7 +124,9 @@ func (s *Server) dialTunnel(ctx context.Context, _, addr string) (net.Conn, erro
 	if rt, ok := ctx.Value(routeKey).(route); ok {
 		visitor = rt.visitor
 	}
+	start := time.Now()
 	conn, err := sess.mux.Open(ctx, &proto.StreamHeader{Tunnel: name, RemoteAddr: visitor})
+	s.ops.streamOpened(start, err)
 	if err != nil {
 		return nil, fmt.Errorf("dial tunnel %q: %w", name, err)
 	}

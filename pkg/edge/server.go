@@ -49,6 +49,7 @@ type Server struct {
 	transport *http.Transport
 	httpConns *connQueue
 	limits    *limits
+	ops       *ops // metrics, access log, status (metrics.go)
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
@@ -81,10 +82,11 @@ func NewServer(cfg Config) (*Server, error) {
 		httpConns: newConnQueue(),
 		limits:    newLimits(cfg, log),
 		sessions:  make(map[*Session]struct{}),
+		ops:       newOps(cfg),
 	}
 	s.transport = s.newTransport()
 	s.httpSrv = &http.Server{
-		Handler:           s.newHandler(),
+		Handler:           s.ops.instrument(s.newHandler()),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
@@ -110,6 +112,8 @@ func nextProtos(existing []string) []string {
 // closes ln. A Server must not be served twice.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info().Str("addr", ln.Addr().String()).Str("domain", s.cfg.Domain).Msg("serving")
+	s.ops.listening.Store(true)
+	defer s.ops.listening.Store(false)
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- s.httpSrv.Serve(s.httpConns) }()
 
@@ -232,6 +236,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 			lvl = zerolog.DebugLevel // the limits log bursts of these
 		}
 		log.WithLevel(lvl).Str("code", string(perr.Code)).Str("reason", perr.Message).Msg("client refused")
+		s.ops.refused(string(perr.Code))
 		ms.Reject(perr)
 		return
 	}
@@ -258,6 +263,8 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 		return
 	}
 	log.Info().Strs("names", sess.Names).Msg("tunnel registered")
+	s.ops.sessionUp(sess)
+	defer s.ops.sessionDown(sess)
 
 	select {
 	case <-ms.Done():
@@ -270,7 +277,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 	}
 	s.registry.Release(sess)
 	ms.Close()
-	log.Info().Dur("duration", time.Since(sess.Connected)).Msg("tunnel disconnected")
+	log.Info().Dur("duration", time.Since(sess.Connected)).Str("reason", disconnectReason(ctx, ms)).Msg("tunnel disconnected")
 }
 
 // admit authenticates a Hello and claims its names. A non-nil *proto.Error

@@ -39,6 +39,9 @@ type ClientConfig struct {
 	// OnReady, if set, is called once the server has granted the tunnels,
 	// with its Welcome (public URLs in Welcome.Tunnels, in order).
 	OnReady func(*proto.Welcome)
+	// OnStream, if set, is called as each data stream opens and ends (see
+	// StreamEvent), from the stream's goroutine: it must return quickly.
+	OnStream func(StreamEvent)
 }
 
 // Validate reports the first missing or bad setting.
@@ -100,6 +103,7 @@ func Run(ctx context.Context, cfg ClientConfig) error {
 		return fmt.Errorf("handshake with %s: %w", cfg.Server, err)
 	}
 	defer sess.Close()
+	sess.onStream = cfg.OnStream
 	w := sess.Welcome()
 	targets := make(map[string]string, len(cfg.Tunnels))
 	names := make([]string, 0, len(w.Tunnels))
