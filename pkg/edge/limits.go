@@ -64,6 +64,7 @@ type limits struct {
 	cfg Config
 	log zerolog.Logger
 	now func() time.Time
+	rec RateLimitRecorder // counts every refusal or delay, by kind
 
 	mu            sync.Mutex
 	handshakes    int
@@ -80,10 +81,11 @@ type authState struct {
 	last     time.Time
 }
 
-func newLimits(cfg Config, log zerolog.Logger) *limits {
+func newLimits(cfg Config, log zerolog.Logger, rec RateLimitRecorder) *limits {
 	return &limits{
 		cfg:           cfg,
 		log:           log,
+		rec:           rec,
 		now:           time.Now,
 		handshakesBy:  make(map[netip.Prefix]int),
 		sessionsBy:    make(map[netip.Prefix]int),
@@ -113,6 +115,7 @@ func (l *limits) admitConn(remote net.Addr) (*connGuard, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.handshakes >= l.cfg.MaxHandshakes || l.handshakesBy[src] >= l.cfg.MaxHandshakesPerIP {
+		l.rec.RateLimited("handshake")
 		l.logRefusedLocked(src)
 		return nil, false
 	}
@@ -265,11 +268,13 @@ func (l *limits) authFailed(src netip.Prefix, log zerolog.Logger) {
 func (s *Server) admitLimited(ctx context.Context, ms *mux.ServerSession, hello *proto.Hello, remote string, g *connGuard) (*Session, *proto.Error) {
 	defer g.handshakeDone()
 	if !g.startSession() {
+		s.limits.rec.RateLimited("session")
 		return nil, &proto.Error{Code: proto.CodeRateLimited,
 			Message: fmt.Sprintf("too many tunnel sessions from your address (at most %d)", s.cfg.MaxSessionsPerIP)}
 	}
 	if hello.Token != "" {
 		if d := s.limits.authDelay(g.src); d > 0 {
+			s.limits.rec.RateLimited("auth")
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
@@ -352,6 +357,7 @@ func (l *limits) acquireStream(name string) (release func(), ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.streamsBy[name] >= l.cfg.MaxStreamsPerTunnel {
+		l.rec.RateLimited("stream")
 		return nil, false
 	}
 	l.streamsBy[name]++

@@ -16,7 +16,7 @@ func TestLimits_AuthDelayGrowsPerSource(t *testing.T) {
 	cfg.AuthFailDelay, cfg.AuthFailMaxDelay = 100*time.Millisecond, time.Second
 	var logs bytes.Buffer
 	log := zerolog.New(&logs).Level(zerolog.InfoLevel)
-	l := newLimits(cfg, log)
+	l := newLimits(cfg, log, (*Metrics)(nil))
 	now := time.Unix(1000, 0)
 	l.now = func() time.Time { return now }
 	bad := netip.MustParsePrefix("192.0.2.7/32")
@@ -75,7 +75,7 @@ func TestLimits_SourceKey(t *testing.T) {
 func TestLimits_HandshakeSlots(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxHandshakes, cfg.MaxHandshakesPerIP = 3, 2
-	l := newLimits(cfg, zerolog.Nop())
+	l := newLimits(cfg, zerolog.Nop(), (*Metrics)(nil))
 	a := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1}
 	b := &net.TCPAddr{IP: net.ParseIP("192.0.2.2"), Port: 1}
 	g1, ok1 := l.admitConn(a)
@@ -123,5 +123,37 @@ func TestConfig_ValidateLimits(t *testing.T) {
 		if err := c.Validate(); (err == nil) != tt.ok {
 			t.Errorf("%s: got %v, want ok=%v", tt.name, err, tt.ok)
 		}
+	}
+}
+
+type recordedLimits struct{ kinds []string }
+
+func (r *recordedLimits) RateLimited(kind string) { r.kinds = append(r.kinds, kind) }
+
+func TestLimits_ReportsRefusalsToRecorder(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxStreamsPerTunnel = 1
+	cfg.MaxHandshakesPerIP = 1
+	rec := &recordedLimits{}
+	l := newLimits(cfg, zerolog.Nop(), rec)
+	release, ok := l.acquireStream("wiki")
+	if !ok {
+		t.Fatal("first stream refused")
+	}
+	if _, ok := l.acquireStream("wiki"); ok {
+		t.Fatal("second stream admitted over a limit of 1")
+	}
+	release()
+	addr := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1}
+	g, ok := l.admitConn(addr)
+	if !ok {
+		t.Fatal("first handshake refused")
+	}
+	defer g.release()
+	if _, ok := l.admitConn(addr); ok {
+		t.Fatal("second handshake admitted over a limit of 1")
+	}
+	if got, want := strings.Join(rec.kinds, ","), "stream,handshake"; got != want {
+		t.Fatalf("recorded %q, want %q", got, want)
 	}
 }

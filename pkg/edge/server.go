@@ -80,10 +80,10 @@ func NewServer(cfg Config) (*Server, error) {
 		tlsConfig: tlsConfig,
 		registry:  reg,
 		httpConns: newConnQueue(),
-		limits:    newLimits(cfg, log),
 		sessions:  make(map[*Session]struct{}),
 		ops:       newOps(cfg),
 	}
+	s.limits = newLimits(cfg, log, s.ops.metrics)
 	s.transport = s.newTransport()
 	s.httpSrv = &http.Server{
 		Handler:           s.ops.instrument(s.newHandler()),
