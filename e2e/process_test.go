@@ -140,7 +140,7 @@ func TestProcess_Tokens(t *testing.T) {
 
 	tunneld, addr := startTunneld(t, []string{"TUNNELD_TOKEN=right-shared-secret"},
 		"--domain", "localhost", "--cert", filepath.Join(certs, "localhost.pem"), "--key", filepath.Join(certs, "localhost-key.pem"),
-		"--tokens-file", tokensFile)
+		"--tokens-file", tokensFile, "--acme=false", "--http-listen", "")
 	clientArgs := func(name string) []string {
 		return []string{"--server", addr, "--ca", ca, "http", "--name", name, "8080"}
 	}
@@ -190,7 +190,7 @@ func TestProcess_TunneldRefusesToStart(t *testing.T) {
 		want string
 	}{
 		{"no domain", nil, "--domain (TUNNELD_DOMAIN) is required"},
-		{"no certificate", []string{"--domain", "example.com"}, "pass --cert and --key"},
+		{"no certificate", []string{"--domain", "example.com", "--acme=false"}, "pass --cert and --key"},
 		{"cert without key", []string{"--domain", "example.com", "--cert", "c.pem"}, "--cert and --key go together"},
 		{"dev with cert", []string{"--dev", "--cert", "c.pem", "--key", "k.pem"}, "do not go together"},
 		{"no tokens", []string{"--domain", "example.com", "--cert", "c.pem", "--key", "k.pem"}, "no tokens configured"},

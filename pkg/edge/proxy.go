@@ -31,6 +31,9 @@ type route struct {
 	name    string
 	host    string // the visitor's Host, normalised, for pages
 	visitor string // the visitor's address
+	// forwarded: the peer is a trusted proxy, so its X-Forwarded-* headers
+	// are kept (see Config.TrustedProxies).
+	forwarded bool
 }
 
 func (s *Server) newHandler() http.Handler {
@@ -61,7 +64,8 @@ func (s *Server) newHandler() http.Handler {
 			page(w, http.StatusNotFound, fmt.Sprintf("No tunnel is registered at %s.", host))
 			return
 		}
-		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host, visitor: r.RemoteAddr})
+		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host,
+			visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr)})
 		rp.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -70,13 +74,25 @@ func (s *Server) newHandler() http.Handler {
 // it to a stream) with the visitor's Host, and sets X-Forwarded-For,
 // -Host and -Proto from the real connection. ReverseProxy has already
 // removed any X-Forwarded-* the visitor sent; Forwarded is removed here too,
-// so a visitor cannot forge its address toward the local service.
+// so a visitor cannot forge its address toward the local service. Only a
+// trusted proxy's X-Forwarded-For is extended, and its -Proto and -Host kept
+// (a TLS-terminating load balancer says https).
 func rewrite(pr *httputil.ProxyRequest) {
 	rt := pr.In.Context().Value(routeKey).(route)
 	pr.SetURL(&url.URL{Scheme: "http", Host: rt.name})
 	pr.Out.Host = pr.In.Host
 	pr.Out.Header.Del("Forwarded")
+	if rt.forwarded {
+		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	}
 	pr.SetXForwarded()
+	if rt.forwarded {
+		for _, h := range []string{"X-Forwarded-Proto", "X-Forwarded-Host"} {
+			if v := pr.In.Header.Get(h); v != "" {
+				pr.Out.Header.Set(h, v)
+			}
+		}
+	}
 }
 
 func (s *Server) newTransport() *http.Transport {

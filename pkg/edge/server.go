@@ -18,6 +18,8 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"github.com/rs/zerolog"
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -44,6 +46,10 @@ type Server struct {
 	tlsConfig *tls.Config
 	registry  Registry
 
+	certManager   *autocert.Manager // nil without Config.ACME
+	acmeTransport *http.Transport   // the ACME client's, closed at shutdown
+	refusedSet                      // names the ACME host policy refused, for log-once
+
 	httpSrv   *http.Server
 	transport *http.Transport
 	httpConns *connQueue
@@ -62,23 +68,40 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	log := cfg.Logger.With().Str("component", "edge").Logger()
 	cfg.Mux.Logger = log
-	tlsConfig := cfg.TLSConfig.Clone()
-	tlsConfig.NextProtos = nextProtos(tlsConfig.NextProtos)
-	if tlsConfig.MinVersion < tls.VersionTLS12 {
-		tlsConfig.MinVersion = tls.VersionTLS12
-	}
 	reg := cfg.Registry
 	if reg == nil {
 		reg = NewMemoryRegistry(cfg.NameHold)
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       log,
-		tlsConfig: tlsConfig,
-		registry:  reg,
-		httpConns: newConnQueue(),
-		sessions:  make(map[*Session]struct{}),
+		cfg:        cfg,
+		log:        log,
+		registry:   reg,
+		httpConns:  newConnQueue(),
+		sessions:   make(map[*Session]struct{}),
+		refusedSet: refusedSet{refused: make(map[string]struct{})},
 	}
+	// Session tickets stay on (the tls.Config default): resuming saves
+	// visitors a full handshake.
+	tlsConfig := cfg.TLSConfig.Clone()
+	if tlsConfig == nil {
+		tlsConfig = &tls.Config{GetCertificate: s.getCertificate}
+	}
+	if cfg.ACME != nil {
+		m, err := s.newCertManager(cfg.ACME)
+		if err != nil {
+			return nil, err
+		}
+		s.certManager = m
+		tlsConfig.NextProtos = append(tlsConfig.NextProtos, acme.ALPNProto)
+	}
+	tlsConfig.NextProtos = nextProtos(tlsConfig.NextProtos)
+	if tlsConfig.MinVersion < tls.VersionTLS12 {
+		tlsConfig.MinVersion = tls.VersionTLS12
+	}
+	if tlsConfig.CipherSuites == nil {
+		tlsConfig.CipherSuites = modernCipherSuites
+	}
+	s.tlsConfig = tlsConfig
 	s.transport = s.newTransport()
 	s.httpSrv = &http.Server{
 		Handler:           s.newHandler(),
@@ -157,6 +180,9 @@ func (s *Server) shutdown(httpDone <-chan error) {
 	}
 	s.wg.Wait()
 	s.transport.CloseIdleConnections()
+	if s.acmeTransport != nil {
+		s.acmeTransport.CloseIdleConnections()
+	}
 	s.log.Info().Msg("stopped")
 }
 
@@ -174,6 +200,10 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	switch conn.ConnectionState().NegotiatedProtocol {
 	case proto.ALPN:
 		s.handleSession(ctx, conn)
+	case acme.ALPNProto:
+		// A CA's TLS-ALPN-01 check: the handshake itself, answered by
+		// autocert's challenge certificate, was the whole point.
+		conn.Close()
 	default:
 		s.httpConns.push(conn)
 	}
