@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -196,7 +197,10 @@ func (p *process) stop() {
 func startTunneld(t *testing.T, env []string, args ...string) (*process, string) {
 	t.Helper()
 	tunneld, _ := binaries(t)
-	args = append([]string{"--listen", "127.0.0.1:0", "--log-format", "json"}, args...)
+	if !slices.Contains(args, "--listen") {
+		args = append([]string{"--listen", "127.0.0.1:0"}, args...)
+	}
+	args = append([]string{"--log-format", "json"}, args...)
 	p := start(t, tunneld, env, args...)
 	var addr string
 	p.waitLine(p.stderr, `the "serving" log line`, func(line string) bool {
@@ -232,6 +236,12 @@ func runToEnd(t *testing.T, bin string, env []string, args ...string) (code int,
 // returns the body of a 200 response.
 func fetch(t *testing.T, caFile, addr, url string) string {
 	t.Helper()
+	return fetchWithin(t, waitTimeout, caFile, addr, url)
+}
+
+// fetchWithin is fetch with a time limit of its own.
+func fetchWithin(t *testing.T, limit time.Duration, caFile, addr, url string) string {
+	t.Helper()
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
 		t.Fatal(err)
@@ -248,7 +258,7 @@ func fetch(t *testing.T, caFile, addr, url string) string {
 		},
 	}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: waitTimeout}
+	client := &http.Client{Transport: tr, Timeout: limit}
 	resp, err := client.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)

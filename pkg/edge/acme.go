@@ -115,7 +115,12 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 		return cert, nil
 	}
 	if s.certManager != nil {
-		return s.certManager.GetCertificate(hello)
+		cert, err := s.certManager.GetCertificate(hello)
+		if err != nil && !errors.Is(err, errNotOurs) {
+			// Otherwise only the handshake's debug line would tell.
+			s.log.Error().Err(err).Str("host", hello.ServerName).Msg("no certificate from ACME")
+		}
+		return cert, err
 	}
 	return nil, fmt.Errorf("edge: no certificate for %q", hello.ServerName)
 }
