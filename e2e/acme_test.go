@@ -290,7 +290,7 @@ func TestACME_TLSALPN01ForApexAndTunnel(t *testing.T) {
 	}
 	t.Logf("apex certificate issued in %v (serial %x)", time.Since(began), leaf.SerialNumber)
 	client, url := acmeTunnel(t, pb.root, tlsPort, "wiki", backendPort)
-	if want := "https://wiki."+acmeDomain+":" + strconv.Itoa(tlsPort); url != want {
+	if want := "https://wiki." + acmeDomain + ":" + strconv.Itoa(tlsPort); url != want {
 		t.Fatalf("got URL %q, want %q", url, want)
 	}
 	began = time.Now()
@@ -371,13 +371,13 @@ func TestACME_HTTP01WhenTLSALPN01Unavailable(t *testing.T) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 		req, _ := http.NewRequest(http.MethodPost, "http://"+httpAddr+"/a/b?c=d&e=%2F", strings.NewReader("body"))
-		req.Host = "blog."+acmeDomain+":" + strconv.Itoa(httpPort)
+		req.Host = "blog." + acmeDomain + ":" + strconv.Itoa(httpPort)
 		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		want := "https://blog."+acmeDomain+":" + strconv.Itoa(tlsPort) + "/a/b?c=d&e=%2F"
+		want := "https://blog." + acmeDomain + ":" + strconv.Itoa(tlsPort) + "/a/b?c=d&e=%2F"
 		if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
 			t.Fatalf("got %s to %q, want 308 to %q", resp.Status, resp.Header.Get("Location"), want)
 		}
