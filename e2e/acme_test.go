@@ -193,19 +193,6 @@ func portOf(addr string) string {
 	return port
 }
 
-func pool(t *testing.T, file string) *x509.CertPool {
-	t.Helper()
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(pem) {
-		t.Fatalf("no certificate in %s", file)
-	}
-	return p
-}
-
 // handshake does a TLS handshake with addr for serverName, verifying
 // against the roots in caFile only, and returns the verified leaf.
 func handshake(t *testing.T, caFile, addr, serverName string) (*x509.Certificate, error) {

@@ -242,16 +242,8 @@ func fetch(t *testing.T, caFile, addr, url string) string {
 // fetchWithin is fetch with a time limit of its own.
 func fetchWithin(t *testing.T, limit time.Duration, caFile, addr, url string) string {
 	t.Helper()
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		t.Fatalf("no certificate in %s", caFile)
-	}
 	tr := &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: roots},
+		TLSClientConfig: &tls.Config{RootCAs: pool(t, caFile)},
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addr)
@@ -272,6 +264,20 @@ func fetchWithin(t *testing.T, limit time.Duration, caFile, addr, url string) st
 		t.Fatalf("GET %s: got %s (%q), want 200", url, resp.Status, body)
 	}
 	return string(body)
+}
+
+// pool returns a pool holding the PEM certificates in file.
+func pool(t *testing.T, file string) *x509.CertPool {
+	t.Helper()
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(pem) {
+		t.Fatalf("no certificate in %s", file)
+	}
+	return p
 }
 
 // lineBuffer is an io.Writer that keeps what is written to it, split into
