@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -141,7 +140,7 @@ func TestProcess_Tokens(t *testing.T) {
 
 	tunneld, addr := startTunneld(t, []string{"TUNNELD_TOKEN=right-shared-secret"},
 		"--domain", "localhost", "--cert", filepath.Join(certs, "localhost.pem"), "--key", filepath.Join(certs, "localhost-key.pem"),
-		"--tokens-file", tokensFile)
+		"--tokens-file", tokensFile, "--acme=false", "--http-listen", "")
 	clientArgs := func(name string) []string {
 		return []string{"--server", addr, "--ca", ca, "http", "--name", name, "8080"}
 	}
@@ -191,7 +190,7 @@ func TestProcess_TunneldRefusesToStart(t *testing.T) {
 		want string
 	}{
 		{"no domain", nil, "--domain (TUNNELD_DOMAIN) is required"},
-		{"no certificate", []string{"--domain", "example.com"}, "pass --cert and --key"},
+		{"no certificate", []string{"--domain", "example.com", "--acme=false"}, "pass --cert and --key"},
 		{"cert without key", []string{"--domain", "example.com", "--cert", "c.pem"}, "--cert and --key go together"},
 		{"dev with cert", []string{"--dev", "--cert", "c.pem", "--key", "k.pem"}, "do not go together"},
 		{"no tokens", []string{"--domain", "example.com", "--cert", "c.pem", "--key", "k.pem"}, "no tokens configured"},
@@ -323,15 +322,7 @@ func TestProcess_READMEHelpIsCurrent(t *testing.T) {
 func TestProcess_TunneldAdmin(t *testing.T) {
 	certs := t.TempDir()
 	tunneld, _ := startTunneld(t, nil, "--dev", "--certs-dir", certs, "--admin-listen", "127.0.0.1:0")
-	var addr string
-	tunneld.waitLine(tunneld.stderr, `the "admin serving" log line`, func(line string) bool {
-		var entry struct{ Message, Addr string }
-		if json.Unmarshal([]byte(line), &entry) != nil || entry.Message != "admin serving" {
-			return false
-		}
-		addr = entry.Addr
-		return true
-	})
+	addr := adminAddr(tunneld)
 	hc := &http.Client{Timeout: waitTimeout}
 	defer hc.CloseIdleConnections()
 	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/api/tunnels", "/"} {

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -21,10 +22,31 @@ type Config struct {
 	// served at wiki.<Domain>. Lowercase, no trailing dot. Required.
 	Domain string
 
-	// TLSConfig provides the certificates for the public listener
-	// (autocert's, static ones, or a test's). Required. The Server clones
-	// it and sets NextProtos and MinVersion itself.
+	// TLSConfig provides the certificates for the public listener, for
+	// tests and --dev. Nil means the Server builds its own from StaticCerts
+	// and ACME; one of the three is required, and TLSConfig excludes the
+	// other two. The Server clones it and sets NextProtos, MinVersion
+	// (TLS 1.2 at least) and, if unset, CipherSuites itself.
 	TLSConfig *tls.Config
+
+	// StaticCerts serves the names its certificates cover (a wildcard made
+	// elsewhere, say). The caller may Reload it at any time.
+	StaticCerts *StaticCerts
+
+	// ACME gets certificates automatically for the apex and for names that
+	// tunnels hold, on first use, for whatever StaticCerts does not cover.
+	// Nil turns it off.
+	ACME *ACMEConfig
+
+	// PlainServesTunnels makes ServePlain proxy tunnels over plain HTTP
+	// instead of redirecting to https, for deployments behind a
+	// TLS-terminating load balancer.
+	PlainServesTunnels bool
+
+	// TrustedProxies are the peers whose X-Forwarded-For (and -Proto,
+	// -Host) are believed. Empty trusts nobody: the headers a visitor sends
+	// are dropped.
+	TrustedProxies []netip.Prefix
 
 	// PublicPort is the port written in tunnels' public URLs. 0 or 443
 	// writes none.
@@ -117,7 +139,7 @@ type Config struct {
 }
 
 // DefaultConfig returns a Config with every default filled in; Domain and
-// TLSConfig still have to be set.
+// the certificates (TLSConfig, StaticCerts or ACME) still have to be set.
 func DefaultConfig() Config {
 	return Config{
 		Logger:               zerolog.Nop(),
@@ -148,8 +170,14 @@ func (c Config) Validate() error {
 	} else if c.Domain != strings.ToLower(c.Domain) || strings.HasSuffix(c.Domain, ".") || strings.ContainsAny(c.Domain, ":/ ") {
 		errs = append(errs, fmt.Errorf("domain %q: want a lowercase host name without port or trailing dot", c.Domain))
 	}
-	if c.TLSConfig == nil {
-		errs = append(errs, errors.New("TLS config is required"))
+	switch {
+	case c.TLSConfig == nil && c.StaticCerts == nil && c.ACME == nil:
+		errs = append(errs, errors.New("no certificates: set a TLS config, static certificates or ACME"))
+	case c.TLSConfig != nil && (c.StaticCerts != nil || c.ACME != nil):
+		errs = append(errs, errors.New("a TLS config excludes static certificates and ACME"))
+	}
+	if c.ACME != nil && c.ACME.CacheDir == "" {
+		errs = append(errs, errors.New("acme: a certificate cache directory is required"))
 	}
 	if c.Auth == nil && !c.AllowAnonymous {
 		errs = append(errs, errors.New("no tokens configured and anonymous clients not allowed: nobody could connect"))

@@ -31,6 +31,9 @@ type route struct {
 	name    string
 	host    string // the visitor's Host, normalised, for pages
 	visitor string // the visitor's address
+	// forwarded: the peer is a trusted proxy, so its X-Forwarded-* headers
+	// are kept (see Config.TrustedProxies).
+	forwarded bool
 }
 
 func (s *Server) newHandler() http.Handler {
@@ -68,7 +71,8 @@ func (s *Server) newHandler() http.Handler {
 		}
 		defer release()
 		s.ops.routed(r, sess, name)
-		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host, visitor: r.RemoteAddr})
+		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host,
+			visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr)})
 		rp.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -78,7 +82,9 @@ func (s *Server) newHandler() http.Handler {
 // -Host and -Proto from the real connection. ReverseProxy has already
 // removed any X-Forwarded-* the visitor sent; Forwarded, X-Real-IP and
 // True-Client-IP are removed here too, so a visitor cannot forge its address
-// toward the local service.
+// toward the local service. Only a trusted proxy's X-Forwarded-For is
+// extended, and its -Proto and -Host kept (a TLS-terminating load balancer
+// says https).
 func rewrite(pr *httputil.ProxyRequest) {
 	rt := pr.In.Context().Value(routeKey).(route)
 	pr.SetURL(&url.URL{Scheme: "http", Host: rt.name})
@@ -88,7 +94,17 @@ func rewrite(pr *httputil.ProxyRequest) {
 	// knows the visitor's address.
 	pr.Out.Header.Del("X-Real-Ip")
 	pr.Out.Header.Del("True-Client-Ip")
+	if rt.forwarded {
+		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	}
 	pr.SetXForwarded()
+	if rt.forwarded {
+		for _, h := range []string{"X-Forwarded-Proto", "X-Forwarded-Host"} {
+			if v := pr.In.Header.Get(h); v != "" {
+				pr.Out.Header.Set(h, v)
+			}
+		}
+	}
 }
 
 func (s *Server) newTransport() *http.Transport {

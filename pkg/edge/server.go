@@ -18,6 +18,8 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"github.com/rs/zerolog"
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -45,6 +47,10 @@ type Server struct {
 	tlsConfig *tls.Config
 	registry  Registry
 
+	certManager   *autocert.Manager // nil without Config.ACME
+	acmeTransport *http.Transport   // the ACME client's, closed at shutdown
+	refusedSet                      // names the ACME host policy refused, for log-once
+
 	httpSrv   *http.Server
 	transport *http.Transport
 	httpConns *connQueue
@@ -65,25 +71,42 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	log := cfg.Logger.With().Str("component", "edge").Logger()
 	cfg.Mux.Logger = log
-	tlsConfig := cfg.TLSConfig.Clone()
-	tlsConfig.NextProtos = nextProtos(tlsConfig.NextProtos)
-	if tlsConfig.MinVersion < tls.VersionTLS12 {
-		tlsConfig.MinVersion = tls.VersionTLS12
-	}
 	reg := cfg.Registry
 	if reg == nil {
 		reg = NewMemoryRegistry(cfg.NameHold)
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       log,
-		tlsConfig: tlsConfig,
-		registry:  reg,
-		httpConns: newConnQueue(),
-		sessions:  make(map[*Session]struct{}),
-		ops:       newOps(cfg),
+		cfg:        cfg,
+		log:        log,
+		registry:   reg,
+		httpConns:  newConnQueue(),
+		sessions:   make(map[*Session]struct{}),
+		refusedSet: refusedSet{refused: make(map[string]struct{})},
+		ops:        newOps(cfg),
 	}
 	s.limits = newLimits(cfg, log, s.ops.metrics)
+	// Session tickets stay on (the tls.Config default): resuming saves
+	// visitors a full handshake.
+	tlsConfig := cfg.TLSConfig.Clone()
+	if tlsConfig == nil {
+		tlsConfig = &tls.Config{GetCertificate: s.getCertificate}
+	}
+	if cfg.ACME != nil {
+		m, err := s.newCertManager(cfg.ACME)
+		if err != nil {
+			return nil, err
+		}
+		s.certManager = m
+		tlsConfig.NextProtos = append(tlsConfig.NextProtos, acme.ALPNProto)
+	}
+	tlsConfig.NextProtos = nextProtos(tlsConfig.NextProtos)
+	if tlsConfig.MinVersion < tls.VersionTLS12 {
+		tlsConfig.MinVersion = tls.VersionTLS12
+	}
+	if tlsConfig.CipherSuites == nil {
+		tlsConfig.CipherSuites = modernCipherSuites
+	}
+	s.tlsConfig = tlsConfig
 	s.transport = s.newTransport()
 	s.httpSrv = &http.Server{
 		Handler:           s.ops.instrument(s.newHandler()),
@@ -164,6 +187,9 @@ func (s *Server) shutdown(httpDone <-chan error) {
 	}
 	s.wg.Wait()
 	s.transport.CloseIdleConnections()
+	if s.acmeTransport != nil {
+		s.acmeTransport.CloseIdleConnections()
+	}
 	s.log.Info().Msg("stopped")
 }
 
@@ -187,6 +213,10 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	switch conn.ConnectionState().NegotiatedProtocol {
 	case proto.ALPN:
 		s.handleSession(ctx, conn, guard)
+	case acme.ALPNProto:
+		// A CA's TLS-ALPN-01 check: the handshake itself, answered by
+		// autocert's challenge certificate, was the whole point.
+		conn.Close()
 	default:
 		guard.handshakeDone()
 		s.httpConns.push(conn)
