@@ -87,7 +87,8 @@ func closedLoop(ctx context.Context, t target, h2 bool, conns int, d time.Durati
 	start := time.Now()
 	measureFrom, until := start.Add(warm), start.Add(warm+d)
 	var errs atomic.Int64
-	var firstErr atomic.Value
+	var firstErrOnce sync.Once
+	var firstErr error // set once, read after wg.Wait
 	samples := make([]latencies, conns)
 	counts := make([]int64, conns)
 	var wg sync.WaitGroup
@@ -108,7 +109,7 @@ func closedLoop(ctx context.Context, t target, h2 bool, conns int, d time.Durati
 				t1 := time.Now()
 				if err != nil {
 					errs.Add(1)
-					firstErr.CompareAndSwap(nil, err)
+					firstErrOnce.Do(func() { firstErr = err })
 					continue
 				}
 				if t0.After(measureFrom) && t1.Before(until) {
@@ -130,8 +131,7 @@ func closedLoop(ctx context.Context, t target, h2 bool, conns int, d time.Durati
 	r := closedResult{Requests: int64(len(all)), Errors: errs.Load(), Elapsed: d,
 		P50: all.pct(50), P99: all.pct(99), P999: all.pct(99.9)}
 	if r.Requests == 0 {
-		err, _ := firstErr.Load().(error)
-		return r, fmt.Errorf("%s: no request succeeded: %v", t.Name, err)
+		return r, fmt.Errorf("%s: no request succeeded: %v", t.Name, firstErr)
 	}
 	return r, nil
 }
@@ -181,7 +181,8 @@ func openLoop(ctx context.Context, t target, rate int, d time.Duration) (openRes
 	interval := time.Second / time.Duration(rate)
 	lat := make(latencies, n)
 	var errs atomic.Int64
-	var firstErr atomic.Value
+	var firstErrOnce sync.Once
+	var firstErr error // set once, read after wg.Wait
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxInFlight)
 	start := time.Now()
@@ -205,7 +206,7 @@ func openLoop(ctx context.Context, t target, rate int, d time.Duration) (openRes
 			defer func() { <-sem }()
 			if err := get(ctx, c, t.baseURL+"/"); err != nil {
 				errs.Add(1)
-				firstErr.CompareAndSwap(nil, err)
+				firstErrOnce.Do(func() { firstErr = err })
 				lat[i] = -1
 				return
 			}
@@ -223,8 +224,7 @@ func openLoop(ctx context.Context, t target, rate int, d time.Duration) (openRes
 		Achieved: float64(len(ok)) / elapsed.Seconds(),
 		P50:      ok.pct(50), P99: ok.pct(99), P999: ok.pct(99.9)}
 	if len(ok) == 0 {
-		err, _ := firstErr.Load().(error)
-		return r, fmt.Errorf("%s: no request succeeded at %d req/s: %v", t.Name, rate, err)
+		return r, fmt.Errorf("%s: no request succeeded at %d req/s: %v", t.Name, rate, firstErr)
 	}
 	return r, nil
 }
