@@ -52,12 +52,9 @@ func (s *Server) newHandler() http.Handler {
 			return
 		}
 		host := name + "." + s.cfg.Domain
-		sess, held := s.registry.Lookup(name)
-		if sess == nil {
-			if held {
-				page(w, http.StatusBadGateway, offlineMessage(host))
-				return
-			}
+		// A held name whose client is away goes on to the proxy: its dial
+		// waits up to OfflineWait for the client to come back.
+		if _, held := s.registry.Lookup(name); !held {
 			page(w, http.StatusNotFound, fmt.Sprintf("No tunnel is registered at %s.", host))
 			return
 		}
@@ -105,6 +102,13 @@ func (s *Server) dialTunnel(ctx context.Context, _, addr string) (net.Conn, erro
 		return nil, fmt.Errorf("dial tunnel %q: %w", addr, err)
 	}
 	sess, _ := s.registry.Lookup(name)
+	if sess == nil && s.cfg.OfflineWait > 0 {
+		// The client is away, most likely reconnecting: give it a moment
+		// to come back before answering "offline".
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.OfflineWait)
+		sess = s.registry.Wait(wctx, name)
+		cancel()
+	}
 	if sess == nil {
 		return nil, fmt.Errorf("dial tunnel %q: %w", name, errTunnelOffline)
 	}
