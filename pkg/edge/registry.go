@@ -54,6 +54,8 @@ type MemoryRegistry struct {
 	mu      sync.Mutex
 	entries map[string]*regEntry
 	waiters map[string]chan struct{} // closed when the name is claimed or dropped
+
+	waitHook func(name string) // tests: called when a Wait starts blocking
 }
 
 // NewMemoryRegistry returns an empty registry that holds a departed
@@ -153,6 +155,9 @@ func (r *MemoryRegistry) Wait(ctx context.Context, name string) *Session {
 			r.waiters[name] = ch
 		}
 		r.mu.Unlock()
+		if r.waitHook != nil {
+			r.waitHook(name)
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
