@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -248,5 +250,137 @@ func TestRunForever_WaitsOutANameHeldByAnother(t *testing.T) {
 	}
 	if status, body := get(t, h.httpClient(false), h.url("shared", "/")); status != 200 || body != "alice" {
 		t.Fatalf("got %d %q, want 200 alice", status, body)
+	}
+}
+
+func TestEdge_LocalServiceRestart(t *testing.T) {
+	h := startEdge(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	serveOn := func(ln net.Listener) *http.Server {
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") })}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			srv.Serve(ln)
+		}()
+		t.Cleanup(func() {
+			srv.Close()
+			<-done
+		})
+		return srv
+	}
+	svc := serveOn(ln)
+	cl, err := h.connect(aliceToken, mux.Tunnel{Name: "svc", Target: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := h.httpClient(false)
+	if status, body := get(t, c, h.url("svc", "/")); status != 200 || body != "up" {
+		t.Fatalf("before: got %d %q", status, body)
+	}
+	svc.Close()
+	c.CloseIdleConnections()
+	if status, body := get(t, c, h.url("svc", "/")); status != 502 || !strings.Contains(body, "local service refused") {
+		t.Fatalf("service down: got %d %q, want 502 local service refused", status, body)
+	}
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port %s taken by someone else meanwhile: %v", addr, err)
+	}
+	serveOn(ln)
+	if status, body := get(t, c, h.url("svc", "/")); status != 200 || body != "up" {
+		t.Fatalf("service back: got %d %q", status, body)
+	}
+	select {
+	case <-cl.done:
+		t.Fatalf("the tunnel dropped: %v", cl.err)
+	default:
+	}
+}
+
+// TestEdge_ConnectDisconnectCycles connects and stops a client 500 times
+// against one tunneld: goroutines, open files and heap come back to their
+// starting level, as a soak test would show.
+func TestEdge_ConnectDisconnectCycles(t *testing.T) {
+	h := startEdge(t, nil)
+	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	c := h.httpClient(false)
+	// Warm up once so lazily started pools are in the baseline.
+	first, err := h.connect(aliceToken, mux.Tunnel{Name: "cycle", Target: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get(t, c, h.url("cycle", "/"))
+	first.stop()
+	first.wait(t)
+	c.CloseIdleConnections()
+	before := settledUsage(t, usage{})
+
+	const cycles = 500
+	for i := range cycles {
+		cl, err := h.connect(aliceToken, mux.Tunnel{Name: "cycle", Target: addr})
+		if err != nil {
+			t.Fatalf("cycle %d: %v", i, err)
+		}
+		if i%50 == 0 {
+			if status, _ := get(t, c, h.url("cycle", "/")); status != 200 {
+				t.Fatalf("cycle %d: got %d", i, status)
+			}
+		}
+		cl.stop()
+		if err := cl.wait(t); err != nil {
+			t.Fatalf("cycle %d: stop: %v", i, err)
+		}
+	}
+	c.CloseIdleConnections()
+	after := settledUsage(t, before)
+	t.Logf("after %d cycles: goroutines %d -> %d, open files %d -> %d, heap %d KiB -> %d KiB",
+		cycles, before.goroutines, after.goroutines, before.files, after.files, before.heap>>10, after.heap>>10)
+	if after.goroutines > before.goroutines+2 || after.files > before.files+2 || after.heap > before.heap+4<<20 {
+		t.Fatalf("resources grew over %d cycles: goroutines %d -> %d, open files %d -> %d, heap %d -> %d bytes",
+			cycles, before.goroutines, after.goroutines, before.files, after.files, before.heap, after.heap)
+	}
+}
+
+type usage struct {
+	goroutines, files int
+	heap              uint64
+}
+
+func measureUsage(t *testing.T) usage {
+	t.Helper()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count open files: %v", err)
+	}
+	return usage{goroutines: runtime.NumGoroutine(), files: len(fds), heap: ms.HeapAlloc}
+}
+
+// settledUsage measures until the goroutine and file counts are at or
+// below target's (zero target: until two readings agree), within 20 s.
+// Connections end asynchronously on the server side, so the counts need a
+// moment to come down; like goleak, it retries rather than sleeping once.
+func settledUsage(t *testing.T, target usage) usage {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	prev := measureUsage(t)
+	for wait := time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		time.Sleep(wait)
+		u := measureUsage(t)
+		settled := u.goroutines == prev.goroutines && u.files == prev.files
+		if target.goroutines > 0 {
+			settled = u.goroutines <= target.goroutines && u.files <= target.files
+		}
+		if settled || time.Now().After(deadline) {
+			return u
+		}
+		prev = u
 	}
 }
