@@ -209,12 +209,7 @@ func TestProcess_TunneldRefusesToStart(t *testing.T) {
 
 func TestProcess_TunnelErrorsExit1(t *testing.T) {
 	_, tunnel := binaries(t)
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := closed.Addr().String()
-	closed.Close() // nothing listens there now: the dial is refused
+	closedAddr := closedAddr(t)
 
 	for _, tt := range []struct {
 		name string

@@ -93,6 +93,27 @@ func visitorClient(t *testing.T, caFile, addr string, timeout time.Duration) *ht
 	return &http.Client{Transport: tr, Timeout: timeout}
 }
 
+// restartTunneld starts tunneld --dev again on addr with the same dev CA,
+// as a service manager would after a crash or an upgrade.
+func restartTunneld(t *testing.T, bin, addr, certs string) *process {
+	t.Helper()
+	p := start(t, bin, nil, "--listen", addr, "--log-format", "json", "--dev", "--certs-dir", certs)
+	p.waitLine(p.stderr, `the "serving" log line`, logMsg("serving"))
+	return p
+}
+
+// closedAddr is a loopback address nothing listens on: a dial is refused.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
 // TestProcess_ClientSurvivesTunneldKill kills tunneld with SIGKILL and
 // starts it again on the same port: the same tunnel process comes back by
 // itself, under the same (random) URL, without being restarted.
@@ -118,8 +139,7 @@ func TestProcess_ClientSurvivesTunneldKill(t *testing.T) {
 	client.waitLineFrom(client.stderr, mark, "the session-ended log line", logMsg("session ended; reconnecting"))
 	mark = client.stderr.Len()
 
-	p := start(t, tunneldBin, nil, "--listen", addr, "--log-format", "json", "--dev", "--certs-dir", certs)
-	p.waitLine(p.stderr, `the "serving" log line`, logMsg("serving"))
+	p := restartTunneld(t, tunneldBin, addr, certs)
 	client.waitLineFrom(client.stderr, mark, "a reconnect", logMsg("connected"))
 	if got := fetch(t, ca, addr, url+"/b"); got != "still here /b\n" {
 		t.Fatalf("after the restart, the same URL: got %q", got)
@@ -199,8 +219,7 @@ func TestProcess_ClientRidesOutTunneldRestart(t *testing.T) {
 		t.Fatalf("tunneld exit %d after SIGTERM", code)
 	}
 	mark = client.stderr.Len()
-	p := start(t, tunneldBin, nil, "--listen", addr, "--log-format", "json", "--dev", "--certs-dir", certs)
-	p.waitLine(p.stderr, `the "serving" log line`, logMsg("serving"))
+	p := restartTunneld(t, tunneldBin, addr, certs)
 	client.waitLineFrom(client.stderr, mark, "a reconnect", logMsg("connected"))
 	if got := fetch(t, ca, addr, url+"/after"); got != "done /after" {
 		t.Fatalf("after the restart: got %q", got)
@@ -338,13 +357,7 @@ func TestProcess_SlowLink(t *testing.T) {
 // network (or tunneld) is up is retried, not fatal; SIGTERM still exits 0.
 func TestProcess_TunnelRetriesUnreachableServer(t *testing.T) {
 	_, tunnel := binaries(t)
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := closed.Addr().String()
-	closed.Close() // nothing listens there now: the dial is refused
-
+	closedAddr := closedAddr(t)
 	client := start(t, tunnel, nil, "--server", closedAddr, "--log-format", "json", "--retry-max", "1s", "http", "80")
 	for range 2 {
 		mark := client.stderr.Len()
