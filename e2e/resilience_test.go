@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -158,62 +159,22 @@ func TestProcess_ClientRidesOutTunneldRestart(t *testing.T) {
 	tunneldBin, tunnel := binaries(t)
 	certs := t.TempDir()
 	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs)
-	inside, release := make(chan struct{}, 1), make(chan struct{})
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			inside <- struct{}{}
-			<-release
-		}
-		fmt.Fprintf(w, "done %s", r.URL.Path)
-	}))
-	t.Cleanup(backend.Close)
-	t.Cleanup(func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	})
-	_, backendPort, _ := net.SplitHostPort(backend.Listener.Addr().String())
+	backendPort, inside, release := newSlowBackend(t)
 
 	client := start(t, tunnel, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json",
 		"--retry-max", "2s", "http", "--name", "app", backendPort)
 	url := client.waitLine(client.stdout, "a public URL", isURL)
 	ca := filepath.Join(certs, "ca.pem")
 
-	type result struct {
-		body string
-		err  error
-	}
-	slow := make(chan result, 1)
-	go func() {
-		resp, err := visitorClient(t, ca, addr, waitTimeout).Get(url + "/slow")
-		if err != nil {
-			slow <- result{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		slow <- result{body: fmt.Sprintf("%d %s", resp.StatusCode, b), err: err}
-	}()
-	select {
-	case <-inside:
-	case <-time.After(waitTimeout):
-		t.Fatal("the slow request did not reach the backend")
-	}
+	slow := slowRequest(t, visitorClient(t, ca, addr, waitTimeout), url+"/slow", inside)
 	mark := client.stderr.Len()
 	if err := tunneld.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	client.waitLineFrom(client.stderr, mark, "the GoAway log line", logMsg("server is draining; connecting a new session"))
-	close(release)
-	select {
-	case r := <-slow:
-		if r.err != nil || r.body != "200 done /slow" {
-			t.Fatalf("request in flight across the restart: got %q, %v; want 200 done /slow", r.body, r.err)
-		}
-	case <-time.After(waitTimeout):
-		t.Fatal("the request in flight did not finish")
+	release()
+	if r := recvWithin(t, slow); r.err != nil || r.body != "200 done /slow" {
+		t.Fatalf("request in flight across the restart: got %q, %v; want 200 done /slow", r.body, r.err)
 	}
 	if code := tunneld.exitCode(); code != 0 {
 		t.Fatalf("tunneld exit %d after SIGTERM", code)
@@ -226,6 +187,91 @@ func TestProcess_ClientRidesOutTunneldRestart(t *testing.T) {
 	}
 	client.stop()
 	p.stop()
+}
+
+// newSlowBackend is a local service whose /slow requests report on inside
+// and then wait for release; other paths answer at once.
+func newSlowBackend(t *testing.T) (port string, inside <-chan struct{}, release func()) {
+	t.Helper()
+	in, gate := make(chan struct{}, 1), make(chan struct{})
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			in <- struct{}{}
+			<-gate
+		}
+		fmt.Fprintf(w, "done %s", r.URL.Path)
+	}))
+	var once sync.Once
+	release = func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(backend.Close)
+	t.Cleanup(release) // runs before backend.Close
+	_, port, _ = net.SplitHostPort(backend.Listener.Addr().String())
+	return port, in, release
+}
+
+type result struct {
+	body string
+	err  error
+}
+
+// slowRequest GETs url in the background and returns once the backend has
+// the request (inside); the result arrives on the channel.
+func slowRequest(t *testing.T, c *http.Client, url string, inside <-chan struct{}) <-chan result {
+	t.Helper()
+	out := make(chan result, 1)
+	go func() {
+		resp, err := c.Get(url)
+		if err != nil {
+			out <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		out <- result{body: fmt.Sprintf("%d %s", resp.StatusCode, b), err: err}
+	}()
+	recvWithin(t, inside)
+	return out
+}
+
+// recvWithin receives from ch within waitTimeout or fails the test.
+func recvWithin[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(waitTimeout):
+		t.Fatalf("nothing received within %v", waitTimeout)
+		panic("unreachable")
+	}
+}
+
+// TestProcess_ClientSIGTERMFinishesInFlight stops the client with SIGTERM
+// while a request is in flight: the request completes, tunneld hears that
+// the client is leaving, and the client exits 0.
+func TestProcess_ClientSIGTERMFinishesInFlight(t *testing.T) {
+	_, tunnel := binaries(t)
+	certs := t.TempDir()
+	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs, "--offline-wait", "0s")
+	backendPort, inside, release := newSlowBackend(t)
+	client := start(t, tunnel, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json",
+		"http", "--name", "leaving", backendPort)
+	url := client.waitLine(client.stdout, "a public URL", isURL)
+	ca := filepath.Join(certs, "ca.pem")
+	slow := slowRequest(t, visitorClient(t, ca, addr, waitTimeout), url+"/slow", inside)
+
+	if err := client.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// The client tells tunneld it is leaving before it finishes its work.
+	tunneld.waitLine(tunneld.stderr, "the client's goaway", logMsg("client is draining"))
+	release()
+	if r := recvWithin(t, slow); r.err != nil || r.body != "200 done /slow" {
+		t.Fatalf("request in flight at SIGTERM: got %q, %v; want 200 done /slow", r.body, r.err)
+	}
+	if code := client.exitCode(); code != 0 {
+		t.Fatalf("tunnel exit %d after SIGTERM, want 0", code)
+	}
+	tunneld.stop()
 }
 
 // TestProcess_SilentLinkCut stalls the link between tunnel and tunneld
