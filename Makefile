@@ -6,7 +6,7 @@ FUZZTIME ?= 60s
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: build test run demo fuzz lint certs cross clean
+.PHONY: build test bench run demo fuzz lint certs cross clean
 
 ## build: bin/tunneld and bin/tunnel, static and stripped
 build:
@@ -16,6 +16,12 @@ build:
 ## test: every test, with the race detector, including e2e/ (builds and runs the binaries)
 test:
 	$(GO) test -race -count=1 ./...
+
+## bench: direct vs bare TLS+yamux pipe vs tunnel on loopback, ~10 min; writes bench/results/
+## (results.md, results.json, PNG plots; see BENCHMARKS.md). BENCHFLAGS=-smoke for a quick check.
+bench: build
+	@command -v gnuplot >/dev/null || { apt-get update && apt-get install -y --no-install-recommends gnuplot-nox; }
+	$(GO) run ./bench -bin bin -out bench/results $(BENCHFLAGS)
 
 ## run: tunneld --dev on 127.0.0.1:8443 (dev CA in certs/)
 run: build

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -203,7 +204,10 @@ func (p *process) stop() {
 func startTunneld(t *testing.T, env []string, args ...string) (*process, string) {
 	t.Helper()
 	tunneld, _ := binaries(t)
-	args = append([]string{"--listen", "127.0.0.1:0", "--log-format", "json"}, args...)
+	if !slices.Contains(args, "--listen") {
+		args = append([]string{"--listen", "127.0.0.1:0"}, args...)
+	}
+	args = append([]string{"--log-format", "json"}, args...)
 	p := start(t, tunneld, env, args...)
 	var addr string
 	p.waitLine(p.stderr, `the "serving" log line`, func(line string) bool {
@@ -239,23 +243,21 @@ func runToEnd(t *testing.T, bin string, env []string, args ...string) (code int,
 // returns the body of a 200 response.
 func fetch(t *testing.T, caFile, addr, url string) string {
 	t.Helper()
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		t.Fatalf("no certificate in %s", caFile)
-	}
+	return fetchWithin(t, waitTimeout, caFile, addr, url)
+}
+
+// fetchWithin is fetch with a time limit of its own.
+func fetchWithin(t *testing.T, limit time.Duration, caFile, addr, url string) string {
+	t.Helper()
 	tr := &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: roots},
+		TLSClientConfig: &tls.Config{RootCAs: pool(t, caFile)},
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addr)
 		},
 	}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: waitTimeout}
+	client := &http.Client{Transport: tr, Timeout: limit}
 	resp, err := client.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
@@ -269,6 +271,20 @@ func fetch(t *testing.T, caFile, addr, url string) string {
 		t.Fatalf("GET %s: got %s (%q), want 200", url, resp.Status, body)
 	}
 	return string(body)
+}
+
+// pool returns a pool holding the PEM certificates in file.
+func pool(t *testing.T, file string) *x509.CertPool {
+	t.Helper()
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(pem) {
+		t.Fatalf("no certificate in %s", file)
+	}
+	return p
 }
 
 // lineBuffer is an io.Writer that keeps what is written to it, split into
@@ -330,4 +346,19 @@ func (b *lineBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.all.String()
+}
+
+// adminAddr waits for tunneld's "admin serving" log line and returns the
+// address the admin listener bound.
+func adminAddr(p *process) string {
+	var addr string
+	p.waitLine(p.stderr, `the "admin serving" log line`, func(line string) bool {
+		var entry struct{ Message, Addr string }
+		if json.Unmarshal([]byte(line), &entry) != nil || entry.Message != "admin serving" {
+			return false
+		}
+		addr = entry.Addr
+		return true
+	})
+	return addr
 }

@@ -140,7 +140,7 @@ func TestProcess_Tokens(t *testing.T) {
 
 	tunneld, addr := startTunneld(t, []string{"TUNNELD_TOKEN=right-shared-secret"},
 		"--domain", "localhost", "--cert", filepath.Join(certs, "localhost.pem"), "--key", filepath.Join(certs, "localhost-key.pem"),
-		"--tokens-file", tokensFile)
+		"--tokens-file", tokensFile, "--acme=false", "--http-listen", "")
 	clientArgs := func(name string) []string {
 		return []string{"--server", addr, "--ca", ca, "http", "--name", name, "8080"}
 	}
@@ -190,13 +190,14 @@ func TestProcess_TunneldRefusesToStart(t *testing.T) {
 		want string
 	}{
 		{"no domain", nil, "--domain (TUNNELD_DOMAIN) is required"},
-		{"no certificate", []string{"--domain", "example.com"}, "pass --cert and --key"},
+		{"no certificate", []string{"--domain", "example.com", "--acme=false"}, "pass --cert and --key"},
 		{"cert without key", []string{"--domain", "example.com", "--cert", "c.pem"}, "--cert and --key go together"},
 		{"dev with cert", []string{"--dev", "--cert", "c.pem", "--key", "k.pem"}, "do not go together"},
 		{"no tokens", []string{"--domain", "example.com", "--cert", "c.pem", "--key", "k.pem"}, "no tokens configured"},
 		{"bad listen address", []string{"--dev", "--certs-dir", certs, "--listen", "127.0.0.1:99999"}, "listen on 127.0.0.1:99999"},
 		{"bad log format", []string{"--dev", "--log-format", "xml"}, "--log-format"},
 		{"stray argument", []string{"--dev", "serve"}, `unexpected argument "serve"`},
+		{"public admin without token", []string{"--dev", "--certs-dir", certs, "--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"}, "TUNNELD_ADMIN_TOKEN is required"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, _, stderr := runToEnd(t, tunneld, nil, tt.args...)
@@ -312,4 +313,23 @@ func TestProcess_READMEHelpIsCurrent(t *testing.T) {
 	if blocks == 0 {
 		t.Fatal("no help blocks found in README.md")
 	}
+}
+
+func TestProcess_TunneldAdmin(t *testing.T) {
+	certs := t.TempDir()
+	tunneld, _ := startTunneld(t, nil, "--dev", "--certs-dir", certs, "--admin-listen", "127.0.0.1:0")
+	addr := adminAddr(tunneld)
+	hc := &http.Client{Timeout: waitTimeout}
+	defer hc.CloseIdleConnections()
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/api/tunnels", "/"} {
+		resp, err := hc.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: got %d, want 200", path, resp.StatusCode)
+		}
+	}
+	tunneld.stop()
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -48,6 +49,8 @@ func globalFlags() []cli.Flag {
 			Usage: "trace, debug, info, warn, error or disabled"},
 		&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"TUNNEL_LOG_FORMAT"},
 			Usage: "auto (pretty on a terminal, JSON otherwise), pretty or json"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, EnvVars: []string{"TUNNEL_QUIET"},
+			Usage: "no live view on a terminal: plain log lines, as when stderr is not a terminal"},
 	}
 }
 
@@ -132,8 +135,8 @@ func (s settings) targets() (name string, args []string) {
 
 // clientConfig turns the flags of "tunnel http", the global ones and the
 // --config file into a mux.ClientConfig. It is the only reader of those
-// flags.
-func clientConfig(c *cli.Context, log zerolog.Logger) (mux.ClientConfig, error) {
+// flags. The URLs go to stdout.
+func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.ClientConfig, error) {
 	file, err := loadFileConfig(c.String("config"))
 	if err != nil {
 		return mux.ClientConfig{}, err
@@ -202,7 +205,7 @@ func clientConfig(c *cli.Context, log zerolog.Logger) (mux.ClientConfig, error) 
 			for i, t := range w.Tunnels {
 				// stdout is for scripts: the URLs and nothing else, again
 				// only if a reconnect changed them.
-				fmt.Println(t.URL)
+				fmt.Fprintln(stdout, t.URL)
 				log.Info().Str("url", t.URL).Str("target", tunnels[i].Target).Msg("tunnel ready")
 			}
 		},

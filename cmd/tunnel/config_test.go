@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -73,7 +74,7 @@ func configFrom(t *testing.T, env map[string]string, args ...string) (mux.Client
 	var cfgErr error
 	app := newApp()
 	capture := func(c *cli.Context) error {
-		cfg, cfgErr = clientConfig(c, zerolog.Nop())
+		cfg, cfgErr = clientConfig(c, zerolog.Nop(), io.Discard)
 		return nil
 	}
 	app.Commands[0].Action = capture

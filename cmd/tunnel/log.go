@@ -10,18 +10,24 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// newLogger builds the one logger of the process, on stderr. format is
-// auto (pretty on a terminal, JSON otherwise), pretty or json.
-func newLogger(level, format string) (zerolog.Logger, error) {
+// stderrIsTerminal says whether stderr is a terminal.
+func stderrIsTerminal() bool {
+	return isatty.IsTerminal(os.Stderr.Fd()) || isatty.IsCygwinTerminal(os.Stderr.Fd())
+}
+
+// newLogger builds the one logger of the process, on out (stderr, or the
+// live view that prints above itself on stderr). format is auto (pretty on
+// a terminal, JSON otherwise), pretty or json.
+func newLogger(level, format string, out io.Writer) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil || level == "" {
 		return zerolog.Nop(), fmt.Errorf("--log-level %q: want trace, debug, info, warn, error or disabled", level)
 	}
-	var w io.Writer = os.Stderr
-	pretty := zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}
+	w := out
+	pretty := zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly}
 	switch format {
 	case "auto":
-		if isatty.IsTerminal(os.Stderr.Fd()) || isatty.IsCygwinTerminal(os.Stderr.Fd()) {
+		if stderrIsTerminal() {
 			w = pretty
 		}
 	case "pretty":

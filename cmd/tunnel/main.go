@@ -1,7 +1,7 @@
 // Command tunnel exposes local web services through a tunneld server:
 // each one is reached at https://NAME.DOMAIN.
 //
-// Flags become a mux.ClientConfig (config.go); the work is mux.Run.
+// Flags become a mux.ClientConfig (config.go); the work is mux.RunForever.
 package main
 
 import (
@@ -96,14 +96,45 @@ func newApp() *cli.App {
 	}
 }
 
+// runHTTP runs the tunnels. On a terminal, unless --quiet, a live view
+// at the bottom of stderr shows them, with the logs scrolling above it.
 func runHTTP(c *cli.Context) error {
-	log, err := newLogger(c.String("log-level"), c.String("log-format"))
+	if c.Bool("quiet") || !stderrIsTerminal() {
+		log, err := newLogger(c.String("log-level"), c.String("log-format"), os.Stderr)
+		if err != nil {
+			return err
+		}
+		cfg, err := clientConfig(c, log, os.Stdout)
+		if err != nil {
+			return err
+		}
+		return mux.RunForever(c.Context, cfg)
+	}
+	v := newView(os.Stderr)
+	log, err := newLogger(c.String("log-level"), c.String("log-format"), v)
 	if err != nil {
 		return err
 	}
-	cfg, err := clientConfig(c, log)
+	cfg, err := clientConfig(c, log, v.above(os.Stdout))
 	if err != nil {
 		return err
 	}
-	return mux.RunForever(c.Context, cfg)
+	v.configure(cfg.Server, cfg.Tunnels)
+	ready := cfg.OnReady
+	cfg.OnReady = func(w *proto.Welcome) {
+		v.ready(w)
+		ready(w)
+	}
+	cfg.OnStream = v.onStream
+	ctx, stop := context.WithCancel(c.Context)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		v.run(ctx)
+	}()
+	err = mux.RunForever(c.Context, cfg)
+	stop()
+	<-done
+	v.stopped(err)
+	return err
 }

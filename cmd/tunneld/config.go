@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/tunnelhq/tunnel/pkg/edge"
 )
@@ -30,10 +30,26 @@ func serveFlags() []cli.Flag {
 			Usage: "local development: listen on " + devListen + ", domain " + devDomain + ", allow anonymous clients, TLS from a dev CA in --certs-dir (made on first run)"},
 		&cli.StringFlag{Name: "certs-dir", Value: "certs", EnvVars: []string{"TUNNELD_CERTS_DIR"},
 			Usage: "directory of the dev CA and certificates (--dev only)"},
-		&cli.StringFlag{Name: "cert", EnvVars: []string{"TUNNELD_CERT"},
-			Usage: "PEM certificate chain for *.DOMAIN (without --dev; with --key)"},
-		&cli.StringFlag{Name: "key", EnvVars: []string{"TUNNELD_KEY"},
-			Usage: "PEM private key of --cert"},
+		&cli.StringSliceFlag{Name: "cert", EnvVars: []string{"TUNNELD_CERT"},
+			Usage: "static PEM certificate chain (e.g. *.DOMAIN) with its --key, or a directory of NAME.crt + NAME.key pairs; repeatable; used for the names it covers, ACME for the rest; reloaded on SIGHUP"},
+		&cli.StringSliceFlag{Name: "key", EnvVars: []string{"TUNNELD_KEY"},
+			Usage: "PEM private key of each file --cert, in the same order"},
+		&cli.BoolFlag{Name: "acme", Value: true, EnvVars: []string{"TUNNELD_ACME"},
+			Usage: "get certificates from ACME (Let's Encrypt) for the apex and the names tunnels hold, unless --cert covers them (not with --dev)"},
+		&cli.StringFlag{Name: "acme-email", EnvVars: []string{"TUNNELD_ACME_EMAIL"},
+			Usage: "contact address given to the ACME CA, for expiry notices"},
+		&cli.StringFlag{Name: "acme-directory", Value: autocert.DefaultACMEDirectory, EnvVars: []string{"TUNNELD_ACME_DIRECTORY"},
+			Usage: "ACME directory URL (Let's Encrypt staging: https://acme-staging-v02.api.letsencrypt.org/directory)"},
+		&cli.StringFlag{Name: "acme-ca-root", EnvVars: []string{"TUNNELD_ACME_CA_ROOT"},
+			Usage: "PEM root to trust, besides the system's, for a private ACME server's HTTPS"},
+		&cli.StringFlag{Name: "cert-cache", EnvVars: []string{"TUNNELD_CERT_CACHE"}, DefaultText: "$STATE_DIRECTORY/autocert, else ~/.local/state/tunneld/autocert",
+			Usage: "directory where ACME account and certificates are kept across restarts (created 0700)"},
+		&cli.StringFlag{Name: "http-listen", Value: ":80", EnvVars: []string{"TUNNELD_HTTP_LISTEN"}, DefaultText: `":80"; with --dev: none`,
+			Usage: "plain-HTTP address: ACME HTTP-01 challenges, and a 308 redirect to https; empty disables"},
+		&cli.BoolFlag{Name: "http-redirect", Value: true, EnvVars: []string{"TUNNELD_HTTP_REDIRECT"},
+			Usage: "on --http-listen, redirect to https; false serves the tunnels over plain HTTP (behind a TLS-terminating load balancer)"},
+		&cli.StringSliceFlag{Name: "trusted-proxies", EnvVars: []string{"TUNNELD_TRUSTED_PROXIES"},
+			Usage: "CIDRs (or addresses) of proxies whose X-Forwarded-For/-Proto/-Host are believed; default nobody's"},
 		&cli.StringFlag{Name: "tokens-file", EnvVars: []string{"TUNNELD_TOKENS_FILE"},
 			Usage: "JSON file of token hashes and the names each may claim (write it with \"tunneld token add\")"},
 		&cli.StringFlag{Name: "token", EnvVars: []string{"TUNNELD_TOKEN"},
@@ -50,6 +66,20 @@ func serveFlags() []cli.Flag {
 			Usage: "a silent client (dead link) is noticed within this and its names put on hold; keepalive pings every half of it"},
 		&cli.IntFlag{Name: "max-tunnels", Value: 8, EnvVars: []string{"TUNNELD_MAX_TUNNELS"},
 			Usage: "tunnels one client may open, unless its token says otherwise"},
+		&cli.IntFlag{Name: "max-tunnels-per-token", Value: 32, EnvVars: []string{"TUNNELD_MAX_TUNNELS_PER_TOKEN"},
+			Usage: "tunnels one token (or one anonymous address) may hold across all its sessions, unless the token says otherwise"},
+		&cli.IntFlag{Name: "max-sessions-per-ip", Value: 16, EnvVars: []string{"TUNNELD_MAX_SESSIONS_PER_IP"},
+			Usage: "tunnel client sessions from one IP address (IPv6: one /64)"},
+		&cli.IntFlag{Name: "max-handshakes", Value: 4096, EnvVars: []string{"TUNNELD_MAX_HANDSHAKES"},
+			Usage: "connections in their TLS handshake or client Hello at once; more are closed"},
+		&cli.IntFlag{Name: "max-handshakes-per-ip", Value: 256, EnvVars: []string{"TUNNELD_MAX_HANDSHAKES_PER_IP"},
+			Usage: "handshakes in progress from one IP address (IPv6: one /64)"},
+		&cli.IntFlag{Name: "max-streams-per-tunnel", Value: 256, EnvVars: []string{"TUNNELD_MAX_STREAMS_PER_TUNNEL"},
+			Usage: "requests in flight through one tunnel; more get 503 with Retry-After"},
+		&cli.DurationFlag{Name: "auth-fail-delay", Value: 250 * time.Millisecond, EnvVars: []string{"TUNNELD_AUTH_FAIL_DELAY"},
+			Usage: "after 3 failed token checks from one IP, its next check waits this long, doubling with each failure"},
+		&cli.DurationFlag{Name: "auth-fail-max-delay", Value: 5 * time.Second, EnvVars: []string{"TUNNELD_AUTH_FAIL_MAX_DELAY"},
+			Usage: "the most --auth-fail-delay grows to (below the 10s handshake timeout)"},
 		&cli.DurationFlag{Name: "shutdown-grace", Value: 10 * time.Second, EnvVars: []string{"TUNNELD_SHUTDOWN_GRACE"},
 			Usage: "on SIGINT/SIGTERM, how long in-flight requests may finish"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"TUNNELD_LOG_LEVEL"},
@@ -81,14 +111,16 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 		cfg.Domain = devDomain
 	}
 
-	certFile, keyFile := c.String("cert"), c.String("key")
+	certs, keys := c.StringSlice("cert"), c.StringSlice("key")
 	switch {
-	case dev && (certFile != "" || keyFile != ""):
+	case dev && (len(certs) > 0 || len(keys) > 0):
 		return cfg, "", errors.New("--cert/--key and --dev do not go together: --dev makes its own certificates in --certs-dir")
-	case (certFile == "") != (keyFile == ""):
-		return cfg, "", errors.New("--cert and --key go together: pass both")
-	case !dev && certFile == "":
-		return cfg, "", errors.New("no TLS certificate: pass --cert and --key (a certificate for the domain and *.domain), or --dev to try it locally (automatic certificates from ACME are not supported yet)")
+	case !dev && len(certs) == 0 && !c.Bool("acme"):
+		return cfg, "", errors.New("no TLS certificate: pass --cert and --key (a certificate for the domain and *.domain), leave --acme on, or pass --dev to try it locally")
+	}
+	files, err := certFiles(certs, keys)
+	if err != nil {
+		return cfg, "", err
 	}
 
 	cfg.AllowAnonymous = dev || c.Bool("allow-anonymous")
@@ -105,12 +137,16 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 		cfg.TLSConfig = tlsCfg
 		log.Info().Str("ca", filepath.Join(c.String("certs-dir"), edge.DevCAFile)).
 			Msg("dev mode: clients trust this CA (tunnel --ca, curl --cacert)")
-	} else {
-		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	} else if err := certConfig(c, &cfg, files); err != nil {
+		return cfg, "", err
+	}
+	cfg.PlainServesTunnels = !c.Bool("http-redirect")
+	for _, p := range c.StringSlice("trusted-proxies") {
+		prefix, err := parsePrefix(p)
 		if err != nil {
-			return cfg, "", fmt.Errorf("load --cert %s and --key %s: %w", certFile, keyFile, err)
+			return cfg, "", fmt.Errorf("--trusted-proxies: %w", err)
 		}
-		cfg.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pair}}
+		cfg.TrustedProxies = append(cfg.TrustedProxies, prefix)
 	}
 
 	auth, err := authenticator(tokensFile, sharedToken)
@@ -129,6 +165,14 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 	}
 	cfg.MaxTunnelsPerSession = c.Int("max-tunnels")
 	cfg.ShutdownGrace = c.Duration("shutdown-grace")
+	cfg.MaxTunnelsPerToken = c.Int("max-tunnels-per-token")
+	cfg.MaxSessionsPerIP = c.Int("max-sessions-per-ip")
+	cfg.MaxHandshakes = c.Int("max-handshakes")
+	cfg.MaxHandshakesPerIP = c.Int("max-handshakes-per-ip")
+	cfg.MaxStreamsPerTunnel = c.Int("max-streams-per-tunnel")
+	cfg.AuthFailDelay = c.Duration("auth-fail-delay")
+	cfg.AuthFailMaxDelay = c.Duration("auth-fail-max-delay")
+	cfg.AccessLog = c.Bool("access-log")
 	return cfg, addr, nil
 }
 

@@ -37,3 +37,26 @@ func TestFirstMatch(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePrefix(t *testing.T) {
+	for _, tt := range []struct {
+		in, want string // want "" means an error
+	}{
+		{"10.0.0.0/8", "10.0.0.0/8"},
+		{"10.1.2.3/8", "10.0.0.0/8"},
+		{" 192.0.2.1 ", "192.0.2.1/32"},
+		{"::ffff:192.0.2.1", "192.0.2.1/32"},
+		{"2001:db8::/32", "2001:db8::/32"},
+		{"example.com", ""},
+		{"10.0.0.0/33", ""},
+	} {
+		p, err := parsePrefix(tt.in)
+		got := ""
+		if err == nil {
+			got = p.String()
+		}
+		if got != tt.want {
+			t.Errorf("parsePrefix(%q): got %q (%v), want %q", tt.in, got, err, tt.want)
+		}
+	}
+}

@@ -12,7 +12,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tunnelhq/tunnel/pkg/edge"
 )
@@ -49,7 +51,7 @@ func newApp() *cli.App {
 			"Try it locally:  tunneld --dev   (HTTPS on 127.0.0.1:8443, names under localhost,\n" +
 			"dev CA and certificates made in --certs-dir on first run, anonymous clients allowed)",
 		HideHelpCommand: true,
-		Flags:           serveFlags(),
+		Flags:           append(serveFlags(), adminFlags()...),
 		Action:          serve,
 		Commands:        []*cli.Command{tokenCommand(), certsCommand()},
 	}
@@ -79,12 +81,65 @@ func serve(c *cli.Context) error {
 			cfg.PublicPort = tcp.Port
 		}
 	}
+	httpAddr := c.String("http-listen")
+	if c.Bool("dev") && !c.IsSet("http-listen") {
+		httpAddr = ""
+	}
+	var plainLn net.Listener
+	if httpAddr != "" {
+		if plainLn, err = net.Listen("tcp", httpAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (--http-listen): %w", httpAddr, err)
+		}
+	}
 	srv, err := edge.NewServer(cfg)
+	if err != nil {
+		ln.Close()
+		if plainLn != nil {
+			plainLn.Close()
+		}
+		return err
+	}
+	admin, adminLn, err := listenAdmin(c, log, srv)
 	if err != nil {
 		ln.Close()
 		return err
 	}
+	if admin != nil {
+		return serveWithAdmin(c.Context, srv, ln, admin, adminLn)
+	}
 	// Serve logs "serving" with the bound address, closes ln, and returns
-	// nil once ctx ends and the graceful shutdown is done.
-	return srv.Serve(c.Context, ln)
+	// nil once ctx ends and the graceful shutdown is done; ServePlain the
+	// same for --http-listen. If either fails, the other is stopped.
+	g, ctx := errgroup.WithContext(c.Context)
+	g.Go(func() error { return srv.Serve(ctx, ln) })
+	if plainLn != nil {
+		g.Go(func() error { return srv.ServePlain(ctx, plainLn) })
+	}
+	g.Go(func() error { reloadOnHangup(ctx, cfg.StaticCerts, log); return nil })
+	return g.Wait()
+}
+
+// reloadOnHangup reloads the static certificates on every SIGHUP until ctx
+// ends. A failed reload keeps the certificates in use.
+func reloadOnHangup(ctx context.Context, static *edge.StaticCerts, log zerolog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		if static == nil {
+			log.Info().Msg("SIGHUP: no --cert to reload")
+			continue
+		}
+		if err := static.Reload(); err != nil {
+			log.Error().Err(err).Msg("SIGHUP: certificates not reloaded; the previous ones stay in use")
+			continue
+		}
+		log.Info().Msg("SIGHUP: certificates reloaded")
+	}
 }

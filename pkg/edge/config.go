@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -21,10 +22,31 @@ type Config struct {
 	// served at wiki.<Domain>. Lowercase, no trailing dot. Required.
 	Domain string
 
-	// TLSConfig provides the certificates for the public listener
-	// (autocert's, static ones, or a test's). Required. The Server clones
-	// it and sets NextProtos and MinVersion itself.
+	// TLSConfig provides the certificates for the public listener, for
+	// tests and --dev. Nil means the Server builds its own from StaticCerts
+	// and ACME; one of the three is required, and TLSConfig excludes the
+	// other two. The Server clones it and sets NextProtos, MinVersion
+	// (TLS 1.2 at least) and, if unset, CipherSuites itself.
 	TLSConfig *tls.Config
+
+	// StaticCerts serves the names its certificates cover (a wildcard made
+	// elsewhere, say). The caller may Reload it at any time.
+	StaticCerts *StaticCerts
+
+	// ACME gets certificates automatically for the apex and for names that
+	// tunnels hold, on first use, for whatever StaticCerts does not cover.
+	// Nil turns it off.
+	ACME *ACMEConfig
+
+	// PlainServesTunnels makes ServePlain proxy tunnels over plain HTTP
+	// instead of redirecting to https, for deployments behind a
+	// TLS-terminating load balancer.
+	PlainServesTunnels bool
+
+	// TrustedProxies are the peers whose X-Forwarded-For (and -Proto,
+	// -Host) are believed. Empty trusts nobody: the headers a visitor sends
+	// are dropped.
+	TrustedProxies []netip.Prefix
 
 	// PublicPort is the port written in tunnels' public URLs. 0 or 443
 	// writes none.
@@ -78,10 +100,52 @@ type Config struct {
 	// ShutdownGrace is how long in-flight requests may run after shutdown
 	// starts before sessions are closed under them. Default 10 s.
 	ShutdownGrace time.Duration
+
+	// MaxHandshakes caps connections in their handshake (TLS, and a client's
+	// Hello until it is answered) across the server. Connections beyond it
+	// are closed at once. Default 4096.
+	MaxHandshakes int
+
+	// MaxHandshakesPerIP caps handshakes in progress from one source
+	// address (an IPv4 address or an IPv6 /64), so that one peer cannot use
+	// up MaxHandshakes. Default 256 (a NAT can hide many browsers).
+	MaxHandshakesPerIP int
+
+	// MaxSessionsPerIP caps tunnel client sessions from one source address;
+	// a client over it is refused with proto.CodeRateLimited. Default 16.
+	MaxSessionsPerIP int
+
+	// MaxTunnelsPerToken caps the tunnels one token (or one anonymous
+	// source) holds across all its sessions; a token's own max_tunnels
+	// overrides it. Default 32.
+	MaxTunnelsPerToken int
+
+	// MaxStreamsPerTunnel caps the visitor requests in flight through one
+	// tunnel (each holds a stream); a request over it is answered 503 with
+	// Retry-After at once, never queued. Default 256.
+	MaxStreamsPerTunnel int
+
+	// AuthFailDelay is the wait imposed on a source address's next
+	// authentication after its first few failures; it doubles with each
+	// further failure up to AuthFailMaxDelay. Other addresses are not
+	// slowed. Default 250 ms.
+	AuthFailDelay time.Duration
+
+	// AuthFailMaxDelay caps AuthFailDelay's growth. It must stay below
+	// Mux.HandshakeTimeout, which bounds the whole handshake. Default 5 s.
+	AuthFailMaxDelay time.Duration
+	// AccessLog logs one info event per visitor request (component
+	// "access"). Default on.
+	AccessLog bool
+
+	// Metrics receives the edge's metrics; share it with the parts of
+	// tunneld that report to it (RateLimitRecorder, CertRecorder). Nil
+	// means a Metrics of the Server's own (see Server.Metrics).
+	Metrics *Metrics
 }
 
 // DefaultConfig returns a Config with every default filled in; Domain and
-// TLSConfig still have to be set.
+// the certificates (TLSConfig, StaticCerts or ACME) still have to be set.
 func DefaultConfig() Config {
 	return Config{
 		Logger:               zerolog.Nop(),
@@ -94,6 +158,14 @@ func DefaultConfig() Config {
 		IdleTimeout:          2 * time.Minute,
 		MaxHeaderBytes:       64 << 10,
 		ShutdownGrace:        10 * time.Second,
+		MaxHandshakes:        4096,
+		MaxHandshakesPerIP:   256,
+		MaxSessionsPerIP:     16,
+		MaxTunnelsPerToken:   32,
+		MaxStreamsPerTunnel:  256,
+		AuthFailDelay:        250 * time.Millisecond,
+		AuthFailMaxDelay:     5 * time.Second,
+		AccessLog:            true,
 	}
 }
 
@@ -105,8 +177,14 @@ func (c Config) Validate() error {
 	} else if c.Domain != strings.ToLower(c.Domain) || strings.HasSuffix(c.Domain, ".") || strings.ContainsAny(c.Domain, ":/ ") {
 		errs = append(errs, fmt.Errorf("domain %q: want a lowercase host name without port or trailing dot", c.Domain))
 	}
-	if c.TLSConfig == nil {
-		errs = append(errs, errors.New("TLS config is required"))
+	switch {
+	case c.TLSConfig == nil && c.StaticCerts == nil && c.ACME == nil:
+		errs = append(errs, errors.New("no certificates: set a TLS config, static certificates or ACME"))
+	case c.TLSConfig != nil && (c.StaticCerts != nil || c.ACME != nil):
+		errs = append(errs, errors.New("a TLS config excludes static certificates and ACME"))
+	}
+	if c.ACME != nil && c.ACME.CacheDir == "" {
+		errs = append(errs, errors.New("acme: a certificate cache directory is required"))
 	}
 	if c.Auth == nil && !c.AllowAnonymous {
 		errs = append(errs, errors.New("no tokens configured and anonymous clients not allowed: nobody could connect"))
@@ -135,6 +213,26 @@ func (c Config) Validate() error {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %v", d.name, d.v))
 		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{
+		{"max handshakes", c.MaxHandshakes},
+		{"max handshakes per IP", c.MaxHandshakesPerIP},
+		{"max sessions per IP", c.MaxSessionsPerIP},
+		{"max tunnels per token", c.MaxTunnelsPerToken},
+		{"max streams per tunnel", c.MaxStreamsPerTunnel},
+	} {
+		if n.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", n.name, n.v))
+		}
+	}
+	switch {
+	case c.AuthFailDelay <= 0 || c.AuthFailMaxDelay < c.AuthFailDelay:
+		errs = append(errs, fmt.Errorf("auth fail delay %v and max delay %v: want 0 < delay <= max", c.AuthFailDelay, c.AuthFailMaxDelay))
+	case c.AuthFailMaxDelay >= c.Mux.HandshakeTimeout:
+		errs = append(errs, fmt.Errorf("auth fail max delay %v must be below the handshake timeout %v", c.AuthFailMaxDelay, c.Mux.HandshakeTimeout))
 	}
 	if c.MaxHeaderBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max header bytes must be positive, got %d", c.MaxHeaderBytes))

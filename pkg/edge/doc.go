@@ -10,6 +10,21 @@
 // the public HTTP server. Clients therefore need no port of their own, and
 // nothing but TLS ever reaches a tunnel.
 //
+// # Certificates
+//
+// The TLS config is injected (Config.TLSConfig: tests, --dev) or built by
+// the Server: a static certificate covering the name (StaticCerts, e.g. a
+// wildcard, reloadable), else autocert (Config.ACME). autocert's TLS-ALPN-01
+// challenge arrives on the same port with ALPN "acme-tls/1": its handshake
+// is answered with the challenge certificate and the connection closed.
+// HTTP-01 is answered by ServePlain, the port-80 companion, which otherwise
+// redirects to https (308) or, behind a TLS-terminating load balancer, serves
+// the tunnels in plain HTTP (Config.PlainServesTunnels). autocert's
+// HostPolicy allows only the apex and names the Registry holds, so the CA is
+// never asked about a name nobody serves; each refused name is logged once.
+// TLS 1.2 is the minimum, TLS 1.2 suites are ECDHE with AEADs only, and
+// session tickets stay on.
+//
 // # The path of one request
 //
 //  1. A visitor asks for https://wiki.example.com/page. The TLS handshake
@@ -42,6 +57,16 @@
 // ends, its names are held for the token for Config.NameHold. A session
 // whose link died silently ends when the keepalive gives up on it, within
 // Config.Mux.KeepAliveInterval+WriteTimeout (mux.Config.SetPeerTimeout).
+//
+// # Limits
+//
+// Everything a peer can stall or pile up is bounded (limits.go): the TLS
+// handshake and the client's Hello by timeouts and by slots per server and
+// per source address; client sessions per source address; tunnels per token
+// across its sessions; requests in flight per tunnel (503 with Retry-After
+// over it, never a queue); and failed token checks, which make the source's
+// next attempt wait longer each time. Upgraded (WebSocket) connections have
+// no idle timeout. SECURITY.md has the threat model.
 //
 // # Shutdown
 //

@@ -31,6 +31,9 @@ type route struct {
 	name    string
 	host    string // the visitor's Host, normalised, for pages
 	visitor string // the visitor's address
+	// forwarded: the peer is a trusted proxy, so its X-Forwarded-* headers
+	// are kept (see Config.TrustedProxies).
+	forwarded bool
 }
 
 func (s *Server) newHandler() http.Handler {
@@ -52,13 +55,31 @@ func (s *Server) newHandler() http.Handler {
 			return
 		}
 		host := name + "." + s.cfg.Domain
-		// A held name whose client is away goes on to the proxy: its dial
-		// waits up to OfflineWait for the client to come back.
-		if _, held := s.registry.Lookup(name); !held {
+		sess, held := s.registry.Lookup(name)
+		if sess == nil && held && s.cfg.OfflineWait > 0 {
+			// The client is away, most likely reconnecting: give it a
+			// moment to come back before answering "offline".
+			wctx, cancel := context.WithTimeout(r.Context(), s.cfg.OfflineWait)
+			sess = s.registry.Wait(wctx, name)
+			cancel()
+		}
+		if sess == nil {
+			if held {
+				page(w, http.StatusBadGateway, offlineMessage(host))
+				return
+			}
 			page(w, http.StatusNotFound, fmt.Sprintf("No tunnel is registered at %s.", host))
 			return
 		}
-		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host, visitor: r.RemoteAddr})
+		release, ok := s.limits.acquireStream(name)
+		if !ok {
+			tunnelBusy(w, host)
+			return
+		}
+		defer release()
+		s.ops.routed(r, sess, name)
+		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host,
+			visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr)})
 		rp.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -66,14 +87,31 @@ func (s *Server) newHandler() http.Handler {
 // rewrite sends the request to the tunnel's name (the Transport's dial maps
 // it to a stream) with the visitor's Host, and sets X-Forwarded-For,
 // -Host and -Proto from the real connection. ReverseProxy has already
-// removed any X-Forwarded-* the visitor sent; Forwarded is removed here too,
-// so a visitor cannot forge its address toward the local service.
+// removed any X-Forwarded-* the visitor sent; Forwarded, X-Real-IP and
+// True-Client-IP are removed here too, so a visitor cannot forge its address
+// toward the local service. Only a trusted proxy's X-Forwarded-For is
+// extended, and its -Proto and -Host kept (a TLS-terminating load balancer
+// says https).
 func rewrite(pr *httputil.ProxyRequest) {
 	rt := pr.In.Context().Value(routeKey).(route)
 	pr.SetURL(&url.URL{Scheme: "http", Host: rt.name})
 	pr.Out.Host = pr.In.Host
 	pr.Out.Header.Del("Forwarded")
+	// Other client-address headers some services trust; only the edge
+	// knows the visitor's address.
+	pr.Out.Header.Del("X-Real-Ip")
+	pr.Out.Header.Del("True-Client-Ip")
+	if rt.forwarded {
+		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	}
 	pr.SetXForwarded()
+	if rt.forwarded {
+		for _, h := range []string{"X-Forwarded-Proto", "X-Forwarded-Host"} {
+			if v := pr.In.Header.Get(h); v != "" {
+				pr.Out.Header.Set(h, v)
+			}
+		}
+	}
 }
 
 func (s *Server) newTransport() *http.Transport {
@@ -102,13 +140,6 @@ func (s *Server) dialTunnel(ctx context.Context, _, addr string) (net.Conn, erro
 		return nil, fmt.Errorf("dial tunnel %q: %w", addr, err)
 	}
 	sess, _ := s.registry.Lookup(name)
-	if sess == nil && s.cfg.OfflineWait > 0 {
-		// The client is away, most likely reconnecting: give it a moment
-		// to come back before answering "offline".
-		wctx, cancel := context.WithTimeout(ctx, s.cfg.OfflineWait)
-		sess = s.registry.Wait(wctx, name)
-		cancel()
-	}
 	if sess == nil {
 		return nil, fmt.Errorf("dial tunnel %q: %w", name, errTunnelOffline)
 	}
@@ -116,7 +147,9 @@ func (s *Server) dialTunnel(ctx context.Context, _, addr string) (net.Conn, erro
 	if rt, ok := ctx.Value(routeKey).(route); ok {
 		visitor = rt.visitor
 	}
+	start := time.Now()
 	conn, err := sess.mux.Open(ctx, &proto.StreamHeader{Tunnel: name, RemoteAddr: visitor})
+	s.ops.streamOpened(start, err)
 	if err != nil {
 		return nil, fmt.Errorf("dial tunnel %q: %w", name, err)
 	}

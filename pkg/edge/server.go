@@ -18,6 +18,8 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"github.com/rs/zerolog"
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -33,7 +35,8 @@ type Session struct {
 	Connected  time.Time
 	Names      []string
 
-	mux *mux.ServerSession
+	mux             *mux.ServerSession
+	tokenMaxTunnels int // the token's own max_tunnels; 0: server defaults
 }
 
 // Server is tunneld's public side. Build it with NewServer and run it with
@@ -44,9 +47,15 @@ type Server struct {
 	tlsConfig *tls.Config
 	registry  Registry
 
+	certManager   *autocert.Manager // nil without Config.ACME
+	acmeTransport *http.Transport   // the ACME client's, closed at shutdown
+	refusedSet                      // names the ACME host policy refused, for log-once
+
 	httpSrv   *http.Server
 	transport *http.Transport
 	httpConns *connQueue
+	limits    *limits
+	ops       *ops // metrics, access log, status (metrics.go)
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
@@ -62,26 +71,45 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	log := cfg.Logger.With().Str("component", "edge").Logger()
 	cfg.Mux.Logger = log
-	tlsConfig := cfg.TLSConfig.Clone()
-	tlsConfig.NextProtos = nextProtos(tlsConfig.NextProtos)
-	if tlsConfig.MinVersion < tls.VersionTLS12 {
-		tlsConfig.MinVersion = tls.VersionTLS12
-	}
 	reg := cfg.Registry
 	if reg == nil {
 		reg = NewMemoryRegistry(cfg.NameHold)
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       log,
-		tlsConfig: tlsConfig,
-		registry:  reg,
-		httpConns: newConnQueue(),
-		sessions:  make(map[*Session]struct{}),
+		cfg:        cfg,
+		log:        log,
+		registry:   reg,
+		httpConns:  newConnQueue(),
+		sessions:   make(map[*Session]struct{}),
+		refusedSet: refusedSet{refused: make(map[string]struct{})},
+		ops:        newOps(cfg),
 	}
+	s.limits = newLimits(cfg, log, s.ops.metrics)
+	// Session tickets stay on (the tls.Config default): resuming saves
+	// visitors a full handshake.
+	tlsConfig := cfg.TLSConfig.Clone()
+	if tlsConfig == nil {
+		tlsConfig = &tls.Config{GetCertificate: s.getCertificate}
+	}
+	if cfg.ACME != nil {
+		m, err := s.newCertManager(cfg.ACME)
+		if err != nil {
+			return nil, err
+		}
+		s.certManager = m
+		tlsConfig.NextProtos = append(tlsConfig.NextProtos, acme.ALPNProto)
+	}
+	tlsConfig.NextProtos = nextProtos(tlsConfig.NextProtos)
+	if tlsConfig.MinVersion < tls.VersionTLS12 {
+		tlsConfig.MinVersion = tls.VersionTLS12
+	}
+	if tlsConfig.CipherSuites == nil {
+		tlsConfig.CipherSuites = modernCipherSuites
+	}
+	s.tlsConfig = tlsConfig
 	s.transport = s.newTransport()
 	s.httpSrv = &http.Server{
-		Handler:           s.newHandler(),
+		Handler:           s.ops.instrument(s.newHandler()),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
@@ -107,6 +135,8 @@ func nextProtos(existing []string) []string {
 // closes ln. A Server must not be served twice.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info().Str("addr", ln.Addr().String()).Str("domain", s.cfg.Domain).Msg("serving")
+	s.ops.listening.Store(true)
+	defer s.ops.listening.Store(false)
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- s.httpSrv.Serve(s.httpConns) }()
 
@@ -157,12 +187,21 @@ func (s *Server) shutdown(httpDone <-chan error) {
 	}
 	s.wg.Wait()
 	s.transport.CloseIdleConnections()
+	if s.acmeTransport != nil {
+		s.acmeTransport.CloseIdleConnections()
+	}
 	s.log.Info().Msg("stopped")
 }
 
 // handleConn completes the TLS handshake and dispatches on ALPN.
 func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	defer s.wg.Done()
+	guard, ok := s.limits.admitConn(raw.RemoteAddr())
+	if !ok {
+		raw.Close()
+		return
+	}
+	defer guard.release()
 	conn := tls.Server(raw, s.tlsConfig)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.TLSHandshakeTimeout)
 	err := conn.HandshakeContext(hctx)
@@ -173,8 +212,13 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	}
 	switch conn.ConnectionState().NegotiatedProtocol {
 	case proto.ALPN:
-		s.handleSession(ctx, conn)
+		s.handleSession(ctx, conn, guard)
+	case acme.ALPNProto:
+		// A CA's TLS-ALPN-01 check: the handshake itself, answered by
+		// autocert's challenge certificate, was the whole point.
+		conn.Close()
 	default:
+		guard.handshakeDone()
 		s.httpConns.push(conn)
 	}
 }
@@ -201,22 +245,28 @@ func looksLikeHTTP(hdr []byte) bool {
 }
 
 // handleSession runs one tunnel client from handshake to disconnect.
-func (s *Server) handleSession(ctx context.Context, conn *tls.Conn) {
+func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connGuard) {
 	remote := conn.RemoteAddr().String()
 	log := s.log.With().Str("remote_addr", remote).Logger()
 	ms, hello, err := mux.Server(ctx, conn, s.cfg.Mux)
 	if err != nil {
 		if errors.Is(err, proto.ErrVersionMismatch) || errors.Is(err, proto.ErrMalformed) ||
-			errors.Is(err, proto.ErrUnknownType) || errors.Is(err, proto.ErrFrameTooLarge) || errors.Is(err, proto.ErrUnexpected) {
+			errors.Is(err, proto.ErrUnknownType) || errors.Is(err, proto.ErrFrameTooLarge) || errors.Is(err, proto.ErrUnexpected) ||
+			errors.Is(err, proto.ErrTruncatedFrame) {
 			log.Warn().Err(err).Msg("client handshake refused")
 		} else {
 			log.Debug().Err(err).Msg("client handshake failed")
 		}
 		return
 	}
-	sess, perr := s.admit(ms, hello, remote)
+	sess, perr := s.admitLimited(ctx, ms, hello, remote, guard)
 	if perr != nil {
-		log.Warn().Str("code", string(perr.Code)).Str("reason", perr.Message).Msg("client refused")
+		lvl := zerolog.WarnLevel
+		if perr.Code == proto.CodeBadToken {
+			lvl = zerolog.DebugLevel // the limits log bursts of these
+		}
+		log.WithLevel(lvl).Str("code", string(perr.Code)).Str("reason", perr.Message).Msg("client refused")
+		s.ops.refused(string(perr.Code))
 		ms.Reject(perr)
 		return
 	}
@@ -243,6 +293,8 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn) {
 		return
 	}
 	log.Info().Strs("names", sess.Names).Msg("tunnel registered")
+	s.ops.sessionUp(sess)
+	defer s.ops.sessionDown(sess)
 
 	select {
 	case <-ms.Done():
@@ -255,7 +307,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn) {
 	}
 	s.registry.Release(sess)
 	ms.Close()
-	log.Info().Dur("duration", time.Since(sess.Connected)).Msg("tunnel disconnected")
+	log.Info().Dur("duration", time.Since(sess.Connected)).Str("reason", disconnectReason(ctx, ms)).Msg("tunnel disconnected")
 }
 
 // admit authenticates a Hello and claims its names. A non-nil *proto.Error
@@ -285,7 +337,7 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 		if err != nil {
 			return nil, &proto.Error{Code: proto.CodeBadToken, Message: "the token is not valid"}
 		}
-		sess.Owner, sess.Label = id.ID, id.Label
+		sess.Owner, sess.Label, sess.tokenMaxTunnels = id.ID, id.Label, id.MaxTunnels
 		if id.MaxTunnels > 0 {
 			maxTunnels = id.MaxTunnels
 		}
@@ -325,7 +377,7 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 			}
 		}
 		claimed := &Session{ID: sess.ID, Owner: sess.Owner, Label: sess.Label, RemoteAddr: remote,
-			Connected: sess.Connected, Names: orderNames(hello, names), mux: ms}
+			Connected: sess.Connected, Names: orderNames(hello, names), mux: ms, tokenMaxTunnels: sess.tokenMaxTunnels}
 		replaced, err := s.registry.Claim(claimed, claimed.Names)
 		if err == nil {
 			for _, old := range replaced {

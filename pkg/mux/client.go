@@ -39,7 +39,8 @@ type ClientSession struct {
 	goAwayOnce sync.Once
 	goAway     chan struct{}
 
-	active atomic.Int64 // streams being piped
+	active   atomic.Int64      // streams being piped
+	onStream func(StreamEvent) // set before Serve; nil: no events
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -244,7 +245,9 @@ func (c *ClientSession) handleStream(wg *sync.WaitGroup, st *yamux.Stream, targe
 	addr, ok := targets[hdr.Tunnel]
 	if !ok {
 		log.Warn().Msg("stream for a tunnel this client does not serve; refused")
-		c.refuse(st, &proto.Error{Code: proto.CodeUnknownTunnel, Message: fmt.Sprintf("this client does not serve %q", hdr.Tunnel)})
+		perr := &proto.Error{Code: proto.CodeUnknownTunnel, Message: fmt.Sprintf("this client does not serve %q", hdr.Tunnel)}
+		c.refuse(st, perr)
+		c.event(StreamEvent{Tunnel: hdr.Tunnel, StreamID: st.StreamID(), Visitor: hdr.RemoteAddr, Closed: true, Err: perr})
 		return
 	}
 	d := net.Dialer{Timeout: c.cfg.DialTimeout}
@@ -252,6 +255,7 @@ func (c *ClientSession) handleStream(wg *sync.WaitGroup, st *yamux.Stream, targe
 	if err != nil {
 		log.Warn().Err(err).Msg("local service unreachable")
 		c.refuse(st, &proto.Error{Code: proto.CodeLocalUnreachable, Message: "the local service refused the connection"})
+		c.event(StreamEvent{Tunnel: hdr.Tunnel, StreamID: st.StreamID(), Visitor: hdr.RemoteAddr, Closed: true, Err: err})
 		return
 	}
 	if err := proto.WriteFrame(st, &proto.StreamAck{}); err != nil {
@@ -261,8 +265,18 @@ func (c *ClientSession) handleStream(wg *sync.WaitGroup, st *yamux.Stream, targe
 	}
 	st.SetDeadline(time.Time{})
 	start := time.Now()
+	ev := StreamEvent{Tunnel: hdr.Tunnel, StreamID: st.StreamID(), Visitor: hdr.RemoteAddr}
+	c.event(ev)
 	in, out := pipe(st, local)
-	log.Debug().Int64("bytes_in", in).Int64("bytes_out", out).Dur("duration", time.Since(start)).Msg("stream closed")
+	ev.Closed, ev.BytesIn, ev.BytesOut, ev.Duration = true, in, out, time.Since(start)
+	c.event(ev)
+	log.Debug().Int64("bytes_in", in).Int64("bytes_out", out).Dur("duration", ev.Duration).Msg("stream closed")
+}
+
+func (c *ClientSession) event(ev StreamEvent) {
+	if c.onStream != nil {
+		c.onStream(ev)
+	}
 }
 
 func (c *ClientSession) refuse(st *yamux.Stream, e *proto.Error) {

@@ -40,6 +40,9 @@ type ClientConfig struct {
 	// with its Welcome (public URLs in Welcome.Tunnels, in order); by
 	// RunForever after every connect.
 	OnReady func(*proto.Welcome)
+	// OnStream, if set, is called as each data stream opens and ends (see
+	// StreamEvent), from the stream's goroutine: it must return quickly.
+	OnStream func(StreamEvent)
 	// Backoff paces RunForever's reconnects; the zero value means
 	// DefaultBackoff. Run ignores it.
 	Backoff Backoff
@@ -119,6 +122,7 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 		}
 		return nil, nil, fmt.Errorf("handshake with %s: %w", cfg.Server, err)
 	}
+	sess.onStream = cfg.OnStream
 	w := sess.Welcome()
 	targets := make(map[string]string, len(tunnels))
 	names := make([]string, 0, len(w.Tunnels))

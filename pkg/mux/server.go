@@ -82,7 +82,8 @@ func Server(ctx context.Context, conn net.Conn, cfg Config) (*ServerSession, *pr
 	if err != nil {
 		err = fmt.Errorf("read hello: %w", err)
 		if errors.Is(err, proto.ErrMalformed) || errors.Is(err, proto.ErrUnknownType) ||
-			errors.Is(err, proto.ErrFrameTooLarge) || errors.Is(err, proto.ErrUnexpected) {
+			errors.Is(err, proto.ErrFrameTooLarge) || errors.Is(err, proto.ErrUnexpected) ||
+			errors.Is(err, proto.ErrTruncatedFrame) {
 			s.Reject(&proto.Error{Code: proto.CodeBadRequest, Message: err.Error()})
 		} else {
 			s.Close()
@@ -257,6 +258,8 @@ func (s *ServerSession) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
 // goroutines. It is safe to call more than once and concurrently.
 func (s *ServerSession) Close() error {
 	s.closeOnce.Do(func() {
+		// Unhook from the caller's context: it usually outlives the session.
+		s.stopHandshake()
 		if err := s.sess.Close(); err != nil && !isClosed(err) {
 			s.closeErr = err
 		}

@@ -136,7 +136,10 @@ const (
 	CodeUnknownTunnel      ErrorCode = "unknown_tunnel"
 	CodeLocalUnreachable   ErrorCode = "local_unreachable"
 	CodeDraining           ErrorCode = "draining"
-	CodeInternal           ErrorCode = "internal"
+	// CodeRateLimited: too many sessions from the client's address; it may
+	// retry later.
+	CodeRateLimited ErrorCode = "rate_limited"
+	CodeInternal    ErrorCode = "internal"
 )
 
 // Permanent reports whether retrying with the same Hello cannot succeed, so

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain lets the test binary play the harness's roles too: the harness
+// starts os.Executable() for the pipe and the idle-session holder.
+func TestMain(m *testing.M) {
+	if ok, err := runRole(); ok {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// TestBench_Smoke runs the whole harness with tiny sizes against freshly
+// built binaries, so make bench cannot rot: every phase must produce its
+// rows for every target, with every request and byte accounted for, and the
+// JSON and markdown must be written. It checks no timing.
+func TestBench_Smoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts processes")
+	}
+	bin := t.TempDir()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", bin+string(filepath.Separator), "./cmd/tunneld", "./cmd/tunnel")
+	build.Dir = filepath.Dir(strings.TrimSpace(string(out)))
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+
+	o := smokeOptions(defaultOptions())
+	o.BinDir, o.OutDir, o.NoPlots = bin, t.TempDir(), true
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var log strings.Builder
+	rep, err := run(ctx, o, &log)
+	if err != nil {
+		t.Fatalf("run: %v\nlog:\n%s", err, log.String())
+	}
+
+	targets := []string{"direct", "pipe", "tunnel"}
+	for _, tg := range targets {
+		for _, proto := range []string{"http/1.1", "h2"} {
+			for _, c := range o.Conns {
+				s := rep.findSmall(tg, proto, c)
+				if s == nil || s.ReqPerSec.Median <= 0 || s.P99.Median <= 0 {
+					t.Errorf("small %s %s %d conns: got %+v, want a positive rate and p99", tg, proto, c, s)
+				} else if s.Errors != 0 {
+					t.Errorf("small %s %s %d conns: %d errors", tg, proto, c, s.Errors)
+				}
+			}
+		}
+		for _, dir := range []string{"down", "up"} {
+			for _, streams := range []int{1, 8} {
+				if b := rep.findBulk(tg, dir, streams); b == nil || b.MBps.Median <= 0 {
+					t.Errorf("bulk %s %s %d streams: got %+v, want a positive rate", tg, dir, streams, b)
+				}
+			}
+		}
+	}
+	if got, want := len(rep.Open), len(targets)*len(o.Rates); got != want {
+		t.Errorf("open-loop rows: got %d, want %d", got, want)
+	}
+	for _, r := range rep.Open {
+		if r.Errors != 0 || r.Achieved.Median <= 0 {
+			t.Errorf("open %s %d req/s: %d errors, achieved %v", r.Target, r.Rate, r.Errors, r.Achieved.Median)
+		}
+	}
+	if b := rep.findBulk("tunnel", "down", 1); b != nil && len(b.ServerCPUGiB.Runs) == 0 {
+		t.Errorf("tunnel bulk: no CPU figures")
+	}
+	if len(rep.Memory) != 2 || rep.Memory[0].PeakMiB <= 0 {
+		t.Errorf("memory rows: got %+v, want tunneld and tunnel with a peak", rep.Memory)
+	}
+	if rep.Connect == nil || rep.Connect.P50.Median <= 0 {
+		t.Errorf("connect: got %+v", rep.Connect)
+	}
+	if len(rep.Idle) != len(o.Idle) || rep.Idle[0].DuringMiB <= 0 {
+		t.Errorf("idle clients: got %+v", rep.Idle)
+	}
+	if len(rep.Checks) == 0 {
+		t.Error("no target checks")
+	}
+
+	if err := rep.write(o); err != nil {
+		t.Fatal(err)
+	}
+	j, err := os.ReadFile(filepath.Join(o.OutDir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(j, &back); err != nil {
+		t.Fatalf("results.json: %v", err)
+	}
+	if len(back.Small) != len(rep.Small) {
+		t.Errorf("results.json: %d small rows, want %d", len(back.Small), len(rep.Small))
+	}
+	md, err := os.ReadFile(filepath.Join(o.OutDir, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"### Summary", "| tunnel |", "### Idle clients"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q", want)
+		}
+	}
+}
+
+func TestStat_MedianMinMax(t *testing.T) {
+	for _, tc := range []struct {
+		in            []float64
+		med, min, max float64
+		formatted     string
+	}{
+		{[]float64{3}, 3, 3, 3, "3"},
+		{[]float64{5, 1, 3}, 3, 1, 5, "3 (1-5)"},
+		{[]float64{4, 1, 2, 3}, 2.5, 1, 4, "2 (1-4)"},
+		{[]float64{1500, 2500, 12000}, 2500, 1500, 12000, "2,500 (1,500-12,000)"},
+	} {
+		var s Stat
+		for _, v := range tc.in {
+			s.add(v)
+		}
+		if s.Median != tc.med || s.Min != tc.min || s.Max != tc.max {
+			t.Errorf("%v: got median %v min %v max %v, want %v %v %v", tc.in, s.Median, s.Min, s.Max, tc.med, tc.min, tc.max)
+		}
+		if got := s.fmt(0); got != tc.formatted {
+			t.Errorf("%v: formatted %q, want %q", tc.in, got, tc.formatted)
+		}
+	}
+}

@@ -1,0 +1,400 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Stat is one figure over the repeats: median, min and max.
+type Stat struct {
+	Runs   []float64 `json:"runs"`
+	Median float64   `json:"median"`
+	Min    float64   `json:"min"`
+	Max    float64   `json:"max"`
+}
+
+func (s *Stat) add(v float64) {
+	s.Runs = append(s.Runs, v)
+	r := slices.Clone(s.Runs)
+	slices.Sort(r)
+	s.Min, s.Max = r[0], r[len(r)-1]
+	if n := len(r); n%2 == 1 {
+		s.Median = r[n/2]
+	} else {
+		s.Median = (r[n/2-1] + r[n/2]) / 2
+	}
+}
+
+// fmtStat prints "median (min-max)", or just the value for one run.
+func (s Stat) fmt(prec int) string {
+	if len(s.Runs) == 0 {
+		return "-"
+	}
+	f := func(v float64) string { return groupThousands(fmt.Sprintf("%.*f", prec, v)) }
+	if len(s.Runs) == 1 {
+		return f(s.Median)
+	}
+	return fmt.Sprintf("%s (%s-%s)", f(s.Median), f(s.Min), f(s.Max))
+}
+
+func groupThousands(s string) string {
+	intPart, frac, _ := strings.Cut(s, ".")
+	neg := strings.HasPrefix(intPart, "-")
+	intPart = strings.TrimPrefix(intPart, "-")
+	var b strings.Builder
+	for i, c := range intPart {
+		if i > 0 && (len(intPart)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	out := b.String()
+	if neg {
+		out = "-" + out
+	}
+	if frac != "" {
+		out += "." + frac
+	}
+	return out
+}
+
+type SmallRow struct {
+	Target       string  `json:"target"`
+	Proto        string  `json:"proto"`
+	Conns        int     `json:"conns"`
+	ReqPerSec    Stat    `json:"req_per_sec"`
+	Ratio        float64 `json:"ratio_to_direct"`
+	P50          Stat    `json:"p50_ms"`
+	P99          Stat    `json:"p99_ms"`
+	P999         Stat    `json:"p999_ms"`
+	Errors       int64   `json:"errors"`
+	ServerCPU10k Stat    `json:"server_cpu_s_per_10k"`
+	ClientCPU10k Stat    `json:"client_cpu_s_per_10k"`
+}
+
+type OpenRow struct {
+	Target   string  `json:"target"`
+	Rate     int     `json:"rate"`
+	Achieved Stat    `json:"achieved_req_per_sec"`
+	P50      Stat    `json:"p50_ms"`
+	P99      Stat    `json:"p99_ms"`
+	P999     Stat    `json:"p999_ms"`
+	AddedP99 float64 `json:"added_p99_ms_vs_direct"`
+	Errors   int64   `json:"errors"`
+}
+
+type BulkRow struct {
+	Target       string  `json:"target"`
+	Dir          string  `json:"dir"`
+	Streams      int     `json:"streams"`
+	MBps         Stat    `json:"mb_per_sec"`
+	Ratio        float64 `json:"ratio_to_direct"`
+	ServerCPUGiB Stat    `json:"server_cpu_s_per_gib"`
+	ClientCPUGiB Stat    `json:"client_cpu_s_per_gib"`
+}
+
+type MemRow struct {
+	Process  string  `json:"process"`
+	IdleMiB  float64 `json:"idle_rss_mib"`
+	PeakMiB  float64 `json:"peak_rss_mib"`
+	AfterMiB float64 `json:"after_rss_mib"`
+}
+
+type ConnectRow struct {
+	N   int  `json:"n"`
+	P50 Stat `json:"p50_ms"`
+	P99 Stat `json:"p99_ms"`
+}
+
+type IdleRow struct {
+	Clients      int     `json:"clients"`
+	BeforeMiB    float64 `json:"before_rss_mib"`
+	DuringMiB    float64 `json:"during_rss_mib"`
+	PerClientKiB float64 `json:"per_client_kib"`
+}
+
+// Check is one of the issue's targets and whether this run meets it.
+type Check struct {
+	Target string `json:"target"`
+	Got    string `json:"got"`
+	Met    bool   `json:"met"`
+}
+
+// Report is one run's results.
+type Report struct {
+	Date     string      `json:"date"`
+	Machine  string      `json:"machine"`
+	Command  string      `json:"command"`
+	Smoke    bool        `json:"smoke"`
+	Duration string      `json:"duration_per_run"`
+	Repeat   int         `json:"repeat"`
+	Bulk     int64       `json:"bulk_bytes"`
+	Small    []SmallRow  `json:"small"`
+	Open     []OpenRow   `json:"open"`
+	BulkRuns []BulkRow   `json:"bulk_runs"`
+	Memory   []MemRow    `json:"memory"`
+	Connect  *ConnectRow `json:"connect,omitempty"`
+	Idle     []IdleRow   `json:"idle_clients"`
+	Checks   []Check     `json:"targets"`
+	Notes    []string    `json:"notes"`
+}
+
+func newReport(o options) *Report {
+	return &Report{
+		Date:     time.Now().UTC().Format(time.RFC3339),
+		Machine:  machine(),
+		Smoke:    o.Smoke,
+		Duration: o.Duration.String(),
+		Repeat:   o.Repeat,
+		Bulk:     o.Bulk,
+	}
+}
+
+// finish fills in ratios to direct and the target checks.
+func (r *Report) finish() {
+	for i, s := range r.Small {
+		if d := r.findSmall("direct", s.Proto, s.Conns); d != nil && d.ReqPerSec.Median > 0 {
+			r.Small[i].Ratio = s.ReqPerSec.Median / d.ReqPerSec.Median
+		}
+	}
+	for i, o := range r.Open {
+		for _, d := range r.Open {
+			if d.Target == "direct" && d.Rate == o.Rate {
+				r.Open[i].AddedP99 = o.P99.Median - d.P99.Median
+			}
+		}
+	}
+	for i, b := range r.BulkRuns {
+		for _, d := range r.BulkRuns {
+			if d.Target == "direct" && d.Dir == b.Dir && d.Streams == b.Streams && d.MBps.Median > 0 {
+				r.BulkRuns[i].Ratio = b.MBps.Median / d.MBps.Median
+			}
+		}
+	}
+
+	if s := r.findSmall("tunnel", "http/1.1", 64); s != nil {
+		r.Checks = append(r.Checks, Check{"small requests >= 0.30 of direct (HTTP/1.1, 64 conns)",
+			fmt.Sprintf("%.2f", s.Ratio), s.Ratio >= 0.30})
+	}
+	for _, o := range r.Open {
+		if o.Target == "tunnel" && o.Rate == 2000 {
+			r.Checks = append(r.Checks, Check{"adds <= 1 ms to direct's p99 at 2,000 req/s",
+				fmt.Sprintf("%+.2f ms", o.AddedP99), o.AddedP99 <= 1})
+		}
+	}
+	for _, b := range r.BulkRuns {
+		if b.Target == "tunnel" {
+			r.Checks = append(r.Checks, Check{fmt.Sprintf("bulk %s, %d stream(s) >= 0.25 of direct", b.Dir, b.Streams),
+				fmt.Sprintf("%.2f", b.Ratio), b.Ratio >= 0.25})
+		}
+	}
+	for _, m := range r.Memory {
+		if m.Process == "tunneld" {
+			r.Checks = append(r.Checks, Check{"tunneld peak RSS under load <= 45 MiB",
+				fmt.Sprintf("%.1f MiB", m.PeakMiB), m.PeakMiB <= 45})
+		}
+	}
+	for _, i := range r.Idle {
+		r.Checks = append(r.Checks, Check{fmt.Sprintf("tunneld memory per idle client <= 64 KiB (%d clients)", i.Clients),
+			fmt.Sprintf("%.1f KiB", i.PerClientKiB), i.PerClientKiB <= 64})
+	}
+}
+
+func (r *Report) findSmall(target, proto string, conns int) *SmallRow {
+	for i := range r.Small {
+		if s := &r.Small[i]; s.Target == target && s.Proto == proto && s.Conns == conns {
+			return s
+		}
+	}
+	return nil
+}
+
+func (r *Report) findBulk(target, dir string, streams int) *BulkRow {
+	for i := range r.BulkRuns {
+		if b := &r.BulkRuns[i]; b.Target == target && b.Dir == dir && b.Streams == streams {
+			return b
+		}
+	}
+	return nil
+}
+
+// markdown renders the report as the tables in BENCHMARKS.md.
+func (r *Report) markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("Run %s on %s; %s per run, median (min-max) of %d runs.\n\n", r.Date, r.Machine, r.Duration, r.Repeat)
+	if r.Smoke {
+		w("**Smoke run: tiny sizes, the figures mean nothing.**\n\n")
+	}
+
+	w("### Summary\n\n")
+	w("| | small req/s (HTTP/1.1, 64 conns) | vs direct | p99 ms | one-stream MB/s (down) | vs direct | 8-stream MB/s (down) | vs direct | server RSS peak |\n")
+	w("|---|---|---|---|---|---|---|---|---|\n")
+	for _, t := range []string{"direct", "pipe", "tunnel"} {
+		row := []string{t, "-", "-", "-", "-", "-", "-", "-", "-"}
+		if s := r.findSmall(t, "http/1.1", 64); s != nil {
+			row[1], row[2], row[3] = s.ReqPerSec.fmt(0), fmt.Sprintf("%.2f", s.Ratio), s.P99.fmt(1)
+		}
+		if bl := r.findBulk(t, "down", 1); bl != nil {
+			row[4], row[5] = bl.MBps.fmt(0), fmt.Sprintf("%.2f", bl.Ratio)
+		}
+		if bl := r.findBulk(t, "down", 8); bl != nil {
+			row[6], row[7] = bl.MBps.fmt(0), fmt.Sprintf("%.2f", bl.Ratio)
+		}
+		if t == "tunnel" {
+			for _, m := range r.Memory {
+				if m.Process == "tunneld" {
+					row[8] = fmt.Sprintf("%.1f MiB", m.PeakMiB)
+				}
+			}
+		}
+		w("| %s |\n", strings.Join(row, " | "))
+	}
+
+	if len(r.Checks) > 0 {
+		w("\n### Targets\n\n| target | this run | met |\n|---|---|---|\n")
+		for _, c := range r.Checks {
+			met := "no"
+			if c.Met {
+				met = "yes"
+			}
+			w("| %s | %s | %s |\n", c.Target, c.Got, met)
+		}
+	}
+
+	if len(r.Small) > 0 {
+		w("\n### Small requests (closed loop, 1 KiB page)\n\n")
+		w("| target | protocol | conns | req/s | vs direct | p50 ms | p99 ms | p99.9 ms | server CPU s / 10k req | client CPU s / 10k req | errors |\n")
+		w("|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, s := range r.Small {
+			w("| %s | %s | %d | %s | %.2f | %s | %s | %s | %s | %s | %d |\n", s.Target, s.Proto, s.Conns,
+				s.ReqPerSec.fmt(0), s.Ratio, s.P50.fmt(2), s.P99.fmt(2), s.P999.fmt(2),
+				s.ServerCPU10k.fmt(2), s.ClientCPU10k.fmt(2), s.Errors)
+		}
+	}
+	if len(r.Open) > 0 {
+		w("\n### Fixed rate (open loop, HTTP/1.1 keep-alive, latency from the scheduled send time)\n\n")
+		w("| target | rate req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | p99 added vs direct, ms | errors |\n")
+		w("|---|---|---|---|---|---|---|---|\n")
+		for _, o := range r.Open {
+			w("| %s | %s | %s | %s | %s | %s | %+.2f | %d |\n", o.Target, groupThousands(fmt.Sprint(o.Rate)),
+				o.Achieved.fmt(0), o.P50.fmt(2), o.P99.fmt(2), o.P999.fmt(2), o.AddedP99, o.Errors)
+		}
+	}
+	if len(r.BulkRuns) > 0 {
+		w("\n### Bulk (%s per transfer, split across the streams, HTTP/1.1)\n\n", sizeName(r.Bulk))
+		w("| target | direction | streams | MB/s | vs direct | server CPU s / GiB | client CPU s / GiB |\n")
+		w("|---|---|---|---|---|---|---|\n")
+		for _, bl := range r.BulkRuns {
+			w("| %s | %s | %d | %s | %.2f | %s | %s |\n", bl.Target, bl.Dir, bl.Streams, bl.MBps.fmt(0), bl.Ratio,
+				bl.ServerCPUGiB.fmt(2), bl.ClientCPUGiB.fmt(2))
+		}
+	}
+	if len(r.Memory) > 0 {
+		w("\n### Memory (RSS, MiB)\n\n| process | idle | peak under load | after load |\n|---|---|---|---|\n")
+		for _, m := range r.Memory {
+			w("| %s | %.1f | %.1f | %.1f |\n", m.Process, m.IdleMiB, m.PeakMiB, m.AfterMiB)
+		}
+	}
+	if r.Connect != nil {
+		w("\n### Client connect (TLS + Hello + Welcome), %d connects one after another\n\n", r.Connect.N)
+		w("| p50 ms | p99 ms |\n|---|---|\n| %s | %s |\n", r.Connect.P50.fmt(2), r.Connect.P99.fmt(2))
+	}
+	if len(r.Idle) > 0 {
+		w("\n### Idle clients (a fresh tunneld each)\n\n| clients | tunneld RSS before, MiB | with the clients, MiB | per client, KiB |\n|---|---|---|---|\n")
+		for _, i := range r.Idle {
+			w("| %s | %.1f | %.1f | %.1f |\n", groupThousands(fmt.Sprint(i.Clients)), i.BeforeMiB, i.DuringMiB, i.PerClientKiB)
+		}
+	}
+	for _, n := range r.Notes {
+		w("\n%s\n", n)
+	}
+	return b.String()
+}
+
+func sizeName(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// write saves results.json and results.md in o.OutDir, and the plots.
+func (r *Report) write(o options) error {
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return err
+	}
+	if !o.NoPlots {
+		if err := r.plot(o.OutDir); err != nil {
+			r.Notes = append(r.Notes, fmt.Sprintf("No plots: %v.", err))
+		}
+	}
+	j, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(o.OutDir, "results.json"), j, 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(o.OutDir, "results.md"), []byte(r.markdown()), 0o644)
+}
+
+// plot draws req/s and p99 against concurrency, and tunneld's RSS against
+// idle clients, with gnuplot.
+func (r *Report) plot(dir string) error {
+	gp, err := exec.LookPath("gnuplot")
+	if err != nil {
+		return errNoGnuplot
+	}
+	var script strings.Builder
+	series := func(metric func(SmallRow) float64) string {
+		var parts []string
+		var data strings.Builder
+		for _, proto := range []string{"http/1.1", "h2"} {
+			for _, t := range []string{"direct", "pipe", "tunnel"} {
+				var pts []string
+				for _, s := range r.Small {
+					if s.Target == t && s.Proto == proto {
+						pts = append(pts, fmt.Sprintf("%d %g", s.Conns, metric(s)))
+					}
+				}
+				if len(pts) == 0 {
+					continue
+				}
+				data.WriteString(strings.Join(pts, "\n") + "\ne\n")
+				parts = append(parts, fmt.Sprintf("'-' with linespoints title '%s %s'", t, proto))
+			}
+		}
+		return strings.Join(parts, ", ") + "\n" + data.String()
+	}
+	script.WriteString("set terminal pngcairo size 900,540 noenhanced\nset grid\nset logscale x 2\nset key outside right\n")
+	script.WriteString("set xlabel 'concurrent connections'\n")
+	fmt.Fprintf(&script, "set output '%s'\nset title 'small requests: req/s (1 KiB page, closed loop)'\nset ylabel 'req/s'\nplot %s",
+		filepath.Join(dir, "reqs.png"), series(func(s SmallRow) float64 { return s.ReqPerSec.Median }))
+	fmt.Fprintf(&script, "set output '%s'\nset title 'small requests: p99 latency'\nset ylabel 'p99 ms'\nplot %s",
+		filepath.Join(dir, "latency.png"), series(func(s SmallRow) float64 { return s.P99.Median }))
+	if len(r.Idle) > 0 {
+		var pts strings.Builder
+		fmt.Fprintf(&pts, "0 %g\n", r.Idle[0].BeforeMiB)
+		for _, i := range r.Idle {
+			fmt.Fprintf(&pts, "%d %g\n", i.Clients, i.DuringMiB)
+		}
+		fmt.Fprintf(&script, "unset logscale x\nset output '%s'\nset title 'tunneld RSS against idle connected clients'\nset xlabel 'connected clients'\nset ylabel 'RSS MiB'\nplot '-' with linespoints title 'tunneld'\n%se\n",
+			filepath.Join(dir, "memory.png"), pts.String())
+	}
+	cmd := exec.Command(gp)
+	cmd.Stdin = strings.NewReader(script.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("gnuplot: %v: %s", err, out)
+	}
+	return nil
+}

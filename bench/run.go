@@ -1,0 +1,529 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const pageSize = 1 << 10
+
+// newBackend is the local service every target reaches: a 1 KiB page at /,
+// n bytes at /bulk?n=, and /up, which counts what it is sent. It speaks
+// HTTP/1.1 and, for the direct HTTP/2 baseline, h2c.
+func newBackend() *http.Server {
+	page := make([]byte, pageSize)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(pageSize))
+		w.Write(page)
+	})
+	mux.HandleFunc("/bulk", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		if err != nil || n < 0 {
+			http.Error(w, "bad n", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		io.CopyBuffer(w, io.LimitReader(patternReader{}, n), make([]byte, 64<<10))
+	})
+	mux.HandleFunc("/up", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{r.Body}, make([]byte, 64<<10))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("X-Received", strconv.FormatInt(n, 10))
+	})
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Server{Handler: mux, Protocols: p, ReadHeaderTimeout: 10 * time.Second}
+}
+
+// env is everything one run starts: the backend in this process, tunneld
+// and tunnel, and the pipe's two processes.
+type env struct {
+	o        options
+	log      io.Writer
+	certsDir string
+	backend  *http.Server
+	backLn   net.Listener
+	backDone chan error
+	tunneld  *proc
+	tunnel   *proc
+	pipeSrv  *proc
+	pipeCli  *proc
+	srvAddr  string // tunneld's
+	targets  []target
+	procs    []*proc
+}
+
+func (e *env) logf(format string, args ...any) {
+	fmt.Fprintf(e.log, "bench: "+format+"\n", args...)
+}
+
+// startTunneld starts a tunneld --dev on a free loopback port and returns it
+// with its address.
+func (e *env) startTunneld(ctx context.Context) (*proc, string, error) {
+	p, err := startProc("tunneld", filepath.Join(e.o.BinDir, "tunneld"), nil,
+		"--dev", "--listen", "127.0.0.1:0", "--certs-dir", e.certsDir,
+		"--log-format", "json", "--log-level", "info", "--name-hold", "1s")
+	if err != nil {
+		return nil, "", err
+	}
+	e.procs = append(e.procs, p)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	addr, err := waitServing(wctx, p)
+	return p, addr, err
+}
+
+func (e *env) start(ctx context.Context) error {
+	if _, err := raiseNoFile(); err != nil {
+		return err
+	}
+	var err error
+	if e.certsDir, err = os.MkdirTemp("", "tunnel-bench-certs-"); err != nil {
+		return err
+	}
+	e.backend = newBackend()
+	if e.backLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return err
+	}
+	e.backDone = make(chan error, 1)
+	go func() { e.backDone <- e.backend.Serve(e.backLn) }()
+	backAddr := e.backLn.Addr().String()
+
+	if e.tunneld, e.srvAddr, err = e.startTunneld(ctx); err != nil {
+		return err
+	}
+	if e.tunnel, err = startProc("tunnel", filepath.Join(e.o.BinDir, "tunnel"), nil,
+		"--dev", "--server", e.srvAddr, "--certs-dir", e.certsDir, "--log-format", "json",
+		"http", "--name", "bench", backAddr); err != nil {
+		return err
+	}
+	e.procs = append(e.procs, e.tunnel)
+	url, err := e.tunnel.line(30 * time.Second)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(url, "https://bench.localhost") {
+		return fmt.Errorf("tunnel printed %q, want its public URL", url)
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if e.pipeSrv, err = startProc("pipe-server", self, []string{roleEnv + "=pipe-server"},
+		"-certs-dir", e.certsDir); err != nil {
+		return err
+	}
+	e.procs = append(e.procs, e.pipeSrv)
+	addrs, err := e.pipeSrv.line(30 * time.Second)
+	if err != nil {
+		return err
+	}
+	muxAddr, visAddr, ok := strings.Cut(addrs, " ")
+	if !ok {
+		return fmt.Errorf("pipe-server printed %q, want two addresses", addrs)
+	}
+	if e.pipeCli, err = startProc("pipe-client", self, []string{roleEnv + "=pipe-client"},
+		"-certs-dir", e.certsDir, "-server", muxAddr, "-target", backAddr); err != nil {
+		return err
+	}
+	e.procs = append(e.procs, e.pipeCli)
+	if l, err := e.pipeCli.line(30 * time.Second); err != nil || l != "ready" {
+		return fmt.Errorf("pipe-client: %q, %v; pipe-server: %s", l, err, e.pipeSrv.stderr)
+	}
+
+	tlsCfg, err := clientTLS(e.certsDir)
+	if err != nil {
+		return err
+	}
+	tlsCfg.NextProtos = nil // the Transport sets h2 / http/1.1
+	e.targets = []target{
+		{Name: "direct", baseURL: "http://" + backAddr, dial: backAddr, h2c: true},
+		{Name: "pipe", baseURL: "http://" + visAddr, dial: visAddr, h2c: true},
+		{Name: "tunnel", baseURL: url, dial: e.srvAddr, tls: tlsCfg},
+	}
+	return nil
+}
+
+func (e *env) stop() {
+	for i := len(e.procs) - 1; i >= 0; i-- {
+		e.procs[i].stop()
+	}
+	if e.backend != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		e.backend.Shutdown(ctx)
+		cancel()
+		e.backend.Close()
+		<-e.backDone
+	}
+	if e.certsDir != "" {
+		os.RemoveAll(e.certsDir)
+	}
+}
+
+// cpuOf returns the server and client processes of a target (nil for
+// direct, whose backend shares the harness's process).
+func (e *env) cpuOf(t target) (srv, cli *proc) {
+	switch t.Name {
+	case "tunnel":
+		return e.tunneld, e.tunnel
+	case "pipe":
+		return e.pipeSrv, e.pipeCli
+	}
+	return nil, nil
+}
+
+// cpuSpan measures the CPU two processes spend between start and done.
+type cpuSpan struct {
+	srv, cli *proc
+	s0, c0   time.Duration
+}
+
+func (e *env) cpuStart(t target) cpuSpan {
+	s, c := e.cpuOf(t)
+	sp := cpuSpan{srv: s, cli: c}
+	if s != nil {
+		sp.s0, sp.c0 = readProc(s.pid()).CPU, readProc(c.pid()).CPU
+	}
+	return sp
+}
+
+func (sp cpuSpan) done() (srv, cli float64, ok bool) {
+	if sp.srv == nil {
+		return 0, 0, false
+	}
+	return (readProc(sp.srv.pid()).CPU - sp.s0).Seconds(), (readProc(sp.cli.pid()).CPU - sp.c0).Seconds(), true
+}
+
+func (e *env) checkAlive() error {
+	for _, p := range e.procs {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited during the run (%v): %s", p.name, p.err, p.stderr)
+		default:
+		}
+	}
+	return nil
+}
+
+// run starts everything, runs the phases asked for and stops everything.
+func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
+	e := &env{o: o, log: log}
+	defer e.stop()
+	if err := e.start(ctx); err != nil {
+		return nil, err
+	}
+	rep := newReport(o)
+	phases := map[string]bool{}
+	for _, p := range strings.Split(o.Phases, ",") {
+		phases[strings.TrimSpace(p)] = true
+	}
+
+	// Let the processes settle, then take their idle footprint and start
+	// counting their peak from here.
+	idle := map[string]procStat{}
+	for _, p := range []*proc{e.tunneld, e.tunnel} {
+		idle[p.name] = readProc(p.pid())
+		if err := resetPeak(p.pid()); err != nil {
+			e.logf("cannot reset the peak RSS of %s (%v); it counts from the start", p.name, err)
+		}
+	}
+
+	if phases["small"] {
+		if err := e.small(ctx, rep); err != nil {
+			return nil, err
+		}
+	}
+	if phases["open"] {
+		if err := e.open(ctx, rep); err != nil {
+			return nil, err
+		}
+	}
+	if phases["bulk"] {
+		if err := e.bulk(ctx, rep); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.checkAlive(); err != nil {
+		return nil, err
+	}
+	peak := map[string]procStat{}
+	for _, p := range []*proc{e.tunneld, e.tunnel} {
+		peak[p.name] = readProc(p.pid())
+	}
+	// "After": once the load's connections have been idle for a while, as
+	// the runtime gives memory back only gradually.
+	select {
+	case <-time.After(settle(o)):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	for _, p := range []*proc{e.tunneld, e.tunnel} {
+		after := readProc(p.pid())
+		rep.Memory = append(rep.Memory, MemRow{Process: p.name,
+			IdleMiB: mib(idle[p.name].RSS), PeakMiB: mib(peak[p.name].HWM), AfterMiB: mib(after.RSS)})
+	}
+
+	if phases["connect"] {
+		if err := e.connect(ctx, rep); err != nil {
+			return nil, err
+		}
+	}
+	if phases["idle"] {
+		if err := e.idleClients(ctx, rep); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.checkAlive(); err != nil {
+		return nil, err
+	}
+	rep.finish()
+	return rep, nil
+}
+
+func settle(o options) time.Duration {
+	if o.Smoke {
+		return 50 * time.Millisecond
+	}
+	return 3 * time.Second
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// small runs the closed-loop small requests: every protocol and
+// concurrency, the targets interleaved within each repeat so that drift on
+// a shared machine hits them alike.
+func (e *env) small(ctx context.Context, rep *Report) error {
+	type key struct {
+		t     string
+		h2    bool
+		conns int
+	}
+	runs := map[key][]closedResult{}
+	cpu := map[key][][2]float64{}
+	for rep := 0; rep < e.o.Repeat; rep++ {
+		for _, h2 := range []bool{false, true} {
+			for _, c := range e.o.Conns {
+				for _, t := range e.targets {
+					e.logf("small %s h2=%v conns=%d run %d", t.Name, h2, c, rep+1)
+					sp := e.cpuStart(t)
+					r, err := closedLoop(ctx, t, h2, c, e.o.Duration)
+					if err != nil {
+						return err
+					}
+					k := key{t.Name, h2, c}
+					runs[k] = append(runs[k], r)
+					if s, cl, ok := sp.done(); ok {
+						// CPU over the whole run, warm-up included.
+						n := float64(r.Requests) * 1.1
+						cpu[k] = append(cpu[k], [2]float64{s / n * 1e4, cl / n * 1e4})
+					}
+				}
+			}
+		}
+	}
+	for _, h2 := range []bool{false, true} {
+		for _, c := range e.o.Conns {
+			for _, t := range e.targets {
+				k := key{t.Name, h2, c}
+				row := SmallRow{Target: t.Name, Proto: protoName(h2), Conns: c}
+				for _, r := range runs[k] {
+					row.ReqPerSec.add(r.rate())
+					row.P50.add(ms(r.P50))
+					row.P99.add(ms(r.P99))
+					row.P999.add(ms(r.P999))
+					row.Errors += r.Errors
+				}
+				for _, v := range cpu[k] {
+					row.ServerCPU10k.add(v[0])
+					row.ClientCPU10k.add(v[1])
+				}
+				rep.Small = append(rep.Small, row)
+			}
+		}
+	}
+	return nil
+}
+
+func protoName(h2 bool) string {
+	if h2 {
+		return "h2"
+	}
+	return "http/1.1"
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// open runs the fixed-rate (open loop) requests over HTTP/1.1.
+func (e *env) open(ctx context.Context, rep *Report) error {
+	rows := map[string]*OpenRow{}
+	var order []string
+	for r := 0; r < e.o.Repeat; r++ {
+		for _, rate := range e.o.Rates {
+			for _, t := range e.targets {
+				e.logf("open %s %d req/s run %d", t.Name, rate, r+1)
+				res, err := openLoop(ctx, t, rate, e.o.Duration)
+				if err != nil {
+					return err
+				}
+				k := fmt.Sprintf("%s/%d", t.Name, rate)
+				row := rows[k]
+				if row == nil {
+					row = &OpenRow{Target: t.Name, Rate: rate}
+					rows[k] = row
+					order = append(order, k)
+				}
+				row.Achieved.add(res.Achieved)
+				row.P50.add(ms(res.P50))
+				row.P99.add(ms(res.P99))
+				row.P999.add(ms(res.P999))
+				row.Errors += res.Errors
+			}
+		}
+	}
+	for _, k := range order {
+		rep.Open = append(rep.Open, *rows[k])
+	}
+	return nil
+}
+
+// bulk moves o.Bulk bytes down and up over 1 and 8 streams.
+func (e *env) bulk(ctx context.Context, rep *Report) error {
+	rows := map[string]*BulkRow{}
+	var order []string
+	gib := float64(e.o.Bulk) / (1 << 30)
+	for r := 0; r < e.o.Repeat; r++ {
+		for _, up := range []bool{false, true} {
+			for _, streams := range []int{1, 8} {
+				for _, t := range e.targets {
+					dir := "down"
+					if up {
+						dir = "up"
+					}
+					e.logf("bulk %s %s %d streams run %d", t.Name, dir, streams, r+1)
+					sp := e.cpuStart(t)
+					d, err := bulk(ctx, t, up, streams, e.o.Bulk)
+					if err != nil {
+						return err
+					}
+					k := fmt.Sprintf("%s/%s/%d", t.Name, dir, streams)
+					row := rows[k]
+					if row == nil {
+						row = &BulkRow{Target: t.Name, Dir: dir, Streams: streams}
+						rows[k] = row
+						order = append(order, k)
+					}
+					row.MBps.add(float64(e.o.Bulk) / 1e6 / d.Seconds())
+					if s, c, ok := sp.done(); ok {
+						row.ServerCPUGiB.add(s / gib)
+						row.ClientCPUGiB.add(c / gib)
+					}
+				}
+			}
+		}
+	}
+	for _, k := range order {
+		rep.BulkRuns = append(rep.BulkRuns, *rows[k])
+	}
+	return nil
+}
+
+// connect times o.Connects client connects to the running tunneld.
+func (e *env) connect(ctx context.Context, rep *Report) error {
+	tlsCfg, err := clientTLS(e.certsDir)
+	if err != nil {
+		return err
+	}
+	row := ConnectRow{N: e.o.Connects}
+	for r := 0; r < e.o.Repeat; r++ {
+		e.logf("connect %d clients run %d", e.o.Connects, r+1)
+		lat, err := connectTimes(ctx, e.srvAddr, tlsCfg, e.o.Connects)
+		if err != nil {
+			return err
+		}
+		row.P50.add(ms(lat.pct(50)))
+		row.P99.add(ms(lat.pct(99)))
+	}
+	rep.Connect = &row
+	return nil
+}
+
+// idleClients measures a fresh tunneld's RSS before and while a holder
+// process keeps n idle clients connected to it, for each n once (a fresh
+// tunneld each time, so no heap is left over from an earlier count).
+func (e *env) idleClients(ctx context.Context, rep *Report) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	for _, n := range e.o.Idle {
+		e.logf("idle: %d clients", n)
+		srv, addr, err := e.startTunneld(ctx)
+		if err != nil {
+			return err
+		}
+		before := readProc(srv.pid())
+		h, err := startProc("hold", self, []string{roleEnv + "=hold"},
+			"-certs-dir", e.certsDir, "-server", addr, "-n", strconv.Itoa(n))
+		if err != nil {
+			srv.stop()
+			return err
+		}
+		l, err := h.line(time.Duration(n)*20*time.Millisecond + 60*time.Second)
+		if err == nil && l != fmt.Sprintf("ready %d", n) {
+			err = fmt.Errorf("hold printed %q", l)
+		}
+		if err == nil {
+			select {
+			case <-time.After(settle(e.o)):
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
+		during := readProc(srv.pid())
+		h.stop()
+		srv.stop()
+		e.procs = e.procs[:len(e.procs)-1]
+		if err != nil {
+			return err
+		}
+		rep.Idle = append(rep.Idle, IdleRow{Clients: n, BeforeMiB: mib(before.RSS), DuringMiB: mib(during.RSS),
+			PerClientKiB: float64(during.RSS-before.RSS) / 1024 / float64(n)})
+	}
+	return nil
+}
+
+// machine describes where the run happened.
+func machine() string {
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if name, ok := strings.CutPrefix(l, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+				break
+			}
+		}
+	}
+	kernel := ""
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("%s, %d CPUs, Linux %s, %s", cpu, runtime.NumCPU(), kernel, runtime.Version())
+}
+
+var errNoGnuplot = errors.New("gnuplot not found")

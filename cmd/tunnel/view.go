@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/proto"
+)
+
+// view is the live status shown on a terminal: a block at the bottom of
+// stderr, redrawn every second, while log lines (and the URLs on stdout)
+// scroll above it. The client sees streams, not requests (see
+// mux.StreamEvent): a visitor connection is one stream, and may carry
+// several requests in turn, so the view counts and lists streams.
+type view struct {
+	out io.Writer // the terminal
+
+	mu      sync.Mutex
+	drawn   int // lines of the block on screen now
+	state   string
+	tunnels []viewTunnel
+	opens   []viewOpen // stream opens within the last minute
+	active  map[string]int
+	recent  []viewEvent // the last recentMax ended streams, oldest first
+}
+
+type viewTunnel struct{ name, url, target string }
+
+type viewOpen struct {
+	tunnel string
+	at     time.Time
+}
+
+type viewEvent struct {
+	at time.Time
+	ev mux.StreamEvent
+}
+
+const recentMax = 8
+
+func newView(out io.Writer) *view {
+	return &view{out: out, state: "starting", active: make(map[string]int)}
+}
+
+// configure names the server and the tunnels asked for, before Run.
+func (v *view) configure(server string, tunnels []mux.Tunnel) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.state = "connecting to " + server
+	for _, t := range tunnels {
+		v.tunnels = append(v.tunnels, viewTunnel{name: t.Name, target: t.Target})
+	}
+}
+
+// Write prints p (whole log lines) above the block. The logger writes here.
+func (v *view) Write(p []byte) (int, error) {
+	return v.printAbove(v.out, p)
+}
+
+// above returns a writer for w (stdout) that prints above the block, so
+// both streams can share the terminal.
+func (v *view) above(w io.Writer) io.Writer {
+	return writerFunc(func(p []byte) (int, error) { return v.printAbove(w, p) })
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func (v *view) printAbove(w io.Writer, p []byte) (int, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.erase()
+	n, err := w.Write(p)
+	v.draw(time.Now())
+	return n, err
+}
+
+// ready records the public URLs the server granted.
+func (v *view) ready(w *proto.Welcome) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.state = "online"
+	for i, t := range w.Tunnels {
+		if i < len(v.tunnels) {
+			v.tunnels[i].name, v.tunnels[i].url = t.Name, t.URL
+		}
+	}
+}
+
+// stopped records why the session ended and draws the block a last time.
+func (v *view) stopped(err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.state = "stopped"
+	if err != nil {
+		v.state = "stopped: " + err.Error()
+	}
+	v.redraw(time.Now())
+}
+
+// onStream is the mux.ClientConfig.OnStream hook.
+func (v *view) onStream(ev mux.StreamEvent) {
+	now := time.Now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !ev.Closed {
+		v.active[ev.Tunnel]++
+		v.opens = append(v.opens, viewOpen{ev.Tunnel, now})
+		return
+	}
+	if ev.Err == nil {
+		v.active[ev.Tunnel]--
+	} else {
+		// A refused stream was never reported open.
+		v.opens = append(v.opens, viewOpen{ev.Tunnel, now})
+	}
+	v.recent = append(v.recent, viewEvent{now, ev})
+	if len(v.recent) > recentMax {
+		v.recent = v.recent[len(v.recent)-recentMax:]
+	}
+}
+
+// run redraws the block every second until ctx ends.
+func (v *view) run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		v.mu.Lock()
+		v.redraw(time.Now())
+		v.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (v *view) redraw(now time.Time) {
+	v.erase()
+	v.draw(now)
+}
+
+// erase moves to the block's first line and clears to the end of the
+// screen. Called with v.mu held.
+func (v *view) erase() {
+	if v.drawn > 0 {
+		fmt.Fprintf(v.out, "\x1b[%dF\x1b[J", v.drawn)
+		v.drawn = 0
+	}
+}
+
+func (v *view) draw(now time.Time) {
+	lines := v.render(now)
+	io.WriteString(v.out, strings.Join(lines, "\n")+"\n")
+	v.drawn = len(lines)
+}
+
+// render lays the block out. Called with v.mu held.
+func (v *view) render(now time.Time) []string {
+	cut := 0
+	for cut < len(v.opens) && now.Sub(v.opens[cut].at) > time.Minute {
+		cut++
+	}
+	v.opens = v.opens[cut:]
+	perMin := make(map[string]int)
+	for _, o := range v.opens {
+		perMin[o.tunnel]++
+	}
+	lines := []string{"─── tunnel · " + v.state + " ───"}
+	for _, t := range v.tunnels {
+		url := t.url
+		if url == "" {
+			url = "(waiting for the server)"
+		}
+		name := t.name
+		if name == "" {
+			name = "(random)"
+		}
+		lines = append(lines, fmt.Sprintf("  %-14s %s → %s   %d streams/min, %d open",
+			name, url, t.target, perMin[t.name], v.active[t.name]))
+	}
+	if len(v.recent) == 0 {
+		return append(lines, "  no streams yet")
+	}
+	lines = append(lines, "  last streams:")
+	for i := len(v.recent) - 1; i >= 0; i-- {
+		r := v.recent[i]
+		line := fmt.Sprintf("    %s  %-14s %-21s ", r.at.Format(time.TimeOnly), r.ev.Tunnel, r.ev.Visitor)
+		if r.ev.Err != nil {
+			line += "refused: " + r.ev.Err.Error()
+		} else {
+			line += fmt.Sprintf("%s in, %s out, %s", size(r.ev.BytesIn), size(r.ev.BytesOut), r.ev.Duration.Round(time.Millisecond))
+		}
+		lines = append(lines, line)
+	}
+	return lines
+}
+
+func size(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	default:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+}

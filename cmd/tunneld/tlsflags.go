@@ -1,0 +1,123 @@
+package main
+
+import (
+	"crypto/x509"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tunnelhq/tunnel/pkg/edge"
+)
+
+// certFiles sorts --cert values into directories and files, pairing the
+// files with --key in order.
+func certFiles(certs, keys []string) (edge.CertFiles, error) {
+	var files edge.CertFiles
+	var plain []string
+	for _, c := range certs {
+		if fi, err := os.Stat(c); err == nil && fi.IsDir() {
+			files.Dirs = append(files.Dirs, c)
+		} else {
+			plain = append(plain, c)
+		}
+	}
+	if len(plain) != len(keys) {
+		return files, fmt.Errorf("--cert and --key go together: %d certificate files, %d keys (a --cert directory needs no --key)", len(plain), len(keys))
+	}
+	for i := range plain {
+		files.Pairs = append(files.Pairs, edge.CertPair{Cert: plain[i], Key: keys[i]})
+	}
+	return files, nil
+}
+
+// certConfig sets the static certificates and ACME of a production
+// (non --dev) server.
+func certConfig(c *cli.Context, cfg *edge.Config, files edge.CertFiles) error {
+	if len(files.Pairs)+len(files.Dirs) > 0 {
+		static, err := edge.LoadStaticCerts(files)
+		if err != nil {
+			return err
+		}
+		cfg.StaticCerts = static
+	}
+	if !c.Bool("acme") {
+		return nil
+	}
+	acme := &edge.ACMEConfig{
+		CacheDir:     c.String("cert-cache"),
+		DirectoryURL: c.String("acme-directory"),
+		Email:        c.String("acme-email"),
+	}
+	if acme.CacheDir == "" {
+		dir, err := defaultCertCache()
+		if err != nil {
+			return err
+		}
+		acme.CacheDir = dir
+	}
+	if file := c.String("acme-ca-root"); file != "" {
+		pool, err := rootsWith(file)
+		if err != nil {
+			return fmt.Errorf("--acme-ca-root: %w", err)
+		}
+		acme.RootCAs = pool
+	}
+	cfg.ACME = acme
+	return nil
+}
+
+// defaultCertCache is $STATE_DIRECTORY/autocert under systemd
+// (StateDirectory=), else autocert under the user's XDG state directory.
+func defaultCertCache() (string, error) {
+	if dir := os.Getenv("STATE_DIRECTORY"); dir != "" {
+		// systemd may list several, separated by ':'; ours is the first.
+		return filepath.Join(strings.Split(dir, ":")[0], "autocert"), nil
+	}
+	state := os.Getenv("XDG_STATE_HOME")
+	if state == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("no --cert-cache and no home directory for its default: %w", err)
+		}
+		state = filepath.Join(home, ".local", "state")
+	}
+	return filepath.Join(state, "tunneld", "autocert"), nil
+}
+
+// rootsWith returns the system roots plus the certificates in file.
+func rootsWith(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate in it", file)
+	}
+	return pool, nil
+}
+
+// parsePrefix reads a CIDR or a single address (as a /32 or /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, err
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}

@@ -1,0 +1,308 @@
+package edge
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	stdlog "log"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+)
+
+// AdminConfig configures the admin listener: metrics, health, status.
+type AdminConfig struct {
+	// Server is the edge whose state is shown. Required.
+	Server *Server
+
+	// Logger receives the admin server's events. Use zerolog.Nop() for
+	// silence.
+	Logger zerolog.Logger
+
+	// Token, if set, must come with every request, as "Authorization:
+	// Bearer TOKEN" (or as the password of HTTP basic auth, so a browser
+	// can open the status page). It is required when the listener is not
+	// on a loopback address; on loopback, empty means no check.
+	Token string
+
+	// Pprof serves net/http/pprof under /debug/pprof/.
+	Pprof bool
+
+	// IsLoopback decides whether a listener address is reachable only from
+	// this machine. Nil means: a loopback IP (127.0.0.0/8, ::1). Tests
+	// replace it to exercise a public bind without making one.
+	IsLoopback func(net.Addr) bool
+}
+
+// Admin serves the admin endpoints:
+//
+//	/             status page (HTML, no JavaScript, refreshes itself)
+//	/api/tunnels  the same as JSON
+//	/metrics      Prometheus exposition
+//	/healthz      200 while the process runs
+//	/readyz       200 when the edge is listening and has a certificate for its domain
+//	/debug/pprof/ only with AdminConfig.Pprof
+//
+// Build it with NewAdmin and run it with Serve.
+type Admin struct {
+	cfg       AdminConfig
+	log       zerolog.Logger
+	tokenHash [32]byte
+}
+
+// NewAdmin validates cfg and builds an Admin. It starts nothing.
+func NewAdmin(cfg AdminConfig) (*Admin, error) {
+	if cfg.Server == nil {
+		return nil, errors.New("edge: admin: server is required")
+	}
+	if cfg.IsLoopback == nil {
+		cfg.IsLoopback = isLoopbackAddr
+	}
+	return &Admin{
+		cfg:       cfg,
+		log:       cfg.Logger.With().Str("component", "admin").Logger(),
+		tokenHash: sha256.Sum256([]byte(cfg.Token)),
+	}, nil
+}
+
+// CheckAddr refuses a listener address that is not loopback when no token
+// is configured. Serve calls it too; call it first to fail before starting
+// anything else.
+func (a *Admin) CheckAddr(addr net.Addr) error {
+	if a.cfg.Token == "" && !a.cfg.IsLoopback(addr) {
+		return fmt.Errorf("edge: admin: %s is not a loopback address: a token is required", addr)
+	}
+	return nil
+}
+
+func isLoopbackAddr(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
+}
+
+// Serve serves the admin endpoints on ln until ctx ends, then shuts down
+// (in-flight scrapes get 5 s) and returns nil. It closes ln.
+func (a *Admin) Serve(ctx context.Context, ln net.Listener) error {
+	if err := a.CheckAddr(ln.Addr()); err != nil {
+		ln.Close()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          stdlog.New(levelWriter{a.log, zerolog.DebugLevel}, "", 0),
+	}
+	a.log.Info().Str("addr", ln.Addr().String()).Bool("token", a.cfg.Token != "").Bool("pprof", a.cfg.Pprof).Msg("admin serving")
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("admin: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	<-done
+	return nil
+}
+
+// Handler is the admin mux behind the token check.
+func (a *Admin) Handler() http.Handler {
+	s := a.cfg.Server
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics().Gatherer(), promhttp.HandlerOpts{
+		ErrorLog: stdlog.New(levelWriter{a.log, zerolog.WarnLevel}, "", 0),
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		plain(w, http.StatusOK, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.Ready(); err != nil {
+			plain(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+			return
+		}
+		plain(w, http.StatusOK, "ready")
+	})
+	mux.HandleFunc("GET /api/tunnels", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		tunnels := s.Tunnels()
+		if tunnels == nil {
+			tunnels = []TunnelStatus{}
+		}
+		_ = json.NewEncoder(w).Encode(struct {
+			Tunnels []TunnelStatus `json:"tunnels"`
+		}{tunnels})
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+		if err := statusPage.Execute(w, statusData{Domain: s.cfg.Domain, Now: time.Now(), Tunnels: s.Tunnels()}); err != nil {
+			a.log.Debug().Err(err).Msg("status page")
+		}
+	})
+	if a.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+	if a.cfg.Token == "" {
+		return mux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.authorized(r) {
+			w.Header().Add("WWW-Authenticate", `Bearer realm="tunneld admin"`)
+			w.Header().Add("WWW-Authenticate", `Basic realm="tunneld admin"`)
+			plain(w, http.StatusUnauthorized, "a token is required (Authorization: Bearer TOKEN)")
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// authorized compares hashes in constant time, so neither the token's
+// length nor its content leaks through timing.
+func (a *Admin) authorized(r *http.Request) bool {
+	var got string
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		got = tok
+	} else if _, pw, ok := r.BasicAuth(); ok {
+		got = pw
+	} else {
+		return false
+	}
+	h := sha256.Sum256([]byte(got))
+	return subtle.ConstantTimeCompare(h[:], a.tokenHash[:]) == 1
+}
+
+func plain(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	fmt.Fprintln(w, msg)
+}
+
+// Ready reports why the edge cannot serve visitors yet: it is not
+// listening, or its TLS config yields no valid certificate for the domain.
+// With autocert, asking for the certificate may start its issuance.
+func (s *Server) Ready() error {
+	if !s.ops.listening.Load() {
+		return errors.New("not listening")
+	}
+	cert, err := s.apexCertificate()
+	if err != nil {
+		return fmt.Errorf("certificate for %s: %w", s.cfg.Domain, err)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return fmt.Errorf("certificate for %s: %w", s.cfg.Domain, err)
+		}
+	}
+	if err := leaf.VerifyHostname(s.cfg.Domain); err != nil {
+		return fmt.Errorf("certificate: %w", err)
+	}
+	if now := time.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		return fmt.Errorf("certificate for %s: valid from %s to %s only", s.cfg.Domain, leaf.NotBefore, leaf.NotAfter)
+	}
+	return nil
+}
+
+// apexCertificate asks the TLS config for a certificate the way a handshake
+// for the apex domain would.
+func (s *Server) apexCertificate() (*tls.Certificate, error) {
+	c := s.tlsConfig
+	hello := &tls.ClientHelloInfo{ServerName: s.cfg.Domain}
+	if c.GetCertificate != nil {
+		cert, err := c.GetCertificate(hello)
+		if err != nil || cert != nil {
+			if err == nil && len(cert.Certificate) == 0 {
+				return nil, errors.New("empty certificate")
+			}
+			return cert, err
+		}
+	}
+	for i := range c.Certificates {
+		if len(c.Certificates[i].Certificate) > 0 {
+			return &c.Certificates[i], nil
+		}
+	}
+	return nil, errors.New("no certificate configured")
+}
+
+type statusData struct {
+	Domain  string
+	Now     time.Time
+	Tunnels []TunnelStatus
+}
+
+var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
+	"since": func(now, t time.Time) string { return now.Sub(t).Round(time.Second).String() },
+	"bytes": humanBytes,
+}).Parse(`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="refresh" content="5">
+<title>tunneld: {{len .Tunnels}} tunnels</title>
+<style>
+body { font: 15px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
+h1 { font-size: 1.4em; margin: 0 0 .2em; }
+p.sub { color: #666; margin: 0 0 1.2em; }
+table { border-collapse: collapse; min-width: 60em; }
+th, td { text-align: left; padding: .35em .8em; border-bottom: 1px solid #ddd; }
+th { background: #f4f4f4; font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.up { color: #080; font-weight: 600; }
+</style>
+</head>
+<body>
+<h1>tunneld on {{.Domain}}</h1>
+<p class="sub">{{len .Tunnels}} tunnels online &middot; {{.Now.UTC.Format "2006-01-02 15:04:05 UTC"}} &middot; this page refreshes every 5 s &middot; <a href="api/tunnels">JSON</a> &middot; <a href="metrics">metrics</a></p>
+{{if .Tunnels}}
+<table id="tunnels">
+<thead><tr><th>tunnel</th><th>URL</th><th>token</th><th>client</th><th>connected for</th><th>requests</th><th>in flight</th><th>bytes in</th><th>bytes out</th></tr></thead>
+<tbody>
+{{range .Tunnels}}<tr class="tunnel" data-name="{{.Name}}">
+<td class="up">{{.Name}}</td><td><a href="{{.URL}}">{{.URL}}</a></td><td>{{.Label}}</td><td>{{.ClientAddr}}</td>
+<td title="{{.ConnectedSince.UTC.Format "2006-01-02 15:04:05 UTC"}}">{{since $.Now .ConnectedSince}}</td>
+<td class="num">{{.Requests}}</td><td class="num">{{.InFlight}}</td><td class="num">{{bytes .BytesIn}}</td><td class="num">{{bytes .BytesOut}}</td>
+</tr>
+{{end}}</tbody>
+</table>
+{{else}}
+<p id="none">No tunnels are connected.</p>
+{{end}}
+</body>
+</html>
+`))
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,469 @@
+package edge_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"image/png"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/rs/zerolog"
+
+	"github.com/tunnelhq/tunnel/pkg/edge"
+	"github.com/tunnelhq/tunnel/pkg/mux"
+)
+
+// startAdmin serves h's admin endpoints on addr and returns the base URL.
+func startAdmin(t *testing.T, h *harness, addr string, mod func(*edge.AdminConfig)) string {
+	t.Helper()
+	cfg := edge.AdminConfig{Server: h.srv, Logger: zerolog.New(zerolog.NewTestWriter(t))}
+	if mod != nil {
+		mod(&cfg)
+	}
+	a, err := edge.NewAdmin(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := recvWithin(t, done, 20*time.Second); err != nil {
+			t.Errorf("admin Serve: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// adminGet fetches path with an optional bearer token.
+func adminGet(t *testing.T, base, path, token string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	c := &http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	c.CloseIdleConnections()
+	return resp.StatusCode, body
+}
+
+// scrape reads /metrics and parses the exposition format.
+func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
+	t.Helper()
+	status, body := adminGet(t, base, "/metrics", "")
+	if status != http.StatusOK {
+		t.Fatalf("/metrics: status %d", status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return fams
+}
+
+// metric finds the sample of name whose labels include want.
+func metric(t *testing.T, fams map[string]*dto.MetricFamily, name string, want map[string]string) *dto.Metric {
+	t.Helper()
+	f, ok := fams[name]
+	if !ok {
+		t.Fatalf("metric %s missing", name)
+	}
+next:
+	for _, m := range f.GetMetric() {
+		for k, v := range want {
+			found := false
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == k && lp.GetValue() == v {
+					found = true
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		return m
+	}
+	t.Fatalf("metric %s%v missing", name, want)
+	return nil
+}
+
+// value is the value of a counter, gauge or untyped sample.
+func value(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
+	t.Helper()
+	m := metric(t, fams, name, labels)
+	switch {
+	case m.Counter != nil:
+		return m.GetCounter().GetValue()
+	case m.Gauge != nil:
+		return m.GetGauge().GetValue()
+	default:
+		return m.GetUntyped().GetValue()
+	}
+}
+
+func TestAdmin_MetricsAfterRequests(t *testing.T) {
+	h := startEdge(t, nil)
+	base := startAdmin(t, h, "127.0.0.1:0", nil)
+	reply := []byte("0123456789")
+	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write(reply)
+	}))
+
+	before := scrape(t, base)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"tunneld_sessions", nil},
+		{"tunneld_tunnels", nil},
+		{"tunneld_requests_total", map[string]string{"code": "2xx"}},
+		{"tunneld_auth_failures_total", nil},
+	} {
+		if got := value(t, before, c.name, c.labels); got != 0 {
+			t.Errorf("before: %s%v = %v, want 0", c.name, c.labels, got)
+		}
+	}
+	for _, name := range []string{"go_goroutines", "go_memstats_heap_alloc_bytes", "process_cpu_seconds_total", "tunneld_cert_issuance_total"} {
+		if _, ok := before[name]; !ok {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+
+	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "wiki", Target: addr}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.connect("tk_wrong", mux.Tunnel{Name: "other", Target: addr}); err == nil {
+		t.Fatal("a bad token connected")
+	}
+	h.srv.Metrics().RateLimited("handshake")
+	h.srv.Metrics().CertIssued(nil)
+
+	hc := h.httpClient(false)
+	const n = 3
+	var bodyOut int
+	for range n {
+		resp, err := hc.Post(h.url("wiki", "/upload"), "text/plain", strings.NewReader("hello"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(b, reply) {
+			t.Fatalf("POST: got %d %q, want 200 %q", resp.StatusCode, b, reply)
+		}
+		bodyOut += len(b)
+	}
+	status, page := get(t, hc, h.url("nosuch", "/"))
+	if status != http.StatusNotFound {
+		t.Fatalf("unknown tunnel: got %d, want 404", status)
+	}
+	bodyOut += len(page)
+
+	// The edge records a request before its (small, buffered) response is
+	// flushed, so by now every request above is counted.
+	after := scrape(t, base)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"tunneld_sessions", nil, 1},
+		{"tunneld_sessions_total", nil, 1},
+		{"tunneld_tunnels", nil, 1},
+		{"tunneld_requests_total", map[string]string{"code": "2xx"}, n},
+		{"tunneld_requests_total", map[string]string{"code": "4xx"}, 1},
+		{"tunneld_requests_total", map[string]string{"code": "5xx"}, 0},
+		{"tunneld_requests_in_flight", nil, 0},
+		{"tunneld_request_bytes_total", nil, n * float64(len("hello"))},
+		{"tunneld_response_bytes_total", nil, float64(bodyOut)},
+		{"tunneld_auth_failures_total", nil, 1},
+		{"tunneld_sessions_refused_total", map[string]string{"code": "bad_token"}, 1},
+		{"tunneld_rate_limited_total", map[string]string{"kind": "handshake"}, 1},
+		{"tunneld_cert_issuance_total", map[string]string{"result": "ok"}, 1},
+	} {
+		if got := value(t, after, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if got := metric(t, after, "tunneld_request_duration_seconds", nil).GetHistogram().GetSampleCount(); got != n+1 {
+		t.Errorf("request duration samples = %d, want %d", got, n+1)
+	}
+	// Streams are reused between requests, so there are 1 to n opens.
+	if got := metric(t, after, "tunneld_stream_open_seconds", map[string]string{"result": "ok"}).GetHistogram().GetSampleCount(); got < 1 || got > n {
+		t.Errorf("stream opens = %d, want 1 to %d", got, n)
+	}
+
+	// /api/tunnels counts the same requests for the tunnel.
+	status, body := adminGet(t, base, "/api/tunnels", "")
+	var api struct{ Tunnels []edge.TunnelStatus }
+	if err := json.Unmarshal(body, &api); status != http.StatusOK || err != nil {
+		t.Fatalf("/api/tunnels: %d %v", status, err)
+	}
+	if len(api.Tunnels) != 1 {
+		t.Fatalf("/api/tunnels: got %d tunnels, want 1", len(api.Tunnels))
+	}
+	got := api.Tunnels[0]
+	if got.Name != "wiki" || got.Label != "alice" || got.URL != h.url("wiki", "") || got.Requests != n ||
+		got.BytesIn != n*5 || got.BytesOut != n*int64(len(reply)) || got.InFlight != 0 || got.ClientAddr == "" {
+		t.Errorf("/api/tunnels: got %+v", got)
+	}
+}
+
+func TestAdmin_HealthAndReadiness(t *testing.T) {
+	h := startEdge(t, nil)
+	base := startAdmin(t, h, "127.0.0.1:0", nil)
+	if status, _ := adminGet(t, base, "/healthz", ""); status != http.StatusOK {
+		t.Errorf("/healthz: got %d, want 200", status)
+	}
+	if status, body := adminGet(t, base, "/readyz", ""); status != http.StatusOK {
+		t.Errorf("/readyz: got %d %s, want 200", status, body)
+	}
+	if status, _ := adminGet(t, base, "/debug/pprof/", ""); status != http.StatusNotFound {
+		t.Errorf("pprof without the flag: got %d, want 404", status)
+	}
+
+	// A certificate that does not cover the domain is not ready.
+	other := startEdge(t, func(c *edge.Config) { c.Domain = "elsewhere.test" })
+	base = startAdmin(t, other, "127.0.0.1:0", func(c *edge.AdminConfig) { c.Pprof = true })
+	if status, body := adminGet(t, base, "/readyz", ""); status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with a certificate for another domain: got %d %s, want 503", status, body)
+	}
+	if status, _ := adminGet(t, base, "/debug/pprof/", ""); status != http.StatusOK {
+		t.Errorf("pprof with the flag: got %d, want 200", status)
+	}
+}
+
+func TestAdmin_TokenRequiredOffLoopback(t *testing.T) {
+	h := startEdge(t, nil)
+	public := func(net.Addr) bool { return false }
+
+	// No token on a public address: refused before serving.
+	a, err := edge.NewAdmin(edge.AdminConfig{Server: h.srv, Logger: zerolog.Nop(), IsLoopback: public})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Serve(context.Background(), ln); err == nil {
+		t.Fatal("Serve on a public address without a token: got nil error")
+	}
+
+	const token = "adm_s3cret"
+	base := startAdmin(t, h, "127.0.0.1:0", func(c *edge.AdminConfig) {
+		c.Token, c.IsLoopback = token, public
+	})
+	basic := func(r *http.Request) { r.SetBasicAuth("admin", token) }
+	for _, c := range []struct {
+		name, path string
+		auth       func(*http.Request)
+		want       int
+	}{
+		{"none", "/healthz", nil, http.StatusUnauthorized},
+		{"metrics none", "/metrics", nil, http.StatusUnauthorized},
+		{"status page none", "/", nil, http.StatusUnauthorized},
+		{"wrong", "/healthz", func(r *http.Request) { r.Header.Set("Authorization", "Bearer nope") }, http.StatusUnauthorized},
+		{"prefix", "/healthz", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token[:4]) }, http.StatusUnauthorized},
+		{"bearer", "/healthz", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token) }, http.StatusOK},
+		{"metrics bearer", "/metrics", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token) }, http.StatusOK},
+		{"basic", "/api/tunnels", basic, http.StatusOK},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", base+c.path, nil)
+			if c.auth != nil {
+				c.auth(req)
+			}
+			hc := &http.Client{Timeout: 30 * time.Second}
+			defer hc.CloseIdleConnections()
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != c.want {
+				t.Errorf("got %d, want %d", resp.StatusCode, c.want)
+			}
+		})
+	}
+
+	// Any 127/8 address is loopback: no token needed there.
+	base = startAdmin(t, h, "127.0.0.2:0", nil)
+	if status, _ := adminGet(t, base, "/healthz", ""); status != http.StatusOK {
+		t.Errorf("loopback without token: got %d, want 200", status)
+	}
+}
+
+func (s *syncBuffer) lines() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Split(strings.TrimSpace(s.b.String()), "\n")
+}
+
+func TestEdge_AccessLog(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(map[bool]string{true: "on", false: "off"}[on], func(t *testing.T) {
+			var logs syncBuffer
+			h := startEdge(t, func(c *edge.Config) {
+				c.Logger = zerolog.New(&logs).With().Timestamp().Logger()
+				c.AccessLog = on
+			})
+			addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				w.Write([]byte("fine"))
+			}))
+			if _, err := h.connect(aliceToken, mux.Tunnel{Name: "wiki", Target: addr}); err != nil {
+				t.Fatal(err)
+			}
+			hc := h.httpClient(false)
+			get(t, hc, h.url("wiki", "/a?secret=x"))
+			resp, err := hc.Post(h.url("wiki", "/b"), "text/plain", strings.NewReader("12345678"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			get(t, hc, h.url("nosuch", "/c"))
+
+			var events []map[string]any
+			for _, line := range logs.lines() {
+				var ev map[string]any
+				if err := json.Unmarshal([]byte(line), &ev); err != nil {
+					t.Fatalf("log line is not JSON: %q: %v", line, err)
+				}
+				if ev["component"] == "access" {
+					events = append(events, ev)
+				}
+			}
+			if !on {
+				if len(events) != 0 {
+					t.Fatalf("access log off: got %d events", len(events))
+				}
+				return
+			}
+			if len(events) != 3 {
+				t.Fatalf("got %d access events, want 3: %v", len(events), events)
+			}
+			for i, want := range []struct {
+				method, path, tunnel string
+				status, in, out      float64
+			}{
+				{"GET", "/a", "wiki", 200, 0, 4},
+				{"POST", "/b", "wiki", 200, 8, 4},
+				{"GET", "/c", "", 404, 0, -1},
+			} {
+				ev := events[i]
+				if ev["level"] != "info" || ev["message"] != "request" || ev["method"] != want.method ||
+					ev["path"] != want.path || ev["tunnel"] != want.tunnel || ev["status"] != want.status ||
+					ev["bytes_in"] != want.in || (want.out >= 0 && ev["bytes_out"] != want.out) {
+					t.Errorf("event %d: got %v", i, ev)
+				}
+				for _, k := range []string{"host", "remote_addr", "duration", "time", "bytes_out"} {
+					if _, ok := ev[k]; !ok {
+						t.Errorf("event %d: no %q: %v", i, k, ev)
+					}
+				}
+				if strings.Contains(ev["path"].(string), "secret") {
+					t.Errorf("event %d logs the query: %v", i, ev)
+				}
+			}
+		})
+	}
+}
+
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("chromium not found, and CI must run this test (.ci/run installs it)")
+	}
+	t.Skip("chromium not installed (apt-get install chromium)")
+	return ""
+}
+
+// headless runs Debian's chromium with the flags TESTING.md lists.
+func headless(t *testing.T, bin string, args ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir=" + t.TempDir()}
+	cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
+	cmd.WaitDelay = 10 * time.Second
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chromium %v: %v\n%s", args, err, stderr.Bytes())
+	}
+	return out
+}
+
+func TestAdmin_StatusPageInChromium(t *testing.T) {
+	bin := chromiumPath(t)
+	h := startEdge(t, nil)
+	base := startAdmin(t, h, "127.0.0.1:0", nil)
+	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hi")) }))
+	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "wiki", Target: addr}); err != nil {
+		t.Fatal(err)
+	}
+	hc := h.httpClient(false)
+	for range 2 {
+		get(t, hc, h.url("wiki", "/"))
+	}
+
+	dom := string(headless(t, bin, "--dump-dom", base+"/"))
+	for _, want := range []string{`data-name="wiki"`, h.url("wiki", ""), "alice", "1 tunnels online"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("status page DOM lacks %q:\n%s", want, dom)
+		}
+	}
+
+	shot := filepath.Join(t.ArtifactDir(), "status.png")
+	headless(t, bin, "--hide-scrollbars", "--window-size=1280,400", "--screenshot="+shot, base+"/")
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("screenshot is not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() < 100 || b.Dy() < 100 {
+		t.Errorf("screenshot is %v", b)
+	}
+	t.Logf("screenshot: %s", shot)
+}

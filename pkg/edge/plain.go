@@ -1,0 +1,128 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	stdlog "log"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/rs/zerolog"
+)
+
+// ServePlain serves the plain-HTTP companion listener (port 80) on ln until
+// ctx ends, then lets in-flight requests finish within
+// Config.ShutdownGrace and returns nil. It closes ln.
+//
+// It answers ACME HTTP-01 challenges (when Config.ACME is set, and only
+// once ServePlain runs does autocert offer HTTP-01 to the CA). Every other
+// request is redirected to https with 308, host, path and query kept; or,
+// with Config.PlainServesTunnels, proxied to the tunnel like on the TLS port.
+// It may run beside Serve, at most once.
+func (s *Server) ServePlain(ctx context.Context, ln net.Listener) error {
+	var h http.Handler = http.HandlerFunc(s.redirectToHTTPS)
+	if s.cfg.PlainServesTunnels {
+		h = s.httpSrv.Handler
+	}
+	if s.certManager != nil {
+		h = s.certManager.HTTPHandler(h)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          stdlog.New(levelWriter{s.log, zerolog.DebugLevel}, "", 0),
+	}
+	s.log.Info().Str("addr", ln.Addr().String()).Bool("redirect", !s.cfg.PlainServesTunnels).Msg("serving plain http")
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("serve plain http: %w", err)
+	case <-ctx.Done():
+	}
+	graceCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(graceCtx); err != nil {
+		srv.Close()
+	}
+	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve plain http: %w", err)
+	}
+	return nil
+}
+
+// redirectToHTTPS answers 308 to the same host (port replaced by the
+// public port), path and query over https. 308, unlike 301, keeps the
+// method and body of a POST.
+func (s *Server) redirectToHTTPS(w http.ResponseWriter, r *http.Request) {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == "" || strings.ContainsAny(host, "/\\@ ") {
+		page(w, http.StatusBadRequest, "A Host header is required.")
+		return
+	}
+	if strings.Contains(host, ":") { // an IPv6 literal lost its brackets
+		host = "[" + host + "]"
+	}
+	if p := s.cfg.PublicPort; p != 0 && p != 443 {
+		host += ":" + strconv.Itoa(p)
+	}
+	http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
+}
+
+// forwardedBy reports whether the peer at remoteAddr is a trusted proxy,
+// whose X-Forwarded-* headers are believed.
+func (s *Server) forwardedBy(remoteAddr string) bool {
+	if len(s.cfg.TrustedProxies) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	return s.trusted(ap.Addr())
+}
+
+func (s *Server) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// visitorAddr is the visitor's address as the request tells it: the peer
+// itself, or when the peer is a trusted proxy, the rightmost X-Forwarded-For
+// entry that is not a trusted proxy (entries left of it could be forged by
+// the visitor).
+func (s *Server) visitorAddr(r *http.Request) string {
+	if !s.forwardedBy(r.RemoteAddr) {
+		return r.RemoteAddr
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		for _, h := range strings.Split(v, ",") {
+			hops = append(hops, strings.TrimSpace(h))
+		}
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(hops[i])
+		if err != nil {
+			break // garbage: trust nothing further left
+		}
+		if !s.trusted(a) {
+			return a.String()
+		}
+	}
+	return r.RemoteAddr
+}

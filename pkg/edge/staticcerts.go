@@ -1,0 +1,136 @@
+package edge
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// CertFiles names the static certificates to load: PEM pairs, and
+// directories in which every NAME.crt goes with its NAME.key.
+type CertFiles struct {
+	// Pairs are certificate chain and private key file paths.
+	Pairs []CertPair
+	// Dirs are scanned at every load, so a certificate added to one is
+	// picked up by Reload.
+	Dirs []string
+}
+
+// CertPair is one PEM certificate chain file and its private key file.
+type CertPair struct{ Cert, Key string }
+
+// StaticCerts holds certificates obtained elsewhere (a wildcard made by
+// DNS-01, a company CA's) and picks one by TLS server name. The server
+// serves a name from these when one covers it and asks ACME only for the
+// rest. Safe for concurrent use; Reload swaps the set atomically, so
+// handshakes in progress and established connections are untouched.
+type StaticCerts struct {
+	files CertFiles
+
+	mu     sync.RWMutex
+	byName map[string]*tls.Certificate // "host" or "*.parent", lowercase
+	first  *tls.Certificate            // for clients that send no SNI
+}
+
+// LoadStaticCerts reads files. It fails if any pair does not load or the
+// whole set is empty.
+func LoadStaticCerts(files CertFiles) (*StaticCerts, error) {
+	c := &StaticCerts{files: files}
+	if err := c.Reload(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Reload reads the files again and, if they all load, replaces the set. On
+// error the previous set stays in use.
+func (c *StaticCerts) Reload() error {
+	pairs := append([]CertPair(nil), c.files.Pairs...)
+	for _, dir := range c.files.Dirs {
+		found, err := pairsInDir(dir)
+		if err != nil {
+			return err
+		}
+		pairs = append(pairs, found...)
+	}
+	if len(pairs) == 0 {
+		return errors.New("static certificates: no certificate found")
+	}
+	byName := make(map[string]*tls.Certificate)
+	var first *tls.Certificate
+	for _, p := range pairs {
+		cert, err := tls.LoadX509KeyPair(p.Cert, p.Key)
+		if err != nil {
+			return fmt.Errorf("static certificates: load %s and %s: %w", p.Cert, p.Key, err)
+		}
+		if len(cert.Leaf.DNSNames) == 0 {
+			return fmt.Errorf("static certificates: %s names no DNS name", p.Cert)
+		}
+		if first == nil {
+			first = &cert
+		}
+		for _, n := range cert.Leaf.DNSNames {
+			n = strings.ToLower(n)
+			// A later certificate for the same name wins only if it lasts
+			// longer, so a renewed file placed beside the old one is used.
+			if old, ok := byName[n]; !ok || cert.Leaf.NotAfter.After(old.Leaf.NotAfter) {
+				byName[n] = &cert
+			}
+		}
+	}
+	c.mu.Lock()
+	c.byName, c.first = byName, first
+	c.mu.Unlock()
+	return nil
+}
+
+// pairsInDir lists NAME.crt files in dir with their NAME.key, in name order.
+func pairsInDir(dir string) ([]CertPair, error) {
+	certs, err := filepath.Glob(filepath.Join(dir, "*.crt"))
+	if err != nil {
+		return nil, fmt.Errorf("static certificates: %s: %w", dir, err)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("static certificates: %w", err)
+	}
+	sort.Strings(certs)
+	var pairs []CertPair
+	for _, cert := range certs {
+		key := strings.TrimSuffix(cert, ".crt") + ".key"
+		if _, err := os.Stat(key); err != nil {
+			return nil, fmt.Errorf("static certificates: %s has no key beside it: %w", cert, err)
+		}
+		pairs = append(pairs, CertPair{Cert: cert, Key: key})
+	}
+	return pairs, nil
+}
+
+// Lookup returns the certificate covering serverName (exactly or by a
+// wildcard one label deep), or nil. An empty serverName gets the first
+// certificate loaded. Expired certificates are not returned, so ACME can
+// take over a name whose static certificate lapsed.
+func (c *StaticCerts) Lookup(serverName string) *tls.Certificate {
+	if c == nil {
+		return nil
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	name := strings.TrimSuffix(strings.ToLower(serverName), ".")
+	cert := c.first
+	if name != "" {
+		cert = c.byName[name]
+		if i := strings.IndexByte(name, '.'); cert == nil && i > 0 {
+			cert = c.byName["*"+name[i:]]
+		}
+	}
+	if cert == nil || time.Now().After(cert.Leaf.NotAfter) {
+		return nil
+	}
+	return cert
+}
