@@ -98,9 +98,9 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 		host, _, _ := net.SplitHostPort(cfg.Server)
 		tlsCfg.ServerName = host
 	}
-	// The TLS handshake is bounded too: a server that accepts TCP but
-	// never answers must not stall a reconnecting client.
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: cfg.DialTimeout + cfg.HandshakeTimeout}, Config: tlsCfg}
+	// The timeout covers the TLS handshake too: a server that accepts TCP
+	// but never answers must not stall a reconnecting client.
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: cfg.DialTimeout}, Config: tlsCfg}
 	raw, err := d.DialContext(ctx, "tcp", cfg.Server)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial %s: %w", cfg.Server, err)
