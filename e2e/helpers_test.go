@@ -145,9 +145,16 @@ func (p *process) wait() {
 // nothing matches within waitTimeout.
 func (p *process) waitLine(buf *lineBuffer, what string, match func(string) bool) string {
 	p.t.Helper()
+	return p.waitLineFrom(buf, 0, what, match)
+}
+
+// waitLineFrom is waitLine looking only at lines from index next on (see
+// lineBuffer.Len).
+func (p *process) waitLineFrom(buf *lineBuffer, next int, what string, match func(string) bool) string {
+	p.t.Helper()
 	timeout := time.NewTimer(waitTimeout)
 	defer timeout.Stop()
-	for next := 0; ; {
+	for {
 		lines, changed := buf.since(next)
 		for _, l := range lines {
 			if match(l) {
@@ -320,6 +327,13 @@ func (b *lineBuffer) since(next int) ([]string, <-chan struct{}) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]string(nil), b.lines[next:]...), b.changed
+}
+
+// Len is the number of complete lines so far.
+func (b *lineBuffer) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.lines)
 }
 
 // Lines returns every complete line so far.

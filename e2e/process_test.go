@@ -210,12 +210,7 @@ func TestProcess_TunneldRefusesToStart(t *testing.T) {
 
 func TestProcess_TunnelErrorsExit1(t *testing.T) {
 	_, tunnel := binaries(t)
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := closed.Addr().String()
-	closed.Close() // nothing listens there now: the dial is refused
+	closedAddr := closedAddr(t)
 
 	for _, tt := range []struct {
 		name string
@@ -227,7 +222,8 @@ func TestProcess_TunnelErrorsExit1(t *testing.T) {
 		{"bad target", []string{"--dev", "http", "web:eighty"}, `target "web:eighty"`},
 		{"name with two targets", []string{"--dev", "http", "--name", "web", "80", "81"}, "single TARGET"},
 		{"missing CA", []string{"--server", closedAddr, "--ca", "/nonexistent/ca.pem", "http", "80"}, "--ca"},
-		{"server down", []string{"--server", closedAddr, "http", "80"}, "dial " + closedAddr},
+		{"bad config file", []string{"--server", closedAddr, "--config", "/nonexistent/tunnel.json", "http", "80"}, "--config"},
+		{"bad peer timeout", []string{"--server", closedAddr, "--peer-timeout", "0s", "http", "80"}, "must be positive"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, stdout, stderr := runToEnd(t, tunnel, nil, tt.args...)

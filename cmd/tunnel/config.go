@@ -3,14 +3,17 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
@@ -34,6 +37,14 @@ func globalFlags() []cli.Flag {
 			Usage: "talk to a local \"tunneld --dev\": server " + devServer + ", trust the dev CA in --certs-dir"},
 		&cli.StringFlag{Name: "certs-dir", Value: "certs", EnvVars: []string{"TUNNEL_CERTS_DIR"},
 			Usage: "tunneld's dev certificates directory (--dev only)"},
+		&cli.StringFlag{Name: "config", EnvVars: []string{"TUNNEL_CONFIG"},
+			Usage: "JSON file of settings and tunnels (see README); flags and env vars override it"},
+		&cli.DurationFlag{Name: "peer-timeout", Value: 30 * time.Second, EnvVars: []string{"TUNNEL_PEER_TIMEOUT"},
+			Usage: "a silent tunneld (dead link) is noticed within this; keepalive pings every half of it"},
+		&cli.DurationFlag{Name: "retry-max", Value: 30 * time.Second, EnvVars: []string{"TUNNEL_RETRY_MAX"},
+			Usage: "longest wait between reconnect attempts (exponential backoff with jitter, the first within 1s)"},
+		&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Second, EnvVars: []string{"TUNNEL_DRAIN_TIMEOUT"},
+			Usage: "on SIGINT/SIGTERM, how long in-flight requests may finish"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"TUNNEL_LOG_LEVEL"},
 			Usage: "trace, debug, info, warn, error or disabled"},
 		&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"TUNNEL_LOG_FORMAT"},
@@ -43,16 +54,100 @@ func globalFlags() []cli.Flag {
 	}
 }
 
-// clientConfig turns the flags of "tunnel http" and the global ones into a
-// mux.ClientConfig. It is the only reader of those flags.
-// The URLs go to stdout.
+// fileConfig is the --config file: the same settings as the flags, and the
+// tunnels. A flag or env var that is set wins over the file.
+type fileConfig struct {
+	Server       string       `json:"server"`
+	Token        string       `json:"token"`
+	CA           string       `json:"ca"`
+	PeerTimeout  string       `json:"peer_timeout"`
+	RetryMax     string       `json:"retry_max"`
+	DrainTimeout string       `json:"drain_timeout"`
+	Tunnels      []fileTunnel `json:"tunnels"`
+}
+
+type fileTunnel struct {
+	Name   string `json:"name"`
+	Target string `json:"target"`
+}
+
+func loadFileConfig(path string) (fileConfig, error) {
+	var fc fileConfig
+	if path == "" {
+		return fc, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fc, fmt.Errorf("--config: %w", err)
+	}
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fc); err != nil {
+		return fc, fmt.Errorf("--config %s: %w", path, err)
+	}
+	return fc, nil
+}
+
+// settings reads each option from its flag or env var, else from the
+// config file, else the flag's default.
+type settings struct {
+	c    *cli.Context
+	file fileConfig
+}
+
+func (s settings) str(flag, fromFile string) string {
+	if s.c.IsSet(flag) || fromFile == "" {
+		return s.c.String(flag)
+	}
+	return fromFile
+}
+
+func (s settings) duration(flag, fromFile string) (time.Duration, error) {
+	if s.c.IsSet(flag) || fromFile == "" {
+		return s.c.Duration(flag), nil
+	}
+	d, err := time.ParseDuration(fromFile)
+	if err != nil {
+		return 0, fmt.Errorf("--config: %s: %w", strings.ReplaceAll(flag, "-", "_"), err)
+	}
+	return d, nil
+}
+
+// targetArgs are the TARGETs: the arguments, else TUNNEL_TARGETS (split on
+// spaces and commas), else the config file's tunnels.
+func (s settings) targets() (name string, args []string) {
+	if args := s.c.Args().Slice(); len(args) > 0 {
+		return s.c.String("name"), args
+	}
+	if env := s.c.String("targets"); env != "" {
+		return s.c.String("name"), strings.FieldsFunc(env, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
+	}
+	for _, t := range s.file.Tunnels {
+		if t.Name != "" {
+			args = append(args, t.Name+"="+t.Target)
+		} else {
+			args = append(args, t.Target)
+		}
+	}
+	return s.c.String("name"), args
+}
+
+// clientConfig turns the flags of "tunnel http", the global ones and the
+// --config file into a mux.ClientConfig. It is the only reader of those
+// flags. The URLs go to stdout.
 func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.ClientConfig, error) {
-	tunnels, err := parseTargets(c.String("name"), c.Args().Slice())
+	file, err := loadFileConfig(c.String("config"))
+	if err != nil {
+		return mux.ClientConfig{}, err
+	}
+	set := settings{c: c, file: file}
+	tunnels, err := parseTargets(set.targets())
 	if err != nil {
 		return mux.ClientConfig{}, err
 	}
 	dev := c.Bool("dev")
-	server := c.String("server")
+	server := set.str("server", file.Server)
 	if server == "" {
 		if !dev {
 			return mux.ClientConfig{}, errors.New("--server (TUNNEL_SERVER) is required: tunneld's host:port; or pass --dev for a local tunneld --dev")
@@ -62,7 +157,7 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 	if _, _, err := net.SplitHostPort(server); err != nil {
 		return mux.ClientConfig{}, fmt.Errorf("--server %q: want host:port", server)
 	}
-	caFile := c.String("ca")
+	caFile := set.str("ca", file.CA)
 	if caFile == "" && dev {
 		// edge.DevCAFile; cmd/tunnel does not import the server's package.
 		caFile = filepath.Join(c.String("certs-dir"), "ca.pem")
@@ -72,22 +167,52 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 		return mux.ClientConfig{}, err
 	}
 
+	peerTimeout, err := set.duration("peer-timeout", file.PeerTimeout)
+	if err != nil {
+		return mux.ClientConfig{}, err
+	}
+	retryMax, err := set.duration("retry-max", file.RetryMax)
+	if err != nil {
+		return mux.ClientConfig{}, err
+	}
+	drain, err := set.duration("drain-timeout", file.DrainTimeout)
+	if err != nil {
+		return mux.ClientConfig{}, err
+	}
+	if peerTimeout <= 0 || retryMax <= 0 || drain <= 0 {
+		return mux.ClientConfig{}, errors.New("--peer-timeout, --retry-max and --drain-timeout must be positive")
+	}
+
+	var printed []string
 	cfg := mux.ClientConfig{
 		Config:        mux.DefaultConfig(),
 		Server:        server,
 		TLS:           &tls.Config{RootCAs: roots},
-		Token:         c.String("token"),
+		Token:         set.str("token", file.Token),
 		ClientVersion: version,
 		Tunnels:       tunnels,
+		Backoff:       mux.Backoff{Max: retryMax},
 		OnReady: func(w *proto.Welcome) {
+			urls := make([]string, 0, len(w.Tunnels))
+			for _, t := range w.Tunnels {
+				urls = append(urls, t.URL)
+			}
+			if slices.Equal(urls, printed) {
+				log.Info().Msg("reconnected with the same URLs")
+				return
+			}
+			printed = urls
 			for i, t := range w.Tunnels {
-				// stdout is for scripts: the URLs and nothing else.
+				// stdout is for scripts: the URLs and nothing else, again
+				// only if a reconnect changed them.
 				fmt.Fprintln(stdout, t.URL)
 				log.Info().Str("url", t.URL).Str("target", tunnels[i].Target).Msg("tunnel ready")
 			}
 		},
 	}
 	cfg.Logger = log
+	cfg.SetPeerTimeout(peerTimeout)
+	cfg.DrainTimeout = drain
 	return cfg, nil
 }
 

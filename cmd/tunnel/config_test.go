@@ -1,9 +1,16 @@
 package main
 
 import (
+	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
 
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
@@ -51,6 +58,88 @@ func TestParseTargets(t *testing.T) {
 			}
 			if !slices.Equal(got, tt.want) {
 				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// configFrom runs the app's flag parsing on args and env and returns what
+// clientConfig makes of them.
+func configFrom(t *testing.T, env map[string]string, args ...string) (mux.ClientConfig, error) {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	var cfg mux.ClientConfig
+	var cfgErr error
+	app := newApp()
+	capture := func(c *cli.Context) error {
+		cfg, cfgErr = clientConfig(c, zerolog.Nop(), io.Discard)
+		return nil
+	}
+	app.Commands[0].Action = capture
+	app.Action = capture
+	if err := app.Run(append([]string{"tunnel"}, args...)); err != nil {
+		t.Fatalf("parse %q: %v", args, err)
+	}
+	return cfg, cfgErr
+}
+
+func TestClientConfig_FileEnvAndFlags(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "tunnels.json")
+	os.WriteFile(file, []byte(`{
+  "server": "file.example:443",
+  "token": "from-file",
+  "peer_timeout": "10s",
+  "retry_max": "5s",
+  "tunnels": [{"name": "wiki", "target": "8080"}, {"target": "127.0.0.1:9090"}]
+}`), 0o600)
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"server": "x:1", "sever": "typo"}`), 0o600)
+
+	tests := []struct {
+		name        string
+		env         map[string]string
+		args        []string
+		server      string
+		token       string
+		tunnels     []mux.Tunnel
+		peerTimeout time.Duration
+		retryMax    time.Duration
+		wantErr     string
+	}{
+		{name: "file alone", args: []string{"--config", file},
+			server: "file.example:443", token: "from-file", peerTimeout: 10 * time.Second, retryMax: 5 * time.Second,
+			tunnels: []mux.Tunnel{{Name: "wiki", Target: "localhost:8080"}, {Target: "127.0.0.1:9090"}}},
+		{name: "env wins over file", env: map[string]string{"TUNNEL_CONFIG": file, "TUNNEL_SERVER": "env.example:443", "TUNNEL_PEER_TIMEOUT": "4s"},
+			args:   []string{"http", "3000"},
+			server: "env.example:443", token: "from-file", peerTimeout: 4 * time.Second, retryMax: 5 * time.Second,
+			tunnels: []mux.Tunnel{{Target: "localhost:3000"}}},
+		{name: "env alone", env: map[string]string{"TUNNEL_SERVER": "env.example:443", "TUNNEL_TOKEN": "t", "TUNNEL_TARGETS": "a=8080, b=9090", "TUNNEL_RETRY_MAX": "1m"},
+			args:   []string{"http"},
+			server: "env.example:443", token: "t", peerTimeout: 30 * time.Second, retryMax: time.Minute,
+			tunnels: []mux.Tunnel{{Name: "a", Target: "localhost:8080"}, {Name: "b", Target: "localhost:9090"}}},
+		{name: "unknown field", args: []string{"--config", bad}, wantErr: `unknown field "sever"`},
+		{name: "missing file", args: []string{"--config", filepath.Join(dir, "none.json")}, wantErr: "--config"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := configFrom(t, tt.env, tt.args...)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Server != tt.server || cfg.Token != tt.token || !slices.Equal(cfg.Tunnels, tt.tunnels) ||
+				cfg.PeerTimeout() != tt.peerTimeout || cfg.Backoff.Max != tt.retryMax {
+				t.Fatalf("got server %q token %q tunnels %+v peer timeout %v retry max %v; want %q %q %+v %v %v",
+					cfg.Server, cfg.Token, cfg.Tunnels, cfg.PeerTimeout(), cfg.Backoff.Max,
+					tt.server, tt.token, tt.tunnels, tt.peerTimeout, tt.retryMax)
 			}
 		})
 	}

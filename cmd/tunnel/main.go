@@ -1,7 +1,7 @@
 // Command tunnel exposes local web services through a tunneld server:
 // each one is reached at https://NAME.DOMAIN.
 //
-// Flags become a mux.ClientConfig (config.go); the work is mux.Run.
+// Flags become a mux.ClientConfig (config.go); the work is mux.RunForever.
 package main
 
 import (
@@ -24,7 +24,7 @@ var version = "dev"
 // Exit codes, documented in the app's Description and the README.
 const (
 	exitOK      = 0 // stopped by SIGINT or SIGTERM
-	exitError   = 1 // anything else: bad flags, server unreachable, connection lost
+	exitError   = 1 // bad usage or configuration
 	exitRefused = 3 // the server refused the tunnels for good: retrying cannot help
 )
 
@@ -42,7 +42,7 @@ func run() int {
 		return exitOK
 	case errors.As(err, &perr):
 		fmt.Fprintf(os.Stderr, "tunnel: server refused: %s: %s\n", perr.Code, perr.Message)
-		if perr.Code.Permanent() || perr.Code == proto.CodeNameTaken {
+		if mux.IsPermanent(err) {
 			return exitRefused
 		}
 		return exitError
@@ -62,13 +62,22 @@ func newApp() *cli.App {
 		Version:   version,
 		Description: "Each public URL is printed on stdout, one line per tunnel, once the server has granted\n" +
 			"them; nothing else goes to stdout. Logs go to stderr.\n\n" +
+			"The client reconnects by itself, forever, with the same names: an unreachable or restarting\n" +
+			"server, a lost link or a name held by another client are retried, never fatal.\n\n" +
 			"Exit codes:\n" +
 			"  0  stopped by SIGINT or SIGTERM\n" +
-			"  1  any other error: bad usage, server unreachable, connection lost\n" +
-			"  3  the server refused for good (bad token, name taken or not allowed, ...): retrying cannot help\n\n" +
-			"Try it locally, next to \"tunneld --dev\":  tunnel --dev http --name wiki 8080",
+			"  1  bad usage or configuration\n" +
+			"  3  the server refused for good (bad token, name not allowed or invalid, ...): retrying cannot help\n\n" +
+			"Try it locally, next to \"tunneld --dev\":  tunnel --dev http --name wiki 8080\n" +
+			"Several tunnels from a file:  tunnel --config tunnels.json",
 		HideHelpCommand: true,
 		Flags:           globalFlags(),
+		Action: func(c *cli.Context) error {
+			if c.String("config") == "" || c.Args().Present() {
+				return cli.ShowAppHelp(c)
+			}
+			return runHTTP(c) // the tunnels come from the file
+		},
 		Commands: []*cli.Command{{
 			Name:      "http",
 			Usage:     "expose local HTTP services",
@@ -79,6 +88,8 @@ func newApp() *cli.App {
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "name", EnvVars: []string{"TUNNEL_NAME"},
 					Usage: "name to ask for, served at NAME.DOMAIN (only with a single TARGET)"},
+				&cli.StringFlag{Name: "targets", EnvVars: []string{"TUNNEL_TARGETS"},
+					Usage: "TARGETs separated by spaces or commas, used when none are given as arguments"},
 			},
 			Action: runHTTP,
 		}},
@@ -97,7 +108,7 @@ func runHTTP(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		return mux.Run(c.Context, cfg)
+		return mux.RunForever(c.Context, cfg)
 	}
 	v := newView(os.Stderr)
 	log, err := newLogger(c.String("log-level"), c.String("log-format"), v)
@@ -121,7 +132,7 @@ func runHTTP(c *cli.Context) error {
 		defer close(done)
 		v.run(ctx)
 	}()
-	err = mux.Run(c.Context, cfg)
+	err = mux.RunForever(c.Context, cfg)
 	stop()
 	<-done
 	v.stopped(err)

@@ -60,6 +60,10 @@ func serveFlags() []cli.Flag {
 			Usage: "port written in public URLs, for when a proxy or NAT forwards another port (443 writes none)"},
 		&cli.DurationFlag{Name: "name-hold", Value: 5 * time.Minute, EnvVars: []string{"TUNNELD_NAME_HOLD"},
 			Usage: "how long a disconnected client's names stay reserved for its token"},
+		&cli.DurationFlag{Name: "offline-wait", Value: 5 * time.Second, EnvVars: []string{"TUNNELD_OFFLINE_WAIT"},
+			Usage: "how long a visitor's request waits for a reconnecting client before a 502 \"tunnel offline\" page (0: none)"},
+		&cli.DurationFlag{Name: "peer-timeout", Value: 30 * time.Second, EnvVars: []string{"TUNNELD_PEER_TIMEOUT"},
+			Usage: "a silent client (dead link) is noticed within this and its names put on hold; keepalive pings every half of it"},
 		&cli.IntFlag{Name: "max-tunnels", Value: 8, EnvVars: []string{"TUNNELD_MAX_TUNNELS"},
 			Usage: "tunnels one client may open, unless its token says otherwise"},
 		&cli.IntFlag{Name: "max-tunnels-per-token", Value: 32, EnvVars: []string{"TUNNELD_MAX_TUNNELS_PER_TOKEN"},
@@ -153,6 +157,12 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 
 	cfg.PublicPort = c.Int("public-port")
 	cfg.NameHold = c.Duration("name-hold")
+	cfg.OfflineWait = c.Duration("offline-wait")
+	if d := c.Duration("peer-timeout"); d > 0 {
+		cfg.Mux.SetPeerTimeout(d)
+	} else {
+		return cfg, "", errors.New("--peer-timeout must be positive")
+	}
 	cfg.MaxTunnelsPerSession = c.Int("max-tunnels")
 	cfg.ShutdownGrace = c.Duration("shutdown-grace")
 	cfg.MaxTunnelsPerToken = c.Int("max-tunnels-per-token")

@@ -68,6 +68,12 @@ type Config struct {
 	// token (used only when Registry is nil). Default 5 minutes.
 	NameHold time.Duration
 
+	// OfflineWait is how long a visitor's request to a name on hold (its
+	// client away, likely reconnecting) waits for the client to come back
+	// before it is answered 502 "tunnel offline". Zero answers at once.
+	// Default 5 s.
+	OfflineWait time.Duration
+
 	// MaxTunnelsPerSession is the default number of tunnels one client may
 	// ask for; a token's own max_tunnels overrides it. Default 8.
 	MaxTunnelsPerSession int
@@ -144,6 +150,7 @@ func DefaultConfig() Config {
 	return Config{
 		Logger:               zerolog.Nop(),
 		NameHold:             5 * time.Minute,
+		OfflineWait:          5 * time.Second,
 		MaxTunnelsPerSession: 8,
 		Mux:                  mux.DefaultConfig(),
 		TLSHandshakeTimeout:  10 * time.Second,
@@ -187,6 +194,9 @@ func (c Config) Validate() error {
 	}
 	if c.NameHold < 0 {
 		errs = append(errs, fmt.Errorf("name hold %v is negative", c.NameHold))
+	}
+	if c.OfflineWait < 0 {
+		errs = append(errs, fmt.Errorf("offline wait %v is negative", c.OfflineWait))
 	}
 	if c.MaxTunnelsPerSession <= 0 {
 		errs = append(errs, fmt.Errorf("max tunnels per session must be positive, got %d", c.MaxTunnelsPerSession))

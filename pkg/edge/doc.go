@@ -31,7 +31,9 @@
 //     negotiates h2 or http/1.1 and the connection is handed to net/http.
 //  2. The handler parses the Host (port stripped, case folded, trailing dot
 //     dropped) into the name "wiki" and looks it up in the Registry. No
-//     entry: 404 naming the host. Held for a client that is away: 502.
+//     entry: 404 naming the host. Held for a client that is away (most
+//     likely reconnecting): the dial waits up to Config.OfflineWait for it to
+//     come back (Registry.Wait, woken by the client's Claim), then 502.
 //  3. An httputil.ReverseProxy rewrites the request (X-Forwarded-* set from
 //     the real connection; whatever the visitor sent is dropped) and hands it
 //     to an http.Transport whose DialContext opens a yamux stream on the
@@ -52,7 +54,9 @@
 // (ValidateName) and claimed in the Registry all at once. A name held by
 // another token is refused, never silently swapped for another. The same
 // token reconnecting replaces its stale session at once. When a session
-// ends, its names are held for the token for Config.NameHold.
+// ends, its names are held for the token for Config.NameHold. A session
+// whose link died silently ends when the keepalive gives up on it, within
+// Config.Mux.KeepAliveInterval+WriteTimeout (mux.Config.SetPeerTimeout).
 //
 // # Limits
 //

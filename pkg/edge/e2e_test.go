@@ -494,7 +494,8 @@ func TestEdge_HTTP2Visitor(t *testing.T) {
 }
 
 func TestEdge_ErrorPages(t *testing.T) {
-	h := startEdge(t, nil)
+	// No wait for the departed client: its name answers "offline" at once.
+	h := startEdge(t, func(c *edge.Config) { c.OfflineWait = 0 })
 	up := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") }))
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	downAddr := ln.Addr().String()

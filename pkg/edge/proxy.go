@@ -56,6 +56,13 @@ func (s *Server) newHandler() http.Handler {
 		}
 		host := name + "." + s.cfg.Domain
 		sess, held := s.registry.Lookup(name)
+		if sess == nil && held && s.cfg.OfflineWait > 0 {
+			// The client is away, most likely reconnecting: give it a
+			// moment to come back before answering "offline".
+			wctx, cancel := context.WithTimeout(r.Context(), s.cfg.OfflineWait)
+			sess = s.registry.Wait(wctx, name)
+			cancel()
+		}
 		if sess == nil {
 			if held {
 				page(w, http.StatusBadGateway, offlineMessage(host))

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -33,6 +34,10 @@ type Registry interface {
 	Release(s *Session)
 	// Held reports whether name is live or on hold.
 	Held(name string) bool
+	// Wait returns the live session serving name as soon as there is one.
+	// It returns nil when ctx ends first, or at once when the name is
+	// neither live nor on hold. It never polls: a Claim wakes it.
+	Wait(ctx context.Context, name string) *Session
 }
 
 type regEntry struct {
@@ -48,12 +53,16 @@ type MemoryRegistry struct {
 
 	mu      sync.Mutex
 	entries map[string]*regEntry
+	waiters map[string]chan struct{} // closed when the name is claimed or dropped
+
+	waitHook func(name string) // tests: called when a Wait starts blocking
 }
 
 // NewMemoryRegistry returns an empty registry that holds a departed
 // client's names for hold (zero: released at once).
 func NewMemoryRegistry(hold time.Duration) *MemoryRegistry {
-	return &MemoryRegistry{hold: hold, now: time.Now, entries: make(map[string]*regEntry)}
+	return &MemoryRegistry{hold: hold, now: time.Now, entries: make(map[string]*regEntry),
+		waiters: make(map[string]chan struct{})}
 }
 
 // Claim implements Registry.
@@ -82,12 +91,13 @@ func (r *MemoryRegistry) Claim(s *Session, names []string) ([]*Session, error) {
 			e.session = nil
 			e.holdUntil = now.Add(r.hold)
 			if r.hold == 0 {
-				delete(r.entries, n)
+				r.dropLocked(n)
 			}
 		}
 	}
 	for _, n := range names {
 		r.entries[n] = &regEntry{owner: s.Owner, session: s}
+		r.wakeLocked(n)
 	}
 	return replaced, nil
 }
@@ -118,8 +128,56 @@ func (r *MemoryRegistry) Lookup(name string) (*Session, bool) {
 	if r.now().Before(e.holdUntil) {
 		return nil, true
 	}
-	delete(r.entries, name)
+	r.dropLocked(name)
 	return nil, false
+}
+
+// Wait implements Registry.
+func (r *MemoryRegistry) Wait(ctx context.Context, name string) *Session {
+	for {
+		r.mu.Lock()
+		e, ok := r.entries[name]
+		switch {
+		case !ok:
+			r.mu.Unlock()
+			return nil
+		case e.session != nil:
+			r.mu.Unlock()
+			return e.session
+		case !r.now().Before(e.holdUntil):
+			r.dropLocked(name)
+			r.mu.Unlock()
+			return nil
+		}
+		ch, ok := r.waiters[name]
+		if !ok {
+			ch = make(chan struct{})
+			r.waiters[name] = ch
+		}
+		r.mu.Unlock()
+		if r.waitHook != nil {
+			r.waitHook(name)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// wakeLocked wakes the Waits on name.
+func (r *MemoryRegistry) wakeLocked(name string) {
+	if ch, ok := r.waiters[name]; ok {
+		close(ch)
+		delete(r.waiters, name)
+	}
+}
+
+// dropLocked forgets name, waking its Waits so they see it gone.
+func (r *MemoryRegistry) dropLocked(name string) {
+	delete(r.entries, name)
+	r.wakeLocked(name)
 }
 
 // Held implements Registry.
@@ -138,7 +196,7 @@ func (r *MemoryRegistry) Release(s *Session) {
 			continue
 		}
 		if r.hold == 0 {
-			delete(r.entries, n)
+			r.dropLocked(n)
 			continue
 		}
 		e.session = nil
@@ -151,7 +209,7 @@ func (r *MemoryRegistry) Release(s *Session) {
 func (r *MemoryRegistry) sweepLocked(now time.Time) {
 	for n, e := range r.entries {
 		if e.session == nil && !now.Before(e.holdUntil) {
-			delete(r.entries, n)
+			r.dropLocked(n)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"testing"
@@ -113,3 +114,84 @@ func TestConfig_Validate(t *testing.T) {
 }
 
 func newEmptyTLS() *tls.Config { return &tls.Config{} }
+
+func TestMemoryRegistry_Wait(t *testing.T) {
+	r := NewMemoryRegistry(time.Minute)
+	blocked := make(chan string, 1)
+	r.waitHook = func(name string) { blocked <- name }
+	a1 := &Session{ID: "a1", Owner: "alice"}
+	a2 := &Session{ID: "a2", Owner: "alice"}
+	if _, err := r.Claim(a1, []string{"wiki"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if s := r.Wait(ctx, "wiki"); s != a1 {
+		t.Fatalf("Wait on a live name: got %v, want a1 at once", s)
+	}
+	if s := r.Wait(ctx, "nothing"); s != nil {
+		t.Fatalf("Wait on an unknown name: got %v, want nil at once", s)
+	}
+
+	// On hold: Wait blocks until the owner claims the name again.
+	r.Release(a1)
+	got := make(chan *Session, 1)
+	go func() { got <- r.Wait(ctx, "wiki") }()
+	if name := recvIn(t, blocked, 20*time.Second); name != "wiki" {
+		t.Fatalf("blocked on %q, want wiki", name)
+	}
+	if _, err := r.Claim(a2, []string{"wiki"}); err != nil {
+		t.Fatal(err)
+	}
+	if s := recvIn(t, got, 20*time.Second); s != a2 {
+		t.Fatalf("Wait after the reclaim: got %v, want a2", s)
+	}
+
+	// The wait ends with its context.
+	r.Release(a2)
+	short, stop := context.WithCancel(ctx)
+	go func() { got <- r.Wait(short, "wiki") }()
+	recvIn(t, blocked, 20*time.Second)
+	stop()
+	if s := recvIn(t, got, 20*time.Second); s != nil {
+		t.Fatalf("Wait after cancel: got %v, want nil", s)
+	}
+}
+
+func TestMemoryRegistry_WaitEndsWhenNameIsDropped(t *testing.T) {
+	now := time.Unix(1000, 0)
+	r := NewMemoryRegistry(time.Minute)
+	r.now = func() time.Time { return now }
+	blocked := make(chan string, 1)
+	r.waitHook = func(name string) { blocked <- name }
+	a := &Session{ID: "a", Owner: "alice"}
+	if _, err := r.Claim(a, []string{"wiki"}); err != nil {
+		t.Fatal(err)
+	}
+	r.Release(a)
+	got := make(chan *Session, 1)
+	go func() { got <- r.Wait(context.Background(), "wiki") }()
+	recvIn(t, blocked, 20*time.Second)
+	// The hold runs out and another claim sweeps the name away: the
+	// waiter wakes and finds nothing to wait for.
+	now = now.Add(2 * time.Minute)
+	if _, err := r.Claim(&Session{ID: "b", Owner: "bob"}, []string{"other"}); err != nil {
+		t.Fatal(err)
+	}
+	if s := recvIn(t, got, 20*time.Second); s != nil {
+		t.Fatalf("Wait after the hold ended: got %v, want nil", s)
+	}
+}
+
+// recvIn receives from ch, failing the test after d (recvWithin's twin for
+// this internal test package).
+func recvIn[T any](t *testing.T, ch <-chan T, d time.Duration) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatalf("nothing received within %v", d)
+		panic("unreachable")
+	}
+}

@@ -18,6 +18,13 @@
 // handed a net.Conn that is already a TLS connection, and the tunnel names and
 // local addresses come from its callers.
 //
+// Run connects the client once; RunForever keeps it connected: it retries
+// everything but a permanent refusal with full-jitter exponential backoff
+// (Backoff), asks again for the names it was granted so URLs survive a
+// reconnect, and on the server's GoAway connects a new session while the
+// old one drains. Both sides' yamux keepalives notice a silently dead link
+// within Config.KeepAliveInterval+WriteTimeout (see SetPeerTimeout).
+//
 // A session starts yamux's goroutines as soon as it exists, so every session
 // type here has a Close that must be called; Close is idempotent and waits
 // for the goroutines the session owns.

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -483,4 +484,69 @@ func TestConfig_Validate(t *testing.T) {
 
 func yamuxClientForTest(conn net.Conn, cfg Config) (*yamux.Session, error) {
 	return yamux.Client(conn, cfg.yamuxConfig(cfg.Logger))
+}
+
+func TestBackoff_Delay(t *testing.T) {
+	b := Backoff{Initial: time.Second, Max: 30 * time.Second}
+	tests := []struct {
+		failures int
+		ceiling  time.Duration
+	}{
+		{0, time.Second},
+		{1, 2 * time.Second},
+		{2, 4 * time.Second},
+		{4, 16 * time.Second},
+		{5, 30 * time.Second},
+		{60, 30 * time.Second},
+	}
+	for _, tt := range tests {
+		if got := b.withDefaults().ceiling(tt.failures); got != tt.ceiling {
+			t.Errorf("ceiling after %d failures: got %v, want %v", tt.failures, got, tt.ceiling)
+		}
+		// Full jitter: every draw is in [0, ceiling), and they spread.
+		seen := map[time.Duration]bool{}
+		for range 50 {
+			d := b.Delay(tt.failures)
+			if d < 0 || d >= tt.ceiling {
+				t.Fatalf("delay after %d failures: got %v, want in [0, %v)", tt.failures, d, tt.ceiling)
+			}
+			seen[d] = true
+		}
+		if len(seen) < 10 {
+			t.Errorf("delay after %d failures: only %d distinct values in 50 draws, want jitter", tt.failures, len(seen))
+		}
+	}
+	if got := (Backoff{}).withDefaults(); got != DefaultBackoff() {
+		t.Errorf("zero Backoff: got %+v, want the defaults %+v", got, DefaultBackoff())
+	}
+}
+
+func TestConfig_SetPeerTimeout(t *testing.T) {
+	c := DefaultConfig()
+	c.SetPeerTimeout(3 * time.Second)
+	if c.KeepAliveInterval != 1500*time.Millisecond || c.WriteTimeout != 1500*time.Millisecond || c.PeerTimeout() != 3*time.Second {
+		t.Fatalf("got keepalive %v, write timeout %v; want 1.5s each", c.KeepAliveInterval, c.WriteTimeout)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestIsPermanent(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{&proto.Error{Code: proto.CodeBadToken}, true},
+		{fmt.Errorf("wrapped: %w", &proto.Error{Code: proto.CodeNameNotAllowed}), true},
+		{&proto.Error{Code: proto.CodeNameTaken}, false},
+		{&proto.Error{Code: proto.CodeDraining}, false},
+		{ErrSessionLost, false},
+		{errors.New("dial: connection refused"), false},
+	}
+	for _, tt := range tests {
+		if got := IsPermanent(tt.err); got != tt.want {
+			t.Errorf("IsPermanent(%v): got %v, want %v", tt.err, got, tt.want)
+		}
+	}
 }

@@ -37,11 +37,15 @@ type ClientConfig struct {
 	// Tunnels are the tunnels to open, 1 to proto.MaxTunnels.
 	Tunnels []Tunnel
 	// OnReady, if set, is called once the server has granted the tunnels,
-	// with its Welcome (public URLs in Welcome.Tunnels, in order).
+	// with its Welcome (public URLs in Welcome.Tunnels, in order); by
+	// RunForever after every connect.
 	OnReady func(*proto.Welcome)
 	// OnStream, if set, is called as each data stream opens and ends (see
 	// StreamEvent), from the stream's goroutine: it must return quickly.
 	OnStream func(StreamEvent)
+	// Backoff paces RunForever's reconnects; the zero value means
+	// DefaultBackoff. Run ignores it.
+	Backoff Backoff
 }
 
 // Validate reports the first missing or bad setting.
@@ -66,11 +70,25 @@ func (c ClientConfig) Validate() error {
 // Run dials tunneld over TLS, opens the tunnels and serves them until ctx
 // ends (returns nil) or the session ends (returns Serve's error). A refusal
 // by the server comes back as a *proto.Error; its Code.Permanent() says
-// whether trying again can help.
+// whether trying again can help. Run connects once; RunForever reconnects.
 func Run(ctx context.Context, cfg ClientConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	sess, targets, err := connect(ctx, cfg, cfg.Tunnels)
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	if cfg.OnReady != nil {
+		cfg.OnReady(sess.Welcome())
+	}
+	return sess.Serve(ctx, targets)
+}
+
+// connect dials tunneld, asks for tunnels and returns the session with the
+// map from each granted name to its local target.
+func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSession, map[string]string, error) {
 	tlsCfg := &tls.Config{}
 	if cfg.TLS != nil {
 		tlsCfg = cfg.TLS.Clone()
@@ -80,40 +98,38 @@ func Run(ctx context.Context, cfg ClientConfig) error {
 		host, _, _ := net.SplitHostPort(cfg.Server)
 		tlsCfg.ServerName = host
 	}
+	// The timeout covers the TLS handshake too: a server that accepts TCP
+	// but never answers must not stall a reconnecting client.
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: cfg.DialTimeout}, Config: tlsCfg}
 	raw, err := d.DialContext(ctx, "tcp", cfg.Server)
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", cfg.Server, err)
+		return nil, nil, fmt.Errorf("dial %s: %w", cfg.Server, err)
 	}
 	conn := raw.(*tls.Conn)
 	if p := conn.ConnectionState().NegotiatedProtocol; p != proto.ALPN {
 		conn.Close()
-		return fmt.Errorf("dial %s: server does not speak %s (negotiated %q): is this a tunneld?", cfg.Server, proto.ALPN, p)
+		return nil, nil, fmt.Errorf("dial %s: server does not speak %s (negotiated %q): is this a tunneld?", cfg.Server, proto.ALPN, p)
 	}
 	hello := &proto.Hello{Version: proto.Version, ClientVersion: cfg.ClientVersion, Token: cfg.Token}
-	for _, t := range cfg.Tunnels {
+	for _, t := range tunnels {
 		hello.Tunnels = append(hello.Tunnels, proto.TunnelRequest{Name: t.Name, Kind: proto.KindHTTP})
 	}
 	sess, err := Client(ctx, conn, hello, cfg.Config)
 	if err != nil {
 		var perr *proto.Error
 		if errors.As(err, &perr) {
-			return perr
+			return nil, nil, perr
 		}
-		return fmt.Errorf("handshake with %s: %w", cfg.Server, err)
+		return nil, nil, fmt.Errorf("handshake with %s: %w", cfg.Server, err)
 	}
-	defer sess.Close()
 	sess.onStream = cfg.OnStream
 	w := sess.Welcome()
-	targets := make(map[string]string, len(cfg.Tunnels))
+	targets := make(map[string]string, len(tunnels))
 	names := make([]string, 0, len(w.Tunnels))
 	for i, t := range w.Tunnels {
-		targets[t.Name] = cfg.Tunnels[i].Target
+		targets[t.Name] = tunnels[i].Target
 		names = append(names, t.Name)
 	}
 	sess.log.Info().Str("server", cfg.Server).Str("names", strings.Join(names, ",")).Msg("connected")
-	if cfg.OnReady != nil {
-		cfg.OnReady(w)
-	}
-	return sess.Serve(ctx, targets)
+	return sess, targets, nil
 }

@@ -1,0 +1,386 @@
+package edge_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tunnelhq/tunnel/pkg/edge"
+	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/proto"
+)
+
+// watchedRegistry reports each Wait a visitor's request starts.
+type watchedRegistry struct {
+	edge.Registry
+	waiting chan string
+}
+
+func (r watchedRegistry) Wait(ctx context.Context, name string) *edge.Session {
+	r.waiting <- name
+	return r.Registry.Wait(ctx, name)
+}
+
+func TestEdge_VisitorWaitsForReconnectingClient(t *testing.T) {
+	reg := watchedRegistry{Registry: edge.NewMemoryRegistry(time.Minute), waiting: make(chan string, 4)}
+	h := startEdge(t, func(c *edge.Config) {
+		c.Registry = reg
+		c.OfflineWait = 20 * time.Second // far longer than the test needs: the client comes back first
+	})
+	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "back") }))
+	first, err := h.connect(aliceToken, mux.Tunnel{Name: "app", Target: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.stop()
+	if err := first.wait(t); err != nil {
+		t.Fatal(err)
+	}
+
+	type result struct {
+		status int
+		body   string
+	}
+	got := make(chan result, 1)
+	c := h.httpClient(false)
+	go func() {
+		resp, err := c.Get(h.url("app", "/"))
+		if err != nil {
+			got <- result{body: err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		got <- result{resp.StatusCode, string(b)}
+	}()
+	if name := recvWithin(t, reg.waiting, 20*time.Second); name != "app" {
+		t.Fatalf("waiting for %q, want app", name)
+	}
+	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "app", Target: addr}); err != nil {
+		t.Fatal(err)
+	}
+	if r := recvWithin(t, got, 20*time.Second); r.status != 200 || r.body != "back" {
+		t.Fatalf("request made while the client was away: got %d %q, want 200 back", r.status, r.body)
+	}
+}
+
+func TestEdge_OfflinePageAfterTheWait(t *testing.T) {
+	h := startEdge(t, func(c *edge.Config) { c.OfflineWait = 100 * time.Millisecond })
+	addr := backend(t, http.NotFoundHandler())
+	gone, err := h.connect(aliceToken, mux.Tunnel{Name: "gone", Target: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone.stop()
+	if err := gone.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := get(t, h.httpClient(false), h.url("gone", "/")); status != 502 || !strings.Contains(body, "Tunnel offline") {
+		t.Fatalf("got %d %q, want 502 Tunnel offline", status, body)
+	}
+}
+
+// cutter forwards TCP connections to an upstream and can cut them all,
+// as a dying link would.
+type cutter struct {
+	ln       net.Listener
+	upstream string
+	mu       sync.Mutex
+	conns    []net.Conn
+	wg       sync.WaitGroup
+}
+
+func newCutter(t *testing.T, upstream string) *cutter {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cutter{ln: ln, upstream: upstream}
+	c.wg.Add(1)
+	go c.acceptLoop()
+	t.Cleanup(func() {
+		ln.Close()
+		c.cut()
+		c.wg.Wait()
+	})
+	return c
+}
+
+func (c *cutter) acceptLoop() {
+	defer c.wg.Done()
+	for {
+		down, err := c.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", c.upstream)
+		if err != nil {
+			down.Close()
+			continue
+		}
+		c.mu.Lock()
+		c.conns = append(c.conns, down, up)
+		c.mu.Unlock()
+		c.wg.Add(2)
+		go c.copy(up, down)
+		go c.copy(down, up)
+	}
+}
+
+func (c *cutter) copy(dst, src net.Conn) {
+	defer c.wg.Done()
+	io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+}
+
+func (c *cutter) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	c.conns = nil
+}
+
+// runForever runs mux.RunForever with a quick backoff and reports each
+// Welcome; it stops with the test.
+func (h *harness) runForever(t *testing.T, server, token string, log io.Writer, tunnels ...mux.Tunnel) (<-chan *proto.Welcome, *client) {
+	t.Helper()
+	ready := make(chan *proto.Welcome, 8)
+	cfg := mux.ClientConfig{
+		Config:  mux.DefaultConfig(),
+		Server:  server,
+		TLS:     &tls.Config{RootCAs: h.pool, ServerName: "127.0.0.1"},
+		Token:   token,
+		Tunnels: tunnels,
+		OnReady: func(w *proto.Welcome) { ready <- w },
+		Backoff: mux.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+	}
+	cfg.Logger = zerolog.New(log).Level(zerolog.InfoLevel)
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &client{done: make(chan struct{}), stop: cancel}
+	go func() {
+		c.err = mux.RunForever(ctx, cfg)
+		close(c.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		c.wait(t)
+	})
+	return ready, c
+}
+
+func TestRunForever_KeepsItsRandomNameAcrossALostLink(t *testing.T) {
+	h := startEdge(t, nil)
+	link := newCutter(t, h.addr)
+	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "rnd") }))
+	ready, _ := h.runForever(t, link.ln.Addr().String(), aliceToken, zerolog.NewTestWriter(t), mux.Tunnel{Target: addr})
+	first := recvWithin(t, ready, 20*time.Second)
+	c := h.httpClient(false)
+	if _, body := get(t, c, first.Tunnels[0].URL+"/"); body != "rnd" {
+		t.Fatalf("before the cut: got %q", body)
+	}
+	for i := range 3 {
+		link.cut()
+		again := recvWithin(t, ready, 20*time.Second)
+		if again.Tunnels[0].URL != first.Tunnels[0].URL {
+			t.Fatalf("reconnect %d: got URL %s, want the same %s", i, again.Tunnels[0].URL, first.Tunnels[0].URL)
+		}
+	}
+	c.CloseIdleConnections()
+	if status, body := get(t, c, first.Tunnels[0].URL+"/"); status != 200 || body != "rnd" {
+		t.Fatalf("after the reconnects: got %d %q", status, body)
+	}
+}
+
+func TestRunForever_PermanentRefusalStopsIt(t *testing.T) {
+	h := startEdge(t, func(c *edge.Config) { c.AllowAnonymous = false })
+	_, c := h.runForever(t, h.addr, "tk_wrong", zerolog.NewTestWriter(t), mux.Tunnel{Name: "x", Target: "127.0.0.1:1"})
+	err := c.wait(t)
+	var perr *proto.Error
+	if !errors.As(err, &perr) || perr.Code != proto.CodeBadToken || !mux.IsPermanent(err) {
+		t.Fatalf("got %v, want a permanent bad_token refusal", err)
+	}
+}
+
+// lineSignal is a log writer that reports lines containing want.
+type lineSignal struct {
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *lineSignal) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
+}
+
+func TestRunForever_WaitsOutANameHeldByAnother(t *testing.T) {
+	h := startEdge(t, func(c *edge.Config) { c.NameHold = 0 })
+	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "alice") }))
+	bob, err := h.connect(bobToken, mux.Tunnel{Name: "shared", Target: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := &lineSignal{want: string(proto.CodeNameTaken), seen: make(chan struct{})}
+	ready, _ := h.runForever(t, h.addr, aliceToken, refused, mux.Tunnel{Name: "shared", Target: addr})
+	recvWithin(t, refused.seen, 20*time.Second)
+	bob.stop()
+	if err := bob.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	w := recvWithin(t, ready, 20*time.Second)
+	if w.Tunnels[0].Name != "shared" {
+		t.Fatalf("got name %q, want shared", w.Tunnels[0].Name)
+	}
+	if status, body := get(t, h.httpClient(false), h.url("shared", "/")); status != 200 || body != "alice" {
+		t.Fatalf("got %d %q, want 200 alice", status, body)
+	}
+}
+
+func TestEdge_LocalServiceRestart(t *testing.T) {
+	h := startEdge(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	serveOn := func(ln net.Listener) *http.Server {
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") })}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			srv.Serve(ln)
+		}()
+		t.Cleanup(func() {
+			srv.Close()
+			<-done
+		})
+		return srv
+	}
+	svc := serveOn(ln)
+	cl, err := h.connect(aliceToken, mux.Tunnel{Name: "svc", Target: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := h.httpClient(false)
+	if status, body := get(t, c, h.url("svc", "/")); status != 200 || body != "up" {
+		t.Fatalf("before: got %d %q", status, body)
+	}
+	svc.Close()
+	c.CloseIdleConnections()
+	if status, body := get(t, c, h.url("svc", "/")); status != 502 || !strings.Contains(body, "local service refused") {
+		t.Fatalf("service down: got %d %q, want 502 local service refused", status, body)
+	}
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port %s taken by someone else meanwhile: %v", addr, err)
+	}
+	serveOn(ln)
+	if status, body := get(t, c, h.url("svc", "/")); status != 200 || body != "up" {
+		t.Fatalf("service back: got %d %q", status, body)
+	}
+	select {
+	case <-cl.done:
+		t.Fatalf("the tunnel dropped: %v", cl.err)
+	default:
+	}
+}
+
+// TestEdge_ConnectDisconnectCycles connects and stops a client 500 times
+// against one tunneld: goroutines, open files and heap come back to their
+// starting level, as a soak test would show.
+func TestEdge_ConnectDisconnectCycles(t *testing.T) {
+	h := startEdge(t, nil)
+	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	c := h.httpClient(false)
+	// Warm up once so lazily started pools are in the baseline.
+	first, err := h.connect(aliceToken, mux.Tunnel{Name: "cycle", Target: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get(t, c, h.url("cycle", "/"))
+	first.stop()
+	first.wait(t)
+	c.CloseIdleConnections()
+	before := settledUsage(t, usage{})
+
+	const cycles = 500
+	for i := range cycles {
+		cl, err := h.connect(aliceToken, mux.Tunnel{Name: "cycle", Target: addr})
+		if err != nil {
+			t.Fatalf("cycle %d: %v", i, err)
+		}
+		if i%50 == 0 {
+			if status, _ := get(t, c, h.url("cycle", "/")); status != 200 {
+				t.Fatalf("cycle %d: got %d", i, status)
+			}
+		}
+		cl.stop()
+		if err := cl.wait(t); err != nil {
+			t.Fatalf("cycle %d: stop: %v", i, err)
+		}
+	}
+	c.CloseIdleConnections()
+	after := settledUsage(t, before)
+	t.Logf("after %d cycles: goroutines %d -> %d, open files %d -> %d, heap %d KiB -> %d KiB",
+		cycles, before.goroutines, after.goroutines, before.files, after.files, before.heap>>10, after.heap>>10)
+	if after.goroutines > before.goroutines+2 || after.files > before.files+2 || after.heap > before.heap+4<<20 {
+		t.Fatalf("resources grew over %d cycles: goroutines %d -> %d, open files %d -> %d, heap %d -> %d bytes",
+			cycles, before.goroutines, after.goroutines, before.files, after.files, before.heap, after.heap)
+	}
+}
+
+type usage struct {
+	goroutines, files int
+	heap              uint64
+}
+
+func measureUsage(t *testing.T) usage {
+	t.Helper()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count open files: %v", err)
+	}
+	return usage{goroutines: runtime.NumGoroutine(), files: len(fds), heap: ms.HeapAlloc}
+}
+
+// settledUsage measures until the goroutine and file counts are at or
+// below target's (zero target: until two readings agree), within 20 s.
+// Connections end asynchronously on the server side, so the counts need a
+// moment to come down; like goleak, it retries rather than sleeping once.
+func settledUsage(t *testing.T, target usage) usage {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	prev := measureUsage(t)
+	for wait := time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		time.Sleep(wait)
+		u := measureUsage(t)
+		settled := u.goroutines == prev.goroutines && u.files == prev.files
+		if target.goroutines > 0 {
+			settled = u.goroutines <= target.goroutines && u.files <= target.files
+		}
+		if settled || time.Now().After(deadline) {
+			return u
+		}
+		prev = u
+	}
+}
