@@ -41,6 +41,8 @@ func (t target) transport(h2 bool, maxConns int) *http.Transport {
 		// A Transport adds "h2" to its TLS config's NextProtos in place:
 		// each gets its own copy.
 		tlsCfg = t.tls.Clone()
+		// Resume TLS sessions, as browsers do.
+		tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(4096)
 	}
 	return &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -174,12 +176,24 @@ type openResult struct {
 // requests beyond that count as errors.
 func openLoop(ctx context.Context, t target, rate int, d time.Duration) (openResult, error) {
 	const maxInFlight = 2048
-	tr := t.transport(false, maxInFlight)
+	// At most 256 connections, as a population of browsers would hold:
+	// with one connection per waiting request, any stall made the
+	// generator dial hundreds of connections at once, and only the tunnel
+	// (HTTPS) paid a TLS handshake for each, which fed the stall. Requests
+	// that wait for a connection still count from their scheduled time.
+	const maxConns = 256
+	tr := t.transport(false, maxConns)
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	n := int(float64(rate) * d.Seconds())
 	interval := time.Second / time.Duration(rate)
-	lat := make(latencies, n)
+	// A quarter of a second at the same rate goes first and is not
+	// measured: it fills the connection pool, as the closed loop's warm-up
+	// does. Without it every target starts by dialling a burst of
+	// connections, and only the tunnel pays a TLS handshake for each.
+	warm := rate / 4
+	total := warm + n
+	lat := make(latencies, total)
 	var errs atomic.Int64
 	var firstErrOnce sync.Once
 	var firstErr error // set once, read after wg.Wait
@@ -187,26 +201,33 @@ func openLoop(ctx context.Context, t target, rate int, d time.Duration) (openRes
 	sem := make(chan struct{}, maxInFlight)
 	start := time.Now()
 	sent := 0
-	for i := 0; i < n && ctx.Err() == nil; i++ {
+	for i := 0; i < total && ctx.Err() == nil; i++ {
 		at := start.Add(time.Duration(i) * interval)
 		if w := time.Until(at); w > 0 {
 			time.Sleep(w) // pacing the schedule, not synchronisation
 		}
+		measured := i >= warm
 		select {
 		case sem <- struct{}{}:
 		default:
-			errs.Add(1)
+			if measured {
+				errs.Add(1)
+			}
 			lat[i] = -1
 			continue
 		}
-		sent++
+		if measured {
+			sent++
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
 			if err := get(ctx, c, t.baseURL+"/"); err != nil {
-				errs.Add(1)
-				firstErrOnce.Do(func() { firstErr = err })
+				if measured {
+					errs.Add(1)
+					firstErrOnce.Do(func() { firstErr = err })
+				}
 				lat[i] = -1
 				return
 			}
@@ -214,10 +235,11 @@ func openLoop(ctx context.Context, t target, rate int, d time.Duration) (openRes
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed := time.Since(start.Add(time.Duration(warm) * interval))
 	if err := ctx.Err(); err != nil {
 		return openResult{}, err
 	}
+	lat = lat[warm:]
 	ok := slices.DeleteFunc(lat, func(v time.Duration) bool { return v <= 0 })
 	slices.Sort(ok)
 	r := openResult{Rate: rate, Sent: int64(sent), Errors: errs.Load(),
