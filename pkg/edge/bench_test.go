@@ -20,6 +20,8 @@ import (
 // BenchmarkTunnel compares the same local server reached directly (plain
 // HTTP on loopback) and through edge + mux (TLS, yamux, one stream per
 // connection), in one run, so the ratio is meaningful on a noisy machine.
+// "tunnel" visitors speak HTTPS to the edge, "tunnel-plain" visitors plain
+// HTTP (PlainServesTunnels).
 //
 //	go test -run '^$' -bench BenchmarkTunnel -benchtime 3s ./pkg/edge
 func BenchmarkTunnel(b *testing.B) {
@@ -38,10 +40,36 @@ func BenchmarkTunnel(b *testing.B) {
 	}))
 	defer backendSrv.Close()
 
-	h := startEdge(b, func(c *edge.Config) { c.Logger = zerolog.Nop() })
+	h := startEdge(b, func(c *edge.Config) {
+		c.Logger = zerolog.Nop()
+		c.PlainServesTunnels = true
+	})
 	if _, err := h.connect("", mux.Tunnel{Name: "bench", Target: backendSrv.Listener.Addr().String()}); err != nil {
 		b.Fatal(err)
 	}
+	// The public side in plain HTTP too, as behind a TLS-terminating load
+	// balancer: the setting of issue 3's reference figures.
+	plainLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	plainCtx, stopPlain := context.WithCancel(context.Background())
+	plainDone := make(chan error, 1)
+	go func() { plainDone <- h.srv.ServePlain(plainCtx, plainLn) }()
+	defer func() {
+		stopPlain()
+		if err := <-plainDone; err != nil {
+			b.Error(err)
+		}
+	}()
+	viaPlain := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, plainLn.Addr().String())
+		},
+		MaxIdleConnsPerHost: 256,
+	}
+	defer viaPlain.CloseIdleConnections()
 	direct := &http.Transport{MaxIdleConnsPerHost: 256}
 	defer direct.CloseIdleConnections()
 	viaTunnel := &http.Transport{
@@ -62,6 +90,7 @@ func BenchmarkTunnel(b *testing.B) {
 	}{
 		{"direct", direct, backendSrv.URL},
 		{"tunnel", viaTunnel, h.url("bench", "")},
+		{"tunnel-plain", viaPlain, "http://bench." + domain},
 	}
 	for _, tg := range targets {
 		b.Run("small/"+tg.name, func(b *testing.B) {

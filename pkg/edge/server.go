@@ -202,7 +202,7 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 		return
 	}
 	defer guard.release()
-	conn := tls.Server(raw, s.tlsConfig)
+	conn := tls.Server(mux.WireConn(raw), s.tlsConfig)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.TLSHandshakeTimeout)
 	err := conn.HandshakeContext(hctx)
 	cancel()

@@ -58,7 +58,7 @@ func Client(ctx context.Context, conn net.Conn, hello *proto.Hello, cfg Config) 
 		return nil, err
 	}
 	log := cfg.Logger
-	sess, err := yamux.Client(&frameWriter{Conn: conn}, cfg.yamuxConfig(log))
+	sess, err := yamux.Client(newFrameWriter(conn), cfg.yamuxConfig(log))
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("start yamux client: %w", err)

@@ -35,11 +35,28 @@ var mergeBufs = sync.Pool{New: func() any {
 // concurrent Writes; yamux writes from one goroutine.
 type frameWriter struct {
 	net.Conn
+	wire    *wireConn // under the TLS connection, if any: corked per frame
 	hdr     [yamuxHeaderSize]byte
 	pending bool
 }
 
+func newFrameWriter(conn net.Conn) *frameWriter {
+	return &frameWriter{Conn: conn, wire: corker(conn)}
+}
+
 func (w *frameWriter) Write(p []byte) (int, error) {
+	if w.pending && w.wire != nil {
+		w.wire.cork()
+		n, err := w.write(p)
+		if ferr := w.wire.flush(); err == nil && ferr != nil {
+			return 0, ferr
+		}
+		return n, err
+	}
+	return w.write(p)
+}
+
+func (w *frameWriter) write(p []byte) (int, error) {
 	if w.pending {
 		w.pending = false
 		want := binary.BigEndian.Uint32(w.hdr[8:])

@@ -107,6 +107,12 @@ func transports() map[string]func(t *testing.T) (net.Conn, net.Conn) {
 			c, s := tcpPair(t)
 			return tls.Client(c, cliCfg), tls.Server(s, srvCfg)
 		},
+		// As tunnel and tunneld run it: each frame corked into one write.
+		"tls-wire": func(t *testing.T) (net.Conn, net.Conn) {
+			srvCfg, cliCfg := newTestTLS(t)
+			c, s := tcpPair(t)
+			return tls.Client(WireConn(c), cliCfg), tls.Server(WireConn(s), srvCfg)
+		},
 	}
 }
 

@@ -100,12 +100,18 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	}
 	// The timeout covers the TLS handshake too: a server that accepts TCP
 	// but never answers must not stall a reconnecting client.
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: cfg.DialTimeout}, Config: tlsCfg}
-	raw, err := d.DialContext(ctx, "tcp", cfg.Server)
+	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	raw, err := d.DialContext(dctx, "tcp", cfg.Server)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial %s: %w", cfg.Server, err)
 	}
-	conn := raw.(*tls.Conn)
+	conn := tls.Client(WireConn(raw), tlsCfg)
+	if err := conn.HandshakeContext(dctx); err != nil {
+		raw.Close()
+		return nil, nil, fmt.Errorf("dial %s: %w", cfg.Server, err)
+	}
 	if p := conn.ConnectionState().NegotiatedProtocol; p != proto.ALPN {
 		conn.Close()
 		return nil, nil, fmt.Errorf("dial %s: server does not speak %s (negotiated %q): is this a tunneld?", cfg.Server, proto.ALPN, p)

@@ -53,7 +53,7 @@ func Server(ctx context.Context, conn net.Conn, cfg Config) (*ServerSession, *pr
 		return nil, nil, err
 	}
 	log := cfg.Logger.With().Str("remote_addr", conn.RemoteAddr().String()).Logger()
-	sess, err := yamux.Server(&frameWriter{Conn: conn}, cfg.yamuxConfig(log))
+	sess, err := yamux.Server(newFrameWriter(conn), cfg.yamuxConfig(log))
 	if err != nil {
 		conn.Close()
 		return nil, nil, fmt.Errorf("start yamux server: %w", err)
