@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -313,6 +315,57 @@ func TestProcess_READMEHelpIsCurrent(t *testing.T) {
 	if blocks == 0 {
 		t.Fatal("no help blocks found in README.md")
 	}
+}
+
+// TestProcess_TunneldAdminWithPlainListener: --admin-listen used to take
+// over tunneld's main loop, so --http-listen was bound but never served (and
+// SIGHUP not handled). All listeners must serve together.
+func TestProcess_TunneldAdminWithPlainListener(t *testing.T) {
+	_, tunnel := binaries(t)
+	certs := t.TempDir()
+	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs, "--admin-listen", "127.0.0.1:0",
+		"--http-listen", "127.0.0.1:0", "--http-redirect=false")
+	admin := adminAddr(tunneld)
+	var plain string
+	tunneld.waitLine(tunneld.stderr, `the "serving plain http" log line`, func(line string) bool {
+		var entry struct{ Message, Addr string }
+		if json.Unmarshal([]byte(line), &entry) != nil || entry.Message != "serving plain http" {
+			return false
+		}
+		plain = entry.Addr
+		return true
+	})
+	backendPort := newBackend(t, "plain")
+	client := start(t, tunnel, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json",
+		"http", "--name", "web", backendPort)
+	client.waitLine(client.stdout, "a public URL", isURL)
+
+	hc := &http.Client{Timeout: waitTimeout}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequest("GET", "http://"+plain+"/page", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "web.localhost"
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("GET over the plain listener: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "plain /page\n" {
+		t.Errorf("plain listener: got %d %q, want 200 \"plain /page\\n\"", resp.StatusCode, body)
+	}
+	resp, err = hc.Get("http://" + admin + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("admin /healthz: got %d", resp.StatusCode)
+	}
+	client.stop()
+	tunneld.stop()
 }
 
 func TestProcess_TunneldAdmin(t *testing.T) {

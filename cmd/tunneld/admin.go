@@ -1,13 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/tunnelhq/tunnel/pkg/edge"
 )
@@ -67,21 +65,4 @@ func listenAdmin(c *cli.Context, log zerolog.Logger, srv *edge.Server) (*edge.Ad
 		return nil, nil, refuse
 	}
 	return admin, ln, nil
-}
-
-// serveWithAdmin runs the edge and the admin server until ctx ends or
-// either fails; the first to return stops the other.
-func serveWithAdmin(ctx context.Context, srv *edge.Server, ln net.Listener, admin *edge.Admin, adminLn net.Listener) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var g errgroup.Group
-	g.Go(func() error {
-		defer cancel()
-		return srv.Serve(ctx, ln)
-	})
-	g.Go(func() error {
-		defer cancel()
-		return admin.Serve(ctx, adminLn)
-	})
-	return g.Wait()
 }

@@ -103,18 +103,22 @@ func serve(c *cli.Context) error {
 	admin, adminLn, err := listenAdmin(c, log, srv)
 	if err != nil {
 		ln.Close()
+		if plainLn != nil {
+			plainLn.Close()
+		}
 		return err
 	}
-	if admin != nil {
-		return serveWithAdmin(c.Context, srv, ln, admin, adminLn)
-	}
 	// Serve logs "serving" with the bound address, closes ln, and returns
-	// nil once ctx ends and the graceful shutdown is done; ServePlain the
-	// same for --http-listen. If either fails, the other is stopped.
+	// nil once ctx ends and the graceful shutdown is done; ServePlain does
+	// the same for --http-listen and admin.Serve for --admin-listen. If one
+	// fails, the others are stopped.
 	g, ctx := errgroup.WithContext(c.Context)
 	g.Go(func() error { return srv.Serve(ctx, ln) })
 	if plainLn != nil {
 		g.Go(func() error { return srv.ServePlain(ctx, plainLn) })
+	}
+	if admin != nil {
+		g.Go(func() error { return admin.Serve(ctx, adminLn) })
 	}
 	g.Go(func() error { reloadOnHangup(ctx, cfg.StaticCerts, log); return nil })
 	return g.Wait()
