@@ -41,7 +41,11 @@ type frameWriter struct {
 }
 
 func newFrameWriter(conn net.Conn) *frameWriter {
-	return &frameWriter{Conn: conn, wire: corker(conn)}
+	w := &frameWriter{Conn: conn, wire: corker(conn)}
+	if w.wire != nil {
+		w.wire.batch()
+	}
+	return w
 }
 
 func (w *frameWriter) Write(p []byte) (int, error) {
