@@ -78,7 +78,7 @@ func pipeServer(ctx context.Context, args []string) error {
 		return err
 	}
 	tlsCfg.NextProtos = []string{proto.ALPN}
-	muxLn, err := tls.Listen("tcp", "127.0.0.1:0", tlsCfg)
+	muxLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
@@ -91,11 +91,13 @@ func pipeServer(ctx context.Context, args []string) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	context.AfterFunc(ctx, func() { muxLn.Close(); visLn.Close() })
-	conn, err := muxLn.Accept()
+	raw, err := muxLn.Accept()
 	if err != nil {
 		visLn.Close()
 		return fmt.Errorf("accept mux client: %w", err)
 	}
+	// What pkg/mux offers a server, as tunneld uses it: TLS over a WireConn.
+	conn := tls.Server(mux.WireConn(raw), tlsCfg)
 	cfg := mux.DefaultConfig()
 	cfg.Logger = zerolog.Nop()
 	sess, hello, err := mux.Server(ctx, conn, cfg)
