@@ -368,6 +368,45 @@ func TestProcess_TunneldAdminWithPlainListener(t *testing.T) {
 	tunneld.stop()
 }
 
+// TestProcess_TunnelMetrics: --metrics-listen serves the client's runtime
+// and stream counters.
+func TestProcess_TunnelMetrics(t *testing.T) {
+	_, tunnel := binaries(t)
+	certs := t.TempDir()
+	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs)
+	backendPort := newBackend(t, "metered")
+	client := start(t, tunnel, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json",
+		"--metrics-listen", "127.0.0.1:0", "http", "--name", "web", backendPort)
+	url := client.waitLine(client.stdout, "a public URL", isURL)
+	var metrics string
+	client.waitLine(client.stderr, `the "metrics serving" log line`, func(line string) bool {
+		var entry struct{ Message, Addr string }
+		if json.Unmarshal([]byte(line), &entry) != nil || entry.Message != "metrics serving" {
+			return false
+		}
+		metrics = entry.Addr
+		return true
+	})
+	if got := fetch(t, filepath.Join(certs, "ca.pem"), addr, url+"/x"); got != "metered /x\n" {
+		t.Fatalf("page: got %q", got)
+	}
+	hc := &http.Client{Timeout: waitTimeout}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"go_goroutines ", `tunnel_streams_total{result="ok",tunnel="web"} `, "process_resident_memory_bytes "} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, body)
+		}
+	}
+	client.stop()
+	tunneld.stop()
+}
+
 func TestProcess_TunneldAdmin(t *testing.T) {
 	certs := t.TempDir()
 	tunneld, _ := startTunneld(t, nil, "--dev", "--certs-dir", certs, "--admin-listen", "127.0.0.1:0")

@@ -108,6 +108,9 @@ func runHTTP(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
+		if err := withMetrics(c.Context, c.String("metrics-listen"), &cfg, log); err != nil {
+			return err
+		}
 		return mux.RunForever(c.Context, cfg)
 	}
 	v := newView(os.Stderr)
@@ -126,6 +129,9 @@ func runHTTP(c *cli.Context) error {
 		ready(w)
 	}
 	cfg.OnStream = v.onStream
+	if err := withMetrics(c.Context, c.String("metrics-listen"), &cfg, log); err != nil {
+		return err
+	}
 	ctx, stop := context.WithCancel(c.Context)
 	done := make(chan struct{})
 	go func() {
