@@ -21,6 +21,8 @@ type target struct {
 	dial    string // where to connect, whatever the URL says
 	tls     *tls.Config
 	h2c     bool // HTTP/2 without TLS (direct and pipe)
+	noH2    bool // HTTP/1.1 only (tunneld's plain listener has no h2c)
+	subset  bool // measured only where includes* says (see run.go)
 }
 
 // transport returns a client for one load worker: its own connection pool,

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -127,21 +128,27 @@ func (b *tailBuffer) String() string {
 // waitServing reads tunneld's JSON log (stderr) until the "serving" line and
 // returns the bound address.
 func waitServing(ctx context.Context, p *proc) (string, error) {
+	return waitLogAddr(ctx, p, "serving")
+}
+
+// waitLogAddr waits for p's JSON log line whose message is msg and returns
+// its addr field.
+func waitLogAddr(ctx context.Context, p *proc, msg string) (string, error) {
 	for {
 		for _, l := range bytes.Split([]byte(p.stderr.String()), []byte("\n")) {
 			var m struct {
 				Message string `json:"message"`
 				Addr    string `json:"addr"`
 			}
-			if json.Unmarshal(l, &m) == nil && m.Message == "serving" && m.Addr != "" {
+			if json.Unmarshal(l, &m) == nil && m.Message == msg && m.Addr != "" {
 				return m.Addr, nil
 			}
 		}
 		select {
 		case <-p.done:
-			return "", fmt.Errorf("tunneld exited (%v): %s", p.err, p.stderr)
+			return "", fmt.Errorf("%s exited (%v): %s", p.name, p.err, p.stderr)
 		case <-ctx.Done():
-			return "", fmt.Errorf("tunneld: no serving line: %w: %s", ctx.Err(), p.stderr)
+			return "", fmt.Errorf("%s: no %q log line: %w: %s", p.name, msg, ctx.Err(), p.stderr)
 		case <-time.After(20 * time.Millisecond): // polling a log file, nothing to signal on
 		}
 	}
@@ -216,4 +223,28 @@ func raiseNoFile() (uint64, error) {
 		}
 	}
 	return l.Cur, nil
+}
+
+// goroutines reads go_goroutines from the Prometheus /metrics at addr; -1
+// when it cannot.
+func goroutines(addr string) int {
+	if addr == "" {
+		return -1
+	}
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+			if n, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+				return int(n)
+			}
+		}
+	}
+	return -1
 }

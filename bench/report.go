@@ -100,10 +100,13 @@ type BulkRow struct {
 }
 
 type MemRow struct {
-	Process  string  `json:"process"`
-	IdleMiB  float64 `json:"idle_rss_mib"`
-	PeakMiB  float64 `json:"peak_rss_mib"`
-	AfterMiB float64 `json:"after_rss_mib"`
+	Process         string  `json:"process"`
+	IdleMiB         float64 `json:"idle_rss_mib"`
+	PeakMiB         float64 `json:"peak_rss_mib"`
+	AfterMiB        float64 `json:"after_rss_mib"`
+	IdleGoroutines  int     `json:"idle_goroutines"`
+	PeakGoroutines  int     `json:"peak_goroutines"`
+	AfterGoroutines int     `json:"after_goroutines"`
 }
 
 type ConnectRow struct {
@@ -179,7 +182,7 @@ func (r *Report) finish() {
 	}
 
 	if s := r.findSmall("tunnel", "http/1.1", 64); s != nil {
-		r.Checks = append(r.Checks, Check{"small requests >= 0.30 of direct (HTTP/1.1, 64 conns)",
+		r.Checks = append(r.Checks, Check{"small requests >= 0.30 of direct (HTTP/1.1, 64 conns; tunnel: plain-HTTP visitors)",
 			fmt.Sprintf("%.2f", s.Ratio), s.Ratio >= 0.30})
 	}
 	for _, o := range r.Open {
@@ -196,7 +199,7 @@ func (r *Report) finish() {
 	}
 	for _, m := range r.Memory {
 		if m.Process == "tunneld" {
-			r.Checks = append(r.Checks, Check{"tunneld peak RSS under load <= 45 MiB",
+			r.Checks = append(r.Checks, Check{"tunneld peak RSS under load <= 45 MiB (plain-HTTP visitors)",
 				fmt.Sprintf("%.1f MiB", m.PeakMiB), m.PeakMiB <= 45})
 		}
 	}
@@ -236,7 +239,7 @@ func (r *Report) markdown() string {
 	w("### Summary\n\n")
 	w("| | small req/s (HTTP/1.1, 64 conns) | vs direct | p99 ms | one-stream MB/s (down) | vs direct | 8-stream MB/s (down) | vs direct | server RSS peak |\n")
 	w("|---|---|---|---|---|---|---|---|---|\n")
-	for _, t := range []string{"direct", "pipe", "tunnel"} {
+	for _, t := range []string{"direct", "pipe", "tunnel", "tunnel-https"} {
 		row := []string{t, "-", "-", "-", "-", "-", "-", "-", "-"}
 		if s := r.findSmall(t, "http/1.1", 64); s != nil {
 			row[1], row[2], row[3] = s.ReqPerSec.fmt(0), fmt.Sprintf("%.2f", s.Ratio), s.P99.fmt(1)
@@ -247,11 +250,10 @@ func (r *Report) markdown() string {
 		if bl := r.findBulk(t, "down", 8); bl != nil {
 			row[6], row[7] = bl.MBps.fmt(0), fmt.Sprintf("%.2f", bl.Ratio)
 		}
-		if t == "tunnel" {
-			for _, m := range r.Memory {
-				if m.Process == "tunneld" {
-					row[8] = fmt.Sprintf("%.1f MiB", m.PeakMiB)
-				}
+		server := map[string]string{"tunnel": "tunneld", "tunnel-https": "tunneld (https)"}[t]
+		for _, m := range r.Memory {
+			if server != "" && m.Process == server {
+				row[8] = fmt.Sprintf("%.1f MiB", m.PeakMiB)
 			}
 		}
 		w("| %s |\n", strings.Join(row, " | "))
@@ -297,9 +299,13 @@ func (r *Report) markdown() string {
 		}
 	}
 	if len(r.Memory) > 0 {
-		w("\n### Memory (RSS, MiB)\n\n| process | idle | peak under load | after load |\n|---|---|---|---|\n")
+		w("\n### Memory and goroutines\n\n")
+		w("\"(https)\" is the second pair, which only the tunnel-https rows load. Peak RSS is VmHWM over the load phases;\n")
+		w("peak goroutines the most seen in samples every 200 ms during them.\n\n")
+		w("| process | RSS idle, MiB | peak under load | after load | goroutines idle | peak under load | after load |\n|---|---|---|---|---|---|---|\n")
 		for _, m := range r.Memory {
-			w("| %s | %.1f | %.1f | %.1f |\n", m.Process, m.IdleMiB, m.PeakMiB, m.AfterMiB)
+			w("| %s | %.1f | %.1f | %.1f | %d | %d | %d |\n", m.Process, m.IdleMiB, m.PeakMiB, m.AfterMiB,
+				m.IdleGoroutines, m.PeakGoroutines, m.AfterGoroutines)
 		}
 	}
 	if r.Connect != nil {
@@ -360,7 +366,7 @@ func (r *Report) plot(dir string) error {
 		var parts []string
 		var data strings.Builder
 		for _, proto := range []string{"http/1.1", "h2"} {
-			for _, t := range []string{"direct", "pipe", "tunnel"} {
+			for _, t := range []string{"direct", "pipe", "tunnel", "tunnel-https"} {
 				var pts []string
 				for _, s := range r.Small {
 					if s.Target == t && s.Proto == proto {

@@ -59,13 +59,70 @@ type env struct {
 	backend  *http.Server
 	backLn   net.Listener
 	backDone chan error
-	tunneld  *proc
-	tunnel   *proc
+	main     *pair // visitors in plain HTTP: the setting
+	https    *pair // visitors in HTTPS, as shipped
 	pipeSrv  *proc
 	pipeCli  *proc
-	srvAddr  string // tunneld's
+	srvAddr  string // the main tunneld's TLS port
 	targets  []target
 	procs    []*proc
+}
+
+// pair is one tunneld and the tunnel client connected to it. The HTTPS rows
+// get a pair of their own so that each pair's memory is that of one kind of
+// visitor only.
+type pair struct {
+	tunneld, tunnel *proc
+	srvAddr         string // TLS port
+	plainAddr       string // --http-listen, serving the tunnels in plain HTTP
+	adminAddr       string // tunneld's --admin-listen (/metrics)
+	metricsAddr     string // tunnel's --metrics-listen
+	url             string // the tunnel's public URL
+}
+
+// startPair starts a tunneld and a tunnel client exposing backAddr as
+// "bench"; suffix tells the processes apart in reports.
+func (e *env) startPair(ctx context.Context, backAddr, suffix string) (*pair, error) {
+	pr := &pair{}
+	var err error
+	if pr.tunneld, pr.srvAddr, err = e.startTunneld(ctx); err != nil {
+		return nil, err
+	}
+	pr.tunneld.name += suffix
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if pr.plainAddr, err = waitLogAddr(wctx, pr.tunneld, "serving plain http"); err != nil {
+		return nil, err
+	}
+	if pr.adminAddr, err = waitLogAddr(wctx, pr.tunneld, "admin serving"); err != nil {
+		return nil, err
+	}
+	if pr.tunnel, err = startProc("tunnel"+suffix, filepath.Join(e.o.BinDir, "tunnel"), nil,
+		"--dev", "--server", pr.srvAddr, "--certs-dir", e.certsDir, "--log-format", "json",
+		"--metrics-listen", "127.0.0.1:0", "http", "--name", "bench", backAddr); err != nil {
+		return nil, err
+	}
+	e.procs = append(e.procs, pr.tunnel)
+	if pr.url, err = pr.tunnel.line(30 * time.Second); err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(pr.url, "https://bench.localhost") {
+		return nil, fmt.Errorf("tunnel printed %q, want its public URL", pr.url)
+	}
+	if pr.metricsAddr, err = waitLogAddr(wctx, pr.tunnel, "metrics serving"); err != nil {
+		return nil, err
+	}
+	return pr, nil
+}
+
+// procs lists the pair's processes with where their /metrics is.
+func (pr *pair) procs() []*proc { return []*proc{pr.tunneld, pr.tunnel} }
+
+func (pr *pair) metricsOf(p *proc) string {
+	if p == pr.tunneld {
+		return pr.adminAddr
+	}
+	return pr.metricsAddr
 }
 
 func (e *env) logf(format string, args ...any) {
@@ -73,15 +130,19 @@ func (e *env) logf(format string, args ...any) {
 }
 
 // startTunneld starts a tunneld --dev on a free loopback port and returns it
-// with its address.
-func (e *env) startTunneld(ctx context.Context) (*proc, string, error) {
-	p, err := startProc("tunneld", filepath.Join(e.o.BinDir, "tunneld"), nil,
-		"--dev", "--listen", "127.0.0.1:0", "--certs-dir", e.certsDir,
+// with its address. It also serves the tunnels over plain HTTP on another
+// free port (--http-listen, --http-redirect=false: tunneld behind a
+// TLS-terminating load balancer, the "public side plain HTTP"), and
+// its admin listener, whose /metrics gives its goroutines.
+func (e *env) startTunneld(ctx context.Context, extra ...string) (*proc, string, error) {
+	args := []string{"--dev", "--listen", "127.0.0.1:0", "--certs-dir", e.certsDir,
 		"--log-format", "json", "--log-level", "info", "--name-hold", "1s",
+		"--http-listen", "127.0.0.1:0", "--http-redirect=false", "--admin-listen", "127.0.0.1:0",
 		// Every load here comes from one address; the per-address limits
 		// that protect a public tunneld would measure themselves instead.
 		"--max-sessions-per-ip", "1000000", "--max-tunnels-per-token", "1000000",
-		"--max-handshakes", "1000000", "--max-handshakes-per-ip", "1000000")
+		"--max-handshakes", "1000000", "--max-handshakes-per-ip", "1000000"}
+	p, err := startProc("tunneld", filepath.Join(e.o.BinDir, "tunneld"), nil, append(args, extra...)...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -108,21 +169,12 @@ func (e *env) start(ctx context.Context) error {
 	go func() { e.backDone <- e.backend.Serve(e.backLn) }()
 	backAddr := e.backLn.Addr().String()
 
-	if e.tunneld, e.srvAddr, err = e.startTunneld(ctx); err != nil {
+	if e.main, err = e.startPair(ctx, backAddr, ""); err != nil {
 		return err
 	}
-	if e.tunnel, err = startProc("tunnel", filepath.Join(e.o.BinDir, "tunnel"), nil,
-		"--dev", "--server", e.srvAddr, "--certs-dir", e.certsDir, "--log-format", "json",
-		"http", "--name", "bench", backAddr); err != nil {
+	e.srvAddr = e.main.srvAddr
+	if e.https, err = e.startPair(ctx, backAddr, " (https)"); err != nil {
 		return err
-	}
-	e.procs = append(e.procs, e.tunnel)
-	url, err := e.tunnel.line(30 * time.Second)
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(url, "https://bench.localhost") {
-		return fmt.Errorf("tunnel printed %q, want its public URL", url)
 	}
 
 	self, err := os.Executable()
@@ -156,12 +208,37 @@ func (e *env) start(ctx context.Context) error {
 		return err
 	}
 	tlsCfg.NextProtos = nil // the Transport sets h2 / http/1.1
+	_, plainPort, _ := net.SplitHostPort(e.main.plainAddr)
 	e.targets = []target{
 		{Name: "direct", baseURL: "http://" + backAddr, dial: backAddr, h2c: true},
 		{Name: "pipe", baseURL: "http://" + visAddr, dial: visAddr, h2c: true},
-		{Name: "tunnel", baseURL: url, dial: e.srvAddr, tls: tlsCfg},
+		// The setting: visitors speak plain HTTP to tunneld.
+		// tunneld has no h2c, so HTTP/2 is measured over HTTPS only.
+		{Name: "tunnel", baseURL: "http://bench.localhost:" + plainPort, dial: e.main.plainAddr, noH2: true},
+		// As shipped: visitors speak HTTPS (h2 or HTTP/1.1 by ALPN), to
+		// their own pair. Every HTTP/2 row, and a subset of the rest to
+		// keep the run short.
+		{Name: "tunnel-https", baseURL: e.https.url, dial: e.https.srvAddr, tls: tlsCfg, subset: true},
 	}
 	return nil
+}
+
+// includesSmall, includesOpen and includesBulk say whether target t is
+// measured in a run of that kind.
+func (t target) includesSmall(h2 bool, conns int) bool {
+	switch {
+	case h2 && t.noH2:
+		return false
+	case h2 || !t.subset:
+		return true
+	}
+	return conns == 64
+}
+
+func (t target) includesOpen() bool { return !t.subset }
+
+func (t target) includesBulk(up bool, streams int) bool {
+	return !t.subset || (!up && streams == 1)
 }
 
 func (e *env) stop() {
@@ -185,7 +262,9 @@ func (e *env) stop() {
 func (e *env) cpuOf(t target) (srv, cli *proc) {
 	switch t.Name {
 	case "tunnel":
-		return e.tunneld, e.tunnel
+		return e.main.tunneld, e.main.tunnel
+	case "tunnel-https":
+		return e.https.tunneld, e.https.tunnel
 	case "pipe":
 		return e.pipeSrv, e.pipeCli
 	}
@@ -240,35 +319,71 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 
 	// Let the processes settle, then take their idle footprint and start
 	// counting their peak from here.
-	idle := map[string]procStat{}
-	for _, p := range []*proc{e.tunneld, e.tunnel} {
-		idle[p.name] = readProc(p.pid())
-		if err := resetPeak(p.pid()); err != nil {
-			e.logf("cannot reset the peak RSS of %s (%v); it counts from the start", p.name, err)
+	type watched struct {
+		pr *pair
+		p  *proc
+	}
+	var all []watched
+	for _, pr := range []*pair{e.main, e.https} {
+		for _, p := range pr.procs() {
+			all = append(all, watched{pr, p})
 		}
 	}
+	idle := map[*proc]procStat{}
+	idleG := map[*proc]int{}
+	for _, w := range all {
+		idle[w.p] = readProc(w.p.pid())
+		idleG[w.p] = goroutines(w.pr.metricsOf(w.p))
+		if err := resetPeak(w.p.pid()); err != nil {
+			e.logf("cannot reset the peak RSS of %s (%v); it counts from the start", w.p.name, err)
+		}
+	}
+	// Goroutines under load: sampled while the load phases run.
+	peakG := map[*proc]int{}
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			for _, w := range all {
+				peakG[w.p] = max(peakG[w.p], goroutines(w.pr.metricsOf(w.p)))
+			}
+			select {
+			case <-sampleCtx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 
-	if phases["small"] {
-		if err := e.small(ctx, rep); err != nil {
-			return nil, err
+	err := func() error {
+		if phases["small"] {
+			if err := e.small(ctx, rep); err != nil {
+				return err
+			}
 		}
-	}
-	if phases["open"] {
-		if err := e.open(ctx, rep); err != nil {
-			return nil, err
+		if phases["open"] {
+			if err := e.open(ctx, rep); err != nil {
+				return err
+			}
 		}
-	}
-	if phases["bulk"] {
-		if err := e.bulk(ctx, rep); err != nil {
-			return nil, err
+		if phases["bulk"] {
+			if err := e.bulk(ctx, rep); err != nil {
+				return err
+			}
 		}
-	}
-	if err := e.checkAlive(); err != nil {
+		return e.checkAlive()
+	}()
+	stopSampling()
+	<-sampled
+	if err != nil {
 		return nil, err
 	}
-	peak := map[string]procStat{}
-	for _, p := range []*proc{e.tunneld, e.tunnel} {
-		peak[p.name] = readProc(p.pid())
+	peak := map[*proc]procStat{}
+	for _, w := range all {
+		peak[w.p] = readProc(w.p.pid())
 	}
 	// "After": once the load's connections have been idle for a while, as
 	// the runtime gives memory back only gradually.
@@ -277,10 +392,11 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	for _, p := range []*proc{e.tunneld, e.tunnel} {
-		after := readProc(p.pid())
-		rep.Memory = append(rep.Memory, MemRow{Process: p.name,
-			IdleMiB: mib(idle[p.name].RSS), PeakMiB: mib(peak[p.name].HWM), AfterMiB: mib(after.RSS)})
+	for _, w := range all {
+		after := readProc(w.p.pid())
+		rep.Memory = append(rep.Memory, MemRow{Process: w.p.name,
+			IdleMiB: mib(idle[w.p].RSS), PeakMiB: mib(peak[w.p].HWM), AfterMiB: mib(after.RSS),
+			IdleGoroutines: idleG[w.p], PeakGoroutines: peakG[w.p], AfterGoroutines: goroutines(w.pr.metricsOf(w.p))})
 	}
 
 	if phases["connect"] {
@@ -324,6 +440,9 @@ func (e *env) small(ctx context.Context, rep *Report) error {
 		for _, h2 := range []bool{false, true} {
 			for _, c := range e.o.Conns {
 				for _, t := range e.targets {
+					if !t.includesSmall(h2, c) {
+						continue
+					}
 					e.logf("small %s h2=%v conns=%d run %d", t.Name, h2, c, rep+1)
 					sp := e.cpuStart(t)
 					r, err := closedLoop(ctx, t, h2, c, e.o.Duration)
@@ -344,6 +463,9 @@ func (e *env) small(ctx context.Context, rep *Report) error {
 	for _, h2 := range []bool{false, true} {
 		for _, c := range e.o.Conns {
 			for _, t := range e.targets {
+				if !t.includesSmall(h2, c) {
+					continue
+				}
 				k := key{t.Name, h2, c}
 				row := SmallRow{Target: t.Name, Proto: protoName(h2), Conns: c}
 				for _, r := range runs[k] {
@@ -380,6 +502,9 @@ func (e *env) open(ctx context.Context, rep *Report) error {
 	for r := 0; r < e.o.Repeat; r++ {
 		for _, rate := range e.o.Rates {
 			for _, t := range e.targets {
+				if !t.includesOpen() {
+					continue
+				}
 				e.logf("open %s %d req/s run %d", t.Name, rate, r+1)
 				res, err := openLoop(ctx, t, rate, e.o.Duration)
 				if err != nil {
@@ -415,6 +540,9 @@ func (e *env) bulk(ctx context.Context, rep *Report) error {
 		for _, up := range []bool{false, true} {
 			for _, streams := range []int{1, 8} {
 				for _, t := range e.targets {
+					if !t.includesBulk(up, streams) {
+						continue
+					}
 					dir := "down"
 					if up {
 						dir = "up"
