@@ -119,6 +119,15 @@ func TestBench_Smoke(t *testing.T) {
 	if len(rep.Idle) != len(o.Idle) || rep.Idle[0].DuringMiB <= 0 {
 		t.Errorf("idle clients: got %+v", rep.Idle)
 	}
+	if len(rep.Inflight) != 2 {
+		t.Errorf("in-flight rows: got %+v, want tunneld and tunnel", rep.Inflight)
+	}
+	for _, r := range rep.Inflight {
+		// Every request in flight holds at least one goroutine in each.
+		if r.DuringMiB <= 0 || r.GoroutinesD < r.GoroutinesB+o.Inflight {
+			t.Errorf("in-flight row %+v: want RSS and at least %d more goroutines", r, o.Inflight)
+		}
+	}
 	if len(rep.Checks) == 0 {
 		t.Error("no target checks")
 	}

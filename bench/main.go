@@ -29,7 +29,8 @@ type options struct {
 	Bulk     int64         // bytes per bulk transfer (split across streams)
 	Connects int           // connects timed
 	Idle     []int         // idle clients held
-	Phases   string        // comma-separated subset of small,open,bulk,connect,idle
+	Inflight int           // slow requests held in flight through one client
+	Phases   string        // comma-separated subset of small,open,bulk,connect,idle,inflight
 	Smoke    bool          // tiny sizes: proves the harness works, measures nothing
 	NoPlots  bool
 }
@@ -45,7 +46,8 @@ func defaultOptions() options {
 		Bulk:     1 << 30,
 		Connects: 1000,
 		Idle:     []int{1000, 10000},
-		Phases:   "small,open,bulk,connect,idle",
+		Inflight: 10000,
+		Phases:   "small,open,bulk,connect,idle,inflight",
 	}
 }
 
@@ -58,6 +60,7 @@ func smokeOptions(o options) options {
 	o.Bulk = 4 << 20
 	o.Connects = 5
 	o.Idle = []int{5}
+	o.Inflight = 20
 	o.Smoke = true
 	return o
 }
@@ -82,7 +85,8 @@ func main() {
 	flag.Int64Var(&o.Bulk, "bulk", o.Bulk, "bytes per bulk transfer, split across the streams")
 	flag.IntVar(&o.Connects, "connects", o.Connects, "client connects timed")
 	flag.StringVar(&idle, "idle", "1000,10000", "idle clients held for the memory-per-client figure, comma-separated")
-	flag.StringVar(&o.Phases, "phases", o.Phases, "phases to run: small,open,bulk,connect,idle")
+	flag.IntVar(&o.Inflight, "inflight", o.Inflight, "slow requests held in flight at once through one client, for the memory-per-stream figure")
+	flag.StringVar(&o.Phases, "phases", o.Phases, "phases to run: small,open,bulk,connect,idle,inflight")
 	flag.BoolVar(&smoke, "smoke", false, "tiny sizes, a few seconds: checks the harness, measures nothing")
 	flag.BoolVar(&o.NoPlots, "no-plots", false, "skip the gnuplot plots")
 	flag.Parse()

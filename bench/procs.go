@@ -216,6 +216,14 @@ func raiseNoFile() (uint64, error) {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
 		return 0, fmt.Errorf("getrlimit: %w", err)
 	}
+	// Root may raise the hard limit too: the in-flight phase holds both ends
+	// of 10,000 connections here.
+	const want = 1 << 17
+	if l.Max < want {
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: want, Max: want}); err == nil {
+			return want, nil
+		}
+	}
 	if l.Cur < l.Max {
 		l.Cur = l.Max
 		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {

@@ -131,21 +131,22 @@ type Check struct {
 
 // Report is one run's results.
 type Report struct {
-	Date     string      `json:"date"`
-	Machine  string      `json:"machine"`
-	Command  string      `json:"command"`
-	Smoke    bool        `json:"smoke"`
-	Duration string      `json:"duration_per_run"`
-	Repeat   int         `json:"repeat"`
-	Bulk     int64       `json:"bulk_bytes"`
-	Small    []SmallRow  `json:"small"`
-	Open     []OpenRow   `json:"open"`
-	BulkRuns []BulkRow   `json:"bulk_runs"`
-	Memory   []MemRow    `json:"memory"`
-	Connect  *ConnectRow `json:"connect,omitempty"`
-	Idle     []IdleRow   `json:"idle_clients"`
-	Checks   []Check     `json:"targets"`
-	Notes    []string    `json:"notes"`
+	Date     string        `json:"date"`
+	Machine  string        `json:"machine"`
+	Command  string        `json:"command"`
+	Smoke    bool          `json:"smoke"`
+	Duration string        `json:"duration_per_run"`
+	Repeat   int           `json:"repeat"`
+	Bulk     int64         `json:"bulk_bytes"`
+	Small    []SmallRow    `json:"small"`
+	Open     []OpenRow     `json:"open"`
+	BulkRuns []BulkRow     `json:"bulk_runs"`
+	Memory   []MemRow      `json:"memory"`
+	Connect  *ConnectRow   `json:"connect,omitempty"`
+	Idle     []IdleRow     `json:"idle_clients"`
+	Inflight []InflightRow `json:"in_flight_streams"`
+	Checks   []Check       `json:"targets"`
+	Notes    []string      `json:"notes"`
 }
 
 func newReport(o options) *Report {
@@ -311,6 +312,14 @@ func (r *Report) markdown() string {
 	if r.Connect != nil {
 		w("\n### Client connect (TLS + Hello + Welcome), %d connects one after another\n\n", r.Connect.N)
 		w("| p50 ms | p99 ms |\n|---|---|\n| %s | %s |\n", r.Connect.P50.fmt(2), r.Connect.P99.fmt(2))
+	}
+	if len(r.Inflight) > 0 {
+		w("\n### Requests in flight through one client (a fresh tunneld and tunnel; the backend holds every request until all have arrived)\n\n")
+		w("| in flight | process | RSS before, MiB | with them in flight, MiB | per stream, KiB | goroutines before | in flight |\n|---|---|---|---|---|---|---|\n")
+		for _, i := range r.Inflight {
+			w("| %s | %s | %.1f | %.1f | %.1f | %d | %d |\n", groupThousands(fmt.Sprint(i.N)), i.Process, i.BeforeMiB, i.DuringMiB,
+				i.PerStreamKB, i.GoroutinesB, i.GoroutinesD)
+		}
 	}
 	if len(r.Idle) > 0 {
 		w("\n### Idle clients (a fresh tunneld each)\n\n| clients | tunneld RSS before, MiB | with the clients, MiB | per client, KiB |\n|---|---|---|---|\n")

@@ -82,10 +82,10 @@ type pair struct {
 
 // startPair starts a tunneld and a tunnel client exposing backAddr as
 // "bench"; suffix tells the processes apart in reports.
-func (e *env) startPair(ctx context.Context, backAddr, suffix string) (*pair, error) {
+func (e *env) startPair(ctx context.Context, backAddr, suffix string, tunneldArgs ...string) (*pair, error) {
 	pr := &pair{}
 	var err error
-	if pr.tunneld, pr.srvAddr, err = e.startTunneld(ctx); err != nil {
+	if pr.tunneld, pr.srvAddr, err = e.startTunneld(ctx, tunneldArgs...); err != nil {
 		return nil, err
 	}
 	pr.tunneld.name += suffix
@@ -406,6 +406,11 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	}
 	if phases["idle"] {
 		if err := e.idleClients(ctx, rep); err != nil {
+			return nil, err
+		}
+	}
+	if phases["inflight"] {
+		if err := e.inflight(ctx, rep); err != nil {
 			return nil, err
 		}
 	}
