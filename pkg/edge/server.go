@@ -195,13 +195,22 @@ func (s *Server) shutdown(httpDone <-chan error) {
 
 // handleConn completes the TLS handshake and dispatches on ALPN.
 func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
-	defer s.wg.Done()
+	handedOff := false // to a session's control loop, which finishes for us
+	defer func() {
+		if !handedOff {
+			s.wg.Done()
+		}
+	}()
 	guard, ok := s.limits.admitConn(raw.RemoteAddr())
 	if !ok {
 		raw.Close()
 		return
 	}
-	defer guard.release()
+	defer func() {
+		if !handedOff {
+			guard.release()
+		}
+	}()
 	conn := tls.Server(mux.WireConn(raw), s.tlsConfig)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.TLSHandshakeTimeout)
 	err := conn.HandshakeContext(hctx)
@@ -212,7 +221,7 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	}
 	switch conn.ConnectionState().NegotiatedProtocol {
 	case proto.ALPN:
-		s.handleSession(ctx, conn, guard)
+		handedOff = s.handleSession(ctx, conn, guard)
 	case acme.ALPNProto:
 		// A CA's TLS-ALPN-01 check: the handshake itself, answered by
 		// autocert's challenge certificate, was the whole point.
@@ -244,8 +253,12 @@ func looksLikeHTTP(hdr []byte) bool {
 	return false
 }
 
-// handleSession runs one tunnel client from handshake to disconnect.
-func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connGuard) {
+// handleSession takes one tunnel client through its handshake. Once the
+// client is accepted, the session's control loop runs the rest (draining,
+// disconnect) through mux's Notify hooks, and this goroutine ends: an idle
+// client costs one goroutine less. It reports whether it handed the session
+// off, in which case the hooks release guard and s.wg when the session ends.
+func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connGuard) (handedOff bool) {
 	remote := conn.RemoteAddr().String()
 	log := s.log.With().Str("remote_addr", remote).Logger()
 	ms, hello, err := mux.Server(ctx, conn, s.cfg.Mux)
@@ -277,37 +290,42 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 		s.mu.Unlock()
 		s.registry.Release(sess)
 		ms.Reject(&proto.Error{Code: proto.CodeDraining, Message: "server is shutting down"})
-		return
+		return false
 	}
 	s.sessions[sess] = struct{}{}
 	s.mu.Unlock()
-	defer func() {
+	forget := func() {
 		s.mu.Lock()
 		delete(s.sessions, sess)
 		s.mu.Unlock()
-	}()
-
-	if err := ms.Accept(s.welcome(sess)); err != nil {
-		s.registry.Release(sess)
-		log.Info().Err(err).Msg("client left during handshake")
-		return
 	}
-	log.Info().Strs("names", sess.Names).Msg("tunnel registered")
-	s.ops.sessionUp(sess)
-	defer s.ops.sessionDown(sess)
 
-	select {
-	case <-ms.Done():
-	case <-ms.Draining():
+	up := make(chan struct{}) // sessionUp has run: sessionDown may
+	ms.Notify(func() {
 		// The client is stopping: route nothing new to it and let go of
 		// idle streams so its in-flight work can finish quickly.
 		s.registry.Release(sess)
 		s.transport.CloseIdleConnections()
-		<-ms.Done()
+	}, func() {
+		<-up
+		s.registry.Release(sess)
+		ms.Close()
+		log.Info().Dur("duration", time.Since(sess.Connected)).Str("reason", disconnectReason(ctx, ms)).Msg("tunnel disconnected")
+		s.ops.sessionDown(sess)
+		forget()
+		guard.release()
+		s.wg.Done()
+	})
+	if err := ms.Accept(s.welcome(sess)); err != nil {
+		s.registry.Release(sess)
+		forget()
+		log.Info().Err(err).Msg("client left during handshake")
+		return false
 	}
-	s.registry.Release(sess)
-	ms.Close()
-	log.Info().Dur("duration", time.Since(sess.Connected)).Str("reason", disconnectReason(ctx, ms)).Msg("tunnel disconnected")
+	log.Info().Strs("names", sess.Names).Msg("tunnel registered")
+	s.ops.sessionUp(sess)
+	close(up)
+	return true
 }
 
 // admit authenticates a Hello and claims its names. A non-nil *proto.Error

@@ -556,3 +556,61 @@ func TestIsPermanent(t *testing.T) {
 		}
 	}
 }
+
+// TestServer_NotifyHooks: the control loop calls onDrain when the client
+// says GoAway and onDone once the session has ended, and onDone may Close
+// the session (tunneld's cleanup does).
+func TestServer_NotifyHooks(t *testing.T) {
+	cc, sc := transports()["tcp"](t)
+	cfg := testConfig(t)
+	drained, done := make(chan struct{}), make(chan bool, 1)
+	accepted := make(chan error, 1)
+	go func() {
+		s, got, err := Server(context.Background(), sc, cfg)
+		if err != nil {
+			accepted <- err
+			return
+		}
+		s.Notify(func() { close(drained) }, func() {
+			s.Close()
+			select {
+			case <-s.Done():
+				done <- true
+			default:
+				done <- false
+			}
+		})
+		accepted <- s.Accept(welcome(got))
+	}()
+	c, err := Client(context.Background(), cc, hello("web"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := recvWithin(t, accepted, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := serve(t, ctx, c, map[string]string{"web": echoServer(t)})
+	select {
+	case <-drained:
+		t.Fatal("onDrain ran before the client said GoAway")
+	case <-done:
+		t.Fatal("onDone ran while the session was up")
+	default:
+	}
+	cancel() // the client drains: GoAway
+	recvWithin(t, drained, 10*time.Second)
+	if err := recvWithin(t, errc, 10*time.Second); err != nil {
+		t.Fatalf("client Serve: %v", err)
+	}
+	select {
+	case <-done:
+		t.Fatal("onDone ran while the session was up")
+	default:
+	}
+	c.Close() // now the session ends
+	if ended := recvWithin(t, done, 10*time.Second); !ended {
+		t.Error("onDone ran before the session's Done was closed")
+	}
+}

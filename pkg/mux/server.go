@@ -33,6 +33,8 @@ type ServerSession struct {
 
 	drainOnce sync.Once
 	draining  chan struct{}
+	onDrain   func() // see Notify
+	onDone    func()
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -97,6 +99,15 @@ func Server(ctx context.Context, conn net.Conn, cfg Config) (*ServerSession, *pr
 	return s, hello, nil
 }
 
+// Notify registers functions the control loop calls: onDrain when the
+// client says GoAway (after Draining is closed), onDone once the session has
+// ended and the control loop has stopped. Either may be nil. Call it before
+// Accept. They spare the caller a goroutine parked on Draining and Done for
+// the session's whole life: tunneld holds thousands of idle sessions.
+func (s *ServerSession) Notify(onDrain, onDone func()) {
+	s.onDrain, s.onDone = onDrain, onDone
+}
+
 // Accept sends Welcome, ends the handshake deadline and starts serving the
 // control stream. After Accept the server may Open streams.
 func (s *ServerSession) Accept(w *proto.Welcome) error {
@@ -142,8 +153,14 @@ func (s *ServerSession) Reject(e *proto.Error) error {
 // controlLoop serves the control stream: answers pings, notes the client's
 // GoAway, and ends the session when the client closes the stream.
 func (s *ServerSession) controlLoop() {
-	defer s.wg.Done()
-	defer s.sess.Close()
+	defer func() {
+		s.sess.Close()
+		s.wg.Done()
+		// After wg.Done, so that onDone may call Close.
+		if s.onDone != nil {
+			s.onDone()
+		}
+	}()
 	for {
 		m, err := proto.ReadFrame(s.ctrl)
 		if err != nil {
@@ -163,7 +180,12 @@ func (s *ServerSession) controlLoop() {
 		case *proto.Pong:
 		case *proto.GoAway:
 			s.log.Info().Str("reason", m.Reason).Msg("client is draining")
-			s.drainOnce.Do(func() { close(s.draining) })
+			s.drainOnce.Do(func() {
+				close(s.draining)
+				if s.onDrain != nil {
+					s.onDrain()
+				}
+			})
 		default:
 			s.log.Warn().Str("type", fmt.Sprintf("%T", m)).Msg("unexpected message on control stream")
 			return
