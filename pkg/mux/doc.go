@@ -25,7 +25,17 @@
 // old one drains. Both sides' yamux keepalives notice a silently dead link
 // within Config.KeepAliveInterval+WriteTimeout (see SetPeerTimeout).
 //
+// The bytes on the wire are yamux's, but how they get there is ours
+// (WireConn, frameWriter): under the TLS connection, a frame's TLS records
+// leave in one write, and frames queued while a write is in the kernel leave
+// together in the next, because yamux alone makes one syscall per 16 KiB
+// record and one frame at a time. The client's copies grow from 8 KiB to
+// 128 KiB buffers for bulk transfers. Both came from profiles; BENCHMARKS.md
+// has the figures.
+//
 // A session starts yamux's goroutines as soon as it exists, so every session
 // type here has a Close that must be called; Close is idempotent and waits
-// for the goroutines the session owns.
+// for the goroutines the session owns. A server session can call back on
+// GoAway and on its end (Notify) so that tunneld need not park a goroutine
+// per idle client.
 package mux
