@@ -3,6 +3,7 @@ package edge_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"image/png"
 	"io"
@@ -236,9 +237,21 @@ func TestAdmin_MetricsAfterRequests(t *testing.T) {
 	}
 }
 
+// waitListening returns once h's Serve accepts: a TLS handshake needs its
+// accept loop, which starts after it has marked itself listening.
+func waitListening(t *testing.T, h *harness) {
+	t.Helper()
+	c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.pool, ServerName: domain})
+	if err != nil {
+		t.Fatalf("handshake with the edge: %v", err)
+	}
+	c.Close()
+}
+
 func TestAdmin_HealthAndReadiness(t *testing.T) {
 	h := startEdge(t, nil)
 	base := startAdmin(t, h, "127.0.0.1:0", nil)
+	waitListening(t, h)
 	if status, _ := adminGet(t, base, "/healthz", ""); status != http.StatusOK {
 		t.Errorf("/healthz: got %d, want 200", status)
 	}
@@ -252,6 +265,7 @@ func TestAdmin_HealthAndReadiness(t *testing.T) {
 	// A certificate that does not cover the domain is not ready.
 	other := startEdge(t, func(c *edge.Config) { c.Domain = "elsewhere.test" })
 	base = startAdmin(t, other, "127.0.0.1:0", func(c *edge.AdminConfig) { c.Pprof = true })
+	waitListening(t, other) // so that 503 means the certificate, not the start
 	if status, body := adminGet(t, base, "/readyz", ""); status != http.StatusServiceUnavailable {
 		t.Errorf("/readyz with a certificate for another domain: got %d %s, want 503", status, body)
 	}

@@ -134,9 +134,9 @@ func nextProtos(existing []string) []string {
 // then shuts down gracefully (see the package doc) and returns nil. It
 // closes ln. A Server must not be served twice.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	s.log.Info().Str("addr", ln.Addr().String()).Str("domain", s.cfg.Domain).Msg("serving")
-	s.ops.listening.Store(true)
+	s.ops.listening.Store(true) // before the log line: "serving" means /readyz can say so
 	defer s.ops.listening.Store(false)
+	s.log.Info().Str("addr", ln.Addr().String()).Str("domain", s.cfg.Domain).Msg("serving")
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- s.httpSrv.Serve(s.httpConns) }()
 
