@@ -209,16 +209,7 @@ func startTunneld(t *testing.T, env []string, args ...string) (*process, string)
 	}
 	args = append([]string{"--log-format", "json"}, args...)
 	p := start(t, tunneld, env, args...)
-	var addr string
-	p.waitLine(p.stderr, `the "serving" log line`, func(line string) bool {
-		var entry struct{ Message, Addr string }
-		if json.Unmarshal([]byte(line), &entry) != nil || entry.Message != "serving" {
-			return false
-		}
-		addr = entry.Addr
-		return true
-	})
-	return p, addr
+	return p, logAddr(p, "serving")
 }
 
 // runToEnd runs bin to completion and returns its exit code and output.
@@ -350,11 +341,15 @@ func (b *lineBuffer) String() string {
 
 // adminAddr waits for tunneld's "admin serving" log line and returns the
 // address the admin listener bound.
-func adminAddr(p *process) string {
+func adminAddr(p *process) string { return logAddr(p, "admin serving") }
+
+// logAddr waits for p's JSON log line with the given message and returns
+// its addr field (a listener's bound address).
+func logAddr(p *process, message string) string {
 	var addr string
-	p.waitLine(p.stderr, `the "admin serving" log line`, func(line string) bool {
+	p.waitLine(p.stderr, fmt.Sprintf("the %q log line", message), func(line string) bool {
 		var entry struct{ Message, Addr string }
-		if json.Unmarshal([]byte(line), &entry) != nil || entry.Message != "admin serving" {
+		if json.Unmarshal([]byte(line), &entry) != nil || entry.Message != message {
 			return false
 		}
 		addr = entry.Addr

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -326,15 +325,7 @@ func TestProcess_TunneldAdminWithPlainListener(t *testing.T) {
 	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs, "--admin-listen", "127.0.0.1:0",
 		"--http-listen", "127.0.0.1:0", "--http-redirect=false")
 	admin := adminAddr(tunneld)
-	var plain string
-	tunneld.waitLine(tunneld.stderr, `the "serving plain http" log line`, func(line string) bool {
-		var entry struct{ Message, Addr string }
-		if json.Unmarshal([]byte(line), &entry) != nil || entry.Message != "serving plain http" {
-			return false
-		}
-		plain = entry.Addr
-		return true
-	})
+	plain := logAddr(tunneld, "serving plain http")
 	backendPort := newBackend(t, "plain")
 	client := start(t, tunnel, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json",
 		"http", "--name", "web", backendPort)
@@ -378,15 +369,7 @@ func TestProcess_TunnelMetrics(t *testing.T) {
 	client := start(t, tunnel, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json",
 		"--metrics-listen", "127.0.0.1:0", "http", "--name", "web", backendPort)
 	url := client.waitLine(client.stdout, "a public URL", isURL)
-	var metrics string
-	client.waitLine(client.stderr, `the "metrics serving" log line`, func(line string) bool {
-		var entry struct{ Message, Addr string }
-		if json.Unmarshal([]byte(line), &entry) != nil || entry.Message != "metrics serving" {
-			return false
-		}
-		metrics = entry.Addr
-		return true
-	})
+	metrics := logAddr(client, "metrics serving")
 	if got := fetch(t, filepath.Join(certs, "ca.pem"), addr, url+"/x"); got != "metered /x\n" {
 		t.Fatalf("page: got %q", got)
 	}
