@@ -49,23 +49,11 @@ func BenchmarkTunnel(b *testing.B) {
 	}
 	// The public side in plain HTTP too, as behind a TLS-terminating load
 	// balancer: the setting of issue 3's reference figures.
-	plainLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	plainCtx, stopPlain := context.WithCancel(context.Background())
-	plainDone := make(chan error, 1)
-	go func() { plainDone <- h.srv.ServePlain(plainCtx, plainLn) }()
-	defer func() {
-		stopPlain()
-		if err := <-plainDone; err != nil {
-			b.Error(err)
-		}
-	}()
+	plainAddr := servePlain(b, h)
 	viaPlain := &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, network, plainLn.Addr().String())
+			return d.DialContext(ctx, network, plainAddr)
 		},
 		MaxIdleConnsPerHost: 256,
 	}

@@ -18,7 +18,7 @@ import (
 
 // servePlain runs the harness server's plain-HTTP companion on a loopback
 // port and returns its address.
-func servePlain(t *testing.T, h *harness) string {
+func servePlain(t testing.TB, h *harness) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
