@@ -199,6 +199,7 @@ func TestProcess_TunneldRefusesToStart(t *testing.T) {
 		{"bad log format", []string{"--dev", "--log-format", "xml"}, "--log-format"},
 		{"stray argument", []string{"--dev", "serve"}, `unexpected argument "serve"`},
 		{"public admin without token", []string{"--dev", "--certs-dir", certs, "--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"}, "TUNNELD_ADMIN_TOKEN is required"},
+		{"stream window too small", []string{"--dev", "--certs-dir", certs, "--listen", "127.0.0.1:0", "--stream-window", "64KiB"}, "--stream-window"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, _, stderr := runToEnd(t, tunneld, nil, tt.args...)

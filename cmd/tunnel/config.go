@@ -41,6 +41,8 @@ func globalFlags() []cli.Flag {
 			Usage: "JSON file of settings and tunnels (see README); flags and env vars override it"},
 		&cli.DurationFlag{Name: "peer-timeout", Value: 30 * time.Second, EnvVars: []string{"TUNNEL_PEER_TIMEOUT"},
 			Usage: "a silent tunneld (dead link) is noticed within this; keepalive pings every half of it"},
+		&cli.StringFlag{Name: "stream-window", Value: "1MiB", EnvVars: []string{"TUNNEL_STREAM_WINDOW"},
+			Usage: "per stream, what tunneld may send before the client acknowledges (256KiB to 64MiB): one upload moves at most this per round trip"},
 		&cli.DurationFlag{Name: "retry-max", Value: 30 * time.Second, EnvVars: []string{"TUNNEL_RETRY_MAX"},
 			Usage: "longest wait between reconnect attempts (exponential backoff with jitter, the first within 1s)"},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Second, EnvVars: []string{"TUNNEL_DRAIN_TIMEOUT"},
@@ -63,6 +65,7 @@ type fileConfig struct {
 	Token        string       `json:"token"`
 	CA           string       `json:"ca"`
 	PeerTimeout  string       `json:"peer_timeout"`
+	StreamWindow string       `json:"stream_window"`
 	RetryMax     string       `json:"retry_max"`
 	DrainTimeout string       `json:"drain_timeout"`
 	Tunnels      []fileTunnel `json:"tunnels"`
@@ -184,6 +187,10 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 	if peerTimeout <= 0 || retryMax <= 0 || drain <= 0 {
 		return mux.ClientConfig{}, errors.New("--peer-timeout, --retry-max and --drain-timeout must be positive")
 	}
+	window, err := mux.ParseWindow(set.str("stream-window", file.StreamWindow))
+	if err != nil {
+		return mux.ClientConfig{}, fmt.Errorf("--stream-window: %w", err)
+	}
 
 	var printed []string
 	cfg := mux.ClientConfig{
@@ -215,6 +222,7 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 	cfg.Logger = log
 	cfg.SetPeerTimeout(peerTimeout)
 	cfg.DrainTimeout = drain
+	cfg.StreamWindow = window
 	return cfg, nil
 }
 

@@ -93,6 +93,7 @@ func TestClientConfig_FileEnvAndFlags(t *testing.T) {
   "token": "from-file",
   "peer_timeout": "10s",
   "retry_max": "5s",
+  "stream_window": "4MiB",
   "tunnels": [{"name": "wiki", "target": "8080"}, {"target": "127.0.0.1:9090"}]
 }`), 0o600)
 	bad := filepath.Join(dir, "bad.json")
@@ -107,19 +108,24 @@ func TestClientConfig_FileEnvAndFlags(t *testing.T) {
 		tunnels     []mux.Tunnel
 		peerTimeout time.Duration
 		retryMax    time.Duration
+		window      uint32
 		wantErr     string
 	}{
 		{name: "file alone", args: []string{"--config", file},
 			server: "file.example:443", token: "from-file", peerTimeout: 10 * time.Second, retryMax: 5 * time.Second,
+			window:  4 << 20,
 			tunnels: []mux.Tunnel{{Name: "wiki", Target: "localhost:8080"}, {Target: "127.0.0.1:9090"}}},
-		{name: "env wins over file", env: map[string]string{"TUNNEL_CONFIG": file, "TUNNEL_SERVER": "env.example:443", "TUNNEL_PEER_TIMEOUT": "4s"},
+		{name: "env wins over file", env: map[string]string{"TUNNEL_CONFIG": file, "TUNNEL_SERVER": "env.example:443", "TUNNEL_PEER_TIMEOUT": "4s",
+			"TUNNEL_STREAM_WINDOW": "512k"},
 			args:   []string{"http", "3000"},
-			server: "env.example:443", token: "from-file", peerTimeout: 4 * time.Second, retryMax: 5 * time.Second,
+			server: "env.example:443", token: "from-file", peerTimeout: 4 * time.Second, retryMax: 5 * time.Second, window: 512 << 10,
 			tunnels: []mux.Tunnel{{Target: "localhost:3000"}}},
 		{name: "env alone", env: map[string]string{"TUNNEL_SERVER": "env.example:443", "TUNNEL_TOKEN": "t", "TUNNEL_TARGETS": "a=8080, b=9090", "TUNNEL_RETRY_MAX": "1m"},
 			args:   []string{"http"},
-			server: "env.example:443", token: "t", peerTimeout: 30 * time.Second, retryMax: time.Minute,
+			server: "env.example:443", token: "t", peerTimeout: 30 * time.Second, retryMax: time.Minute, window: 1 << 20,
 			tunnels: []mux.Tunnel{{Name: "a", Target: "localhost:8080"}, {Name: "b", Target: "localhost:9090"}}},
+		{name: "window too small", env: map[string]string{"TUNNEL_SERVER": "x:1", "TUNNEL_STREAM_WINDOW": "64KiB"},
+			args: []string{"http", "8080"}, wantErr: "--stream-window"},
 		{name: "unknown field", args: []string{"--config", bad}, wantErr: `unknown field "sever"`},
 		{name: "missing file", args: []string{"--config", filepath.Join(dir, "none.json")}, wantErr: "--config"},
 	}
@@ -136,10 +142,10 @@ func TestClientConfig_FileEnvAndFlags(t *testing.T) {
 				t.Fatal(err)
 			}
 			if cfg.Server != tt.server || cfg.Token != tt.token || !slices.Equal(cfg.Tunnels, tt.tunnels) ||
-				cfg.PeerTimeout() != tt.peerTimeout || cfg.Backoff.Max != tt.retryMax {
-				t.Fatalf("got server %q token %q tunnels %+v peer timeout %v retry max %v; want %q %q %+v %v %v",
-					cfg.Server, cfg.Token, cfg.Tunnels, cfg.PeerTimeout(), cfg.Backoff.Max,
-					tt.server, tt.token, tt.tunnels, tt.peerTimeout, tt.retryMax)
+				cfg.PeerTimeout() != tt.peerTimeout || cfg.Backoff.Max != tt.retryMax || cfg.StreamWindow != tt.window {
+				t.Fatalf("got server %q token %q tunnels %+v peer timeout %v retry max %v window %d; want %q %q %+v %v %v %d",
+					cfg.Server, cfg.Token, cfg.Tunnels, cfg.PeerTimeout(), cfg.Backoff.Max, cfg.StreamWindow,
+					tt.server, tt.token, tt.tunnels, tt.peerTimeout, tt.retryMax, tt.window)
 			}
 		})
 	}

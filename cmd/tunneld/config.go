@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/tunnelhq/tunnel/pkg/edge"
+	"github.com/tunnelhq/tunnel/pkg/mux"
 )
 
 // Defaults of --dev.
@@ -64,6 +65,8 @@ func serveFlags() []cli.Flag {
 			Usage: "how long a visitor's request waits for a reconnecting client before a 502 \"tunnel offline\" page (0: none)"},
 		&cli.DurationFlag{Name: "peer-timeout", Value: 30 * time.Second, EnvVars: []string{"TUNNELD_PEER_TIMEOUT"},
 			Usage: "a silent client (dead link) is noticed within this and its names put on hold; keepalive pings every half of it"},
+		&cli.StringFlag{Name: "stream-window", Value: "1MiB", EnvVars: []string{"TUNNELD_STREAM_WINDOW"},
+			Usage: "per stream, what a client may send before tunneld acknowledges (256KiB to 64MiB): one download moves at most this per round trip, and tunneld buffers up to this for a slow visitor"},
 		&cli.IntFlag{Name: "max-tunnels", Value: 8, EnvVars: []string{"TUNNELD_MAX_TUNNELS"},
 			Usage: "tunnels one client may open, unless its token says otherwise"},
 		&cli.IntFlag{Name: "max-tunnels-per-token", Value: 32, EnvVars: []string{"TUNNELD_MAX_TUNNELS_PER_TOKEN"},
@@ -163,6 +166,11 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 	} else {
 		return cfg, "", errors.New("--peer-timeout must be positive")
 	}
+	w, err := mux.ParseWindow(c.String("stream-window"))
+	if err != nil {
+		return cfg, "", fmt.Errorf("--stream-window: %w", err)
+	}
+	cfg.Mux.StreamWindow = w
 	cfg.MaxTunnelsPerSession = c.Int("max-tunnels")
 	cfg.ShutdownGrace = c.Duration("shutdown-grace")
 	cfg.MaxTunnelsPerToken = c.Int("max-tunnels-per-token")

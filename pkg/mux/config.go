@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	stdlog "log"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -74,13 +76,42 @@ func DefaultConfig() Config {
 }
 
 // minStreamWindow is yamux's own initial window; it refuses anything smaller.
-const minStreamWindow = 256 << 10
+// maxStreamWindow bounds what one slow reader can make a peer buffer.
+const (
+	minStreamWindow = 256 << 10
+	maxStreamWindow = 64 << 20
+)
+
+// ParseWindow reads a stream window as the flags take it, a number of bytes
+// or a number followed by KiB or MiB (K and M for short, any case), and
+// checks it is one Validate accepts.
+func ParseWindow(s string) (uint32, error) {
+	num, unit := strings.TrimSpace(s), uint64(1)
+	lower := strings.ToLower(num)
+	for _, u := range []struct {
+		suffix string
+		mult   uint64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"k", 1 << 10}, {"m", 1 << 20}} {
+		if strings.HasSuffix(lower, u.suffix) {
+			num, unit = strings.TrimSpace(num[:len(num)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseUint(num, 10, 32)
+	if err != nil || n*unit > math.MaxUint32 {
+		return 0, fmt.Errorf("stream window %q: want bytes, or a number with KiB or MiB (e.g. 1MiB)", s)
+	}
+	if w := n * unit; w < minStreamWindow || w > maxStreamWindow {
+		return 0, fmt.Errorf("stream window %q is outside 256KiB to 64MiB", s)
+	}
+	return uint32(n * unit), nil
+}
 
 // Validate reports the first setting that is out of range.
 func (c Config) Validate() error {
 	var errs []error
-	if c.StreamWindow < minStreamWindow {
-		errs = append(errs, fmt.Errorf("stream window %d bytes is below the minimum %d", c.StreamWindow, minStreamWindow))
+	if c.StreamWindow < minStreamWindow || c.StreamWindow > maxStreamWindow {
+		errs = append(errs, fmt.Errorf("stream window %d bytes is outside %d KiB to %d MiB", c.StreamWindow, minStreamWindow>>10, maxStreamWindow>>20))
 	}
 	for _, d := range []struct {
 		name string

@@ -614,3 +614,21 @@ func TestServer_NotifyHooks(t *testing.T) {
 		t.Error("onDone ran before the session's Done was closed")
 	}
 }
+
+func TestParseWindow(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want uint32
+		ok   bool
+	}{
+		{"1MiB", 1 << 20, true}, {"1mib", 1 << 20, true}, {"512KiB", 512 << 10, true}, {"512k", 512 << 10, true},
+		{" 2 M ", 2 << 20, true}, {"262144", 256 << 10, true}, {"64MiB", 64 << 20, true},
+		{"255KiB", 0, false}, {"65MiB", 0, false}, {"", 0, false}, {"1GiB", 0, false}, {"-1", 0, false},
+		{"1.5MiB", 0, false}, {"99999999999MiB", 0, false},
+	} {
+		got, err := ParseWindow(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseWindow(%q) = %d, %v; want %d, ok %v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
