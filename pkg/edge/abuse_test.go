@@ -245,12 +245,35 @@ func echoBackend(t *testing.T) string {
 // edge and checks the clear error it gets; the healthy "canary" tunnel is
 // then checked (and, for attacks that hold resources, also while they do).
 func TestEdge_HostileInput(t *testing.T) {
-	host := func(a *abuse, name string) string { return fmt.Sprintf("%s.%s:%d", name, domain, a.port) }
-	tests := []struct {
-		name   string
-		config func(*edge.Config)
-		attack func(t *testing.T, a *abuse)
-	}{
+	tests := append(baseHostileRows(), muxHostileRows()...)
+	tests = append(tests, proxyHostileRows()...)
+	tests = append(tests, slowHostileRows()...)
+	tests = append(tests, registryHostileRows()...)
+	for _, tt := range tests {
+		t.Run(strings.ReplaceAll(tt.name, " ", "_"), func(t *testing.T) {
+			a := startAbuse(t, tt.config)
+			a.canary(t)
+			tt.attack(t, a)
+			a.canary(t)
+		})
+	}
+}
+
+// hostileRow is one attack of TestEdge_HostileInput: the edge is started
+// with config applied, the canary is checked before and after attack.
+// The rows live in one file per part of the edge they attack.
+type hostileRow struct {
+	name   string
+	config func(*edge.Config)
+	attack func(t *testing.T, a *abuse)
+}
+
+// host is the Host a visitor of the tunnel name sends.
+func (a *abuse) host(name string) string { return fmt.Sprintf("%s.%s:%d", name, domain, a.port) }
+
+func baseHostileRows() []hostileRow {
+	host := func(a *abuse, name string) string { return a.host(name) }
+	return []hostileRow{
 		{"plain http on the tls port", nil, func(t *testing.T, a *abuse) {
 			c := a.dialFrom(t)
 			io.WriteString(c, "GET / HTTP/1.1\r\nHost: canary."+domain+"\r\n\r\n")
@@ -637,14 +660,6 @@ func TestEdge_HostileInput(t *testing.T) {
 		{"websocket outlives the idle timeout", func(c *edge.Config) { c.IdleTimeout = 500 * time.Millisecond }, func(t *testing.T, a *abuse) {
 			websocketOutlivesIdle(t, a)
 		}},
-	}
-	for _, tt := range tests {
-		t.Run(strings.ReplaceAll(tt.name, " ", "_"), func(t *testing.T) {
-			a := startAbuse(t, tt.config)
-			a.canary(t)
-			tt.attack(t, a)
-			a.canary(t)
-		})
 	}
 }
 
