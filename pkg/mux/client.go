@@ -30,17 +30,21 @@ var ErrSessionLost = errors.New("mux: session lost")
 type ClientSession struct {
 	cfg     Config
 	log     zerolog.Logger
-	sess    *yamux.Session
+	sess    *guardedSession
 	ctrl    *yamux.Stream
 	welcome *proto.Welcome
+
+	streamLog  logLimit // warnings about single streams: tunneld chooses how many
+	oddMessage bool     // an unexpected control message was logged
 
 	ctrlMu sync.Mutex // serialises writes on ctrl
 
 	goAwayOnce sync.Once
 	goAway     chan struct{}
 
-	active   atomic.Int64      // streams being piped
-	onStream func(StreamEvent) // set before Serve; nil: no events
+	active     atomic.Int64      // streams being handled
+	maxStreams int               // bound on active
+	onStream   func(StreamEvent) // set before Serve; nil: no events
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -58,9 +62,8 @@ func Client(ctx context.Context, conn net.Conn, hello *proto.Hello, cfg Config) 
 		return nil, err
 	}
 	log := cfg.Logger
-	sess, err := yamux.Client(newFrameWriter(conn), cfg.yamuxConfig(log))
+	sess, err := startSession(conn, cfg, log, false, cfg.clientMaxStreams(len(hello.Tunnels)))
 	if err != nil {
-		conn.Close()
 		return nil, fmt.Errorf("start yamux client: %w", err)
 	}
 	ctrl, err := sess.OpenStream()
@@ -95,12 +98,13 @@ func Client(ctx context.Context, conn net.Conn, hello *proto.Hello, cfg Config) 
 	}
 	ctrl.SetDeadline(time.Time{})
 	c := &ClientSession{
-		cfg:     cfg,
-		log:     log.With().Str("session_id", welcome.SessionID).Logger(),
-		sess:    sess,
-		ctrl:    ctrl,
-		welcome: welcome,
-		goAway:  make(chan struct{}),
+		cfg:        cfg,
+		maxStreams: cfg.clientMaxStreams(len(hello.Tunnels)),
+		log:        log.With().Str("session_id", welcome.SessionID).Logger(),
+		sess:       sess,
+		ctrl:       ctrl,
+		welcome:    welcome,
+		goAway:     make(chan struct{}),
 	}
 	c.wg.Add(1)
 	go c.controlLoop()
@@ -134,8 +138,10 @@ func (c *ClientSession) controlLoop() {
 		}
 		switch m := m.(type) {
 		case *proto.GoAway:
-			c.log.Info().Str("reason", m.Reason).Msg("server is draining")
-			c.goAwayOnce.Do(func() { close(c.goAway) })
+			c.goAwayOnce.Do(func() {
+				c.log.Info().Str("reason", printable(m.Reason, maxLoggedString)).Msg("server is draining")
+				close(c.goAway)
+			})
 		case *proto.Ping:
 			c.ctrlMu.Lock()
 			err := proto.WriteFrame(c.ctrl, &proto.Pong{Seq: m.Seq})
@@ -146,7 +152,10 @@ func (c *ClientSession) controlLoop() {
 			}
 		case *proto.Pong:
 		default:
-			c.log.Warn().Str("type", fmt.Sprintf("%T", m)).Msg("unexpected message on control stream")
+			if !c.oddMessage {
+				c.oddMessage = true // once: tunneld could send them forever
+				c.log.Warn().Str("type", fmt.Sprintf("%T", m)).Msg("unexpected message on control stream; ignored from now on")
+			}
 		}
 	}
 }
@@ -180,6 +189,16 @@ accept:
 			}
 			break accept
 		}
+		if c.active.Load() >= int64(c.maxStreams) {
+			// Normally the guard ends the session first (it counts open
+			// streams); this bounds the handlers even while a finished one
+			// still waits for its stream to be reclaimed. No dial, no
+			// goroutine: the stream is just closed.
+			c.warnStream(c.log.Warn().Int("max_streams", c.maxStreams), "too many streams at once; refused")
+			st.Close()
+			continue
+		}
+		c.active.Add(1)
 		streams.Add(1)
 		go c.handleStream(&streams, st, targets)
 	}
@@ -230,21 +249,20 @@ func (c *ClientSession) sendGoAway(reason string) {
 // acknowledges, and pipes until both directions are done.
 func (c *ClientSession) handleStream(wg *sync.WaitGroup, st *yamux.Stream, targets map[string]string) {
 	defer wg.Done()
-	c.active.Add(1)
 	defer c.active.Add(-1)
 	log := c.log.With().Uint32("stream_id", st.StreamID()).Logger()
 
 	st.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
 	hdr, err := proto.ReadAs[*proto.StreamHeader](st)
 	if err != nil {
-		log.Warn().Err(err).Msg("bad stream header")
+		c.warnStream(log.Warn().Err(err), "bad stream header")
 		st.Close()
 		return
 	}
-	log = log.With().Str("host", hdr.Tunnel).Logger()
+	log = log.With().Str("host", printable(hdr.Tunnel, maxLoggedString)).Logger()
 	addr, ok := targets[hdr.Tunnel]
 	if !ok {
-		log.Warn().Msg("stream for a tunnel this client does not serve; refused")
+		c.warnStream(log.Warn(), "stream for a tunnel this client does not serve; refused")
 		perr := &proto.Error{Code: proto.CodeUnknownTunnel, Message: fmt.Sprintf("this client does not serve %q", hdr.Tunnel)}
 		c.refuse(st, perr)
 		c.event(StreamEvent{Tunnel: hdr.Tunnel, StreamID: st.StreamID(), Visitor: hdr.RemoteAddr, Closed: true, Err: perr})
@@ -253,7 +271,7 @@ func (c *ClientSession) handleStream(wg *sync.WaitGroup, st *yamux.Stream, targe
 	d := net.Dialer{Timeout: c.cfg.DialTimeout}
 	local, err := d.Dial("tcp", addr)
 	if err != nil {
-		log.Warn().Err(err).Msg("local service unreachable")
+		c.warnStream(log.Warn().Err(err), "local service unreachable")
 		c.refuse(st, &proto.Error{Code: proto.CodeLocalUnreachable, Message: "the local service refused the connection"})
 		c.event(StreamEvent{Tunnel: hdr.Tunnel, StreamID: st.StreamID(), Visitor: hdr.RemoteAddr, Closed: true, Err: err})
 		return
@@ -271,6 +289,20 @@ func (c *ClientSession) handleStream(wg *sync.WaitGroup, st *yamux.Stream, targe
 	ev.Closed, ev.BytesIn, ev.BytesOut, ev.Duration = true, in, out, time.Since(start)
 	c.event(ev)
 	log.Debug().Int64("bytes_in", in).Int64("bytes_out", out).Dur("duration", ev.Duration).Msg("stream closed")
+}
+
+// warnStream logs a warning about one stream within the session's budget
+// for them (logLimit): tunneld decides how many streams there are.
+func (c *ClientSession) warnStream(ev *zerolog.Event, msg string) {
+	ok, n := c.streamLog.allow()
+	if !ok {
+		ev.Discard()
+		return
+	}
+	if n > 0 {
+		ev = ev.Int("suppressed", n)
+	}
+	ev.Msg(msg)
 }
 
 func (c *ClientSession) event(ev StreamEvent) {

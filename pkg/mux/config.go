@@ -3,6 +3,7 @@ package mux
 import (
 	"errors"
 	"fmt"
+	"io"
 	stdlog "log"
 	"math"
 	"strconv"
@@ -58,6 +59,32 @@ type Config struct {
 	// DrainTimeout bounds how long a client that is stopping waits for
 	// in-flight streams before closing the session. Default 10 s.
 	DrainTimeout time.Duration
+
+	// maxStreams is ClientConfig.MaxStreams, for Client; 0 means its
+	// default for the tunnels asked for.
+	maxStreams int
+}
+
+// maxLoggedString bounds a peer's string (a GoAway reason, a tunnel name)
+// in our log lines.
+const maxLoggedString = 128
+
+// streamsPerTunnel is what a client lets tunneld have open per tunnel
+// unless told otherwise: tunneld's default cap of requests in flight per
+// tunnel (256, --max-streams-per-tunnel) plus as many idle streams in its
+// keep-alive pool. defaultMaxStreams is the least a client allows.
+const (
+	streamsPerTunnel  = 512
+	defaultMaxStreams = 1024
+)
+
+// clientMaxStreams is the bound on tunneld's open streams for a client that
+// asks for tunnels tunnels.
+func (c Config) clientMaxStreams(tunnels int) int {
+	if c.maxStreams > 0 {
+		return c.maxStreams
+	}
+	return max(defaultMaxStreams, streamsPerTunnel*tunnels)
 }
 
 // DefaultConfig returns the settings tunnel and tunneld use unless told
@@ -136,8 +163,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// yamuxConfig is the one place our yamux settings are decided.
-func (c Config) yamuxConfig(log zerolog.Logger) *yamux.Config {
+// yamuxConfig is the one place our yamux settings are decided. yamux logs
+// through log, which is the session's own (see yamuxLog).
+func (c Config) yamuxConfig(log io.Writer) *yamux.Config {
 	return &yamux.Config{
 		AcceptBacklog:          c.AcceptBacklog,
 		EnableKeepAlive:        true,
@@ -150,18 +178,6 @@ func (c Config) yamuxConfig(log zerolog.Logger) *yamux.Config {
 		// After we half-close, a peer that never closes its side would keep
 		// the stream forever; reclaim it after this.
 		StreamCloseTimeout: time.Minute,
-		Logger:             stdlog.New(levelWriter{log, zerolog.WarnLevel}, "", 0),
+		Logger:             stdlog.New(log, "", 0),
 	}
-}
-
-// levelWriter turns the lines yamux logs through a *log.Logger into zerolog
-// events at one level.
-type levelWriter struct {
-	l   zerolog.Logger
-	lvl zerolog.Level
-}
-
-func (w levelWriter) Write(p []byte) (int, error) {
-	w.l.WithLevel(w.lvl).Msg(strings.TrimSpace(string(p)))
-	return len(p), nil
 }

@@ -7,7 +7,7 @@
 //     Hello on it. The server answers Welcome or Error.
 //   - After Welcome only the server opens streams: one per visitor
 //     connection, each starting with a StreamHeader that names the tunnel.
-//     Streams the client opens beyond the control stream are refused.
+//     A client that opens a second stream ends its session.
 //   - The client answers each StreamHeader with StreamAck once it has
 //     connected to the tunnel's local target, or with Error when it cannot,
 //     so the server can tell "client gone" from "local service down".
@@ -32,6 +32,14 @@
 // record and one frame at a time. The client's copies grow from 8 KiB to
 // 128 KiB buffers for bulk transfers. Both came from profiles; BENCHMARKS.md
 // has the figures.
+//
+// Between yamux and the connection, on both roles, a guard reads the yamux
+// frames the peer sends and ends the session when the peer asks more than a
+// fixed budget of yamux (guard.go): one stream from a client, a bounded
+// number from tunneld (ClientConfig.MaxStreams), a few pings waiting for
+// their answers, a few GoAways, and before authentication a few KiB. What
+// yamux logs goes through a per-session budget of lines (loglimit.go), and
+// the peer's strings reach our logs cut and without control characters.
 //
 // A session starts yamux's goroutines as soon as it exists, so every session
 // type here has a Close that must be called; Close is idempotent and waits

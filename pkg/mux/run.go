@@ -46,6 +46,14 @@ type ClientConfig struct {
 	// Backoff paces RunForever's reconnects; the zero value means
 	// DefaultBackoff. Run ignores it.
 	Backoff Backoff
+	// MaxStreams bounds the streams tunneld may have open on the session
+	// at once; each costs the client a goroutine and a connection to the
+	// local service. A tunneld (compromised, or not ours) that opens more
+	// ends the session, and RunForever connects again after its backoff.
+	// 0 means 512 per tunnel asked for, and at least 1024: tunneld's
+	// default of 256 requests in flight per tunnel plus as many idle
+	// streams in its keep-alive pool.
+	MaxStreams int
 }
 
 // Validate reports the first missing or bad setting.
@@ -55,6 +63,9 @@ func (c ClientConfig) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Server); err != nil {
 		return fmt.Errorf("mux: server address %q: want host:port", c.Server)
+	}
+	if c.MaxStreams < 0 {
+		return fmt.Errorf("mux: max streams %d: want 0 (the default) or more", c.MaxStreams)
 	}
 	if len(c.Tunnels) == 0 || len(c.Tunnels) > proto.MaxTunnels {
 		return fmt.Errorf("mux: %d tunnels, want 1 to %d", len(c.Tunnels), proto.MaxTunnels)
@@ -120,7 +131,9 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	for _, t := range tunnels {
 		hello.Tunnels = append(hello.Tunnels, proto.TunnelRequest{Name: t.Name, Kind: proto.KindHTTP})
 	}
-	sess, err := Client(ctx, conn, hello, cfg.Config)
+	mc := cfg.Config
+	mc.maxStreams = cfg.MaxStreams
+	sess, err := Client(ctx, conn, hello, mc)
 	if err != nil {
 		var perr *proto.Error
 		if errors.As(err, &perr) {

@@ -24,7 +24,7 @@ type ServerSession struct {
 	cfg  Config
 	log  zerolog.Logger
 	conn net.Conn
-	sess *yamux.Session
+	sess *guardedSession
 	ctrl *yamux.Stream
 
 	stopHandshake func() bool // cancels the handshake deadline's context hook
@@ -55,9 +55,8 @@ func Server(ctx context.Context, conn net.Conn, cfg Config) (*ServerSession, *pr
 		return nil, nil, err
 	}
 	log := cfg.Logger.With().Str("remote_addr", conn.RemoteAddr().String()).Logger()
-	sess, err := yamux.Server(newFrameWriter(conn), cfg.yamuxConfig(log))
+	sess, err := startSession(conn, cfg, log, true, 0)
 	if err != nil {
-		conn.Close()
 		return nil, nil, fmt.Errorf("start yamux server: %w", err)
 	}
 	deadline := time.Now().Add(cfg.HandshakeTimeout)
@@ -123,9 +122,9 @@ func (s *ServerSession) Accept(w *proto.Welcome) error {
 		return fmt.Errorf("send welcome: %w", context.Canceled)
 	}
 	s.ctrl.SetDeadline(time.Time{})
-	s.wg.Add(2)
+	s.sess.guard.authenticated()
+	s.wg.Add(1)
 	go s.controlLoop()
-	go s.refuseStreams()
 	return nil
 }
 
@@ -179,8 +178,9 @@ func (s *ServerSession) controlLoop() {
 			}
 		case *proto.Pong:
 		case *proto.GoAway:
-			s.log.Info().Str("reason", m.Reason).Msg("client is draining")
 			s.drainOnce.Do(func() {
+				// Once: later GoAways change nothing and are not logged.
+				s.log.Info().Str("reason", printable(m.Reason, maxLoggedString)).Msg("client is draining")
 				close(s.draining)
 				if s.onDrain != nil {
 					s.onDrain()
@@ -190,20 +190,6 @@ func (s *ServerSession) controlLoop() {
 			s.log.Warn().Str("type", fmt.Sprintf("%T", m)).Msg("unexpected message on control stream")
 			return
 		}
-	}
-}
-
-// refuseStreams closes every stream the client opens after the control
-// stream: only tunneld opens data streams.
-func (s *ServerSession) refuseStreams() {
-	defer s.wg.Done()
-	for {
-		st, err := s.sess.AcceptStream()
-		if err != nil {
-			return
-		}
-		s.log.Warn().Uint32("stream_id", st.StreamID()).Msg("client opened a stream; refused")
-		st.Close()
 	}
 }
 
