@@ -43,6 +43,8 @@ func globalFlags() []cli.Flag {
 			Usage: "a silent tunneld (dead link) is noticed within this; keepalive pings every half of it"},
 		&cli.StringFlag{Name: "stream-window", Value: "1MiB", EnvVars: []string{"TUNNEL_STREAM_WINDOW"},
 			Usage: "per stream, what tunneld may send before the client acknowledges (256KiB to 64MiB): one upload moves at most this per round trip"},
+		&cli.IntFlag{Name: "max-streams", EnvVars: []string{"TUNNEL_MAX_STREAMS"}, DefaultText: "512 per tunnel, at least 1024",
+			Usage: "most streams tunneld may have open at once (each a local connection); a server that opens more is cut off and reconnected to"},
 		&cli.DurationFlag{Name: "retry-max", Value: 30 * time.Second, EnvVars: []string{"TUNNEL_RETRY_MAX"},
 			Usage: "longest wait between reconnect attempts (exponential backoff with jitter, the first within 1s)"},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Second, EnvVars: []string{"TUNNEL_DRAIN_TIMEOUT"},
@@ -68,6 +70,7 @@ type fileConfig struct {
 	StreamWindow string       `json:"stream_window"`
 	RetryMax     string       `json:"retry_max"`
 	DrainTimeout string       `json:"drain_timeout"`
+	MaxStreams   int          `json:"max_streams"`
 	Tunnels      []fileTunnel `json:"tunnels"`
 }
 
@@ -187,6 +190,13 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 	if peerTimeout <= 0 || retryMax <= 0 || drain <= 0 {
 		return mux.ClientConfig{}, errors.New("--peer-timeout, --retry-max and --drain-timeout must be positive")
 	}
+	maxStreams := file.MaxStreams
+	if c.IsSet("max-streams") || maxStreams == 0 {
+		maxStreams = c.Int("max-streams")
+	}
+	if maxStreams < 0 {
+		return mux.ClientConfig{}, fmt.Errorf("--max-streams %d: want a positive number, or 0 for the default", maxStreams)
+	}
 	window, err := mux.ParseWindow(set.str("stream-window", file.StreamWindow))
 	if err != nil {
 		return mux.ClientConfig{}, fmt.Errorf("--stream-window: %w", err)
@@ -204,18 +214,19 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 		OnReady: func(w *proto.Welcome) {
 			urls := make([]string, 0, len(w.Tunnels))
 			for _, t := range w.Tunnels {
-				urls = append(urls, t.URL)
+				urls = append(urls, printable(t.URL, maxPrintedName))
 			}
 			if slices.Equal(urls, printed) {
 				log.Info().Msg("reconnected with the same URLs")
 				return
 			}
 			printed = urls
-			for i, t := range w.Tunnels {
+			for i, url := range urls {
 				// stdout is for scripts: the URLs and nothing else, again
-				// only if a reconnect changed them.
-				fmt.Fprintln(stdout, t.URL)
-				log.Info().Str("url", t.URL).Str("target", tunnels[i].Target).Msg("tunnel ready")
+				// only if a reconnect changed them; one line each, since
+				// printable leaves no newline in them.
+				fmt.Fprintln(stdout, url)
+				log.Info().Str("url", url).Str("target", tunnels[i].Target).Msg("tunnel ready")
 			}
 		},
 	}
@@ -223,6 +234,7 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 	cfg.SetPeerTimeout(peerTimeout)
 	cfg.DrainTimeout = drain
 	cfg.StreamWindow = window
+	cfg.MaxStreams = maxStreams
 	return cfg, nil
 }
 

@@ -41,7 +41,7 @@ func run() int {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &perr):
-		fmt.Fprintf(os.Stderr, "tunnel: server refused: %s: %s\n", perr.Code, perr.Message)
+		fmt.Fprintf(os.Stderr, "tunnel: server refused: %s: %s\n", printable(string(perr.Code), maxPrintedName), printable(perr.Message, maxPrintedText))
 		if mux.IsPermanent(err) {
 			return exitRefused
 		}
@@ -49,7 +49,7 @@ func run() int {
 	case ctx.Err() != nil:
 		return exitOK // interrupted while connecting
 	default:
-		fmt.Fprintln(os.Stderr, "tunnel:", err)
+		fmt.Fprintln(os.Stderr, "tunnel:", printable(err.Error(), maxPrintedText))
 		return exitError
 	}
 }

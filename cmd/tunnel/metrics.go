@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
 // clientMetrics is what --metrics-listen serves: the Go runtime and the
@@ -24,11 +26,28 @@ type clientMetrics struct {
 	streams *prometheus.CounterVec
 	active  *prometheus.GaugeVec
 	bytes   *prometheus.CounterVec
+
+	mu     sync.Mutex
+	asked  []mux.Tunnel    // the tunnels asked for, in order
+	labels map[string]bool // the tunnel label values in use, besides otherTunnel
+	// randomSlots marks the tunnels asked without a name whose granted
+	// name is already a label.
+	randomSlots []bool
 }
 
-func newClientMetrics() *clientMetrics {
+// otherTunnel is the tunnel label of streams for any name the client did
+// not ask for: tunneld names each stream's tunnel, and one that made up
+// names would otherwise add series without bound.
+const otherTunnel = "(other)"
+
+// newClientMetrics labels streams by the names in asked, and for a tunnel
+// asked without a name by the first name tunneld grants it (RunForever asks
+// for that same name on every reconnect); at most len(asked) names.
+func newClientMetrics(asked []mux.Tunnel) *clientMetrics {
 	m := &clientMetrics{
-		reg: prometheus.NewRegistry(),
+		asked:  asked,
+		labels: make(map[string]bool, len(asked)),
+		reg:    prometheus.NewRegistry(),
 		streams: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tunnel_streams_total",
 			Help: "Streams tunneld opened to this client, by tunnel and result (ok, refused).",
@@ -45,21 +64,51 @@ func newClientMetrics() *clientMetrics {
 	m.reg.MustRegister(m.streams, m.active, m.bytes,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, t := range asked {
+		if t.Name != "" {
+			m.labels[t.Name] = true
+		}
+	}
+	m.randomSlots = make([]bool, len(asked))
 	return m
+}
+
+// granted is a mux.ClientConfig.OnReady hook: it adopts the names granted
+// to tunnels asked for without one, once per tunnel.
+func (m *clientMetrics) granted(w *proto.Welcome) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, t := range w.Tunnels {
+		if i < len(m.asked) && m.asked[i].Name == "" && !m.randomSlots[i] {
+			m.randomSlots[i] = true
+			m.labels[t.Name] = true
+		}
+	}
+}
+
+// label is the tunnel label for a name tunneld sent.
+func (m *clientMetrics) label(name string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.labels[name] {
+		return name
+	}
+	return otherTunnel
 }
 
 // observe is a mux.ClientConfig.OnStream hook.
 func (m *clientMetrics) observe(ev mux.StreamEvent) {
+	tunnel := m.label(ev.Tunnel)
 	switch {
 	case ev.Err != nil:
-		m.streams.WithLabelValues(ev.Tunnel, "refused").Inc()
+		m.streams.WithLabelValues(tunnel, "refused").Inc()
 	case !ev.Closed:
-		m.streams.WithLabelValues(ev.Tunnel, "ok").Inc()
-		m.active.WithLabelValues(ev.Tunnel).Inc()
+		m.streams.WithLabelValues(tunnel, "ok").Inc()
+		m.active.WithLabelValues(tunnel).Inc()
 	default:
-		m.active.WithLabelValues(ev.Tunnel).Dec()
-		m.bytes.WithLabelValues(ev.Tunnel, "in").Add(float64(ev.BytesIn))
-		m.bytes.WithLabelValues(ev.Tunnel, "out").Add(float64(ev.BytesOut))
+		m.active.WithLabelValues(tunnel).Dec()
+		m.bytes.WithLabelValues(tunnel, "in").Add(float64(ev.BytesIn))
+		m.bytes.WithLabelValues(tunnel, "out").Add(float64(ev.BytesOut))
 	}
 }
 
@@ -90,7 +139,7 @@ func withMetrics(ctx context.Context, addr string, cfg *mux.ClientConfig, log ze
 	if addr == "" {
 		return nil
 	}
-	m := newClientMetrics()
+	m := newClientMetrics(cfg.Tunnels)
 	if err := serveMetrics(ctx, addr, m, log); err != nil {
 		return err
 	}
@@ -99,6 +148,13 @@ func withMetrics(ctx context.Context, addr string, cfg *mux.ClientConfig, log ze
 		m.observe(ev)
 		if prev != nil {
 			prev(ev)
+		}
+	}
+	ready := cfg.OnReady
+	cfg.OnReady = func(w *proto.Welcome) {
+		m.granted(w)
+		if ready != nil {
+			ready(w)
 		}
 	}
 	return nil

@@ -88,7 +88,7 @@ func (v *view) ready(w *proto.Welcome) {
 	v.state = "online"
 	for i, t := range w.Tunnels {
 		if i < len(v.tunnels) {
-			v.tunnels[i].name, v.tunnels[i].url = t.Name, t.URL
+			v.tunnels[i].name, v.tunnels[i].url = t.Name, printable(t.URL, maxPrintedName)
 		}
 	}
 }
@@ -99,16 +99,24 @@ func (v *view) stopped(err error) {
 	defer v.mu.Unlock()
 	v.state = "stopped"
 	if err != nil {
-		v.state = "stopped: " + err.Error()
+		v.state = "stopped: " + printable(err.Error(), maxPrintedText)
 	}
 	v.redraw(time.Now())
 }
 
-// onStream is the mux.ClientConfig.OnStream hook.
+// onStream is the mux.ClientConfig.OnStream hook. Streams are counted per
+// tunnel only for the tunnels on show: tunneld names the tunnel of a
+// stream, and one that names others must not grow the view's maps.
 func (v *view) onStream(ev mux.StreamEvent) {
 	now := time.Now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if !v.shown(ev.Tunnel) {
+		if ev.Closed {
+			v.recentAdd(now, ev)
+		}
+		return
+	}
 	if !ev.Closed {
 		v.active[ev.Tunnel]++
 		v.opens = append(v.opens, viewOpen{ev.Tunnel, now})
@@ -120,6 +128,19 @@ func (v *view) onStream(ev mux.StreamEvent) {
 		// A refused stream was never reported open.
 		v.opens = append(v.opens, viewOpen{ev.Tunnel, now})
 	}
+	v.recentAdd(now, ev)
+}
+
+func (v *view) shown(name string) bool {
+	for _, t := range v.tunnels {
+		if t.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (v *view) recentAdd(now time.Time, ev mux.StreamEvent) {
 	v.recent = append(v.recent, viewEvent{now, ev})
 	if len(v.recent) > recentMax {
 		v.recent = v.recent[len(v.recent)-recentMax:]
@@ -179,7 +200,7 @@ func (v *view) render(now time.Time) []string {
 		if url == "" {
 			url = "(waiting for the server)"
 		}
-		name := t.name
+		name := printable(t.name, maxPrintedName)
 		if name == "" {
 			name = "(random)"
 		}
@@ -192,9 +213,10 @@ func (v *view) render(now time.Time) []string {
 	lines = append(lines, "  last streams:")
 	for i := len(v.recent) - 1; i >= 0; i-- {
 		r := v.recent[i]
-		line := fmt.Sprintf("    %s  %-14s %-21s ", r.at.Format(time.TimeOnly), r.ev.Tunnel, r.ev.Visitor)
+		line := fmt.Sprintf("    %s  %-14s %-21s ", r.at.Format(time.TimeOnly),
+			printable(r.ev.Tunnel, maxPrintedName), printable(r.ev.Visitor, maxPrintedName))
 		if r.ev.Err != nil {
-			line += "refused: " + r.ev.Err.Error()
+			line += "refused: " + printable(r.ev.Err.Error(), maxPrintedText)
 		} else {
 			line += fmt.Sprintf("%s in, %s out, %s", size(r.ev.BytesIn), size(r.ev.BytesOut), r.ev.Duration.Round(time.Millisecond))
 		}
