@@ -34,7 +34,9 @@ type Config struct {
 
 	// KeepAliveInterval is how often each side pings the other. A peer that
 	// does not answer within WriteTimeout ends the session, so a silently dead
-	// link is noticed within KeepAliveInterval+WriteTimeout. Default 15 s.
+	// link is noticed within KeepAliveInterval+WriteTimeout. Default 15 s;
+	// at least 250 ms, since the peer's guard allows one ping per 100 ms on
+	// average (pingEvery).
 	KeepAliveInterval time.Duration
 
 	// WriteTimeout bounds writing one frame to the connection, and the
@@ -64,6 +66,10 @@ type Config struct {
 	// default for the tunnels asked for.
 	maxStreams int
 }
+
+// minKeepAlive is the shortest KeepAliveInterval: a peer's guard ends a
+// session that pings more than once per pingEvery on average.
+const minKeepAlive = 250 * time.Millisecond
 
 // maxLoggedString bounds a peer's string (a GoAway reason, a tunnel name)
 // in our log lines.
@@ -153,6 +159,9 @@ func (c Config) Validate() error {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %v", d.name, d.v))
 		}
+	}
+	if c.KeepAliveInterval > 0 && c.KeepAliveInterval < minKeepAlive {
+		errs = append(errs, fmt.Errorf("keepalive interval %v is under %v: the peer would take it for a ping flood", c.KeepAliveInterval, minKeepAlive))
 	}
 	if c.AcceptBacklog <= 0 {
 		errs = append(errs, fmt.Errorf("accept backlog must be positive, got %d", c.AcceptBacklog))

@@ -256,3 +256,32 @@ func TestPrintable(t *testing.T) {
 		}
 	}
 }
+
+// loopConn reads the same bytes forever; only Read is used.
+type loopConn struct {
+	net.Conn
+	b   []byte
+	off int
+}
+
+func (c *loopConn) Read(p []byte) (int, error) {
+	n := copy(p, c.b[c.off:])
+	c.off = (c.off + n) % len(c.b)
+	return n, nil
+}
+
+// The guard is on every byte's path: reading bulk data through it must cost
+// next to nothing (data bodies are skipped, not parsed) and allocate nothing.
+func BenchmarkGuard_ReadBulk(b *testing.B) {
+	body := make([]byte, 128<<10)
+	frame := append(frameBytes(yamuxTypeData, 0, 2, uint32(len(body)), nil), body...)
+	g := newGuard(&loopConn{b: frame}, false, 0)
+	buf := make([]byte, 32<<10)
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := g.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

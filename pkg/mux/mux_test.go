@@ -471,6 +471,7 @@ func TestConfig_Validate(t *testing.T) {
 		{"default", func(*Config) {}, true},
 		{"small window", func(c *Config) { c.StreamWindow = 1024 }, false},
 		{"zero keepalive", func(c *Config) { c.KeepAliveInterval = 0 }, false},
+		{"keepalive the peer takes for a flood", func(c *Config) { c.KeepAliveInterval = 50 * time.Millisecond }, false},
 		{"negative handshake", func(c *Config) { c.HandshakeTimeout = -1 }, false},
 		{"zero backlog", func(c *Config) { c.AcceptBacklog = 0 }, false},
 	}
