@@ -150,8 +150,13 @@ type serverResult struct {
 // the client's Hello with decide (nil: accept all).
 func session(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn), h *proto.Hello, decide func(*proto.Hello) *proto.Error) (*ClientSession, *ServerSession, error) {
 	t.Helper()
+	return sessionWith(t, pair, h, decide, testConfig(t))
+}
+
+// sessionWith is session with both ends on cfg.
+func sessionWith(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn), h *proto.Hello, decide func(*proto.Hello) *proto.Error, cfg Config) (*ClientSession, *ServerSession, error) {
+	t.Helper()
 	cc, sc := pair(t)
-	cfg := testConfig(t)
 	results := make(chan serverResult, 1)
 	go func() {
 		s, got, err := Server(context.Background(), sc, cfg)
@@ -403,7 +408,11 @@ func TestServer_MalformedHello(t *testing.T) {
 // broken or hostile client, and ends its session at once, before yamux
 // queues it (it used to be refused, with a warning per stream).
 func TestServer_EndsSessionOnClientStream(t *testing.T) {
-	c, s, err := session(t, transports()["tcp"], hello("wiki"), nil)
+	cfg := testConfig(t)
+	// Long enough that yamux's own open timeout (an unanswered SYN ends
+	// the session too) cannot be what ends it within recvWithin's bound.
+	cfg.HandshakeTimeout = time.Minute
+	c, s, err := sessionWith(t, transports()["tcp"], hello("wiki"), nil, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
