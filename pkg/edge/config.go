@@ -188,8 +188,8 @@ func (c Config) Validate() error {
 	case c.TLSConfig != nil && (c.StaticCerts != nil || c.ACME != nil):
 		errs = append(errs, errors.New("a TLS config excludes static certificates and ACME"))
 	}
-	if c.ACME != nil && c.ACME.CacheDir == "" {
-		errs = append(errs, errors.New("acme: a certificate cache directory is required"))
+	if c.ACME != nil {
+		errs = append(errs, c.ACME.validate()...)
 	}
 	if c.Auth == nil && !c.AllowAnonymous {
 		errs = append(errs, errors.New("no tokens configured and anonymous clients not allowed: nobody could connect"))

@@ -35,6 +35,9 @@ type Registry interface {
 	Release(s *Session)
 	// Held reports whether name is live or on hold.
 	Held(name string) bool
+	// Account reports whom a live or held name counts against (the
+	// session's account: see Session), and whether it is live or held.
+	Account(name string) (account string, held bool)
 	// Wait returns the live session serving name as soon as there is one.
 	// It returns nil when ctx ends first, or at once when the name is
 	// neither live nor on hold. It never polls: a Claim wakes it.
@@ -210,6 +213,21 @@ func (r *MemoryRegistry) dropLocked(name string) {
 	}
 	delete(r.entries, name)
 	r.wakeLocked(name)
+}
+
+// Account implements Registry.
+func (r *MemoryRegistry) Account(name string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.entries[name]
+	if !ok {
+		return "", false
+	}
+	if e.session == nil && !r.now().Before(e.holdUntil) {
+		r.dropLocked(name)
+		return "", false
+	}
+	return e.account, true
 }
 
 // Held implements Registry.

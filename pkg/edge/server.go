@@ -67,6 +67,7 @@ type Server struct {
 	certManager   *autocert.Manager // nil without Config.ACME
 	acmeTransport *http.Transport   // the ACME client's, closed at shutdown
 	refusedSet                      // names the ACME host policy refused, for log-once
+	orders        *orderBudget      // nil without Config.ACME
 
 	httpSrv   *http.Server
 	transport *http.Transport
