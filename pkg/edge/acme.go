@@ -85,9 +85,20 @@ var errNotOurs = errors.New("not the domain, and no tunnel holds the name")
 // budget (ACMEConfig.OrdersPerWeek, OrdersPerOwnerPerWeek) is spent.
 var errOrderBudget = errors.New("the weekly certificate order budget is spent")
 
+// errOrderRetry: a certificate was not ordered because the last order for
+// the name, which failed, was placed less than orderRetry ago.
+var errOrderRetry = errors.New("the last order for this name failed; retried later")
+
 // orderWindow is the period the order budget counts over, as Let's
 // Encrypt's limit does.
 const orderWindow = 7 * 24 * time.Hour
+
+// orderRetry is how often a name whose order failed may be ordered again.
+// autocert itself retries on the next handshake a minute later, which
+// would let a handful of such names use up the CA account's new orders
+// (Let's Encrypt: 300 per 3 hours) and its failed validations per name (5
+// an hour).
+const orderRetry = 15 * time.Minute
 
 // refusedLogCap bounds how many refused names are remembered for
 // log-once; past it the memory is cleared, so a flood of random SNI names
@@ -175,7 +186,7 @@ func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 	}
 	if s.certManager != nil {
 		cert, err := s.certManager.GetCertificate(hello)
-		if err != nil && !errors.Is(err, errNotOurs) && !errors.Is(err, errOrderBudget) {
+		if err != nil && !errors.Is(err, errNotOurs) && !errors.Is(err, errOrderBudget) && !errors.Is(err, errOrderRetry) {
 			s.ops.metrics.CertIssued(err)
 			// Otherwise only the handshake's debug line would tell.
 			s.log.Error().Err(err).Str("host", hello.ServerName).Msg("no certificate from ACME")
@@ -242,15 +253,16 @@ type orderBudget struct {
 }
 
 type order struct {
-	key, account string // key: autocert's cache key, the name (+"rsa")
-	at           time.Time
+	key, account string    // key: autocert's cache key, the name (+"rsa")
+	at, last     time.Time // first and latest order placed
 }
 
 // charge counts an order for the certificate cache key (a name, with
 // "+rsa" for an RSA certificate), or refuses it with errOrderBudget. A key
-// already counted this week is not counted again: autocert retries a
-// failed order, and concurrent handshakes share one. The apex is never
-// counted: it is the operator's.
+// already counted this week is not counted again (autocert retries a
+// failed order), but is refused with errOrderRetry until orderRetry has
+// passed since its last order. The apex is never counted: it is the
+// operator's.
 func (b *orderBudget) charge(key string) error {
 	host := strings.TrimSuffix(key, "+rsa")
 	name, err := ParseHost(host, b.domain)
@@ -270,8 +282,15 @@ func (b *orderBudget) charge(key string) error {
 	}
 	b.orders = slices.Delete(b.orders, 0, expired)
 	owned := 0
-	for _, o := range b.orders {
+	for i := range b.orders {
+		o := &b.orders[i]
 		if o.key == key {
+			if now.Sub(o.last) < orderRetry {
+				b.rec.RateLimited("acme_order_retry")
+				b.log.Debug().Str("host", host).Msg("certificate not ordered: the last order failed recently")
+				return fmt.Errorf("edge: acme: %q: %w", host, errOrderRetry)
+			}
+			o.last = now
 			return nil
 		}
 		if o.account == account {
@@ -285,7 +304,7 @@ func (b *orderBudget) charge(key string) error {
 	case owned >= b.perOwner:
 		scope, limit = "owner", b.perOwner
 	default:
-		b.orders = append(b.orders, order{key: key, account: account, at: now})
+		b.orders = append(b.orders, order{key: key, account: account, at: now, last: now})
 		return nil
 	}
 	b.rec.RateLimited("acme_order_" + scope)
