@@ -53,7 +53,8 @@ type ClientSession struct {
 // connection: it opens the control stream, sends hello and waits for the
 // answer, all within cfg.HandshakeTimeout. A refusal by the server is
 // returned as a *proto.Error (test with errors.As and look at its Code).
-// Client owns conn: on error it is closed.
+// Client owns conn: on error it is closed. An anonymous hello (no Token)
+// without an OwnerKey is sent with this process's (see ownerKey).
 func Client(ctx context.Context, conn net.Conn, hello *proto.Hello, cfg Config) (*ClientSession, error) {
 	if err := cfg.Validate(); err != nil {
 		conn.Close()
