@@ -4,6 +4,9 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+
 	"github.com/tunnelhq/tunnel/pkg/edge"
 )
 
@@ -58,5 +61,39 @@ func TestParsePrefix(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("parsePrefix(%q): got %q (%v), want %q", tt.in, got, err, tt.want)
 		}
+	}
+}
+
+// TestServerConfig_ACMEOrderBudget: the order budget flags and their env
+// vars reach edge.ACMEConfig, with the edge's defaults when unset.
+func TestServerConfig_ACMEOrderBudget(t *testing.T) {
+	parse := func(t *testing.T, args ...string) (*edge.ACMEConfig, error) {
+		t.Helper()
+		var got *edge.ACMEConfig
+		app := &cli.App{Name: "tunneld", Flags: append(serveFlags(), adminFlags()...), Action: func(c *cli.Context) error {
+			cfg, _, err := serverConfig(c, zerolog.Nop())
+			got = cfg.ACME
+			return err
+		}}
+		base := []string{"tunneld", "--domain", "tunnel.test", "--token", "tk", "--cert-cache", t.TempDir()}
+		err := app.Run(append(base, args...))
+		return got, err
+	}
+	acme, err := parse(t)
+	if err != nil || acme.OrdersPerWeek != edge.DefaultOrdersPerWeek || acme.OrdersPerOwnerPerWeek != edge.DefaultOrdersPerOwnerPerWeek {
+		t.Fatalf("defaults: got %+v, %v", acme, err)
+	}
+	acme, err = parse(t, "--acme-orders-per-week", "7", "--acme-orders-per-owner", "3")
+	if err != nil || acme.OrdersPerWeek != 7 || acme.OrdersPerOwnerPerWeek != 3 {
+		t.Fatalf("flags: got %+v, %v", acme, err)
+	}
+	t.Setenv("TUNNELD_ACME_ORDERS_PER_WEEK", "9")
+	t.Setenv("TUNNELD_ACME_ORDERS_PER_OWNER", "4")
+	acme, err = parse(t)
+	if err != nil || acme.OrdersPerWeek != 9 || acme.OrdersPerOwnerPerWeek != 4 {
+		t.Fatalf("env: got %+v, %v", acme, err)
+	}
+	if _, err := parse(t, "--acme-orders-per-owner", "0"); err == nil {
+		t.Fatal("--acme-orders-per-owner 0: got nil error")
 	}
 }

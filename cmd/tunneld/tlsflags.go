@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -51,6 +52,12 @@ func certConfig(c *cli.Context, cfg *edge.Config, files edge.CertFiles) error {
 		CacheDir:     c.String("cert-cache"),
 		DirectoryURL: c.String("acme-directory"),
 		Email:        c.String("acme-email"),
+
+		OrdersPerWeek:         c.Int("acme-orders-per-week"),
+		OrdersPerOwnerPerWeek: c.Int("acme-orders-per-owner"),
+	}
+	if acme.OrdersPerWeek <= 0 || acme.OrdersPerOwnerPerWeek <= 0 {
+		return errors.New("--acme-orders-per-week and --acme-orders-per-owner must be positive")
 	}
 	if acme.CacheDir == "" {
 		dir, err := defaultCertCache()

@@ -33,10 +33,15 @@ type AdminConfig struct {
 	// Token, if set, must come with every request, as "Authorization:
 	// Bearer TOKEN" (or as the password of HTTP basic auth, so a browser
 	// can open the status page). It is required when the listener is not
-	// on a loopback address; on loopback, empty means no check.
+	// on a loopback address. On loopback, empty means no token check, but
+	// then the request's Host must be a loopback name (localhost or a
+	// loopback IP): a web page whose own name rebinds to 127.0.0.1 (DNS
+	// rebinding) is refused with 403, as it sends its own name.
 	Token string
 
-	// Pprof serves net/http/pprof under /debug/pprof/.
+	// Pprof serves net/http/pprof under /debug/pprof/, except
+	// /debug/pprof/cmdline: the command line may carry secrets (tokens
+	// passed as flags), so it is never served.
 	Pprof bool
 
 	// IsLoopback decides whether a listener address is reachable only from
@@ -52,7 +57,7 @@ type AdminConfig struct {
 //	/metrics      Prometheus exposition
 //	/healthz      200 while the process runs
 //	/readyz       200 when the edge is listening and has a certificate for its domain
-//	/debug/pprof/ only with AdminConfig.Pprof
+//	/debug/pprof/ only with AdminConfig.Pprof (never cmdline)
 //
 // Build it with NewAdmin and run it with Serve.
 type Admin struct {
@@ -158,13 +163,20 @@ func (a *Admin) Handler() http.Handler {
 	})
 	if a.cfg.Pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		// Not pprof.Cmdline: it shows tokens passed as flags.
+		mux.HandleFunc("GET /debug/pprof/cmdline", http.NotFound)
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	if a.cfg.Token == "" {
-		return mux
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !loopbackHost(r.Host) {
+				plain(w, http.StatusForbidden, "the admin listener without a token answers only Host: localhost or a loopback address")
+				return
+			}
+			mux.ServeHTTP(w, r)
+		})
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !a.authorized(r) {
@@ -175,6 +187,22 @@ func (a *Admin) Handler() http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// loopbackHost reports whether a request's Host names this machine:
+// "localhost" or a loopback IP, with or without a port. Only such a Host
+// proves the request was meant for the loopback listener; a browser lured
+// by DNS rebinding sends the attacker's name.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), ".")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // authorized compares hashes in constant time, so neither the token's

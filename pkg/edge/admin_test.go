@@ -481,3 +481,71 @@ func TestAdmin_StatusPageInChromium(t *testing.T) {
 	}
 	t.Logf("screenshot: %s", shot)
 }
+
+// TestAdmin_LoopbackChecksHost: without a token the admin listener trusts
+// its loopback address, so it must also refuse a Host that is not a
+// loopback name: otherwise a web page whose name rebinds to 127.0.0.1 reads
+// /api/tunnels and /metrics from the browser. And /debug/pprof/cmdline,
+// which shows tokens passed as flags, is never served.
+func TestAdmin_LoopbackChecksHost(t *testing.T) {
+	h := startEdge(t, nil)
+	base := startAdmin(t, h, "127.0.0.1:0", func(c *edge.AdminConfig) { c.Pprof = true })
+	port := strings.TrimPrefix(base, "http://127.0.0.1:")
+	fetch := func(host, path, token string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.Host = host
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		hc := &http.Client{Timeout: 30 * time.Second}
+		defer hc.CloseIdleConnections()
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, c := range []struct {
+		host string
+		want int
+	}{
+		{"127.0.0.1:" + port, http.StatusOK},
+		{"localhost:" + port, http.StatusOK},
+		{"LOCALHOST.:" + port, http.StatusOK},
+		{"127.1.2.3:" + port, http.StatusOK},
+		{"[::1]:" + port, http.StatusOK},
+		{"localhost", http.StatusOK},
+		{"rebind.evil.example:" + port, http.StatusForbidden},
+		{"evil.example", http.StatusForbidden},
+		{"localhost.evil.example:" + port, http.StatusForbidden},
+		{"127.0.0.1.evil.example", http.StatusForbidden},
+		{"10.0.0.1:" + port, http.StatusForbidden},
+	} {
+		for _, path := range []string{"/api/tunnels", "/metrics", "/"} {
+			if got, body := fetch(c.host, path, ""); got != c.want {
+				t.Errorf("Host %q %s: got %d %.80q, want %d", c.host, path, got, body, c.want)
+			}
+		}
+	}
+	status, body := fetch("127.0.0.1:"+port, "/debug/pprof/cmdline", "")
+	if status != http.StatusNotFound || strings.Contains(body, os.Args[0]) {
+		t.Errorf("/debug/pprof/cmdline: got %d %q, want 404 without the command line", status, body)
+	}
+	if status, _ := fetch("127.0.0.1:"+port, "/debug/pprof/", ""); status != http.StatusOK {
+		t.Errorf("/debug/pprof/: got %d, want 200", status)
+	}
+
+	// With a token, the token is the check: any Host may carry it (a
+	// reverse proxy in front, a public name).
+	const token = "adm_s3cret"
+	base = startAdmin(t, h, "127.0.0.1:0", func(c *edge.AdminConfig) { c.Token, c.Pprof = token, true })
+	if got, body := fetch("admin.example.com", "/api/tunnels", token); got != http.StatusOK {
+		t.Errorf("token and a public Host: got %d %q, want 200", got, body)
+	}
+	if got, body := fetch("admin.example.com", "/debug/pprof/cmdline", token); got != http.StatusNotFound || strings.Contains(body, os.Args[0]) {
+		t.Errorf("/debug/pprof/cmdline with a token: got %d %q, want 404", got, body)
+	}
+}

@@ -57,7 +57,10 @@ type Config struct {
 	Auth Authenticator
 
 	// AllowAnonymous lets clients without a token in. An anonymous client
-	// may claim any free name; its names belong to its IP address.
+	// may claim any free name; its names belong to the owner key it sends
+	// (proto.Hello.OwnerKey), or without one to its session alone, and
+	// its limits (MaxTunnelsPerToken, held names) count against its
+	// source address.
 	AllowAnonymous bool
 
 	// Registry maps names to sessions. Nil means a MemoryRegistry with
@@ -65,7 +68,9 @@ type Config struct {
 	Registry Registry
 
 	// NameHold is how long a departed client's names stay reserved for its
-	// token (used only when Registry is nil). Default 5 minutes.
+	// token (used only when Registry is nil). Default 5 minutes. At most
+	// as many names as the token may have tunnels (MaxTunnelsPerToken or
+	// its own max_tunnels) are held for it; past that its oldest hold ends.
 	NameHold time.Duration
 
 	// OfflineWait is how long a visitor's request to a name on hold (its
@@ -183,8 +188,8 @@ func (c Config) Validate() error {
 	case c.TLSConfig != nil && (c.StaticCerts != nil || c.ACME != nil):
 		errs = append(errs, errors.New("a TLS config excludes static certificates and ACME"))
 	}
-	if c.ACME != nil && c.ACME.CacheDir == "" {
-		errs = append(errs, errors.New("acme: a certificate cache directory is required"))
+	if c.ACME != nil {
+		errs = append(errs, c.ACME.validate()...)
 	}
 	if c.Auth == nil && !c.AllowAnonymous {
 		errs = append(errs, errors.New("no tokens configured and anonymous clients not allowed: nobody could connect"))

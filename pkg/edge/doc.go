@@ -22,6 +22,10 @@
 // the tunnels in plain HTTP (Config.PlainServesTunnels). autocert's
 // HostPolicy allows only the apex and names the Registry holds, so the CA is
 // never asked about a name nobody serves; each refused name is logged once.
+// New orders are budgeted per week, in all and per owner
+// (ACMEConfig.OrdersPerWeek, OrdersPerOwnerPerWeek); the budget is checked
+// where autocert finds no certificate in its cache (issuedCache), since its
+// HostPolicy runs on every handshake, cached certificate or not.
 // TLS 1.2 is the minimum, TLS 1.2 suites are ECDHE with AEADs only, and
 // session tickets stay on.
 //

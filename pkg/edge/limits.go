@@ -312,7 +312,7 @@ func (l *limits) addTunnels(sess *Session) *proto.Error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	live := l.tunnelsBy[sess.Owner]
+	live := l.tunnelsBy[sess.accountKey()] // anonymous clients: per source address
 	total := 0
 	for ms, n := range live {
 		select {
@@ -328,7 +328,7 @@ func (l *limits) addTunnels(sess *Session) *proto.Error {
 	}
 	if live == nil {
 		live = make(map[*mux.ServerSession]int)
-		l.tunnelsBy[sess.Owner] = live
+		l.tunnelsBy[sess.accountKey()] = live
 	}
 	live[sess.mux] = len(sess.Names)
 	// Owners whose sessions have all ended are dropped on their next

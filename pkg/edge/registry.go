@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,9 @@ type Registry interface {
 	Release(s *Session)
 	// Held reports whether name is live or on hold.
 	Held(name string) bool
+	// Account reports whom a live or held name counts against (the
+	// session's account: see Session), and whether it is live or held.
+	Account(name string) (account string, held bool)
 	// Wait returns the live session serving name as soon as there is one.
 	// It returns nil when ctx ends first, or at once when the name is
 	// neither live nor on hold. It never polls: a Claim wakes it.
@@ -41,19 +45,41 @@ type Registry interface {
 }
 
 type regEntry struct {
+	name      string
 	owner     string
+	account   string    // whose held-name bound the entry counts against
 	session   *Session  // nil while on hold
 	holdUntil time.Time // meaningful only while session is nil
+
+	// While on hold, the entry is in two lists, oldest first: every hold
+	// (for expiry) and its account's holds (for the bound).
+	inHolds, inAccount *list.Element
 }
 
+// expireBatch is how many run-out holds one Claim or Release drops at
+// most. A run-out hold counts as free anyway (Lookup and Claim check the
+// time); the tidying keeps the table from growing, and the batch keeps one
+// call from paying for a million holds that ran out together.
+const expireBatch = 64
+
 // MemoryRegistry is the single-node Registry.
+//
+// Every operation costs the same whatever the table holds: names are found
+// by map, a session's names are kept with it, and holds run out in the
+// order they began (they all last the same time), so the oldest is always
+// first in a list. Holds are bounded per account (Session.account, for
+// anonymous clients their source address): past a session's maxHeld, the
+// account's oldest hold is dropped.
 type MemoryRegistry struct {
 	hold time.Duration
 	now  func() time.Time
 
-	mu      sync.Mutex
-	entries map[string]*regEntry
-	waiters map[string]chan struct{} // closed when the name is claimed or dropped
+	mu        sync.Mutex
+	entries   map[string]*regEntry
+	bySession map[*Session][]string    // names each session claimed (some may since be another's)
+	holds     *list.List               // of *regEntry on hold, oldest first
+	heldBy    map[string]*list.List    // account → its entries on hold, oldest first
+	waiters   map[string]chan struct{} // closed when the name is claimed or dropped
 
 	waitHook func(name string) // tests: called when a Wait starts blocking
 }
@@ -62,6 +88,7 @@ type MemoryRegistry struct {
 // client's names for hold (zero: released at once).
 func NewMemoryRegistry(hold time.Duration) *MemoryRegistry {
 	return &MemoryRegistry{hold: hold, now: time.Now, entries: make(map[string]*regEntry),
+		bySession: make(map[*Session][]string), holds: list.New(), heldBy: make(map[string]*list.List),
 		waiters: make(map[string]chan struct{})}
 }
 
@@ -70,11 +97,15 @@ func (r *MemoryRegistry) Claim(s *Session, names []string) ([]*Session, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
-	r.sweepLocked(now)
+	r.expireLocked(now)
 	var replaced []*Session
 	for _, n := range names {
 		e, ok := r.entries[n]
 		if !ok {
+			continue
+		}
+		if e.session == nil && !now.Before(e.holdUntil) {
+			r.dropLocked(n) // its hold has run out
 			continue
 		}
 		if e.owner != s.Owner {
@@ -84,20 +115,21 @@ func (r *MemoryRegistry) Claim(s *Session, names []string) ([]*Session, error) {
 			replaced = append(replaced, e.session)
 		}
 	}
-	// The replaced sessions lose every name they had, not only the ones
-	// asked for again; their names go on hold for the owner.
-	for n, e := range r.entries {
-		if containsSession(replaced, e.session) {
-			e.session = nil
-			e.holdUntil = now.Add(r.hold)
-			if r.hold == 0 {
-				r.dropLocked(n)
-			}
-		}
-	}
 	for _, n := range names {
-		r.entries[n] = &regEntry{owner: s.Owner, session: s}
+		e, ok := r.entries[n]
+		if !ok {
+			e = &regEntry{name: n}
+			r.entries[n] = e
+		}
+		r.unholdLocked(e)
+		e.owner, e.account, e.session = s.Owner, s.accountKey(), s
+		r.bySession[s] = append(r.bySession[s], n)
 		r.wakeLocked(n)
+	}
+	// The replaced sessions lose every name they had, not only the ones
+	// asked for again; the rest go on hold for the owner.
+	for _, old := range replaced {
+		r.releaseLocked(old, now)
 	}
 	return replaced, nil
 }
@@ -176,8 +208,26 @@ func (r *MemoryRegistry) wakeLocked(name string) {
 
 // dropLocked forgets name, waking its Waits so they see it gone.
 func (r *MemoryRegistry) dropLocked(name string) {
+	if e, ok := r.entries[name]; ok {
+		r.unholdLocked(e)
+	}
 	delete(r.entries, name)
 	r.wakeLocked(name)
+}
+
+// Account implements Registry.
+func (r *MemoryRegistry) Account(name string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.entries[name]
+	if !ok {
+		return "", false
+	}
+	if e.session == nil && !r.now().Before(e.holdUntil) {
+		r.dropLocked(name)
+		return "", false
+	}
+	return e.account, true
 }
 
 // Held implements Registry.
@@ -190,9 +240,22 @@ func (r *MemoryRegistry) Held(name string) bool {
 func (r *MemoryRegistry) Release(s *Session) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	until := r.now().Add(r.hold)
-	for n, e := range r.entries {
-		if e.session != s {
+	now := r.now()
+	r.expireLocked(now)
+	r.releaseLocked(s, now)
+}
+
+// releaseLocked puts the names s still serves on hold (or drops them with
+// no hold) and forgets s.
+func (r *MemoryRegistry) releaseLocked(s *Session, now time.Time) {
+	names, ok := r.bySession[s]
+	if !ok {
+		return
+	}
+	delete(r.bySession, s)
+	for _, n := range names {
+		e, ok := r.entries[n]
+		if !ok || e.session != s {
 			continue
 		}
 		if r.hold == 0 {
@@ -200,16 +263,42 @@ func (r *MemoryRegistry) Release(s *Session) {
 			continue
 		}
 		e.session = nil
-		e.holdUntil = until
+		e.holdUntil = now.Add(r.hold)
+		e.inHolds = r.holds.PushBack(e)
+		acct := r.heldBy[e.account]
+		if acct == nil {
+			acct = list.New()
+			r.heldBy[e.account] = acct
+		}
+		e.inAccount = acct.PushBack(e)
+		for s.maxHeld > 0 && acct.Len() > s.maxHeld {
+			r.dropLocked(acct.Front().Value.(*regEntry).name)
+		}
 	}
 }
 
-// sweepLocked drops holds that have expired, so names nobody asks for again
-// do not accumulate.
-func (r *MemoryRegistry) sweepLocked(now time.Time) {
-	for n, e := range r.entries {
-		if e.session == nil && !now.Before(e.holdUntil) {
-			r.dropLocked(n)
+// unholdLocked takes e off the hold lists, if it is on them.
+func (r *MemoryRegistry) unholdLocked(e *regEntry) {
+	if e.inHolds == nil {
+		return
+	}
+	r.holds.Remove(e.inHolds)
+	acct := r.heldBy[e.account]
+	acct.Remove(e.inAccount)
+	if acct.Len() == 0 {
+		delete(r.heldBy, e.account)
+	}
+	e.inHolds, e.inAccount = nil, nil
+}
+
+// expireLocked drops up to expireBatch holds that have run out, oldest
+// first, so names nobody asks for again do not accumulate.
+func (r *MemoryRegistry) expireLocked(now time.Time) {
+	for range expireBatch {
+		front := r.holds.Front()
+		if front == nil || now.Before(front.Value.(*regEntry).holdUntil) {
+			return
 		}
+		r.dropLocked(front.Value.(*regEntry).name)
 	}
 }

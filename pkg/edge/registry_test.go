@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -103,6 +104,10 @@ func TestConfig_Validate(t *testing.T) {
 		{"zero max tunnels", func(c *Config) { c.MaxTunnelsPerSession = 0 }, false},
 		{"zero grace", func(c *Config) { c.ShutdownGrace = 0 }, false},
 		{"bad mux", func(c *Config) { c.Mux.StreamWindow = 1 }, false},
+		{"acme with default budgets", func(c *Config) { c.TLSConfig, c.ACME = nil, &ACMEConfig{CacheDir: "x"} }, true},
+		{"negative acme budget", func(c *Config) {
+			c.TLSConfig, c.ACME = nil, &ACMEConfig{CacheDir: "x", OrdersPerOwnerPerWeek: -1}
+		}, false},
 	}
 	for _, tt := range tests {
 		c := valid()
@@ -193,5 +198,100 @@ func recvIn[T any](t *testing.T, ch <-chan T, d time.Duration) T {
 	case <-time.After(d):
 		t.Fatalf("nothing received within %v", d)
 		panic("unreachable")
+	}
+}
+
+// TestMemoryRegistry_ClaimLeavesUnrelatedEntries: a Claim or Release costs
+// the same whatever the table holds. The table is filled cheaply, one
+// session with many names, whose holds then run out: the next Claim of an
+// unrelated name may tidy a few of them, not sweep them all under the lock
+// that visitors' Lookups wait on.
+func TestMemoryRegistry_ClaimLeavesUnrelatedEntries(t *testing.T) {
+	const n = 50_000
+	now := time.Unix(1000, 0)
+	r := NewMemoryRegistry(time.Minute)
+	r.now = func() time.Time { return now }
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("n%d", i)
+	}
+	big := &Session{ID: "big", Owner: "mallory"}
+	if _, err := r.Claim(big, names); err != nil {
+		t.Fatal(err)
+	}
+	r.Release(big)
+	now = now.Add(2 * time.Minute) // every hold has run out
+
+	a := &Session{ID: "a", Owner: "alice"}
+	if _, err := r.Claim(a, []string{"wiki"}); err != nil {
+		t.Fatal(err)
+	}
+	r.Release(a)
+	if left := len(r.entries); left < n-2*expireBatch {
+		t.Fatalf("a Claim and a Release touched %d unrelated entries, want at most %d", n+1-left, 2*expireBatch)
+	}
+	// Expired holds count as free at once, whether tidied or not ...
+	if _, held := r.Lookup(names[n-1]); held {
+		t.Fatalf("%s: held after its hold ran out", names[n-1])
+	}
+	if _, err := r.Claim(&Session{ID: "b", Owner: "bob"}, []string{names[n-2]}); err != nil {
+		t.Fatalf("claim of an expired hold: %v", err)
+	}
+	// ... and each call tidies some, so they cannot pile up for ever.
+	for i := 0; len(r.entries) > 2 && i < n; i++ {
+		r.Release(&Session{ID: "none"})
+	}
+	if len(r.entries) > 2 {
+		t.Fatalf("%d entries left after many calls, want the 2 live or held ones", len(r.entries))
+	}
+}
+
+// TestMemoryRegistry_HeldNamesBoundedPerAccount: a client that connects
+// and disconnects with fresh names leaves at most maxHeld of them on hold;
+// the oldest go first, and a visitor waiting on one is woken.
+func TestMemoryRegistry_HeldNamesBoundedPerAccount(t *testing.T) {
+	r := NewMemoryRegistry(time.Hour)
+	blocked := make(chan string, 1)
+	r.waitHook = func(name string) { blocked <- name }
+	churn := func(owner, account string, from, to int) {
+		for i := from; i < to; i++ {
+			s := &Session{ID: fmt.Sprint(i), Owner: owner, account: account, maxHeld: 3}
+			if _, err := r.Claim(s, []string{fmt.Sprintf("%s-%d", owner, i)}); err != nil {
+				t.Fatal(err)
+			}
+			r.Release(s)
+		}
+	}
+	churn("alice", "", 0, 1)
+	got := make(chan *Session, 1)
+	go func() { got <- r.Wait(context.Background(), "alice-0") }()
+	recvIn(t, blocked, 20*time.Second)
+	churn("alice", "", 1, 10)
+	if s := recvIn(t, got, 20*time.Second); s != nil {
+		t.Fatalf("Wait on a dropped hold: got %v, want nil", s)
+	}
+	// Two anonymous owners from one address share its bound.
+	churn("anon:key:1", "anon:192.0.2.1/32", 0, 2)
+	churn("anon:key:2", "anon:192.0.2.1/32", 0, 2)
+	for _, tt := range []struct {
+		name string
+		held bool
+	}{
+		{"alice-6", false}, {"alice-7", true}, {"alice-8", true}, {"alice-9", true},
+		{"anon:key:1-0", false}, {"anon:key:1-1", true}, {"anon:key:2-0", true}, {"anon:key:2-1", true},
+	} {
+		if held := r.Held(tt.name); held != tt.held {
+			t.Errorf("%s: held %v, want %v", tt.name, held, tt.held)
+		}
+	}
+	if len(r.entries) != 6 || r.holds.Len() != 6 || len(r.heldBy) != 2 {
+		t.Errorf("got %d entries, %d holds, %d accounts; want 6, 6, 2", len(r.entries), r.holds.Len(), len(r.heldBy))
+	}
+	// Claiming a held name back takes it off the hold lists.
+	if _, err := r.Claim(&Session{ID: "back", Owner: "alice", maxHeld: 3}, []string{"alice-9"}); err != nil {
+		t.Fatal(err)
+	}
+	if r.holds.Len() != 5 || r.heldBy["alice"].Len() != 2 {
+		t.Errorf("after a reclaim: %d holds, alice %d; want 5, 2", r.holds.Len(), r.heldBy["alice"].Len())
 	}
 }

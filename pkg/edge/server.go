@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -29,7 +30,7 @@ import (
 // fields are set before it is registered and never change after.
 type Session struct {
 	ID         string
-	Owner      string // Identity.ID of its token, or "anon:<ip>"
+	Owner      string // Identity.ID of its token, or for anonymous clients see anonOwner
 	Label      string // the token's label, for logs
 	RemoteAddr string
 	Connected  time.Time
@@ -37,6 +38,22 @@ type Session struct {
 
 	mux             *mux.ServerSession
 	tokenMaxTunnels int // the token's own max_tunnels; 0: server defaults
+
+	// account is whom the per-owner bounds count against: the owner for
+	// a token, the source address for anonymous clients (who can make up
+	// owner keys at will). Empty means Owner.
+	account string
+	// maxHeld bounds the names the registry keeps on hold for account
+	// after this session; past it the account's oldest hold is dropped.
+	// 0 means no bound.
+	maxHeld int
+}
+
+func (s *Session) accountKey() string {
+	if s.account != "" {
+		return s.account
+	}
+	return s.Owner
 }
 
 // Server is tunneld's public side. Build it with NewServer and run it with
@@ -50,6 +67,7 @@ type Server struct {
 	certManager   *autocert.Manager // nil without Config.ACME
 	acmeTransport *http.Transport   // the ACME client's, closed at shutdown
 	refusedSet                      // names the ACME host policy refused, for log-once
+	orders        *orderBudget      // nil without Config.ACME
 
 	httpSrv   *http.Server
 	transport *http.Transport
@@ -341,8 +359,12 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 	var id *Identity
 	switch {
 	case hello.Token == "" && s.cfg.AllowAnonymous:
-		host, _, _ := net.SplitHostPort(remote)
-		sess.Owner, sess.Label = "anon:"+host, "anonymous"
+		// An anonymous client's names belong to its owner key, so that
+		// another client behind the same address cannot take them over,
+		// and the client itself gets them back from a new address. Its
+		// limits count against its source address, since keys are free.
+		sess.Owner, sess.Label = anonOwner(hello.OwnerKey, sess.ID), "anonymous"
+		sess.account = "anon:" + sourceKey(ms.RemoteAddr()).String()
 	case hello.Token == "":
 		return nil, &proto.Error{Code: proto.CodeBadToken, Message: "a token is required"}
 	default:
@@ -359,6 +381,12 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 		if id.MaxTunnels > 0 {
 			maxTunnels = id.MaxTunnels
 		}
+	}
+	// A departed client's names stay on hold for it, at most as many as
+	// it may have tunnels: churning fresh names cannot pile them up.
+	sess.maxHeld = s.cfg.MaxTunnelsPerToken
+	if sess.tokenMaxTunnels > 0 {
+		sess.maxHeld = sess.tokenMaxTunnels
 	}
 	if len(hello.Tunnels) > maxTunnels {
 		return nil, &proto.Error{Code: proto.CodeTooManyTunnels,
@@ -395,7 +423,8 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 			}
 		}
 		claimed := &Session{ID: sess.ID, Owner: sess.Owner, Label: sess.Label, RemoteAddr: remote,
-			Connected: sess.Connected, Names: orderNames(hello, names), mux: ms, tokenMaxTunnels: sess.tokenMaxTunnels}
+			Connected: sess.Connected, Names: orderNames(hello, names), mux: ms, tokenMaxTunnels: sess.tokenMaxTunnels,
+			account: sess.account, maxHeld: sess.maxHeld}
 		replaced, err := s.registry.Claim(claimed, claimed.Names)
 		if err == nil {
 			for _, old := range replaced {
@@ -408,6 +437,18 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 			return nil, &proto.Error{Code: proto.CodeNameTaken, Message: err.Error() + " is held by another client"}
 		}
 	}
+}
+
+// anonOwner is the owner of an anonymous client's names: a hash of its
+// owner key (never the key itself, which would then show in logs and
+// status pages), or with no key one unique to the session, which nobody
+// else can claim names for.
+func anonOwner(key, sessionID string) string {
+	if key == "" {
+		return "anon:session:" + sessionID
+	}
+	sum := sha256.Sum256([]byte(key))
+	return "anon:key:" + hex.EncodeToString(sum[:16])
 }
 
 // orderNames lays names back out in the order of hello.Tunnels: asked-for

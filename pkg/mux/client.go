@@ -2,6 +2,8 @@ package mux
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -55,7 +57,8 @@ type ClientSession struct {
 // connection: it opens the control stream, sends hello and waits for the
 // answer, all within cfg.HandshakeTimeout. A refusal by the server is
 // returned as a *proto.Error (test with errors.As and look at its Code).
-// Client owns conn: on error it is closed.
+// Client owns conn: on error it is closed. An anonymous hello (no Token)
+// without an OwnerKey is sent with this process's (see ownerKey).
 func Client(ctx context.Context, conn net.Conn, hello *proto.Hello, cfg Config) (*ClientSession, error) {
 	if err := cfg.Validate(); err != nil {
 		conn.Close()
@@ -74,6 +77,11 @@ func Client(ctx context.Context, conn net.Conn, hello *proto.Hello, cfg Config) 
 	ctrl.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	stop := context.AfterFunc(ctx, func() { ctrl.SetDeadline(time.Now()) })
 	defer stop()
+	if hello.Token == "" && hello.OwnerKey == "" {
+		h := *hello
+		h.OwnerKey = ownerKey()
+		hello = &h
+	}
 	if err := proto.WriteFrame(ctrl, hello); err != nil {
 		sess.Close()
 		return nil, fmt.Errorf("send hello: %w", handshakeErr(ctx, err))
@@ -110,6 +118,15 @@ func Client(ctx context.Context, conn net.Conn, hello *proto.Hello, cfg Config) 
 	go c.controlLoop()
 	return c, nil
 }
+
+// ownerKey is this process's proto.Hello.OwnerKey, sent by every anonymous
+// Hello that has none: made once, so that a reconnect, from whatever
+// address, gets the names back, and nobody else can.
+var ownerKey = sync.OnceValue(func() string {
+	var b [24]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+})
 
 func handshakeErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {

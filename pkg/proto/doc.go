@@ -36,9 +36,12 @@
 // # Conversation
 //
 // The client dials TLS (ALPN [ALPN]) and opens the yamux session's first
-// stream, the control stream, and writes Hello. Hello carries [Version]; a
-// server that speaks another version answers Error with code
-// [CodeUnsupportedVersion]. Otherwise it answers Welcome (session id, each
+// stream, the control stream, and writes Hello. Hello carries [Version], a
+// token or, for an anonymous client, optionally an owner key: a random
+// string of [MinOwnerKey] to [MaxOwnerKey] bytes the client makes once per
+// process and sends on every connect, so that it, and only it, gets its
+// names back after a reconnect (see Hello.OwnerKey). A server that speaks
+// another version answers Error with code [CodeUnsupportedVersion]. Otherwise it answers Welcome (session id, each
 // tunnel's public URL, limits, heartbeat settings) or Error (bad token, name
 // taken, ...) and closes.
 //

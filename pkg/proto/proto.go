@@ -34,6 +34,13 @@ const (
 	maxLongString  = 1024
 )
 
+// The length of Hello.OwnerKey, when set: long enough that nobody guesses
+// another client's key, short enough to cost nothing.
+const (
+	MinOwnerKey = 16
+	MaxOwnerKey = 64
+)
+
 // Sentinel errors for bad input. Errors returned by ReadFrame wrap one of
 // these; test with errors.Is.
 var (
@@ -74,6 +81,14 @@ type Hello struct {
 	ClientVersion string `json:"client_version,omitempty"`
 	// Token authenticates the client. Empty means anonymous.
 	Token string `json:"token,omitempty"`
+	// OwnerKey identifies an anonymous client across reconnects: a random
+	// secret the client makes once per process and sends on every
+	// connect. The server gives the client's names to a hash of it, so
+	// only the same key gets them back (from any address); another client
+	// behind the same address cannot. Empty: the names belong to this
+	// session alone. MinOwnerKey to MaxOwnerKey bytes; ignored with a
+	// Token. Optional: servers that predate it ignore it.
+	OwnerKey string `json:"owner_key,omitempty"`
 	// Tunnels are the tunnels asked for, 1 to MaxTunnels of them.
 	Tunnels []TunnelRequest `json:"tunnels"`
 }
@@ -246,6 +261,12 @@ func (h *Hello) validate() error {
 		return err
 	}
 	if err := checkString("hello: token", h.Token, maxShortString); err != nil {
+		return err
+	}
+	if n := len(h.OwnerKey); n != 0 && (n < MinOwnerKey || n > MaxOwnerKey) {
+		return fmt.Errorf("hello: owner_key: %d bytes, want %d to %d", n, MinOwnerKey, MaxOwnerKey)
+	}
+	if err := checkString("hello: owner_key", h.OwnerKey, MaxOwnerKey); err != nil {
 		return err
 	}
 	if len(h.Tunnels) == 0 || len(h.Tunnels) > MaxTunnels {

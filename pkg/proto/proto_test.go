@@ -13,6 +13,7 @@ import (
 func sampleMessages() []Message {
 	return []Message{
 		&Hello{Version: Version, ClientVersion: "test", Token: "s3cret", Tunnels: []TunnelRequest{{Name: "wiki", Kind: KindHTTP}, {Kind: KindHTTP}}},
+		&Hello{Version: Version, OwnerKey: strings.Repeat("k", MinOwnerKey), Tunnels: []TunnelRequest{{Kind: KindHTTP}}},
 		&Welcome{SessionID: "abc", Tunnels: []TunnelInfo{{Name: "wiki", Kind: KindHTTP, URL: "https://wiki.example.com"}},
 			Limits: Limits{MaxStreams: 100, MaxFrameSize: MaxFrameSize}, Heartbeat: Heartbeat{IntervalMS: 10000, TimeoutMS: 30000}},
 		&Error{Code: CodeNameTaken, Message: `name "wiki" is held by another token`},
@@ -73,6 +74,8 @@ func TestReadFrame_RejectsBadInput(t *testing.T) {
 		{"hello unknown kind", rawFrame(msgHello, `{"version":1,"tunnels":[{"kind":"udp"}]}`), ErrMalformed},
 		{"hello too many tunnels", rawFrame(msgHello, `{"version":1,"tunnels":[`+strings.Repeat(`{"kind":"http"},`, MaxTunnels)+`{"kind":"http"}]}`), ErrMalformed},
 		{"hello long token", rawFrame(msgHello, `{"version":1,"token":"`+strings.Repeat("a", 300)+`","tunnels":[{"kind":"http"}]}`), ErrMalformed},
+		{"hello short owner key", rawFrame(msgHello, `{"version":1,"owner_key":"`+strings.Repeat("k", MinOwnerKey-1)+`","tunnels":[{"kind":"http"}]}`), ErrMalformed},
+		{"hello long owner key", rawFrame(msgHello, `{"version":1,"owner_key":"`+strings.Repeat("k", MaxOwnerKey+1)+`","tunnels":[{"kind":"http"}]}`), ErrMalformed},
 		{"invalid utf-8", rawFrame(msgStreamHeader, "{\"tunnel\":\"\xff\"}"), ErrMalformed},
 		{"error without code", rawFrame(msgError, `{"message":"x"}`), ErrMalformed},
 		{"header without tunnel", rawFrame(msgStreamHeader, `{}`), ErrMalformed},
