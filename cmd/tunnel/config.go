@@ -56,7 +56,7 @@ func globalFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, EnvVars: []string{"TUNNEL_QUIET"},
 			Usage: "no live view on a terminal: plain log lines, as when stderr is not a terminal"},
 		&cli.StringFlag{Name: "metrics-listen", EnvVars: []string{"TUNNEL_METRICS_LISTEN"}, DefaultText: "off",
-			Usage: "serve Prometheus /metrics (Go runtime, process, streams) on host:port; it has no authentication, so keep it on loopback"},
+			Usage: "serve Prometheus /metrics (Go runtime, process, streams) on host:port; it has no authentication, so keep it on loopback; only Host: localhost or an IP address is answered"},
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -150,5 +152,31 @@ func TestClientConfig_MaxStreams(t *testing.T) {
 	}
 	if _, err := configFrom(t, nil, "--server", "x:1", "--max-streams", "-1", "http", "8080"); err == nil {
 		t.Error("--max-streams -1 accepted")
+	}
+}
+
+// TestMetrics_RefusesRebindingHost: a page the user visits can point its own
+// name at 127.0.0.1 (DNS rebinding); the metrics listener must not answer it.
+func TestMetrics_RefusesRebindingHost(t *testing.T) {
+	h := metricsHandler(newClientMetrics([]mux.Tunnel{{Name: "web", Target: "127.0.0.1:1"}}))
+	for _, tt := range []struct {
+		host string
+		want int
+	}{
+		{"127.0.0.1:9101", http.StatusOK},
+		{"localhost:9101", http.StatusOK},
+		{"[::1]:9101", http.StatusOK},
+		{"192.168.1.20:9101", http.StatusOK},
+		{"rebind.evil.example:9101", http.StatusForbidden},
+		{"evil.example", http.StatusForbidden},
+		{"", http.StatusForbidden},
+	} {
+		req := httptest.NewRequest("GET", "/metrics", nil)
+		req.Host = tt.host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tt.want {
+			t.Errorf("Host %q: got %d, want %d", tt.host, rec.Code, tt.want)
+		}
 	}
 }

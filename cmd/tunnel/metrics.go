@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -120,9 +121,7 @@ func serveMetrics(ctx context.Context, addr string, m *clientMetrics, log zerolo
 	if err != nil {
 		return fmt.Errorf("listen on %s (--metrics-listen): %w", addr, err)
 	}
-	mx := http.NewServeMux()
-	mx.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mx, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: metricsHandler(m), ReadHeaderTimeout: 10 * time.Second}
 	log.Info().Str("addr", ln.Addr().String()).Msg("metrics serving")
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -131,6 +130,32 @@ func serveMetrics(ctx context.Context, addr string, m *clientMetrics, log zerolo
 	}()
 	context.AfterFunc(ctx, func() { srv.Close() })
 	return nil
+}
+
+// metricsHandler serves /metrics to requests whose Host is an IP address or
+// localhost. The listener has no authentication, so a Host check is what
+// stops a web page the user visits from reading it by DNS rebinding: the
+// browser then sends the attacker's name as Host, never an IP literal.
+func metricsHandler(m *clientMetrics) http.Handler {
+	mx := http.NewServeMux()
+	mx.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !literalHost(r.Host) {
+			http.Error(w, "--metrics-listen answers only Host: localhost or an IP address", http.StatusForbidden)
+			return
+		}
+		mx.ServeHTTP(w, r)
+	})
+}
+
+// literalHost reports whether host (with or without a port) is "localhost"
+// or an IP address.
+func literalHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), ".")
+	return strings.EqualFold(host, "localhost") || net.ParseIP(host) != nil
 }
 
 // withMetrics starts --metrics-listen, if set, and hooks its counters into
