@@ -98,7 +98,10 @@ type Config struct {
 	MaxHeaderBytes int
 
 	// ShutdownGrace is how long in-flight requests may run after shutdown
-	// starts before sessions are closed under them. Default 10 s.
+	// starts before sessions are closed under them. It bounds a client's
+	// own shutdown too: a client that said GoAway gets no new requests and
+	// is closed this long after, whether or not it has closed its session.
+	// Default 10 s.
 	ShutdownGrace time.Duration
 
 	// MaxHandshakes caps connections in their handshake (TLS, and a client's
