@@ -84,7 +84,7 @@ func serveFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "auth-fail-max-delay", Value: 5 * time.Second, EnvVars: []string{"TUNNELD_AUTH_FAIL_MAX_DELAY"},
 			Usage: "the most --auth-fail-delay grows to (below the 10s handshake timeout)"},
 		&cli.DurationFlag{Name: "shutdown-grace", Value: 10 * time.Second, EnvVars: []string{"TUNNELD_SHUTDOWN_GRACE"},
-			Usage: "on SIGINT/SIGTERM, how long in-flight requests may finish"},
+			Usage: "on SIGINT/SIGTERM, how long in-flight requests may finish; also how long a client that said GoAway keeps its session"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"TUNNELD_LOG_LEVEL"},
 			Usage: "trace, debug, info, warn, error or disabled"},
 		&cli.StringFlag{Name: "log-format", Value: "auto", EnvVars: []string{"TUNNELD_LOG_FORMAT"},
