@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,9 @@ func proxyHostileRows() []hostileRow {
 			c.ShutdownGrace = time.Second
 		}, goAwayScopedAndBounded},
 		{"visitor host and forwarding headers", nil, forwardedHeaders},
+		{"forwarding headers through a trusted proxy", func(c *edge.Config) {
+			c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix(attacker + "/32")}
+		}, trustedProxyHeaders},
 		{"refused visitor with a pending body gets its answer", func(c *edge.Config) { c.MaxStreamsPerTunnel = 1 }, refusedWithPendingBody},
 		{"downloads cut mid-body are logged and counted once", nil, abortedDownloads},
 	}
@@ -398,6 +402,29 @@ func forwardedHeaders(t *testing.T, a *abuse) {
 		if resp, body := do(host); resp.StatusCode != 400 {
 			t.Errorf("HTTP/2 :authority %q: got %d %q, want 400", host, resp.StatusCode, body)
 		}
+	}
+}
+
+// trustedProxyHeaders: a trusted proxy's X-Forwarded-For and -Proto are
+// believed, but not the X-Forwarded-Host or other forwarding headers it
+// passes on: load balancers that set only -For and -Proto (as AWS's do)
+// forward the visitor's own.
+func trustedProxyHeaders(t *testing.T, a *abuse) {
+	if _, err := a.connect(bobToken, mux.Tunnel{Name: "echo", Target: echoBackend(t)}); err != nil {
+		t.Fatal(err)
+	}
+	r := a.visitorRaw(t, "echo."+domain, "GET / HTTP/1.1\r\nHost: "+a.host("echo")+"\r\nX-Forwarded-For: 203.0.113.7\r\n"+
+		"X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 666\r\n"+
+		"X-Forwarded-Prefix: /evil\r\nX-Real-IP: 6.6.6.6\r\nConnection: close\r\n\r\n")
+	body := bodyOf(r)
+	for _, want := range []string{"X-Forwarded-For: 203.0.113.7, " + attacker + "\r\n", "X-Forwarded-Proto: https\r\n",
+		"X-Forwarded-Host: " + a.host("echo") + "\r\n"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the service did not get %q; it got:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "evil") || strings.Contains(body, "666") {
+		t.Errorf("a visitor's value passed on by the proxy reached the service:\n%s", body)
 	}
 }
 

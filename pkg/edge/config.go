@@ -43,9 +43,9 @@ type Config struct {
 	// TLS-terminating load balancer.
 	PlainServesTunnels bool
 
-	// TrustedProxies are the peers whose X-Forwarded-For (and -Proto,
-	// -Host) are believed. Empty trusts nobody: the headers a visitor sends
-	// are dropped.
+	// TrustedProxies are the peers whose X-Forwarded-For and -Proto are
+	// believed. Empty trusts nobody: the headers a visitor sends are
+	// dropped. X-Forwarded-Host is always the tunnel's public host.
 	TrustedProxies []netip.Prefix
 
 	// PublicPort is the port written in tunnels' public URLs. 0 or 443

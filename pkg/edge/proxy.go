@@ -34,8 +34,8 @@ type route struct {
 	host    string // the tunnel's public host, as PublicURL has it
 	sess    *Session
 	visitor string // the visitor's address
-	// forwarded: the peer is a trusted proxy, so its X-Forwarded-* headers
-	// are kept (see Config.TrustedProxies).
+	// forwarded: the peer is a trusted proxy, so its X-Forwarded-For and
+	// -Proto are kept (see Config.TrustedProxies).
 	forwarded bool
 }
 
@@ -145,8 +145,10 @@ func isForwardingHeader(h string) bool {
 // connection. Every forwarding or client-address header the visitor sent
 // (isForwardingHeader) is removed, so a visitor can neither forge its
 // address nor make the service build links to another host. Only a trusted
-// proxy's X-Forwarded-For is extended, and its -Proto, -Host and -Port kept
-// (a TLS-terminating load balancer says https).
+// proxy's X-Forwarded-For is extended, and its -Proto kept (a
+// TLS-terminating load balancer says https). Not even a trusted proxy's
+// X-Forwarded-Host is kept: some load balancers pass the visitor's on
+// untouched, and the edge knows the public host anyway.
 func rewrite(pr *httputil.ProxyRequest) {
 	rt := pr.In.Context().Value(routeKey).(route)
 	pr.SetURL(&url.URL{Scheme: "http", Host: rt.name})
@@ -161,12 +163,8 @@ func rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.SetXForwarded()
 	pr.Out.Header.Set("X-Forwarded-Host", rt.host)
-	if rt.forwarded {
-		for _, h := range []string{"X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port"} {
-			if v := pr.In.Header.Get(h); v != "" {
-				pr.Out.Header.Set(h, v)
-			}
-		}
+	if v := pr.In.Header.Get("X-Forwarded-Proto"); rt.forwarded && v != "" {
+		pr.Out.Header.Set("X-Forwarded-Proto", v)
 	}
 }
 
