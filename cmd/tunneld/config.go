@@ -50,7 +50,7 @@ func serveFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "http-redirect", Value: true, EnvVars: []string{"TUNNELD_HTTP_REDIRECT"},
 			Usage: "on --http-listen, redirect to https; false serves the tunnels over plain HTTP (behind a TLS-terminating load balancer)"},
 		&cli.StringSliceFlag{Name: "trusted-proxies", EnvVars: []string{"TUNNELD_TRUSTED_PROXIES"},
-			Usage: "CIDRs (or addresses) of proxies whose X-Forwarded-For/-Proto/-Host are believed; default nobody's"},
+			Usage: "CIDRs (or addresses) of proxies whose X-Forwarded-For/-Proto are believed; default nobody's"},
 		&cli.StringFlag{Name: "tokens-file", EnvVars: []string{"TUNNELD_TOKENS_FILE"},
 			Usage: "JSON file of token hashes and the names each may claim (write it with \"tunneld token add\")"},
 		&cli.StringFlag{Name: "token", EnvVars: []string{"TUNNELD_TOKEN"},
