@@ -43,9 +43,9 @@ type Config struct {
 	// TLS-terminating load balancer.
 	PlainServesTunnels bool
 
-	// TrustedProxies are the peers whose X-Forwarded-For (and -Proto,
-	// -Host) are believed. Empty trusts nobody: the headers a visitor sends
-	// are dropped.
+	// TrustedProxies are the peers whose X-Forwarded-For and -Proto are
+	// believed. Empty trusts nobody: the headers a visitor sends are
+	// dropped. X-Forwarded-Host is always the tunnel's public host.
 	TrustedProxies []netip.Prefix
 
 	// PublicPort is the port written in tunnels' public URLs. 0 or 443
@@ -103,7 +103,10 @@ type Config struct {
 	MaxHeaderBytes int
 
 	// ShutdownGrace is how long in-flight requests may run after shutdown
-	// starts before sessions are closed under them. Default 10 s.
+	// starts before sessions are closed under them. It bounds a client's
+	// own shutdown too: a client that said GoAway gets no new requests and
+	// is closed this long after, whether or not it has closed its session.
+	// Default 10 s.
 	ShutdownGrace time.Duration
 
 	// MaxHandshakes caps connections in their handshake (TLS, and a client's

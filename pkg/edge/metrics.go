@@ -252,48 +252,74 @@ func (o *ops) routed(r *http.Request, sess *Session, name string) {
 // instrument wraps the visitor handler: metrics, per-tunnel counters and
 // the access log, one event per request. Bytes are body bytes; after a
 // protocol upgrade (WebSocket) the raw copy is not counted.
+//
+// Every request is counted and logged exactly once, however it ends: the
+// books are kept in a deferred call, so a handler that panics (ReverseProxy
+// aborts with http.ErrAbortHandler when the visitor hangs up in the middle
+// of a response) is recorded too, as aborted, and its panic goes on to
+// net/http, which then drops the connection as it should.
 func (o *ops) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		o.metrics.inFlight.Inc()
 		ri := &reqInfo{}
+		// A copy of r, so the server's own request keeps its body: net/http
+		// looks at that body's type after the handler, to skip waiting for
+		// a large unread body before answering (finishRequest,
+		// maxPostHandlerReadBytes). Wrapped, it would read up to 256 KiB of
+		// a body that may never come before writing the response.
+		r2 := r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri))
 		var body *countingBody
 		if r.Body != nil && r.Body != http.NoBody {
 			body = &countingBody{ReadCloser: r.Body}
-			r.Body = body
+			r2.Body = body
 		}
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri)))
-
-		dur := time.Since(start)
-		status := sw.status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		var in int64
-		if body != nil {
-			in = body.n.Load()
-		}
-		m := o.metrics
-		m.inFlight.Dec()
-		m.requests.WithLabelValues(statusClass(status)).Inc()
-		m.bytesIn.Add(float64(in))
-		m.bytesOut.Add(float64(sw.n))
-		m.reqDuration.Observe(dur.Seconds())
-		if tc := ri.tc; tc != nil {
-			tc.inFlight.Add(-1)
-			tc.requests.Add(1)
-			tc.bytesIn.Add(in)
-			tc.bytesOut.Add(sw.n)
-		}
-		if o.accessOn {
-			// The path only: a query string may carry secrets.
-			o.access.Info().Str("host", r.Host).Str("method", r.Method).Str("path", r.URL.Path).
-				Int("status", status).Int64("bytes_in", in).Int64("bytes_out", sw.n).Dur("duration", dur).
-				Str("remote_addr", r.RemoteAddr).Str("tunnel", ri.name).Str("session_id", ri.sessionID).
-				Str("proto", r.Proto).Msg("request")
-		}
+		completed := false
+		defer func() { o.record(r, ri, sw, body, start, !completed) }()
+		next.ServeHTTP(sw, r2)
+		completed = true
 	})
+}
+
+// record keeps the books for one request that has ended; aborted: its
+// handler panicked (the visitor left mid-response, usually).
+func (o *ops) record(r *http.Request, ri *reqInfo, sw *statusWriter, body *countingBody, start time.Time, aborted bool) {
+	dur := time.Since(start)
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK
+		if aborted { // nothing was answered
+			status = http.StatusBadGateway
+		}
+	}
+	var in int64
+	if body != nil {
+		in = body.n.Load()
+	}
+	m := o.metrics
+	m.inFlight.Dec()
+	m.requests.WithLabelValues(statusClass(status)).Inc()
+	m.bytesIn.Add(float64(in))
+	m.bytesOut.Add(float64(sw.n))
+	m.reqDuration.Observe(dur.Seconds())
+	if tc := ri.tc; tc != nil {
+		tc.inFlight.Add(-1)
+		tc.requests.Add(1)
+		tc.bytesIn.Add(in)
+		tc.bytesOut.Add(sw.n)
+	}
+	if o.accessOn {
+		// The path only: a query string may carry secrets.
+		ev := o.access.Info().Str("host", r.Host).Str("method", r.Method).Str("path", r.URL.Path).
+			Int("status", status).Int64("bytes_in", in).Int64("bytes_out", sw.n).Dur("duration", dur).
+			Str("remote_addr", r.RemoteAddr).Str("tunnel", ri.name).Str("session_id", ri.sessionID).
+			Str("proto", r.Proto)
+		if aborted {
+			ev = ev.Bool("aborted", true)
+		}
+		ev.Msg("request")
+	}
 }
 
 // statusWriter remembers the status and counts body bytes. Unwrap lets

@@ -25,6 +25,11 @@ var (
 	// ErrForeignHost is returned by ParseHost for a host that is neither the
 	// tunnel domain nor exactly one label under it.
 	ErrForeignHost = errors.New("host is not under the tunnel domain")
+	// ErrMalformedHost is returned by ParseHost (wrapped together with
+	// ErrForeignHost) for a host whose port is not a port, such as
+	// "wiki.example.com:443,evil.example": a visitor's request with such a
+	// Host is refused (400), never forwarded.
+	ErrMalformedHost = errors.New("malformed host")
 )
 
 // maxNameLen is the DNS limit for one label (RFC 1035 §2.3.4).
@@ -153,7 +158,8 @@ func randIntn(n int) int {
 // ParseHost maps a Host header or TLS SNI value to a tunnel name under
 // domain, which must be lowercase without a trailing dot (e.g. "example.com").
 //
-// It strips a port ("wiki.example.com:8443"), lowercases ASCII letters and
+// It strips a port ("wiki.example.com:8443"; empty, or up to five digits no
+// greater than 65535, anything else wraps ErrMalformedHost), lowercases ASCII letters and
 // drops one trailing dot, so "WIKI.Example.com.:8443" gives "wiki". The apex
 // ("example.com") gives ("", nil). Everything else gives ("", err) with err
 // wrapping ErrForeignHost: another domain, a deeper name such as
@@ -189,6 +195,9 @@ func ParseHost(host, domain string) (string, error) {
 		return "", fmt.Errorf("%w: %s: IP address", ErrForeignHost, quoteName(host))
 	default:
 		if i := strings.IndexByte(h, ':'); i >= 0 {
+			if !validPort(h[i+1:]) {
+				return "", fmt.Errorf("%w: %w: %s: the port is not a number", ErrForeignHost, ErrMalformedHost, quoteName(host))
+			}
 			h = h[:i]
 		}
 	}
@@ -211,6 +220,22 @@ func ParseHost(host, domain string) (string, error) {
 		return "", fmt.Errorf("%w: %s: more than one label under %q", ErrForeignHost, quoteName(host), domain)
 	}
 	return label, nil
+}
+
+// validPort reports whether p, what follows a host's ':', is a port: empty
+// (RFC 3986 allows "host:") or one to five digits up to 65535.
+func validPort(p string) bool {
+	if len(p) > 5 {
+		return false
+	}
+	n := 0
+	for i := 0; i < len(p); i++ {
+		if p[i] < '0' || p[i] > '9' {
+			return false
+		}
+		n = n*10 + int(p[i]-'0')
+	}
+	return n <= 65535
 }
 
 // asciiLower lowercases A-Z only; see ParseHost for why not strings.ToLower.

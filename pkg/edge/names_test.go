@@ -162,6 +162,14 @@ func TestParseHost(t *testing.T) {
 		{"cyrillic", "w\u0456ki.example.com", "example.com", "", true},
 		{"space", "wi ki.example.com", "example.com", "", true},
 		{"no domain configured", "wiki", "", "", true},
+		// A port that is not one: the rest would reach the service.
+		{"junk after the port", "wiki.example.com:8443,evil.example", "example.com", "", true},
+		{"junk instead of the port", "WIKI.Example.com.:evil.example", "example.com", "", true},
+		{"port and semicolon", "wiki.example.com:1;evil.example", "example.com", "", true},
+		{"port too large", "wiki.example.com:65536", "example.com", "", true},
+		{"port too long", "wiki.example.com:000443", "example.com", "", true},
+		{"negative port", "wiki.example.com:-1", "example.com", "", true},
+		{"largest port", "wiki.example.com:65535", "example.com", "wiki", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,32 +31,37 @@ const routeKey ctxKey = 0
 // to the Transport's dial through the request context.
 type route struct {
 	name    string
-	host    string // the visitor's Host, normalised, for pages
+	host    string // the tunnel's public host, as PublicURL has it
+	sess    *Session
 	visitor string // the visitor's address
-	// forwarded: the peer is a trusted proxy, so its X-Forwarded-* headers
-	// are kept (see Config.TrustedProxies).
+	// forwarded: the peer is a trusted proxy, so its X-Forwarded-For and
+	// -Proto are kept (see Config.TrustedProxies).
 	forwarded bool
 }
 
 func (s *Server) newHandler() http.Handler {
 	rp := &httputil.ReverseProxy{
 		Rewrite:      rewrite,
-		Transport:    s.transport,
+		Transport:    sessionTransport{},
 		ErrorHandler: s.proxyError,
 		ErrorLog:     stdlog.New(levelWriter{s.log, zerolog.DebugLevel}, "", 0),
 		BufferPool:   copyBufPool{},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name, err := ParseHost(r.Host, s.cfg.Domain)
+		if errors.Is(err, ErrMalformedHost) {
+			refuse(w, r, http.StatusBadRequest, "The Host header is malformed.")
+			return
+		}
 		if err != nil {
-			page(w, http.StatusNotFound, fmt.Sprintf("No tunnel is served at %s.", r.Host))
+			refuse(w, r, http.StatusNotFound, fmt.Sprintf("No tunnel is served at %s.", r.Host))
 			return
 		}
 		if name == "" {
-			page(w, http.StatusNotFound, fmt.Sprintf("This is a tunnel server. Tunnels are served at NAME.%s.", s.cfg.Domain))
+			refuse(w, r, http.StatusNotFound, fmt.Sprintf("This is a tunnel server. Tunnels are served at NAME.%s.", s.cfg.Domain))
 			return
 		}
-		host := name + "." + s.cfg.Domain
+		host := s.publicHost(name)
 		sess, held := s.registry.Lookup(name)
 		if sess == nil && held && s.cfg.OfflineWait > 0 {
 			// The client is away, most likely reconnecting: give it a
@@ -65,58 +72,118 @@ func (s *Server) newHandler() http.Handler {
 		}
 		if sess == nil {
 			if held {
-				page(w, http.StatusBadGateway, offlineMessage(host))
+				refuse(w, r, http.StatusBadGateway, offlineMessage(host))
 				return
 			}
-			page(w, http.StatusNotFound, fmt.Sprintf("No tunnel is registered at %s.", host))
+			refuse(w, r, http.StatusNotFound, fmt.Sprintf("No tunnel is registered at %s.", host))
 			return
 		}
 		release, ok := s.limits.acquireStream(name)
 		if !ok {
+			closeIfBodyPending(w, r)
 			tunnelBusy(w, host)
 			return
 		}
 		defer release()
 		s.ops.routed(r, sess, name)
-		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host,
+		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host, sess: sess,
 			visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr)})
 		rp.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
-// rewrite sends the request to the tunnel's name (the Transport's dial maps
-// it to a stream) with the visitor's Host, and sets X-Forwarded-For,
-// -Host and -Proto from the real connection. ReverseProxy has already
-// removed any X-Forwarded-* the visitor sent; Forwarded, X-Real-IP and
-// True-Client-IP are removed here too, so a visitor cannot forge its address
-// toward the local service. Only a trusted proxy's X-Forwarded-For is
-// extended, and its -Proto and -Host kept (a TLS-terminating load balancer
-// says https).
+// refuse answers a request the edge does not proxy.
+func refuse(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	closeIfBodyPending(w, r)
+	page(w, status, msg)
+}
+
+// closeIfBodyPending makes an answer that leaves the request body unread
+// close the connection. Otherwise net/http first reads what is left of a
+// small body (up to 256 KiB) to reuse the connection, and a visitor that
+// announced a body and never sends it would never get the answer.
+func closeIfBodyPending(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
+}
+
+// publicHost is the host in the tunnel's public URL: name.Domain, with
+// the public port unless that is the default one.
+func (s *Server) publicHost(name string) string {
+	host := name + "." + s.cfg.Domain
+	if p := s.cfg.PublicPort; p != 0 && p != 443 {
+		host = net.JoinHostPort(host, strconv.Itoa(p))
+	}
+	return host
+}
+
+// forwardingHeaders are headers through which a proxy tells a service who
+// the client is or what URL it asked for, besides every X-Forwarded-*. Only
+// the edge (or a trusted proxy in front of it) may say these things.
+var forwardingHeaders = map[string]bool{
+	"Forwarded": true, "X-Real-Ip": true, "True-Client-Ip": true, "X-Client-Ip": true, "Client-Ip": true,
+	"Cf-Connecting-Ip": true, "Fastly-Client-Ip": true, "X-Cluster-Client-Ip": true,
+	"X-Original-Forwarded-For": true, "X-Proxyuser-Ip": true, "X-Envoy-External-Address": true,
+	"X-Original-Url": true, "X-Rewrite-Url": true, "X-Original-Uri": true, "X-Original-Host": true,
+	"X-Host": true, "X-Http-Host": true, "Front-End-Https": true, "X-Front-End-Https": true,
+	"X-Url-Scheme": true, "X-Scheme": true, "X-Https": true, "X-Client-Cert": true,
+	"X-Ssl-Client-Cert": true, "X-Arr-Clientcert": true, "X-Arr-Ssl": true,
+}
+
+// isForwardingHeader reports whether a visitor's header h must not reach
+// the service. Underscores count as dashes: CGI-style servers (PHP, WSGI
+// behind some gateways) read X_Forwarded_For as X-Forwarded-For.
+func isForwardingHeader(h string) bool {
+	h = http.CanonicalHeaderKey(strings.ReplaceAll(h, "_", "-"))
+	return strings.HasPrefix(h, "X-Forwarded") || forwardingHeaders[h]
+}
+
+// rewrite sends the request to the session the handler routed it to (see
+// sessionTransport) with the tunnel's public host as Host, whatever the
+// visitor wrote, and sets X-Forwarded-For, -Host and -Proto from the real
+// connection. Every forwarding or client-address header the visitor sent
+// (isForwardingHeader) is removed, so a visitor can neither forge its
+// address nor make the service build links to another host. Only a trusted
+// proxy's X-Forwarded-For is extended, and its -Proto kept (a
+// TLS-terminating load balancer says https). Not even a trusted proxy's
+// X-Forwarded-Host is kept: some load balancers pass the visitor's on
+// untouched, and the edge knows the public host anyway.
 func rewrite(pr *httputil.ProxyRequest) {
 	rt := pr.In.Context().Value(routeKey).(route)
 	pr.SetURL(&url.URL{Scheme: "http", Host: rt.name})
-	pr.Out.Host = pr.In.Host
-	pr.Out.Header.Del("Forwarded")
-	// Other client-address headers some services trust; only the edge
-	// knows the visitor's address.
-	pr.Out.Header.Del("X-Real-Ip")
-	pr.Out.Header.Del("True-Client-Ip")
+	pr.Out.Host = rt.host
+	for h := range pr.Out.Header {
+		if isForwardingHeader(h) {
+			delete(pr.Out.Header, h)
+		}
+	}
 	if rt.forwarded {
 		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 	}
 	pr.SetXForwarded()
-	if rt.forwarded {
-		for _, h := range []string{"X-Forwarded-Proto", "X-Forwarded-Host"} {
-			if v := pr.In.Header.Get(h); v != "" {
-				pr.Out.Header.Set(h, v)
-			}
-		}
+	pr.Out.Header.Set("X-Forwarded-Host", rt.host)
+	if v := pr.In.Header.Get("X-Forwarded-Proto"); rt.forwarded && v != "" {
+		pr.Out.Header.Set("X-Forwarded-Proto", v)
 	}
 }
 
-func (s *Server) newTransport() *http.Transport {
+// sessionTransport sends each request over the Transport of the session the
+// handler routed it to. Each session has a Transport of its own, so a
+// pooled stream is only ever reused for a request routed to the session it
+// belongs to: never for a later holder of the same name.
+type sessionTransport struct{}
+
+func (sessionTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return r.Context().Value(routeKey).(route).sess.transport.RoundTrip(r)
+}
+
+// newTransport builds sess's Transport: its pool holds only sess's streams.
+func (s *Server) newTransport(sess *Session) *http.Transport {
 	return &http.Transport{
-		DialContext: s.dialTunnel,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return s.dialTunnel(ctx, sess, addr)
+		},
 		// Finished streams are kept for the next request to the same
 		// tunnel: opening one costs a round trip to the client and a dial
 		// of the local service. A tunnel never has more than
@@ -135,15 +202,20 @@ func (s *Server) newTransport() *http.Transport {
 	}
 }
 
-// dialTunnel opens a stream on the session currently serving the tunnel
-// named by addr's host.
-func (s *Server) dialTunnel(ctx context.Context, _, addr string) (net.Conn, error) {
+// dialTunnel opens a stream on sess for the tunnel named by addr's host,
+// if sess still serves that name and is not draining; otherwise the request
+// fails as offline rather than reach a session that no longer holds the name.
+func (s *Server) dialTunnel(ctx context.Context, sess *Session, addr string) (net.Conn, error) {
 	name, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial tunnel %q: %w", addr, err)
 	}
-	sess, _ := s.registry.Lookup(name)
-	if sess == nil {
+	select {
+	case <-sess.mux.Draining():
+		return nil, fmt.Errorf("dial tunnel %q: client draining: %w", name, errTunnelOffline)
+	default:
+	}
+	if cur, _ := s.registry.Lookup(name); cur != sess {
 		return nil, fmt.Errorf("dial tunnel %q: %w", name, errTunnelOffline)
 	}
 	var visitor string

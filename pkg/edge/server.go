@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +37,10 @@ type Session struct {
 
 	mux             *mux.ServerSession
 	tokenMaxTunnels int // the token's own max_tunnels; 0: server defaults
+
+	// transport pools this session's streams, and only this session's:
+	// see sessionTransport in proxy.go.
+	transport *http.Transport
 
 	// account is whom the per-owner bounds count against: the owner for
 	// a token, the source address for anonymous clients (who can make up
@@ -70,7 +73,6 @@ type Server struct {
 	orders        *orderBudget      // nil without Config.ACME
 
 	httpSrv   *http.Server
-	transport *http.Transport
 	httpConns *connQueue
 	limits    *limits
 	ops       *ops // metrics, access log, status (metrics.go)
@@ -125,7 +127,6 @@ func NewServer(cfg Config) (*Server, error) {
 		tlsConfig.CipherSuites = modernCipherSuites
 	}
 	s.tlsConfig = tlsConfig
-	s.transport = s.newTransport()
 	s.httpSrv = &http.Server{
 		Handler:           s.ops.instrument(s.newHandler()),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
@@ -204,7 +205,9 @@ func (s *Server) shutdown(httpDone <-chan error) {
 		sess.mux.Close()
 	}
 	s.wg.Wait()
-	s.transport.CloseIdleConnections()
+	for _, sess := range sessions {
+		sess.transport.CloseIdleConnections()
+	}
 	if s.acmeTransport != nil {
 		s.acmeTransport.CloseIdleConnections()
 	}
@@ -318,16 +321,28 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 		s.mu.Unlock()
 	}
 
-	up := make(chan struct{}) // sessionUp has run: sessionDown may
+	up := make(chan struct{})  // sessionUp has run: sessionDown may
+	var drainBound *time.Timer // both hooks run on the control loop's goroutine
 	ms.Notify(func() {
 		// The client is stopping: route nothing new to it and let go of
-		// idle streams so its in-flight work can finish quickly.
+		// its idle streams (and of each one that becomes idle from now on)
+		// so its in-flight work can finish quickly. Nobody else's pool is
+		// touched. A client that then keeps its session open is closed
+		// after ShutdownGrace, like in-flight work at our own shutdown.
 		s.registry.Release(sess)
-		s.transport.CloseIdleConnections()
+		sess.transport.CloseIdleConnections()
+		drainBound = time.AfterFunc(s.cfg.ShutdownGrace, func() {
+			log.Warn().Dur("grace", s.cfg.ShutdownGrace).Msg("draining client kept its session open; closing it")
+			ms.Close()
+		})
 	}, func() {
 		<-up
+		if drainBound != nil {
+			drainBound.Stop()
+		}
 		s.registry.Release(sess)
 		ms.Close()
+		sess.transport.CloseIdleConnections()
 		log.Info().Dur("duration", time.Since(sess.Connected)).Str("reason", disconnectReason(ctx, ms)).Msg("tunnel disconnected")
 		s.ops.sessionDown(sess)
 		forget()
@@ -425,6 +440,7 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 		claimed := &Session{ID: sess.ID, Owner: sess.Owner, Label: sess.Label, RemoteAddr: remote,
 			Connected: sess.Connected, Names: orderNames(hello, names), mux: ms, tokenMaxTunnels: sess.tokenMaxTunnels,
 			account: sess.account, maxHeld: sess.maxHeld}
+		claimed.transport = s.newTransport(claimed)
 		replaced, err := s.registry.Claim(claimed, claimed.Names)
 		if err == nil {
 			for _, old := range replaced {
@@ -498,11 +514,7 @@ func (s *Server) welcome(sess *Session) *proto.Welcome {
 
 // PublicURL is the URL visitors use for the tunnel name.
 func (s *Server) PublicURL(name string) string {
-	host := name + "." + s.cfg.Domain
-	if p := s.cfg.PublicPort; p != 0 && p != 443 {
-		host = net.JoinHostPort(host, strconv.Itoa(p))
-	}
-	return "https://" + host
+	return "https://" + s.publicHost(name)
 }
 
 func newSessionID() string {
