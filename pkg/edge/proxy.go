@@ -223,7 +223,7 @@ func (s *Server) dialTunnel(ctx context.Context, sess *Session, addr string) (ne
 		visitor = rt.visitor
 	}
 	start := time.Now()
-	conn, err := sess.mux.Open(ctx, &proto.StreamHeader{Tunnel: name, RemoteAddr: visitor})
+	conn, err := sess.mux.Open(ctx, &proto.StreamHeader{Tunnel: name, RemoteAddr: visitor, CloseOnFIN: true})
 	s.ops.streamOpened(start, err)
 	if err != nil {
 		return nil, fmt.Errorf("dial tunnel %q: %w", name, err)

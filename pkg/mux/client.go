@@ -302,7 +302,7 @@ func (c *ClientSession) handleStream(wg *sync.WaitGroup, st *yamux.Stream, targe
 	start := time.Now()
 	ev := StreamEvent{Tunnel: hdr.Tunnel, StreamID: st.StreamID(), Visitor: hdr.RemoteAddr}
 	c.event(ev)
-	in, out := pipe(st, local)
+	in, out := pipe(st, local, hdr.CloseOnFIN)
 	ev.Closed, ev.BytesIn, ev.BytesOut, ev.Duration = true, in, out, time.Since(start)
 	c.event(ev)
 	log.Debug().Int64("bytes_in", in).Int64("bytes_out", out).Dur("duration", ev.Duration).Msg("stream closed")

@@ -261,6 +261,16 @@ func startSession(conn net.Conn, cfg Config, log zerolog.Logger, server bool, ma
 	g := newGuard(newFrameWriter(conn), server, maxOpen)
 	ylog := &yamuxLog{l: log}
 	ycfg := cfg.yamuxConfig(ylog)
+	if server {
+		// tunneld closes a stream when it wants nothing more from it (a
+		// visitor left, a pooled stream retired) and says so in the
+		// StreamHeader (CloseOnFIN). Until the client closes too, what it
+		// sends is buffered here, up to a window per stream, and the
+		// stream's slot is already free: a client that ignores the flag
+		// (an old or hostile one) gets serverStreamCloseTimeout, not a
+		// minute, before the stream is reset.
+		ycfg.StreamCloseTimeout = serverStreamCloseTimeout
+	}
 	var ys *yamux.Session
 	var err error
 	if server {

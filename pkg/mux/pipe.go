@@ -27,14 +27,23 @@ var (
 // pipe copies between a stream and a local connection in both directions.
 // When one direction ends cleanly it half-closes the other side's write and
 // keeps the other direction running; when one fails it closes both so the
-// other direction stops too. It returns when both directions are done, with
-// the bytes copied stream->local (in) and local->stream (out), having closed
-// both connections.
-func pipe(stream, local net.Conn) (in, out int64) {
+// other direction stops too. With closeOnFIN (see proto.StreamHeader), the
+// stream's end closes both at once: the server wants nothing more, and
+// copying the local service's output on would only fill the stream's
+// window and tunneld's memory with a response nobody reads. It returns when
+// both directions are done, with the bytes copied stream->local (in) and
+// local->stream (out), having closed both connections.
+func pipe(stream, local net.Conn, closeOnFIN bool) (in, out int64) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		if closeOnFIN {
+			in, _ = copyAdaptive(local, stream)
+			local.Close()
+			stream.Close()
+			return
+		}
 		in = copyHalf(local, stream)
 	}()
 	out = copyHalf(stream, local)

@@ -50,6 +50,9 @@
 // visitor's address. The client dials that tunnel's local target and answers
 // StreamAck, after which the stream carries the visitor's bytes unchanged, or
 // answers Error (unknown tunnel, local service unreachable) and closes the
-// stream. Either side may send GoAway on the control stream to say it is
+// stream. Closing one direction of a stream (yamux FIN) passes a half-close
+// on to the other end, unless the StreamHeader said close_on_fin: then the
+// server's FIN ends the whole stream and the client closes its local
+// connection. Either side may send GoAway on the control stream to say it is
 // draining; the control stream closing ends the session.
 package proto

@@ -197,6 +197,15 @@ type StreamHeader struct {
 	// stream. Streams may be reused for later requests of other visitors; the
 	// proxied request's X-Forwarded-For is authoritative.
 	RemoteAddr string `json:"remote_addr,omitempty"`
+	// CloseOnFIN says the server will never half-close this stream: when
+	// it closes its side, it wants nothing more, so the client closes the
+	// local connection at once instead of passing the half-close on and
+	// copying the local service's output until the stream's window fills.
+	// tunneld sets it on HTTP streams, whose FIN means a visitor left or a
+	// pooled stream was retired. A client that does not know the field
+	// keeps half-closing, and the server reclaims the stream after yamux's
+	// close timeout instead.
+	CloseOnFIN bool `json:"close_on_fin,omitempty"`
 }
 
 // StreamAck is the client's answer to a StreamHeader when the local target

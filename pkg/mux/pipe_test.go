@@ -1,0 +1,73 @@
+package mux
+
+import (
+	"context"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/tunnelhq/tunnel/pkg/proto"
+)
+
+// endlessServer is a local service that writes until its connection fails,
+// then reports that on the returned channel: it stands for a large download
+// whose visitor has left.
+func endlessServer(t *testing.T) (string, <-chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan struct{}, 1)
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				ended <- struct{}{}
+				return
+			}
+		}
+	}()
+	return ln.Addr().String(), ended
+}
+
+// TestPipe_CloseOnFINEndsTheLocalConnection: when tunneld closes an HTTP
+// stream (a visitor cut a download), the client must hang up on the local
+// service at once rather than half-close and keep copying its output until
+// the stream's window is full, where it would sit for yamux's close
+// timeout holding a window of tunneld's memory.
+func TestPipe_CloseOnFINEndsTheLocalConnection(t *testing.T) {
+	c, s, err := session(t, transports()["tcp"], hello("dl"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, ended := endlessServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := serve(t, ctx, c, map[string]string{"dl": addr})
+	defer func() {
+		cancel()
+		recvWithin(t, errc, 10*time.Second)
+	}()
+
+	st, err := s.Open(context.Background(), &proto.StreamHeader{Tunnel: "dl", CloseOnFIN: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(st, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	recvWithin(t, ended, 5*time.Second)
+}
