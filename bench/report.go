@@ -145,6 +145,7 @@ type Report struct {
 	Connect  *ConnectRow   `json:"connect,omitempty"`
 	Idle     []IdleRow     `json:"idle_clients"`
 	Inflight []InflightRow `json:"in_flight_streams"`
+	Attacks  []AttackRow   `json:"under_attack"`
 	Checks   []Check       `json:"targets"`
 	Notes    []string      `json:"notes"`
 }
@@ -208,6 +209,42 @@ func (r *Report) finish() {
 		r.Checks = append(r.Checks, Check{fmt.Sprintf("tunneld memory per idle client <= 64 KiB (%d clients)", i.Clients),
 			fmt.Sprintf("%.1f KiB", i.PerClientKiB), i.PerClientKiB <= 64})
 	}
+	for _, a := range r.Attacks {
+		r.Checks = append(r.Checks, Check{fmt.Sprintf("attack %s (%s): tunneld RSS +<= %d MiB, goroutines +<= %s, healthy req/s >= %.1f of before",
+			a.ID, a.Name, attackMaxRSSMiB, groupThousands(fmt.Sprint(attackMaxGoroutines)), attackMinRatio),
+			fmt.Sprintf("%+.1f MiB, %+d, %.2f", a.rssDelta(), a.gDelta(), a.ratio()),
+			a.Failed == "" && a.rssDelta() <= attackMaxRSSMiB && a.gDelta() <= attackMaxGoroutines && a.ratio() >= attackMinRatio})
+		if a.Safe != nil {
+			r.Checks = append(r.Checks, Check{fmt.Sprintf("attack %s: %s", a.ID, attackGoal[a.ID]), a.short(), *a.Safe})
+		}
+	}
+}
+
+// attackGoal is what each attack's own verdict asks of tunneld.
+var attackGoal = map[string]string{
+	"2":  "no visitor of the new owner served by the former owner's service",
+	"3a": "another visitor of the stalled tunnel is served during the stall",
+	"4":  "no forged Host or forwarding header reaches the service",
+	"5":  "every cut request logged once, in-flight counts back to 0",
+	"6":  "held names of one owner bounded (<= 32, the default per-owner tunnel limit)",
+}
+
+// short is the figure behind an attack's own verdict.
+func (a AttackRow) short() string {
+	f := a.Figures
+	switch a.ID {
+	case "2":
+		return fmt.Sprintf("%.0f of %.0f", f["cross_served"], f["visitors"])
+	case "3a":
+		return fmt.Sprintf("status %.0f", f["probe_status"])
+	case "4":
+		return fmt.Sprintf("%.0f of %.0f", f["forged_reached"], f["forged_tried"])
+	case "5":
+		return fmt.Sprintf("%.0f lines / %.0f requests, %.0f in flight", f["access_lines"], f["requests"], f["tunnel_in_flight_after"])
+	case "6":
+		return fmt.Sprintf("about %.0f held", f["held"])
+	}
+	return ""
 }
 
 func (r *Report) findSmall(target, proto string, conns int) *SmallRow {
@@ -325,6 +362,29 @@ func (r *Report) markdown() string {
 		w("\n### Idle clients (a fresh tunneld each)\n\n| clients | tunneld RSS before, MiB | with the clients, MiB | per client, KiB |\n|---|---|---|---|\n")
 		for _, i := range r.Idle {
 			w("| %s | %.1f | %.1f | %.1f |\n", groupThousands(fmt.Sprint(i.Clients)), i.BeforeMiB, i.DuringMiB, i.PerClientKiB)
+		}
+	}
+	if len(r.Attacks) > 0 {
+		w("\n### Under attack (a fresh tunneld per attack, each attack from %s only, the healthy tunnel under steady load from 127.0.0.1)\n\n", attackerIP)
+		w("Before: the seconds before the attack. During: from its start until tunneld's goroutines are back near before (bounded).\n")
+		w("Log bytes: what tunneld wrote to stderr during it, less the healthy load's access lines.\n\n")
+		w("| attack | seconds | tunneld RSS MiB before / peak (+) | goroutines before / peak (+) | healthy req/s before / during (ratio) | healthy p99 ms before / during | healthy errors | log bytes (lines) |\n")
+		w("|---|---|---|---|---|---|---|---|\n")
+		for _, a := range r.Attacks {
+			w("| %s %s | %.1f | %.1f / %.1f (%+.1f) | %s / %s (%+d) | %s / %s (%.2f) | %.1f / %.1f | %d | %s (%s) |\n",
+				a.ID, a.Name, a.Seconds, a.RSSBeforeMiB, a.RSSPeakMiB, a.rssDelta(),
+				groupThousands(fmt.Sprint(a.GoroutinesBefore)), groupThousands(fmt.Sprint(a.GoroutinesPeak)), a.gDelta(),
+				groupThousands(fmt.Sprintf("%.0f", a.ReqPerSecBefore)), groupThousands(fmt.Sprintf("%.0f", a.ReqPerSecDuring)), a.ratio(),
+				a.P99BeforeMS, a.P99DuringMS, a.ErrorsDuring,
+				groupThousands(fmt.Sprint(a.LogBytes)), groupThousands(fmt.Sprint(a.LogLines)))
+		}
+		w("\n| attack | verdict |\n|---|---|\n")
+		for _, a := range r.Attacks {
+			v := a.Verdict
+			if a.Failed != "" {
+				v = "NOT CARRIED OUT: " + a.Failed + "; " + v
+			}
+			w("| %s | %s |\n", a.ID, strings.ReplaceAll(v, "|", "/"))
 		}
 	}
 	for _, n := range r.Notes {
