@@ -62,24 +62,30 @@ func attackSizesFor(o options) attackSizes {
 
 // AttackRow is what one attack did to tunneld and to the healthy tunnel.
 type AttackRow struct {
-	ID               string             `json:"id"`
-	Name             string             `json:"name"`
-	Seconds          float64            `json:"seconds"` // the attack and its aftermath
-	RSSBeforeMiB     float64            `json:"rss_before_mib"`
-	RSSPeakMiB       float64            `json:"rss_peak_mib"`
-	GoroutinesBefore int                `json:"goroutines_before"`
-	GoroutinesPeak   int                `json:"goroutines_peak"`
-	ReqPerSecBefore  float64            `json:"healthy_req_per_sec_before"`
-	ReqPerSecDuring  float64            `json:"healthy_req_per_sec_during"`
-	P99BeforeMS      float64            `json:"healthy_p99_ms_before"`
-	P99DuringMS      float64            `json:"healthy_p99_ms_during"`
-	ErrorsDuring     int64              `json:"healthy_errors_during"`
-	LogBytes         int64              `json:"log_bytes"` // tunneld's stderr, less the healthy load's access lines
-	LogLines         int64              `json:"log_lines"`
-	Verdict          string             `json:"verdict"`
-	Safe             *bool              `json:"safe,omitempty"` // the attack-specific verdict, where it has a pass
-	Figures          map[string]float64 `json:"figures,omitempty"`
-	Failed           string             `json:"failed,omitempty"` // the attack could not be carried out
+	ID               string  `json:"id"`
+	Name             string  `json:"name"`
+	Seconds          float64 `json:"seconds"` // the attack and its aftermath
+	RSSBeforeMiB     float64 `json:"rss_before_mib"`
+	RSSPeakMiB       float64 `json:"rss_peak_mib"`
+	GoroutinesBefore int     `json:"goroutines_before"`
+	GoroutinesPeak   int     `json:"goroutines_peak"`
+	ReqPerSecBefore  float64 `json:"healthy_req_per_sec_before"`
+	ReqPerSecDuring  float64 `json:"healthy_req_per_sec_during"`
+	ReqPerSecWorst   float64 `json:"healthy_req_per_sec_worst_second"` // the fewest answered in any whole second of it
+	P99BeforeMS      float64 `json:"healthy_p99_ms_before"`
+	P99DuringMS      float64 `json:"healthy_p99_ms_during"`
+	ErrorsDuring     int64   `json:"healthy_errors_during"`
+	FirstError       string  `json:"healthy_first_error,omitempty"`
+	// The same load sent straight to the backend (in the harness, as the
+	// load generator is) at the same time: when its worst second drops
+	// too, the machine or the harness stalled, not tunneld alone.
+	ControlRatio float64            `json:"control_worst_second_ratio"`
+	LogBytes     int64              `json:"log_bytes"` // tunneld's stderr, less the healthy load's access lines
+	LogLines     int64              `json:"log_lines"`
+	Verdict      string             `json:"verdict"`
+	Safe         *bool              `json:"safe,omitempty"` // the attack-specific verdict, where it has a pass
+	Figures      map[string]float64 `json:"figures,omitempty"`
+	Failed       string             `json:"failed,omitempty"` // the attack could not be carried out
 }
 
 // Targets of the issue, for every attack from one source address.
@@ -91,11 +97,16 @@ const (
 
 func (r AttackRow) rssDelta() float64 { return r.RSSPeakMiB - r.RSSBeforeMiB }
 func (r AttackRow) gDelta() int       { return r.GoroutinesPeak - r.GoroutinesBefore }
+
+// ratio is the healthy tunnel's worst second during the attack against its
+// rate before: at a fixed rate a stall of a second or two hardly shows over
+// the whole attack (the late answers come within it), but it empties a
+// second.
 func (r AttackRow) ratio() float64 {
 	if r.ReqPerSecBefore <= 0 {
 		return 0
 	}
-	return r.ReqPerSecDuring / r.ReqPerSecBefore
+	return min(r.ReqPerSecDuring, r.ReqPerSecWorst) / r.ReqPerSecBefore
 }
 
 // attackResult is what an attack function reports.
@@ -191,6 +202,10 @@ func (e *env) underAttack(ctx context.Context, rep *Report) error {
 			return fmt.Errorf("tunneld token add: %w", err)
 		}
 		tokens[i] = strings.TrimSpace(string(out))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("Load average (1, 5, 15 min) when the attack phase started: %s.",
+			strings.Join(strings.Fields(string(b))[:3], ", ")))
 	}
 	for _, ad := range attacks() {
 		e.logf("attack %s: %s", ad.id, ad.name)
@@ -294,6 +309,8 @@ func (e *env) runAttack(ctx context.Context, ad attackDef, sz attackSizes, token
 	_, plainPort, _ := net.SplitHostPort(pr.plainAddr)
 	healthy := target{Name: "healthy", baseURL: "http://bench.localhost:" + plainPort, dial: pr.plainAddr, noH2: true}
 	ld := startSteady(ctx, healthy, sz.Rate)
+	backAddr := e.backLn.Addr().String()
+	control := startSteady(ctx, target{Name: "control", baseURL: "http://" + backAddr, dial: backAddr}, sz.Rate)
 
 	wait := func(d time.Duration) error {
 		select {
@@ -305,6 +322,7 @@ func (e *env) runAttack(ctx context.Context, ad attackDef, sz attackSizes, token
 	}
 	if err := wait(sz.Warm); err != nil {
 		ld.stop()
+		control.stop()
 		stopSampling()
 		<-sampled
 		return row, err
@@ -341,9 +359,11 @@ func (e *env) runAttack(ctx context.Context, ad attackDef, sz attackSizes, token
 			}
 		}
 		smu.Unlock()
+		// At least Hold in all, so that the healthy load is measured over
+		// whole seconds even when the attack itself is brief.
 		deadline := time.Now().Add(sz.Drain)
 		for time.Now().Before(deadline) && ctx.Err() == nil {
-			if _, g := a.sample(); g >= 0 && g <= gBefore+64 {
+			if _, g := a.sample(); g >= 0 && g <= gBefore+64 && time.Since(t0) >= sz.Hold {
 				break
 			}
 			wait(100 * time.Millisecond) // polling another process
@@ -355,6 +375,7 @@ func (e *env) runAttack(ctx context.Context, ad attackDef, sz attackSizes, token
 	stopSampling()
 	<-sampled
 	ld.stop()
+	control.stop()
 	if err != nil {
 		return row, err
 	}
@@ -375,6 +396,10 @@ func (e *env) runAttack(ctx context.Context, ad attackDef, sz attackSizes, token
 	before, during := ld.window(b0, b1), ld.window(t0, t1)
 	row.ReqPerSecBefore, row.P99BeforeMS = before.rate, ms(before.p99)
 	row.ReqPerSecDuring, row.P99DuringMS, row.ErrorsDuring = during.rate, ms(during.p99), during.errors
+	row.ReqPerSecWorst, row.FirstError = ld.worstSecond(t0, t1), during.firstErr
+	if cb := control.window(b0, b1).rate; cb > 0 {
+		row.ControlRatio = min(control.worstSecond(t0, t1), control.window(t0, t1).rate) / cb
+	}
 	row.Seconds = t1.Sub(t0).Seconds()
 	row.LogBytes, row.LogLines = log1.bytes-log0.bytes, log1.lines-log0.lines
 	row.Verdict, row.Safe, row.Figures = res.verdict, res.safe, res.figures
@@ -459,6 +484,7 @@ type steady struct {
 type loadRec struct {
 	at, done time.Time // scheduled, finished
 	ok       bool
+	err      string // why not
 }
 
 func startSteady(ctx context.Context, t target, rate int) *steady {
@@ -487,7 +513,7 @@ func startSteady(ctx context.Context, t target, rate int) *steady {
 			select {
 			case sem <- struct{}{}:
 			default:
-				s.record(loadRec{at: at, done: time.Now()})
+				s.record(loadRec{at: at, done: time.Now(), err: "more than 2048 requests waiting"})
 				continue
 			}
 			wg.Add(1)
@@ -495,8 +521,14 @@ func startSteady(ctx context.Context, t target, rate int) *steady {
 				defer wg.Done()
 				defer func() { <-sem }()
 				// Not ctx: stopping the schedule lets what is sent finish.
-				err := get(context.Background(), c, t.baseURL+"/")
-				s.record(loadRec{at: at, done: time.Now(), ok: err == nil})
+				r := loadRec{at: at}
+				if err := get(context.Background(), c, t.baseURL+"/"); err != nil {
+					r.err = shortErr(err)
+				} else {
+					r.ok = true
+				}
+				r.done = time.Now()
+				s.record(r)
 			}()
 		}
 	}()
@@ -516,9 +548,28 @@ func (s *steady) stop() {
 }
 
 type loadWindow struct {
-	rate   float64       // requests answered within the window, per second
-	p99    time.Duration // of requests scheduled in the window, from their scheduled time
-	errors int64         // requests scheduled in the window that failed
+	rate     float64       // requests answered within the window, per second
+	p99      time.Duration // of requests scheduled in the window, from their scheduled time
+	errors   int64         // requests scheduled in the window that failed
+	firstErr string
+}
+
+// worstSecond is the fewest requests answered in any whole second from
+// from to to, per second; the whole span's rate if it is shorter than one.
+func (s *steady) worstSecond(from, to time.Time) float64 {
+	secs := int(to.Sub(from) / time.Second)
+	if secs == 0 {
+		return s.window(from, to).rate
+	}
+	counts := make([]int, secs)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.recs {
+		if k := int(r.done.Sub(from) / time.Second); r.ok && !r.done.Before(from) && k < secs {
+			counts[k]++
+		}
+	}
+	return float64(slices.Min(counts))
 }
 
 func (s *steady) window(from, to time.Time) loadWindow {
@@ -537,6 +588,9 @@ func (s *steady) window(from, to time.Time) loadWindow {
 		if r.ok {
 			lat = append(lat, r.done.Sub(r.at))
 		} else {
+			if w.errors == 0 {
+				w.firstErr = r.err
+			}
 			w.errors++
 		}
 	}

@@ -510,8 +510,17 @@ func attackHeldNames(ctx context.Context, a *attackEnv) (attackResult, error) {
 		held = len(names) * taken / probed
 	}
 	attempts := int(min(next.Load(), int64(n)))
-	v := fmt.Sprintf("%d connects with fresh names, %d claimed (refused: %v): about %d still held (%d of %d probed); claim p50 %.2f ms before, %.2f ms after",
-		attempts, len(names), codes, held, taken, probed, ms(before), ms(after))
+	refused := "none"
+	if len(codes) > 0 {
+		var parts []string
+		for c, k := range codes {
+			parts = append(parts, fmt.Sprintf("%s %d", c, k))
+		}
+		slices.Sort(parts)
+		refused = strings.Join(parts, ", ")
+	}
+	v := fmt.Sprintf("%d connects with fresh names, %d claimed (refused: %s): about %d still held (%d of %d probed); claim p50 %.2f ms before, %.2f ms after",
+		attempts, len(names), refused, held, taken, probed, ms(before), ms(after))
 	return attackResult{verdict: v, safe: verdictSafe(held <= 32),
 		figures: map[string]float64{"connects": float64(attempts), "claimed": float64(len(names)), "held": float64(held),
 			"claim_ms_before": ms(before), "claim_ms_after": ms(after)}}, nil

@@ -212,12 +212,19 @@ func (r *Report) finish() {
 	for _, a := range r.Attacks {
 		r.Checks = append(r.Checks, Check{fmt.Sprintf("attack %s (%s): tunneld RSS +<= %d MiB, goroutines +<= %s, healthy req/s >= %.1f of before",
 			a.ID, a.Name, attackMaxRSSMiB, groupThousands(fmt.Sprint(attackMaxGoroutines)), attackMinRatio),
-			fmt.Sprintf("%+.1f MiB, %+d, %.2f", a.rssDelta(), a.gDelta(), a.ratio()),
+			fmt.Sprintf("%+.1f MiB, %s, %.2f", a.rssDelta(), signed(a.gDelta()), a.ratio()),
 			a.Failed == "" && a.rssDelta() <= attackMaxRSSMiB && a.gDelta() <= attackMaxGoroutines && a.ratio() >= attackMinRatio})
 		if a.Safe != nil {
 			r.Checks = append(r.Checks, Check{fmt.Sprintf("attack %s: %s", a.ID, attackGoal[a.ID]), a.short(), *a.Safe})
 		}
 	}
+}
+
+func signed(n int) string {
+	if n >= 0 {
+		return "+" + groupThousands(fmt.Sprint(n))
+	}
+	return groupThousands(fmt.Sprint(n))
 }
 
 // attackGoal is what each attack's own verdict asks of tunneld.
@@ -274,27 +281,30 @@ func (r *Report) markdown() string {
 		w("**Smoke run: tiny sizes, the figures mean nothing.**\n\n")
 	}
 
-	w("### Summary\n\n")
-	w("| | small req/s (HTTP/1.1, 64 conns) | vs direct | p99 ms | one-stream MB/s (down) | vs direct | 8-stream MB/s (down) | vs direct | server RSS peak |\n")
-	w("|---|---|---|---|---|---|---|---|---|\n")
-	for _, t := range []string{"direct", "pipe", "tunnel", "tunnel-https"} {
-		row := []string{t, "-", "-", "-", "-", "-", "-", "-", "-"}
-		if s := r.findSmall(t, "http/1.1", 64); s != nil {
-			row[1], row[2], row[3] = s.ReqPerSec.fmt(0), fmt.Sprintf("%.2f", s.Ratio), s.P99.fmt(1)
-		}
-		if bl := r.findBulk(t, "down", 1); bl != nil {
-			row[4], row[5] = bl.MBps.fmt(0), fmt.Sprintf("%.2f", bl.Ratio)
-		}
-		if bl := r.findBulk(t, "down", 8); bl != nil {
-			row[6], row[7] = bl.MBps.fmt(0), fmt.Sprintf("%.2f", bl.Ratio)
-		}
-		server := map[string]string{"tunnel": "tunneld", "tunnel-https": "tunneld (https)"}[t]
-		for _, m := range r.Memory {
-			if server != "" && m.Process == server {
-				row[8] = fmt.Sprintf("%.1f MiB", m.PeakMiB)
+	// Nothing to summarise when only the phases with their own tables ran.
+	if len(r.Small) > 0 || len(r.BulkRuns) > 0 || len(r.Memory) > 0 {
+		w("### Summary\n\n")
+		w("| | small req/s (HTTP/1.1, 64 conns) | vs direct | p99 ms | one-stream MB/s (down) | vs direct | 8-stream MB/s (down) | vs direct | server RSS peak |\n")
+		w("|---|---|---|---|---|---|---|---|---|\n")
+		for _, t := range []string{"direct", "pipe", "tunnel", "tunnel-https"} {
+			row := []string{t, "-", "-", "-", "-", "-", "-", "-", "-"}
+			if s := r.findSmall(t, "http/1.1", 64); s != nil {
+				row[1], row[2], row[3] = s.ReqPerSec.fmt(0), fmt.Sprintf("%.2f", s.Ratio), s.P99.fmt(1)
 			}
+			if bl := r.findBulk(t, "down", 1); bl != nil {
+				row[4], row[5] = bl.MBps.fmt(0), fmt.Sprintf("%.2f", bl.Ratio)
+			}
+			if bl := r.findBulk(t, "down", 8); bl != nil {
+				row[6], row[7] = bl.MBps.fmt(0), fmt.Sprintf("%.2f", bl.Ratio)
+			}
+			server := map[string]string{"tunnel": "tunneld", "tunnel-https": "tunneld (https)"}[t]
+			for _, m := range r.Memory {
+				if server != "" && m.Process == server {
+					row[8] = fmt.Sprintf("%.1f MiB", m.PeakMiB)
+				}
+			}
+			w("| %s |\n", strings.Join(row, " | "))
 		}
-		w("| %s |\n", strings.Join(row, " | "))
 	}
 
 	if len(r.Checks) > 0 {
@@ -367,15 +377,20 @@ func (r *Report) markdown() string {
 	if len(r.Attacks) > 0 {
 		w("\n### Under attack (a fresh tunneld per attack, each attack from %s only, the healthy tunnel under steady load from 127.0.0.1)\n\n", attackerIP)
 		w("Before: the seconds before the attack. During: from its start until tunneld's goroutines are back near before (bounded).\n")
+		w("Healthy req/s: at a fixed rate, answered per second before, during, and in the worst whole second during; the ratio is\n")
+		w("the worst second's (or the whole span's, if lower) against before. p99 from each request's scheduled send time.\n")
+		w("Control: the same load sent straight to the backend meanwhile, its worst second against before: when it drops too, the\n")
+		w("machine or the harness stalled, not only tunneld.\n")
 		w("Log bytes: what tunneld wrote to stderr during it, less the healthy load's access lines.\n\n")
-		w("| attack | seconds | tunneld RSS MiB before / peak (+) | goroutines before / peak (+) | healthy req/s before / during (ratio) | healthy p99 ms before / during | healthy errors | log bytes (lines) |\n")
-		w("|---|---|---|---|---|---|---|---|\n")
+		w("| attack | seconds | tunneld RSS MiB before / peak (+) | goroutines before / peak (+) | healthy req/s before / during / worst second (ratio) | healthy p99 ms before / during | healthy errors | control | log bytes (lines) |\n")
+		w("|---|---|---|---|---|---|---|---|---|\n")
 		for _, a := range r.Attacks {
-			w("| %s %s | %.1f | %.1f / %.1f (%+.1f) | %s / %s (%+d) | %s / %s (%.2f) | %.1f / %.1f | %d | %s (%s) |\n",
+			w("| %s %s | %.1f | %.1f / %.1f (%+.1f) | %s / %s (%s) | %s / %s / %s (%.2f) | %.1f / %.1f | %d | %.2f | %s (%s) |\n",
 				a.ID, a.Name, a.Seconds, a.RSSBeforeMiB, a.RSSPeakMiB, a.rssDelta(),
-				groupThousands(fmt.Sprint(a.GoroutinesBefore)), groupThousands(fmt.Sprint(a.GoroutinesPeak)), a.gDelta(),
-				groupThousands(fmt.Sprintf("%.0f", a.ReqPerSecBefore)), groupThousands(fmt.Sprintf("%.0f", a.ReqPerSecDuring)), a.ratio(),
-				a.P99BeforeMS, a.P99DuringMS, a.ErrorsDuring,
+				groupThousands(fmt.Sprint(a.GoroutinesBefore)), groupThousands(fmt.Sprint(a.GoroutinesPeak)), signed(a.gDelta()),
+				groupThousands(fmt.Sprintf("%.0f", a.ReqPerSecBefore)), groupThousands(fmt.Sprintf("%.0f", a.ReqPerSecDuring)),
+				groupThousands(fmt.Sprintf("%.0f", a.ReqPerSecWorst)), a.ratio(),
+				a.P99BeforeMS, a.P99DuringMS, a.ErrorsDuring, a.ControlRatio,
 				groupThousands(fmt.Sprint(a.LogBytes)), groupThousands(fmt.Sprint(a.LogLines)))
 		}
 		w("\n| attack | verdict |\n|---|---|\n")
@@ -383,6 +398,9 @@ func (r *Report) markdown() string {
 			v := a.Verdict
 			if a.Failed != "" {
 				v = "NOT CARRIED OUT: " + a.Failed + "; " + v
+			}
+			if a.FirstError != "" {
+				v += fmt.Sprintf(" (healthy load's first error: %s)", a.FirstError)
 			}
 			w("| %s | %s |\n", a.ID, strings.ReplaceAll(v, "|", "/"))
 		}
