@@ -77,7 +77,7 @@ func main() {
 	var conns, rates, idle string
 	var smoke bool
 	flag.StringVar(&o.BinDir, "bin", o.BinDir, "directory holding the tunneld and tunnel binaries")
-	flag.StringVar(&o.OutDir, "out", o.OutDir, "directory for results.json, results.md and the plots")
+	flag.StringVar(&o.OutDir, "out", o.OutDir, "directory for results.json, results.md and the plots (attack.json and attack.md for -phases attack alone)")
 	flag.DurationVar(&o.Duration, "duration", o.Duration, "length of each closed- or open-loop run")
 	flag.IntVar(&o.Repeat, "repeat", o.Repeat, "runs of each measurement (median, min and max are reported)")
 	flag.StringVar(&conns, "conns", "1,64,256", "closed-loop concurrent connections, comma-separated")

@@ -421,12 +421,18 @@ func sizeName(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-// write saves results.json and results.md in o.OutDir, and the plots.
+// write saves results.json and results.md in o.OutDir, and the plots; a
+// run of the attack phase alone saves attack.json and attack.md instead, so
+// that it leaves the last full run's results in place.
 func (r *Report) write(o options) error {
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
 		return err
 	}
-	if !o.NoPlots {
+	base := "results"
+	if strings.TrimSpace(o.Phases) == "attack" {
+		base = "attack"
+	}
+	if !o.NoPlots && len(r.Small) > 0 {
 		if err := r.plot(o.OutDir); err != nil {
 			r.Notes = append(r.Notes, fmt.Sprintf("No plots: %v.", err))
 		}
@@ -435,10 +441,10 @@ func (r *Report) write(o options) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(o.OutDir, "results.json"), j, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(o.OutDir, base+".json"), j, 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(o.OutDir, "results.md"), []byte(r.markdown()), 0o644)
+	return os.WriteFile(filepath.Join(o.OutDir, base+".md"), []byte(r.markdown()), 0o644)
 }
 
 // plot draws req/s and p99 against concurrency, and tunneld's RSS against
