@@ -234,7 +234,7 @@ func attackStalledBodies(ctx context.Context, a *attackEnv) (attackResult, error
 	g.Wait()
 	// Let them reach the service (or be refused), bounded by Hold.
 	deadline := time.Now().Add(a.sz.Hold)
-	for a.victim.uploads.Load() < int64(n) && time.Now().Before(deadline) {
+	for a.victim.uploads() < int64(n) && time.Now().Before(deadline) {
 		holdFor(ctx, 20*time.Millisecond)
 	}
 	// Another visitor of the same tunnel, from another address.
@@ -246,6 +246,7 @@ func attackStalledBodies(ctx context.Context, a *attackEnv) (attackResult, error
 		probe = "error: " + shortErr(err)
 	}
 	holdFor(ctx, time.Until(deadline))
+	reached := a.victim.uploads()
 	// What tunneld has done with the stalled requests by now.
 	var pending, answered, closed int
 	for _, c := range conns {
@@ -267,9 +268,9 @@ func attackStalledBodies(ctx context.Context, a *attackEnv) (attackResult, error
 	}
 	return attackResult{
 		verdict: fmt.Sprintf("%d stalled POSTs (%d refused at connect), %d reached the service; another visitor got %s; after %.1f s: %d pending, %d answered, %d closed",
-			n, refused.Load(), a.victim.uploads.Load(), probe, a.sz.Hold.Seconds(), pending, answered, closed),
+			n, refused.Load(), reached, probe, a.sz.Hold.Seconds(), pending, answered, closed),
 		safe:    verdictSafe(status == http.StatusOK),
-		figures: map[string]float64{"reached_service": float64(a.victim.uploads.Load()), "probe_status": float64(status), "pending": float64(pending)},
+		figures: map[string]float64{"reached_service": float64(reached), "probe_status": float64(status), "pending": float64(pending)},
 	}, nil
 }
 
