@@ -66,7 +66,6 @@ type env struct {
 	srvAddr  string // the main tunneld's TLS port
 	targets  []target
 	procs    []*proc
-	nice     int // niceness of the tunneld and tunnel processes started (0: the harness's)
 }
 
 // pair is one tunneld and the tunnel client connected to it. The HTTPS rows
@@ -106,7 +105,7 @@ func (e *env) attachPair(ctx context.Context, srv *proc, srvAddr, backAddr, suff
 	if pr.adminAddr, err = waitLogAddr(wctx, pr.tunneld, "admin serving"); err != nil {
 		return nil, err
 	}
-	if pr.tunnel, err = e.startBin("tunnel"+suffix, "tunnel", nil,
+	if pr.tunnel, err = startProc("tunnel"+suffix, filepath.Join(e.o.BinDir, "tunnel"), nil,
 		"--dev", "--server", pr.srvAddr, "--certs-dir", e.certsDir, "--log-format", "json",
 		"--metrics-listen", "127.0.0.1:0", "http", "--name", "bench", backAddr); err != nil {
 		return nil, err
@@ -158,21 +157,10 @@ func (e *env) tunneldArgs() []string {
 		"--max-handshakes", "1000000", "--max-handshakes-per-ip", "1000000"}
 }
 
-// startBin starts bin/NAME (tunneld or tunnel) with args, its stderr also
-// copied to tap (nil: none), under nice -n e.nice when that is set.
-func (e *env) startBin(name, bin string, tap io.Writer, args ...string) (*proc, error) {
-	path := filepath.Join(e.o.BinDir, bin)
-	if e.nice == 0 {
-		return startProcTap(name, path, nil, tap, args...)
-	}
-	// nice execs the binary: the pid is the binary's.
-	return startProcTap(name, "nice", nil, tap, append([]string{"-n", strconv.Itoa(e.nice), path}, args...)...)
-}
-
 // launchTunneld starts bin/tunneld with exactly args, its stderr also copied
 // to tap (nil: none), and waits for its "serving" line.
 func (e *env) launchTunneld(ctx context.Context, tap io.Writer, args ...string) (*proc, string, error) {
-	p, err := e.startBin("tunneld", "tunneld", tap, args...)
+	p, err := startProcTap("tunneld", filepath.Join(e.o.BinDir, "tunneld"), nil, tap, args...)
 	if err != nil {
 		return nil, "", err
 	}
