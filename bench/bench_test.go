@@ -151,19 +151,21 @@ func TestBench_Smoke(t *testing.T) {
 			t.Errorf("attack %s: no verdict", a.ID)
 		}
 	}
-	sz := attackSizesFor(o)
-	for id, fig := range map[string][2]any{
-		"1":  {"pings_sent", float64(sz.Pings)},
-		"2":  {"visitors", float64(sz.Visitors)},
-		"3b": {"streams", float64(sz.H2Streams)},
-		"4":  {"forged_tried", float64(15)},
-		"5":  {"requests", float64(sz.Cuts)},
-		"6":  {"connects", float64(sz.Connects)},
+	// Each attack was sent: a figure of what it did. Not "all of it": a
+	// fixed tunneld may cut an attack short (close the flood's connection,
+	// refuse a connect), and that is an outcome, not a harness failure.
+	for id, fig := range map[string]string{
+		"1": "pings_sent", "3a": "probe_status", "3b": "streams", "4": "forged_tried", "5": "requests", "6": "connects",
 	} {
 		for _, a := range rep.Attacks {
-			if a.ID == id && a.Figures[fig[0].(string)] != fig[1].(float64) {
-				t.Errorf("attack %s: %s = %v, want %v (the whole attack sent)", id, fig[0], a.Figures[fig[0].(string)], fig[1])
+			if a.ID == id && a.Figures[fig] <= 0 {
+				t.Errorf("attack %s: %s = %v, want the attack sent", id, fig, a.Figures[fig])
 			}
+		}
+	}
+	for _, a := range rep.Attacks {
+		if _, ok := a.Figures["cross_served"]; a.ID == "2" && !ok {
+			t.Errorf("attack 2: no count of visitors served across tenants: %+v", a)
 		}
 	}
 

@@ -276,7 +276,11 @@ func (r *Report) findBulk(target, dir string, streams int) *BulkRow {
 func (r *Report) markdown() string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	w("Run %s on %s; %s per run, median (min-max) of %d runs.\n\n", r.Date, r.Machine, r.Duration, r.Repeat)
+	if len(r.Small) > 0 || len(r.Open) > 0 || len(r.BulkRuns) > 0 || r.Connect != nil {
+		w("Run %s on %s; %s per run, median (min-max) of %d runs.\n\n", r.Date, r.Machine, r.Duration, r.Repeat)
+	} else {
+		w("Run %s on %s.\n\n", r.Date, r.Machine)
+	}
 	if r.Smoke {
 		w("**Smoke run: tiny sizes, the figures mean nothing.**\n\n")
 	}
