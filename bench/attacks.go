@@ -118,12 +118,18 @@ func attackCrossTenant(ctx context.Context, a *attackEnv) (attackResult, error) 
 	attacker := a.plainClient(attackerIP)
 	defer attacker.CloseIdleConnections()
 	slow := make(chan string, 1)
+	slowDone := make(chan struct{})
 	go func() {
+		defer close(slowDone)
 		body, _, err := a.plainGet(ctx, attacker, name, "/slow")
 		if err != nil {
 			body = "error: " + shortErr(err)
 		}
 		slow <- body
+	}()
+	defer func() {
+		releaseOnce.Do(func() { close(release) }) // let it end, on every path
+		<-slowDone
 	}()
 	select {
 	case <-arrived:
@@ -287,6 +293,7 @@ func attackH2Window(ctx context.Context, a *attackEnv) (attackResult, error) {
 		return attackResult{verdict: fmt.Sprintf("tunneld offered %q, not h2", p), safe: verdictSafe(true)}, nil
 	}
 	h := newH2Conn(c)
+	defer h.close()
 	if err := h.start(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
 		return attackResult{}, err
 	}
@@ -642,6 +649,7 @@ func (a *attackEnv) echoH2(ctx context.Context, name, authority string) (*echoed
 		return nil, nil
 	}
 	h := newH2Conn(c)
+	defer h.close()
 	h.keep = true
 	if err := h.start(); err != nil {
 		return nil, err
@@ -662,13 +670,14 @@ func (a *attackEnv) echoH2(ctx context.Context, name, authority string) (*echoed
 // sends what it is told and reads frames in the background, acknowledging
 // settings and counting what comes back.
 type h2Conn struct {
-	c     net.Conn
-	wmu   sync.Mutex
-	fr    *http2.Framer
-	enc   *hpack.Encoder
-	hbuf  bytes.Buffer
-	keep  bool // keep the body of stream 1
-	ended chan struct{}
+	c       net.Conn
+	wmu     sync.Mutex
+	fr      *http2.Framer
+	enc     *hpack.Encoder
+	hbuf    bytes.Buffer
+	keep    bool // keep the body of stream 1
+	reading bool // readLoop runs; it closes ended when it returns
+	ended   chan struct{}
 
 	mu      sync.Mutex
 	headers int
@@ -684,6 +693,15 @@ func newH2Conn(c net.Conn) *h2Conn {
 	return h
 }
 
+// close closes the connection and waits for the reading goroutine, if
+// start began one.
+func (h *h2Conn) close() {
+	h.c.Close()
+	if h.reading {
+		<-h.ended
+	}
+}
+
 // start sends the preface and settings and starts reading.
 func (h *h2Conn) start(settings ...http2.Setting) error {
 	if _, err := io.WriteString(h.c, http2.ClientPreface); err != nil {
@@ -695,6 +713,7 @@ func (h *h2Conn) start(settings ...http2.Setting) error {
 	if err != nil {
 		return err
 	}
+	h.reading = true
 	go h.readLoop()
 	return nil
 }
