@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -18,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"golang.org/x/sync/errgroup"
@@ -61,11 +64,12 @@ func attackPingFlood(ctx context.Context, a *attackEnv) (attackResult, error) {
 			binary.BigEndian.PutUint32(h[4:], 0)
 			binary.BigEndian.PutUint32(h[8:], uint32(sent+i+1))
 		}
-		if _, err := conn.Write(buf[:k*12]); err != nil {
+		n, err := conn.Write(buf[:k*12])
+		sent += n / 12
+		if err != nil {
 			cut = err
 			break
 		}
-		sent += k
 	}
 	took := time.Since(start)
 	// Keep the connection, unread, as the issue's peer did; then leave.
@@ -440,7 +444,7 @@ func attackHeldNames(ctx context.Context, a *attackEnv) (attackResult, error) {
 		var lat latencies
 		for i := range timed {
 			t0 := time.Now()
-			s, err := a.connect(ctx, timingIP, "", fmt.Sprintf("timed-%s-%d", tag, i), mux.DefaultConfig())
+			s, err := a.anonConnect(ctx, timingIP, timingKey, fmt.Sprintf("timed-%s-%d", tag, i))
 			if err != nil {
 				continue
 			}
@@ -468,7 +472,9 @@ func attackHeldNames(ctx context.Context, a *attackEnv) (attackResult, error) {
 				if i >= n {
 					return nil
 				}
-				s, err := a.connect(ctx, attackerIP, "", heldName(i), mux.DefaultConfig())
+				// A fresh owner key each time, as an attacker would: keys
+				// cost nothing (servers that predate them ignore them).
+				s, err := a.anonConnect(ctx, attackerIP, newOwnerKey(), heldName(i))
 				if err != nil {
 					var perr *proto.Error
 					code := "error"
@@ -500,7 +506,7 @@ func attackHeldNames(ctx context.Context, a *attackEnv) (attackResult, error) {
 	taken, probed := 0, 0
 	for k := 0; k < probes && k < len(names); k++ {
 		i := names[k*len(names)/min(probes, len(names))]
-		s, err := a.connect(ctx, bystanderIP, "", heldName(i), mux.DefaultConfig())
+		s, err := a.anonConnect(ctx, bystanderIP, probeKey, heldName(i))
 		var perr *proto.Error
 		switch {
 		case err == nil:
@@ -536,6 +542,79 @@ func attackHeldNames(ctx context.Context, a *attackEnv) (attackResult, error) {
 }
 
 func heldName(i int) string { return fmt.Sprintf("held-%d", i) }
+
+// The owner keys of attack 6's probes and timed claims: owners of their
+// own, apart from the attacker's and from each other's.
+var probeKey, timingKey = newOwnerKey(), newOwnerKey()
+
+func newOwnerKey() string {
+	var b [24]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// anonConnect is an anonymous client's connect from ip asking for name,
+// done by hand (yamux, then the Hello frame written here) so that the Hello
+// carries ownerKey: an anonymous client's names may belong to its owner key
+// rather than its address, and pkg/mux would send one key for the whole
+// process, making the attacker, the probes and the timed claims one owner.
+// A server that predates owner keys ignores the field. It returns the
+// session (close it to disconnect) or the server's *proto.Error.
+func (a *attackEnv) anonConnect(ctx context.Context, ip, ownerKey, name string) (io.Closer, error) {
+	conn, err := a.clientTLSFrom(ctx, ip)
+	if err != nil {
+		return nil, err
+	}
+	ycfg := yamux.DefaultConfig()
+	ycfg.EnableKeepAlive = false
+	ycfg.LogOutput = io.Discard
+	sess, err := yamux.Client(conn, ycfg)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	ctrl, err := sess.OpenStream()
+	if err != nil {
+		sess.Close()
+		return nil, err
+	}
+	ctrl.SetDeadline(time.Now().Add(10 * time.Second))
+	stop := context.AfterFunc(ctx, func() { ctrl.SetDeadline(time.Now()) })
+	defer stop()
+	payload, err := json.Marshal(struct {
+		Version       int                   `json:"version"`
+		ClientVersion string                `json:"client_version"`
+		OwnerKey      string                `json:"owner_key"`
+		Tunnels       []proto.TunnelRequest `json:"tunnels"`
+	}{proto.Version, "bench", ownerKey, []proto.TunnelRequest{{Name: name, Kind: proto.KindHTTP}}})
+	if err != nil {
+		sess.Close()
+		return nil, err
+	}
+	frame := append([]byte{helloFrameType, 0, 0, 0, 0}, payload...)
+	binary.BigEndian.PutUint32(frame[1:], uint32(len(payload)))
+	if _, err := ctrl.Write(frame); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("send hello: %w", err)
+	}
+	m, err := proto.ReadFrame(ctrl)
+	switch m := m.(type) {
+	case *proto.Welcome:
+		return sess, nil
+	case *proto.Error:
+		sess.Close()
+		return nil, m
+	}
+	sess.Close()
+	if err == nil {
+		err = fmt.Errorf("%w: %T instead of a welcome", proto.ErrUnexpected, m)
+	}
+	return nil, fmt.Errorf("read welcome: %w", err)
+}
+
+// helloFrameType is the type byte of a Hello frame (pkg/proto: a type byte
+// and a big-endian uint32 length before the JSON).
+const helloFrameType = 1
 
 // connect is one tunnel client's connect from ip: TLS, Hello asking for
 // name (token empty: anonymous), Welcome.

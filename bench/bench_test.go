@@ -151,21 +151,17 @@ func TestBench_Smoke(t *testing.T) {
 			t.Errorf("attack %s: no verdict", a.ID)
 		}
 	}
-	// Each attack was sent: a figure of what it did. Not "all of it": a
-	// fixed tunneld may cut an attack short (close the flood's connection,
-	// refuse a connect), and that is an outcome, not a harness failure.
+	// Each attack reports what it did. Not that it did all of it: a fixed
+	// tunneld may cut an attack short (close the flood's connection at its
+	// first frames, refuse a connect), and that is an outcome, not a
+	// harness failure.
 	for id, fig := range map[string]string{
-		"1": "pings_sent", "3a": "probe_status", "3b": "streams", "4": "forged_tried", "5": "requests", "6": "connects",
+		"1": "pings_sent", "2": "cross_served", "3a": "probe_status", "3b": "streams", "4": "forged_tried", "5": "requests", "6": "connects",
 	} {
 		for _, a := range rep.Attacks {
-			if a.ID == id && a.Figures[fig] <= 0 {
-				t.Errorf("attack %s: %s = %v, want the attack sent", id, fig, a.Figures[fig])
+			if _, ok := a.Figures[fig]; a.ID == id && !ok {
+				t.Errorf("attack %s: no %s in %+v", id, fig, a.Figures)
 			}
-		}
-	}
-	for _, a := range rep.Attacks {
-		if _, ok := a.Figures["cross_served"]; a.ID == "2" && !ok {
-			t.Errorf("attack 2: no count of visitors served across tenants: %+v", a)
 		}
 	}
 
