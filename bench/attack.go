@@ -56,7 +56,7 @@ func attackSizesFor(o options) attackSizes {
 			Pings: 2000, Visitors: 5, Stalls: 8, H2Streams: 8, H2File: 1 << 20, Cuts: 10, Connects: 20}
 	}
 	return attackSizes{Rate: 1000, Warm: time.Second, Before: 3 * time.Second,
-		Bound: 10 * time.Second, Hold: 3 * time.Second, Drain: 15 * time.Second,
+		Bound: 10 * time.Second, Hold: 3 * time.Second, Drain: 30 * time.Second,
 		Pings: 400000, Visitors: 50, Stalls: 256, H2Streams: 250, H2File: 8 << 20, Cuts: 256, Connects: 5000}
 }
 
@@ -69,6 +69,7 @@ type AttackRow struct {
 	RSSPeakMiB       float64 `json:"rss_peak_mib"`
 	GoroutinesBefore int     `json:"goroutines_before"`
 	GoroutinesPeak   int     `json:"goroutines_peak"`
+	GoroutinesAfter  int     `json:"goroutines_after"` // at the end of the span: did tunneld recover within it
 	ReqPerSecBefore  float64 `json:"healthy_req_per_sec_before"`
 	ReqPerSecDuring  float64 `json:"healthy_req_per_sec_during"`
 	ReqPerSecWorst   float64 `json:"healthy_req_per_sec_worst_second"` // the fewest answered in any whole second of it
@@ -408,9 +409,10 @@ func (e *env) runAttack(ctx context.Context, ad attackDef, sz attackSizes, token
 		case !s.at.Before(b0) && s.at.Before(t0):
 			row.RSSBeforeMiB = max(row.RSSBeforeMiB, mib(s.rss))
 			row.GoroutinesBefore = max(row.GoroutinesBefore, s.g)
-		case !s.at.Before(t0):
+		case !s.at.Before(t0) && !s.at.After(t1):
 			row.GoroutinesPeak = max(row.GoroutinesPeak, s.g)
 			row.RSSPeakMiB = max(row.RSSPeakMiB, mib(s.rss))
+			row.GoroutinesAfter = s.g // samples are in time order
 		}
 	}
 	smu.Unlock()

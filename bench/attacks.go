@@ -412,7 +412,7 @@ func attackCuts(ctx context.Context, a *attackEnv) (attackResult, error) {
 	g.Wait()
 	// Wait (bounded) for the books to settle: the tunnel's in-flight count
 	// back to 0 and a log line for each request.
-	deadline := time.Now().Add(a.sz.Drain / 2)
+	deadline := time.Now().Add(a.sz.Hold + 2*time.Second)
 	inflight := -1.0
 	for {
 		inflight = tunnelInFlight(a.adminAddr, name)

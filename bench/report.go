@@ -386,12 +386,13 @@ func (r *Report) markdown() string {
 		w("Control: the same load sent straight to the backend meanwhile, its worst second against before: when it drops too, the\n")
 		w("machine or the harness stalled, not only tunneld.\n")
 		w("Log bytes: what tunneld wrote to stderr during it, less the healthy load's access lines.\n\n")
-		w("| attack | seconds | tunneld RSS MiB before / peak (+) | goroutines before / peak (+) | healthy req/s before / during / worst second (ratio) | healthy p99 ms before / during | healthy errors | control | log bytes (lines) |\n")
+		w("| attack | seconds | tunneld RSS MiB before / peak (+) | goroutines before / peak (+) / at the end | healthy req/s before / during / worst second (ratio) | healthy p99 ms before / during | healthy errors | control | log bytes (lines) |\n")
 		w("|---|---|---|---|---|---|---|---|---|\n")
 		for _, a := range r.Attacks {
-			w("| %s %s | %.1f | %.1f / %.1f (%+.1f) | %s / %s (%s) | %s / %s / %s (%.2f) | %.1f / %.1f | %d | %.2f | %s (%s) |\n",
+			w("| %s %s | %.1f | %.1f / %.1f (%+.1f) | %s / %s (%s) / %s | %s / %s / %s (%.2f) | %.1f / %.1f | %d | %.2f | %s (%s) |\n",
 				a.ID, a.Name, a.Seconds, a.RSSBeforeMiB, a.RSSPeakMiB, a.rssDelta(),
 				groupThousands(fmt.Sprint(a.GoroutinesBefore)), groupThousands(fmt.Sprint(a.GoroutinesPeak)), signed(a.gDelta()),
+				groupThousands(fmt.Sprint(a.GoroutinesAfter)),
 				groupThousands(fmt.Sprintf("%.0f", a.ReqPerSecBefore)), groupThousands(fmt.Sprintf("%.0f", a.ReqPerSecDuring)),
 				groupThousands(fmt.Sprintf("%.0f", a.ReqPerSecWorst)), a.ratio(),
 				a.P99BeforeMS, a.P99DuringMS, a.ErrorsDuring, a.ControlRatio,
