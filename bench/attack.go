@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -704,6 +703,3 @@ func (v *victimBackend) close() {
 	v.srv.Close()
 	<-v.done
 }
-
-// drainConn reads what c sends (and throws it away) until it closes.
-func drainConn(c net.Conn) { io.Copy(io.Discard, c) }

@@ -138,7 +138,7 @@ func attackCrossTenant(ctx context.Context, a *attackEnv) (attackResult, error) 
 	select {
 	case <-arrived:
 	case <-ctx.Done():
-		return attackResult{}, fmt.Errorf("A's slow request never reached A's service: %w", ctx.Err())
+		return attackResult{}, fmt.Errorf("slow request through client A never reached its service: %w", ctx.Err())
 	}
 	stopA() // Serve sends GoAway and waits for the request in flight; the session stays
 	goAway := time.Now()
@@ -181,7 +181,7 @@ func attackCrossTenant(ctx context.Context, a *attackEnv) (attackResult, error) 
 	select {
 	case slowGot = <-slow:
 	case <-ctx.Done():
-		return attackResult{}, fmt.Errorf("A's slow request did not finish: %w", ctx.Err())
+		return attackResult{}, fmt.Errorf("slow request through client A did not finish: %w", ctx.Err())
 	}
 
 	// B's visitors, with their cookies, from bystanderIP.
