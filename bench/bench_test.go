@@ -131,6 +131,39 @@ func TestBench_Smoke(t *testing.T) {
 	if len(rep.Checks) == 0 {
 		t.Error("no target checks")
 	}
+	// Under attack: every attack carried out against its tunneld, with the
+	// healthy tunnel measured before and during. The verdicts themselves are
+	// what fixes change, so only their presence is checked.
+	if got, want := len(rep.Attacks), len(attacks()); got != want {
+		t.Errorf("attack rows: got %d, want %d", got, want)
+	}
+	for _, a := range rep.Attacks {
+		if a.Failed != "" || strings.Contains(a.Verdict, "TUNNELD DIED") {
+			t.Errorf("attack %s: %s %s", a.ID, a.Failed, a.Verdict)
+		}
+		if a.RSSBeforeMiB <= 0 || a.RSSPeakMiB <= 0 || a.GoroutinesBefore <= 0 || a.GoroutinesPeak <= 0 {
+			t.Errorf("attack %s: want tunneld's RSS and goroutines before and during, got %+v", a.ID, a)
+		}
+		if a.ReqPerSecBefore <= 0 || a.ReqPerSecDuring <= 0 || a.P99BeforeMS <= 0 || a.Seconds <= 0 {
+			t.Errorf("attack %s: want the healthy load's rate and p99 before and during, got %+v", a.ID, a)
+		}
+		if a.Verdict == "" {
+			t.Errorf("attack %s: no verdict", a.ID)
+		}
+	}
+	// Each attack reports what it did. Not that it did all of it: a fixed
+	// tunneld may cut an attack short (close the flood's connection at its
+	// first frames, refuse a connect), and that is an outcome, not a
+	// harness failure.
+	for id, fig := range map[string]string{
+		"1": "pings_sent", "2": "cross_served", "3a": "probe_status", "3b": "streams", "4": "forged_tried", "5": "requests", "6": "connects",
+	} {
+		for _, a := range rep.Attacks {
+			if _, ok := a.Figures[fig]; a.ID == id && !ok {
+				t.Errorf("attack %s: no %s in %+v", id, fig, a.Figures)
+			}
+		}
+	}
 
 	if err := rep.write(o); err != nil {
 		t.Fatal(err)
@@ -150,7 +183,7 @@ func TestBench_Smoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"### Summary", "| tunnel |", "### Idle clients"} {
+	for _, want := range []string{"### Summary", "| tunnel |", "### Idle clients", "### Under attack"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)
 		}
@@ -177,6 +210,29 @@ func TestStat_MedianMinMax(t *testing.T) {
 		}
 		if got := s.fmt(0); got != tc.formatted {
 			t.Errorf("%v: formatted %q, want %q", tc.in, got, tc.formatted)
+		}
+	}
+}
+
+// TestLogTap_CountsLinesAcrossWrites: tunneld's stderr reaches the tap in
+// pieces that split lines anywhere; the healthy load's access lines are left
+// out and the attacker's counted.
+func TestLogTap_CountsLinesAcrossWrites(t *testing.T) {
+	lines := []string{
+		`{"level":"warn","message":"ping"}` + "\n",
+		`{"component":"access","remote_addr":"127.0.0.1:5000","message":"request"}` + "\n",
+		`{"component":"access","remote_addr":"127.0.0.2:6000","message":"request"}` + "\n",
+	}
+	all := strings.Join(lines, "")
+	for _, chunk := range []int{1, 7, len(all)} {
+		var tap logTap
+		for i := 0; i < len(all); i += chunk {
+			tap.Write([]byte(all[i:min(i+chunk, len(all))]))
+		}
+		got := tap.count()
+		want := logCount{bytes: int64(len(lines[0]) + len(lines[2])), lines: 2, attackerAccess: 1}
+		if got != want {
+			t.Errorf("writes of %d bytes: got %+v, want %+v", chunk, got, want)
 		}
 	}
 }

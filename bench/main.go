@@ -30,7 +30,7 @@ type options struct {
 	Connects int           // connects timed
 	Idle     []int         // idle clients held
 	Inflight int           // slow requests held in flight through one client
-	Phases   string        // comma-separated subset of small,open,bulk,connect,idle,inflight
+	Phases   string        // comma-separated subset of small,open,bulk,connect,idle,inflight,attack
 	Smoke    bool          // tiny sizes: proves the harness works, measures nothing
 	NoPlots  bool
 }
@@ -47,7 +47,7 @@ func defaultOptions() options {
 		Connects: 1000,
 		Idle:     []int{1000, 10000},
 		Inflight: 10000,
-		Phases:   "small,open,bulk,connect,idle,inflight",
+		Phases:   "small,open,bulk,connect,idle,inflight,attack",
 	}
 }
 
@@ -77,7 +77,7 @@ func main() {
 	var conns, rates, idle string
 	var smoke bool
 	flag.StringVar(&o.BinDir, "bin", o.BinDir, "directory holding the tunneld and tunnel binaries")
-	flag.StringVar(&o.OutDir, "out", o.OutDir, "directory for results.json, results.md and the plots")
+	flag.StringVar(&o.OutDir, "out", o.OutDir, "directory for results.json, results.md and the plots (attack.json and attack.md for -phases attack alone)")
 	flag.DurationVar(&o.Duration, "duration", o.Duration, "length of each closed- or open-loop run")
 	flag.IntVar(&o.Repeat, "repeat", o.Repeat, "runs of each measurement (median, min and max are reported)")
 	flag.StringVar(&conns, "conns", "1,64,256", "closed-loop concurrent connections, comma-separated")
@@ -86,7 +86,7 @@ func main() {
 	flag.IntVar(&o.Connects, "connects", o.Connects, "client connects timed")
 	flag.StringVar(&idle, "idle", "1000,10000", "idle clients held for the memory-per-client figure, comma-separated")
 	flag.IntVar(&o.Inflight, "inflight", o.Inflight, "slow requests held in flight at once through one client, for the memory-per-stream figure")
-	flag.StringVar(&o.Phases, "phases", o.Phases, "phases to run: small,open,bulk,connect,idle,inflight")
+	flag.StringVar(&o.Phases, "phases", o.Phases, "phases to run: small,open,bulk,connect,idle,inflight,attack")
 	flag.BoolVar(&smoke, "smoke", false, "tiny sizes, a few seconds: checks the harness, measures nothing")
 	flag.BoolVar(&o.NoPlots, "no-plots", false, "skip the gnuplot plots")
 	flag.Parse()

@@ -36,6 +36,12 @@ type proc struct {
 
 // startProc starts bin with args; env is added to the harness's own.
 func startProc(name, bin string, env []string, args ...string) (*proc, error) {
+	return startProcTap(name, bin, env, nil, args...)
+}
+
+// startProcTap is startProc that also copies the process's whole stderr to
+// tap (nil: none), for counting what it logs.
+func startProcTap(name, bin string, env []string, tap io.Writer, args ...string) (*proc, error) {
 	p := &proc{
 		name:   name,
 		cmd:    exec.Command(bin, args...),
@@ -45,6 +51,9 @@ func startProc(name, bin string, env []string, args ...string) (*proc, error) {
 	}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stderr = p.stderr
+	if tap != nil {
+		p.cmd.Stderr = io.MultiWriter(p.stderr, tap)
+	}
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -98,6 +107,15 @@ func (p *proc) stop() {
 		p.cmd.Process.Kill()
 		<-p.done
 	}
+}
+
+// kill ends the process at once (SIGKILL) and waits for it: for processes
+// whose graceful end (draining what an attack left in flight) is not
+// measured and would only make the run longer.
+func (p *proc) kill() {
+	p.stdin.Close()
+	p.cmd.Process.Kill()
+	<-p.done
 }
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
@@ -236,6 +254,12 @@ func raiseNoFile() (uint64, error) {
 // goroutines reads go_goroutines from the Prometheus /metrics at addr; -1
 // when it cannot.
 func goroutines(addr string) int {
+	return int(metric(addr, "go_goroutines"))
+}
+
+// metric reads one unlabelled sample, name, from the Prometheus /metrics at
+// addr; -1 when it cannot.
+func metric(addr, name string) float64 {
 	if addr == "" {
 		return -1
 	}
@@ -248,9 +272,9 @@ func goroutines(addr string) int {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			if n, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
-				return int(n)
+				return n
 			}
 		}
 	}

@@ -145,6 +145,7 @@ type Report struct {
 	Connect  *ConnectRow   `json:"connect,omitempty"`
 	Idle     []IdleRow     `json:"idle_clients"`
 	Inflight []InflightRow `json:"in_flight_streams"`
+	Attacks  []AttackRow   `json:"under_attack"`
 	Checks   []Check       `json:"targets"`
 	Notes    []string      `json:"notes"`
 }
@@ -208,6 +209,49 @@ func (r *Report) finish() {
 		r.Checks = append(r.Checks, Check{fmt.Sprintf("tunneld memory per idle client <= 64 KiB (%d clients)", i.Clients),
 			fmt.Sprintf("%.1f KiB", i.PerClientKiB), i.PerClientKiB <= 64})
 	}
+	for _, a := range r.Attacks {
+		r.Checks = append(r.Checks, Check{fmt.Sprintf("attack %s (%s): tunneld RSS +<= %d MiB, goroutines +<= %s, healthy req/s >= %.1f of before",
+			a.ID, a.Name, attackMaxRSSMiB, groupThousands(fmt.Sprint(attackMaxGoroutines)), attackMinRatio),
+			fmt.Sprintf("%+.1f MiB, %s, %.2f", a.rssDelta(), signed(a.gDelta()), a.ratio()),
+			a.Failed == "" && a.rssDelta() <= attackMaxRSSMiB && a.gDelta() <= attackMaxGoroutines && a.ratio() >= attackMinRatio})
+		if a.Safe != nil {
+			r.Checks = append(r.Checks, Check{fmt.Sprintf("attack %s: %s", a.ID, attackGoal[a.ID]), a.short(), *a.Safe})
+		}
+	}
+}
+
+func signed(n int) string {
+	if n >= 0 {
+		return "+" + groupThousands(fmt.Sprint(n))
+	}
+	return groupThousands(fmt.Sprint(n))
+}
+
+// attackGoal is what each attack's own verdict asks of tunneld.
+var attackGoal = map[string]string{
+	"2":  "no visitor of the new owner served by the former owner's service",
+	"3a": "another visitor of the stalled tunnel is served during the stall",
+	"4":  "no forged Host or forwarding header reaches the service",
+	"5":  "every cut request logged once, in-flight counts back to 0",
+	"6":  "held names of one owner bounded (<= 32, the default per-owner tunnel limit)",
+}
+
+// short is the figure behind an attack's own verdict.
+func (a AttackRow) short() string {
+	f := a.Figures
+	switch a.ID {
+	case "2":
+		return fmt.Sprintf("%.0f of %.0f", f["cross_served"], f["visitors"])
+	case "3a":
+		return fmt.Sprintf("status %.0f", f["probe_status"])
+	case "4":
+		return fmt.Sprintf("%.0f of %.0f", f["forged_reached"], f["forged_tried"])
+	case "5":
+		return fmt.Sprintf("%.0f lines / %.0f requests, %.0f in flight", f["access_lines"], f["requests"], f["tunnel_in_flight_after"])
+	case "6":
+		return fmt.Sprintf("about %.0f held", f["held"])
+	}
+	return ""
 }
 
 func (r *Report) findSmall(target, proto string, conns int) *SmallRow {
@@ -232,32 +276,39 @@ func (r *Report) findBulk(target, dir string, streams int) *BulkRow {
 func (r *Report) markdown() string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	w("Run %s on %s; %s per run, median (min-max) of %d runs.\n\n", r.Date, r.Machine, r.Duration, r.Repeat)
+	if len(r.Small) > 0 || len(r.Open) > 0 || len(r.BulkRuns) > 0 || r.Connect != nil {
+		w("Run %s on %s; %s per run, median (min-max) of %d runs.\n\n", r.Date, r.Machine, r.Duration, r.Repeat)
+	} else {
+		w("Run %s on %s.\n\n", r.Date, r.Machine)
+	}
 	if r.Smoke {
 		w("**Smoke run: tiny sizes, the figures mean nothing.**\n\n")
 	}
 
-	w("### Summary\n\n")
-	w("| | small req/s (HTTP/1.1, 64 conns) | vs direct | p99 ms | one-stream MB/s (down) | vs direct | 8-stream MB/s (down) | vs direct | server RSS peak |\n")
-	w("|---|---|---|---|---|---|---|---|---|\n")
-	for _, t := range []string{"direct", "pipe", "tunnel", "tunnel-https"} {
-		row := []string{t, "-", "-", "-", "-", "-", "-", "-", "-"}
-		if s := r.findSmall(t, "http/1.1", 64); s != nil {
-			row[1], row[2], row[3] = s.ReqPerSec.fmt(0), fmt.Sprintf("%.2f", s.Ratio), s.P99.fmt(1)
-		}
-		if bl := r.findBulk(t, "down", 1); bl != nil {
-			row[4], row[5] = bl.MBps.fmt(0), fmt.Sprintf("%.2f", bl.Ratio)
-		}
-		if bl := r.findBulk(t, "down", 8); bl != nil {
-			row[6], row[7] = bl.MBps.fmt(0), fmt.Sprintf("%.2f", bl.Ratio)
-		}
-		server := map[string]string{"tunnel": "tunneld", "tunnel-https": "tunneld (https)"}[t]
-		for _, m := range r.Memory {
-			if server != "" && m.Process == server {
-				row[8] = fmt.Sprintf("%.1f MiB", m.PeakMiB)
+	// Nothing to summarise when only the phases with their own tables ran.
+	if len(r.Small) > 0 || len(r.BulkRuns) > 0 || len(r.Memory) > 0 {
+		w("### Summary\n\n")
+		w("| | small req/s (HTTP/1.1, 64 conns) | vs direct | p99 ms | one-stream MB/s (down) | vs direct | 8-stream MB/s (down) | vs direct | server RSS peak |\n")
+		w("|---|---|---|---|---|---|---|---|---|\n")
+		for _, t := range []string{"direct", "pipe", "tunnel", "tunnel-https"} {
+			row := []string{t, "-", "-", "-", "-", "-", "-", "-", "-"}
+			if s := r.findSmall(t, "http/1.1", 64); s != nil {
+				row[1], row[2], row[3] = s.ReqPerSec.fmt(0), fmt.Sprintf("%.2f", s.Ratio), s.P99.fmt(1)
 			}
+			if bl := r.findBulk(t, "down", 1); bl != nil {
+				row[4], row[5] = bl.MBps.fmt(0), fmt.Sprintf("%.2f", bl.Ratio)
+			}
+			if bl := r.findBulk(t, "down", 8); bl != nil {
+				row[6], row[7] = bl.MBps.fmt(0), fmt.Sprintf("%.2f", bl.Ratio)
+			}
+			server := map[string]string{"tunnel": "tunneld", "tunnel-https": "tunneld (https)"}[t]
+			for _, m := range r.Memory {
+				if server != "" && m.Process == server {
+					row[8] = fmt.Sprintf("%.1f MiB", m.PeakMiB)
+				}
+			}
+			w("| %s |\n", strings.Join(row, " | "))
 		}
-		w("| %s |\n", strings.Join(row, " | "))
 	}
 
 	if len(r.Checks) > 0 {
@@ -327,6 +378,38 @@ func (r *Report) markdown() string {
 			w("| %s | %.1f | %.1f | %.1f |\n", groupThousands(fmt.Sprint(i.Clients)), i.BeforeMiB, i.DuringMiB, i.PerClientKiB)
 		}
 	}
+	if len(r.Attacks) > 0 {
+		w("\n### Under attack (a fresh tunneld per attack, each attack from %s only, the healthy tunnel under steady load from 127.0.0.1)\n\n", attackerIP)
+		w("Before: the seconds before the attack. During: from its start until tunneld's goroutines are back near before (bounded).\n")
+		w("Healthy req/s: at a fixed rate, answered per second before, during, and in the worst whole second during; the ratio is\n")
+		w("the worst second's (or the whole span's, if lower) against before. p99 from each request's scheduled send time.\n")
+		w("Control: the same load sent straight to the backend meanwhile, its worst second against before: when it drops too, the\n")
+		w("machine or the harness stalled, not only tunneld.\n")
+		w("Log bytes: what tunneld wrote to stderr during it, less the healthy load's access lines.\n\n")
+		w("| attack | seconds | tunneld RSS MiB before / peak (+) | goroutines before / peak (+) / at the end | healthy req/s before / during / worst second (ratio) | healthy p99 ms before / during | healthy errors | control | log bytes (lines) |\n")
+		w("|---|---|---|---|---|---|---|---|---|\n")
+		for _, a := range r.Attacks {
+			w("| %s %s | %.1f | %.1f / %.1f (%+.1f) | %s / %s (%s) / %s | %s / %s / %s (%.2f) | %.1f / %.1f | %d | %.2f | %s (%s) |\n",
+				a.ID, a.Name, a.Seconds, a.RSSBeforeMiB, a.RSSPeakMiB, a.rssDelta(),
+				groupThousands(fmt.Sprint(a.GoroutinesBefore)), groupThousands(fmt.Sprint(a.GoroutinesPeak)), signed(a.gDelta()),
+				groupThousands(fmt.Sprint(a.GoroutinesAfter)),
+				groupThousands(fmt.Sprintf("%.0f", a.ReqPerSecBefore)), groupThousands(fmt.Sprintf("%.0f", a.ReqPerSecDuring)),
+				groupThousands(fmt.Sprintf("%.0f", a.ReqPerSecWorst)), a.ratio(),
+				a.P99BeforeMS, a.P99DuringMS, a.ErrorsDuring, a.ControlRatio,
+				groupThousands(fmt.Sprint(a.LogBytes)), groupThousands(fmt.Sprint(a.LogLines)))
+		}
+		w("\n| attack | verdict |\n|---|---|\n")
+		for _, a := range r.Attacks {
+			v := a.Verdict
+			if a.Failed != "" {
+				v = "NOT CARRIED OUT: " + a.Failed + "; " + v
+			}
+			if a.FirstError != "" {
+				v += fmt.Sprintf(" (healthy load's first error: %s)", a.FirstError)
+			}
+			w("| %s | %s |\n", a.ID, strings.ReplaceAll(v, "|", "/"))
+		}
+	}
 	for _, n := range r.Notes {
 		w("\n%s\n", n)
 	}
@@ -343,12 +426,18 @@ func sizeName(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-// write saves results.json and results.md in o.OutDir, and the plots.
+// write saves results.json and results.md in o.OutDir, and the plots; a
+// run of the attack phase alone saves attack.json and attack.md instead, so
+// that it leaves the last full run's results in place.
 func (r *Report) write(o options) error {
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
 		return err
 	}
-	if !o.NoPlots {
+	base := "results"
+	if strings.TrimSpace(o.Phases) == "attack" {
+		base = "attack"
+	}
+	if !o.NoPlots && len(r.Small) > 0 {
 		if err := r.plot(o.OutDir); err != nil {
 			r.Notes = append(r.Notes, fmt.Sprintf("No plots: %v.", err))
 		}
@@ -357,10 +446,10 @@ func (r *Report) write(o options) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(o.OutDir, "results.json"), j, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(o.OutDir, base+".json"), j, 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(o.OutDir, "results.md"), []byte(r.markdown()), 0o644)
+	return os.WriteFile(filepath.Join(o.OutDir, base+".md"), []byte(r.markdown()), 0o644)
 }
 
 // plot draws req/s and p99 against concurrency, and tunneld's RSS against

@@ -25,10 +25,11 @@ import (
 // Roles the harness binary plays when started with TUNNEL_BENCH_ROLE set.
 // Each ends when its stdin closes (the harness stops it) or on SIGTERM.
 var roles = map[string]func(ctx context.Context, args []string) error{
-	"pipe-server":  pipeServer,
-	"pipe-client":  pipeClient,
-	"hold":         holdSessions,
-	"slow-backend": slowBackend,
+	"pipe-server":    pipeServer,
+	"pipe-client":    pipeClient,
+	"hold":           holdSessions,
+	"slow-backend":   slowBackend,
+	"victim-backend": victimBackendRole,
 }
 
 // runRole runs the role named in the environment; ok is false when none is.

@@ -83,11 +83,19 @@ type pair struct {
 // startPair starts a tunneld and a tunnel client exposing backAddr as
 // "bench"; suffix tells the processes apart in reports.
 func (e *env) startPair(ctx context.Context, backAddr, suffix string, tunneldArgs ...string) (*pair, error) {
-	pr := &pair{}
-	var err error
-	if pr.tunneld, pr.srvAddr, err = e.startTunneld(ctx, tunneldArgs...); err != nil {
+	srv, addr, err := e.startTunneld(ctx, tunneldArgs...)
+	if err != nil {
 		return nil, err
 	}
+	return e.attachPair(ctx, srv, addr, backAddr, suffix)
+}
+
+// attachPair waits for tunneld srv (listening on srvAddr) to serve plain
+// HTTP and its admin listener, then starts a tunnel client exposing
+// backAddr as "bench" through it.
+func (e *env) attachPair(ctx context.Context, srv *proc, srvAddr, backAddr, suffix string) (*pair, error) {
+	pr := &pair{tunneld: srv, srvAddr: srvAddr}
+	var err error
 	pr.tunneld.name += suffix
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -135,14 +143,24 @@ func (e *env) logf(format string, args ...any) {
 // TLS-terminating load balancer, the "public side plain HTTP"), and
 // its admin listener, whose /metrics gives its goroutines.
 func (e *env) startTunneld(ctx context.Context, extra ...string) (*proc, string, error) {
-	args := []string{"--dev", "--listen", "127.0.0.1:0", "--certs-dir", e.certsDir,
+	return e.launchTunneld(ctx, nil, append(e.tunneldArgs(), extra...)...)
+}
+
+// tunneldArgs are the flags every tunneld of the load phases runs with.
+func (e *env) tunneldArgs() []string {
+	return []string{"--dev", "--listen", "127.0.0.1:0", "--certs-dir", e.certsDir,
 		"--log-format", "json", "--log-level", "info", "--name-hold", "1s",
 		"--http-listen", "127.0.0.1:0", "--http-redirect=false", "--admin-listen", "127.0.0.1:0",
 		// Every load here comes from one address; the per-address limits
 		// that protect a public tunneld would measure themselves instead.
 		"--max-sessions-per-ip", "1000000", "--max-tunnels-per-token", "1000000",
 		"--max-handshakes", "1000000", "--max-handshakes-per-ip", "1000000"}
-	p, err := startProc("tunneld", filepath.Join(e.o.BinDir, "tunneld"), nil, append(args, extra...)...)
+}
+
+// launchTunneld starts bin/tunneld with exactly args, its stderr also copied
+// to tap (nil: none), and waits for its "serving" line.
+func (e *env) launchTunneld(ctx context.Context, tap io.Writer, args ...string) (*proc, string, error) {
+	p, err := startProcTap("tunneld", filepath.Join(e.o.BinDir, "tunneld"), nil, tap, args...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -153,7 +171,9 @@ func (e *env) startTunneld(ctx context.Context, extra ...string) (*proc, string,
 	return p, addr, err
 }
 
-func (e *env) start(ctx context.Context) error {
+// start starts the backend and, when pairs is set (the load and connect
+// phases need them), both tunneld + tunnel pairs and the pipe.
+func (e *env) start(ctx context.Context, pairs bool) error {
 	if _, err := raiseNoFile(); err != nil {
 		return err
 	}
@@ -168,6 +188,9 @@ func (e *env) start(ctx context.Context) error {
 	e.backDone = make(chan error, 1)
 	go func() { e.backDone <- e.backend.Serve(e.backLn) }()
 	backAddr := e.backLn.Addr().String()
+	if !pairs {
+		return nil
+	}
 
 	if e.main, err = e.startPair(ctx, backAddr, ""); err != nil {
 		return err
@@ -308,14 +331,17 @@ func (e *env) checkAlive() error {
 func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	e := &env{o: o, log: log}
 	defer e.stop()
-	if err := e.start(ctx); err != nil {
-		return nil, err
-	}
-	rep := newReport(o)
 	phases := map[string]bool{}
 	for _, p := range strings.Split(o.Phases, ",") {
 		phases[strings.TrimSpace(p)] = true
 	}
+	// The load and connect phases use the two pairs and the pipe; the
+	// others start what they measure themselves.
+	load := phases["small"] || phases["open"] || phases["bulk"]
+	if err := e.start(ctx, load || phases["connect"]); err != nil {
+		return nil, err
+	}
+	rep := newReport(o)
 
 	// Let the processes settle, then take their idle footprint and start
 	// counting their peak from here.
@@ -325,6 +351,9 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	}
 	var all []watched
 	for _, pr := range []*pair{e.main, e.https} {
+		if pr == nil {
+			continue
+		}
 		for _, p := range pr.procs() {
 			all = append(all, watched{pr, p})
 		}
@@ -387,12 +416,17 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	}
 	// "After": once the load's connections have been idle for a while, as
 	// the runtime gives memory back only gradually.
-	select {
-	case <-time.After(settle(o)):
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if load {
+		select {
+		case <-time.After(settle(o)):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	for _, w := range all {
+		if !load {
+			break // nothing loaded them: no memory rows
+		}
 		after := readProc(w.p.pid())
 		rep.Memory = append(rep.Memory, MemRow{Process: w.p.name,
 			IdleMiB: mib(idle[w.p].RSS), PeakMiB: mib(peak[w.p].HWM), AfterMiB: mib(after.RSS),
@@ -411,6 +445,11 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	}
 	if phases["inflight"] {
 		if err := e.inflight(ctx, rep); err != nil {
+			return nil, err
+		}
+	}
+	if phases["attack"] {
+		if err := e.underAttack(ctx, rep); err != nil {
 			return nil, err
 		}
 	}
