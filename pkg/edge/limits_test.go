@@ -132,18 +132,32 @@ func (r *recordedLimits) RateLimited(kind string) { r.kinds = append(r.kinds, ki
 
 func TestLimits_ReportsRefusalsToRecorder(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.MaxStreamsPerTunnel = 1
+	cfg.MaxStreamsPerTunnel = 2
+	cfg.MaxRequestsPerVisitor = 1
 	cfg.MaxHandshakesPerIP = 1
 	rec := &recordedLimits{}
 	l := newLimits(cfg, zerolog.Nop(), rec)
-	release, ok := l.acquireStream("wiki")
-	if !ok {
+	v1, v2, v3 := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("2001:db8::/64"), netip.MustParsePrefix("192.0.2.3/32")
+	release, refusal := l.acquireStream("wiki", v1)
+	if refusal != "" {
 		t.Fatal("first stream refused")
 	}
-	if _, ok := l.acquireStream("wiki"); ok {
-		t.Fatal("second stream admitted over a limit of 1")
+	if _, refusal := l.acquireStream("wiki", v1); refusal != refusedVisitor {
+		t.Fatalf("second stream of one visitor: got %q, want refused over its share of 1", refusal)
+	}
+	if _, refusal := l.acquireStream("other", v1); refusal != "" {
+		t.Fatalf("the visitor's first stream to another tunnel refused: %q", refusal)
+	}
+	if _, refusal := l.acquireStream("wiki", v2); refusal != "" {
+		t.Fatalf("another visitor refused: %q", refusal)
+	}
+	if _, refusal := l.acquireStream("wiki", v3); refusal != refusedTunnel {
+		t.Fatalf("third stream: got %q, want refused over the tunnel's limit of 2", refusal)
 	}
 	release()
+	if _, refusal := l.acquireStream("wiki", v1); refusal != "" {
+		t.Fatalf("the visitor after its stream ended: refused %q", refusal)
+	}
 	addr := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1}
 	g, ok := l.admitConn(addr)
 	if !ok {
@@ -153,7 +167,7 @@ func TestLimits_ReportsRefusalsToRecorder(t *testing.T) {
 	if _, ok := l.admitConn(addr); ok {
 		t.Fatal("second handshake admitted over a limit of 1")
 	}
-	if got, want := strings.Join(rec.kinds, ","), "stream,handshake"; got != want {
+	if got, want := strings.Join(rec.kinds, ","), "visitor,stream,handshake"; got != want {
 		t.Fatalf("recorded %q, want %q", got, want)
 	}
 }

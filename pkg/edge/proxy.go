@@ -44,7 +44,7 @@ func (s *Server) newHandler() http.Handler {
 		ErrorLog:     stdlog.New(levelWriter{s.log, zerolog.DebugLevel}, "", 0),
 		BufferPool:   copyBufPool{},
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.paced(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name, err := ParseHost(r.Host, s.cfg.Domain)
 		if err != nil {
 			page(w, http.StatusNotFound, fmt.Sprintf("No tunnel is served at %s.", r.Host))
@@ -71,9 +71,8 @@ func (s *Server) newHandler() http.Handler {
 			page(w, http.StatusNotFound, fmt.Sprintf("No tunnel is registered at %s.", host))
 			return
 		}
-		release, ok := s.limits.acquireStream(name)
+		release, ok := s.acquireVisitor(w, r, name, host)
 		if !ok {
-			tunnelBusy(w, host)
 			return
 		}
 		defer release()
@@ -81,7 +80,7 @@ func (s *Server) newHandler() http.Handler {
 		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host,
 			visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr)})
 		rp.ServeHTTP(w, r.WithContext(ctx))
-	})
+	}))
 }
 
 // rewrite sends the request to the tunnel's name (the Transport's dial maps

@@ -55,6 +55,7 @@ type Server struct {
 	transport *http.Transport
 	httpConns *connQueue
 	limits    *limits
+	pacer     *pacer
 	ops       *ops // metrics, access log, status (metrics.go)
 
 	mu       sync.Mutex
@@ -85,6 +86,7 @@ func NewServer(cfg Config) (*Server, error) {
 		ops:        newOps(cfg),
 	}
 	s.limits = newLimits(cfg, log, s.ops.metrics)
+	s.pacer = newPacer(cfg, log, s.ops.metrics)
 	// Session tickets stay on (the tls.Config default): resuming saves
 	// visitors a full handshake.
 	tlsConfig := cfg.TLSConfig.Clone()

@@ -1,0 +1,450 @@
+// Slow and stalled visitors: a visitor that stops sending its request body
+// or stops taking its response holds a slot of the tunnel, a goroutine, and
+// for a response also the stream's receive buffer in yamux (up to
+// Mux.StreamWindow: the client keeps pushing while nobody reads) and the
+// proxy's copy buffers. Three bounds keep that cost fixed:
+//
+//   - progress: a read of the body or a write (or flush) of the response
+//     that makes no progress for VisitorIdleTimeout is cut. Only operations
+//     in progress are timed, so a long download that keeps moving, or a
+//     response that is quiet between writes (server-sent events), is left
+//     alone. Upgraded connections are copied outside these wrappers.
+//   - share: one visitor source holds at most MaxRequestsPerVisitor of a
+//     tunnel's MaxStreamsPerTunnel slots (limits.acquireStream).
+//   - budget: a write blocked for stallGrace counts as holding a stream
+//     window plus stallOverhead; over SlowReaderBudget in all, the edge cuts
+//     stalled writes of the source holding the most, longest stalled first.
+//
+// Cutting means a deadline in the past through http.ResponseController: the
+// HTTP/1 connection fails its blocked read or write and is closed, the
+// HTTP/2 stream is reset (a write) or its body ends (a read).
+
+package edge
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+const (
+	// stallGrace is how long a write to a visitor must be blocked before
+	// it counts against SlowReaderBudget: a visitor that keeps up finishes
+	// a write in the time its kernel buffers take, well under it.
+	stallGrace = time.Second
+	// stallOverhead is what a stalled response holds besides its stream's
+	// receive window: the proxy's 32 KiB copy buffer, the Transport's
+	// 4 KiB read and write buffers, the server's 4 KiB response buffer,
+	// and slack for yamux's buffer growing past the window.
+	stallOverhead = 64 << 10
+	// warnEvery spaces the warnings that the budget is being enforced.
+	warnEvery = time.Minute
+)
+
+// pacer keeps the server-wide books of stalled writes and enforces
+// VisitorIdleTimeout and SlowReaderBudget. It is safe for concurrent use.
+type pacer struct {
+	idle   time.Duration
+	grace  time.Duration
+	charge int64 // per stalled write
+	budget int64
+	log    zerolog.Logger
+	rec    RateLimitRecorder
+
+	mu      sync.Mutex
+	stalled map[*visit]struct{}
+	bySrc   map[netip.Prefix]int // stalled writes per source
+	total   int64
+	warned  time.Time
+}
+
+func newPacer(cfg Config, log zerolog.Logger, m *Metrics) *pacer {
+	p := &pacer{
+		idle:    cfg.VisitorIdleTimeout,
+		grace:   min(stallGrace, cfg.VisitorIdleTimeout/2),
+		charge:  int64(cfg.Mux.StreamWindow) + stallOverhead,
+		budget:  cfg.SlowReaderBudget,
+		log:     log,
+		rec:     m,
+		stalled: make(map[*visit]struct{}),
+		bySrc:   make(map[netip.Prefix]int),
+	}
+	if m != nil {
+		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tunneld", Name: "slow_reader_bytes",
+			Help: "Bytes counted against --slow-reader-budget: responses whose write to the visitor is blocked, at a stream window each."},
+			func() float64 {
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				return float64(p.total)
+			})
+		if err := m.reg.Register(g); err != nil {
+			// Another Server shares these metrics and reports its own.
+			log.Debug().Err(err).Msg("slow reader gauge not registered")
+		}
+	}
+	return p
+}
+
+// visitorSource is the source address limits count a visitor request
+// against: the connection's peer, or the visitor behind a trusted proxy.
+func (s *Server) visitorSource(r *http.Request) netip.Prefix {
+	addr := s.visitorAddr(r)
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		return sourceKey(net.TCPAddrFromAddrPort(ap))
+	}
+	if a, err := netip.ParseAddr(addr); err == nil {
+		return sourceKey(net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+	}
+	return netip.Prefix{}
+}
+
+// paced wraps the visitor handler: every request's body reads and response
+// writes are timed by s.pacer.
+func (s *Server) paced(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v := &visit{p: s.pacer, src: s.visitorSource(r), remote: r.RemoteAddr,
+			rc: http.NewResponseController(w), http1: r.ProtoMajor == 1}
+		if v.http1 {
+			// The deadline the previous request on this connection left
+			// for its final flush (see end) must not cut this one.
+			v.rc.SetWriteDeadline(time.Time{})
+		}
+		defer v.end()
+		r2 := r
+		if r.Body != nil && r.Body != http.NoBody {
+			r2 = new(http.Request)
+			*r2 = *r
+			r2.Body = &pacedBody{ReadCloser: r.Body, v: v}
+			v.bodyOpen = r.ContentLength != 0
+		}
+		next.ServeHTTP(&pacedWriter{ResponseWriter: w, v: v}, r2)
+	})
+}
+
+// visit is one request's progress: the read or write in progress, if any,
+// and whether the write counts as stalled.
+type visit struct {
+	p      *pacer
+	src    netip.Prefix
+	remote string
+	rc     *http.ResponseController
+	http1  bool
+
+	mu       sync.Mutex
+	ended    bool // the handler returned: rc must not be used by timers
+	hijacked bool
+	wStart   time.Time // start of the write in progress; zero: none
+	wSeq     uint64    // counts writes, so a cut aims at the one it meant
+	wTimer   *time.Timer
+	rStart   time.Time // start of the body read in progress; zero: none
+	rTimer   *time.Timer
+	bodyOpen bool // the body may have more to read
+
+	// Guarded by p.mu; inBooks is also read without it.
+	inBooks   atomic.Bool
+	stalledAt time.Time
+	seqAt     uint64
+}
+
+func (v *visit) beginWrite() {
+	v.mu.Lock()
+	v.wStart = time.Now()
+	v.wSeq++
+	if v.wTimer == nil {
+		v.wTimer = time.AfterFunc(v.p.grace, v.writeTimer)
+	} else {
+		v.wTimer.Reset(v.p.grace)
+	}
+	v.mu.Unlock()
+}
+
+func (v *visit) endWrite() {
+	v.mu.Lock()
+	v.wStart = time.Time{}
+	v.wTimer.Stop()
+	v.mu.Unlock()
+	if v.inBooks.Load() {
+		v.p.unstall(v)
+	}
+}
+
+// writeTimer runs when a write has been in progress for the grace period,
+// and again at the idle timeout.
+func (v *visit) writeTimer() {
+	p := v.p
+	p.mu.Lock() // p.mu before v.mu, always
+	v.mu.Lock()
+	if v.ended || v.wStart.IsZero() {
+		v.mu.Unlock()
+		p.mu.Unlock()
+		return
+	}
+	blocked := time.Since(v.wStart)
+	switch {
+	case blocked >= p.idle:
+		seq := v.wSeq
+		v.mu.Unlock()
+		p.unstallLocked(v)
+		p.mu.Unlock()
+		if v.cutWrite(seq) {
+			p.rec.RateLimited("visitor_idle")
+			p.log.Debug().Str("source", v.src.String()).Str("remote_addr", v.remote).Dur("duration", blocked).
+				Msg("visitor took nothing of its response for the idle timeout; response cut")
+		}
+		return
+	case blocked < p.grace:
+		v.wTimer.Reset(p.grace - blocked)
+		v.mu.Unlock()
+		p.mu.Unlock()
+		return
+	}
+	v.wTimer.Reset(p.idle - blocked)
+	if !v.inBooks.Load() {
+		v.inBooks.Store(true)
+		v.stalledAt, v.seqAt = v.wStart, v.wSeq
+		p.stalled[v] = struct{}{}
+		p.bySrc[v.src]++
+		p.total += p.charge
+	}
+	v.mu.Unlock()
+	victims := p.overBudgetLocked()
+	p.mu.Unlock()
+	for _, c := range victims {
+		if c.v.cutWrite(c.seq) {
+			p.rec.RateLimited("slow_reader")
+			p.log.Debug().Str("source", c.v.src.String()).Str("remote_addr", c.v.remote).Dur("duration", time.Since(c.since)).
+				Msg("slow reader budget exceeded; stalled response cut")
+		}
+	}
+}
+
+type cut struct {
+	v     *visit
+	seq   uint64
+	since time.Time
+}
+
+// overBudgetLocked takes stalled writes out of the books until the rest fit
+// the budget, and returns them to be cut: the source with the most stalled
+// writes loses its longest stalled one first, so that one greedy address
+// pays for the budget before anyone else does.
+func (p *pacer) overBudgetLocked() []cut {
+	var out []cut
+	for p.total > p.budget {
+		var src netip.Prefix
+		most := 0
+		for s, n := range p.bySrc {
+			if n > most {
+				src, most = s, n
+			}
+		}
+		var victim *visit
+		for v := range p.stalled {
+			if v.src == src && (victim == nil || v.stalledAt.Before(victim.stalledAt)) {
+				victim = v
+			}
+		}
+		if victim == nil {
+			break
+		}
+		out = append(out, cut{victim, victim.seqAt, victim.stalledAt})
+		p.unstallLocked(victim)
+	}
+	if len(out) > 0 && time.Since(p.warned) >= warnEvery {
+		p.warned = time.Now()
+		p.log.Warn().Int64("budget", p.budget).Int("stalled", len(p.stalled)).Int("cut", len(out)).
+			Msg("slow reader budget exceeded; cutting stalled responses (logged once a minute)")
+	}
+	return out
+}
+
+func (p *pacer) unstall(v *visit) {
+	p.mu.Lock()
+	p.unstallLocked(v)
+	p.mu.Unlock()
+}
+
+func (p *pacer) unstallLocked(v *visit) {
+	if !v.inBooks.Load() {
+		return
+	}
+	v.inBooks.Store(false)
+	delete(p.stalled, v)
+	decr(p.bySrc, v.src)
+	p.total -= p.charge
+}
+
+// cutWrite fails the write numbered seq if it is still in progress, and
+// reports whether it did.
+func (v *visit) cutWrite(seq uint64) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.ended || v.wStart.IsZero() || v.wSeq != seq {
+		return false
+	}
+	return v.rc.SetWriteDeadline(time.Now().Add(-time.Second)) == nil
+}
+
+func (v *visit) beginRead() {
+	v.mu.Lock()
+	v.rStart = time.Now()
+	if v.rTimer == nil {
+		v.rTimer = time.AfterFunc(v.p.idle, v.readTimer)
+	} else {
+		v.rTimer.Reset(v.p.idle)
+	}
+	v.mu.Unlock()
+}
+
+func (v *visit) endRead(err error) {
+	v.mu.Lock()
+	v.rStart = time.Time{}
+	v.rTimer.Stop()
+	v.bodyOpen = err == nil
+	v.mu.Unlock()
+}
+
+// readTimer runs when a body read may have waited the idle timeout.
+func (v *visit) readTimer() {
+	v.mu.Lock()
+	if v.ended || v.rStart.IsZero() {
+		v.mu.Unlock()
+		return
+	}
+	if waited := time.Since(v.rStart); waited < v.p.idle {
+		v.rTimer.Reset(v.p.idle - waited)
+		v.mu.Unlock()
+		return
+	}
+	err := v.rc.SetReadDeadline(time.Now().Add(-time.Second))
+	v.mu.Unlock()
+	if err == nil {
+		v.p.rec.RateLimited("visitor_idle")
+		v.p.log.Debug().Str("source", v.src.String()).Str("remote_addr", v.remote).Dur("duration", v.p.idle).
+			Msg("visitor sent nothing of its request body for the idle timeout; request cut")
+	}
+}
+
+// end runs when the handler returns. It stops the timers and gives what
+// net/http still does after the handler a deadline: flushing the last of
+// the response, and reading what is left of an unread body.
+func (v *visit) end() {
+	v.mu.Lock()
+	v.ended = true
+	if v.wTimer != nil {
+		v.wTimer.Stop()
+	}
+	if v.rTimer != nil {
+		v.rTimer.Stop()
+	}
+	hijacked, bodyOpen := v.hijacked, v.bodyOpen
+	v.mu.Unlock()
+	if v.inBooks.Load() {
+		v.p.unstall(v)
+	}
+	if hijacked {
+		return
+	}
+	deadline := time.Now().Add(v.p.idle)
+	v.rc.SetWriteDeadline(deadline)
+	if bodyOpen && v.http1 {
+		// net/http reads up to 256 KiB of an unread body before it
+		// answers on a kept-alive HTTP/1 connection. (HTTP/2 resets the
+		// stream instead.)
+		v.rc.SetReadDeadline(deadline)
+	}
+}
+
+// pacedWriter times the visit's writes and flushes. Unwrap lets
+// http.ResponseController reach the writer below for the rest.
+type pacedWriter struct {
+	http.ResponseWriter
+	v *visit
+}
+
+func (w *pacedWriter) Write(p []byte) (int, error) {
+	w.v.beginWrite()
+	n, err := w.ResponseWriter.Write(p)
+	w.v.endWrite()
+	return n, err
+}
+
+func (w *pacedWriter) WriteHeader(code int) {
+	// A 1xx goes out at once (and an HTTP/2 HEADERS frame may wait on the
+	// connection): time it like a write.
+	w.v.beginWrite()
+	w.ResponseWriter.WriteHeader(code)
+	w.v.endWrite()
+}
+
+func (w *pacedWriter) FlushError() error {
+	w.v.beginWrite()
+	err := http.NewResponseController(w.ResponseWriter).Flush()
+	w.v.endWrite()
+	return err
+}
+
+func (w *pacedWriter) Flush() { w.FlushError() }
+
+func (w *pacedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.v.mu.Lock()
+		w.v.hijacked = true
+		w.v.mu.Unlock()
+	}
+	return c, rw, err
+}
+
+func (w *pacedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// pacedBody times the visit's body reads.
+type pacedBody struct {
+	io.ReadCloser
+	v *visit
+}
+
+func (b *pacedBody) Read(p []byte) (int, error) {
+	b.v.beginRead()
+	n, err := b.ReadCloser.Read(p)
+	b.v.endRead(err)
+	return n, err
+}
+
+// acquireVisitor takes a slot of the tunnel name for the request, within
+// its source's share, or answers the refusal itself (503 when the tunnel is
+// full, 429 when the visitor has its share) and reports false.
+func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name, host string) (release func(), ok bool) {
+	release, refusal := s.limits.acquireStream(name, s.visitorSource(r))
+	if refusal == "" {
+		return release, true
+	}
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		// Do not wait for a body that may never come before answering:
+		// net/http would try to read it first on a kept-alive connection.
+		w.Header().Set("Connection", "close")
+	}
+	switch refusal {
+	case refusedVisitor:
+		visitorBusy(w, host, s.limits.perVisitor())
+	default:
+		tunnelBusy(w, host)
+	}
+	return nil, false
+}
+
+// visitorBusy answers a request refused for its source's share.
+func visitorBusy(w http.ResponseWriter, host string, max int) {
+	w.Header().Set("Retry-After", fmt.Sprint(int(retryAfter/time.Second)))
+	page(w, http.StatusTooManyRequests, fmt.Sprintf(
+		"Too many requests in flight from your address to %s (at most %d at once). Try again when some have finished.", host, max))
+}
