@@ -14,6 +14,10 @@
 //   - budget: a write blocked for stallGrace counts as holding a stream
 //     window plus stallOverhead; over SlowReaderBudget in all, the edge cuts
 //     stalled writes of the source holding the most, longest stalled first.
+//     A response the visitor abandoned (cut, reset, or gone) keeps counting
+//     for lingerFor: its stream keeps what the client pushed into it until
+//     the client closes its side or yamux gives up on it. While the books
+//     are over the budget, sources that hold any of it get 429.
 //
 // Cutting means a deadline in the past through http.ResponseController: the
 // HTTP/1 connection fails its blocked read or write and is closed, the
@@ -23,11 +27,13 @@ package edge
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +54,11 @@ const (
 	stallOverhead = 64 << 10
 	// warnEvery spaces the warnings that the budget is being enforced.
 	warnEvery = time.Minute
+	// lingerFor is how long an abandoned response's stream may keep its
+	// receive buffer after the proxy closed it: yamux frees it when the
+	// client closes its side too, or at mux's StreamCloseTimeout (one
+	// minute) at the latest. Keep the two equal.
+	lingerFor = time.Minute
 )
 
 // pacer keeps the server-wide books of stalled writes and enforces
@@ -60,27 +71,37 @@ type pacer struct {
 	log    zerolog.Logger
 	rec    RateLimitRecorder
 
-	mu      sync.Mutex
-	stalled map[*visit]struct{}
-	bySrc   map[netip.Prefix]int // stalled writes per source
-	total   int64
-	warned  time.Time
+	mu        sync.Mutex
+	stalled   map[*visit]struct{}
+	stalledBy map[netip.Prefix]int   // stalled writes per source
+	heldBy    map[netip.Prefix]int64 // bytes per source, stalled and lingering
+	lingering []linger               // oldest first
+	total     int64
+	warned    time.Time
+}
+
+// linger is an abandoned response still counted for its stream's buffer.
+type linger struct {
+	src   netip.Prefix
+	bytes int64
+	until time.Time
 }
 
 func newPacer(cfg Config, log zerolog.Logger, m *Metrics) *pacer {
 	p := &pacer{
-		idle:    cfg.VisitorIdleTimeout,
-		grace:   min(stallGrace, cfg.VisitorIdleTimeout/2),
-		charge:  int64(cfg.Mux.StreamWindow) + stallOverhead,
-		budget:  cfg.SlowReaderBudget,
-		log:     log,
-		rec:     m,
-		stalled: make(map[*visit]struct{}),
-		bySrc:   make(map[netip.Prefix]int),
+		idle:      cfg.VisitorIdleTimeout,
+		grace:     min(stallGrace, cfg.VisitorIdleTimeout/2),
+		charge:    int64(cfg.Mux.StreamWindow) + stallOverhead,
+		budget:    cfg.SlowReaderBudget,
+		log:       log,
+		rec:       m,
+		stalled:   make(map[*visit]struct{}),
+		stalledBy: make(map[netip.Prefix]int),
+		heldBy:    make(map[netip.Prefix]int64),
 	}
 	if m != nil {
 		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tunneld", Name: "slow_reader_bytes",
-			Help: "Bytes counted against --slow-reader-budget: responses whose write to the visitor is blocked, at a stream window each."},
+			Help: "Bytes counted against --slow-reader-budget: responses whose write to the visitor is blocked, and abandoned ones whose stream may still hold data."},
 			func() float64 {
 				p.mu.Lock()
 				defer p.mu.Unlock()
@@ -118,7 +139,7 @@ func (s *Server) paced(next http.Handler) http.Handler {
 			// for its final flush (see end) must not cut this one.
 			v.rc.SetWriteDeadline(time.Time{})
 		}
-		defer v.end()
+		defer v.end(r.Context(), w.Header())
 		r2 := r
 		if r.Body != nil && r.Body != http.NoBody {
 			r2 = new(http.Request)
@@ -148,6 +169,9 @@ type visit struct {
 	rStart   time.Time // start of the body read in progress; zero: none
 	rTimer   *time.Timer
 	bodyOpen bool // the body may have more to read
+	proxied  bool // the request went to a tunnel: a stream holds its response
+	written  atomic.Int64
+	failed   atomic.Bool // a write or flush failed: the response was not delivered
 
 	// Guarded by p.mu; inBooks is also read without it.
 	inBooks   atomic.Bool
@@ -165,6 +189,15 @@ func (v *visit) beginWrite() {
 		v.wTimer.Reset(v.p.grace)
 	}
 	v.mu.Unlock()
+}
+
+// wrote counts what a write delivered. (ReverseProxy may flush from a
+// timer's goroutine.)
+func (v *visit) wrote(n int, err error) {
+	v.written.Add(int64(n))
+	if err != nil {
+		v.failed.Store(true)
+	}
 }
 
 func (v *visit) endWrite() {
@@ -212,8 +245,8 @@ func (v *visit) writeTimer() {
 		v.inBooks.Store(true)
 		v.stalledAt, v.seqAt = v.wStart, v.wSeq
 		p.stalled[v] = struct{}{}
-		p.bySrc[v.src]++
-		p.total += p.charge
+		p.stalledBy[v.src]++
+		p.hold(v.src, p.charge)
 	}
 	v.mu.Unlock()
 	victims := p.overBudgetLocked()
@@ -242,7 +275,7 @@ func (p *pacer) overBudgetLocked() []cut {
 	for p.total > p.budget {
 		var src netip.Prefix
 		most := 0
-		for s, n := range p.bySrc {
+		for s, n := range p.stalledBy {
 			if n > most {
 				src, most = s, n
 			}
@@ -279,8 +312,62 @@ func (p *pacer) unstallLocked(v *visit) {
 	}
 	v.inBooks.Store(false)
 	delete(p.stalled, v)
-	decr(p.bySrc, v.src)
-	p.total -= p.charge
+	decr(p.stalledBy, v.src)
+	p.hold(v.src, -p.charge)
+}
+
+// hold adds n bytes (or takes them back, n < 0) to src's books.
+func (p *pacer) hold(src netip.Prefix, n int64) {
+	p.total += n
+	if h := p.heldBy[src] + n; h > 0 {
+		p.heldBy[src] = h
+	} else {
+		delete(p.heldBy, src)
+	}
+}
+
+// expireLocked takes lingering responses whose time is up off the books.
+func (p *pacer) expireLocked(now time.Time) {
+	i := 0
+	for ; i < len(p.lingering) && !now.Before(p.lingering[i].until); i++ {
+		p.hold(p.lingering[i].src, -p.lingering[i].bytes)
+	}
+	if i > 0 {
+		p.lingering = append(p.lingering[:0], p.lingering[i:]...)
+	}
+}
+
+// abandoned books a response the visitor did not take in full: up to a
+// stream window of it may wait in the stream for lingerFor.
+func (p *pacer) abandoned(src netip.Prefix, remaining int64) {
+	n := int64(p.charge - stallOverhead)
+	if remaining >= 0 {
+		n = min(n, remaining)
+	}
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.expireLocked(now)
+	p.lingering = append(p.lingering, linger{src, n, now.Add(lingerFor)})
+	p.hold(src, n)
+}
+
+// admit reports whether src may start another request: always while the
+// books are within the budget, and otherwise only if src holds nothing in
+// them.
+func (p *pacer) admit(src netip.Prefix) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.expireLocked(time.Now())
+	if p.total <= p.budget || p.heldBy[src] == 0 {
+		return true
+	}
+	if time.Since(p.warned) >= warnEvery {
+		p.warned = time.Now()
+		p.log.Warn().Int64("budget", p.budget).Int("stalled", len(p.stalled)).Int("lingering", len(p.lingering)).
+			Str("source", src.String()).Msg("slow reader budget exceeded; refusing requests from addresses that hold it (logged once a minute)")
+	}
+	return false
 }
 
 // cutWrite fails the write numbered seq if it is still in progress, and
@@ -337,7 +424,7 @@ func (v *visit) readTimer() {
 // end runs when the handler returns. It stops the timers and gives what
 // net/http still does after the handler a deadline: flushing the last of
 // the response, and reading what is left of an unread body.
-func (v *visit) end() {
+func (v *visit) end(ctx context.Context, h http.Header) {
 	v.mu.Lock()
 	v.ended = true
 	if v.wTimer != nil {
@@ -353,6 +440,15 @@ func (v *visit) end() {
 	}
 	if hijacked {
 		return
+	}
+	if v.proxied && (v.failed.Load() || ctx.Err() != nil) {
+		remaining := int64(-1)
+		if cl, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil {
+			remaining = max(cl-v.written.Load(), 0)
+		}
+		if remaining != 0 {
+			v.p.abandoned(v.src, remaining)
+		}
 	}
 	deadline := time.Now().Add(v.p.idle)
 	v.rc.SetWriteDeadline(deadline)
@@ -375,6 +471,7 @@ func (w *pacedWriter) Write(p []byte) (int, error) {
 	w.v.beginWrite()
 	n, err := w.ResponseWriter.Write(p)
 	w.v.endWrite()
+	w.v.wrote(n, err)
 	return n, err
 }
 
@@ -390,6 +487,7 @@ func (w *pacedWriter) FlushError() error {
 	w.v.beginWrite()
 	err := http.NewResponseController(w.ResponseWriter).Flush()
 	w.v.endWrite()
+	w.v.wrote(0, err)
 	return err
 }
 
@@ -420,12 +518,29 @@ func (b *pacedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// refusedSlowReader: the books of SlowReaderBudget are full and the source
+// holds some of them.
+const refusedSlowReader = "slow_reader_refused"
+
 // acquireVisitor takes a slot of the tunnel name for the request, within
 // its source's share, or answers the refusal itself (503 when the tunnel is
 // full, 429 when the visitor has its share) and reports false.
 func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name, host string) (release func(), ok bool) {
-	release, refusal := s.limits.acquireStream(name, s.visitorSource(r))
-	if refusal == "" {
+	pw, _ := w.(*pacedWriter)
+	var src netip.Prefix
+	if pw != nil {
+		src = pw.v.src
+	} else {
+		src = s.visitorSource(r)
+	}
+	refusal := ""
+	if !s.pacer.admit(src) {
+		refusal = refusedSlowReader
+		s.limits.rec.RateLimited(refusedSlowReader)
+	} else if release, refusal = s.limits.acquireStream(name, src); refusal == "" {
+		if pw != nil {
+			pw.v.proxied = true
+		}
 		return release, true
 	}
 	if r.ProtoMajor == 1 && r.ContentLength != 0 {
@@ -436,6 +551,10 @@ func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name, ho
 	switch refusal {
 	case refusedVisitor:
 		visitorBusy(w, host, s.limits.perVisitor())
+	case refusedSlowReader:
+		w.Header().Set("Retry-After", "10")
+		page(w, http.StatusTooManyRequests, fmt.Sprintf(
+			"The server is short of memory for responses not taken, and your address holds some of it: %s will answer again once they are gone.", host))
 	default:
 		tunnelBusy(w, host)
 	}
@@ -444,7 +563,7 @@ func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name, ho
 
 // visitorBusy answers a request refused for its source's share.
 func visitorBusy(w http.ResponseWriter, host string, max int) {
-	w.Header().Set("Retry-After", fmt.Sprint(int(retryAfter/time.Second)))
+	w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter/time.Second)))
 	page(w, http.StatusTooManyRequests, fmt.Sprintf(
 		"Too many requests in flight from your address to %s (at most %d at once). Try again when some have finished.", host, max))
 }
