@@ -17,7 +17,8 @@
 //     A response the visitor abandoned (cut, reset, or gone) keeps counting
 //     for lingerFor: its stream keeps what the client pushed into it until
 //     the client closes its side or yamux gives up on it. While the books
-//     are over the budget, sources that hold any of it get 429.
+//     are over the budget, sources holding more than an equal share of it
+//     get 429 and lose their stalled responses; the others are left alone.
 //
 // Cutting means a deadline in the past through http.ResponseController: the
 // HTTP/1 connection fails its blocked read or write and is closed, the
@@ -267,18 +268,22 @@ type cut struct {
 }
 
 // overBudgetLocked takes stalled writes out of the books until the rest fit
-// the budget, and returns them to be cut: the source with the most stalled
-// writes loses its longest stalled one first, so that one greedy address
-// pays for the budget before anyone else does.
+// the budget, and returns them to be cut: the source holding the most loses
+// its longest stalled write first, and only sources holding more than an
+// equal share of the budget lose any, so that a greedy address pays for the
+// budget and a slow visitor elsewhere does not.
 func (p *pacer) overBudgetLocked() []cut {
 	var out []cut
 	for p.total > p.budget {
 		var src netip.Prefix
-		most := 0
-		for s, n := range p.stalledBy {
-			if n > most {
-				src, most = s, n
+		var most int64
+		for s := range p.stalledBy {
+			if h := p.heldBy[s]; h > most {
+				src, most = s, h
 			}
+		}
+		if most <= p.fairShareLocked() {
+			break
 		}
 		var victim *visit
 		for v := range p.stalled {
@@ -294,10 +299,16 @@ func (p *pacer) overBudgetLocked() []cut {
 	}
 	if len(out) > 0 && time.Since(p.warned) >= warnEvery {
 		p.warned = time.Now()
-		p.log.Warn().Int64("budget", p.budget).Int("stalled", len(p.stalled)).Int("cut", len(out)).
-			Msg("slow reader budget exceeded; cutting stalled responses (logged once a minute)")
+		p.log.Warn().Int64("budget", p.budget).Int("stalled", len(p.stalled)).Int("lingering", len(p.lingering)).Int("cut", len(out)).
+			Msg("slow reader budget exceeded; cutting stalled responses of the addresses holding the most (logged once a minute)")
 	}
 	return out
+}
+
+// fairShareLocked is an equal share of the budget among the sources holding
+// some of it.
+func (p *pacer) fairShareLocked() int64 {
+	return p.budget / int64(max(len(p.heldBy), 1))
 }
 
 func (p *pacer) unstall(v *visit) {
@@ -353,13 +364,13 @@ func (p *pacer) abandoned(src netip.Prefix, remaining int64) {
 }
 
 // admit reports whether src may start another request: always while the
-// books are within the budget, and otherwise only if src holds nothing in
-// them.
+// books are within the budget, and otherwise only if src holds no more
+// than an equal share of them.
 func (p *pacer) admit(src netip.Prefix) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.expireLocked(time.Now())
-	if p.total <= p.budget || p.heldBy[src] == 0 {
+	if p.total <= p.budget || p.heldBy[src] <= p.fairShareLocked() {
 		return true
 	}
 	if time.Since(p.warned) >= warnEvery {
