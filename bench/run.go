@@ -141,7 +141,8 @@ func (e *env) startTunneld(ctx context.Context, extra ...string) (*proc, string,
 		// Every load here comes from one address; the per-address limits
 		// that protect a public tunneld would measure themselves instead.
 		"--max-sessions-per-ip", "1000000", "--max-tunnels-per-token", "1000000",
-		"--max-handshakes", "1000000", "--max-handshakes-per-ip", "1000000"}
+		"--max-handshakes", "1000000", "--max-handshakes-per-ip", "1000000",
+		"--max-requests-per-visitor", "1000000"}
 	p, err := startProc("tunneld", filepath.Join(e.o.BinDir, "tunneld"), nil, append(args, extra...)...)
 	if err != nil {
 		return nil, "", err

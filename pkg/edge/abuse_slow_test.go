@@ -101,8 +101,9 @@ func stalledUploadsShare(t *testing.T, a *abuse) {
 		stalledPost(t, a, "upload", statuses)
 	}
 	var got []int
+	admitted := 0
 	timeout := time.After(20 * time.Second)
-	for admitted := 0; admitted+len(got) < slots; {
+	for admitted+len(got) < slots {
 		select {
 		case <-arrived:
 			admitted++
@@ -119,7 +120,8 @@ func stalledUploadsShare(t *testing.T, a *abuse) {
 		}
 	}
 	if len(got) != slots-share {
-		t.Fatalf("%d uploads refused, want %d", len(got), slots-share)
+		t.Fatalf("%d stalled uploads from one address took a slot each and %d were refused; want %d and %d",
+			admitted, len(got), share, slots-share)
 	}
 	// The stalled uploads still hang; another visitor gets through.
 	c := a.httpClient(false)
