@@ -29,6 +29,7 @@ package edge
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -196,7 +197,7 @@ func (v *visit) beginWrite() {
 // timer's goroutine.)
 func (v *visit) wrote(n int, err error) {
 	v.written.Add(int64(n))
-	if err != nil {
+	if err != nil && !errors.Is(err, http.ErrNotSupported) {
 		v.failed.Store(true)
 	}
 }
