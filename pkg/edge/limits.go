@@ -50,7 +50,12 @@ func sourceKey(addr net.Addr) netip.Prefix {
 	if err != nil {
 		return netip.Prefix{}
 	}
-	ip := ap.Addr().Unmap()
+	return addrKey(ap.Addr())
+}
+
+// addrKey is sourceKey for an address already parsed.
+func addrKey(ip netip.Addr) netip.Prefix {
+	ip = ip.Unmap()
 	bits := 32
 	if ip.Is6() {
 		bits = 64

@@ -122,10 +122,10 @@ func newPacer(cfg Config, log zerolog.Logger, m *Metrics) *pacer {
 func (s *Server) visitorSource(r *http.Request) netip.Prefix {
 	addr := s.visitorAddr(r)
 	if ap, err := netip.ParseAddrPort(addr); err == nil {
-		return sourceKey(net.TCPAddrFromAddrPort(ap))
+		return addrKey(ap.Addr())
 	}
 	if a, err := netip.ParseAddr(addr); err == nil {
-		return sourceKey(net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+		return addrKey(a)
 	}
 	return netip.Prefix{}
 }
@@ -134,22 +134,25 @@ func (s *Server) visitorSource(r *http.Request) netip.Prefix {
 // writes are timed by s.pacer.
 func (s *Server) paced(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// One allocation for the visit and its wrappers.
 		v := &visit{p: s.pacer, src: s.visitorSource(r), remote: r.RemoteAddr,
-			rc: http.NewResponseController(w), http1: r.ProtoMajor == 1}
+			rc: *http.NewResponseController(w), http1: r.ProtoMajor == 1}
+		v.w = pacedWriter{ResponseWriter: w, v: v}
 		if v.http1 {
 			// The deadline the previous request on this connection left
 			// for its final flush (see end) must not cut this one.
 			v.rc.SetWriteDeadline(time.Time{})
 		}
 		defer v.end(r.Context(), w.Header())
-		r2 := r
 		if r.Body != nil && r.Body != http.NoBody {
-			r2 = new(http.Request)
-			*r2 = *r
-			r2.Body = &pacedBody{ReadCloser: r.Body, v: v}
+			v.body = pacedBody{ReadCloser: r.Body, v: v}
 			v.bodyOpen = r.ContentLength != 0
+			r2 := new(http.Request)
+			*r2 = *r
+			r2.Body = &v.body
+			r = r2
 		}
-		next.ServeHTTP(&pacedWriter{ResponseWriter: w, v: v}, r2)
+		next.ServeHTTP(&v.w, r)
 	})
 }
 
@@ -159,8 +162,10 @@ type visit struct {
 	p      *pacer
 	src    netip.Prefix
 	remote string
-	rc     *http.ResponseController
+	rc     http.ResponseController // of the writer below w
 	http1  bool
+	w      pacedWriter
+	body   pacedBody
 
 	mu       sync.Mutex
 	ended    bool // the handler returned: rc must not be used by timers
@@ -497,7 +502,7 @@ func (w *pacedWriter) WriteHeader(code int) {
 
 func (w *pacedWriter) FlushError() error {
 	w.v.beginWrite()
-	err := http.NewResponseController(w.ResponseWriter).Flush()
+	err := w.v.rc.Flush()
 	w.v.endWrite()
 	w.v.wrote(0, err)
 	return err
@@ -506,7 +511,7 @@ func (w *pacedWriter) FlushError() error {
 func (w *pacedWriter) Flush() { w.FlushError() }
 
 func (w *pacedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	c, rw, err := w.v.rc.Hijack()
 	if err == nil {
 		w.v.mu.Lock()
 		w.v.hijacked = true

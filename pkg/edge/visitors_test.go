@@ -38,7 +38,7 @@ func (c *cutRecorder) wasCut() bool {
 // seconds, as the pacer's timer sees it.
 func stalledWrite(p *pacer, src string) (*visit, *cutRecorder) {
 	rec := &cutRecorder{}
-	v := &visit{p: p, src: netip.MustParsePrefix(src), rc: http.NewResponseController(rec)}
+	v := &visit{p: p, src: netip.MustParsePrefix(src), rc: *http.NewResponseController(rec)}
 	v.beginWrite()
 	v.mu.Lock()
 	v.wStart = time.Now().Add(-2 * time.Second)
