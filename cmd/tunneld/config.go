@@ -86,7 +86,7 @@ func serveFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "visitor-idle-timeout", Value: 60 * time.Second, EnvVars: []string{"TUNNELD_VISITOR_IDLE_TIMEOUT"},
 			Usage: "a visitor that sends nothing of its request body, or takes nothing of its response, for this long has its request cut (a pause, not a transfer: downloads may take as long as they keep moving)"},
 		&cli.StringFlag{Name: "slow-reader-budget", Value: "256MiB", EnvVars: []string{"TUNNELD_SLOW_READER_BUDGET"},
-			Usage: "memory for responses visitors do not take: each blocked over a second counts one --stream-window plus 64KiB; over the budget, the stalled responses of the address holding the most are cut (KiB, MiB or GiB)"},
+			Usage: "memory for responses visitors do not take: each blocked over a second, or abandoned in the last minute, counts 1.5 --stream-window plus 64KiB; over the budget, addresses holding more than an equal share have their stalled responses cut and get 429 (KiB, MiB or GiB)"},
 		&cli.DurationFlag{Name: "auth-fail-delay", Value: 250 * time.Millisecond, EnvVars: []string{"TUNNELD_AUTH_FAIL_DELAY"},
 			Usage: "after 3 failed token checks from one IP, its next check waits this long, doubling with each failure"},
 		&cli.DurationFlag{Name: "auth-fail-max-delay", Value: 5 * time.Second, EnvVars: []string{"TUNNELD_AUTH_FAIL_MAX_DELAY"},

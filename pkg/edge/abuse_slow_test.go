@@ -36,11 +36,11 @@ func slowHostileRows() []hostileRow {
 		}, stalledDownloadEnds},
 		{"http2 downloads with zero windows stay within the slow-reader budget", func(c *edge.Config) {
 			c.Mux.StreamWindow = 256 << 10
-			c.SlowReaderBudget = budgetStalls * (256<<10 + 64<<10)
+			c.SlowReaderBudget = budgetStalls * stallCost
 		}, stalledDownloadsBudget},
 		{"http2 downloads reset one after another stay within the slow-reader budget", func(c *edge.Config) {
 			c.Mux.StreamWindow = 256 << 10
-			c.SlowReaderBudget = budgetStalls * (256<<10 + 64<<10)
+			c.SlowReaderBudget = budgetStalls * stallCost
 		}, abandonedDownloadsBudget},
 	}
 }
@@ -265,9 +265,13 @@ func stalledDownloadEnds(t *testing.T, a *abuse) {
 	}
 }
 
-// budgetStalls is how many stalled responses the budget of the last row
-// has room for.
-const budgetStalls = 4
+// budgetStalls is how many stalled responses the budget of the last rows
+// has room for, at what Config.SlowReaderBudget says one costs with a
+// 256 KiB window.
+const (
+	budgetStalls = 4
+	stallCost    = 256<<10*3/2 + 64<<10
+)
 
 // stalledDownloadsBudget: one HTTP/2 connection opens downloads it never
 // takes; past the slow-reader budget the edge cuts them, so that no more

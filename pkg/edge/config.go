@@ -148,12 +148,15 @@ type Config struct {
 	// SlowReaderBudget bounds, in bytes, what tunneld holds for visitors
 	// that do not take their responses. A response whose write to the
 	// visitor has been blocked for a second (or half of
-	// VisitorIdleTimeout, if shorter) counts as holding Mux.StreamWindow
-	// bytes, what the client may push into the stream meanwhile, plus
-	// 64 KiB of proxy buffers. Over the budget, the stalled responses of the
-	// source address holding the most are cut, its longest stalled first,
-	// until the rest fit. Default 256 MiB (240 stalled responses at the
-	// default 1 MiB window).
+	// VisitorIdleTimeout, if shorter) counts as holding one and a half
+	// Mux.StreamWindow (what the client may push into the stream
+	// meanwhile, in a buffer that grows by doubling) plus 64 KiB of proxy
+	// buffers; a response the visitor abandoned counts as much (less if
+	// less of it was left) for a minute, as long as its stream may keep it.
+	// Over the budget, the source addresses holding more than an equal
+	// share of it have their stalled responses cut, longest stalled first,
+	// and their new requests refused with 429. Default 256 MiB (160 stalled
+	// responses at the default 1 MiB window).
 	SlowReaderBudget int64
 
 	// AuthFailDelay is the wait imposed on a source address's next

@@ -11,8 +11,8 @@
 //     alone. Upgraded connections are copied outside these wrappers.
 //   - share: one visitor source holds at most MaxRequestsPerVisitor of a
 //     tunnel's MaxStreamsPerTunnel slots (limits.acquireStream).
-//   - budget: a write blocked for stallGrace counts as holding a stream
-//     window plus stallOverhead; over SlowReaderBudget in all, the edge cuts
+//   - budget: a write blocked for stallGrace counts as holding what a
+//     stream window costs (bufferCost) plus stallOverhead; over SlowReaderBudget in all, the edge cuts
 //     stalled writes of the source holding the most, longest stalled first.
 //     A response the visitor abandoned (cut, reset, or gone) keeps counting
 //     for lingerFor: its stream keeps what the client pushed into it until
@@ -63,6 +63,12 @@ const (
 	lingerFor = time.Minute
 )
 
+// bufferCost is the memory yamux takes to hold n bytes a client pushed into
+// a stream nobody reads: its receive buffer grows by doubling, so its
+// capacity runs past what it holds. Measured: 128 stalled downloads at the
+// default 1 MiB window raised tunneld's RSS by 188 MiB, 1.47 MiB each.
+func bufferCost(n int64) int64 { return n + n/2 }
+
 // pacer keeps the server-wide books of stalled writes and enforces
 // VisitorIdleTimeout and SlowReaderBudget. It is safe for concurrent use.
 type pacer struct {
@@ -93,7 +99,7 @@ func newPacer(cfg Config, log zerolog.Logger, m *Metrics) *pacer {
 	p := &pacer{
 		idle:      cfg.VisitorIdleTimeout,
 		grace:     min(stallGrace, cfg.VisitorIdleTimeout/2),
-		charge:    int64(cfg.Mux.StreamWindow) + stallOverhead,
+		charge:    bufferCost(int64(cfg.Mux.StreamWindow)) + stallOverhead,
 		budget:    cfg.SlowReaderBudget,
 		log:       log,
 		rec:       m,
@@ -357,9 +363,9 @@ func (p *pacer) expireLocked(now time.Time) {
 // abandoned books a response the visitor did not take in full: up to a
 // stream window of it may wait in the stream for lingerFor.
 func (p *pacer) abandoned(src netip.Prefix, remaining int64) {
-	n := int64(p.charge - stallOverhead)
+	n := p.charge - stallOverhead
 	if remaining >= 0 {
-		n = min(n, remaining)
+		n = min(n, bufferCost(remaining))
 	}
 	now := time.Now()
 	p.mu.Lock()

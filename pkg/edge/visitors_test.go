@@ -50,7 +50,7 @@ func stalledWrite(p *pacer, src string) (*visit, *cutRecorder) {
 func TestPacer_CutsTheGreedySourceOnly(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Mux.StreamWindow = 256 << 10
-	cfg.SlowReaderBudget = 3 * (256<<10 + stallOverhead)
+	cfg.SlowReaderBudget = 3 * (bufferCost(256<<10) + stallOverhead)
 	p := newPacer(cfg, zerolog.Nop(), nil)
 	slow, slowRec := stalledWrite(p, "192.0.2.1/32")
 	var greedy []*cutRecorder
