@@ -31,6 +31,12 @@ func slowHostileRows() []hostileRow {
 			c.MaxStreamsPerTunnel = 2
 			c.VisitorIdleTimeout = time.Second
 		}, stalledUploadsEnd},
+		{"refusal reaches a visitor whose body is pending", func(c *edge.Config) {
+			c.MaxStreamsPerTunnel = 1
+		}, refusalWithPendingBody},
+		{"http2 small response never taken ends by the visitor idle timeout", func(c *edge.Config) {
+			c.VisitorIdleTimeout = time.Second
+		}, smallResponseNeverTaken},
 		{"http2 download with a zero window ends by the visitor idle timeout", func(c *edge.Config) {
 			c.VisitorIdleTimeout = time.Second
 		}, stalledDownloadEnds},
@@ -154,6 +160,35 @@ func stalledUploadsEnd(t *testing.T, a *abuse) {
 	if status, body := get(t, c, a.url("upload", "/")); status != 200 || body != "upload ok" {
 		t.Fatalf("after the stalled uploads ended: got %d %q, want 200", status, body)
 	}
+}
+
+// refusalWithPendingBody: a visitor refused for a busy tunnel gets its 503
+// though the body it announced never comes (net/http would wait for the
+// body before answering on a kept-alive connection).
+func refusalWithPendingBody(t *testing.T, a *abuse) {
+	arrived := make(chan struct{}, 4)
+	if _, err := a.connect(bobToken, mux.Tunnel{Name: "upload", Target: uploadBackend(t, arrived)}); err != nil {
+		t.Fatal(err)
+	}
+	statuses := make(chan int, 2)
+	stalledPost(t, a, "upload", statuses) // holds the only slot
+	recvWithin(t, arrived, 20*time.Second)
+	stalledPost(t, a, "upload", statuses)
+	if s := recvWithin(t, statuses, 40*time.Second); s != http.StatusServiceUnavailable {
+		t.Fatalf("a POST to the busy tunnel, its body pending: got %d, want 503 (-1: no answer in 30s)", s)
+	}
+}
+
+// smallResponseNeverTaken: over HTTP/2 the last bytes of a response are
+// flushed after the handler returns; a visitor granting no window must not
+// hold that stream (and its goroutine) forever.
+func smallResponseNeverTaken(t *testing.T, a *abuse) {
+	v := newH2Visitor(t, a, "canary")
+	id := v.get("canary", "/")
+	v.frames(30*time.Second, func(f http2.Frame) bool {
+		_, ok := f.(*http2.RSTStreamFrame)
+		return ok && f.Header().StreamID == id
+	})
 }
 
 // bigBackend answers every request with size bytes.
