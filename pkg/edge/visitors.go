@@ -549,7 +549,7 @@ const refusedSlowReader = "slow_reader_refused"
 // its source's share, or answers the refusal itself (503 when the tunnel is
 // full, 429 when the visitor has its share) and reports false.
 func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name, host string) (release func(), ok bool) {
-	pw, _ := w.(*pacedWriter)
+	pw := pacedOf(w)
 	var src netip.Prefix
 	if pw != nil {
 		src = pw.v.src
@@ -582,6 +582,20 @@ func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name, ho
 		tunnelBusy(w, host)
 	}
 	return nil, false
+}
+
+// pacedOf finds the visit's writer under any wrappers put on it since.
+func pacedOf(w http.ResponseWriter) *pacedWriter {
+	for {
+		switch x := w.(type) {
+		case *pacedWriter:
+			return x
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = x.Unwrap()
+		default:
+			return nil
+		}
+	}
 }
 
 // visitorBusy answers a request refused for its source's share.
