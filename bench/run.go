@@ -154,7 +154,8 @@ func (e *env) tunneldArgs() []string {
 		// Every load here comes from one address; the per-address limits
 		// that protect a public tunneld would measure themselves instead.
 		"--max-sessions-per-ip", "1000000", "--max-tunnels-per-token", "1000000",
-		"--max-handshakes", "1000000", "--max-handshakes-per-ip", "1000000"}
+		"--max-handshakes", "1000000", "--max-handshakes-per-ip", "1000000",
+		"--max-requests-per-visitor", "1000000"}
 }
 
 // launchTunneld starts bin/tunneld with exactly args, its stderr also copied

@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -83,6 +85,12 @@ func serveFlags() []cli.Flag {
 			Usage: "handshakes in progress from one IP address (IPv6: one /64)"},
 		&cli.IntFlag{Name: "max-streams-per-tunnel", Value: 256, EnvVars: []string{"TUNNELD_MAX_STREAMS_PER_TUNNEL"},
 			Usage: "requests in flight through one tunnel; more get 503 with Retry-After"},
+		&cli.IntFlag{Name: "max-requests-per-visitor", Value: 128, EnvVars: []string{"TUNNELD_MAX_REQUESTS_PER_VISITOR"},
+			Usage: "requests in flight through one tunnel from one visitor address (IPv6: one /64), so that one visitor cannot take all of --max-streams-per-tunnel; more get 429 with Retry-After"},
+		&cli.DurationFlag{Name: "visitor-idle-timeout", Value: 60 * time.Second, EnvVars: []string{"TUNNELD_VISITOR_IDLE_TIMEOUT"},
+			Usage: "a visitor that sends nothing of its request body, or takes nothing of its response, for this long has its request cut (a pause, not a transfer: downloads may take as long as they keep moving)"},
+		&cli.StringFlag{Name: "slow-reader-budget", Value: "256MiB", EnvVars: []string{"TUNNELD_SLOW_READER_BUDGET"},
+			Usage: "memory for responses visitors do not take: each blocked over a second, or abandoned in the last minute, counts 1.5 --stream-window plus 64KiB; over the budget, addresses holding more than an equal share have their stalled responses cut and get 429 (KiB, MiB or GiB)"},
 		&cli.DurationFlag{Name: "auth-fail-delay", Value: 250 * time.Millisecond, EnvVars: []string{"TUNNELD_AUTH_FAIL_DELAY"},
 			Usage: "after 3 failed token checks from one IP, its next check waits this long, doubling with each failure"},
 		&cli.DurationFlag{Name: "auth-fail-max-delay", Value: 5 * time.Second, EnvVars: []string{"TUNNELD_AUTH_FAIL_MAX_DELAY"},
@@ -182,6 +190,11 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 	cfg.MaxHandshakes = c.Int("max-handshakes")
 	cfg.MaxHandshakesPerIP = c.Int("max-handshakes-per-ip")
 	cfg.MaxStreamsPerTunnel = c.Int("max-streams-per-tunnel")
+	cfg.MaxRequestsPerVisitor = c.Int("max-requests-per-visitor")
+	cfg.VisitorIdleTimeout = c.Duration("visitor-idle-timeout")
+	if cfg.SlowReaderBudget, err = parseBytes(c.String("slow-reader-budget")); err != nil {
+		return cfg, "", fmt.Errorf("--slow-reader-budget: %w", err)
+	}
 	cfg.AuthFailDelay = c.Duration("auth-fail-delay")
 	cfg.AuthFailMaxDelay = c.Duration("auth-fail-max-delay")
 	cfg.AccessLog = c.Bool("access-log")
@@ -233,4 +246,25 @@ func (a firstMatch) Authenticate(token string) (*edge.Identity, error) {
 		return nil, edge.ErrBadToken
 	}
 	return id, nil
+}
+
+// parseBytes reads a size as the flags take it: a number of bytes, or a
+// number followed by KiB, MiB or GiB (K, M, G for short, any case).
+func parseBytes(s string) (int64, error) {
+	num, unit := strings.TrimSpace(s), int64(1)
+	lower := strings.ToLower(num)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}} {
+		if strings.HasSuffix(lower, u.suffix) {
+			num, unit = strings.TrimSpace(num[:len(num)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > math.MaxInt64/unit {
+		return 0, fmt.Errorf("%q: want a positive number of bytes, or one with KiB, MiB or GiB (e.g. 256MiB)", s)
+	}
+	return n * unit, nil
 }

@@ -97,3 +97,25 @@ func TestServerConfig_ACMEOrderBudget(t *testing.T) {
 		t.Fatal("--acme-orders-per-owner 0: got nil error")
 	}
 }
+
+func TestParseBytes(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int64 // 0 means an error
+	}{
+		{"256MiB", 256 << 20},
+		{"1g", 1 << 30},
+		{" 64 KiB ", 64 << 10},
+		{"1000", 1000},
+		{"0", 0},
+		{"-1MiB", 0},
+		{"1.5GiB", 0},
+		{"99999999999GiB", 0},
+		{"MiB", 0},
+	} {
+		got, err := parseBytes(tt.in)
+		if (err != nil) != (tt.want == 0) || got != tt.want {
+			t.Errorf("parseBytes(%q): got %d, %v; want %d", tt.in, got, err, tt.want)
+		}
+	}
+}

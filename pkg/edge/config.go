@@ -133,6 +133,40 @@ type Config struct {
 	// Retry-After at once, never queued. Default 256.
 	MaxStreamsPerTunnel int
 
+	// MaxRequestsPerVisitor caps the requests in flight through one tunnel
+	// from one visitor source (an IPv4 address or an IPv6 /64; behind a
+	// trusted proxy, the X-Forwarded-For address), so that one visitor
+	// cannot take all of the tunnel's MaxStreamsPerTunnel slots: a request
+	// over it is answered 429 with Retry-After at once, and other visitors
+	// are still served. A value at or above MaxStreamsPerTunnel leaves only
+	// that limit. Default 128, half the default MaxStreamsPerTunnel: a
+	// browser loading a heavy page over HTTP/2 still fits.
+	MaxRequestsPerVisitor int
+
+	// VisitorIdleTimeout bounds how long a visitor may leave its request
+	// stalled: a read of its request body that gets no byte, or a write (or
+	// flush) of the response that the visitor does not take, for this long
+	// ends the request (the HTTP/1 connection or the HTTP/2 stream is cut).
+	// It limits a pause, not a transfer: a download may take hours as long
+	// as it keeps moving, and a response with long gaps between writes
+	// (server-sent events) is not affected. Upgraded connections
+	// (WebSocket) are not governed by it. Default 60 s.
+	VisitorIdleTimeout time.Duration
+
+	// SlowReaderBudget bounds, in bytes, what tunneld holds for visitors
+	// that do not take their responses. A response whose write to the
+	// visitor has been blocked for a second (or half of
+	// VisitorIdleTimeout, if shorter) counts as holding one and a half
+	// Mux.StreamWindow (what the client may push into the stream
+	// meanwhile, in a buffer that grows by doubling) plus 64 KiB of proxy
+	// buffers; a response the visitor abandoned counts as much (less if
+	// less of it was left) for a minute, as long as its stream may keep it.
+	// Over the budget, the source addresses holding more than an equal
+	// share of it have their stalled responses cut, longest stalled first,
+	// and their new requests refused with 429. Default 256 MiB (160 stalled
+	// responses at the default 1 MiB window).
+	SlowReaderBudget int64
+
 	// AuthFailDelay is the wait imposed on a source address's next
 	// authentication after its first few failures; it doubles with each
 	// further failure up to AuthFailMaxDelay. Other addresses are not
@@ -174,6 +208,10 @@ func DefaultConfig() Config {
 		AuthFailDelay:        250 * time.Millisecond,
 		AuthFailMaxDelay:     5 * time.Second,
 		AccessLog:            true,
+
+		MaxRequestsPerVisitor: 128,
+		VisitorIdleTimeout:    60 * time.Second,
+		SlowReaderBudget:      256 << 20,
 	}
 }
 
@@ -217,6 +255,7 @@ func (c Config) Validate() error {
 		{"read header timeout", c.ReadHeaderTimeout},
 		{"idle timeout", c.IdleTimeout},
 		{"shutdown grace", c.ShutdownGrace},
+		{"visitor idle timeout", c.VisitorIdleTimeout},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %v", d.name, d.v))
@@ -231,6 +270,7 @@ func (c Config) Validate() error {
 		{"max sessions per IP", c.MaxSessionsPerIP},
 		{"max tunnels per token", c.MaxTunnelsPerToken},
 		{"max streams per tunnel", c.MaxStreamsPerTunnel},
+		{"max requests per visitor", c.MaxRequestsPerVisitor},
 	} {
 		if n.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", n.name, n.v))
@@ -241,6 +281,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("auth fail delay %v and max delay %v: want 0 < delay <= max", c.AuthFailDelay, c.AuthFailMaxDelay))
 	case c.AuthFailMaxDelay >= c.Mux.HandshakeTimeout:
 		errs = append(errs, fmt.Errorf("auth fail max delay %v must be below the handshake timeout %v", c.AuthFailMaxDelay, c.Mux.HandshakeTimeout))
+	}
+	if c.SlowReaderBudget <= 0 {
+		errs = append(errs, fmt.Errorf("slow reader budget must be positive, got %d bytes", c.SlowReaderBudget))
 	}
 	if c.MaxHeaderBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max header bytes must be positive, got %d", c.MaxHeaderBytes))

@@ -1,7 +1,8 @@
 // Limits that keep one hostile or broken peer from starving everyone else:
 // handshakes in progress (in all and per source address), tunnel sessions per
 // source address, tunnels per token across its sessions, concurrent streams
-// per tunnel, and growing delays after failed authentication.
+// per tunnel and per visitor source within a tunnel, and growing delays after
+// failed authentication. (Slow visitors: visitors.go.)
 //
 // A "source address" is the client's IP address, or its /64 for IPv6, since
 // one IPv6 host usually has a whole /64 to pick addresses from.
@@ -49,7 +50,12 @@ func sourceKey(addr net.Addr) netip.Prefix {
 	if err != nil {
 		return netip.Prefix{}
 	}
-	ip := ap.Addr().Unmap()
+	return addrKey(ap.Addr())
+}
+
+// addrKey is sourceKey for an address already parsed.
+func addrKey(ip netip.Addr) netip.Prefix {
+	ip = ip.Unmap()
 	bits := 32
 	if ip.Is6() {
 		bits = 64
@@ -72,6 +78,7 @@ type limits struct {
 	sessionsBy    map[netip.Prefix]int
 	tunnelsBy     map[string]map[*mux.ServerSession]int // owner → live session → tunnels
 	streamsBy     map[string]int                        // tunnel name → streams in use
+	visitorsBy    map[visitorKey]int                    // tunnel and visitor source → streams in use
 	authFailures  map[netip.Prefix]*authState
 	refusedBursts map[netip.Prefix]time.Time // source → when its refused-connection burst was logged
 }
@@ -91,6 +98,7 @@ func newLimits(cfg Config, log zerolog.Logger, rec RateLimitRecorder) *limits {
 		sessionsBy:    make(map[netip.Prefix]int),
 		tunnelsBy:     make(map[string]map[*mux.ServerSession]int),
 		streamsBy:     make(map[string]int),
+		visitorsBy:    make(map[visitorKey]int),
 		authFailures:  make(map[netip.Prefix]*authState),
 		refusedBursts: make(map[netip.Prefix]time.Time),
 	}
@@ -350,25 +358,51 @@ func (l *limits) addTunnels(sess *Session) *proto.Error {
 	return nil
 }
 
+// Why acquireStream refused a request.
+const (
+	refusedTunnel  = "stream"  // the tunnel has MaxStreamsPerTunnel in flight
+	refusedVisitor = "visitor" // the source has its MaxRequestsPerVisitor share
+)
+
+// visitorKey is one visitor source's requests to one tunnel.
+type visitorKey struct {
+	name string
+	src  netip.Prefix
+}
+
+// perVisitor is the share of a tunnel's slots one source may hold.
+func (l *limits) perVisitor() int {
+	return min(l.cfg.MaxRequestsPerVisitor, l.cfg.MaxStreamsPerTunnel)
+}
+
 // acquireStream takes one of the tunnel's MaxStreamsPerTunnel stream slots
-// for a request, or reports false when all are in use. The caller answers
-// 503 then: requests never wait in a queue for a slot.
-func (l *limits) acquireStream(name string) (release func(), ok bool) {
+// for a request from the visitor source src, within that source's share
+// (MaxRequestsPerVisitor), or reports why not: refusedTunnel when all the
+// slots are in use, refusedVisitor when src holds its share. The caller
+// answers then: requests never wait in a queue for a slot.
+func (l *limits) acquireStream(name string, src netip.Prefix) (release func(), refusal string) {
+	key := visitorKey{name, src}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.streamsBy[name] >= l.cfg.MaxStreamsPerTunnel {
-		l.rec.RateLimited("stream")
-		return nil, false
+		l.rec.RateLimited(refusedTunnel)
+		return nil, refusedTunnel
+	}
+	if l.visitorsBy[key] >= l.perVisitor() {
+		l.rec.RateLimited(refusedVisitor)
+		return nil, refusedVisitor
 	}
 	l.streamsBy[name]++
+	l.visitorsBy[key]++
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			l.mu.Lock()
 			decr(l.streamsBy, name)
+			decr(l.visitorsBy, key)
 			l.mu.Unlock()
 		})
-	}, true
+	}, ""
 }
 
 // tunnelBusy answers a request refused by acquireStream.

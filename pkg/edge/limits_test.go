@@ -112,6 +112,10 @@ func TestConfig_ValidateLimits(t *testing.T) {
 		{"zero sessions per ip", func(c *Config) { c.MaxSessionsPerIP = 0 }, false},
 		{"zero tunnels per token", func(c *Config) { c.MaxTunnelsPerToken = 0 }, false},
 		{"zero streams per tunnel", func(c *Config) { c.MaxStreamsPerTunnel = 0 }, false},
+		{"zero requests per visitor", func(c *Config) { c.MaxRequestsPerVisitor = 0 }, false},
+		{"requests per visitor above streams per tunnel", func(c *Config) { c.MaxRequestsPerVisitor = c.MaxStreamsPerTunnel + 1 }, true},
+		{"zero visitor idle timeout", func(c *Config) { c.VisitorIdleTimeout = 0 }, false},
+		{"zero slow reader budget", func(c *Config) { c.SlowReaderBudget = 0 }, false},
 		{"zero auth delay", func(c *Config) { c.AuthFailDelay = 0 }, false},
 		{"max delay below delay", func(c *Config) { c.AuthFailMaxDelay = c.AuthFailDelay / 2 }, false},
 		{"max delay beyond the handshake", func(c *Config) { c.AuthFailMaxDelay = c.Mux.HandshakeTimeout }, false},
@@ -132,18 +136,32 @@ func (r *recordedLimits) RateLimited(kind string) { r.kinds = append(r.kinds, ki
 
 func TestLimits_ReportsRefusalsToRecorder(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.MaxStreamsPerTunnel = 1
+	cfg.MaxStreamsPerTunnel = 2
+	cfg.MaxRequestsPerVisitor = 1
 	cfg.MaxHandshakesPerIP = 1
 	rec := &recordedLimits{}
 	l := newLimits(cfg, zerolog.Nop(), rec)
-	release, ok := l.acquireStream("wiki")
-	if !ok {
+	v1, v2, v3 := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("2001:db8::/64"), netip.MustParsePrefix("192.0.2.3/32")
+	release, refusal := l.acquireStream("wiki", v1)
+	if refusal != "" {
 		t.Fatal("first stream refused")
 	}
-	if _, ok := l.acquireStream("wiki"); ok {
-		t.Fatal("second stream admitted over a limit of 1")
+	if _, refusal := l.acquireStream("wiki", v1); refusal != refusedVisitor {
+		t.Fatalf("second stream of one visitor: got %q, want refused over its share of 1", refusal)
+	}
+	if _, refusal := l.acquireStream("other", v1); refusal != "" {
+		t.Fatalf("the visitor's first stream to another tunnel refused: %q", refusal)
+	}
+	if _, refusal := l.acquireStream("wiki", v2); refusal != "" {
+		t.Fatalf("another visitor refused: %q", refusal)
+	}
+	if _, refusal := l.acquireStream("wiki", v3); refusal != refusedTunnel {
+		t.Fatalf("third stream: got %q, want refused over the tunnel's limit of 2", refusal)
 	}
 	release()
+	if _, refusal := l.acquireStream("wiki", v1); refusal != "" {
+		t.Fatalf("the visitor after its stream ended: refused %q", refusal)
+	}
 	addr := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1}
 	g, ok := l.admitConn(addr)
 	if !ok {
@@ -153,7 +171,7 @@ func TestLimits_ReportsRefusalsToRecorder(t *testing.T) {
 	if _, ok := l.admitConn(addr); ok {
 		t.Fatal("second handshake admitted over a limit of 1")
 	}
-	if got, want := strings.Join(rec.kinds, ","), "stream,handshake"; got != want {
+	if got, want := strings.Join(rec.kinds, ","), "visitor,stream,handshake"; got != want {
 		t.Fatalf("recorded %q, want %q", got, want)
 	}
 }

@@ -47,7 +47,7 @@ func (s *Server) newHandler() http.Handler {
 		ErrorLog:     stdlog.New(levelWriter{s.log, zerolog.DebugLevel}, "", 0),
 		BufferPool:   copyBufPool{},
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return s.paced(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name, err := ParseHost(r.Host, s.cfg.Domain)
 		if errors.Is(err, ErrMalformedHost) {
 			refuse(w, r, http.StatusBadRequest, "The Host header is malformed.")
@@ -78,10 +78,8 @@ func (s *Server) newHandler() http.Handler {
 			refuse(w, r, http.StatusNotFound, fmt.Sprintf("No tunnel is registered at %s.", host))
 			return
 		}
-		release, ok := s.limits.acquireStream(name)
+		release, ok := s.acquireVisitor(w, r, name, host)
 		if !ok {
-			closeIfBodyPending(w, r)
-			tunnelBusy(w, host)
 			return
 		}
 		defer release()
@@ -89,7 +87,7 @@ func (s *Server) newHandler() http.Handler {
 		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host, sess: sess,
 			visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr)})
 		rp.ServeHTTP(w, r.WithContext(ctx))
-	})
+	}))
 }
 
 // refuse answers a request the edge does not proxy.

@@ -75,6 +75,7 @@ type Server struct {
 	httpSrv   *http.Server
 	httpConns *connQueue
 	limits    *limits
+	pacer     *pacer
 	ops       *ops // metrics, access log, status (metrics.go)
 
 	mu       sync.Mutex
@@ -105,6 +106,7 @@ func NewServer(cfg Config) (*Server, error) {
 		ops:        newOps(cfg),
 	}
 	s.limits = newLimits(cfg, log, s.ops.metrics)
+	s.pacer = newPacer(cfg, log, s.ops.metrics)
 	// Session tickets stay on (the tls.Config default): resuming saves
 	// visitors a full handshake.
 	tlsConfig := cfg.TLSConfig.Clone()
