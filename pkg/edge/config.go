@@ -136,11 +136,15 @@ type Config struct {
 	// MaxRequestsPerVisitor caps the requests in flight through one tunnel
 	// from one visitor source (an IPv4 address or an IPv6 /64; behind a
 	// trusted proxy, the X-Forwarded-For address), so that one visitor
-	// cannot take all of the tunnel's MaxStreamsPerTunnel slots: a request
-	// over it is answered 429 with Retry-After at once, and other visitors
-	// are still served. A value at or above MaxStreamsPerTunnel leaves only
-	// that limit. Default 128, half the default MaxStreamsPerTunnel: a
-	// browser loading a heavy page over HTTP/2 still fits.
+	// cannot take all of the tunnel's MaxStreamsPerTunnel slots, nor make
+	// tunneld buffer more than this many stream windows for responses it
+	// does not take. A request over it waits (holding no slot) until one of
+	// the source's own requests finishes: at most 256 wait per source and
+	// tunnel, each at most 30 s, then 429 with Retry-After. A value at or
+	// above MaxStreamsPerTunnel leaves only that limit. Default 32: with the
+	// 1 MiB stream window, the most one source can make tunneld hold for one
+	// tunnel before the stalls are cut is about 48 MiB, and a browser
+	// loading a gallery over HTTP/2 still gets every image, 32 at a time.
 	MaxRequestsPerVisitor int
 
 	// VisitorIdleTimeout bounds how long a visitor may leave its request
@@ -160,7 +164,8 @@ type Config struct {
 	// Mux.StreamWindow (what the client may push into the stream
 	// meanwhile, in a buffer that grows by doubling) plus 64 KiB of proxy
 	// buffers; a response the visitor abandoned counts as much (less if
-	// less of it was left) for a minute, as long as its stream may keep it.
+	// less of it was left) for mux.ServerStreamCloseTimeout (5 s), as long
+	// as its stream may keep it.
 	// Over the budget, the source addresses holding more than an equal
 	// share of it have their stalled responses cut, longest stalled first,
 	// and their new requests refused with 429. Default 256 MiB (160 stalled
@@ -209,7 +214,7 @@ func DefaultConfig() Config {
 		AuthFailMaxDelay:     5 * time.Second,
 		AccessLog:            true,
 
-		MaxRequestsPerVisitor: 128,
+		MaxRequestsPerVisitor: 32,
 		VisitorIdleTimeout:    60 * time.Second,
 		SlowReaderBudget:      256 << 20,
 	}

@@ -77,8 +77,10 @@ type limits struct {
 	handshakesBy  map[netip.Prefix]int
 	sessionsBy    map[netip.Prefix]int
 	tunnelsBy     map[string]map[*mux.ServerSession]int // owner → live session → tunnels
+	sweepAt       int                                   // sweep tunnelsBy when it grows past this
 	streamsBy     map[string]int                        // tunnel name → streams in use
 	visitorsBy    map[visitorKey]int                    // tunnel and visitor source → streams in use
+	waitersBy     map[visitorKey][]*shareWaiter         // requests waiting for their source's share, oldest first
 	authFailures  map[netip.Prefix]*authState
 	refusedBursts map[netip.Prefix]time.Time // source → when its refused-connection burst was logged
 }
@@ -99,6 +101,7 @@ func newLimits(cfg Config, log zerolog.Logger, rec RateLimitRecorder) *limits {
 		tunnelsBy:     make(map[string]map[*mux.ServerSession]int),
 		streamsBy:     make(map[string]int),
 		visitorsBy:    make(map[visitorKey]int),
+		waitersBy:     make(map[visitorKey][]*shareWaiter),
 		authFailures:  make(map[netip.Prefix]*authState),
 		refusedBursts: make(map[netip.Prefix]time.Time),
 	}
@@ -340,8 +343,11 @@ func (l *limits) addTunnels(sess *Session) *proto.Error {
 	}
 	live[sess.mux] = len(sess.Names)
 	// Owners whose sessions have all ended are dropped on their next
-	// connect; sweep the rest now and then so the map stays small.
-	if len(l.tunnelsBy) > 1024 {
+	// connect; sweep the rest now and then so the map stays small. The
+	// next sweep waits until the map has doubled, so with many owners
+	// connected a connect costs O(1) amortised instead of a walk over
+	// every owner under the lock each visitor request takes.
+	if len(l.tunnelsBy) > 1024 && len(l.tunnelsBy) > l.sweepAt {
 		for owner, m := range l.tunnelsBy {
 			for ms := range m {
 				select {
@@ -354,6 +360,7 @@ func (l *limits) addTunnels(sess *Session) *proto.Error {
 				delete(l.tunnelsBy, owner)
 			}
 		}
+		l.sweepAt = 2 * len(l.tunnelsBy)
 	}
 	return nil
 }
@@ -375,34 +382,106 @@ func (l *limits) perVisitor() int {
 	return min(l.cfg.MaxRequestsPerVisitor, l.cfg.MaxStreamsPerTunnel)
 }
 
+// A request over its source's share waits for one of that source's own
+// requests to finish, instead of being refused: a browser that asks for a
+// gallery of images at once over HTTP/2 gets them all, a few at a time. At
+// most visitorQueue requests of one source wait per tunnel, each for at most
+// visitorQueueWait; a waiting request holds no stream and no buffer, only
+// the goroutine net/http already gave it.
+const (
+	visitorQueue     = 256
+	visitorQueueWait = 30 * time.Second
+)
+
+// shareWaiter is a request waiting for its source's share. When a slot is
+// handed to it, granted is set and ready closed, both under limits.mu.
+type shareWaiter struct {
+	ready   chan struct{}
+	granted bool
+}
+
 // acquireStream takes one of the tunnel's MaxStreamsPerTunnel stream slots
 // for a request from the visitor source src, within that source's share
-// (MaxRequestsPerVisitor), or reports why not: refusedTunnel when all the
-// slots are in use, refusedVisitor when src holds its share. The caller
-// answers then: requests never wait in a queue for a slot.
-func (l *limits) acquireStream(name string, src netip.Prefix) (release func(), refusal string) {
+// (MaxRequestsPerVisitor), or reports why not: refusedTunnel at once when
+// all the slots are in use, refusedVisitor when src holds its share and
+// either visitorQueue of its requests already wait or ctx ends or
+// visitorQueueWait passes before one of its requests finishes.
+func (l *limits) acquireStream(ctx context.Context, name string, src netip.Prefix) (release func(), refusal string) {
 	key := visitorKey{name, src}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.streamsBy[name] >= l.cfg.MaxStreamsPerTunnel {
+		l.mu.Unlock()
 		l.rec.RateLimited(refusedTunnel)
 		return nil, refusedTunnel
 	}
-	if l.visitorsBy[key] >= l.perVisitor() {
+	if l.visitorsBy[key] < l.perVisitor() {
+		l.streamsBy[name]++
+		l.visitorsBy[key]++
+		l.mu.Unlock()
+		return l.releaser(key), ""
+	}
+	if len(l.waitersBy[key]) >= visitorQueue {
+		l.mu.Unlock()
 		l.rec.RateLimited(refusedVisitor)
 		return nil, refusedVisitor
 	}
-	l.streamsBy[name]++
-	l.visitorsBy[key]++
+	w := &shareWaiter{ready: make(chan struct{})}
+	l.waitersBy[key] = append(l.waitersBy[key], w)
+	l.mu.Unlock()
+
+	timer := time.NewTimer(visitorQueueWait)
+	defer timer.Stop()
+	select {
+	case <-w.ready:
+		return l.releaser(key), ""
+	case <-ctx.Done():
+	case <-timer.C:
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w.granted { // handed a slot as the wait ended
+		return l.releaser(key), ""
+	}
+	ws := l.waitersBy[key]
+	for i, x := range ws {
+		if x == w {
+			ws = append(ws[:i:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(l.waitersBy, key)
+	} else {
+		l.waitersBy[key] = ws
+	}
+	l.rec.RateLimited(refusedVisitor)
+	return nil, refusedVisitor
+}
+
+// releaser gives back a slot of key's tunnel and source, once: to the
+// source's oldest waiting request if there is one (the counts stay), else
+// to the counts.
+func (l *limits) releaser(key visitorKey) func() {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			l.mu.Lock()
-			decr(l.streamsBy, name)
+			defer l.mu.Unlock()
+			if ws := l.waitersBy[key]; len(ws) > 0 {
+				w := ws[0]
+				if len(ws) == 1 {
+					delete(l.waitersBy, key)
+				} else {
+					l.waitersBy[key] = ws[1:]
+				}
+				w.granted = true
+				close(w.ready)
+				return
+			}
+			decr(l.streamsBy, key.name)
 			decr(l.visitorsBy, key)
-			l.mu.Unlock()
 		})
-	}, ""
+	}
 }
 
 // tunnelBusy answers a request refused by acquireStream.

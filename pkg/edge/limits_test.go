@@ -2,8 +2,10 @@ package edge
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -142,24 +144,29 @@ func TestLimits_ReportsRefusalsToRecorder(t *testing.T) {
 	rec := &recordedLimits{}
 	l := newLimits(cfg, zerolog.Nop(), rec)
 	v1, v2, v3 := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("2001:db8::/64"), netip.MustParsePrefix("192.0.2.3/32")
-	release, refusal := l.acquireStream("wiki", v1)
+	ctx := context.Background()
+	// A request over its source's share waits for the share until its
+	// context ends: a cancelled one is refused at once.
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	release, refusal := l.acquireStream(ctx, "wiki", v1)
 	if refusal != "" {
 		t.Fatal("first stream refused")
 	}
-	if _, refusal := l.acquireStream("wiki", v1); refusal != refusedVisitor {
+	if _, refusal := l.acquireStream(cancelled, "wiki", v1); refusal != refusedVisitor {
 		t.Fatalf("second stream of one visitor: got %q, want refused over its share of 1", refusal)
 	}
-	if _, refusal := l.acquireStream("other", v1); refusal != "" {
+	if _, refusal := l.acquireStream(ctx, "other", v1); refusal != "" {
 		t.Fatalf("the visitor's first stream to another tunnel refused: %q", refusal)
 	}
-	if _, refusal := l.acquireStream("wiki", v2); refusal != "" {
+	if _, refusal := l.acquireStream(ctx, "wiki", v2); refusal != "" {
 		t.Fatalf("another visitor refused: %q", refusal)
 	}
-	if _, refusal := l.acquireStream("wiki", v3); refusal != refusedTunnel {
+	if _, refusal := l.acquireStream(ctx, "wiki", v3); refusal != refusedTunnel {
 		t.Fatalf("third stream: got %q, want refused over the tunnel's limit of 2", refusal)
 	}
 	release()
-	if _, refusal := l.acquireStream("wiki", v1); refusal != "" {
+	if _, refusal := l.acquireStream(ctx, "wiki", v1); refusal != "" {
 		t.Fatalf("the visitor after its stream ended: refused %q", refusal)
 	}
 	addr := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1}
@@ -173,5 +180,89 @@ func TestLimits_ReportsRefusalsToRecorder(t *testing.T) {
 	}
 	if got, want := strings.Join(rec.kinds, ","), "visitor,stream,handshake"; got != want {
 		t.Fatalf("recorded %q, want %q", got, want)
+	}
+}
+
+// TestLimits_OverTheShareWaitsForItsOwnSlot: requests over a source's share
+// wait, holding no slot of the tunnel, and each finished request of that
+// source hands its slot to the oldest; at most visitorQueue wait.
+func TestLimits_OverTheShareWaitsForItsOwnSlot(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxStreamsPerTunnel = 3
+	cfg.MaxRequestsPerVisitor = 1
+	l := newLimits(cfg, zerolog.Nop(), &recordedLimits{})
+	ctx := context.Background()
+	v1, v2 := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("192.0.2.2/32")
+	first, refusal := l.acquireStream(ctx, "wiki", v1)
+	if refusal != "" {
+		t.Fatal("first stream refused")
+	}
+	type result struct {
+		release func()
+		refusal string
+	}
+	wctx, cancelWaiters := context.WithCancel(ctx)
+	defer cancelWaiters()
+	results := make(chan result, visitorQueue+1)
+	for range visitorQueue {
+		go func() {
+			r, why := l.acquireStream(wctx, "wiki", v1)
+			results <- result{r, why}
+		}()
+	}
+	recvWithin := func(t *testing.T, ch <-chan result, d time.Duration) result {
+		t.Helper()
+		select {
+		case r := <-ch:
+			return r
+		case <-time.After(d):
+			t.Fatalf("no answer within %v", d)
+			return result{}
+		}
+	}
+	waiting := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.waitersBy[visitorKey{"wiki", v1}])
+	}
+	for deadline := time.Now().Add(10 * time.Second); waiting() < visitorQueue; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests waiting after 10s, want %d", waiting(), visitorQueue)
+		}
+		runtime.Gosched()
+	}
+	if _, refusal := l.acquireStream(ctx, "wiki", v1); refusal != refusedVisitor {
+		t.Fatalf("one more than visitorQueue waiting: got %q, want refused", refusal)
+	}
+	// The waiting requests hold no slot: another source gets the other two.
+	a, ra := l.acquireStream(ctx, "wiki", v2)
+	_, rb := l.acquireStream(ctx, "wiki", netip.MustParsePrefix("192.0.2.3/32"))
+	if ra != "" || rb != "" {
+		t.Fatalf("other sources while one waits: refused %q, %q", ra, rb)
+	}
+	a()
+	first()
+	got := recvWithin(t, results, 10*time.Second)
+	if got.refusal != "" {
+		t.Fatalf("the oldest waiting request: refused %q, want the slot", got.refusal)
+	}
+	select {
+	case r := <-results:
+		t.Fatalf("a second waiting request got an answer (%q) with one slot handed on", r.refusal)
+	default:
+	}
+	got.release()
+	got = recvWithin(t, results, 10*time.Second)
+	cancelWaiters()
+	for range visitorQueue - 2 {
+		if r := recvWithin(t, results, 10*time.Second); r.refusal != refusedVisitor {
+			t.Fatalf("a waiting request whose context ended: got %q, want refused", r.refusal)
+		}
+	}
+	got.release()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n, w := l.visitorsBy[visitorKey{"wiki", v1}], len(l.waitersBy); n != 0 || w != 0 {
+		t.Fatalf("after every request: %d streams of the source, %d waiting lists; want 0 and 0", n, w)
 	}
 }

@@ -42,6 +42,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/tunnelhq/tunnel/pkg/mux"
 )
 
 const (
@@ -58,9 +60,10 @@ const (
 	warnEvery = time.Minute
 	// lingerFor is how long an abandoned response's stream may keep its
 	// receive buffer after the proxy closed it: yamux frees it when the
-	// client closes its side too, or at mux's StreamCloseTimeout (one
-	// minute) at the latest. Keep the two equal.
-	lingerFor = time.Minute
+	// client closes its side too (at once for a client that honours the
+	// stream header's close_on_fin), or when tunneld resets the stream at
+	// mux.ServerStreamCloseTimeout at the latest.
+	lingerFor = mux.ServerStreamCloseTimeout
 )
 
 // bufferCost is the memory yamux takes to hold n bytes a client pushed into
@@ -560,7 +563,7 @@ func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name, ho
 	if !s.pacer.admit(src) {
 		refusal = refusedSlowReader
 		s.limits.rec.RateLimited(refusedSlowReader)
-	} else if release, refusal = s.limits.acquireStream(name, src); refusal == "" {
+	} else if release, refusal = s.limits.acquireStream(r.Context(), name, src); refusal == "" {
 		if pw != nil {
 			pw.v.proxied = true
 		}

@@ -172,9 +172,10 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// serverStreamCloseTimeout is how long tunneld waits for a client to close a
-// stream tunneld has closed before yamux resets it (see startSession).
-const serverStreamCloseTimeout = 5 * time.Second
+// ServerStreamCloseTimeout is how long tunneld waits for a client to close a
+// stream tunneld has closed before yamux resets it (see startSession): what
+// the client sent meanwhile stays buffered in tunneld that long at most.
+const ServerStreamCloseTimeout = 5 * time.Second
 
 // yamuxConfig is the one place our yamux settings are decided. yamux logs
 // through log, which is the session's own (see yamuxLog).

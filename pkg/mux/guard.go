@@ -267,9 +267,9 @@ func startSession(conn net.Conn, cfg Config, log zerolog.Logger, server bool, ma
 		// StreamHeader (CloseOnFIN). Until the client closes too, what it
 		// sends is buffered here, up to a window per stream, and the
 		// stream's slot is already free: a client that ignores the flag
-		// (an old or hostile one) gets serverStreamCloseTimeout, not a
+		// (an old or hostile one) gets ServerStreamCloseTimeout, not a
 		// minute, before the stream is reset.
-		ycfg.StreamCloseTimeout = serverStreamCloseTimeout
+		ycfg.StreamCloseTimeout = ServerStreamCloseTimeout
 	}
 	var ys *yamux.Session
 	var err error
