@@ -85,7 +85,7 @@ func serveFlags() []cli.Flag {
 			Usage: "handshakes in progress from one IP address (IPv6: one /64)"},
 		&cli.IntFlag{Name: "max-streams-per-tunnel", Value: 256, EnvVars: []string{"TUNNELD_MAX_STREAMS_PER_TUNNEL"},
 			Usage: "requests in flight through one tunnel; more get 503 with Retry-After"},
-		&cli.IntFlag{Name: "max-requests-per-visitor", Value: 32, EnvVars: []string{"TUNNELD_MAX_REQUESTS_PER_VISITOR"},
+		&cli.IntFlag{Name: "max-requests-per-visitor", Value: 16, EnvVars: []string{"TUNNELD_MAX_REQUESTS_PER_VISITOR"},
 			Usage: "requests in flight through one tunnel from one visitor address (IPv6: one /64), so that one visitor cannot take all of --max-streams-per-tunnel; more wait for one of its own to finish (at most 256, for 30s), then get 429 with Retry-After"},
 		&cli.DurationFlag{Name: "visitor-idle-timeout", Value: 60 * time.Second, EnvVars: []string{"TUNNELD_VISITOR_IDLE_TIMEOUT"},
 			Usage: "a visitor that sends nothing of its request body, or takes nothing of its response, for this long has its request cut (a pause, not a transfer: downloads may take as long as they keep moving)"},

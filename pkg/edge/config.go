@@ -141,10 +141,12 @@ type Config struct {
 	// does not take. A request over it waits (holding no slot) until one of
 	// the source's own requests finishes: at most 256 wait per source and
 	// tunnel, each at most 30 s, then 429 with Retry-After. A value at or
-	// above MaxStreamsPerTunnel leaves only that limit. Default 32: with the
+	// above MaxStreamsPerTunnel leaves only that limit. Default 16: with the
 	// 1 MiB stream window, the most one source can make tunneld hold for one
-	// tunnel before the stalls are cut is about 48 MiB, and a browser
-	// loading a gallery over HTTP/2 still gets every image, 32 at a time.
+	// tunnel before the stalls are cut is about 24 MiB of buffers (32 gave
+	// +64 MiB of RSS in make bench's attack phase, the limit), and a
+	// browser loading a gallery over HTTP/2 still gets every image, 16 at a
+	// time.
 	MaxRequestsPerVisitor int
 
 	// VisitorIdleTimeout bounds how long a visitor may leave its request
@@ -214,7 +216,7 @@ func DefaultConfig() Config {
 		AuthFailMaxDelay:     5 * time.Second,
 		AccessLog:            true,
 
-		MaxRequestsPerVisitor: 32,
+		MaxRequestsPerVisitor: 16,
 		VisitorIdleTimeout:    60 * time.Second,
 		SlowReaderBudget:      256 << 20,
 	}
