@@ -97,18 +97,7 @@ func peakGoroutines(done <-chan struct{}) int {
 func (a *abuse) authedSession(t *testing.T, name string) (net.Conn, *yamux.Session, *yamux.Stream) {
 	t.Helper()
 	conn := a.tlsFrom(t, proto.ALPN, domain)
-	cfg := yamux.DefaultConfig()
-	cfg.LogOutput = io.Discard
-	sess, err := yamux.Client(conn, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sess.Close() })
-	st, err := sess.OpenStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.SetDeadline(time.Now().Add(30 * time.Second))
+	sess, st := controlStreamOn(t, conn)
 	if err := proto.WriteFrame(st, helloFor(bobToken, name)); err != nil {
 		t.Fatal(err)
 	}

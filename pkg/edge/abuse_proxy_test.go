@@ -433,16 +433,7 @@ func trustedProxyHeaders(t *testing.T, a *abuse) {
 // instead of the server waiting for a body that never comes.
 func refusedWithPendingBody(t *testing.T, a *abuse) {
 	arrived, release := make(chan struct{}, 1), make(chan struct{})
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/hold" {
-			arrived <- struct{}{}
-			select {
-			case <-release:
-			case <-r.Context().Done():
-			}
-		}
-		io.WriteString(w, "full ok")
-	}))
+	addr := holdBackend(t, arrived, release, "full ok")
 	if _, err := a.connect(bobToken, mux.Tunnel{Name: "full", Target: addr}); err != nil {
 		t.Fatal(err)
 	}

@@ -183,18 +183,7 @@ func (a *abuse) helloAt(t *testing.T, ip string, hello *proto.Hello) (*yamux.Ses
 		t.Fatalf("TLS handshake: %v", err)
 	}
 	conn.SetDeadline(time.Time{})
-	cfg := yamux.DefaultConfig()
-	cfg.LogOutput = io.Discard
-	sess, err := yamux.Client(conn, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sess.Close() })
-	st, err := sess.OpenStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.SetDeadline(time.Now().Add(30 * time.Second))
+	sess, st := controlStreamOn(t, conn)
 	if err := proto.WriteFrame(st, hello); err != nil {
 		t.Fatal(err)
 	}

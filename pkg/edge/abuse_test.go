@@ -123,7 +123,13 @@ func (a *abuse) tlsFrom(t *testing.T, alpn, sni string) *tls.Conn {
 // TLS with the tunnel ALPN, yamux, and the control stream opened.
 func (a *abuse) controlStream(t *testing.T) (*yamux.Session, *yamux.Stream) {
 	t.Helper()
-	conn := a.tlsFrom(t, proto.ALPN, domain)
+	return controlStreamOn(t, a.tlsFrom(t, proto.ALPN, domain))
+}
+
+// controlStreamOn starts a hand-made client session on conn, a TLS
+// connection with the tunnel ALPN, and opens its control stream.
+func controlStreamOn(t *testing.T, conn net.Conn) (*yamux.Session, *yamux.Stream) {
+	t.Helper()
 	cfg := yamux.DefaultConfig()
 	cfg.LogOutput = io.Discard
 	sess, err := yamux.Client(conn, cfg)
@@ -575,16 +581,7 @@ func baseHostileRows() []hostileRow {
 		}},
 		{"more concurrent streams than the limit", func(c *edge.Config) { c.MaxStreamsPerTunnel = 2 }, func(t *testing.T, a *abuse) {
 			arrived, release := make(chan struct{}, 2), make(chan struct{})
-			addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.URL.Path == "/hold" {
-					arrived <- struct{}{}
-					select {
-					case <-release:
-					case <-r.Context().Done():
-					}
-				}
-				io.WriteString(w, "busy ok")
-			}))
+			addr := holdBackend(t, arrived, release, "busy ok")
 			if _, err := a.connect(bobToken, mux.Tunnel{Name: "busy", Target: addr}); err != nil {
 				t.Fatal(err)
 			}
@@ -790,4 +787,19 @@ func websocketOutlivesIdle(t *testing.T, a *abuse) {
 		t.Fatalf("idle connection: got %q", got)
 	}
 	echo("after the idle timeout")
+}
+
+// holdBackend answers body, except that a request for /hold first reports
+// on arrived and waits for release (or its visitor to leave).
+func holdBackend(t *testing.T, arrived chan<- struct{}, release <-chan struct{}, body string) string {
+	return backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			arrived <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		io.WriteString(w, body)
+	}))
 }
