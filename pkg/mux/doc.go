@@ -14,9 +14,11 @@
 //   - GoAway on the control stream means "start no new streams"; the
 //     control stream closing ends the session.
 //
-// The package knows nothing about hostnames, HTTP or certificates: it is
-// handed a net.Conn that is already a TLS connection, and the tunnel names and
-// local addresses come from its callers.
+// The package knows nothing about hostnames, HTTP or certificates of its
+// own: Server and Client are handed a net.Conn that is already a TLS
+// connection; Run and RunForever dial one themselves, verifying the server
+// with the tls.Config their caller gives (system roots plus --ca, ALPN
+// tunnel/1). The tunnel names and local addresses come from the callers.
 //
 // Run connects the client once; RunForever keeps it connected: it retries
 // everything but a permanent refusal with full-jitter exponential backoff
