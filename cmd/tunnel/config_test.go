@@ -150,3 +150,29 @@ func TestClientConfig_FileEnvAndFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestClientConfig_DefaultsAreTheMuxs: with no tuning flags, clientConfig
+// gives mux's own defaults back. The flag defaults are read from
+// mux.DefaultConfig and mux.DefaultBackoff; this catches one that does not
+// survive its round trip through the flag's text.
+func TestClientConfig_DefaultsAreTheMuxs(t *testing.T) {
+	got, err := configFrom(t, map[string]string{"TUNNEL_SERVER": "x.example:443"}, "http", "8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := mux.DefaultConfig()
+	for _, f := range []struct {
+		flag      string
+		got, want any
+	}{
+		{"peer-timeout (keepalive)", got.KeepAliveInterval, want.KeepAliveInterval},
+		{"peer-timeout (write timeout)", got.WriteTimeout, want.WriteTimeout},
+		{"stream-window", got.StreamWindow, want.StreamWindow},
+		{"drain-timeout", got.DrainTimeout, want.DrainTimeout},
+		{"retry-max", got.Backoff.Max, mux.DefaultBackoff().Max},
+	} {
+		if f.got != f.want {
+			t.Errorf("--%s: got %v, want %v", f.flag, f.got, f.want)
+		}
+	}
+}
