@@ -156,23 +156,18 @@ func TestClientConfig_FileEnvAndFlags(t *testing.T) {
 // mux.DefaultConfig and mux.DefaultBackoff; this catches one that does not
 // survive its round trip through the flag's text.
 func TestClientConfig_DefaultsAreTheMuxs(t *testing.T) {
-	got, err := configFrom(t, map[string]string{"TUNNEL_SERVER": "x.example:443"}, "http", "8080")
+	cfg, err := configFrom(t, map[string]string{"TUNNEL_SERVER": "x.example:443"}, "http", "8080")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := mux.DefaultConfig()
-	for _, f := range []struct {
-		flag      string
-		got, want any
-	}{
-		{"peer-timeout (keepalive)", got.KeepAliveInterval, want.KeepAliveInterval},
-		{"peer-timeout (write timeout)", got.WriteTimeout, want.WriteTimeout},
-		{"stream-window", got.StreamWindow, want.StreamWindow},
-		{"drain-timeout", got.DrainTimeout, want.DrainTimeout},
-		{"retry-max", got.Backoff.Max, mux.DefaultBackoff().Max},
-	} {
-		if f.got != f.want {
-			t.Errorf("--%s: got %v, want %v", f.flag, f.got, f.want)
-		}
+	type tuning struct {
+		KeepAlive, WriteTimeout, Drain, RetryMax time.Duration
+		Window                                   uint32
+	}
+	def := mux.DefaultConfig()
+	got := tuning{cfg.KeepAliveInterval, cfg.WriteTimeout, cfg.DrainTimeout, cfg.Backoff.Max, cfg.StreamWindow}
+	want := tuning{def.KeepAliveInterval, def.WriteTimeout, def.DrainTimeout, mux.DefaultBackoff().Max, def.StreamWindow}
+	if got != want {
+		t.Fatalf("got %+v, want %+v", got, want)
 	}
 }
