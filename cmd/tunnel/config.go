@@ -26,6 +26,7 @@ import (
 const devServer = "localhost:8443"
 
 func globalFlags() []cli.Flag {
+	def := mux.DefaultConfig() // each default is the package's, so the two cannot drift apart
 	return []cli.Flag{
 		&cli.StringFlag{Name: "server", EnvVars: []string{"TUNNEL_SERVER"},
 			Usage: "tunneld address, host:port (required unless --dev, which means " + devServer + ")"},
@@ -39,15 +40,15 @@ func globalFlags() []cli.Flag {
 			Usage: "tunneld's dev certificates directory (--dev only)"},
 		&cli.StringFlag{Name: "config", EnvVars: []string{"TUNNEL_CONFIG"},
 			Usage: "JSON file of settings and tunnels (see README); flags and env vars override it"},
-		&cli.DurationFlag{Name: "peer-timeout", Value: 30 * time.Second, EnvVars: []string{"TUNNEL_PEER_TIMEOUT"},
+		&cli.DurationFlag{Name: "peer-timeout", Value: def.PeerTimeout(), EnvVars: []string{"TUNNEL_PEER_TIMEOUT"},
 			Usage: "a silent tunneld (dead link) is noticed within this; keepalive pings every half of it"},
-		&cli.StringFlag{Name: "stream-window", Value: "1MiB", EnvVars: []string{"TUNNEL_STREAM_WINDOW"},
+		&cli.StringFlag{Name: "stream-window", Value: fmt.Sprintf("%dMiB", def.StreamWindow>>20), EnvVars: []string{"TUNNEL_STREAM_WINDOW"},
 			Usage: "per stream, what tunneld may send before the client acknowledges (256KiB to 64MiB): one upload moves at most this per round trip"},
 		&cli.IntFlag{Name: "max-streams", EnvVars: []string{"TUNNEL_MAX_STREAMS"}, DefaultText: "512 per tunnel, at least 1024",
 			Usage: "most streams tunneld may have open at once (each a local connection); a server that opens more is cut off and reconnected to"},
-		&cli.DurationFlag{Name: "retry-max", Value: 30 * time.Second, EnvVars: []string{"TUNNEL_RETRY_MAX"},
+		&cli.DurationFlag{Name: "retry-max", Value: mux.DefaultBackoff().Max, EnvVars: []string{"TUNNEL_RETRY_MAX"},
 			Usage: "longest wait between reconnect attempts (exponential backoff with jitter, the first within 1s)"},
-		&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Second, EnvVars: []string{"TUNNEL_DRAIN_TIMEOUT"},
+		&cli.DurationFlag{Name: "drain-timeout", Value: def.DrainTimeout, EnvVars: []string{"TUNNEL_DRAIN_TIMEOUT"},
 			Usage: "on SIGINT/SIGTERM, how long in-flight requests may finish"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"TUNNEL_LOG_LEVEL"},
 			Usage: "trace, debug, info, warn, error or disabled"},

@@ -150,3 +150,24 @@ func TestClientConfig_FileEnvAndFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestClientConfig_DefaultsAreTheMuxs: with no tuning flags, clientConfig
+// gives mux's own defaults back. The flag defaults are read from
+// mux.DefaultConfig and mux.DefaultBackoff; this catches one that does not
+// survive its round trip through the flag's text.
+func TestClientConfig_DefaultsAreTheMuxs(t *testing.T) {
+	cfg, err := configFrom(t, map[string]string{"TUNNEL_SERVER": "x.example:443"}, "http", "8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type tuning struct {
+		KeepAlive, WriteTimeout, Drain, RetryMax time.Duration
+		Window                                   uint32
+	}
+	def := mux.DefaultConfig()
+	got := tuning{cfg.KeepAliveInterval, cfg.WriteTimeout, cfg.DrainTimeout, cfg.Backoff.Max, cfg.StreamWindow}
+	want := tuning{def.KeepAliveInterval, def.WriteTimeout, def.DrainTimeout, mux.DefaultBackoff().Max, def.StreamWindow}
+	if got != want {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+}

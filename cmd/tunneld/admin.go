@@ -12,7 +12,7 @@ import (
 
 func adminFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.BoolFlag{Name: "access-log", Value: true, EnvVars: []string{"TUNNELD_ACCESS_LOG"},
+		&cli.BoolFlag{Name: "access-log", Value: edge.DefaultConfig().AccessLog, EnvVars: []string{"TUNNELD_ACCESS_LOG"},
 			Usage: "log one line per visitor request (host, method, path, status, bytes, duration, visitor, tunnel); --access-log=false turns it off"},
 		&cli.StringFlag{Name: "admin-listen", EnvVars: []string{"TUNNELD_ADMIN_LISTEN"}, DefaultText: "off",
 			Usage: "serve /metrics, /healthz, /readyz, /api/tunnels and a status page at /, on host:port (a bare :port means 127.0.0.1:port)"},

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
@@ -24,6 +23,7 @@ const (
 )
 
 func serveFlags() []cli.Flag {
+	def := edge.DefaultConfig() // each default is the edge's, so the two cannot drift apart
 	return []cli.Flag{
 		&cli.StringFlag{Name: "listen", Value: ":443", EnvVars: []string{"TUNNELD_LISTEN"},
 			Usage: "TLS address for clients and visitors, host:port (with --dev: " + devListen + ")"},
@@ -65,37 +65,37 @@ func serveFlags() []cli.Flag {
 			Usage: "let clients without a token in (their names belong to the client process, by a random key it sends; their limits count per IP address)"},
 		&cli.IntFlag{Name: "public-port", EnvVars: []string{"TUNNELD_PUBLIC_PORT"}, DefaultText: "the port tunneld listens on",
 			Usage: "port written in public URLs, for when a proxy or NAT forwards another port (443 writes none)"},
-		&cli.DurationFlag{Name: "name-hold", Value: 5 * time.Minute, EnvVars: []string{"TUNNELD_NAME_HOLD"},
+		&cli.DurationFlag{Name: "name-hold", Value: def.NameHold, EnvVars: []string{"TUNNELD_NAME_HOLD"},
 			Usage: "how long a disconnected client's names stay reserved for its token (at most as many as it may have tunnels; the oldest go first)"},
-		&cli.DurationFlag{Name: "offline-wait", Value: 5 * time.Second, EnvVars: []string{"TUNNELD_OFFLINE_WAIT"},
+		&cli.DurationFlag{Name: "offline-wait", Value: def.OfflineWait, EnvVars: []string{"TUNNELD_OFFLINE_WAIT"},
 			Usage: "how long a visitor's request waits for a reconnecting client before a 502 \"tunnel offline\" page (0: none)"},
-		&cli.DurationFlag{Name: "peer-timeout", Value: 30 * time.Second, EnvVars: []string{"TUNNELD_PEER_TIMEOUT"},
+		&cli.DurationFlag{Name: "peer-timeout", Value: def.Mux.PeerTimeout(), EnvVars: []string{"TUNNELD_PEER_TIMEOUT"},
 			Usage: "a silent client (dead link) is noticed within this and its names put on hold; keepalive pings every half of it"},
-		&cli.StringFlag{Name: "stream-window", Value: "1MiB", EnvVars: []string{"TUNNELD_STREAM_WINDOW"},
+		&cli.StringFlag{Name: "stream-window", Value: fmt.Sprintf("%dMiB", def.Mux.StreamWindow>>20), EnvVars: []string{"TUNNELD_STREAM_WINDOW"},
 			Usage: "per stream, what a client may send before tunneld acknowledges (256KiB to 64MiB): one download moves at most this per round trip, and tunneld buffers up to this for a slow visitor"},
-		&cli.IntFlag{Name: "max-tunnels", Value: 8, EnvVars: []string{"TUNNELD_MAX_TUNNELS"},
+		&cli.IntFlag{Name: "max-tunnels", Value: def.MaxTunnelsPerSession, EnvVars: []string{"TUNNELD_MAX_TUNNELS"},
 			Usage: "tunnels one client may open, unless its token says otherwise"},
-		&cli.IntFlag{Name: "max-tunnels-per-token", Value: 32, EnvVars: []string{"TUNNELD_MAX_TUNNELS_PER_TOKEN"},
+		&cli.IntFlag{Name: "max-tunnels-per-token", Value: def.MaxTunnelsPerToken, EnvVars: []string{"TUNNELD_MAX_TUNNELS_PER_TOKEN"},
 			Usage: "tunnels one token (or one anonymous address) may hold across all its sessions, unless the token says otherwise"},
-		&cli.IntFlag{Name: "max-sessions-per-ip", Value: 16, EnvVars: []string{"TUNNELD_MAX_SESSIONS_PER_IP"},
+		&cli.IntFlag{Name: "max-sessions-per-ip", Value: def.MaxSessionsPerIP, EnvVars: []string{"TUNNELD_MAX_SESSIONS_PER_IP"},
 			Usage: "tunnel client sessions from one IP address (IPv6: one /64)"},
-		&cli.IntFlag{Name: "max-handshakes", Value: 4096, EnvVars: []string{"TUNNELD_MAX_HANDSHAKES"},
+		&cli.IntFlag{Name: "max-handshakes", Value: def.MaxHandshakes, EnvVars: []string{"TUNNELD_MAX_HANDSHAKES"},
 			Usage: "connections in their TLS handshake or client Hello at once; more are closed"},
-		&cli.IntFlag{Name: "max-handshakes-per-ip", Value: 256, EnvVars: []string{"TUNNELD_MAX_HANDSHAKES_PER_IP"},
+		&cli.IntFlag{Name: "max-handshakes-per-ip", Value: def.MaxHandshakesPerIP, EnvVars: []string{"TUNNELD_MAX_HANDSHAKES_PER_IP"},
 			Usage: "handshakes in progress from one IP address (IPv6: one /64)"},
-		&cli.IntFlag{Name: "max-streams-per-tunnel", Value: 256, EnvVars: []string{"TUNNELD_MAX_STREAMS_PER_TUNNEL"},
+		&cli.IntFlag{Name: "max-streams-per-tunnel", Value: def.MaxStreamsPerTunnel, EnvVars: []string{"TUNNELD_MAX_STREAMS_PER_TUNNEL"},
 			Usage: "requests in flight through one tunnel; more get 503 with Retry-After"},
-		&cli.IntFlag{Name: "max-requests-per-visitor", Value: 16, EnvVars: []string{"TUNNELD_MAX_REQUESTS_PER_VISITOR"},
+		&cli.IntFlag{Name: "max-requests-per-visitor", Value: def.MaxRequestsPerVisitor, EnvVars: []string{"TUNNELD_MAX_REQUESTS_PER_VISITOR"},
 			Usage: "requests in flight through one tunnel from one visitor address (IPv6: one /64), so that one visitor cannot take all of --max-streams-per-tunnel; more wait for one of its own to finish (at most 256, for 30s), then get 429 with Retry-After"},
-		&cli.DurationFlag{Name: "visitor-idle-timeout", Value: 60 * time.Second, EnvVars: []string{"TUNNELD_VISITOR_IDLE_TIMEOUT"},
+		&cli.DurationFlag{Name: "visitor-idle-timeout", Value: def.VisitorIdleTimeout, EnvVars: []string{"TUNNELD_VISITOR_IDLE_TIMEOUT"},
 			Usage: "a visitor that sends nothing of its request body, or takes nothing of its response, for this long has its request cut (a pause, not a transfer: downloads may take as long as they keep moving)"},
-		&cli.StringFlag{Name: "slow-reader-budget", Value: "256MiB", EnvVars: []string{"TUNNELD_SLOW_READER_BUDGET"},
+		&cli.StringFlag{Name: "slow-reader-budget", Value: fmt.Sprintf("%dMiB", def.SlowReaderBudget>>20), EnvVars: []string{"TUNNELD_SLOW_READER_BUDGET"},
 			Usage: "memory for responses visitors do not take: each blocked over a second, or abandoned in the last 5s, counts 1.5 --stream-window plus 64KiB; over the budget, addresses holding more than an equal share have their stalled responses cut and get 429 (KiB, MiB or GiB)"},
-		&cli.DurationFlag{Name: "auth-fail-delay", Value: 250 * time.Millisecond, EnvVars: []string{"TUNNELD_AUTH_FAIL_DELAY"},
+		&cli.DurationFlag{Name: "auth-fail-delay", Value: def.AuthFailDelay, EnvVars: []string{"TUNNELD_AUTH_FAIL_DELAY"},
 			Usage: "after 3 failed token checks from one IP, its next check waits this long, doubling with each failure"},
-		&cli.DurationFlag{Name: "auth-fail-max-delay", Value: 5 * time.Second, EnvVars: []string{"TUNNELD_AUTH_FAIL_MAX_DELAY"},
+		&cli.DurationFlag{Name: "auth-fail-max-delay", Value: def.AuthFailMaxDelay, EnvVars: []string{"TUNNELD_AUTH_FAIL_MAX_DELAY"},
 			Usage: "the most --auth-fail-delay grows to (below the 10s handshake timeout)"},
-		&cli.DurationFlag{Name: "shutdown-grace", Value: 10 * time.Second, EnvVars: []string{"TUNNELD_SHUTDOWN_GRACE"},
+		&cli.DurationFlag{Name: "shutdown-grace", Value: def.ShutdownGrace, EnvVars: []string{"TUNNELD_SHUTDOWN_GRACE"},
 			Usage: "on SIGINT/SIGTERM, how long in-flight requests may finish; also how long a client that said GoAway keeps its session"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"TUNNELD_LOG_LEVEL"},
 			Usage: "trace, debug, info, warn, error or disabled"},

@@ -119,3 +119,47 @@ func TestParseBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestServerConfig_DefaultsAreTheEdges: with no tuning flags, serverConfig
+// gives the edge's own defaults back. The flag defaults are read from
+// edge.DefaultConfig; this catches one that does not survive its round trip
+// through the flag's text (a byte size that is not whole MiB, say).
+func TestServerConfig_DefaultsAreTheEdges(t *testing.T) {
+	var got edge.Config
+	app := &cli.App{Name: "tunneld", Flags: append(serveFlags(), adminFlags()...), Action: func(c *cli.Context) error {
+		var err error
+		got, _, err = serverConfig(c, zerolog.Nop())
+		return err
+	}}
+	if err := app.Run([]string{"tunneld", "--domain", "tunnel.test", "--token", "tk", "--cert-cache", t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	want := edge.DefaultConfig()
+	for _, f := range []struct {
+		flag      string
+		got, want any
+	}{
+		{"name-hold", got.NameHold, want.NameHold},
+		{"offline-wait", got.OfflineWait, want.OfflineWait},
+		{"peer-timeout (keepalive)", got.Mux.KeepAliveInterval, want.Mux.KeepAliveInterval},
+		{"peer-timeout (write timeout)", got.Mux.WriteTimeout, want.Mux.WriteTimeout},
+		{"stream-window", got.Mux.StreamWindow, want.Mux.StreamWindow},
+		{"max-tunnels", got.MaxTunnelsPerSession, want.MaxTunnelsPerSession},
+		{"max-tunnels-per-token", got.MaxTunnelsPerToken, want.MaxTunnelsPerToken},
+		{"max-sessions-per-ip", got.MaxSessionsPerIP, want.MaxSessionsPerIP},
+		{"max-handshakes", got.MaxHandshakes, want.MaxHandshakes},
+		{"max-handshakes-per-ip", got.MaxHandshakesPerIP, want.MaxHandshakesPerIP},
+		{"max-streams-per-tunnel", got.MaxStreamsPerTunnel, want.MaxStreamsPerTunnel},
+		{"max-requests-per-visitor", got.MaxRequestsPerVisitor, want.MaxRequestsPerVisitor},
+		{"visitor-idle-timeout", got.VisitorIdleTimeout, want.VisitorIdleTimeout},
+		{"slow-reader-budget", got.SlowReaderBudget, want.SlowReaderBudget},
+		{"auth-fail-delay", got.AuthFailDelay, want.AuthFailDelay},
+		{"auth-fail-max-delay", got.AuthFailMaxDelay, want.AuthFailMaxDelay},
+		{"shutdown-grace", got.ShutdownGrace, want.ShutdownGrace},
+		{"access-log", got.AccessLog, want.AccessLog},
+	} {
+		if f.got != f.want {
+			t.Errorf("--%s: got %v, want %v", f.flag, f.got, f.want)
+		}
+	}
+}

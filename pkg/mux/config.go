@@ -34,7 +34,8 @@ type Config struct {
 
 	// KeepAliveInterval is how often each side pings the other. A peer that
 	// does not answer within WriteTimeout ends the session, so a silently dead
-	// link is noticed within KeepAliveInterval+WriteTimeout. Default 15 s;
+	// link is noticed within KeepAliveInterval+WriteTimeout (PeerTimeout,
+	// 30 s by default: both binaries' --peer-timeout). Default 15 s;
 	// at least 250 ms, since the peer's guard allows one ping per 100 ms on
 	// average (pingEvery).
 	KeepAliveInterval time.Duration
@@ -42,7 +43,7 @@ type Config struct {
 	// WriteTimeout bounds writing one frame to the connection, and the
 	// keepalive's wait for an answer. It does not limit how long a slow
 	// visitor may take: stream writes wait on flow control, not on this.
-	// Default 10 s.
+	// Default 15 s, half of the default PeerTimeout (see SetPeerTimeout).
 	WriteTimeout time.Duration
 
 	// AcceptBacklog is how many opened streams may wait for Accept before the
@@ -100,7 +101,7 @@ func DefaultConfig() Config {
 		Logger:            zerolog.Nop(),
 		StreamWindow:      1 << 20,
 		KeepAliveInterval: 15 * time.Second,
-		WriteTimeout:      10 * time.Second,
+		WriteTimeout:      15 * time.Second,
 		AcceptBacklog:     256,
 		HandshakeTimeout:  10 * time.Second,
 		DialTimeout:       10 * time.Second,
