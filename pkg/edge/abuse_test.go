@@ -26,6 +26,7 @@ import (
 
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -437,7 +438,7 @@ func baseHostileRows() []hostileRow {
 			if !ok {
 				t.Fatalf("got %v, want Welcome", m)
 			}
-			if err := edge.ValidateName(w.Tunnels[0].Name); err != nil {
+			if err := name.Validate(w.Tunnels[0].Name); err != nil {
 				t.Fatalf("granted %q: %v", w.Tunnels[0].Name, err)
 			}
 		}},

@@ -17,6 +17,8 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
+
+	"github.com/tunnelhq/tunnel/pkg/name"
 )
 
 // ACMEConfig turns on automatic certificates from an ACME CA (Let's
@@ -150,8 +152,8 @@ func (s *Server) newCertManager(cfg *ACMEConfig) (*autocert.Manager, error) {
 // contacted, so no certificate is ever ordered for a name nobody serves.
 // host may carry a port: autocert's HTTP-01 handler passes the Host header.
 func (s *Server) hostPolicy(_ context.Context, host string) error {
-	name, err := ParseHost(host, s.cfg.Domain)
-	if err == nil && (name == "" || s.registry.Held(name)) {
+	label, err := name.FromHost(host, s.cfg.Domain)
+	if err == nil && (label == "" || s.registry.Held(label)) {
 		return nil
 	}
 	if s.noteRefused(host) {
@@ -265,11 +267,11 @@ type order struct {
 // operator's.
 func (b *orderBudget) charge(key string) error {
 	host := strings.TrimSuffix(key, "+rsa")
-	name, err := ParseHost(host, b.domain)
-	if err != nil || name == "" {
+	label, err := name.FromHost(host, b.domain)
+	if err != nil || label == "" {
 		return nil // the apex; anything else HostPolicy has refused already
 	}
-	account, held := b.registry.Account(name)
+	account, held := b.registry.Account(label)
 	if !held {
 		return fmt.Errorf("edge: acme: %q: %w", host, errNotOurs) // released since HostPolicy
 	}

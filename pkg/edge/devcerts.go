@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/tunnelhq/tunnel/internal/atomicfile"
+	"github.com/tunnelhq/tunnel/pkg/name"
 )
 
 // DevCAFile is the CA certificate's file name inside the directory given to
@@ -142,11 +143,11 @@ func checkDevDomain(domain string) error {
 }
 
 // devLabelOK reports whether s is one lowercase LDH label. It is a syntax
-// check only (unlike ValidateName, reserved and punycode labels pass), so
+// check only (unlike name.Validate, reserved and punycode labels pass), so
 // that the dev server presents a valid certificate for any host name it
 // might be asked for and the edge, not TLS, decides what exists.
 func devLabelOK(s string) bool {
-	if s == "" || len(s) > maxNameLen || s[0] == '-' || s[len(s)-1] == '-' {
+	if s == "" || len(s) > name.MaxLen || s[0] == '-' || s[len(s)-1] == '-' {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -159,9 +160,9 @@ func devLabelOK(s string) bool {
 
 // getCertificate is the tls.Config.GetCertificate of DevTLSConfig.
 func (c *devCerts) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	name := asciiLower(strings.TrimSuffix(hello.ServerName, "."))
-	if label, ok := strings.CutSuffix(name, "."+c.domain); ok && devLabelOK(label) {
-		return c.leafFor(name)
+	host := name.Lower(strings.TrimSuffix(hello.ServerName, "."))
+	if label, ok := strings.CutSuffix(host, "."+c.domain); ok && devLabelOK(label) {
+		return c.leafFor(host)
 	}
 	return c.leaf, nil
 }

@@ -55,7 +55,7 @@
 // # Sessions and names
 //
 // A client's Hello is authenticated (Authenticator), its names validated
-// (ValidateName) and claimed in the Registry all at once. A name held by
+// (name.Validate) and claimed in the Registry all at once. A name held by
 // another token is refused, never silently swapped for another. The same
 // token reconnecting replaces its stale session at once. When a session
 // ends, its names are held for the token for Config.NameHold. A session

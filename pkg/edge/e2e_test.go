@@ -30,6 +30,7 @@ import (
 
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -608,7 +609,7 @@ func TestEdge_RandomNames(t *testing.T) {
 		t.Fatalf("got names %q %q %q, want a random, named, another random", tuns[0].Name, tuns[1].Name, tuns[2].Name)
 	}
 	for _, tun := range tuns {
-		if err := edge.ValidateName(tun.Name); err != nil {
+		if err := name.Validate(tun.Name); err != nil {
 			t.Errorf("granted name %q is invalid: %v", tun.Name, err)
 		}
 		if _, body := get(t, h.httpClient(false), tun.URL+"/"); body != "rnd" {

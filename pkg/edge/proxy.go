@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -48,8 +49,8 @@ func (s *Server) newHandler() http.Handler {
 		BufferPool:   copyBufPool{},
 	}
 	return s.paced(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name, err := ParseHost(r.Host, s.cfg.Domain)
-		if errors.Is(err, ErrMalformedHost) {
+		label, err := name.FromHost(r.Host, s.cfg.Domain)
+		if errors.Is(err, name.ErrMalformedHost) {
 			refuse(w, r, http.StatusBadRequest, "The Host header is malformed.")
 			return
 		}
@@ -57,17 +58,17 @@ func (s *Server) newHandler() http.Handler {
 			refuse(w, r, http.StatusNotFound, fmt.Sprintf("No tunnel is served at %s.", r.Host))
 			return
 		}
-		if name == "" {
+		if label == "" {
 			refuse(w, r, http.StatusNotFound, fmt.Sprintf("This is a tunnel server. Tunnels are served at NAME.%s.", s.cfg.Domain))
 			return
 		}
-		host := s.publicHost(name)
-		sess, held := s.registry.Lookup(name)
+		host := s.publicHost(label)
+		sess, held := s.registry.Lookup(label)
 		if sess == nil && held && s.cfg.OfflineWait > 0 {
 			// The client is away, most likely reconnecting: give it a
 			// moment to come back before answering "offline".
 			wctx, cancel := context.WithTimeout(r.Context(), s.cfg.OfflineWait)
-			sess = s.registry.Wait(wctx, name)
+			sess = s.registry.Wait(wctx, label)
 			cancel()
 		}
 		if sess == nil {
@@ -78,13 +79,13 @@ func (s *Server) newHandler() http.Handler {
 			refuse(w, r, http.StatusNotFound, fmt.Sprintf("No tunnel is registered at %s.", host))
 			return
 		}
-		release, ok := s.acquireVisitor(w, r, name, host)
+		release, ok := s.acquireVisitor(w, r, label, host)
 		if !ok {
 			return
 		}
 		defer release()
-		s.ops.routed(r, sess, name)
-		ctx := context.WithValue(r.Context(), routeKey, route{name: name, host: host, sess: sess,
+		s.ops.routed(r, sess, label)
+		ctx := context.WithValue(r.Context(), routeKey, route{name: label, host: host, sess: sess,
 			visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr)})
 		rp.ServeHTTP(w, r.WithContext(ctx))
 	}))

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -415,9 +416,9 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 			random[i] = true
 			continue
 		}
-		if err := ValidateName(t.Name); err != nil {
+		if err := name.Validate(t.Name); err != nil {
 			code := proto.CodeInvalidName
-			if errors.Is(err, ErrReservedName) {
+			if errors.Is(err, name.ErrReserved) {
 				code = proto.CodeNameNotAllowed
 			}
 			return nil, &proto.Error{Code: code, Message: err.Error()}
@@ -492,7 +493,7 @@ func orderNames(hello *proto.Hello, names []string) []string {
 
 func (s *Server) freeRandomName(taken []string) string {
 	for {
-		n := RandomName()
+		n := name.Random()
 		if !slices.Contains(taken, n) && !s.registry.Held(n) {
 			return n
 		}

@@ -42,6 +42,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/tunnelhq/tunnel/pkg/name"
 )
 
 // TokenEntry is one token in the tokens file. See LoadTokensFile for the
@@ -79,7 +81,7 @@ type Identity struct {
 }
 
 // MayClaim reports whether the identity may hold name. name must already be
-// valid (ValidateName) and is compared as is, without case folding. A random
+// valid (name.Validate) and is compared as is, without case folding. A random
 // name, one the server chose because the client asked for none, is always
 // allowed: pass random=true.
 //
@@ -138,7 +140,7 @@ var _ Authenticator = (*TokenSet)(nil)
 // Each entry needs a non-empty label not used by another entry, a SHA256 of
 // exactly 64 lowercase hex digits not used by another entry, valid name
 // patterns and MaxTunnels >= 0. A pattern is "*", a name that passes
-// ValidateName, or such a name's prefix or suffix with one "*" in its place
+// name.Validate, or such a name's prefix or suffix with one "*" in its place
 // ("dev-*", "*-dev"); a pattern that no valid name could match is refused.
 // Errors name the entry by position (from 1) and label:
 //
@@ -230,14 +232,14 @@ func validatePattern(p string) error {
 	stars := strings.Count(p, "*")
 	switch {
 	case stars == 0:
-		return ValidateName(p)
+		return name.Validate(p)
 	case stars > 1 || !strings.HasPrefix(p, "*") && !strings.HasSuffix(p, "*"):
-		return fmt.Errorf("%w: pattern %q: want \"*\", or one '*' at the start or end", ErrInvalidName, p)
+		return fmt.Errorf("%w: pattern %q: want \"*\", or one '*' at the start or end", name.ErrInvalid, p)
 	}
-	if err := ValidateName(strings.Replace(p, "*", "x", 1)); err != nil {
-		if errors.Is(err, ErrReservedName) {
+	if err := name.Validate(strings.Replace(p, "*", "x", 1)); err != nil {
+		if errors.Is(err, name.ErrReserved) {
 			// The placeholder happened to spell a reserved name; other
-			// names still match the pattern, and ValidateName refuses the
+			// names still match the pattern, and name.Validate refuses the
 			// reserved one when it is claimed.
 			return nil
 		}

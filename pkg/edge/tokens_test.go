@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tunnelhq/tunnel/pkg/name"
 )
 
 // tokensTestHash is a well-formed hash for entries whose token the test never
@@ -104,17 +106,17 @@ func TestNewTokenSet_Validation(t *testing.T) {
 		{"uppercase hash", TokenEntry{Label: "pi", SHA256: strings.ToUpper(tokensTestHash)}, `entry 2 ("pi"): sha256: want lowercase hex digits`, nil},
 		{"non-hex hash", TokenEntry{Label: "pi", SHA256: strings.Repeat("g", 64)}, `entry 2 ("pi"): sha256:`, nil},
 		{"negative max", TokenEntry{Label: "pi", SHA256: tokensTestHash, MaxTunnels: -1}, `entry 2 ("pi"): max_tunnels: got -1`, nil},
-		{"invalid name", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"Wiki"}}, `entry 2 ("pi"): names:`, ErrInvalidName},
-		{"reserved name", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"www"}}, `entry 2 ("pi"): names:`, ErrReservedName},
-		{"empty pattern", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{""}}, `names:`, ErrInvalidName},
-		{"star in middle", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"a*b"}}, `names:`, ErrInvalidName},
-		{"two stars", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"*a*"}}, `names:`, ErrInvalidName},
-		{"double star", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"**"}}, `names:`, ErrInvalidName},
-		{"suffix ends with hyphen", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"*-"}}, `names:`, ErrInvalidName},
-		{"prefix starts with hyphen", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"-*"}}, `names:`, ErrInvalidName},
-		{"punycode prefix", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"xn--*"}}, `names:`, ErrInvalidName},
-		{"dotted pattern", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"*.example.com"}}, `names:`, ErrInvalidName},
-		{"too long prefix", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{strings.Repeat("a", 63) + "*"}}, `names:`, ErrInvalidName},
+		{"invalid name", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"Wiki"}}, `entry 2 ("pi"): names:`, name.ErrInvalid},
+		{"reserved name", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"www"}}, `entry 2 ("pi"): names:`, name.ErrReserved},
+		{"empty pattern", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{""}}, `names:`, name.ErrInvalid},
+		{"star in middle", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"a*b"}}, `names:`, name.ErrInvalid},
+		{"two stars", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"*a*"}}, `names:`, name.ErrInvalid},
+		{"double star", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"**"}}, `names:`, name.ErrInvalid},
+		{"suffix ends with hyphen", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"*-"}}, `names:`, name.ErrInvalid},
+		{"prefix starts with hyphen", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"-*"}}, `names:`, name.ErrInvalid},
+		{"punycode prefix", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"xn--*"}}, `names:`, name.ErrInvalid},
+		{"dotted pattern", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"*.example.com"}}, `names:`, name.ErrInvalid},
+		{"too long prefix", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{strings.Repeat("a", 63) + "*"}}, `names:`, name.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -296,9 +298,9 @@ func TestAddToken_Refusals(t *testing.T) {
 		wantIs    error
 	}{
 		{"duplicate label", `{"tokens":[{"label":"pi","sha256":"` + tokensTestHash + `"}]}`, "pi", nil, 0, `label already used`, nil},
-		{"invalid name", "", "pi", []string{"WIKI"}, 0, `names:`, ErrInvalidName},
-		{"reserved name", "", "pi", []string{"admin"}, 0, `names:`, ErrReservedName},
-		{"bad pattern", "", "pi", []string{"a*b"}, 0, `names:`, ErrInvalidName},
+		{"invalid name", "", "pi", []string{"WIKI"}, 0, `names:`, name.ErrInvalid},
+		{"reserved name", "", "pi", []string{"admin"}, 0, `names:`, name.ErrReserved},
+		{"bad pattern", "", "pi", []string{"a*b"}, 0, `names:`, name.ErrInvalid},
 		{"empty label", "", "", nil, 0, `label: empty`, nil},
 		{"negative max", "", "pi", nil, -2, `max_tunnels`, nil},
 		{"unparsable file", `{"tokens":[`, "pi", nil, 0, `parse`, nil},
