@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tunnelhq/tunnel/pkg/edge"
+	"github.com/tunnelhq/tunnel/pkg/token"
 )
 
 func tokenCommand() *cli.Command {
@@ -42,11 +43,11 @@ func tokenAdd(c *cli.Context) error {
 	}
 	path := innermostString(c, "tokens-file")
 	label := c.String("label")
-	token, err := edge.AddToken(path, label, c.StringSlice("name"), c.Int("max-tunnels"))
+	secret, err := token.Add(path, label, c.StringSlice("name"), c.Int("max-tunnels"))
 	if err != nil {
 		return err
 	}
-	fmt.Println(token)
+	fmt.Println(secret)
 	fmt.Fprintf(os.Stderr, "tunneld: added token %q to %s; only its SHA-256 was stored, so copy the token above now: it cannot be shown again\n",
 		label, path)
 	return nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/token"
 )
 
 // Defaults of --dev.
@@ -164,11 +165,13 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 		cfg.TrustedProxies = append(cfg.TrustedProxies, prefix)
 	}
 
-	auth, err := authenticator(tokensFile, sharedToken)
-	if err != nil {
-		return cfg, "", err
+	if tokensFile != "" || sharedToken != "" {
+		set, err := token.Load(tokensFile, sharedToken)
+		if err != nil {
+			return cfg, "", err
+		}
+		cfg.Auth = set
 	}
-	cfg.Auth = auth
 
 	cfg.PublicPort = c.Int("public-port")
 	cfg.NameHold = c.Duration("name-hold")
@@ -199,53 +202,6 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 	cfg.AuthFailMaxDelay = c.Duration("auth-fail-max-delay")
 	cfg.AccessLog = c.Bool("access-log")
 	return cfg, addr, nil
-}
-
-// authenticator combines the tokens file and the shared token; nil if
-// neither is configured.
-func authenticator(tokensFile, sharedToken string) (edge.Authenticator, error) {
-	var auths firstMatch
-	if tokensFile != "" {
-		set, err := edge.LoadTokensFile(tokensFile)
-		if err != nil {
-			return nil, err
-		}
-		auths = append(auths, set)
-	}
-	if sharedToken != "" {
-		set, err := edge.NewTokenSet([]edge.TokenEntry{edge.SharedTokenEntry(sharedToken)})
-		if err != nil {
-			return nil, fmt.Errorf("TUNNELD_TOKEN: %w", err)
-		}
-		auths = append(auths, set)
-	}
-	switch len(auths) {
-	case 0:
-		return nil, nil
-	case 1:
-		return auths[0], nil
-	}
-	return auths, nil
-}
-
-// firstMatch asks each Authenticator in turn and returns the first
-// identity. It asks all of them every time, so that the time taken does not
-// tell which one matched. It exists because edge can load a tokens file only
-// as a finished TokenSet, so the file's entries and the shared token cannot
-// go into one NewTokenSet.
-type firstMatch []edge.Authenticator
-
-func (a firstMatch) Authenticate(token string) (*edge.Identity, error) {
-	var id *edge.Identity
-	for _, auth := range a {
-		if got, err := auth.Authenticate(token); err == nil && id == nil {
-			id = got
-		}
-	}
-	if id == nil {
-		return nil, edge.ErrBadToken
-	}
-	return id, nil
 }
 
 // parseBytes reads a size as the flags take it: a number of bytes, or a

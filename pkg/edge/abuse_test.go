@@ -28,6 +28,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
+	"github.com/tunnelhq/tunnel/pkg/token"
 )
 
 // attacker is the source address of every hostile row; the canary visitor
@@ -444,9 +445,9 @@ func baseHostileRows() []hostileRow {
 		}},
 		{"name held by another token", nil, nameRow("canary", proto.CodeNameTaken)},
 		{"token pattern bypasses", func(c *edge.Config) {
-			carol, err := edge.NewTokenSet([]edge.TokenEntry{
-				{Label: "alice", SHA256: edge.HashToken(aliceToken), Names: []string{"*"}},
-				{Label: "carol", SHA256: edge.HashToken("tk_carol"), Names: []string{"dev-*"}},
+			carol, err := token.New([]token.Entry{
+				{Label: "alice", SHA256: token.Hash(aliceToken), Names: []string{"*"}},
+				{Label: "carol", SHA256: token.Hash("tk_carol"), Names: []string{"dev-*"}},
 			})
 			if err != nil {
 				panic(err)

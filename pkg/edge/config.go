@@ -11,7 +11,16 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/token"
 )
+
+// Authenticator checks a token presented by a client; a *token.Set is one.
+// Implementations are safe for concurrent use.
+type Authenticator interface {
+	// Authenticate returns the identity the token proves, or an error
+	// wrapping token.ErrBad. The returned Identity belongs to the caller.
+	Authenticate(token string) (*token.Identity, error)
+}
 
 // Config configures a Server. Start from DefaultConfig.
 type Config struct {

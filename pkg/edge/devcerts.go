@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tunnelhq/tunnel/internal/atomicfile"
 	"github.com/tunnelhq/tunnel/pkg/name"
 )
 
@@ -343,10 +344,10 @@ func loadOrCreateDevLeaf(dir, domain string, caCert *x509.Certificate, caKey cry
 	}
 	// Key first: a crash between the two renames leaves a pair that does
 	// not match, which the next run reports as damaged.
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return nil, nil, fmt.Errorf("dev certs: write leaf key: %w", err)
 	}
-	if err := writeFileAtomic(certPath, devCertPEM(leaf.Certificate[0]), 0o644); err != nil {
+	if err := atomicfile.Write(certPath, devCertPEM(leaf.Certificate[0]), 0o644); err != nil {
 		return nil, nil, fmt.Errorf("dev certs: write leaf certificate: %w", err)
 	}
 	return leaf, key, nil

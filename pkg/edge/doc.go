@@ -62,6 +62,11 @@
 // whose link died silently ends when the keepalive gives up on it, within
 // Config.Mux.KeepAliveInterval+WriteTimeout (mux.Config.SetPeerTimeout).
 //
+// Tokens are not the edge's concern: package token holds the tokens file,
+// hashing and the constant-time check, and is shared with "tunneld token
+// add". The edge only asks Config.Auth (an Authenticator, usually a
+// *token.Set) who a token proves the client to be.
+//
 // # Limits
 //
 // Everything a peer can stall or pile up is bounded (limits.go): the TLS

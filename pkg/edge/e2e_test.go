@@ -32,6 +32,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
+	"github.com/tunnelhq/tunnel/pkg/token"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -99,9 +100,9 @@ var (
 func startEdge(t testing.TB, mod func(*edge.Config)) *harness {
 	t.Helper()
 	tlsCfg, pool := newTestTLS(t)
-	tokens, err := edge.NewTokenSet([]edge.TokenEntry{
-		{Label: "alice", SHA256: edge.HashToken(aliceToken), Names: []string{"*"}},
-		{Label: "bob", SHA256: edge.HashToken(bobToken), Names: []string{"*"}},
+	tokens, err := token.New([]token.Entry{
+		{Label: "alice", SHA256: token.Hash(aliceToken), Names: []string{"*"}},
+		{Label: "bob", SHA256: token.Hash(bobToken), Names: []string{"*"}},
 	})
 	if err != nil {
 		t.Fatal(err)

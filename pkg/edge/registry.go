@@ -17,7 +17,7 @@ var ErrNameTaken = errors.New("name taken")
 // interface so that several tunneld nodes can later share one store; the
 // in-memory MemoryRegistry serves a single node.
 //
-// Names belong to an owner (a token's Identity.ID). When a session ends its
+// Names belong to an owner (token.Identity.ID). When a session ends its
 // names stay reserved for their owner for a hold period, so a client that
 // reconnects gets the same names back and nobody else can take them
 // meanwhile. Implementations are safe for concurrent use.

@@ -24,13 +24,14 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
+	"github.com/tunnelhq/tunnel/pkg/token"
 )
 
 // Session is one connected, authenticated client as the edge sees it. Its
 // fields are set before it is registered and never change after.
 type Session struct {
 	ID         string
-	Owner      string // Identity.ID of its token, or for anonymous clients see anonOwner
+	Owner      string // token.Identity.ID of its token, or for anonymous clients see anonOwner
 	Label      string // the token's label, for logs
 	RemoteAddr string
 	Connected  time.Time
@@ -374,7 +375,7 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 		mux:        ms,
 	}
 	maxTunnels := s.cfg.MaxTunnelsPerSession
-	var id *Identity
+	var id *token.Identity
 	switch {
 	case hello.Token == "" && s.cfg.AllowAnonymous:
 		// An anonymous client's names belong to its owner key, so that
@@ -388,7 +389,7 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 	default:
 		var err error
 		if s.cfg.Auth == nil {
-			err = ErrBadToken
+			err = token.ErrBad
 		} else {
 			id, err = s.cfg.Auth.Authenticate(hello.Token)
 		}

@@ -1,4 +1,4 @@
-package edge
+package token
 
 import (
 	"encoding/base64"
@@ -11,23 +11,23 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/name"
 )
 
-// tokensTestHash is a well-formed hash for entries whose token the test never
+// testHash is a well-formed hash for entries whose token the test never
 // presents.
-var tokensTestHash = HashToken("tk_unused")
+var testHash = Hash("tk_unused")
 
-func TestTokenSet_Authenticate(t *testing.T) {
-	set, err := NewTokenSet([]TokenEntry{
-		{Label: "pi", SHA256: HashToken("tk_pi"), Names: []string{"wiki", "dev-*"}, MaxTunnels: 4},
-		{Label: "laptop", SHA256: HashToken("tk_laptop")},
-		SharedTokenEntry("s3cret"),
+func TestSet_Authenticate(t *testing.T) {
+	set, err := New([]Entry{
+		{Label: "pi", SHA256: Hash("tk_pi"), Names: []string{"wiki", "dev-*"}, MaxTunnels: 4},
+		{Label: "laptop", SHA256: Hash("tk_laptop")},
+		SharedEntry("s3cret"),
 	})
 	if err != nil {
-		t.Fatalf("NewTokenSet: got %v, want nil", err)
+		t.Fatalf("New: got %v, want nil", err)
 	}
 	tests := []struct {
 		name      string
 		token     string
-		wantLabel string // "": want ErrBadToken
+		wantLabel string // "": want ErrBad
 	}{
 		{"first", "tk_pi", "pi"},
 		{"second", "tk_laptop", "laptop"},
@@ -36,14 +36,14 @@ func TestTokenSet_Authenticate(t *testing.T) {
 		{"unknown", "tk_nope", ""},
 		{"case matters", "TK_PI", ""},
 		{"prefix of a token", "tk_p", ""},
-		{"hash instead of token", HashToken("tk_pi"), ""},
+		{"hash instead of token", Hash("tk_pi"), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			id, err := set.Authenticate(tt.token)
 			if tt.wantLabel == "" {
-				if !errors.Is(err, ErrBadToken) || id != nil {
-					t.Fatalf("Authenticate(%q): got (%v, %v), want (nil, ErrBadToken)", tt.token, id, err)
+				if !errors.Is(err, ErrBad) || id != nil {
+					t.Fatalf("Authenticate(%q): got (%v, %v), want (nil, ErrBad)", tt.token, id, err)
 				}
 				return
 			}
@@ -53,7 +53,7 @@ func TestTokenSet_Authenticate(t *testing.T) {
 			if id.Label != tt.wantLabel {
 				t.Fatalf("Authenticate(%q): got label %q, want %q", tt.token, id.Label, tt.wantLabel)
 			}
-			if want := "token:" + HashToken(tt.token)[:16]; id.ID != want {
+			if want := "token:" + Hash(tt.token)[:16]; id.ID != want {
 				t.Fatalf("Authenticate(%q): got ID %q, want %q", tt.token, id.ID, want)
 			}
 		})
@@ -79,62 +79,62 @@ func TestTokenSet_Authenticate(t *testing.T) {
 	})
 }
 
-func TestTokenSet_EmptySetRefusesAll(t *testing.T) {
-	set, err := NewTokenSet(nil)
+func TestSet_EmptySetRefusesAll(t *testing.T) {
+	set, err := New(nil)
 	if err != nil {
-		t.Fatalf("NewTokenSet(nil): got %v, want nil", err)
+		t.Fatalf("New(nil): got %v, want nil", err)
 	}
-	if _, err := set.Authenticate("tk_anything"); !errors.Is(err, ErrBadToken) {
-		t.Fatalf("Authenticate: got %v, want ErrBadToken", err)
+	if _, err := set.Authenticate("tk_anything"); !errors.Is(err, ErrBad) {
+		t.Fatalf("Authenticate: got %v, want ErrBad", err)
 	}
 }
 
-func TestNewTokenSet_Validation(t *testing.T) {
-	ok := TokenEntry{Label: "ok", SHA256: HashToken("tk_ok")}
+func TestNew_Validation(t *testing.T) {
+	ok := Entry{Label: "ok", SHA256: Hash("tk_ok")}
 	tests := []struct {
 		name      string
-		entry     TokenEntry // appended after ok
-		wantInErr string     // "": valid
+		entry     Entry  // appended after ok
+		wantInErr string // "": valid
 		wantIs    error
 	}{
-		{"valid", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"wiki", "*", "dev-*", "*-dev", "a*"}, MaxTunnels: 2}, "", nil},
-		{"empty label", TokenEntry{SHA256: tokensTestHash}, `entry 2 (""): label: empty`, nil},
-		{"duplicate label", TokenEntry{Label: "ok", SHA256: tokensTestHash}, `entry 2 ("ok"): label: already used by entry 1`, nil},
-		{"duplicate hash", TokenEntry{Label: "pi", SHA256: ok.SHA256}, `entry 2 ("pi"): sha256: same token as entry 1`, nil},
-		{"short hash", TokenEntry{Label: "pi", SHA256: "abc123"}, `entry 2 ("pi"): sha256: want 64 lowercase hex digits, got 6 characters`, nil},
-		{"empty hash", TokenEntry{Label: "pi"}, `entry 2 ("pi"): sha256:`, nil},
-		{"uppercase hash", TokenEntry{Label: "pi", SHA256: strings.ToUpper(tokensTestHash)}, `entry 2 ("pi"): sha256: want lowercase hex digits`, nil},
-		{"non-hex hash", TokenEntry{Label: "pi", SHA256: strings.Repeat("g", 64)}, `entry 2 ("pi"): sha256:`, nil},
-		{"negative max", TokenEntry{Label: "pi", SHA256: tokensTestHash, MaxTunnels: -1}, `entry 2 ("pi"): max_tunnels: got -1`, nil},
-		{"invalid name", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"Wiki"}}, `entry 2 ("pi"): names:`, name.ErrInvalid},
-		{"reserved name", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"www"}}, `entry 2 ("pi"): names:`, name.ErrReserved},
-		{"empty pattern", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{""}}, `names:`, name.ErrInvalid},
-		{"star in middle", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"a*b"}}, `names:`, name.ErrInvalid},
-		{"two stars", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"*a*"}}, `names:`, name.ErrInvalid},
-		{"double star", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"**"}}, `names:`, name.ErrInvalid},
-		{"suffix ends with hyphen", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"*-"}}, `names:`, name.ErrInvalid},
-		{"prefix starts with hyphen", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"-*"}}, `names:`, name.ErrInvalid},
-		{"punycode prefix", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"xn--*"}}, `names:`, name.ErrInvalid},
-		{"dotted pattern", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{"*.example.com"}}, `names:`, name.ErrInvalid},
-		{"too long prefix", TokenEntry{Label: "pi", SHA256: tokensTestHash, Names: []string{strings.Repeat("a", 63) + "*"}}, `names:`, name.ErrInvalid},
+		{"valid", Entry{Label: "pi", SHA256: testHash, Names: []string{"wiki", "*", "dev-*", "*-dev", "a*"}, MaxTunnels: 2}, "", nil},
+		{"empty label", Entry{SHA256: testHash}, `entry 2 (""): label: empty`, nil},
+		{"duplicate label", Entry{Label: "ok", SHA256: testHash}, `entry 2 ("ok"): label: already used by entry 1`, nil},
+		{"duplicate hash", Entry{Label: "pi", SHA256: ok.SHA256}, `entry 2 ("pi"): sha256: same token as entry 1`, nil},
+		{"short hash", Entry{Label: "pi", SHA256: "abc123"}, `entry 2 ("pi"): sha256: want 64 lowercase hex digits, got 6 characters`, nil},
+		{"empty hash", Entry{Label: "pi"}, `entry 2 ("pi"): sha256:`, nil},
+		{"uppercase hash", Entry{Label: "pi", SHA256: strings.ToUpper(testHash)}, `entry 2 ("pi"): sha256: want lowercase hex digits`, nil},
+		{"non-hex hash", Entry{Label: "pi", SHA256: strings.Repeat("g", 64)}, `entry 2 ("pi"): sha256:`, nil},
+		{"negative max", Entry{Label: "pi", SHA256: testHash, MaxTunnels: -1}, `entry 2 ("pi"): max_tunnels: got -1`, nil},
+		{"invalid name", Entry{Label: "pi", SHA256: testHash, Names: []string{"Wiki"}}, `entry 2 ("pi"): names:`, name.ErrInvalid},
+		{"reserved name", Entry{Label: "pi", SHA256: testHash, Names: []string{"www"}}, `entry 2 ("pi"): names:`, name.ErrReserved},
+		{"empty pattern", Entry{Label: "pi", SHA256: testHash, Names: []string{""}}, `names:`, name.ErrInvalid},
+		{"star in middle", Entry{Label: "pi", SHA256: testHash, Names: []string{"a*b"}}, `names:`, name.ErrInvalid},
+		{"two stars", Entry{Label: "pi", SHA256: testHash, Names: []string{"*a*"}}, `names:`, name.ErrInvalid},
+		{"double star", Entry{Label: "pi", SHA256: testHash, Names: []string{"**"}}, `names:`, name.ErrInvalid},
+		{"suffix ends with hyphen", Entry{Label: "pi", SHA256: testHash, Names: []string{"*-"}}, `names:`, name.ErrInvalid},
+		{"prefix starts with hyphen", Entry{Label: "pi", SHA256: testHash, Names: []string{"-*"}}, `names:`, name.ErrInvalid},
+		{"punycode prefix", Entry{Label: "pi", SHA256: testHash, Names: []string{"xn--*"}}, `names:`, name.ErrInvalid},
+		{"dotted pattern", Entry{Label: "pi", SHA256: testHash, Names: []string{"*.example.com"}}, `names:`, name.ErrInvalid},
+		{"too long prefix", Entry{Label: "pi", SHA256: testHash, Names: []string{strings.Repeat("a", 63) + "*"}}, `names:`, name.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := NewTokenSet([]TokenEntry{ok, tt.entry})
+			_, err := New([]Entry{ok, tt.entry})
 			if tt.wantInErr == "" {
 				if err != nil {
-					t.Fatalf("NewTokenSet: got %v, want nil", err)
+					t.Fatalf("New: got %v, want nil", err)
 				}
 				return
 			}
 			if err == nil {
-				t.Fatalf("NewTokenSet: got nil, want error containing %q", tt.wantInErr)
+				t.Fatalf("New: got nil, want error containing %q", tt.wantInErr)
 			}
 			if !strings.HasPrefix(err.Error(), "tokens: entry 2 (") || !strings.Contains(err.Error(), tt.wantInErr) {
-				t.Fatalf("NewTokenSet: got %q, want \"tokens: entry 2 (...\" containing %q", err, tt.wantInErr)
+				t.Fatalf("New: got %q, want \"tokens: entry 2 (...\" containing %q", err, tt.wantInErr)
 			}
 			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
-				t.Fatalf("NewTokenSet: got %v, want error wrapping %v", err, tt.wantIs)
+				t.Fatalf("New: got %v, want error wrapping %v", err, tt.wantIs)
 			}
 		})
 	}
@@ -175,54 +175,54 @@ func TestIdentity_MayClaimName(t *testing.T) {
 	}
 }
 
-func TestHashToken(t *testing.T) {
+func TestHash(t *testing.T) {
 	// SHA-256("abc") from FIPS 180-2, appendix B.1.
 	const want = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-	if got := HashToken("abc"); got != want {
-		t.Fatalf("HashToken(\"abc\"): got %s, want %s", got, want)
+	if got := Hash("abc"); got != want {
+		t.Fatalf("Hash(\"abc\"): got %s, want %s", got, want)
 	}
 }
 
-func TestGenerateToken(t *testing.T) {
+func TestGenerate(t *testing.T) {
 	seen := make(map[string]bool)
 	for range 100 {
-		tok, err := GenerateToken()
+		tok, err := Generate()
 		if err != nil {
-			t.Fatalf("GenerateToken: got %v, want nil", err)
+			t.Fatalf("Generate: got %v, want nil", err)
 		}
 		body, ok := strings.CutPrefix(tok, "tk_")
 		if !ok {
-			t.Fatalf("GenerateToken: got %q, want prefix tk_", tok)
+			t.Fatalf("Generate: got %q, want prefix tk_", tok)
 		}
 		raw, err := base64.RawURLEncoding.DecodeString(body)
 		if err != nil || len(raw) != 32 {
-			t.Fatalf("GenerateToken: got %q (%d bytes, %v), want 32 bytes of unpadded base64url", tok, len(raw), err)
+			t.Fatalf("Generate: got %q (%d bytes, %v), want 32 bytes of unpadded base64url", tok, len(raw), err)
 		}
 		if seen[tok] {
-			t.Fatalf("GenerateToken: got %q twice", tok)
+			t.Fatalf("Generate: got %q twice", tok)
 		}
 		seen[tok] = true
 	}
 }
 
-func TestSharedTokenEntry(t *testing.T) {
-	e := SharedTokenEntry("s3cret")
-	if e.Label != "shared" || e.SHA256 != HashToken("s3cret") || len(e.Names) != 1 || e.Names[0] != "*" {
-		t.Fatalf("SharedTokenEntry: got %+v, want label shared, hash of the token, names [*]", e)
+func TestSharedEntry(t *testing.T) {
+	e := SharedEntry("s3cret")
+	if e.Label != "shared" || e.SHA256 != Hash("s3cret") || len(e.Names) != 1 || e.Names[0] != "*" {
+		t.Fatalf("SharedEntry: got %+v, want label shared, hash of the token, names [*]", e)
 	}
 }
 
-func TestAddToken_RoundTrip(t *testing.T) {
+func TestAdd_RoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "conf", "tokens.json") // parent does not exist yet
 
-	tokPi, err := AddToken(path, "pi", []string{"wiki", "dev-*"}, 4)
+	tokPi, err := Add(path, "pi", []string{"wiki", "dev-*"}, 4)
 	if err != nil {
-		t.Fatalf("AddToken pi: got %v, want nil", err)
+		t.Fatalf("Add pi: got %v, want nil", err)
 	}
-	tokLaptop, err := AddToken(path, "laptop", nil, 0)
+	tokLaptop, err := Add(path, "laptop", nil, 0)
 	if err != nil {
-		t.Fatalf("AddToken laptop: got %v, want nil", err)
+		t.Fatalf("Add laptop: got %v, want nil", err)
 	}
 
 	for p, want := range map[string]os.FileMode{path: 0o600, filepath.Dir(path): 0o700} {
@@ -245,9 +245,9 @@ func TestAddToken_RoundTrip(t *testing.T) {
 		t.Fatalf("files next to the tokens file: got %d, want 1 (no temporary files left)", len(entries))
 	}
 
-	set, err := LoadTokensFile(path)
+	set, err := Load(path, "")
 	if err != nil {
-		t.Fatalf("LoadTokensFile: got %v, want nil", err)
+		t.Fatalf("Load: got %v, want nil", err)
 	}
 	id, err := set.Authenticate(tokPi)
 	if err != nil {
@@ -264,30 +264,30 @@ func TestAddToken_RoundTrip(t *testing.T) {
 		t.Fatalf("laptop identity: got %+v, want label laptop with random names only", id)
 	}
 	for _, bad := range []string{"", "tk_wrong", tokPi + "x"} {
-		if _, err := set.Authenticate(bad); !errors.Is(err, ErrBadToken) {
-			t.Fatalf("Authenticate(%q): got %v, want ErrBadToken", bad, err)
+		if _, err := set.Authenticate(bad); !errors.Is(err, ErrBad) {
+			t.Fatalf("Authenticate(%q): got %v, want ErrBad", bad, err)
 		}
 	}
 }
 
-func TestAddToken_KeepsMode0600(t *testing.T) {
+func TestAdd_KeepsMode0600(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tokens.json")
 	if err := os.WriteFile(path, []byte(`{"tokens":[]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := AddToken(path, "pi", nil, 0); err != nil {
-		t.Fatalf("AddToken: got %v, want nil", err)
+	if _, err := Add(path, "pi", nil, 0); err != nil {
+		t.Fatalf("Add: got %v, want nil", err)
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := fi.Mode().Perm(); got != 0o600 {
-		t.Fatalf("mode after AddToken: got %o, want 600", got)
+		t.Fatalf("mode after Add: got %o, want 600", got)
 	}
 }
 
-func TestAddToken_Refusals(t *testing.T) {
+func TestAdd_Refusals(t *testing.T) {
 	tests := []struct {
 		name      string
 		existing  string // file content before; "" for no file
@@ -297,7 +297,7 @@ func TestAddToken_Refusals(t *testing.T) {
 		wantInErr string
 		wantIs    error
 	}{
-		{"duplicate label", `{"tokens":[{"label":"pi","sha256":"` + tokensTestHash + `"}]}`, "pi", nil, 0, `label already used`, nil},
+		{"duplicate label", `{"tokens":[{"label":"pi","sha256":"` + testHash + `"}]}`, "pi", nil, 0, `label already used`, nil},
 		{"invalid name", "", "pi", []string{"WIKI"}, 0, `names:`, name.ErrInvalid},
 		{"reserved name", "", "pi", []string{"admin"}, 0, `names:`, name.ErrReserved},
 		{"bad pattern", "", "pi", []string{"a*b"}, 0, `names:`, name.ErrInvalid},
@@ -314,26 +314,26 @@ func TestAddToken_Refusals(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			tok, err := AddToken(path, tt.label, tt.names, tt.max)
+			tok, err := Add(path, tt.label, tt.names, tt.max)
 			if err == nil || !strings.Contains(err.Error(), tt.wantInErr) {
-				t.Fatalf("AddToken: got (%q, %v), want error containing %q", tok, err, tt.wantInErr)
+				t.Fatalf("Add: got (%q, %v), want error containing %q", tok, err, tt.wantInErr)
 			}
 			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
-				t.Fatalf("AddToken: got %v, want error wrapping %v", err, tt.wantIs)
+				t.Fatalf("Add: got %v, want error wrapping %v", err, tt.wantIs)
 			}
 			data, readErr := os.ReadFile(path)
 			switch {
 			case tt.existing == "" && readErr == nil:
-				t.Fatalf("AddToken failed but created %s:\n%s", path, data)
+				t.Fatalf("Add failed but created %s:\n%s", path, data)
 			case tt.existing != "" && string(data) != tt.existing:
-				t.Fatalf("AddToken failed but changed the file: got %q, want %q", data, tt.existing)
+				t.Fatalf("Add failed but changed the file: got %q, want %q", data, tt.existing)
 			}
 		})
 	}
 }
 
-func TestLoadTokensFile_Errors(t *testing.T) {
-	good := `{"label":"pi","sha256":"` + tokensTestHash + `"}`
+func TestLoad_Errors(t *testing.T) {
+	good := `{"label":"pi","sha256":"` + testHash + `"}`
 	tests := []struct {
 		name      string
 		content   string
@@ -342,12 +342,12 @@ func TestLoadTokensFile_Errors(t *testing.T) {
 		{"empty file", ``, `file is empty`},
 		{"bad json", "{\n  \"tokens\": [\n    {\"label\": \"pi\",}\n  ]\n}", `line 3, column 20: invalid character '}'`},
 		{"truncated", `{"tokens":[` + good, `unexpected EOF`},
-		{"wrong type", `{"tokens":[{"label":"pi","sha256":"` + tokensTestHash + `","max_tunnels":"4"}]}`, `line 1, column`},
-		{"unknown field", `{"tokens":[{"label":"pi","sha256":"` + tokensTestHash + `","max_tunnel":4}]}`, `unknown field "max_tunnel"`},
+		{"wrong type", `{"tokens":[{"label":"pi","sha256":"` + testHash + `","max_tunnels":"4"}]}`, `line 1, column`},
+		{"unknown field", `{"tokens":[{"label":"pi","sha256":"` + testHash + `","max_tunnel":4}]}`, `unknown field "max_tunnel"`},
 		{"unknown top-level field", `{"token":[]}`, `unknown field "token"`},
 		{"trailing data", `{"tokens":[]} {}`, `trailing data`},
 		{"bad hash", `{"tokens":[{"label":"pi","sha256":"abcd"}]}`, `entry 1 ("pi"): sha256: want 64 lowercase hex digits, got 4 characters`},
-		{"duplicate label", `{"tokens":[` + good + `,{"label":"pi","sha256":"` + HashToken("x") + `"}]}`, `entry 2 ("pi"): label: already used by entry 1`},
+		{"duplicate label", `{"tokens":[` + good + `,{"label":"pi","sha256":"` + Hash("x") + `"}]}`, `entry 2 ("pi"): label: already used by entry 1`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -355,17 +355,17 @@ func TestLoadTokensFile_Errors(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := LoadTokensFile(path)
+			_, err := Load(path, "")
 			if err == nil || !strings.Contains(err.Error(), tt.wantInErr) || !strings.Contains(err.Error(), path) {
-				t.Fatalf("LoadTokensFile: got %v, want error naming %s and containing %q", err, path, tt.wantInErr)
+				t.Fatalf("Load: got %v, want error naming %s and containing %q", err, path, tt.wantInErr)
 			}
 		})
 	}
 
 	t.Run("missing file", func(t *testing.T) {
-		_, err := LoadTokensFile(filepath.Join(t.TempDir(), "nope.json"))
+		_, err := Load(filepath.Join(t.TempDir(), "nope.json"), "")
 		if !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("LoadTokensFile: got %v, want error wrapping os.ErrNotExist", err)
+			t.Fatalf("Load: got %v, want error wrapping os.ErrNotExist", err)
 		}
 	})
 
@@ -374,8 +374,51 @@ func TestLoadTokensFile_Errors(t *testing.T) {
 		if err := os.WriteFile(path, []byte(`{"tokens":[`+good+`]}`), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := LoadTokensFile(path); err != nil {
-			t.Fatalf("LoadTokensFile: got %v, want nil", err)
+		if _, err := Load(path, ""); err != nil {
+			t.Fatalf("Load: got %v, want nil", err)
 		}
 	})
+}
+
+func TestLoad_FileAndShared(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	// The file has its own "shared" label and holds the shared secret too:
+	// neither clashes with the shared entry, and the file's entry wins.
+	file := `{"tokens":[` +
+		`{"label":"laptop","sha256":"` + Hash("file-token") + `","names":["wiki"]},` +
+		`{"label":"shared","sha256":"` + Hash("other-token") + `"},` +
+		`{"label":"both","sha256":"` + Hash("both-token") + `","names":["wiki"]}]}`
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path, shared string
+		checks             map[string]string // token -> label; "" for ErrBad
+	}{
+		{"file and shared", path, "shared-token", map[string]string{
+			"file-token": "laptop", "other-token": "shared", "shared-token": "shared", "wrong": "", "": ""}},
+		{"file wins", path, "both-token", map[string]string{"both-token": "both"}},
+		{"shared only", "", "shared-token", map[string]string{"shared-token": "shared", "file-token": ""}},
+		{"file only", path, "", map[string]string{"file-token": "laptop", "shared-token": ""}},
+		{"neither", "", "", map[string]string{"shared-token": "", "": ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set, err := Load(tc.path, tc.shared)
+			if err != nil {
+				t.Fatalf("Load: got %v, want nil", err)
+			}
+			for tok, wantLabel := range tc.checks {
+				id, err := set.Authenticate(tok)
+				if wantLabel == "" {
+					if !errors.Is(err, ErrBad) {
+						t.Errorf("Authenticate(%q): got %v, %v; want ErrBad", tok, id, err)
+					}
+					continue
+				}
+				if err != nil || id.Label != wantLabel {
+					t.Errorf("Authenticate(%q): got %v, %v; want label %q", tok, id, err, wantLabel)
+				}
+			}
+		})
+	}
 }

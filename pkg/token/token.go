@@ -1,4 +1,13 @@
-// Client authentication with tokens.
+// Package token is how tunneld knows its clients: the tokens they present,
+// the set of entries a token is checked against, and the tokens file that
+// holds those entries.
+//
+// It is a package of its own because it has two users that share nothing
+// else: the edge, which authenticates each client's Hello against a Set
+// (edge.Config.Auth), and the "tunneld token add" command, which writes the
+// file (Add) without starting a server. Neither needs the other's code, and
+// the rules for the file must be the same for both, so that Add can never
+// write a file that the server then refuses.
 //
 // tunneld reads its tokens from a JSON file (--tokens-file) that holds only
 // the SHA-256 of each token, so a leaked file (a backup, a support bundle)
@@ -22,9 +31,8 @@
 // server default. Unknown fields are an error, so that a typo such as
 // "max_tunnel" is reported instead of silently ignored.
 //
-// AddToken (tunneld's "token add") is the intended way to write the file.
-
-package edge
+// Add (tunneld's "token add") is the intended way to write the file.
+package token
 
 import (
 	"bytes"
@@ -43,15 +51,16 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tunnelhq/tunnel/internal/atomicfile"
 	"github.com/tunnelhq/tunnel/pkg/name"
 )
 
-// TokenEntry is one token in the tokens file. See LoadTokensFile for the
-// file format.
-type TokenEntry struct {
+// Entry is one token in the tokens file. See the package doc for the file
+// format.
+type Entry struct {
 	// Label names the token in logs and errors. Required, unique in a file.
 	Label string `json:"label"`
-	// SHA256 is the lowercase hex SHA-256 of the token (see HashToken).
+	// SHA256 is the lowercase hex SHA-256 of the token (see Hash).
 	SHA256 string `json:"sha256"`
 	// Names are the names the token may claim: exact names ("wiki"), "*" for
 	// any name, a prefix pattern ("dev-*") or a suffix pattern ("*-dev").
@@ -62,9 +71,9 @@ type TokenEntry struct {
 	MaxTunnels int `json:"max_tunnels,omitempty"`
 }
 
-// ErrBadToken is returned by Authenticate for an empty or unknown token. It
+// ErrBad is returned by Authenticate for an empty or unknown token. It
 // deliberately says nothing more, so a client cannot tell the two apart.
-var ErrBadToken = errors.New("bad token")
+var ErrBad = errors.New("bad token")
 
 // Identity is who a token proves the client to be.
 type Identity struct {
@@ -74,7 +83,7 @@ type Identity struct {
 	ID string
 	// Label is the token's label, for logs.
 	Label string
-	// Patterns are the names the identity may claim; see TokenEntry.Names.
+	// Patterns are the names the identity may claim; see Entry.Names.
 	Patterns []string
 	// MaxTunnels caps concurrent tunnels; 0 means the server default.
 	MaxTunnels int
@@ -112,18 +121,10 @@ func (id *Identity) MayClaim(name string, random bool) bool {
 	return false
 }
 
-// Authenticator checks a token presented by a client. Implementations are
-// safe for concurrent use.
-type Authenticator interface {
-	// Authenticate returns the identity the token proves, or an error
-	// wrapping ErrBadToken. The returned Identity belongs to the caller.
-	Authenticate(token string) (*Identity, error)
-}
-
-// TokenSet is an Authenticator over a fixed set of entries. It is immutable
-// after NewTokenSet and safe for concurrent use; to change the tokens, build
-// a new set.
-type TokenSet struct {
+// Set is the set of entries client tokens are checked against (it satisfies
+// edge.Authenticator). It is immutable after New or Load and safe for
+// concurrent use; to change the tokens, build a new set.
+type Set struct {
 	tokens []setToken
 }
 
@@ -132,9 +133,7 @@ type setToken struct {
 	id   Identity
 }
 
-var _ Authenticator = (*TokenSet)(nil)
-
-// NewTokenSet validates entries and returns a TokenSet over them. An empty
+// New validates entries and returns a Set over them. An empty
 // list is valid: such a set refuses every token.
 //
 // Each entry needs a non-empty label not used by another entry, a SHA256 of
@@ -145,18 +144,18 @@ var _ Authenticator = (*TokenSet)(nil)
 // Errors name the entry by position (from 1) and label:
 //
 //	tokens: entry 2 ("pi"): sha256: want 64 lowercase hex digits, got 12 characters
-func NewTokenSet(entries []TokenEntry) (*TokenSet, error) {
-	return newTokenSet(entries, "")
+func New(entries []Entry) (*Set, error) {
+	return newSet(entries, "")
 }
 
-// newTokenSet is NewTokenSet with the file the entries came from, if any,
+// newSet is New with the file the entries came from, if any,
 // named in errors.
-func newTokenSet(entries []TokenEntry, path string) (*TokenSet, error) {
+func newSet(entries []Entry, path string) (*Set, error) {
 	where := "tokens: "
 	if path != "" {
 		where += path + ": "
 	}
-	s := &TokenSet{tokens: make([]setToken, 0, len(entries))}
+	s := &Set{tokens: make([]setToken, 0, len(entries))}
 	labels := make(map[string]int, len(entries))
 	hashes := make(map[[sha256.Size]byte]int, len(entries))
 	for i, e := range entries {
@@ -172,7 +171,7 @@ func newTokenSet(entries []TokenEntry, path string) (*TokenSet, error) {
 		}
 		labels[e.Label] = n
 
-		hash, err := parseTokenHash(e.SHA256)
+		hash, err := parseHash(e.SHA256)
 		if err != nil {
 			return nil, fail("sha256: %w", err)
 		}
@@ -204,8 +203,8 @@ func newTokenSet(entries []TokenEntry, path string) (*TokenSet, error) {
 	return s, nil
 }
 
-// parseTokenHash decodes a 64-digit lowercase hex SHA-256.
-func parseTokenHash(s string) ([sha256.Size]byte, error) {
+// parseHash decodes a 64-digit lowercase hex SHA-256.
+func parseHash(s string) ([sha256.Size]byte, error) {
 	var h [sha256.Size]byte
 	if len(s) != hex.EncodedLen(sha256.Size) {
 		return h, fmt.Errorf("want %d lowercase hex digits, got %d characters", hex.EncodedLen(sha256.Size), len(s))
@@ -221,7 +220,7 @@ func parseTokenHash(s string) ([sha256.Size]byte, error) {
 	return h, nil
 }
 
-// validatePattern checks one entry of TokenEntry.Names. A star pattern is
+// validatePattern checks one entry of Entry.Names. A star pattern is
 // checked by putting one letter in the star's place and validating the
 // result: "dev-*" is fine because "dev-x" is a valid name, while "*-" or
 // "xn--*" are refused because no valid name can end in '-' or start "xn--".
@@ -251,52 +250,74 @@ func validatePattern(p string) error {
 // Authenticate hashes token with SHA-256 and compares the hash with every
 // entry in constant time, without stopping at a match, so the time taken
 // says nothing about which entry matched or how close a guess was. It
-// returns a fresh copy of the matching Identity, or ErrBadToken for an empty
-// or unknown token.
-func (s *TokenSet) Authenticate(token string) (*Identity, error) {
+// returns a fresh copy of the matching Identity, or ErrBad for an empty
+// or unknown token. Only a Set from Load can hold one token twice (in the
+// file and as the shared secret); then the first entry, the file's, wins.
+func (s *Set) Authenticate(token string) (*Identity, error) {
 	if token == "" {
-		return nil, ErrBadToken
+		return nil, ErrBad
 	}
 	sum := sha256.Sum256([]byte(token))
 	match := -1
 	for i := range s.tokens {
-		if subtle.ConstantTimeCompare(sum[:], s.tokens[i].hash[:]) == 1 {
+		if subtle.ConstantTimeCompare(sum[:], s.tokens[i].hash[:]) == 1 && match < 0 {
 			match = i
 		}
 	}
 	if match < 0 {
-		return nil, ErrBadToken
+		return nil, ErrBad
 	}
 	id := s.tokens[match].id
 	id.Patterns = slices.Clone(id.Patterns)
 	return &id, nil
 }
 
-// LoadTokensFile reads the tokens file at path and returns a TokenSet over
-// its entries (see NewTokenSet). The format is:
+// Load returns the Set tunneld checks client tokens against: the entries of
+// the tokens file at path, if path is not empty, then SharedEntry(shared),
+// if shared is not empty. With both empty the set refuses every token.
+//
+// The shared entry is checked on its own, not against the file's entries:
+// the file may have an entry labelled "shared" too, and a token that is
+// both in the file and the shared secret proves the file's identity.
+//
+// The file format is (see the package doc):
 //
 //	{"tokens":[{"label":"pi-kitchen","sha256":"<64 hex>","names":["wiki","dev-*"],"max_tunnels":4}]}
 //
 // Unknown fields and trailing data are errors, so typos are caught at
 // startup instead of silently granting the wrong rights. Syntax errors give
-// the line and column; invalid entries are named as by NewTokenSet, after
-// the path: tokens: /etc/tunneld/tokens.json: entry 2 ("pi"): sha256: ….
-func LoadTokensFile(path string) (*TokenSet, error) {
-	entries, err := readTokensFile(path)
-	if err != nil {
-		return nil, err
+// the line and column; invalid entries are named as by New, after the
+// path: tokens: /etc/tunneld/tokens.json: entry 2 ("pi"): sha256: ….
+func Load(path, shared string) (*Set, error) {
+	s := &Set{}
+	if path != "" {
+		entries, err := readFile(path)
+		if err != nil {
+			return nil, err
+		}
+		if s, err = newSet(entries, path); err != nil {
+			return nil, err
+		}
 	}
-	return newTokenSet(entries, path)
+	if shared != "" {
+		// A shared entry is always valid: a fixed label, a hash and "*".
+		sh, err := New([]Entry{SharedEntry(shared)})
+		if err != nil {
+			return nil, fmt.Errorf("shared token: %w", err)
+		}
+		s.tokens = append(s.tokens, sh.tokens...)
+	}
+	return s, nil
 }
 
 // tokensFile is the top-level JSON object of the tokens file.
 type tokensFile struct {
-	Tokens []TokenEntry `json:"tokens"`
+	Tokens []Entry `json:"tokens"`
 }
 
-// readTokensFile reads and strictly decodes the tokens file without
+// readFile reads and strictly decodes the tokens file without
 // validating the entries.
-func readTokensFile(path string) ([]TokenEntry, error) {
+func readFile(path string) ([]Entry, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("tokens: read: %w", err)
@@ -339,19 +360,19 @@ func jsonErrorPosition(data []byte, err error) string {
 	return fmt.Sprintf("line %d, column %d: ", line, col)
 }
 
-// SharedTokenEntry turns a plain shared secret (from an environment
-// variable, for scripted setups) into an entry labelled "shared" that may
-// claim any name. token should not be empty: Authenticate refuses the empty
-// token whatever the entries say.
-func SharedTokenEntry(token string) TokenEntry {
-	return TokenEntry{Label: "shared", SHA256: HashToken(token), Names: []string{"*"}}
+// SharedEntry turns a plain shared secret (from an environment variable,
+// for scripted setups) into an entry labelled "shared" that may claim any
+// name. token should not be empty: Authenticate refuses the empty token
+// whatever the entries say.
+func SharedEntry(token string) Entry {
+	return Entry{Label: "shared", SHA256: Hash(token), Names: []string{"*"}}
 }
 
-// HashToken returns the lowercase hex SHA-256 of token, the form stored in
-// TokenEntry.SHA256. A plain hash (no salt, no slow KDF) is enough because
-// tokens from GenerateToken carry 256 random bits; it is not suitable for
+// Hash returns the lowercase hex SHA-256 of token, the form stored in
+// Entry.SHA256. A plain hash (no salt, no slow KDF) is enough because
+// tokens from Generate carry 256 random bits; it is not suitable for
 // human-chosen passwords.
-func HashToken(token string) string {
+func Hash(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:])
 }
@@ -360,9 +381,9 @@ func HashToken(token string) string {
 // recognise them.
 const tokenPrefix = "tk_"
 
-// GenerateToken returns a new random token: "tk_" followed by 32 bytes from
+// Generate returns a new random token: "tk_" followed by 32 bytes from
 // crypto/rand in unpadded base64url (46 characters in all).
-func GenerateToken() (string, error) {
+func Generate() (string, error) {
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("generate token: %w", err)
@@ -370,7 +391,7 @@ func GenerateToken() (string, error) {
 	return tokenPrefix + base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
 
-// AddToken creates a random token, adds an entry {label, hash, names,
+// Add creates a random token, adds an entry {label, hash, names,
 // maxTunnels} to the tokens file at path and returns the token, which is
 // shown to the user once and never stored.
 //
@@ -379,11 +400,11 @@ func GenerateToken() (string, error) {
 // leave the file untouched; so is an existing file that does not parse. The
 // new file is written atomically (a temporary file in the same directory,
 // fsync, rename) with mode 0600, so a crash leaves either the old file or the
-// new one. Concurrent AddToken calls on the same file, from one process or
+// new one. Concurrent Add calls on the same file, from one process or
 // several, are not coordinated: the last rename wins and the other entry is
 // lost. If path is a symlink, it is replaced by a regular file.
-func AddToken(path, label string, names []string, maxTunnels int) (string, error) {
-	entries, err := readTokensFile(path)
+func Add(path, label string, names []string, maxTunnels int) (string, error) {
+	entries, err := readFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("add token %q: %w", label, err)
 	}
@@ -393,19 +414,19 @@ func AddToken(path, label string, names []string, maxTunnels int) (string, error
 		}
 	}
 
-	token, err := GenerateToken()
+	token, err := Generate()
 	if err != nil {
 		return "", fmt.Errorf("add token %q: %w", label, err)
 	}
-	entries = append(entries, TokenEntry{
+	entries = append(entries, Entry{
 		Label:      label,
-		SHA256:     HashToken(token),
+		SHA256:     Hash(token),
 		Names:      slices.Clone(names),
 		MaxTunnels: maxTunnels,
 	})
-	// Validate the whole file as the server will load it, so AddToken can
+	// Validate the whole file as the server will load it, so Add can
 	// never write a file that tunneld then refuses.
-	if _, err := newTokenSet(entries, path); err != nil {
+	if _, err := newSet(entries, path); err != nil {
 		return "", fmt.Errorf("add token %q: %w", label, err)
 	}
 	data, err := json.MarshalIndent(tokensFile{Tokens: entries}, "", "  ")
@@ -417,48 +438,8 @@ func AddToken(path, label string, names []string, maxTunnels int) (string, error
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", fmt.Errorf("add token %q: create directory: %w", label, err)
 	}
-	if err := writeFileAtomic(path, data, 0o600); err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return "", fmt.Errorf("add token %q: %w", label, err)
 	}
 	return token, nil
-}
-
-// writeFileAtomic replaces path with data: it writes a temporary file in the
-// same directory (so the rename cannot cross filesystems), sets perm
-// explicitly (independent of the umask), fsyncs it, renames it over path and
-// fsyncs the directory so the rename itself survives a crash.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("create temporary file: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(perm); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("rename to %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		// Some filesystems cannot fsync a directory; the data is already
-		// safe in the file, so an error here is not worth failing for.
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }
