@@ -149,9 +149,11 @@ type ops struct {
 	tunnels map[tunnelKey]*tunnelCounters
 }
 
+// tunnelKey is one name of one route: a name claimed again by a new
+// session starts its figures afresh.
 type tunnelKey struct {
-	sess *Session
-	name string
+	route Route
+	name  string
 }
 
 // tunnelCounters are one tunnel's figures since its session connected.
@@ -221,10 +223,10 @@ func (o *ops) streamOpened(start time.Time, err error) {
 	o.metrics.streamOpen.WithLabelValues(resultLabel(err)).Observe(time.Since(start).Seconds())
 }
 
-func (o *ops) counters(sess *Session, name string) *tunnelCounters {
+func (o *ops) counters(rt Route, name string) *tunnelCounters {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.tunnels[tunnelKey{sess, name}]
+	return o.tunnels[tunnelKey{rt, name}]
 }
 
 type reqInfoKey struct{}
@@ -236,15 +238,15 @@ type reqInfo struct {
 	tc              *tunnelCounters
 }
 
-// routed tells the instrumentation which session serves r; the proxy
-// handler calls it once it has looked the tunnel up.
-func (o *ops) routed(r *http.Request, sess *Session, name string) {
+// routed tells the instrumentation which route serves r; the proxy calls
+// it once it has looked the tunnel up.
+func (o *ops) routed(r *http.Request, rt Route, name string) {
 	ri, _ := r.Context().Value(reqInfoKey{}).(*reqInfo)
 	if ri == nil {
 		return
 	}
-	ri.name, ri.sessionID = name, sess.ID
-	if ri.tc = o.counters(sess, name); ri.tc != nil {
+	ri.name, ri.sessionID = name, rt.String()
+	if ri.tc = o.counters(rt, name); ri.tc != nil {
 		ri.tc.inFlight.Add(1)
 	}
 }

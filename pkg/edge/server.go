@@ -25,22 +25,30 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
-// Session is one connected, authenticated client as the edge sees it. Its
-// fields are set before it is registered and never change after.
+// Session is one connected, authenticated client as the edge sees it, and
+// the Route to it for the names it claimed. Its fields are set before it is
+// registered and never change after; read them freely from any goroutine.
 type Session struct {
-	ID         string
-	Owner      string // Identity.ID of its token, or for anonymous clients see anonOwner
-	Label      string // the token's label, for logs
+	// ID identifies the session in logs, the access log and the status
+	// page: 16 random hex digits, unique per connection.
+	ID string
+	// Owner is whom the session's names belong to: the Identity.ID of its
+	// token, or for an anonymous client a key of its own (see anonOwner).
+	// Another owner cannot claim them, live or on hold.
+	Owner string
+	// Label is the token's label ("anonymous" without one), for logs and
+	// the status page only.
+	Label string
+	// RemoteAddr is the client's address, host:port, as the connection had it.
 	RemoteAddr string
-	Connected  time.Time
-	Names      []string
+	// Connected is when the client's handshake was accepted.
+	Connected time.Time
+	// Names are the tunnel names the session serves, in the order of the
+	// client's Hello (random ones drawn where it left the name empty).
+	Names []string
 
 	mux             *mux.ServerSession
 	tokenMaxTunnels int // the token's own max_tunnels; 0: server defaults
-
-	// transport pools this session's streams, and only this session's:
-	// see sessionTransport in proxy.go.
-	transport *http.Transport
 
 	// account is whom the per-owner bounds count against: the owner for
 	// a token, the source address for anonymous clients (who can make up
@@ -51,6 +59,17 @@ type Session struct {
 	// 0 means no bound.
 	maxHeld int
 }
+
+// Open implements Route: a stream on the session's yamux connection.
+func (s *Session) Open(ctx context.Context, h *proto.StreamHeader) (net.Conn, error) {
+	return s.mux.Open(ctx, h)
+}
+
+// Draining implements Route: closed once the client said it is stopping.
+func (s *Session) Draining() <-chan struct{} { return s.mux.Draining() }
+
+// String implements Route: the session's ID.
+func (s *Session) String() string { return s.ID }
 
 func (s *Session) accountKey() string {
 	if s.account != "" {
@@ -76,7 +95,8 @@ type Server struct {
 	httpConns *connQueue
 	limits    *limits
 	pacer     *pacer
-	ops       *ops // metrics, access log, status (metrics.go)
+	ops       *ops   // metrics, access log, status (metrics.go)
+	proxy     *proxy // the visitors' handler, and the stream pools of the routes (proxy.go)
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
@@ -107,6 +127,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.limits = newLimits(cfg, log, s.ops.metrics)
 	s.pacer = newPacer(cfg, log, s.ops.metrics)
+	s.proxy = s.newProxy()
 	// Session tickets stay on (the tls.Config default): resuming saves
 	// visitors a full handshake.
 	tlsConfig := cfg.TLSConfig.Clone()
@@ -130,7 +151,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.tlsConfig = tlsConfig
 	s.httpSrv = &http.Server{
-		Handler:           s.ops.instrument(s.newHandler()),
+		Handler:           s.ops.instrument(s.paced(s.proxy)),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
@@ -208,7 +229,7 @@ func (s *Server) shutdown(httpDone <-chan error) {
 	}
 	s.wg.Wait()
 	for _, sess := range sessions {
-		sess.transport.CloseIdleConnections()
+		s.proxy.pools.closeIdle(sess)
 	}
 	if s.acmeTransport != nil {
 		s.acmeTransport.CloseIdleConnections()
@@ -311,7 +332,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		s.registry.Release(sess)
+		s.unregister(sess)
 		ms.Reject(&proto.Error{Code: proto.CodeDraining, Message: "server is shutting down"})
 		return false
 	}
@@ -332,7 +353,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 		// touched. A client that then keeps its session open is closed
 		// after ShutdownGrace, like in-flight work at our own shutdown.
 		s.registry.Release(sess)
-		sess.transport.CloseIdleConnections()
+		s.proxy.pools.closeIdle(sess)
 		drainBound = time.AfterFunc(s.cfg.ShutdownGrace, func() {
 			log.Warn().Dur("grace", s.cfg.ShutdownGrace).Msg("draining client kept its session open; closing it")
 			ms.Close()
@@ -344,7 +365,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 		}
 		s.registry.Release(sess)
 		ms.Close()
-		sess.transport.CloseIdleConnections()
+		s.proxy.pools.drop(sess)
 		log.Info().Dur("duration", time.Since(sess.Connected)).Str("reason", disconnectReason(ctx, ms)).Msg("tunnel disconnected")
 		s.ops.sessionDown(sess)
 		forget()
@@ -352,7 +373,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 		s.wg.Done()
 	})
 	if err := ms.Accept(s.welcome(sess)); err != nil {
-		s.registry.Release(sess)
+		s.unregister(sess)
 		forget()
 		log.Info().Err(err).Msg("client left during handshake")
 		return false
@@ -442,7 +463,7 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 		claimed := &Session{ID: sess.ID, Owner: sess.Owner, Label: sess.Label, RemoteAddr: remote,
 			Connected: sess.Connected, Names: orderNames(hello, names), mux: ms, tokenMaxTunnels: sess.tokenMaxTunnels,
 			account: sess.account, maxHeld: sess.maxHeld}
-		claimed.transport = s.newTransport(claimed)
+		s.proxy.pools.add(claimed)
 		replaced, err := s.registry.Claim(claimed, claimed.Names)
 		if err == nil {
 			for _, old := range replaced {
@@ -451,10 +472,18 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 			}
 			return claimed, nil
 		}
+		s.proxy.pools.drop(claimed)
 		if !errors.Is(err, ErrNameTaken) || !slices.Contains(random, true) || attempt == 5 {
 			return nil, &proto.Error{Code: proto.CodeNameTaken, Message: err.Error() + " is held by another client"}
 		}
 	}
+}
+
+// unregister takes an admitted session that will not serve (or serves no
+// more) off the registry, and drops its stream pool.
+func (s *Server) unregister(sess *Session) {
+	s.registry.Release(sess)
+	s.proxy.pools.drop(sess)
 }
 
 // anonOwner is the owner of an anonymous client's names: a hash of its
