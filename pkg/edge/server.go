@@ -384,17 +384,33 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 	return true
 }
 
-// admit authenticates a Hello and claims its names. A non-nil *proto.Error
-// is the refusal to send.
+// admit authenticates a Hello, validates the names it asks for and claims
+// them. A non-nil *proto.Error is the refusal to send.
 func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string) (*Session, *proto.Error) {
-	sess := &Session{
+	sess, id, perr := s.authenticate(ms, hello, remote)
+	if perr != nil {
+		return nil, perr
+	}
+	asked, perr := s.validateNames(sess, id, hello)
+	if perr != nil {
+		return nil, perr
+	}
+	if perr := s.claim(sess, hello, asked); perr != nil {
+		return nil, perr
+	}
+	return sess, nil
+}
+
+// authenticate checks hello's token, or lets an anonymous client in if
+// the server allows them, and builds the session with its owner and bounds;
+// its Names are left to claim. id is nil for an anonymous client.
+func (s *Server) authenticate(ms *mux.ServerSession, hello *proto.Hello, remote string) (sess *Session, id *Identity, perr *proto.Error) {
+	sess = &Session{
 		ID:         newSessionID(),
 		RemoteAddr: remote,
 		Connected:  time.Now(),
 		mux:        ms,
 	}
-	maxTunnels := s.cfg.MaxTunnelsPerSession
-	var id *Identity
 	switch {
 	case hello.Token == "" && s.cfg.AllowAnonymous:
 		// An anonymous client's names belong to its owner key, so that
@@ -404,7 +420,7 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 		sess.Owner, sess.Label = anonOwner(hello.OwnerKey, sess.ID), "anonymous"
 		sess.account = "anon:" + sourceKey(ms.RemoteAddr()).String()
 	case hello.Token == "":
-		return nil, &proto.Error{Code: proto.CodeBadToken, Message: "a token is required"}
+		return nil, nil, &proto.Error{Code: proto.CodeBadToken, Message: "a token is required"}
 	default:
 		var err error
 		if s.cfg.Auth == nil {
@@ -413,12 +429,9 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 			id, err = s.cfg.Auth.Authenticate(hello.Token)
 		}
 		if err != nil {
-			return nil, &proto.Error{Code: proto.CodeBadToken, Message: "the token is not valid"}
+			return nil, nil, &proto.Error{Code: proto.CodeBadToken, Message: "the token is not valid"}
 		}
 		sess.Owner, sess.Label, sess.tokenMaxTunnels = id.ID, id.Label, id.MaxTunnels
-		if id.MaxTunnels > 0 {
-			maxTunnels = id.MaxTunnels
-		}
 	}
 	// A departed client's names stay on hold for it, at most as many as
 	// it may have tunnels: churning fresh names cannot pile them up.
@@ -426,14 +439,24 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 	if sess.tokenMaxTunnels > 0 {
 		sess.maxHeld = sess.tokenMaxTunnels
 	}
+	return sess, id, nil
+}
+
+// validateNames checks the tunnels hello asks for against the session's
+// tunnel limit, the name rules and what the token id (nil: anonymous) may
+// claim, and returns the names asked for, in order; the tunnels that leave
+// the name empty get a random one in claim.
+func (s *Server) validateNames(sess *Session, id *Identity, hello *proto.Hello) (asked []string, perr *proto.Error) {
+	maxTunnels := s.cfg.MaxTunnelsPerSession
+	if sess.tokenMaxTunnels > 0 {
+		maxTunnels = sess.tokenMaxTunnels
+	}
 	if len(hello.Tunnels) > maxTunnels {
 		return nil, &proto.Error{Code: proto.CodeTooManyTunnels,
 			Message: fmt.Sprintf("%d tunnels asked for, at most %d allowed", len(hello.Tunnels), maxTunnels)}
 	}
-	random := make([]bool, len(hello.Tunnels))
-	for i, t := range hello.Tunnels {
+	for _, t := range hello.Tunnels {
 		if t.Name == "" {
-			random[i] = true
 			continue
 		}
 		if err := ValidateName(t.Name); err != nil {
@@ -443,38 +466,49 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 			}
 			return nil, &proto.Error{Code: code, Message: err.Error()}
 		}
-		if slices.Contains(sess.Names, t.Name) {
+		if slices.Contains(asked, t.Name) {
 			return nil, &proto.Error{Code: proto.CodeInvalidName, Message: fmt.Sprintf("name %q asked for twice", t.Name)}
 		}
 		if id != nil && !id.MayClaim(t.Name, false) {
 			return nil, &proto.Error{Code: proto.CodeNameNotAllowed, Message: fmt.Sprintf("this token may not claim %q", t.Name)}
 		}
-		sess.Names = append(sess.Names, t.Name)
+		asked = append(asked, t.Name)
 	}
-	// Random names are drawn last so they never collide with asked-for ones,
-	// and retried a few times if the registry already holds them.
-	for attempt := 0; ; attempt++ {
-		names := slices.Clone(sess.Names)
-		for _, r := range random {
-			if r {
-				names = append(names, s.freeRandomName(names))
-			}
+	return asked, nil
+}
+
+// claimAttempts is how many times claim draws fresh random names when the
+// registry already holds one it drew.
+const claimAttempts = 6
+
+// claim draws random names for the tunnels of hello that left theirs empty,
+// sets sess.Names, and claims them all in the registry. Random names are
+// drawn last so they never collide with asked-for ones, and drawn again if
+// the registry holds one by the time of the claim. Sessions of the same
+// owner that the claim replaced are closed.
+func (s *Server) claim(sess *Session, hello *proto.Hello, asked []string) *proto.Error {
+	random := len(hello.Tunnels) - len(asked)
+	// The session's streams get a pool of their own before a visitor can
+	// find it under one of its names.
+	s.proxy.pools.add(sess)
+	for attempt := 1; ; attempt++ {
+		names := slices.Clone(asked)
+		for range random {
+			names = append(names, s.freeRandomName(names))
 		}
-		claimed := &Session{ID: sess.ID, Owner: sess.Owner, Label: sess.Label, RemoteAddr: remote,
-			Connected: sess.Connected, Names: orderNames(hello, names), mux: ms, tokenMaxTunnels: sess.tokenMaxTunnels,
-			account: sess.account, maxHeld: sess.maxHeld}
-		s.proxy.pools.add(claimed)
-		replaced, err := s.registry.Claim(claimed, claimed.Names)
+		sess.Names = orderNames(hello, names)
+		replaced, err := s.registry.Claim(sess, sess.Names)
 		if err == nil {
 			for _, old := range replaced {
-				s.log.Info().Str("session_id", old.ID).Str("by", claimed.ID).Msg("session replaced by its owner")
-				old.mux.Close() // its handleSession goroutine sees Done and cleans up
+				s.log.Info().Str("session_id", old.ID).Str("by", sess.ID).Msg("session replaced by its owner")
+				// Its done hook (see handleSession) releases what it held.
+				old.mux.Close()
 			}
-			return claimed, nil
+			return nil
 		}
-		s.proxy.pools.drop(claimed)
-		if !errors.Is(err, ErrNameTaken) || !slices.Contains(random, true) || attempt == 5 {
-			return nil, &proto.Error{Code: proto.CodeNameTaken, Message: err.Error() + " is held by another client"}
+		if !errors.Is(err, ErrNameTaken) || random == 0 || attempt == claimAttempts {
+			s.proxy.pools.drop(sess)
+			return &proto.Error{Code: proto.CodeNameTaken, Message: err.Error() + " is held by another client"}
 		}
 	}
 }
