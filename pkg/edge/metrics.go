@@ -35,8 +35,9 @@ type CertRecorder interface {
 // (never the global default one), with the Go runtime and process
 // collectors. Build one with NewMetrics and pass it in Config.Metrics to
 // share it with other parts of tunneld (the rate limiter, autocert); a nil
-// Config.Metrics gets a fresh one. All methods are safe for concurrent use
-// and do nothing on a nil *Metrics.
+// Config.Metrics gets a fresh one. All methods are safe for concurrent use.
+// RateLimited and CertIssued do nothing on a nil *Metrics, so a recorder
+// may be left out; Gatherer needs a real one.
 type Metrics struct {
 	reg *prometheus.Registry
 
@@ -105,7 +106,7 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// Gatherer is the registry to scrape.
+// Gatherer is the registry to scrape. m must not be nil.
 func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
 
 // RateLimited counts one attempt refused by a rate limit.
