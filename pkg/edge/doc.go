@@ -33,30 +33,50 @@
 //
 //  1. A visitor asks for https://wiki.example.com/page. The TLS handshake
 //     negotiates h2 or http/1.1 and the connection is handed to net/http.
-//  2. The handler parses the Host (port stripped, case folded, trailing dot
-//     dropped) into the name "wiki" and looks it up in the Registry. No
-//     entry: 404 naming the host. Held for a client that is away (most
-//     likely reconnecting): the dial waits up to Config.OfflineWait for it to
+//  2. The handler (proxy.go) parses the Host (port stripped, case folded,
+//     trailing dot dropped) into the name "wiki" and looks it up in the
+//     Registry, which answers with the Route serving it. No entry: 404
+//     naming the host. Held for a client that is away (most likely
+//     reconnecting): the handler waits up to Config.OfflineWait for it to
 //     come back (Registry.Wait, woken by the client's Claim), then 502.
-//  3. An httputil.ReverseProxy rewrites the request (X-Forwarded-* set from
-//     the real connection; whatever the visitor sent is dropped) and hands it
-//     to an http.Transport whose DialContext opens a yamux stream on the
-//     tunnel's session. The stream starts with a StreamHeader; the client
-//     connects its local service and acknowledges, or refuses (502 naming the
-//     reason).
+//  3. The request takes a slot of the tunnel, within its source's share
+//     (limits.go, visitors.go). An httputil.ReverseProxy rewrites it
+//     (X-Forwarded-* set from the real connection; whatever the visitor sent
+//     is dropped) and hands it to the route's own http.Transport, whose
+//     DialContext calls Route.Open: for a local session, a yamux stream. The
+//     stream starts with a StreamHeader; the client connects its local
+//     service and acknowledges, or refuses (502 naming the reason).
 //  4. The request and response bodies stream through; WebSocket upgrades
 //     become a raw two-way copy. The Transport keeps finished streams for
 //     reuse, so a busy tunnel does not open a stream per request.
 //
-// Errors are turned into HTTP responses in one place, the ReverseProxy's
-// ErrorHandler: unknown host 404, client gone or local service refusing 502,
-// timeout 504; bodies are plain text and carry no internal detail.
+// Errors are turned into HTTP responses in one place, proxy.answer, which
+// the handler calls before proxying and the ReverseProxy as its
+// ErrorHandler: malformed host 400; unknown host 404; client away, client
+// gone or local service refusing 502; tunnel full 503, and a visitor over
+// its share or holding the slow-reader budget 429, with Retry-After;
+// timeout 504. Bodies are plain text and
+// carry no internal detail.
+//
+// # Routes
+//
+// What a lookup returns is a Route: something that opens a stream to the
+// client serving a name, says when it is draining, and names itself in
+// logs. The proxy knows nothing else about where a request goes. A local
+// Session is the one Route today; a session on another node, a pool of
+// clients sharing a name and a TCP tunnel are meant to be others. Each
+// route gets an http.Transport of its own (pools), so a kept stream is never
+// reused for another route, not even a later holder of the same name; a
+// dial also checks that the name still resolves to the route.
 //
 // # Sessions and names
 //
-// A client's Hello is authenticated (Authenticator), its names validated
-// (name.Validate) and claimed in the Registry all at once. A name held by
-// another token is refused, never silently swapped for another. The same
+// A client's Hello goes through three steps (server.go): authenticate (the
+// token, via Authenticator, or an anonymous owner key), validateNames
+// (name.Validate, the token's rules and tunnel limit), and claim, which draws
+// random names where the client left them empty and claims all of the names
+// in the Registry at once, drawing again if a random one was taken. A name
+// held by another token is refused, never silently swapped for another. The same
 // token reconnecting replaces its stale session at once. When a session
 // ends, its names are held for the token for Config.NameHold. A session
 // whose link died silently ends when the keepalive gives up on it, within

@@ -13,9 +13,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
@@ -306,7 +304,7 @@ func (s *Server) admitLimited(ctx context.Context, ms *mux.ServerSession, hello 
 		return nil, perr
 	}
 	if perr := s.limits.addTunnels(sess); perr != nil {
-		s.registry.Release(sess)
+		s.unregister(sess)
 		return nil, perr
 	}
 	return sess, nil
@@ -482,10 +480,4 @@ func (l *limits) releaser(key visitorKey) func() {
 			decr(l.visitorsBy, key)
 		})
 	}
-}
-
-// tunnelBusy answers a request refused by acquireStream.
-func tunnelBusy(w http.ResponseWriter, host string) {
-	w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter/time.Second)))
-	page(w, http.StatusServiceUnavailable, fmt.Sprintf("The tunnel %s is busy: too many requests in flight. Try again shortly.", host))
 }

@@ -35,8 +35,9 @@ type CertRecorder interface {
 // (never the global default one), with the Go runtime and process
 // collectors. Build one with NewMetrics and pass it in Config.Metrics to
 // share it with other parts of tunneld (the rate limiter, autocert); a nil
-// Config.Metrics gets a fresh one. All methods are safe for concurrent use
-// and do nothing on a nil *Metrics.
+// Config.Metrics gets a fresh one. All methods are safe for concurrent use.
+// RateLimited and CertIssued do nothing on a nil *Metrics, so a recorder
+// may be left out; Gatherer needs a real one.
 type Metrics struct {
 	reg *prometheus.Registry
 
@@ -105,7 +106,7 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// Gatherer is the registry to scrape.
+// Gatherer is the registry to scrape. m must not be nil.
 func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
 
 // RateLimited counts one attempt refused by a rate limit.
@@ -149,9 +150,11 @@ type ops struct {
 	tunnels map[tunnelKey]*tunnelCounters
 }
 
+// tunnelKey is one name of one route: a name claimed again by a new
+// session starts its figures afresh.
 type tunnelKey struct {
-	sess *Session
-	name string
+	route Route
+	name  string
 }
 
 // tunnelCounters are one tunnel's figures since its session connected.
@@ -221,10 +224,10 @@ func (o *ops) streamOpened(start time.Time, err error) {
 	o.metrics.streamOpen.WithLabelValues(resultLabel(err)).Observe(time.Since(start).Seconds())
 }
 
-func (o *ops) counters(sess *Session, name string) *tunnelCounters {
+func (o *ops) counters(rt Route, name string) *tunnelCounters {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.tunnels[tunnelKey{sess, name}]
+	return o.tunnels[tunnelKey{rt, name}]
 }
 
 type reqInfoKey struct{}
@@ -236,15 +239,15 @@ type reqInfo struct {
 	tc              *tunnelCounters
 }
 
-// routed tells the instrumentation which session serves r; the proxy
-// handler calls it once it has looked the tunnel up.
-func (o *ops) routed(r *http.Request, sess *Session, name string) {
+// routed tells the instrumentation which route serves r; the proxy calls
+// it once it has looked the tunnel up.
+func (o *ops) routed(r *http.Request, rt Route, name string) {
 	ri, _ := r.Context().Value(reqInfoKey{}).(*reqInfo)
 	if ri == nil {
 		return
 	}
-	ri.name, ri.sessionID = name, sess.ID
-	if ri.tc = o.counters(sess, name); ri.tc != nil {
+	ri.name, ri.sessionID = name, rt.String()
+	if ri.tc = o.counters(rt, name); ri.tc != nil {
 		ri.tc.inFlight.Add(1)
 	}
 }

@@ -20,81 +20,185 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
-// errTunnelOffline: the name is known (held for its owner) but no client is
-// connected for it right now.
-var errTunnelOffline = errors.New("tunnel offline")
+// Why the edge answers a request itself rather than with the tunnel's
+// answer: each becomes its status and page in answer, the one place that
+// writes them. (ParseHost's ErrMalformedHost and ErrForeignHost, and the
+// proxy's own errors, are mapped there too.)
+var (
+	// errTunnelOffline: the name is known (held for its owner) but no
+	// client is connected for it right now.
+	errTunnelOffline = errors.New("tunnel offline")
+	errApex          = errors.New("the tunnel domain itself")   // no tunnel is served at the apex
+	errNoTunnel      = errors.New("no tunnel registered")       // the name is neither live nor held
+	errTunnelBusy    = errors.New("tunnel busy")                // the tunnel has MaxStreamsPerTunnel in flight
+	errVisitorShare  = errors.New("visitor over its share")     // the source has its MaxRequestsPerVisitor
+	errSlowReader    = errors.New("slow reader budget is full") // the source holds some of SlowReaderBudget
+)
 
 type ctxKey int
 
-const routeKey ctxKey = 0
+const targetKey ctxKey = 0
 
-// route is what the handler learned about a request, passed to Rewrite and
+// target is what the proxy learned about a request, passed to Rewrite and
 // to the Transport's dial through the request context.
-type route struct {
+type target struct {
 	name    string
 	host    string // the tunnel's public host, as PublicURL has it
-	sess    *Session
+	route   Route
 	visitor string // the visitor's address
 	// forwarded: the peer is a trusted proxy, so its X-Forwarded-For and
 	// -Proto are kept (see Config.TrustedProxies).
 	forwarded bool
 }
 
-func (s *Server) newHandler() http.Handler {
-	rp := &httputil.ReverseProxy{
-		Rewrite:      rewrite,
-		Transport:    sessionTransport{},
-		ErrorHandler: s.proxyError,
-		ErrorLog:     stdlog.New(levelWriter{s.log, zerolog.DebugLevel}, "", 0),
-		BufferPool:   copyBufPool{},
-	}
-	return s.paced(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		label, err := name.FromHost(r.Host, s.cfg.Domain)
-		if errors.Is(err, name.ErrMalformedHost) {
-			refuse(w, r, http.StatusBadRequest, "The Host header is malformed.")
-			return
-		}
-		if err != nil {
-			refuse(w, r, http.StatusNotFound, fmt.Sprintf("No tunnel is served at %s.", r.Host))
-			return
-		}
-		if label == "" {
-			refuse(w, r, http.StatusNotFound, fmt.Sprintf("This is a tunnel server. Tunnels are served at NAME.%s.", s.cfg.Domain))
-			return
-		}
-		host := s.publicHost(label)
-		sess, held := s.registry.Lookup(label)
-		if sess == nil && held && s.cfg.OfflineWait > 0 {
-			// The client is away, most likely reconnecting: give it a
-			// moment to come back before answering "offline".
-			wctx, cancel := context.WithTimeout(r.Context(), s.cfg.OfflineWait)
-			sess = s.registry.Wait(wctx, label)
-			cancel()
-		}
-		if sess == nil {
-			if held {
-				refuse(w, r, http.StatusBadGateway, offlineMessage(host))
-				return
-			}
-			refuse(w, r, http.StatusNotFound, fmt.Sprintf("No tunnel is registered at %s.", host))
-			return
-		}
-		release, ok := s.acquireVisitor(w, r, label, host)
-		if !ok {
-			return
-		}
-		defer release()
-		s.ops.routed(r, sess, label)
-		ctx := context.WithValue(r.Context(), routeKey, route{name: label, host: host, sess: sess,
-			visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr)})
-		rp.ServeHTTP(w, r.WithContext(ctx))
-	}))
+// proxy is the visitors' handler: it routes each request by its Host to the
+// route serving the name, and proxies it there with a ReverseProxy. Every
+// answer the edge gives itself, before or instead of the tunnel's, is
+// written by answer.
+type proxy struct {
+	s     *Server
+	rp    *httputil.ReverseProxy
+	pools *pools
 }
 
-// refuse answers a request the edge does not proxy.
-func refuse(w http.ResponseWriter, r *http.Request, status int, msg string) {
-	closeIfBodyPending(w, r)
+func (s *Server) newProxy() *proxy {
+	p := &proxy{s: s, pools: &pools{new: s.newTransport}}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:   rewrite,
+		Transport: p.pools,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			t, _ := r.Context().Value(targetKey).(target)
+			p.answer(w, r, t.host, err)
+		},
+		ErrorLog:   stdlog.New(levelWriter{s.log, zerolog.DebugLevel}, "", 0),
+		BufferPool: copyBufPool{},
+	}
+	return p
+}
+
+// ServeHTTP routes r by its Host, takes a slot of the tunnel for it (see
+// acquireVisitor) and proxies it, or answers why not.
+func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := p.s
+	label, err := name.FromHost(r.Host, s.cfg.Domain)
+	if err == nil && label == "" {
+		err = errApex
+	}
+	if err != nil {
+		p.answer(w, r, "", err)
+		return
+	}
+	host := s.publicHost(label)
+	rt, err := p.lookup(r.Context(), label)
+	if err != nil {
+		p.answer(w, r, host, err)
+		return
+	}
+	release, err := s.acquireVisitor(w, r, label)
+	if err != nil {
+		p.answer(w, r, host, err)
+		return
+	}
+	defer release()
+	s.ops.routed(r, rt, label)
+	ctx := context.WithValue(r.Context(), targetKey, target{name: label, host: host, route: rt,
+		visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr)})
+	p.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// lookup returns the route serving name: errNoTunnel if nobody holds the
+// name, errTunnelOffline if its client is away for longer than OfflineWait.
+func (p *proxy) lookup(ctx context.Context, name string) (Route, error) {
+	reg := p.s.registry
+	rt, held := reg.Lookup(name)
+	if rt == nil && held && p.s.cfg.OfflineWait > 0 {
+		// The client is away, most likely reconnecting: give it a
+		// moment to come back before answering "offline".
+		wctx, cancel := context.WithTimeout(ctx, p.s.cfg.OfflineWait)
+		rt = reg.Wait(wctx, name)
+		cancel()
+	}
+	switch {
+	case rt != nil:
+		return rt, nil
+	case held:
+		return nil, errTunnelOffline
+	default:
+		return nil, errNoTunnel
+	}
+}
+
+// answer is the one place the edge's own answers to visitors are written:
+// err, why the request is not (or not fully) answered by its tunnel, becomes
+// a status and a short plain page naming host. Before the request reaches
+// the proxy (r carries no target), an answer that leaves a body unread
+// closes the connection (closeIfBodyPending); once it has, the error is
+// logged, and a visitor that left gets a bare status nobody reads.
+func (p *proxy) answer(w http.ResponseWriter, r *http.Request, host string, err error) {
+	s := p.s
+	_, proxied := r.Context().Value(targetKey).(target)
+	logged := func(event string) {
+		s.log.Debug().Err(err).Str("host", host).Str("remote_addr", r.RemoteAddr).Msg(event)
+	}
+	if proxied && r.Context().Err() != nil {
+		logged("visitor gone")
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	status, event, retry := http.StatusBadGateway, "", ""
+	var msg string
+	var perr *proto.Error
+	switch {
+	case errors.Is(err, name.ErrMalformedHost):
+		status, msg = http.StatusBadRequest, "The Host header is malformed."
+	case errors.Is(err, name.ErrForeignHost):
+		status, msg = http.StatusNotFound, fmt.Sprintf("No tunnel is served at %s.", r.Host)
+	case errors.Is(err, errApex):
+		status, msg = http.StatusNotFound, fmt.Sprintf("This is a tunnel server. Tunnels are served at NAME.%s.", s.cfg.Domain)
+	case errors.Is(err, errNoTunnel):
+		status, msg = http.StatusNotFound, fmt.Sprintf("No tunnel is registered at %s.", host)
+	case errors.Is(err, errTunnelBusy):
+		status, retry = http.StatusServiceUnavailable, strconv.Itoa(int(retryAfter/time.Second))
+		msg = fmt.Sprintf("The tunnel %s is busy: too many requests in flight. Try again shortly.", host)
+	case errors.Is(err, errVisitorShare):
+		status, retry = http.StatusTooManyRequests, strconv.Itoa(int(retryAfter/time.Second))
+		msg = fmt.Sprintf("Too many requests in flight from your address to %s (at most %d at once). Try again when some have finished.",
+			host, s.limits.perVisitor())
+	case errors.Is(err, errSlowReader):
+		status, retry = http.StatusTooManyRequests, "10"
+		msg = fmt.Sprintf("The server is short of memory for responses not taken, and your address holds some of it: %s will answer again once they are gone.", host)
+	case errors.As(err, &perr) && perr.Code == proto.CodeLocalUnreachable:
+		event, msg = "local service unreachable", fmt.Sprintf("The client for %s is connected, but its local service refused the connection.", host)
+	case errors.As(err, &perr):
+		event, msg = "client refused stream", fmt.Sprintf("The client for %s refused the request.", host)
+	case errors.Is(err, context.DeadlineExceeded):
+		status = http.StatusGatewayTimeout
+		event, msg = "tunnel timeout", fmt.Sprintf("The tunnel %s did not answer in time.", host)
+	case errors.Is(err, errTunnelOffline) || isClosed(err):
+		event, msg = "tunnel offline", fmt.Sprintf("Tunnel offline: no client is connected for %s right now.", host)
+	default:
+		event, msg = "proxy error", fmt.Sprintf("The tunnel %s failed to answer.", host)
+	}
+	if proxied {
+		logged(event)
+	} else {
+		closeIfBodyPending(w, r)
+	}
+	if retry != "" {
+		w.Header().Set("Retry-After", retry)
+	}
 	page(w, status, msg)
+}
+
+// page writes a short plain-text page. Plain text cannot carry script, so
+// echoing the host is safe.
+func page(w http.ResponseWriter, status int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "%d %s\n\n%s\n", status, http.StatusText(status), msg)
 }
 
 // closeIfBodyPending makes an answer that leaves the request body unread
@@ -138,8 +242,8 @@ func isForwardingHeader(h string) bool {
 	return strings.HasPrefix(h, "X-Forwarded") || forwardingHeaders[h]
 }
 
-// rewrite sends the request to the session the handler routed it to (see
-// sessionTransport) with the tunnel's public host as Host, whatever the
+// rewrite sends the request to the route the proxy chose for it (see
+// pools) with the tunnel's public host as Host, whatever the
 // visitor wrote, and sets X-Forwarded-For, -Host and -Proto from the real
 // connection. Every forwarding or client-address header the visitor sent
 // (isForwardingHeader) is removed, so a visitor can neither forge its
@@ -149,7 +253,7 @@ func isForwardingHeader(h string) bool {
 // X-Forwarded-Host is kept: some load balancers pass the visitor's on
 // untouched, and the edge knows the public host anyway.
 func rewrite(pr *httputil.ProxyRequest) {
-	rt := pr.In.Context().Value(routeKey).(route)
+	rt := pr.In.Context().Value(targetKey).(target)
 	pr.SetURL(&url.URL{Scheme: "http", Host: rt.name})
 	pr.Out.Host = rt.host
 	for h := range pr.Out.Header {
@@ -167,21 +271,50 @@ func rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// sessionTransport sends each request over the Transport of the session the
-// handler routed it to. Each session has a Transport of its own, so a
-// pooled stream is only ever reused for a request routed to the session it
-// belongs to: never for a later holder of the same name.
-type sessionTransport struct{}
-
-func (sessionTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	return r.Context().Value(routeKey).(route).sess.transport.RoundTrip(r)
+// pools keeps an http.Transport per route and sends each request over the
+// one of the route the proxy chose for it. A route's Transport pools only
+// that route's streams, so a pooled stream is only ever reused for a request
+// routed to the route it was opened on: never for a later holder of the same
+// name. The Server adds a session's Transport before the session claims its
+// names and drops it when the session ends. Safe for concurrent use.
+type pools struct {
+	new func(Route) *http.Transport
+	m   sync.Map // Route → *http.Transport
 }
 
-// newTransport builds sess's Transport: its pool holds only sess's streams.
-func (s *Server) newTransport(sess *Session) *http.Transport {
+// add gives rt a Transport of its own.
+func (p *pools) add(rt Route) { p.m.Store(rt, p.new(rt)) }
+
+// closeIdle closes rt's idle streams (and each one that becomes idle from
+// now on: rt is draining, so none is kept).
+func (p *pools) closeIdle(rt Route) {
+	if t, ok := p.m.Load(rt); ok {
+		t.(*http.Transport).CloseIdleConnections()
+	}
+}
+
+// drop closes rt's idle streams and forgets its Transport. A request still
+// routed to rt fails as offline.
+func (p *pools) drop(rt Route) {
+	if t, ok := p.m.LoadAndDelete(rt); ok {
+		t.(*http.Transport).CloseIdleConnections()
+	}
+}
+
+func (p *pools) RoundTrip(r *http.Request) (*http.Response, error) {
+	rt := r.Context().Value(targetKey).(target).route
+	t, ok := p.m.Load(rt)
+	if !ok {
+		return nil, fmt.Errorf("route %s: %w", rt, errTunnelOffline)
+	}
+	return t.(*http.Transport).RoundTrip(r)
+}
+
+// newTransport builds rt's Transport: its pool holds only rt's streams.
+func (s *Server) newTransport(rt Route) *http.Transport {
 	return &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return s.dialTunnel(ctx, sess, addr)
+			return s.dialTunnel(ctx, rt, addr)
 		},
 		// Finished streams are kept for the next request to the same
 		// tunnel: opening one costs a round trip to the client and a dial
@@ -201,76 +334,34 @@ func (s *Server) newTransport(sess *Session) *http.Transport {
 	}
 }
 
-// dialTunnel opens a stream on sess for the tunnel named by addr's host,
-// if sess still serves that name and is not draining; otherwise the request
-// fails as offline rather than reach a session that no longer holds the name.
-func (s *Server) dialTunnel(ctx context.Context, sess *Session, addr string) (net.Conn, error) {
+// dialTunnel opens a stream on rt for the tunnel named by addr's host, if
+// the name still resolves to rt and rt is not draining; otherwise the
+// request fails as offline rather than reach a client that no longer holds
+// the name.
+func (s *Server) dialTunnel(ctx context.Context, rt Route, addr string) (net.Conn, error) {
 	name, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial tunnel %q: %w", addr, err)
 	}
 	select {
-	case <-sess.mux.Draining():
+	case <-rt.Draining():
 		return nil, fmt.Errorf("dial tunnel %q: client draining: %w", name, errTunnelOffline)
 	default:
 	}
-	if cur, _ := s.registry.Lookup(name); cur != sess {
+	if cur, _ := s.registry.Lookup(name); cur != rt {
 		return nil, fmt.Errorf("dial tunnel %q: %w", name, errTunnelOffline)
 	}
 	var visitor string
-	if rt, ok := ctx.Value(routeKey).(route); ok {
-		visitor = rt.visitor
+	if t, ok := ctx.Value(targetKey).(target); ok {
+		visitor = t.visitor
 	}
 	start := time.Now()
-	conn, err := sess.mux.Open(ctx, &proto.StreamHeader{Tunnel: name, RemoteAddr: visitor, CloseOnFIN: true})
+	conn, err := rt.Open(ctx, &proto.StreamHeader{Tunnel: name, RemoteAddr: visitor, CloseOnFIN: true})
 	s.ops.streamOpened(start, err)
 	if err != nil {
 		return nil, fmt.Errorf("dial tunnel %q: %w", name, err)
 	}
 	return conn, nil
-}
-
-// proxyError is the one place proxy errors become HTTP responses.
-func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	rt, _ := r.Context().Value(routeKey).(route)
-	log := s.log.Debug().Err(err).Str("host", rt.host).Str("remote_addr", r.RemoteAddr)
-	var perr *proto.Error
-	switch {
-	case r.Context().Err() != nil:
-		// The visitor left; nobody reads this answer.
-		log.Msg("visitor gone")
-		w.WriteHeader(http.StatusBadGateway)
-	case errors.As(err, &perr) && perr.Code == proto.CodeLocalUnreachable:
-		log.Msg("local service unreachable")
-		page(w, http.StatusBadGateway, fmt.Sprintf("The client for %s is connected, but its local service refused the connection.", rt.host))
-	case errors.As(err, &perr):
-		log.Msg("client refused stream")
-		page(w, http.StatusBadGateway, fmt.Sprintf("The client for %s refused the request.", rt.host))
-	case errors.Is(err, context.DeadlineExceeded):
-		log.Msg("tunnel timeout")
-		page(w, http.StatusGatewayTimeout, fmt.Sprintf("The tunnel %s did not answer in time.", rt.host))
-	case errors.Is(err, errTunnelOffline) || isClosed(err):
-		log.Msg("tunnel offline")
-		page(w, http.StatusBadGateway, offlineMessage(rt.host))
-	default:
-		log.Msg("proxy error")
-		page(w, http.StatusBadGateway, fmt.Sprintf("The tunnel %s failed to answer.", rt.host))
-	}
-}
-
-func offlineMessage(host string) string {
-	return fmt.Sprintf("Tunnel offline: no client is connected for %s right now.", host)
-}
-
-// page writes a short plain-text page. Plain text cannot carry script, so
-// echoing the host is safe.
-func page(w http.ResponseWriter, status int, msg string) {
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, "%d %s\n\n%s\n", status, http.StatusText(status), msg)
 }
 
 // copyBufPool lends ReverseProxy its copy buffers instead of a fresh 32 KiB

@@ -27,7 +27,7 @@ type watchedRegistry struct {
 	waiting chan string
 }
 
-func (r watchedRegistry) Wait(ctx context.Context, name string) *edge.Session {
+func (r watchedRegistry) Wait(ctx context.Context, name string) edge.Route {
 	r.waiting <- name
 	return r.Registry.Wait(ctx, name)
 }

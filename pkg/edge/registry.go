@@ -5,17 +5,49 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
+
+	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
 // ErrNameTaken is returned by Registry.Claim for a name that another owner
 // holds, live or on hold.
 var ErrNameTaken = errors.New("name taken")
 
-// Registry maps tunnel names to the sessions that serve them. It is an
+// Route is the way to the client that serves a tunnel name: what a Registry
+// lookup returns, and all the proxy knows of where a request goes. A local
+// *Session is the one Route today; a session on another tunneld node, a pool
+// of clients sharing a name, or a TCP tunnel would be others, behind the same
+// three methods.
+//
+// Routes are compared with ==: the proxy keeps one pool of idle streams per
+// route, so a stream is never reused for a request routed elsewhere (not
+// even to a later holder of the same name), and a stream is only opened on a
+// route the name still resolves to. An implementation must therefore be
+// comparable, and two values equal only if they reach the same client
+// session: a pointer type does this. Implementations are safe for
+// concurrent use.
+type Route interface {
+	// Open opens a stream to the client for the tunnel h.Tunnel and sends
+	// h, returning once the client has connected its local service. A
+	// refusal by the client is a *proto.Error. The caller closes the conn.
+	Open(ctx context.Context, h *proto.StreamHeader) (net.Conn, error)
+	// Draining is closed once the route takes no new streams (its client
+	// is stopping); streams already open may finish.
+	Draining() <-chan struct{}
+	// String names the route in logs (a local session's ID).
+	String() string
+}
+
+// Registry maps tunnel names to the routes that serve them. It is an
 // interface so that several tunneld nodes can later share one store; the
 // in-memory MemoryRegistry serves a single node.
+//
+// Names are claimed by the sessions connected to this node, and looked up
+// as Routes: a registry shared by several nodes may answer a lookup with a
+// route to a session on another node.
 //
 // Names belong to an owner (token.Identity.ID). When a session ends its
 // names stay reserved for their owner for a hold period, so a client that
@@ -27,9 +59,9 @@ type Registry interface {
 	// the same owner is taken over: those sessions are returned so the
 	// caller can close them (a stale session must never block its owner).
 	Claim(s *Session, names []string) (replaced []*Session, err error)
-	// Lookup returns the live session serving name, or nil and whether
-	// the name is held for an owner whose client is away.
-	Lookup(name string) (s *Session, held bool)
+	// Lookup returns the route serving name, or nil and whether the name
+	// is held for an owner whose client is away.
+	Lookup(name string) (rt Route, held bool)
 	// Release takes s's names off the live table and puts them on hold
 	// for its owner. Names since claimed by another session are untouched.
 	Release(s *Session)
@@ -38,10 +70,10 @@ type Registry interface {
 	// Account reports whom a live or held name counts against (the
 	// session's account: see Session), and whether it is live or held.
 	Account(name string) (account string, held bool)
-	// Wait returns the live session serving name as soon as there is one.
-	// It returns nil when ctx ends first, or at once when the name is
-	// neither live nor on hold. It never polls: a Claim wakes it.
-	Wait(ctx context.Context, name string) *Session
+	// Wait returns the route serving name as soon as there is one. It
+	// returns nil when ctx ends first, or at once when the name is neither
+	// live nor on hold. It never polls: a Claim wakes it.
+	Wait(ctx context.Context, name string) Route
 }
 
 type regEntry struct {
@@ -62,7 +94,9 @@ type regEntry struct {
 // call from paying for a million holds that ran out together.
 const expireBatch = 64
 
-// MemoryRegistry is the single-node Registry.
+// MemoryRegistry is the single-node Registry: its routes are the sessions
+// connected to this node. Build it with NewMemoryRegistry; it has no
+// exported fields, and is safe for concurrent use.
 //
 // Every operation costs the same whatever the table holds: names are found
 // by map, a session's names are kept with it, and holds run out in the
@@ -147,7 +181,7 @@ func containsSession(list []*Session, s *Session) bool {
 }
 
 // Lookup implements Registry.
-func (r *MemoryRegistry) Lookup(name string) (*Session, bool) {
+func (r *MemoryRegistry) Lookup(name string) (Route, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.entries[name]
@@ -165,7 +199,7 @@ func (r *MemoryRegistry) Lookup(name string) (*Session, bool) {
 }
 
 // Wait implements Registry.
-func (r *MemoryRegistry) Wait(ctx context.Context, name string) *Session {
+func (r *MemoryRegistry) Wait(ctx context.Context, name string) Route {
 	for {
 		r.mu.Lock()
 		e, ok := r.entries[name]

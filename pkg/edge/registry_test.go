@@ -140,7 +140,7 @@ func TestMemoryRegistry_Wait(t *testing.T) {
 
 	// On hold: Wait blocks until the owner claims the name again.
 	r.Release(a1)
-	got := make(chan *Session, 1)
+	got := make(chan Route, 1)
 	go func() { got <- r.Wait(ctx, "wiki") }()
 	if name := recvIn(t, blocked, 20*time.Second); name != "wiki" {
 		t.Fatalf("blocked on %q, want wiki", name)
@@ -174,7 +174,7 @@ func TestMemoryRegistry_WaitEndsWhenNameIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Release(a)
-	got := make(chan *Session, 1)
+	got := make(chan Route, 1)
 	go func() { got <- r.Wait(context.Background(), "wiki") }()
 	recvIn(t, blocked, 20*time.Second)
 	// The hold runs out and another claim sweeps the name away: the
@@ -263,7 +263,7 @@ func TestMemoryRegistry_HeldNamesBoundedPerAccount(t *testing.T) {
 		}
 	}
 	churn("alice", "", 0, 1)
-	got := make(chan *Session, 1)
+	got := make(chan Route, 1)
 	go func() { got <- r.Wait(context.Background(), "alice-0") }()
 	recvIn(t, blocked, 20*time.Second)
 	churn("alice", "", 1, 10)

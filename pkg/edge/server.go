@@ -27,22 +27,30 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/token"
 )
 
-// Session is one connected, authenticated client as the edge sees it. Its
-// fields are set before it is registered and never change after.
+// Session is one connected, authenticated client as the edge sees it, and
+// the Route to it for the names it claimed. Its fields are set before it is
+// registered and never change after; read them freely from any goroutine.
 type Session struct {
-	ID         string
-	Owner      string // token.Identity.ID of its token, or for anonymous clients see anonOwner
-	Label      string // the token's label, for logs
+	// ID identifies the session in logs, the access log and the status
+	// page: 16 random hex digits, unique per connection.
+	ID string
+	// Owner is whom the session's names belong to: the Identity.ID of its
+	// token, or for an anonymous client a key of its own (see anonOwner).
+	// Another owner cannot claim them, live or on hold.
+	Owner string
+	// Label is the token's label ("anonymous" without one), for logs and
+	// the status page only.
+	Label string
+	// RemoteAddr is the client's address, host:port, as the connection had it.
 	RemoteAddr string
-	Connected  time.Time
-	Names      []string
+	// Connected is when the client's handshake was accepted.
+	Connected time.Time
+	// Names are the tunnel names the session serves, in the order of the
+	// client's Hello (random ones drawn where it left the name empty).
+	Names []string
 
 	mux             *mux.ServerSession
 	tokenMaxTunnels int // the token's own max_tunnels; 0: server defaults
-
-	// transport pools this session's streams, and only this session's:
-	// see sessionTransport in proxy.go.
-	transport *http.Transport
 
 	// account is whom the per-owner bounds count against: the owner for
 	// a token, the source address for anonymous clients (who can make up
@@ -53,6 +61,17 @@ type Session struct {
 	// 0 means no bound.
 	maxHeld int
 }
+
+// Open implements Route: a stream on the session's yamux connection.
+func (s *Session) Open(ctx context.Context, h *proto.StreamHeader) (net.Conn, error) {
+	return s.mux.Open(ctx, h)
+}
+
+// Draining implements Route: closed once the client said it is stopping.
+func (s *Session) Draining() <-chan struct{} { return s.mux.Draining() }
+
+// String implements Route: the session's ID.
+func (s *Session) String() string { return s.ID }
 
 func (s *Session) accountKey() string {
 	if s.account != "" {
@@ -78,7 +97,8 @@ type Server struct {
 	httpConns *connQueue
 	limits    *limits
 	pacer     *pacer
-	ops       *ops // metrics, access log, status (metrics.go)
+	ops       *ops   // metrics, access log, status (metrics.go)
+	proxy     *proxy // the visitors' handler, and the stream pools of the routes (proxy.go)
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
@@ -109,6 +129,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.limits = newLimits(cfg, log, s.ops.metrics)
 	s.pacer = newPacer(cfg, log, s.ops.metrics)
+	s.proxy = s.newProxy()
 	// Session tickets stay on (the tls.Config default): resuming saves
 	// visitors a full handshake.
 	tlsConfig := cfg.TLSConfig.Clone()
@@ -132,7 +153,7 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.tlsConfig = tlsConfig
 	s.httpSrv = &http.Server{
-		Handler:           s.ops.instrument(s.newHandler()),
+		Handler:           s.ops.instrument(s.paced(s.proxy)),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
@@ -210,7 +231,7 @@ func (s *Server) shutdown(httpDone <-chan error) {
 	}
 	s.wg.Wait()
 	for _, sess := range sessions {
-		sess.transport.CloseIdleConnections()
+		s.proxy.pools.closeIdle(sess)
 	}
 	if s.acmeTransport != nil {
 		s.acmeTransport.CloseIdleConnections()
@@ -313,7 +334,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		s.registry.Release(sess)
+		s.unregister(sess)
 		ms.Reject(&proto.Error{Code: proto.CodeDraining, Message: "server is shutting down"})
 		return false
 	}
@@ -334,7 +355,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 		// touched. A client that then keeps its session open is closed
 		// after ShutdownGrace, like in-flight work at our own shutdown.
 		s.registry.Release(sess)
-		sess.transport.CloseIdleConnections()
+		s.proxy.pools.closeIdle(sess)
 		drainBound = time.AfterFunc(s.cfg.ShutdownGrace, func() {
 			log.Warn().Dur("grace", s.cfg.ShutdownGrace).Msg("draining client kept its session open; closing it")
 			ms.Close()
@@ -346,7 +367,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 		}
 		s.registry.Release(sess)
 		ms.Close()
-		sess.transport.CloseIdleConnections()
+		s.proxy.pools.drop(sess)
 		log.Info().Dur("duration", time.Since(sess.Connected)).Str("reason", disconnectReason(ctx, ms)).Msg("tunnel disconnected")
 		s.ops.sessionDown(sess)
 		forget()
@@ -354,7 +375,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 		s.wg.Done()
 	})
 	if err := ms.Accept(s.welcome(sess)); err != nil {
-		s.registry.Release(sess)
+		s.unregister(sess)
 		forget()
 		log.Info().Err(err).Msg("client left during handshake")
 		return false
@@ -365,17 +386,33 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 	return true
 }
 
-// admit authenticates a Hello and claims its names. A non-nil *proto.Error
-// is the refusal to send.
+// admit authenticates a Hello, validates the names it asks for and claims
+// them. A non-nil *proto.Error is the refusal to send.
 func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string) (*Session, *proto.Error) {
-	sess := &Session{
+	sess, id, perr := s.authenticate(ms, hello, remote)
+	if perr != nil {
+		return nil, perr
+	}
+	asked, perr := s.validateNames(sess, id, hello)
+	if perr != nil {
+		return nil, perr
+	}
+	if perr := s.claim(sess, hello, asked); perr != nil {
+		return nil, perr
+	}
+	return sess, nil
+}
+
+// authenticate checks hello's token, or lets an anonymous client in if
+// the server allows them, and builds the session with its owner and bounds;
+// its Names are left to claim. id is nil for an anonymous client.
+func (s *Server) authenticate(ms *mux.ServerSession, hello *proto.Hello, remote string) (sess *Session, id *token.Identity, perr *proto.Error) {
+	sess = &Session{
 		ID:         newSessionID(),
 		RemoteAddr: remote,
 		Connected:  time.Now(),
 		mux:        ms,
 	}
-	maxTunnels := s.cfg.MaxTunnelsPerSession
-	var id *token.Identity
 	switch {
 	case hello.Token == "" && s.cfg.AllowAnonymous:
 		// An anonymous client's names belong to its owner key, so that
@@ -385,7 +422,7 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 		sess.Owner, sess.Label = anonOwner(hello.OwnerKey, sess.ID), "anonymous"
 		sess.account = "anon:" + sourceKey(ms.RemoteAddr()).String()
 	case hello.Token == "":
-		return nil, &proto.Error{Code: proto.CodeBadToken, Message: "a token is required"}
+		return nil, nil, &proto.Error{Code: proto.CodeBadToken, Message: "a token is required"}
 	default:
 		var err error
 		if s.cfg.Auth == nil {
@@ -394,12 +431,9 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 			id, err = s.cfg.Auth.Authenticate(hello.Token)
 		}
 		if err != nil {
-			return nil, &proto.Error{Code: proto.CodeBadToken, Message: "the token is not valid"}
+			return nil, nil, &proto.Error{Code: proto.CodeBadToken, Message: "the token is not valid"}
 		}
 		sess.Owner, sess.Label, sess.tokenMaxTunnels = id.ID, id.Label, id.MaxTunnels
-		if id.MaxTunnels > 0 {
-			maxTunnels = id.MaxTunnels
-		}
 	}
 	// A departed client's names stay on hold for it, at most as many as
 	// it may have tunnels: churning fresh names cannot pile them up.
@@ -407,14 +441,24 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 	if sess.tokenMaxTunnels > 0 {
 		sess.maxHeld = sess.tokenMaxTunnels
 	}
+	return sess, id, nil
+}
+
+// validateNames checks the tunnels hello asks for against the session's
+// tunnel limit, the name rules and what the token id (nil: anonymous) may
+// claim, and returns the names asked for, in order; the tunnels that leave
+// the name empty get a random one in claim.
+func (s *Server) validateNames(sess *Session, id *token.Identity, hello *proto.Hello) (asked []string, perr *proto.Error) {
+	maxTunnels := s.cfg.MaxTunnelsPerSession
+	if sess.tokenMaxTunnels > 0 {
+		maxTunnels = sess.tokenMaxTunnels
+	}
 	if len(hello.Tunnels) > maxTunnels {
 		return nil, &proto.Error{Code: proto.CodeTooManyTunnels,
 			Message: fmt.Sprintf("%d tunnels asked for, at most %d allowed", len(hello.Tunnels), maxTunnels)}
 	}
-	random := make([]bool, len(hello.Tunnels))
-	for i, t := range hello.Tunnels {
+	for _, t := range hello.Tunnels {
 		if t.Name == "" {
-			random[i] = true
 			continue
 		}
 		if err := name.Validate(t.Name); err != nil {
@@ -424,39 +468,58 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 			}
 			return nil, &proto.Error{Code: code, Message: err.Error()}
 		}
-		if slices.Contains(sess.Names, t.Name) {
+		if slices.Contains(asked, t.Name) {
 			return nil, &proto.Error{Code: proto.CodeInvalidName, Message: fmt.Sprintf("name %q asked for twice", t.Name)}
 		}
 		if id != nil && !id.MayClaim(t.Name, false) {
 			return nil, &proto.Error{Code: proto.CodeNameNotAllowed, Message: fmt.Sprintf("this token may not claim %q", t.Name)}
 		}
-		sess.Names = append(sess.Names, t.Name)
+		asked = append(asked, t.Name)
 	}
-	// Random names are drawn last so they never collide with asked-for ones,
-	// and retried a few times if the registry already holds them.
-	for attempt := 0; ; attempt++ {
-		names := slices.Clone(sess.Names)
-		for _, r := range random {
-			if r {
-				names = append(names, s.freeRandomName(names))
-			}
+	return asked, nil
+}
+
+// claimAttempts is how many times claim draws fresh random names when the
+// registry already holds one it drew.
+const claimAttempts = 6
+
+// claim draws random names for the tunnels of hello that left theirs empty,
+// sets sess.Names, and claims them all in the registry. Random names are
+// drawn last so they never collide with asked-for ones, and drawn again if
+// the registry holds one by the time of the claim. Sessions of the same
+// owner that the claim replaced are closed.
+func (s *Server) claim(sess *Session, hello *proto.Hello, asked []string) *proto.Error {
+	random := len(hello.Tunnels) - len(asked)
+	// The session's streams get a pool of their own before a visitor can
+	// find it under one of its names.
+	s.proxy.pools.add(sess)
+	for attempt := 1; ; attempt++ {
+		names := slices.Clone(asked)
+		for range random {
+			names = append(names, s.freeRandomName(names))
 		}
-		claimed := &Session{ID: sess.ID, Owner: sess.Owner, Label: sess.Label, RemoteAddr: remote,
-			Connected: sess.Connected, Names: orderNames(hello, names), mux: ms, tokenMaxTunnels: sess.tokenMaxTunnels,
-			account: sess.account, maxHeld: sess.maxHeld}
-		claimed.transport = s.newTransport(claimed)
-		replaced, err := s.registry.Claim(claimed, claimed.Names)
+		sess.Names = orderNames(hello, names)
+		replaced, err := s.registry.Claim(sess, sess.Names)
 		if err == nil {
 			for _, old := range replaced {
-				s.log.Info().Str("session_id", old.ID).Str("by", claimed.ID).Msg("session replaced by its owner")
-				old.mux.Close() // its handleSession goroutine sees Done and cleans up
+				s.log.Info().Str("session_id", old.ID).Str("by", sess.ID).Msg("session replaced by its owner")
+				// Its done hook (see handleSession) releases what it held.
+				old.mux.Close()
 			}
-			return claimed, nil
+			return nil
 		}
-		if !errors.Is(err, ErrNameTaken) || !slices.Contains(random, true) || attempt == 5 {
-			return nil, &proto.Error{Code: proto.CodeNameTaken, Message: err.Error() + " is held by another client"}
+		if !errors.Is(err, ErrNameTaken) || random == 0 || attempt == claimAttempts {
+			s.proxy.pools.drop(sess)
+			return &proto.Error{Code: proto.CodeNameTaken, Message: err.Error() + " is held by another client"}
 		}
 	}
+}
+
+// unregister takes an admitted session that will not serve (or serves no
+// more) off the registry, and drops its stream pool.
+func (s *Server) unregister(sess *Session) {
+	s.registry.Release(sess)
+	s.proxy.pools.drop(sess)
 }
 
 // anonOwner is the owner of an anonymous client's names: a hash of its

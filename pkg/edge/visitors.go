@@ -30,7 +30,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -549,9 +548,10 @@ func (b *pacedBody) Read(p []byte) (int, error) {
 const refusedSlowReader = "slow_reader_refused"
 
 // acquireVisitor takes a slot of the tunnel name for the request, within
-// its source's share, or answers the refusal itself (503 when the tunnel is
-// full, 429 when the visitor has its share) and reports false.
-func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name, host string) (release func(), ok bool) {
+// its source's share, or says why not: errTunnelBusy when the tunnel is
+// full, errVisitorShare when the visitor has its share, errSlowReader when
+// it holds some of a full SlowReaderBudget.
+func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name string) (release func(), err error) {
 	pw := pacedOf(w)
 	var src netip.Prefix
 	if pw != nil {
@@ -559,28 +559,22 @@ func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name, ho
 	} else {
 		src = s.visitorSource(r)
 	}
-	refusal := ""
 	if !s.pacer.admit(src) {
-		refusal = refusedSlowReader
 		s.limits.rec.RateLimited(refusedSlowReader)
-	} else if release, refusal = s.limits.acquireStream(r.Context(), name, src); refusal == "" {
+		return nil, errSlowReader
+	}
+	release, refusal := s.limits.acquireStream(r.Context(), name, src)
+	switch refusal {
+	case "":
 		if pw != nil {
 			pw.v.proxied = true
 		}
-		return release, true
-	}
-	closeIfBodyPending(w, r)
-	switch refusal {
+		return release, nil
 	case refusedVisitor:
-		visitorBusy(w, host, s.limits.perVisitor())
-	case refusedSlowReader:
-		w.Header().Set("Retry-After", "10")
-		page(w, http.StatusTooManyRequests, fmt.Sprintf(
-			"The server is short of memory for responses not taken, and your address holds some of it: %s will answer again once they are gone.", host))
+		return nil, errVisitorShare
 	default:
-		tunnelBusy(w, host)
+		return nil, errTunnelBusy
 	}
-	return nil, false
 }
 
 // pacedOf finds the visit's writer under any wrappers put on it since.
@@ -595,11 +589,4 @@ func pacedOf(w http.ResponseWriter) *pacedWriter {
 			return nil
 		}
 	}
-}
-
-// visitorBusy answers a request refused for its source's share.
-func visitorBusy(w http.ResponseWriter, host string, max int) {
-	w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter/time.Second)))
-	page(w, http.StatusTooManyRequests, fmt.Sprintf(
-		"Too many requests in flight from your address to %s (at most %d at once). Try again when some have finished.", host, max))
 }
