@@ -22,7 +22,7 @@ import (
 
 // Why the edge answers a request itself rather than with the tunnel's
 // answer: each becomes its status and page in answer, the one place that
-// writes them. (ParseHost's ErrMalformedHost and ErrForeignHost, and the
+// writes them. (name.FromHost's ErrMalformedHost and ErrForeignHost, and the
 // proxy's own errors, are mapped there too.)
 var (
 	// errTunnelOffline: the name is known (held for its owner) but no
