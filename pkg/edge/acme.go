@@ -103,8 +103,8 @@ const orderWindow = 7 * 24 * time.Hour
 const orderRetry = 15 * time.Minute
 
 // refusedLogCap bounds how many refused names are remembered for
-// log-once; past it the memory is cleared, so a flood of random SNI names
-// costs a few log lines, not unbounded memory.
+// log-once; past it the least recently refused is forgotten, so a flood of
+// random SNI names costs a few log lines, not unbounded memory.
 const refusedLogCap = 4096
 
 // newCertManager builds the autocert manager for cfg.ACME. It creates the
@@ -132,7 +132,7 @@ func (s *Server) newCertManager(cfg *ACMEConfig) (*autocert.Manager, error) {
 		rec:      s.ops.metrics,
 		log:      s.log,
 		now:      time.Now,
-		logged:   make(map[string]time.Time),
+		logged:   newExpiring[string, struct{}](refusedLogCap, orderWindow),
 	}
 	return &autocert.Manager{
 		Prompt:     autocert.AcceptTOS,
@@ -166,13 +166,11 @@ func (s *Server) hostPolicy(_ context.Context, host string) error {
 func (s *Server) noteRefused(host string) bool {
 	s.refusedMu.Lock()
 	defer s.refusedMu.Unlock()
-	if _, seen := s.refused[host]; seen {
+	now := time.Now()
+	if _, seen := s.refused.get(host, now); seen {
 		return false
 	}
-	if len(s.refused) >= refusedLogCap {
-		clear(s.refused)
-	}
-	s.refused[host] = struct{}{}
+	s.refused.put(host, struct{}{}, now)
 	return true
 }
 
@@ -250,8 +248,8 @@ type orderBudget struct {
 	now             func() time.Time
 
 	mu     sync.Mutex
-	orders []order              // within the window, oldest first
-	logged map[string]time.Time // "server" or "owner:<account>" → when its refusal was logged
+	orders []order                     // within the window, oldest first
+	logged *expiring[string, struct{}] // "server" or "owner:<account>", for a week after its refusal was logged
 }
 
 type order struct {
@@ -322,21 +320,13 @@ func (b *orderBudget) logRefusalLocked(scope string, limit int, account, host st
 	if scope == "owner" {
 		key = "owner:" + account
 	}
-	if t, ok := b.logged[key]; ok && now.Sub(t) < orderWindow {
+	if _, ok := b.logged.get(key, now); ok {
 		b.log.Debug().Str("host", host).Str("budget", scope).Msg("certificate not ordered: weekly budget spent")
 		return
 	}
-	if len(b.logged) >= refusedLogCap {
-		for k, t := range b.logged {
-			if now.Sub(t) >= orderWindow {
-				delete(b.logged, k)
-			}
-		}
-		if len(b.logged) >= refusedLogCap {
-			return
-		}
+	if !b.logged.putIfRoom(key, struct{}{}, now) {
+		return
 	}
-	b.logged[key] = now
 	ev := b.log.Warn().Str("host", host).Str("budget", scope).Int("orders_per_week", limit)
 	if scope == "owner" {
 		ev = ev.Str("owner", account)
@@ -359,5 +349,5 @@ var modernCipherSuites = []uint16{
 // refusedSet is the log-once memory of hostPolicy.
 type refusedSet struct {
 	refusedMu sync.Mutex
-	refused   map[string]struct{}
+	refused   *expiring[string, struct{}] // no ttl: until evicted
 }

@@ -37,7 +37,9 @@ const authForget = 10 * time.Minute
 
 // maxTrackedSources caps the failed-authentication table, so a flood from
 // many addresses cannot grow it without end. Beyond it, new addresses are not
-// delayed (the per-address handshake limit still bounds each of them).
+// delayed (the per-address handshake limit still bounds each of them). It
+// also caps the log-once memory of refused connections, which forgets the
+// least recently logged source instead.
 const maxTrackedSources = 100_000
 
 // sourceKey is the address a limit counts against: the IP, or its /64 for
@@ -70,6 +72,10 @@ type limits struct {
 	now func() time.Time
 	rec RateLimitRecorder // counts every refusal or delay, by kind
 
+	// The counters of what is in use (handshakes, sessions, tunnels,
+	// streams, waiters) are plain maps, not expiring ones: an entry lives
+	// exactly as long as what it counts, and evicting one would free a slot
+	// still held. They are bounded by the limits they count against.
 	mu            sync.Mutex
 	handshakes    int
 	handshakesBy  map[netip.Prefix]int
@@ -79,13 +85,8 @@ type limits struct {
 	streamsBy     map[string]int                        // tunnel name → streams in use
 	visitorsBy    map[visitorKey]int                    // tunnel and visitor source → streams in use
 	waitersBy     map[visitorKey][]*shareWaiter         // requests waiting for their source's share, oldest first
-	authFailures  map[netip.Prefix]*authState
-	refusedBursts map[netip.Prefix]time.Time // source → when its refused-connection burst was logged
-}
-
-type authState struct {
-	failures int
-	last     time.Time
+	authFailures  *expiring[netip.Prefix, int]          // source → failures, until authForget after its last
+	refusedBursts *expiring[netip.Prefix, struct{}]     // for a minute after a source's refused connection was logged
 }
 
 func newLimits(cfg Config, log zerolog.Logger, rec RateLimitRecorder) *limits {
@@ -100,8 +101,8 @@ func newLimits(cfg Config, log zerolog.Logger, rec RateLimitRecorder) *limits {
 		streamsBy:     make(map[string]int),
 		visitorsBy:    make(map[visitorKey]int),
 		waitersBy:     make(map[visitorKey][]*shareWaiter),
-		authFailures:  make(map[netip.Prefix]*authState),
-		refusedBursts: make(map[netip.Prefix]time.Time),
+		authFailures:  newExpiring[netip.Prefix, int](maxTrackedSources, authForget),
+		refusedBursts: newExpiring[netip.Prefix, struct{}](maxTrackedSources, time.Minute),
 	}
 }
 
@@ -137,17 +138,10 @@ func (l *limits) admitConn(remote net.Addr) (*connGuard, bool) {
 // a flood does not become a flood of log lines.
 func (l *limits) logRefusedLocked(src netip.Prefix) {
 	now := l.now()
-	if t, ok := l.refusedBursts[src]; ok && now.Sub(t) < time.Minute {
+	if _, ok := l.refusedBursts.get(src, now); ok {
 		return
 	}
-	if len(l.refusedBursts) >= maxTrackedSources {
-		for k, t := range l.refusedBursts {
-			if now.Sub(t) >= time.Minute {
-				delete(l.refusedBursts, k)
-			}
-		}
-	}
-	l.refusedBursts[src] = now
+	l.refusedBursts.put(src, struct{}{}, now)
 	l.log.Warn().Str("source", src.String()).Int("handshakes", l.handshakes).
 		Msg("too many handshakes in progress; refusing connections (logged once a minute per source)")
 }
@@ -212,15 +206,8 @@ func decr[K comparable](m map[K]int, k K) {
 func (l *limits) authDelay(src netip.Prefix) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st, ok := l.authFailures[src]
-	if !ok {
-		return 0
-	}
-	if l.now().Sub(st.last) >= authForget {
-		delete(l.authFailures, src)
-		return 0
-	}
-	return backoff(st.failures, l.cfg.AuthFailDelay, l.cfg.AuthFailMaxDelay)
+	failures, _ := l.authFailures.get(src, l.now())
+	return backoff(failures, l.cfg.AuthFailDelay, l.cfg.AuthFailMaxDelay)
 }
 
 func backoff(failures int, base, max time.Duration) time.Duration {
@@ -242,32 +229,17 @@ func (l *limits) authFailed(src netip.Prefix, log zerolog.Logger) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	st, ok := l.authFailures[src]
-	if ok && now.Sub(st.last) >= authForget {
-		ok = false
+	failures, _ := l.authFailures.get(src, now)
+	failures++
+	if !l.authFailures.putIfRoom(src, failures, now) {
+		return
 	}
-	if !ok {
-		if len(l.authFailures) >= maxTrackedSources {
-			for k, s := range l.authFailures {
-				if now.Sub(s.last) >= authForget {
-					delete(l.authFailures, k)
-				}
-			}
-			if len(l.authFailures) >= maxTrackedSources {
-				return
-			}
-		}
-		st = &authState{}
-		l.authFailures[src] = st
-	}
-	st.failures++
-	st.last = now
-	next := backoff(st.failures, l.cfg.AuthFailDelay, l.cfg.AuthFailMaxDelay)
-	if st.failures == authFreeFailures {
-		log.Warn().Str("source", src.String()).Int("failures", st.failures).Dur("delay", next).
+	next := backoff(failures, l.cfg.AuthFailDelay, l.cfg.AuthFailMaxDelay)
+	if failures == authFreeFailures {
+		log.Warn().Str("source", src.String()).Int("failures", failures).Dur("delay", next).
 			Msg("repeated authentication failures; delaying further attempts from this source (logged once per burst)")
 	} else {
-		log.Debug().Str("source", src.String()).Int("failures", st.failures).Dur("delay", next).Msg("authentication failed")
+		log.Debug().Str("source", src.String()).Int("failures", failures).Dur("delay", next).Msg("authentication failed")
 	}
 }
 

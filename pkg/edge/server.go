@@ -124,7 +124,7 @@ func NewServer(cfg Config) (*Server, error) {
 		registry:   reg,
 		httpConns:  newConnQueue(),
 		sessions:   make(map[*Session]struct{}),
-		refusedSet: refusedSet{refused: make(map[string]struct{})},
+		refusedSet: refusedSet{refused: newExpiring[string, struct{}](refusedLogCap, 0)},
 		ops:        newOps(cfg),
 	}
 	s.limits = newLimits(cfg, log, s.ops.metrics)
