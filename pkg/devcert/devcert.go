@@ -31,7 +31,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tunnelhq/tunnel/internal/safefile"
+	"github.com/tunnelhq/tunnel/internal/atomicfile"
 )
 
 // CAFile is the CA certificate's file name inside the directory given to
@@ -304,10 +304,10 @@ func createCA(certPath, keyPath string) (*x509.Certificate, crypto.Signer, error
 	// O_EXCL: if another tunneld created the CA since we looked, fail
 	// instead of replacing it. The key goes first, so a crash in between
 	// leaves a key without a certificate, which the next run reports.
-	if err := safefile.Create(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Create(keyPath, keyPEM, 0o600); err != nil {
 		return nil, nil, fmt.Errorf("dev certs: write CA key: %w", err)
 	}
-	if err := safefile.Create(certPath, encodeCert(der), 0o644); err != nil {
+	if err := atomicfile.Create(certPath, encodeCert(der), 0o644); err != nil {
 		os.Remove(keyPath) // ours, written just above, useless without the certificate
 		return nil, nil, fmt.Errorf("dev certs: write CA certificate: %w", err)
 	}
@@ -368,10 +368,10 @@ func loadOrCreateLeaf(dir, domain string, caCert *x509.Certificate, caKey crypto
 	}
 	// Key first: a crash between the two renames leaves a pair that does
 	// not match, which the next run reports as damaged.
-	if err := safefile.Replace(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return nil, nil, fmt.Errorf("dev certs: write leaf key: %w", err)
 	}
-	if err := safefile.Replace(certPath, encodeCert(leaf.Certificate[0]), 0o644); err != nil {
+	if err := atomicfile.Write(certPath, encodeCert(leaf.Certificate[0]), 0o644); err != nil {
 		return nil, nil, fmt.Errorf("dev certs: write leaf certificate: %w", err)
 	}
 	return leaf, key, nil
