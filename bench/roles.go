@@ -17,7 +17,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/tunnelhq/tunnel/pkg/edge"
+	"github.com/tunnelhq/tunnel/pkg/devcert"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
@@ -54,7 +54,7 @@ func runRole() (ok bool, err error) {
 
 // clientTLS trusts the dev CA in certsDir, as tunnel --dev does.
 func clientTLS(certsDir string) (*tls.Config, error) {
-	pem, err := os.ReadFile(filepath.Join(certsDir, edge.DevCAFile))
+	pem, err := os.ReadFile(filepath.Join(certsDir, devcert.CAFile))
 	if err != nil {
 		return nil, fmt.Errorf("read dev CA: %w", err)
 	}
@@ -75,7 +75,7 @@ func pipeServer(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	tlsCfg, err := edge.DevTLSConfig(*certsDir, "localhost")
+	tlsCfg, err := devcert.TLSConfig(*certsDir, "localhost")
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/tunnelhq/tunnel/pkg/devcert"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
@@ -168,8 +169,7 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 	}
 	caFile := set.str("ca", file.CA)
 	if caFile == "" && dev {
-		// edge.DevCAFile; cmd/tunnel does not import the server's package.
-		caFile = filepath.Join(c.String("certs-dir"), "ca.pem")
+		caFile = filepath.Join(c.String("certs-dir"), devcert.CAFile)
 	}
 	roots, err := rootCAs(caFile)
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/tunnelhq/tunnel/pkg/edge"
+	"github.com/tunnelhq/tunnel/pkg/devcert"
 	"github.com/tunnelhq/tunnel/pkg/token"
 )
 
@@ -71,10 +71,10 @@ func certsCommand() *cli.Command {
 				return fmt.Errorf("unexpected argument %q (see --help)", c.Args().First())
 			}
 			dir := innermostString(c, "certs-dir")
-			if _, err := edge.DevTLSConfig(dir, innermostString(c, "domain")); err != nil {
+			if err := devcert.Ensure(dir, innermostString(c, "domain")); err != nil {
 				return err
 			}
-			fmt.Println(filepath.Join(dir, edge.DevCAFile))
+			fmt.Println(filepath.Join(dir, devcert.CAFile))
 			return nil
 		},
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/acme/autocert"
 
+	"github.com/tunnelhq/tunnel/pkg/devcert"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/token"
@@ -146,12 +147,12 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 	}
 
 	if dev {
-		tlsCfg, err := edge.DevTLSConfig(c.String("certs-dir"), cfg.Domain)
+		tlsCfg, err := devcert.TLSConfig(c.String("certs-dir"), cfg.Domain)
 		if err != nil {
 			return cfg, "", err
 		}
 		cfg.TLSConfig = tlsCfg
-		log.Info().Str("ca", filepath.Join(c.String("certs-dir"), edge.DevCAFile)).
+		log.Info().Str("ca", filepath.Join(c.String("certs-dir"), devcert.CAFile)).
 			Msg("dev mode: clients trust this CA (tunnel --ca, curl --cacert)")
 	} else if err := certConfig(c, &cfg, files); err != nil {
 		return cfg, "", err

@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +17,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/acme/autocert"
+
+	"github.com/tunnelhq/tunnel/internal/testtls"
 )
 
 func TestServer_HostPolicy(t *testing.T) {
@@ -109,21 +108,14 @@ func TestStaticCerts_Lookup(t *testing.T) {
 	}
 }
 
-// writePair writes a self-signed NAME.crt and NAME.key into dir.
+// writePair writes NAME.crt and NAME.key into dir, for dnsNames and
+// expiring validFor from now.
 func writePair(t *testing.T, dir, name string, dnsNames []string, validFor time.Duration) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), DNSNames: dnsNames,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(validFor),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
+	cert := testtls.NewCA(t).IssueFor(t, validFor, dnsNames...)
+	keyDER, _ := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
 	for file, block := range map[string]*pem.Block{
-		name + ".crt": {Type: "CERTIFICATE", Bytes: der},
+		name + ".crt": {Type: "CERTIFICATE", Bytes: cert.Certificate[0]},
 		name + ".key": {Type: "EC PRIVATE KEY", Bytes: keyDER},
 	} {
 		if err := os.WriteFile(filepath.Join(dir, file), pem.EncodeToMemory(block), 0o600); err != nil {
@@ -285,16 +277,9 @@ func TestServer_ACMEOrderBudgetWindow(t *testing.T) {
 // way autocert stores one: key, then chain, PEM.
 func writeCachedCert(t *testing.T, dir, name string) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(30 * 24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	data := append(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	cert := testtls.NewCA(t).IssueFor(t, 30*24*time.Hour, name)
+	keyDER, _ := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
+	data := append(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), testtls.CertPEM(cert)...)
 	if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,14 @@
-// Development certificates for tunneld --dev: a local CA made on first run
-// and kept in a directory, so that browsers, curl and the tunnel client can
-// be told to trust it once and keep working across restarts.
-
-package edge
+// Package devcert makes and keeps the development certificates of
+// tunneld --dev: a local CA made on first run and kept in a directory, so
+// that browsers, curl and the tunnel client can be told to trust it once and
+// keep working across restarts, and the leaves it signs for the server.
+//
+// It is its own package because three programs use it and only one is the
+// server: tunneld serves with TLSConfig (--dev, "tunneld certs"), the tunnel
+// client finds the CA by CAFile (--dev), and the bench does both. So it
+// imports neither pkg/edge nor pkg/mux, and the client may import it without
+// pulling in server code.
+package devcert
 
 import (
 	"crypto"
@@ -29,29 +35,29 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/name"
 )
 
-// DevCAFile is the CA certificate's file name inside the directory given to
-// DevTLSConfig. Clients trust it with --ca (curl: --cacert).
-const DevCAFile = "ca.pem"
+// CAFile is the CA certificate's file name inside the directory given to
+// TLSConfig. Clients trust it with --ca (curl: --cacert).
+const CAFile = "ca.pem"
 
 const (
-	devCAKeyFile   = "ca-key.pem"
-	devLeafFile    = "localhost.pem"
-	devLeafKeyFile = "localhost-key.pem"
+	caKeyFile   = "ca-key.pem"
+	leafFile    = "localhost.pem"
+	leafKeyFile = "localhost-key.pem"
 
-	devCAValidity   = 5 * 365 * 24 * time.Hour
-	devLeafValidity = 365 * 24 * time.Hour
-	// devLeafRenewBefore renews the stored leaf this long before it expires,
+	caValidity   = 5 * 365 * 24 * time.Hour
+	leafValidity = 365 * 24 * time.Hour
+	// leafRenewBefore renews the stored leaf this long before it expires,
 	// so a long-running dev server does not start serving an expired one.
-	devLeafRenewBefore = 30 * 24 * time.Hour
-	// devClockSkew backdates NotBefore so a client whose clock is a little
+	leafRenewBefore = 30 * 24 * time.Hour
+	// clockSkew backdates NotBefore so a client whose clock is a little
 	// behind still accepts a certificate made a moment ago.
-	devClockSkew = time.Hour
-	// devCacheSize caps the per-name leaves kept in memory. Any visitor can
+	clockSkew = time.Hour
+	// cacheSize caps the per-name leaves kept in memory. Any visitor can
 	// pick the SNI, so without a cap the cache would be a memory leak.
-	devCacheSize = 1024
+	cacheSize = 1024
 )
 
-// DevTLSConfig returns a TLS configuration for development, backed by
+// TLSConfig returns a TLS configuration for development, backed by
 // certificates in dir that it creates on first use and reuses afterwards:
 //
 //	ca.pem, ca-key.pem               ECDSA P-256 CA, valid 5 years
@@ -72,14 +78,14 @@ const (
 // concurrent handshakes.
 //
 // The CA is never overwritten. If ca.pem or ca-key.pem is missing, damaged,
-// does not match the other, or has expired, DevTLSConfig returns an error
+// does not match the other, or has expired, TLSConfig returns an error
 // saying which file and what to do, because a new CA would silently break
 // every client that trusts the old one. A damaged or half-missing leaf pair
 // is also an error. A readable leaf that is no longer right (expiring within
 // 30 days, not signed by this CA, or not covering domain) is replaced, since
 // it is derived from the CA and nobody trusts it directly.
-func DevTLSConfig(dir, domain string) (*tls.Config, error) {
-	c, err := loadDevCerts(dir, domain)
+func TLSConfig(dir, domain string) (*tls.Config, error) {
+	c, err := load(dir, domain)
 	if err != nil {
 		return nil, err
 	}
@@ -89,8 +95,15 @@ func DevTLSConfig(dir, domain string) (*tls.Config, error) {
 	}, nil
 }
 
-// devCerts serves the certificates behind DevTLSConfig.
-type devCerts struct {
+// Ensure makes the certificates in dir as TLSConfig does, for a command that
+// only wants them on disk ("tunneld certs"), and reports the same errors.
+func Ensure(dir, domain string) error {
+	_, err := load(dir, domain)
+	return err
+}
+
+// store serves the certificates behind TLSConfig.
+type store struct {
 	domain string
 	caCert *x509.Certificate
 	caKey  crypto.Signer
@@ -100,25 +113,25 @@ type devCerts struct {
 	leafKey crypto.Signer
 
 	mu    sync.Mutex
-	cache map[string]*tls.Certificate // by SNI name; at most devCacheSize
+	cache map[string]*tls.Certificate // by SNI name; at most cacheSize
 }
 
-func loadDevCerts(dir, domain string) (*devCerts, error) {
-	if err := checkDevDomain(domain); err != nil {
+func load(dir, domain string) (*store, error) {
+	if err := checkDomain(domain); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("dev certs: create directory: %w", err)
 	}
-	caCert, caKey, err := loadOrCreateDevCA(dir)
+	caCert, caKey, err := loadOrCreateCA(dir)
 	if err != nil {
 		return nil, err
 	}
-	leaf, leafKey, err := loadOrCreateDevLeaf(dir, domain, caCert, caKey)
+	leaf, leafKey, err := loadOrCreateLeaf(dir, domain, caCert, caKey)
 	if err != nil {
 		return nil, err
 	}
-	return &devCerts{
+	return &store{
 		domain:  domain,
 		caCert:  caCert,
 		caKey:   caKey,
@@ -128,25 +141,25 @@ func loadDevCerts(dir, domain string) (*devCerts, error) {
 	}, nil
 }
 
-// checkDevDomain accepts dot-separated LDH labels, lowercase, no trailing
+// checkDomain accepts dot-separated LDH labels, lowercase, no trailing
 // dot: the form every name in a certificate is compared in.
-func checkDevDomain(domain string) error {
+func checkDomain(domain string) error {
 	if domain == "" {
 		return errors.New("dev certs: domain is empty")
 	}
 	for _, label := range strings.Split(domain, ".") {
-		if !devLabelOK(label) {
+		if !labelOK(label) {
 			return fmt.Errorf("dev certs: domain %q: want lowercase DNS labels (a-z, 0-9, '-') without a trailing dot", domain)
 		}
 	}
 	return nil
 }
 
-// devLabelOK reports whether s is one lowercase LDH label. It is a syntax
+// labelOK reports whether s is one lowercase LDH label. It is a syntax
 // check only (unlike name.Validate, reserved and punycode labels pass), so
 // that the dev server presents a valid certificate for any host name it
 // might be asked for and the edge, not TLS, decides what exists.
-func devLabelOK(s string) bool {
+func labelOK(s string) bool {
 	if s == "" || len(s) > name.MaxLen || s[0] == '-' || s[len(s)-1] == '-' {
 		return false
 	}
@@ -158,17 +171,17 @@ func devLabelOK(s string) bool {
 	return true
 }
 
-// getCertificate is the tls.Config.GetCertificate of DevTLSConfig.
-func (c *devCerts) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+// getCertificate is the tls.Config.GetCertificate of TLSConfig.
+func (c *store) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	host := name.Lower(strings.TrimSuffix(hello.ServerName, "."))
-	if label, ok := strings.CutSuffix(host, "."+c.domain); ok && devLabelOK(label) {
+	if label, ok := strings.CutSuffix(host, "."+c.domain); ok && labelOK(label) {
 		return c.leafFor(host)
 	}
 	return c.leaf, nil
 }
 
 // leafFor returns the cached leaf for name, making it if needed.
-func (c *devCerts) leafFor(name string) (*tls.Certificate, error) {
+func (c *store) leafFor(name string) (*tls.Certificate, error) {
 	c.mu.Lock()
 	cert, ok := c.cache[name]
 	c.mu.Unlock()
@@ -178,7 +191,7 @@ func (c *devCerts) leafFor(name string) (*tls.Certificate, error) {
 
 	// Sign outside the lock so one slow handshake does not hold up others;
 	// two handshakes racing for a new name both sign, and one result wins.
-	cert, err := newDevLeaf([]string{name}, nil, c.caCert, c.caKey, c.leafKey)
+	cert, err := newLeaf([]string{name}, nil, c.caCert, c.caKey, c.leafKey)
 	if err != nil {
 		return nil, fmt.Errorf("dev certs: leaf for %q: %w", name, err)
 	}
@@ -188,7 +201,7 @@ func (c *devCerts) leafFor(name string) (*tls.Certificate, error) {
 	if prev, ok := c.cache[name]; ok {
 		return prev, nil
 	}
-	if len(c.cache) >= devCacheSize {
+	if len(c.cache) >= cacheSize {
 		// Evict an arbitrary entry: a miss only costs one signature.
 		for k := range c.cache {
 			delete(c.cache, k)
@@ -199,57 +212,57 @@ func (c *devCerts) leafFor(name string) (*tls.Certificate, error) {
 	return cert, nil
 }
 
-// loadOrCreateDevCA loads the CA from dir, or creates it if neither of its
+// loadOrCreateCA loads the CA from dir, or creates it if neither of its
 // files exists.
-func loadOrCreateDevCA(dir string) (*x509.Certificate, crypto.Signer, error) {
-	certPath := filepath.Join(dir, DevCAFile)
-	keyPath := filepath.Join(dir, devCAKeyFile)
-	certExists, err := devFileExists(certPath)
+func loadOrCreateCA(dir string) (*x509.Certificate, crypto.Signer, error) {
+	certPath := filepath.Join(dir, CAFile)
+	keyPath := filepath.Join(dir, caKeyFile)
+	certExists, err := fileExists(certPath)
 	if err != nil {
 		return nil, nil, err
 	}
-	keyExists, err := devFileExists(keyPath)
+	keyExists, err := fileExists(keyPath)
 	if err != nil {
 		return nil, nil, err
 	}
 	remedy := fmt.Sprintf("restore it from a backup, or remove %s and %s to make a new CA that every client must trust again",
-		DevCAFile, devCAKeyFile)
+		CAFile, caKeyFile)
 
 	switch {
 	case !certExists && !keyExists:
-		return createDevCA(certPath, keyPath)
+		return createCA(certPath, keyPath)
 	case certExists && !keyExists:
-		return nil, nil, fmt.Errorf("dev certs: %s exists but %s is missing: %s", certPath, devCAKeyFile, remedy)
+		return nil, nil, fmt.Errorf("dev certs: %s exists but %s is missing: %s", certPath, caKeyFile, remedy)
 	case !certExists && keyExists:
-		return nil, nil, fmt.Errorf("dev certs: %s exists but %s is missing: %s", keyPath, DevCAFile, remedy)
+		return nil, nil, fmt.Errorf("dev certs: %s exists but %s is missing: %s", keyPath, CAFile, remedy)
 	}
 
 	pair, err := tls.LoadX509KeyPair(certPath, keyPath)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dev certs: load CA from %s and %s: %w (restore them from a backup, or remove both to make a new CA that every client must trust again)",
-			certPath, devCAKeyFile, err)
+			certPath, caKeyFile, err)
 	}
-	cert, key, err := devPairParts(pair)
+	cert, key, err := pairParts(pair)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dev certs: load CA from %s: %w", certPath, err)
 	}
 	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, nil, fmt.Errorf("dev certs: %s is not a CA certificate (restore it from a backup, or remove it and %s to make a new CA)",
-			certPath, devCAKeyFile)
+			certPath, caKeyFile)
 	}
 	if now := time.Now(); now.After(cert.NotAfter) {
 		return nil, nil, fmt.Errorf("dev certs: CA in %s expired on %s: remove %s and %s to make a new one",
-			certPath, cert.NotAfter.Format(time.DateOnly), DevCAFile, devCAKeyFile)
+			certPath, cert.NotAfter.Format(time.DateOnly), CAFile, caKeyFile)
 	}
 	return cert, key, nil
 }
 
-func createDevCA(certPath, keyPath string) (*x509.Certificate, crypto.Signer, error) {
+func createCA(certPath, keyPath string) (*x509.Certificate, crypto.Signer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dev certs: generate CA key: %w", err)
 	}
-	serial, err := devSerial()
+	serial, err := serialNumber()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -257,8 +270,8 @@ func createDevCA(certPath, keyPath string) (*x509.Certificate, crypto.Signer, er
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"tunneld --dev"}, CommonName: "tunneld development CA"},
-		NotBefore:             now.Add(-devClockSkew),
-		NotAfter:              now.Add(devCAValidity),
+		NotBefore:             now.Add(-clockSkew),
+		NotAfter:              now.Add(caValidity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -272,7 +285,7 @@ func createDevCA(certPath, keyPath string) (*x509.Certificate, crypto.Signer, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("dev certs: parse new CA certificate: %w", err)
 	}
-	keyPEM, err := devKeyPEM(key)
+	keyPEM, err := encodeKey(key)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -280,30 +293,30 @@ func createDevCA(certPath, keyPath string) (*x509.Certificate, crypto.Signer, er
 	// O_EXCL: if another tunneld created the CA since we looked, fail
 	// instead of replacing it. The key goes first, so a crash in between
 	// leaves a key without a certificate, which the next run reports.
-	if err := writeFileExclusive(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Create(keyPath, keyPEM, 0o600); err != nil {
 		return nil, nil, fmt.Errorf("dev certs: write CA key: %w", err)
 	}
-	if err := writeFileExclusive(certPath, devCertPEM(der), 0o644); err != nil {
+	if err := atomicfile.Create(certPath, encodeCert(der), 0o644); err != nil {
 		os.Remove(keyPath) // ours, written just above, useless without the certificate
 		return nil, nil, fmt.Errorf("dev certs: write CA certificate: %w", err)
 	}
 	return cert, key, nil
 }
 
-// loadOrCreateDevLeaf loads the stored localhost leaf, or makes a new one if
-// there is none or the stored one no longer fits (see DevTLSConfig).
-func loadOrCreateDevLeaf(dir, domain string, caCert *x509.Certificate, caKey crypto.Signer) (*tls.Certificate, crypto.Signer, error) {
-	certPath := filepath.Join(dir, devLeafFile)
-	keyPath := filepath.Join(dir, devLeafKeyFile)
-	certExists, err := devFileExists(certPath)
+// loadOrCreateLeaf loads the stored localhost leaf, or makes a new one if
+// there is none or the stored one no longer fits (see TLSConfig).
+func loadOrCreateLeaf(dir, domain string, caCert *x509.Certificate, caKey crypto.Signer) (*tls.Certificate, crypto.Signer, error) {
+	certPath := filepath.Join(dir, leafFile)
+	keyPath := filepath.Join(dir, leafKeyFile)
+	certExists, err := fileExists(certPath)
 	if err != nil {
 		return nil, nil, err
 	}
-	keyExists, err := devFileExists(keyPath)
+	keyExists, err := fileExists(keyPath)
 	if err != nil {
 		return nil, nil, err
 	}
-	remedy := fmt.Sprintf("remove %s and %s to make new ones", devLeafFile, devLeafKeyFile)
+	remedy := fmt.Sprintf("remove %s and %s to make new ones", leafFile, leafKeyFile)
 
 	dnsNames := []string{"localhost"}
 	if domain != "localhost" {
@@ -315,17 +328,17 @@ func loadOrCreateDevLeaf(dir, domain string, caCert *x509.Certificate, caKey cry
 	switch {
 	case certExists != keyExists:
 		return nil, nil, fmt.Errorf("dev certs: only one of %s and %s exists in %s: %s",
-			devLeafFile, devLeafKeyFile, dir, remedy)
+			leafFile, leafKeyFile, dir, remedy)
 	case certExists && keyExists:
 		pair, err := tls.LoadX509KeyPair(certPath, keyPath)
 		if err != nil {
 			return nil, nil, fmt.Errorf("dev certs: load %s (%s): %w", certPath, remedy, err)
 		}
-		cert, key, err := devPairParts(pair)
+		cert, key, err := pairParts(pair)
 		if err != nil {
 			return nil, nil, fmt.Errorf("dev certs: load %s (%s): %w", certPath, remedy, err)
 		}
-		if devLeafFits(cert, caCert, dnsNames, ips) {
+		if leafFits(cert, caCert, dnsNames, ips) {
 			return &pair, key, nil
 		}
 	}
@@ -334,11 +347,11 @@ func loadOrCreateDevLeaf(dir, domain string, caCert *x509.Certificate, caKey cry
 	if err != nil {
 		return nil, nil, fmt.Errorf("dev certs: generate leaf key: %w", err)
 	}
-	leaf, err := newDevLeaf(dnsNames, ips, caCert, caKey, key)
+	leaf, err := newLeaf(dnsNames, ips, caCert, caKey, key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dev certs: create leaf: %w", err)
 	}
-	keyPEM, err := devKeyPEM(key)
+	keyPEM, err := encodeKey(key)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -347,22 +360,22 @@ func loadOrCreateDevLeaf(dir, domain string, caCert *x509.Certificate, caKey cry
 	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return nil, nil, fmt.Errorf("dev certs: write leaf key: %w", err)
 	}
-	if err := atomicfile.Write(certPath, devCertPEM(leaf.Certificate[0]), 0o644); err != nil {
+	if err := atomicfile.Write(certPath, encodeCert(leaf.Certificate[0]), 0o644); err != nil {
 		return nil, nil, fmt.Errorf("dev certs: write leaf certificate: %w", err)
 	}
 	return leaf, key, nil
 }
 
-// devLeafFits reports whether a stored leaf can still be served: signed by
+// leafFits reports whether a stored leaf can still be served: signed by
 // this CA, not about to expire, and covering every name we need.
-func devLeafFits(cert, caCert *x509.Certificate, dnsNames []string, ips []net.IP) bool {
+func leafFits(cert, caCert *x509.Certificate, dnsNames []string, ips []net.IP) bool {
 	if cert.CheckSignatureFrom(caCert) != nil {
 		return false
 	}
 	// Renew when expiring soon, unless the leaf already lasts as long as the
 	// CA and a new one could not do better. (An expired leaf always fails
 	// here: one capped at the CA's end has an expired CA, refused earlier.)
-	if time.Now().Add(devLeafRenewBefore).After(cert.NotAfter) && cert.NotAfter.Before(caCert.NotAfter) {
+	if time.Now().Add(leafRenewBefore).After(cert.NotAfter) && cert.NotAfter.Before(caCert.NotAfter) {
 		return false
 	}
 	for _, n := range dnsNames {
@@ -378,22 +391,22 @@ func devLeafFits(cert, caCert *x509.Certificate, dnsNames []string, ips []net.IP
 	return true
 }
 
-// newDevLeaf signs a server certificate for dnsNames and ips with the CA,
+// newLeaf signs a server certificate for dnsNames and ips with the CA,
 // for the public half of key.
-func newDevLeaf(dnsNames []string, ips []net.IP, caCert *x509.Certificate, caKey, key crypto.Signer) (*tls.Certificate, error) {
-	serial, err := devSerial()
+func newLeaf(dnsNames []string, ips []net.IP, caCert *x509.Certificate, caKey, key crypto.Signer) (*tls.Certificate, error) {
+	serial, err := serialNumber()
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now()
-	notAfter := now.Add(devLeafValidity)
+	notAfter := now.Add(leafValidity)
 	if caCert.NotAfter.Before(notAfter) {
 		notAfter = caCert.NotAfter // a leaf cannot outlive its CA
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"tunneld --dev"}, CommonName: dnsNames[0]},
-		NotBefore:             now.Add(-devClockSkew),
+		NotBefore:             now.Add(-clockSkew),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -412,9 +425,9 @@ func newDevLeaf(dnsNames []string, ips []net.IP, caCert *x509.Certificate, caKey
 	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
 }
 
-// devPairParts returns the parsed certificate and signing key of a pair
+// pairParts returns the parsed certificate and signing key of a pair
 // loaded by tls.LoadX509KeyPair, which has already checked that they match.
-func devPairParts(pair tls.Certificate) (*x509.Certificate, crypto.Signer, error) {
+func pairParts(pair tls.Certificate) (*x509.Certificate, crypto.Signer, error) {
 	cert := pair.Leaf
 	if cert == nil {
 		var err error
@@ -429,7 +442,7 @@ func devPairParts(pair tls.Certificate) (*x509.Certificate, crypto.Signer, error
 	return cert, key, nil
 }
 
-func devSerial() (*big.Int, error) {
+func serialNumber() (*big.Int, error) {
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
 	if err != nil {
 		return nil, fmt.Errorf("dev certs: serial number: %w", err)
@@ -437,11 +450,11 @@ func devSerial() (*big.Int, error) {
 	return serial, nil
 }
 
-func devCertPEM(der []byte) []byte {
+func encodeCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
-func devKeyPEM(key *ecdsa.PrivateKey) ([]byte, error) {
+func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, fmt.Errorf("dev certs: encode key: %w", err)
@@ -449,10 +462,10 @@ func devKeyPEM(key *ecdsa.PrivateKey) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-// devFileExists reports whether path exists; errors other than "does not
+// fileExists reports whether path exists; errors other than "does not
 // exist" (permissions, I/O) are returned rather than treated as absence, so
 // an unreadable CA is never mistaken for a missing one and replaced.
-func devFileExists(path string) (bool, error) {
+func fileExists(path string) (bool, error) {
 	_, err := os.Lstat(path)
 	switch {
 	case err == nil:
@@ -462,33 +475,4 @@ func devFileExists(path string) (bool, error) {
 	default:
 		return false, fmt.Errorf("dev certs: %w", err)
 	}
-}
-
-// writeFileExclusive creates path with perm (independent of the umask) and
-// writes data to it, failing if path already exists. On error it removes
-// the file it created.
-func writeFileExclusive(path string, data []byte, perm fs.FileMode) (err error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(path)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("chmod %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package edge
+package devcert
 
 import (
 	"bytes"
@@ -19,11 +19,11 @@ import (
 	"time"
 )
 
-func TestDevTLSConfig_CreatesFiles(t *testing.T) {
+func TestTLSConfig_CreatesFiles(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "certs")
-	cfg, err := DevTLSConfig(dir, "localhost")
+	cfg, err := TLSConfig(dir, "localhost")
 	if err != nil {
-		t.Fatalf("DevTLSConfig: got %v, want nil", err)
+		t.Fatalf("TLSConfig: got %v, want nil", err)
 	}
 	if cfg.MinVersion != tls.VersionTLS12 {
 		t.Errorf("MinVersion: got %x, want %x", cfg.MinVersion, tls.VersionTLS12)
@@ -36,7 +36,7 @@ func TestDevTLSConfig_CreatesFiles(t *testing.T) {
 	}
 	for name, want := range map[string]os.FileMode{
 		"":                  0o700,
-		DevCAFile:           0o644,
+		CAFile:              0o644,
 		"ca-key.pem":        0o600,
 		"localhost.pem":     0o644,
 		"localhost-key.pem": 0o600,
@@ -51,14 +51,14 @@ func TestDevTLSConfig_CreatesFiles(t *testing.T) {
 		}
 	}
 
-	ca := devcertsReadCert(t, filepath.Join(dir, DevCAFile))
+	ca := readCert(t, filepath.Join(dir, CAFile))
 	if !ca.IsCA || ca.KeyUsage&x509.KeyUsageCertSign == 0 {
 		t.Errorf("CA: got IsCA=%v KeyUsage=%b, want a CA that signs certificates", ca.IsCA, ca.KeyUsage)
 	}
-	if got, want := ca.NotAfter.Sub(ca.NotBefore), devCAValidity+devClockSkew; got != want {
+	if got, want := ca.NotAfter.Sub(ca.NotBefore), caValidity+clockSkew; got != want {
 		t.Errorf("CA validity: got %v, want %v", got, want)
 	}
-	leaf := devcertsReadCert(t, filepath.Join(dir, "localhost.pem"))
+	leaf := readCert(t, filepath.Join(dir, "localhost.pem"))
 	if err := leaf.CheckSignatureFrom(ca); err != nil {
 		t.Errorf("leaf signed by CA: got %v, want nil", err)
 	}
@@ -70,16 +70,16 @@ func TestDevTLSConfig_CreatesFiles(t *testing.T) {
 	}
 }
 
-func TestDevTLSConfig_ReusesFiles(t *testing.T) {
+func TestTLSConfig_ReusesFiles(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := DevTLSConfig(dir, "localhost"); err != nil {
-		t.Fatalf("first DevTLSConfig: got %v, want nil", err)
+	if _, err := TLSConfig(dir, "localhost"); err != nil {
+		t.Fatalf("first TLSConfig: got %v, want nil", err)
 	}
-	before := devcertsReadAll(t, dir)
-	if _, err := DevTLSConfig(dir, "localhost"); err != nil {
-		t.Fatalf("second DevTLSConfig: got %v, want nil", err)
+	before := readAll(t, dir)
+	if _, err := TLSConfig(dir, "localhost"); err != nil {
+		t.Fatalf("second TLSConfig: got %v, want nil", err)
 	}
-	after := devcertsReadAll(t, dir)
+	after := readAll(t, dir)
 	for name, b := range before {
 		if !bytes.Equal(after[name], b) {
 			t.Errorf("%s: changed by the second call, want the same bytes", name)
@@ -90,52 +90,52 @@ func TestDevTLSConfig_ReusesFiles(t *testing.T) {
 	}
 }
 
-func TestDevTLSConfig_RenewsLeafForNewDomain(t *testing.T) {
+func TestTLSConfig_RenewsLeafForNewDomain(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := DevTLSConfig(dir, "localhost"); err != nil {
-		t.Fatalf("DevTLSConfig(localhost): got %v, want nil", err)
+	if _, err := TLSConfig(dir, "localhost"); err != nil {
+		t.Fatalf("TLSConfig(localhost): got %v, want nil", err)
 	}
-	before := devcertsReadAll(t, dir)
-	if _, err := DevTLSConfig(dir, "tunnel.test"); err != nil {
-		t.Fatalf("DevTLSConfig(tunnel.test): got %v, want nil", err)
+	before := readAll(t, dir)
+	if _, err := TLSConfig(dir, "tunnel.test"); err != nil {
+		t.Fatalf("TLSConfig(tunnel.test): got %v, want nil", err)
 	}
-	after := devcertsReadAll(t, dir)
-	for _, name := range []string{DevCAFile, "ca-key.pem"} {
+	after := readAll(t, dir)
+	for _, name := range []string{CAFile, "ca-key.pem"} {
 		if !bytes.Equal(after[name], before[name]) {
 			t.Errorf("%s: changed when the domain changed, want the CA kept", name)
 		}
 	}
-	leaf := devcertsReadCert(t, filepath.Join(dir, "localhost.pem"))
+	leaf := readCert(t, filepath.Join(dir, "localhost.pem"))
 	if got, want := leaf.DNSNames, []string{"localhost", "tunnel.test", "*.tunnel.test"}; !slices.Equal(got, want) {
 		t.Errorf("renewed leaf DNS names: got %q, want %q", got, want)
 	}
 }
 
-func TestDevTLSConfig_DamagedFiles(t *testing.T) {
+func TestTLSConfig_DamagedFiles(t *testing.T) {
 	tests := []struct {
 		name      string
 		damage    func(t *testing.T, dir string) // applied to a working dir
 		wantInErr string
 	}{
 		{"ca garbage", func(t *testing.T, dir string) {
-			devcertsWrite(t, filepath.Join(dir, DevCAFile), "not a certificate")
+			writeFile(t, filepath.Join(dir, CAFile), "not a certificate")
 		}, "ca.pem"},
 		{"ca key missing", func(t *testing.T, dir string) {
-			devcertsRemove(t, filepath.Join(dir, "ca-key.pem"))
+			removeFile(t, filepath.Join(dir, "ca-key.pem"))
 		}, "ca-key.pem is missing"},
 		{"ca cert missing", func(t *testing.T, dir string) {
-			devcertsRemove(t, filepath.Join(dir, DevCAFile))
+			removeFile(t, filepath.Join(dir, CAFile))
 		}, "ca.pem is missing"},
 		{"ca key from another ca", func(t *testing.T, dir string) {
 			other := t.TempDir()
-			if _, err := DevTLSConfig(other, "localhost"); err != nil {
+			if _, err := TLSConfig(other, "localhost"); err != nil {
 				t.Fatal(err)
 			}
 			key, err := os.ReadFile(filepath.Join(other, "ca-key.pem"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			devcertsWrite(t, filepath.Join(dir, "ca-key.pem"), string(key))
+			writeFile(t, filepath.Join(dir, "ca-key.pem"), string(key))
 		}, "load CA"},
 		{"ca is a leaf", func(t *testing.T, dir string) {
 			for _, f := range []string{"ca.pem", "ca-key.pem"} {
@@ -143,62 +143,62 @@ func TestDevTLSConfig_DamagedFiles(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				devcertsWrite(t, filepath.Join(dir, f), string(b))
+				writeFile(t, filepath.Join(dir, f), string(b))
 			}
 		}, "not a CA certificate"},
 		{"leaf garbage", func(t *testing.T, dir string) {
-			devcertsWrite(t, filepath.Join(dir, "localhost.pem"), "garbage")
+			writeFile(t, filepath.Join(dir, "localhost.pem"), "garbage")
 		}, "localhost.pem"},
 		{"leaf key missing", func(t *testing.T, dir string) {
-			devcertsRemove(t, filepath.Join(dir, "localhost-key.pem"))
+			removeFile(t, filepath.Join(dir, "localhost-key.pem"))
 		}, "only one of localhost.pem and localhost-key.pem"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if _, err := DevTLSConfig(dir, "localhost"); err != nil {
-				t.Fatalf("DevTLSConfig on a fresh dir: got %v, want nil", err)
+			if _, err := TLSConfig(dir, "localhost"); err != nil {
+				t.Fatalf("TLSConfig on a fresh dir: got %v, want nil", err)
 			}
 			tt.damage(t, dir)
-			before := devcertsReadAll(t, dir)
+			before := readAll(t, dir)
 
-			cfg, err := DevTLSConfig(dir, "localhost")
+			cfg, err := TLSConfig(dir, "localhost")
 			if err == nil || !strings.Contains(err.Error(), tt.wantInErr) {
-				t.Fatalf("DevTLSConfig: got (%v, %v), want error containing %q", cfg, err, tt.wantInErr)
+				t.Fatalf("TLSConfig: got (%v, %v), want error containing %q", cfg, err, tt.wantInErr)
 			}
-			after := devcertsReadAll(t, dir)
+			after := readAll(t, dir)
 			if len(after) != len(before) {
 				t.Fatalf("files after the error: got %d, want %d (nothing created or removed)", len(after), len(before))
 			}
 			for name, b := range before {
 				if !bytes.Equal(after[name], b) {
-					t.Fatalf("%s: changed by a failed DevTLSConfig, want it left alone", name)
+					t.Fatalf("%s: changed by a failed TLSConfig, want it left alone", name)
 				}
 			}
 		})
 	}
 }
 
-func TestDevTLSConfig_BadDomain(t *testing.T) {
+func TestTLSConfig_BadDomain(t *testing.T) {
 	for _, d := range []string{"", "Localhost", "localhost.", ".localhost", "a..b", "wi_ki.test"} {
 		dir := filepath.Join(t.TempDir(), "certs")
-		if _, err := DevTLSConfig(dir, d); err == nil {
-			t.Errorf("DevTLSConfig(%q): got nil, want error", d)
+		if _, err := TLSConfig(dir, d); err == nil {
+			t.Errorf("TLSConfig(%q): got nil, want error", d)
 		}
 		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("DevTLSConfig(%q): got dir created (%v), want nothing written", d, err)
+			t.Errorf("TLSConfig(%q): got dir created (%v), want nothing written", d, err)
 		}
 	}
 }
 
-func TestDevTLSConfig_Handshake(t *testing.T) {
+func TestTLSConfig_Handshake(t *testing.T) {
 	dir := t.TempDir()
-	cfg, err := DevTLSConfig(dir, "localhost")
+	cfg, err := TLSConfig(dir, "localhost")
 	if err != nil {
-		t.Fatalf("DevTLSConfig: got %v, want nil", err)
+		t.Fatalf("TLSConfig: got %v, want nil", err)
 	}
-	addr := devcertsServeTLS(t, "127.0.0.1:0", cfg)
-	roots := devcertsRoots(t, dir)
+	addr := serveTLS(t, "127.0.0.1:0", cfg)
+	roots := roots(t, dir)
 
 	tests := []struct {
 		name       string
@@ -215,7 +215,7 @@ func TestDevTLSConfig_Handshake(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			state, err := devcertsDial(addr, &tls.Config{RootCAs: roots, ServerName: tt.serverName})
+			state, err := dial(addr, &tls.Config{RootCAs: roots, ServerName: tt.serverName})
 			if tt.wantDNS == nil {
 				var verr *tls.CertificateVerificationError
 				if !errors.As(err, &verr) {
@@ -238,37 +238,37 @@ func TestDevTLSConfig_Handshake(t *testing.T) {
 			t.Skipf("no IPv6 loopback: %v", err)
 		}
 		ln.Close()
-		addr6 := devcertsServeTLS(t, "[::1]:0", cfg)
-		if _, err := devcertsDial(addr6, &tls.Config{RootCAs: roots}); err != nil {
+		addr6 := serveTLS(t, "[::1]:0", cfg)
+		if _, err := dial(addr6, &tls.Config{RootCAs: roots}); err != nil {
 			t.Fatalf("handshake with [::1]: got %v, want nil", err)
 		}
 	})
 }
 
-func TestDevTLSConfig_OtherDomain(t *testing.T) {
+func TestTLSConfig_OtherDomain(t *testing.T) {
 	dir := t.TempDir()
-	cfg, err := DevTLSConfig(dir, "tunnel.test")
+	cfg, err := TLSConfig(dir, "tunnel.test")
 	if err != nil {
-		t.Fatalf("DevTLSConfig: got %v, want nil", err)
+		t.Fatalf("TLSConfig: got %v, want nil", err)
 	}
-	addr := devcertsServeTLS(t, "127.0.0.1:0", cfg)
-	roots := devcertsRoots(t, dir)
+	addr := serveTLS(t, "127.0.0.1:0", cfg)
+	roots := roots(t, dir)
 	for _, sn := range []string{"wiki.tunnel.test", "tunnel.test", "localhost"} {
-		if _, err := devcertsDial(addr, &tls.Config{RootCAs: roots, ServerName: sn}); err != nil {
+		if _, err := dial(addr, &tls.Config{RootCAs: roots, ServerName: sn}); err != nil {
 			t.Errorf("handshake with ServerName %q: got %v, want nil", sn, err)
 		}
 	}
 }
 
-func TestDevTLSConfig_Curl(t *testing.T) {
+func TestTLSConfig_Curl(t *testing.T) {
 	curl, err := exec.LookPath("curl")
 	if err != nil {
 		t.Skip("curl not installed")
 	}
 	dir := t.TempDir()
-	cfg, err := DevTLSConfig(dir, "localhost")
+	cfg, err := TLSConfig(dir, "localhost")
 	if err != nil {
-		t.Fatalf("DevTLSConfig: got %v, want nil", err)
+		t.Fatalf("TLSConfig: got %v, want nil", err)
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -296,7 +296,7 @@ func TestDevTLSConfig_Curl(t *testing.T) {
 	url := fmt.Sprintf("https://wiki.localhost:%d/", port)
 	cmd := exec.CommandContext(ctx, curl,
 		"--silent", "--show-error", "--fail", "--noproxy", "*",
-		"--cacert", filepath.Join(dir, DevCAFile),
+		"--cacert", filepath.Join(dir, CAFile),
 		"--resolve", fmt.Sprintf("wiki.localhost:%d:127.0.0.1", port),
 		url)
 	var stdout, stderr bytes.Buffer
@@ -309,10 +309,10 @@ func TestDevTLSConfig_Curl(t *testing.T) {
 	}
 }
 
-func TestDevCerts_CacheBoundedAndShared(t *testing.T) {
-	c, err := loadDevCerts(t.TempDir(), "localhost")
+func TestStore_CacheBoundedAndShared(t *testing.T) {
+	c, err := load(t.TempDir(), "localhost")
 	if err != nil {
-		t.Fatalf("loadDevCerts: got %v, want nil", err)
+		t.Fatalf("load: got %v, want nil", err)
 	}
 	get := func(name string) *tls.Certificate {
 		cert, err := c.getCertificate(&tls.ClientHelloInfo{ServerName: name})
@@ -335,7 +335,7 @@ func TestDevCerts_CacheBoundedAndShared(t *testing.T) {
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
-			for i := range devCacheSize/workers + 20 {
+			for i := range cacheSize/workers + 20 {
 				cert := get(fmt.Sprintf("n%d-%d.localhost", w, i))
 				if cert == nil || len(cert.Leaf.DNSNames) != 1 {
 					t.Errorf("getCertificate: got %v, want a one-name leaf", cert)
@@ -348,21 +348,58 @@ func TestDevCerts_CacheBoundedAndShared(t *testing.T) {
 	c.mu.Lock()
 	n := len(c.cache)
 	c.mu.Unlock()
-	if n > devCacheSize {
-		t.Fatalf("cache size: got %d, want at most %d", n, devCacheSize)
+	if n > cacheSize {
+		t.Fatalf("cache size: got %d, want at most %d", n, cacheSize)
 	}
 }
 
-// devcertsServeTLS listens on addr with cfg and completes the handshake of
+// TestStore_UnicodeCaseIsNotFolded: only A-Z are lowered, so an SNI with
+// the Kelvin sign (which Unicode lowers to "k") gets the stored leaf, not a
+// leaf for a name the client did not send.
+func TestStore_UnicodeCaseIsNotFolded(t *testing.T) {
+	c, err := load(t.TempDir(), "localhost")
+	if err != nil {
+		t.Fatalf("load: got %v, want nil", err)
+	}
+	for _, name := range []string{"wi\u212Ai.localhost", "wi\xffki.localhost"} {
+		cert, err := c.getCertificate(&tls.ClientHelloInfo{ServerName: name})
+		if err != nil || cert != c.leaf {
+			t.Errorf("getCertificate(%q): got (%p, %v), want the stored leaf %p", name, cert, err, c.leaf)
+		}
+	}
+}
+
+func TestEnsure(t *testing.T) {
+	dir := t.TempDir()
+	if err := Ensure(dir, "localhost"); err != nil {
+		t.Fatalf("Ensure: got %v, want nil", err)
+	}
+	before := readAll(t, dir)
+	if _, ok := before[CAFile]; !ok {
+		t.Fatalf("files after Ensure: got %d without %s, want the CA made", len(before), CAFile)
+	}
+	if err := Ensure(dir, "localhost"); err != nil {
+		t.Fatalf("second Ensure: got %v, want nil", err)
+	}
+	if after := readAll(t, dir); !bytes.Equal(after[CAFile], before[CAFile]) {
+		t.Errorf("%s: changed by the second Ensure, want it kept", CAFile)
+	}
+	removeFile(t, filepath.Join(dir, "ca-key.pem"))
+	if err := Ensure(dir, "localhost"); err == nil || !strings.Contains(err.Error(), "ca-key.pem is missing") {
+		t.Errorf("Ensure without the CA key: got %v, want an error naming ca-key.pem", err)
+	}
+}
+
+// serveTLS listens on addr with cfg and completes the handshake of
 // every connection, until the test ends. It returns the listening address.
-func devcertsServeTLS(t *testing.T, addr string, cfg *tls.Config) string {
+func serveTLS(t *testing.T, addr string, cfg *tls.Config) string {
 	t.Helper()
 	ln, err := tls.Listen("tcp", addr, cfg)
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
 	done := make(chan struct{})
-	go devcertsAcceptLoop(ln, done)
+	go acceptLoop(ln, done)
 	t.Cleanup(func() {
 		ln.Close()
 		<-done
@@ -370,7 +407,7 @@ func devcertsServeTLS(t *testing.T, addr string, cfg *tls.Config) string {
 	return ln.Addr().String()
 }
 
-func devcertsAcceptLoop(ln net.Listener, done chan<- struct{}) {
+func acceptLoop(ln net.Listener, done chan<- struct{}) {
 	defer close(done)
 	for {
 		conn, err := ln.Accept()
@@ -385,8 +422,8 @@ func devcertsAcceptLoop(ln net.Listener, done chan<- struct{}) {
 	}
 }
 
-// devcertsDial completes a TLS handshake with addr and returns its state.
-func devcertsDial(addr string, cfg *tls.Config) (tls.ConnectionState, error) {
+// dial completes a TLS handshake with addr and returns its state.
+func dial(addr string, cfg *tls.Config) (tls.ConnectionState, error) {
 	d := &net.Dialer{Timeout: 10 * time.Second}
 	conn, err := tls.DialWithDialer(d, "tcp", addr, cfg)
 	if err != nil {
@@ -396,14 +433,14 @@ func devcertsDial(addr string, cfg *tls.Config) (tls.ConnectionState, error) {
 	return conn.ConnectionState(), nil
 }
 
-func devcertsRoots(t *testing.T, dir string) *x509.CertPool {
+func roots(t *testing.T, dir string) *x509.CertPool {
 	t.Helper()
 	pool := x509.NewCertPool()
-	pool.AddCert(devcertsReadCert(t, filepath.Join(dir, DevCAFile)))
+	pool.AddCert(readCert(t, filepath.Join(dir, CAFile)))
 	return pool
 }
 
-func devcertsReadCert(t *testing.T, path string) *x509.Certificate {
+func readCert(t *testing.T, path string) *x509.Certificate {
 	t.Helper()
 	pair, err := tls.LoadX509KeyPair(path, strings.TrimSuffix(path, ".pem")+"-key.pem")
 	if err != nil {
@@ -412,8 +449,8 @@ func devcertsReadCert(t *testing.T, path string) *x509.Certificate {
 	return pair.Leaf
 }
 
-// devcertsReadAll returns the contents of every file in dir by name.
-func devcertsReadAll(t *testing.T, dir string) map[string][]byte {
+// readAll returns the contents of every file in dir by name.
+func readAll(t *testing.T, dir string) map[string][]byte {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -430,14 +467,14 @@ func devcertsReadAll(t *testing.T, dir string) map[string][]byte {
 	return files
 }
 
-func devcertsWrite(t *testing.T, path, content string) {
+func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func devcertsRemove(t *testing.T, path string) {
+func removeFile(t *testing.T, path string) {
 	t.Helper()
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
