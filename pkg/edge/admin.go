@@ -19,6 +19,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+
+	"github.com/tunnelhq/tunnel/internal/units"
 )
 
 // AdminConfig configures the admin listener: metrics, health, status.
@@ -275,7 +277,7 @@ type statusData struct {
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 	"since": func(now, t time.Time) string { return now.Sub(t).Round(time.Second).String() },
-	"bytes": humanBytes,
+	"bytes": units.Bytes,
 }).Parse(`<!doctype html>
 <html lang="en">
 <head>
@@ -313,16 +315,3 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 </body>
 </html>
 `))
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
