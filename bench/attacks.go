@@ -25,6 +25,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tunnelhq/tunnel/internal/units"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
@@ -313,7 +314,7 @@ func attackH2Window(ctx context.Context, a *attackEnv) (attackResult, error) {
 	st := h.stats()
 	return attackResult{
 		verdict: fmt.Sprintf("%d GETs of %s opened on one connection with window 0: %d answered with headers, %d refused (RST_STREAM), GOAWAY %v",
-			opened, sizeName(a.sz.H2File), st.headers, st.resets, st.goAway),
+			opened, units.Bytes(a.sz.H2File), st.headers, st.resets, st.goAway),
 		figures: map[string]float64{"streams": float64(opened), "headers": float64(st.headers), "resets": float64(st.resets)},
 	}, nil
 }

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tunnelhq/tunnel/internal/units"
 )
 
 // Stat is one figure over the repeats: median, min and max.
@@ -342,7 +344,7 @@ func (r *Report) markdown() string {
 		}
 	}
 	if len(r.BulkRuns) > 0 {
-		w("\n### Bulk (%s per transfer, split across the streams, HTTP/1.1)\n\n", sizeName(r.Bulk))
+		w("\n### Bulk (%s per transfer, split across the streams, HTTP/1.1)\n\n", units.Bytes(r.Bulk))
 		w("| target | direction | streams | MB/s | vs direct | server CPU s / GiB | client CPU s / GiB |\n")
 		w("|---|---|---|---|---|---|---|\n")
 		for _, bl := range r.BulkRuns {
@@ -414,16 +416,6 @@ func (r *Report) markdown() string {
 		w("\n%s\n", n)
 	}
 	return b.String()
-}
-
-func sizeName(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%d GiB", n>>30)
-	case n >= 1<<20:
-		return fmt.Sprintf("%d MiB", n>>20)
-	}
-	return fmt.Sprintf("%d bytes", n)
 }
 
 // write saves results.json and results.md in o.OutDir, and the plots; a

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/tunnelhq/tunnel/internal/certpool"
 	"github.com/tunnelhq/tunnel/pkg/devcert"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -245,16 +246,9 @@ func rootCAs(file string) (*x509.CertPool, error) {
 	if file == "" {
 		return nil, nil
 	}
-	pem, err := os.ReadFile(file)
+	pool, err := certpool.WithFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("--ca: %w", err)
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("--ca %s: no PEM certificate in it", file)
 	}
 	return pool, nil
 }

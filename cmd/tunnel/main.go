@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tunnelhq/tunnel/internal/logging"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
@@ -99,8 +100,8 @@ func newApp() *cli.App {
 // runHTTP runs the tunnels. On a terminal, unless --quiet, a live view
 // at the bottom of stderr shows them, with the logs scrolling above it.
 func runHTTP(c *cli.Context) error {
-	if c.Bool("quiet") || !stderrIsTerminal() {
-		log, err := newLogger(c.String("log-level"), c.String("log-format"), os.Stderr)
+	if c.Bool("quiet") || !logging.StderrIsTerminal() {
+		log, err := logging.New(c.String("log-level"), c.String("log-format"), os.Stderr)
 		if err != nil {
 			return err
 		}
@@ -114,7 +115,7 @@ func runHTTP(c *cli.Context) error {
 		return mux.RunForever(c.Context, cfg)
 	}
 	v := newView(os.Stderr)
-	log, err := newLogger(c.String("log-level"), c.String("log-format"), v)
+	log, err := logging.New(c.String("log-level"), c.String("log-format"), v)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tunnelhq/tunnel/internal/units"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
@@ -218,20 +219,9 @@ func (v *view) render(now time.Time) []string {
 		if r.ev.Err != nil {
 			line += "refused: " + printable(r.ev.Err.Error(), maxPrintedText)
 		} else {
-			line += fmt.Sprintf("%s in, %s out, %s", size(r.ev.BytesIn), size(r.ev.BytesOut), r.ev.Duration.Round(time.Millisecond))
+			line += fmt.Sprintf("%s in, %s out, %s", units.Bytes(r.ev.BytesIn), units.Bytes(r.ev.BytesOut), r.ev.Duration.Round(time.Millisecond))
 		}
 		lines = append(lines, line)
 	}
 	return lines
-}
-
-func size(n int64) string {
-	switch {
-	case n < 1<<10:
-		return fmt.Sprintf("%d B", n)
-	case n < 1<<20:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	default:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
 }

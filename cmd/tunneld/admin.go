@@ -49,7 +49,7 @@ func listenAdmin(c *cli.Context, log zerolog.Logger, srv *edge.Server) (*edge.Ad
 	}
 	token := c.String("admin-token")
 	refuse := fmt.Errorf("--admin-listen %s: not a loopback address, so TUNNELD_ADMIN_TOKEN is required", addr)
-	if host, _, _ := net.SplitHostPort(addr); token == "" && host != "localhost" && !net.ParseIP(host).IsLoopback() {
+	if token == "" && !edge.IsLoopback(addr) {
 		return nil, nil, refuse // before binding anything
 	}
 	admin, err := edge.NewAdmin(edge.AdminConfig{Server: srv, Logger: log, Token: token, Pprof: c.Bool("admin-pprof")})

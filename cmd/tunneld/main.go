@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tunnelhq/tunnel/internal/logging"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 )
 
@@ -62,7 +63,7 @@ func serve(c *cli.Context) error {
 	if c.Args().Present() {
 		return fmt.Errorf("unexpected argument %q (see --help)", c.Args().First())
 	}
-	log, err := newLogger(c.String("log-level"), c.String("log-format"))
+	log, err := logging.New(c.String("log-level"), c.String("log-format"), os.Stderr)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tunnelhq/tunnel/internal/certpool"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 )
 
@@ -67,7 +67,7 @@ func certConfig(c *cli.Context, cfg *edge.Config, files edge.CertFiles) error {
 		acme.CacheDir = dir
 	}
 	if file := c.String("acme-ca-root"); file != "" {
-		pool, err := rootsWith(file)
+		pool, err := certpool.WithFile(file)
 		if err != nil {
 			return fmt.Errorf("--acme-ca-root: %w", err)
 		}
@@ -93,22 +93,6 @@ func defaultCertCache() (string, error) {
 		state = filepath.Join(home, ".local", "state")
 	}
 	return filepath.Join(state, "tunneld", "autocert"), nil
-}
-
-// rootsWith returns the system roots plus the certificates in file.
-func rootsWith(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s: no PEM certificate in it", file)
-	}
-	return pool, nil
 }
 
 // parsePrefix reads a CIDR or a single address (as a /32 or /128).

@@ -19,6 +19,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+
+	"github.com/tunnelhq/tunnel/internal/units"
 )
 
 // AdminConfig configures the admin listener: metrics, health, status.
@@ -93,7 +95,7 @@ func (a *Admin) CheckAddr(addr net.Addr) error {
 
 func isLoopbackAddr(addr net.Addr) bool {
 	tcp, ok := addr.(*net.TCPAddr)
-	return ok && tcp.IP.IsLoopback()
+	return ok && IsLoopback(tcp.IP.String())
 }
 
 // Serve serves the admin endpoints on ln until ctx ends, then shuts down
@@ -109,19 +111,9 @@ func (a *Admin) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          stdlog.New(levelWriter{a.log, zerolog.DebugLevel}, "", 0),
 	}
 	a.log.Info().Str("addr", ln.Addr().String()).Bool("token", a.cfg.Token != "").Bool("pprof", a.cfg.Pprof).Msg("admin serving")
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	select {
-	case err := <-done:
+	if err := serveHTTP(ctx, srv, ln, 5*time.Second, nil); err != nil {
 		return fmt.Errorf("admin: %w", err)
-	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-	}
-	<-done
 	return nil
 }
 
@@ -171,7 +163,7 @@ func (a *Admin) Handler() http.Handler {
 	}
 	if a.cfg.Token == "" {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !loopbackHost(r.Host) {
+			if !IsLoopback(r.Host) {
 				plain(w, http.StatusForbidden, "the admin listener without a token answers only Host: localhost or a loopback address")
 				return
 			}
@@ -189,11 +181,13 @@ func (a *Admin) Handler() http.Handler {
 	})
 }
 
-// loopbackHost reports whether a request's Host names this machine:
-// "localhost" or a loopback IP, with or without a port. Only such a Host
-// proves the request was meant for the loopback listener; a browser lured
-// by DNS rebinding sends the attacker's name.
-func loopbackHost(host string) bool {
+// IsLoopback is the admin listener's one loopback rule: it reports whether
+// host, with or without a port, names this machine: "localhost" or a
+// loopback IP. The admin handler applies it to a request's Host (only such a
+// Host proves the request was meant for the loopback listener; a browser
+// lured by DNS rebinding sends the attacker's name), Admin.CheckAddr to the
+// bound address, and tunneld to --admin-listen before binding.
+func IsLoopback(host string) bool {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
@@ -283,7 +277,7 @@ type statusData struct {
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 	"since": func(now, t time.Time) string { return now.Sub(t).Round(time.Second).String() },
-	"bytes": humanBytes,
+	"bytes": units.Bytes,
 }).Parse(`<!doctype html>
 <html lang="en">
 <head>
@@ -321,16 +315,3 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 </body>
 </html>
 `))
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}

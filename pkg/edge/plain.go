@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	stdlog "log"
 	"net"
@@ -39,19 +38,7 @@ func (s *Server) ServePlain(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          stdlog.New(levelWriter{s.log, zerolog.DebugLevel}, "", 0),
 	}
 	s.log.Info().Str("addr", ln.Addr().String()).Bool("redirect", !s.cfg.PlainServesTunnels).Msg("serving plain http")
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	select {
-	case err := <-done:
-		return fmt.Errorf("serve plain http: %w", err)
-	case <-ctx.Done():
-	}
-	graceCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
-	defer cancel()
-	if err := srv.Shutdown(graceCtx); err != nil {
-		srv.Close()
-	}
-	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := serveHTTP(ctx, srv, ln, s.cfg.ShutdownGrace, nil); err != nil {
 		return fmt.Errorf("serve plain http: %w", err)
 	}
 	return nil

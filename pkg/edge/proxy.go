@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
@@ -174,7 +175,7 @@ func (p *proxy) answer(w http.ResponseWriter, r *http.Request, host string, err 
 	case errors.Is(err, context.DeadlineExceeded):
 		status = http.StatusGatewayTimeout
 		event, msg = "tunnel timeout", fmt.Sprintf("The tunnel %s did not answer in time.", host)
-	case errors.Is(err, errTunnelOffline) || isClosed(err):
+	case errors.Is(err, errTunnelOffline) || mux.IsClosed(err):
 		event, msg = "tunnel offline", fmt.Sprintf("Tunnel offline: no client is connected for %s right now.", host)
 	default:
 		event, msg = "proxy error", fmt.Sprintf("The tunnel %s failed to answer.", host)

@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
@@ -181,8 +180,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.ops.listening.Store(true) // before the log line: "serving" means /readyz can say so
 	defer s.ops.listening.Store(false)
 	s.log.Info().Str("addr", ln.Addr().String()).Str("domain", s.cfg.Domain).Msg("serving")
-	httpDone := make(chan error, 1)
-	go func() { httpDone <- s.httpSrv.Serve(s.httpConns) }()
+	// The queue of handshaken conns is served until shutdown says stop,
+	// after the GOAWAYs; serveHTTP then gives requests ShutdownGrace.
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	defer stopHTTP()
+	httpDone := make(chan struct{})
+	go func() {
+		defer close(httpDone)
+		serveHTTP(httpCtx, s.httpSrv, s.httpConns, s.cfg.ShutdownGrace, func(err error) {
+			s.log.Warn().Err(err).Msg("grace period over; closing remaining requests")
+		})
+	}()
 
 	stopAccept := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stopAccept()
@@ -199,12 +207,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		go s.handleConn(ctx, conn)
 	}
 	ln.Close()
-	s.shutdown(httpDone)
+	s.shutdown(stopHTTP, httpDone)
 	return acceptErr
 }
 
 // shutdown runs the shutdown order described in the package doc.
-func (s *Server) shutdown(httpDone <-chan error) {
+func (s *Server) shutdown(stopHTTP context.CancelFunc, httpDone <-chan struct{}) {
 	s.mu.Lock()
 	s.closing = true
 	sessions := make([]*Session, 0, len(s.sessions))
@@ -219,12 +227,7 @@ func (s *Server) shutdown(httpDone <-chan error) {
 			s.log.Debug().Err(err).Str("session_id", sess.ID).Msg("goaway")
 		}
 	}
-	graceCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
-	defer cancel()
-	if err := s.httpSrv.Shutdown(graceCtx); err != nil {
-		s.log.Warn().Err(err).Msg("grace period over; closing remaining requests")
-		s.httpSrv.Close()
-	}
+	stopHTTP() // serveHTTP shuts httpSrv down within ShutdownGrace
 	<-httpDone
 	for _, sess := range sessions {
 		sess.mux.Close()
@@ -590,12 +593,6 @@ func newSessionID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// isClosed reports errors that are expected when a connection ends.
-func isClosed(err error) bool {
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) ||
-		errors.Is(err, yamux.ErrSessionShutdown) || errors.Is(err, yamux.ErrStreamClosed)
-}
-
 // connQueue is a net.Listener fed with connections whose TLS handshake the
 // edge has already done, so net/http serves them (HTTP/2 included: it sees
 // a *tls.Conn that negotiated h2).
@@ -637,6 +634,34 @@ type queueAddr struct{}
 
 func (queueAddr) Network() string { return "edge" }
 func (queueAddr) String() string  { return "edge" }
+
+// serveHTTP is the serve-then-graceful-shutdown shared by the edge's three
+// http.Servers (Serve, ServePlain, Admin.Serve). It runs srv.Serve(ln) until
+// ctx ends, then shuts srv down: requests in flight get grace to finish;
+// when grace runs out, overGrace (if not nil) is told Shutdown's error and
+// the remaining connections are closed. It returns once Serve has: Serve's
+// error if Serve stopped on its own, else nil.
+func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Duration, overGrace func(error)) error {
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	graceCtx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := srv.Shutdown(graceCtx); err != nil {
+		if overGrace != nil {
+			overGrace(err)
+		}
+		srv.Close()
+	}
+	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
 
 // levelWriter turns lines logged through a *log.Logger into zerolog events.
 type levelWriter struct {

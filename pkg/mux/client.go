@@ -147,7 +147,7 @@ func (c *ClientSession) controlLoop() {
 	for {
 		m, err := proto.ReadFrame(c.ctrl)
 		if err != nil {
-			if !isClosed(err) {
+			if !isEnded(err) {
 				c.log.Warn().Err(err).Msg("control stream broken")
 			}
 			c.sess.Close()
@@ -257,7 +257,7 @@ func (c *ClientSession) sendGoAway(reason string) {
 	c.ctrlMu.Lock()
 	defer c.ctrlMu.Unlock()
 	c.ctrl.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-	if err := proto.WriteFrame(c.ctrl, &proto.GoAway{Reason: reason}); err != nil && !isClosed(err) {
+	if err := proto.WriteFrame(c.ctrl, &proto.GoAway{Reason: reason}); err != nil && !isEnded(err) {
 		c.log.Debug().Err(err).Msg("send goaway")
 	}
 }
@@ -337,7 +337,7 @@ func (c *ClientSession) refuse(st *yamux.Stream, e *proto.Error) {
 // goroutines. It is safe to call more than once and concurrently.
 func (c *ClientSession) Close() error {
 	c.closeOnce.Do(func() {
-		if err := c.sess.Close(); err != nil && !isClosed(err) {
+		if err := c.sess.Close(); err != nil && !isEnded(err) {
 			c.closeErr = err
 		}
 		c.wg.Wait()

@@ -163,7 +163,7 @@ func (s *ServerSession) controlLoop() {
 	for {
 		m, err := proto.ReadFrame(s.ctrl)
 		if err != nil {
-			if !isClosed(err) {
+			if !isEnded(err) {
 				s.log.Warn().Err(err).Msg("control stream broken")
 			}
 			return
@@ -268,7 +268,7 @@ func (s *ServerSession) Close() error {
 	s.closeOnce.Do(func() {
 		// Unhook from the caller's context: it usually outlives the session.
 		s.stopHandshake()
-		if err := s.sess.Close(); err != nil && !isClosed(err) {
+		if err := s.sess.Close(); err != nil && !isEnded(err) {
 			s.closeErr = err
 		}
 		s.wg.Wait()
@@ -276,9 +276,20 @@ func (s *ServerSession) Close() error {
 	return s.closeErr
 }
 
-// isClosed reports errors that are expected when a session or stream ends.
-func isClosed(err error) bool {
+// IsClosed reports errors that mean a session or stream was closed or shut
+// down (or the context using it canceled): the connection is gone, not
+// broken. The edge answers a visitor's request that failed so with "tunnel
+// offline".
+func IsClosed(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) ||
-		errors.Is(err, yamux.ErrSessionShutdown) || errors.Is(err, io.EOF) ||
-		errors.Is(err, yamux.ErrStreamClosed) || errors.Is(err, yamux.ErrConnectionReset)
+		errors.Is(err, yamux.ErrSessionShutdown) || errors.Is(err, yamux.ErrStreamClosed)
+}
+
+// isEnded reports errors that are expected when a session or stream ends:
+// IsClosed's, plus the peer's end of stream and reset. Such errors are not
+// logged. It is wider than IsClosed on purpose: for the edge, a stream the
+// client ended (EOF, reset) means its local service failed to answer, not
+// that the tunnel is offline.
+func isEnded(err error) bool {
+	return IsClosed(err) || errors.Is(err, io.EOF) || errors.Is(err, yamux.ErrConnectionReset)
 }

@@ -1,4 +1,8 @@
-package main
+// Package logging builds the one zerolog logger of a process from the
+// --log-level and --log-format flags. It exists because both mains (tunnel
+// and tunneld) take the same two flags and must log the same way; it is
+// internal because the client must not import server code.
+package logging
 
 import (
 	"fmt"
@@ -10,15 +14,15 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// stderrIsTerminal says whether stderr is a terminal.
-func stderrIsTerminal() bool {
+// StderrIsTerminal says whether stderr is a terminal.
+func StderrIsTerminal() bool {
 	return isatty.IsTerminal(os.Stderr.Fd()) || isatty.IsCygwinTerminal(os.Stderr.Fd())
 }
 
-// newLogger builds the one logger of the process, on out (stderr, or the
-// live view that prints above itself on stderr). format is auto (pretty on
-// a terminal, JSON otherwise), pretty or json.
-func newLogger(level, format string, out io.Writer) (zerolog.Logger, error) {
+// New builds the logger on out (stderr, or the client's live view that
+// prints above itself on stderr). format is auto (pretty when stderr is a
+// terminal, JSON otherwise), pretty or json.
+func New(level, format string, out io.Writer) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil || level == "" {
 		return zerolog.Nop(), fmt.Errorf("--log-level %q: want trace, debug, info, warn, error or disabled", level)
@@ -27,7 +31,7 @@ func newLogger(level, format string, out io.Writer) (zerolog.Logger, error) {
 	pretty := zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly}
 	switch format {
 	case "auto":
-		if stderrIsTerminal() {
+		if StderrIsTerminal() {
 			w = pretty
 		}
 	case "pretty":
