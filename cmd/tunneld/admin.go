@@ -7,6 +7,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/tunnelhq/tunnel/pkg/admin"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 )
 
@@ -39,7 +40,7 @@ func adminAddr(s string) (string, error) {
 // listenAdmin binds --admin-listen and builds the admin server; nil, nil
 // when the flag is not set. It refuses a non-loopback address without a
 // token before anything is served.
-func listenAdmin(c *cli.Context, log zerolog.Logger, srv *edge.Server) (*edge.Admin, net.Listener, error) {
+func listenAdmin(c *cli.Context, log zerolog.Logger, srv *edge.Server) (*admin.Server, net.Listener, error) {
 	if c.String("admin-listen") == "" {
 		return nil, nil, nil
 	}
@@ -49,10 +50,10 @@ func listenAdmin(c *cli.Context, log zerolog.Logger, srv *edge.Server) (*edge.Ad
 	}
 	token := c.String("admin-token")
 	refuse := fmt.Errorf("--admin-listen %s: not a loopback address, so TUNNELD_ADMIN_TOKEN is required", addr)
-	if token == "" && !edge.IsLoopback(addr) {
+	if token == "" && !admin.IsLoopback(addr) {
 		return nil, nil, refuse // before binding anything
 	}
-	admin, err := edge.NewAdmin(edge.AdminConfig{Server: srv, Logger: log, Token: token, Pprof: c.Bool("admin-pprof")})
+	adm, err := admin.New(admin.Config{Edge: srv, Logger: log, Token: token, Pprof: c.Bool("admin-pprof")})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -60,9 +61,9 @@ func listenAdmin(c *cli.Context, log zerolog.Logger, srv *edge.Server) (*edge.Ad
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen on %s (--admin-listen): %w", addr, err)
 	}
-	if err := admin.CheckAddr(ln.Addr()); err != nil { // "localhost" may resolve elsewhere
+	if err := adm.CheckAddr(ln.Addr()); err != nil { // "localhost" may resolve elsewhere
 		ln.Close()
 		return nil, nil, refuse
 	}
-	return admin, ln, nil
+	return adm, ln, nil
 }

@@ -7,7 +7,9 @@ package logging
 import (
 	"fmt"
 	"io"
+	stdlog "log"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -41,4 +43,21 @@ func New(level, format string, out io.Writer) (zerolog.Logger, error) {
 		return zerolog.Nop(), fmt.Errorf("--log-format %q: want auto, pretty or json", format)
 	}
 	return zerolog.New(w).With().Timestamp().Logger().Level(lvl), nil
+}
+
+// Std is a *log.Logger (what net/http and yamux want) whose lines become
+// events of l at level lvl.
+func Std(l zerolog.Logger, lvl zerolog.Level) *stdlog.Logger {
+	return stdlog.New(levelWriter{l, lvl}, "", 0)
+}
+
+// levelWriter turns lines logged through a *log.Logger into zerolog events.
+type levelWriter struct {
+	l   zerolog.Logger
+	lvl zerolog.Level
+}
+
+func (w levelWriter) Write(p []byte) (int, error) {
+	w.l.WithLevel(w.lvl).Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/yamux"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/tunnelhq/tunnel/internal/edgetest"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -167,7 +168,7 @@ func (a *abuse) connectWhenFree(t *testing.T, token, name, target string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		_, err := a.connect(token, mux.Tunnel{Name: name, Target: target})
+		_, err := a.Connect(token, mux.Tunnel{Name: name, Target: target})
 		if err == nil {
 			return
 		}
@@ -194,16 +195,16 @@ func pooledStreamCrossesTenants(t *testing.T, a *abuse) {
 		}
 		answer(w, "A")
 	}), nil, "shop")
-	backendB := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { answer(w, "B") }))
+	backendB := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { answer(w, "B") }))
 
-	c := a.httpClient(false)
+	c := a.HTTPClient(false)
 	type result struct {
 		status int
 		body   string
 	}
 	slow := make(chan result, 1)
 	go func() {
-		resp, err := c.Get(a.url("shop", "/slow"))
+		resp, err := c.Get(a.URL("shop", "/slow"))
 		if err != nil {
 			slow <- result{body: err.Error()}
 			return
@@ -212,21 +213,21 @@ func pooledStreamCrossesTenants(t *testing.T, a *abuse) {
 		resp.Body.Close()
 		slow <- result{resp.StatusCode, string(b)}
 	}()
-	recvWithin(t, slowArrived, 20*time.Second)
+	edgetest.RecvWithin(t, slowArrived, 20*time.Second)
 	clientA.goAway(t)
 	a.connectWhenFree(t, aliceToken, "shop", backendB)
 	a.canary(t) // other tenants' traffic goes on meanwhile
 	close(releaseSlow)
-	if r := recvWithin(t, slow, 20*time.Second); r.status != 200 || r.body != "A" {
+	if r := edgetest.RecvWithin(t, slow, 20*time.Second); r.status != 200 || r.body != "A" {
 		t.Fatalf("A's request in flight during its drain: got %d %q, want 200 \"A\"", r.status, r.body)
 	}
 	for i := range 4 {
-		if status, body := get(t, c, a.url("shop", fmt.Sprintf("/after/%d", i))); status != 200 || body != "B" {
+		if status, body := edgetest.Get(t, c, a.URL("shop", fmt.Sprintf("/after/%d", i))); status != 200 || body != "B" {
 			t.Fatalf("visitor %d of shop after B claimed it: got %d %q, want 200 \"B\" from B's service", i, status, body)
 		}
 	}
 	// The status page counts each request under the session that served it.
-	for _, ts := range a.srv.Tunnels() {
+	for _, ts := range a.Srv.Tunnels() {
 		if ts.Name == "shop" && (ts.Label == "alice" && ts.Requests != 4 || ts.Label == "bob" && ts.Requests != 1) {
 			t.Errorf("status of shop: got %+v, want 4 requests for B (alice), 1 for A (bob)", ts)
 		}
@@ -245,11 +246,11 @@ func goAwayScopedAndBounded(t *testing.T, a *abuse) {
 				steadyConns.Add(1)
 			}
 		})
-	if _, err := a.connect(aliceToken, mux.Tunnel{Name: "steady", Target: steady}); err != nil {
+	if _, err := a.Connect(aliceToken, mux.Tunnel{Name: "steady", Target: steady}); err != nil {
 		t.Fatal(err)
 	}
-	c := a.httpClient(false)
-	if status, body := get(t, c, a.url("steady", "/1")); status != 200 || body != "steady" {
+	c := a.HTTPClient(false)
+	if status, body := edgetest.Get(t, c, a.URL("steady", "/1")); status != 200 || body != "steady" {
 		t.Fatalf("steady: got %d %q", status, body)
 	}
 
@@ -262,21 +263,21 @@ func goAwayScopedAndBounded(t *testing.T, a *abuse) {
 			drainerClosed <- struct{}{}
 		}
 	}, "drainer")
-	if status, body := get(t, c, a.url("drainer", "/")); status != 200 || body != "A" {
+	if status, body := edgetest.Get(t, c, a.URL("drainer", "/")); status != 200 || body != "A" {
 		t.Fatalf("drainer: got %d %q", status, body)
 	}
 	clientA.goAway(t)
 	// Its idle pooled stream is let go at once.
-	recvWithin(t, drainerClosed, 20*time.Second)
+	edgetest.RecvWithin(t, drainerClosed, 20*time.Second)
 	// Nobody else's is.
-	if status, body := get(t, c, a.url("steady", "/2")); status != 200 || body != "steady" {
+	if status, body := edgetest.Get(t, c, a.URL("steady", "/2")); status != 200 || body != "steady" {
 		t.Fatalf("steady after another client's goaway: got %d %q", status, body)
 	}
 	if n := steadyConns.Load(); n != 1 {
 		t.Errorf("another client's GoAway closed steady's pooled stream: %d streams opened, want 1", n)
 	}
 	// Nothing new is routed to the draining client.
-	resp, err := c.Get(a.url("drainer", "/new"))
+	resp, err := c.Get(a.URL("drainer", "/new"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +319,7 @@ func httpBackend(t *testing.T, h http.Handler, state func(net.Conn, http.ConnSta
 // malformed Host is refused, and no forwarding or client-address header a
 // visitor sends reaches it.
 func forwardedHeaders(t *testing.T, a *abuse) {
-	if _, err := a.connect(bobToken, mux.Tunnel{Name: "echo", Target: echoBackend(t)}); err != nil {
+	if _, err := a.Connect(bobToken, mux.Tunnel{Name: "echo", Target: echoBackend(t)}); err != nil {
 		t.Fatal(err)
 	}
 	public := a.host("echo")
@@ -350,7 +351,7 @@ func forwardedHeaders(t *testing.T, a *abuse) {
 	for _, h := range forged {
 		fmt.Fprintf(&raw, "%s: evil.example\r\n", h)
 	}
-	for _, host := range []string{public, "ECHO." + strings.ToUpper(domain) + ".:" + fmt.Sprint(a.port), "echo." + domain} {
+	for _, host := range []string{public, "ECHO." + strings.ToUpper(domain) + ".:" + fmt.Sprint(a.Port), "echo." + domain} {
 		r := a.visitorRaw(t, "echo."+domain, "GET / HTTP/1.1\r\nHost: "+host+"\r\n"+raw.String()+"Connection: close\r\n\r\n")
 		if r.StatusCode != 200 {
 			t.Fatalf("HTTP/1.1 Host %q: got %d %q, want 200", host, r.StatusCode, bodyOf(r))
@@ -369,10 +370,10 @@ func forwardedHeaders(t *testing.T, a *abuse) {
 	}
 
 	// HTTP/2 carries the host in :authority.
-	c := a.httpClient(true)
+	c := a.HTTPClient(true)
 	do := func(authority string) (*http.Response, string) {
 		t.Helper()
-		req, err := http.NewRequest("GET", a.url("echo", "/"), nil)
+		req, err := http.NewRequest("GET", a.URL("echo", "/"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -391,7 +392,7 @@ func forwardedHeaders(t *testing.T, a *abuse) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp, string(b)
 	}
-	for _, host := range []string{public, "Echo." + domain + ".:" + fmt.Sprint(a.port)} {
+	for _, host := range []string{public, "Echo." + domain + ".:" + fmt.Sprint(a.Port)} {
 		resp, body := do(host)
 		if resp.StatusCode != 200 {
 			t.Fatalf("HTTP/2 :authority %q: got %d %q, want 200", host, resp.StatusCode, body)
@@ -410,7 +411,7 @@ func forwardedHeaders(t *testing.T, a *abuse) {
 // passes on: load balancers that set only -For and -Proto (as AWS's do)
 // forward the visitor's own.
 func trustedProxyHeaders(t *testing.T, a *abuse) {
-	if _, err := a.connect(bobToken, mux.Tunnel{Name: "echo", Target: echoBackend(t)}); err != nil {
+	if _, err := a.Connect(bobToken, mux.Tunnel{Name: "echo", Target: echoBackend(t)}); err != nil {
 		t.Fatal(err)
 	}
 	r := a.visitorRaw(t, "echo."+domain, "GET / HTTP/1.1\r\nHost: "+a.host("echo")+"\r\nX-Forwarded-For: 203.0.113.7\r\n"+
@@ -434,13 +435,13 @@ func trustedProxyHeaders(t *testing.T, a *abuse) {
 func refusedWithPendingBody(t *testing.T, a *abuse) {
 	arrived, release := make(chan struct{}, 1), make(chan struct{})
 	addr := holdBackend(t, arrived, release, "full ok")
-	if _, err := a.connect(bobToken, mux.Tunnel{Name: "full", Target: addr}); err != nil {
+	if _, err := a.Connect(bobToken, mux.Tunnel{Name: "full", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
-	c := a.httpClient(false)
+	c := a.HTTPClient(false)
 	held := make(chan int, 1)
 	go func() {
-		resp, err := c.Get(a.url("full", "/hold"))
+		resp, err := c.Get(a.URL("full", "/hold"))
 		if err != nil {
 			held <- 0
 			return
@@ -448,7 +449,7 @@ func refusedWithPendingBody(t *testing.T, a *abuse) {
 		resp.Body.Close()
 		held <- resp.StatusCode
 	}()
-	recvWithin(t, arrived, 20*time.Second)
+	edgetest.RecvWithin(t, arrived, 20*time.Second)
 	for _, length := range []int{1000000, 1000, 1} {
 		conn := a.tlsFrom(t, "http/1.1", "full."+domain)
 		fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", a.host("full"), length)
@@ -464,7 +465,7 @@ func refusedWithPendingBody(t *testing.T, a *abuse) {
 		conn.Close()
 	}
 	close(release)
-	if s := recvWithin(t, held, 20*time.Second); s != 200 {
+	if s := edgetest.RecvWithin(t, held, 20*time.Second); s != 200 {
 		t.Fatalf("held request: got %d, want 200", s)
 	}
 }
@@ -474,14 +475,14 @@ func refusedWithPendingBody(t *testing.T, a *abuse) {
 // the in-flight gauge comes back to zero.
 func abortedDownloads(t *testing.T, a *abuse) {
 	chunk := strings.Repeat("x", 32<<10)
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for range 2048 { // up to 64 MiB, far more than any buffer on the way holds
 			if _, err := io.WriteString(w, chunk); err != nil {
 				return
 			}
 		}
 	}))
-	if _, err := a.connect(bobToken, mux.Tunnel{Name: "big", Target: addr}); err != nil {
+	if _, err := a.Connect(bobToken, mux.Tunnel{Name: "big", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
 	const batches, perBatch = 3, 4
@@ -507,17 +508,17 @@ func abortedDownloads(t *testing.T, a *abuse) {
 			}()
 		}
 		for range conns {
-			if err := recvWithin(t, errs, 30*time.Second); err != nil {
+			if err := edgetest.RecvWithin(t, errs, 30*time.Second); err != nil {
 				t.Fatalf("HTTP/1.1 download: %v", err)
 			}
 		}
 	}
 	// HTTP/2: read some of the body, then cancel the stream.
-	c := a.httpClient(true)
+	c := a.HTTPClient(true)
 	const h2 = 4
 	for range h2 {
 		ctx, cancel := context.WithCancel(context.Background())
-		req, _ := http.NewRequestWithContext(ctx, "GET", a.url("big", "/big"), nil)
+		req, _ := http.NewRequestWithContext(ctx, "GET", a.URL("big", "/big"), nil)
 		resp, err := c.Do(req)
 		if err != nil {
 			cancel()
@@ -537,7 +538,7 @@ func abortedDownloads(t *testing.T, a *abuse) {
 	var logged int
 	var inFlight float64
 	settled := func() bool {
-		logged, inFlight = a.logs.count(`"tunnel":"big"`), gauge(t, a.srv, "tunneld_requests_in_flight")
+		logged, inFlight = a.logs.count(`"tunnel":"big"`), gauge(t, a.Srv, "tunneld_requests_in_flight")
 		return logged >= n && inFlight == 0
 	}
 	if !eventually(settled, 20*time.Second) || logged != n {
@@ -547,7 +548,7 @@ func abortedDownloads(t *testing.T, a *abuse) {
 	if got := a.logs.count(`"aborted":true`); got != n {
 		t.Errorf("%d access log lines say aborted, want %d", got, n)
 	}
-	for _, ts := range a.srv.Tunnels() {
+	for _, ts := range a.Srv.Tunnels() {
 		if ts.Name == "big" && (ts.InFlight != 0 || ts.Requests != n) {
 			t.Errorf("status of big: got %d in flight, %d requests; want 0 and %d", ts.InFlight, ts.Requests, n)
 		}

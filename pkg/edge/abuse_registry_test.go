@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/yamux"
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/internal/edgetest"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -25,18 +26,18 @@ func registryHostileRows() []hostileRow {
 		{"anonymous clients behind one address cannot take each other's names", nil, func(t *testing.T, a *abuse) {
 			// The victim is a real client, anonymous, from 127.0.0.1; the
 			// attacker shares its address (one NAT) and asks for its name.
-			victim, err := a.connect("", mux.Tunnel{Name: "natted", Target: echoBackend(t)})
+			victim, err := a.Connect("", mux.Tunnel{Name: "natted", Target: echoBackend(t)})
 			if err != nil {
 				t.Fatal(err)
 			}
 			_, m := a.helloAt(t, "127.0.0.1", helloFor("", "natted"))
 			wantCode(t, m, proto.CodeNameTaken)
 			select {
-			case <-victim.done:
-				t.Fatalf("the victim's session ended: %v", victim.err)
+			case <-victim.Done:
+				t.Fatalf("the victim's session ended: %v", victim.Err)
 			default:
 			}
-			if status, body := get(t, a.httpClient(false), a.url("natted", "/")); status != 200 || body == "" {
+			if status, body := edgetest.Get(t, a.HTTPClient(false), a.URL("natted", "/")); status != 200 || body == "" {
 				t.Fatalf("the victim's tunnel: got %d %q, want 200", status, body)
 			}
 		}},
@@ -71,7 +72,7 @@ func ownerKeyRow() hostileRow {
 				t.Fatal("the first client's session was closed by another's claim")
 			}
 			first.Close()
-			recvWithin(t, gone, 20*time.Second)
+			edgetest.RecvWithin(t, gone, 20*time.Second)
 			for _, h := range []*proto.Hello{withKey(other, "roamer"), helloFor("", "roamer")} {
 				_, m := a.helloFrom(t, h)
 				wantCode(t, m, proto.CodeNameTaken)
@@ -99,23 +100,23 @@ func ownerKeyRow() hostileRow {
 // sends the same owner key on every reconnect, so an anonymous client gets
 // its name back as a token holder does.
 func TestRunForever_AnonymousKeepsItsNameAcrossALostLink(t *testing.T) {
-	h := startEdge(t, nil)
-	link := newCutter(t, h.addr)
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "anon") }))
-	ready, _ := h.runForever(t, link.ln.Addr().String(), "", zerolog.NewTestWriter(t), mux.Tunnel{Name: "anon-named", Target: addr}, mux.Tunnel{Target: addr})
-	first := recvWithin(t, ready, 20*time.Second)
+	h := edgetest.Start(t, nil)
+	link := newCutter(t, h.Addr)
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "anon") }))
+	ready, _ := runForever(t, h, link.ln.Addr().String(), "", zerolog.NewTestWriter(t), mux.Tunnel{Name: "anon-named", Target: addr}, mux.Tunnel{Target: addr})
+	first := edgetest.RecvWithin(t, ready, 20*time.Second)
 	for i := range 2 {
 		link.cut()
-		again := recvWithin(t, ready, 20*time.Second)
+		again := edgetest.RecvWithin(t, ready, 20*time.Second)
 		for j := range first.Tunnels {
 			if again.Tunnels[j].URL != first.Tunnels[j].URL {
 				t.Fatalf("reconnect %d: got URL %s, want the same %s", i, again.Tunnels[j].URL, first.Tunnels[j].URL)
 			}
 		}
 	}
-	c := h.httpClient(false)
+	c := h.HTTPClient(false)
 	defer c.CloseIdleConnections()
-	if status, body := get(t, c, h.url("anon-named", "/")); status != 200 || body != "anon" {
+	if status, body := edgetest.Get(t, c, h.URL("anon-named", "/")); status != 200 || body != "anon" {
 		t.Fatalf("after the reconnects: got %d %q", status, body)
 	}
 }
@@ -155,13 +156,13 @@ func churnRow(name, token string) hostileRow {
 				t.Fatalf("round %d: the edge did not release the session within 20s", i)
 			}
 		}
-		c := a.httpClient(false)
+		c := a.HTTPClient(false)
 		for i := range rounds {
 			want := http.StatusNotFound
 			if i >= rounds-limit {
 				want = http.StatusBadGateway
 			}
-			if status, body := get(t, c, a.url(fmt.Sprintf("churn-%d", i), "/")); status != want {
+			if status, body := edgetest.Get(t, c, a.URL(fmt.Sprintf("churn-%d", i), "/")); status != want {
 				t.Errorf("churn-%d: got %d %q, want %d", i, status, body, want)
 			}
 		}
@@ -172,12 +173,12 @@ func churnRow(name, token string) hostileRow {
 func (a *abuse) helloAt(t *testing.T, ip string, hello *proto.Hello) (*yamux.Session, proto.Message) {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 10 * time.Second}
-	raw, err := d.Dial("tcp", a.addr)
+	raw, err := d.Dial("tcp", a.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { raw.Close() })
-	conn := tls.Client(raw, &tls.Config{RootCAs: a.pool, ServerName: domain, NextProtos: []string{proto.ALPN}})
+	conn := tls.Client(raw, &tls.Config{RootCAs: a.Pool, ServerName: domain, NextProtos: []string{proto.ALPN}})
 	conn.SetDeadline(time.Now().Add(30 * time.Second))
 	if err := conn.Handshake(); err != nil {
 		t.Fatalf("TLS handshake: %v", err)

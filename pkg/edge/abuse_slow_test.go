@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/tunnelhq/tunnel/internal/edgetest"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
@@ -83,7 +84,7 @@ func stalledPost(t *testing.T, a *abuse, name string, statuses chan<- int) net.C
 // uploadBackend counts on arrived each upload that reaches it and reads its
 // body; any other request is answered "upload ok".
 func uploadBackend(t *testing.T, arrived chan<- struct{}) string {
-	return backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/upload" {
 			arrived <- struct{}{}
 			io.Copy(io.Discard, r.Body)
@@ -98,7 +99,7 @@ func uploadBackend(t *testing.T, arrived chan<- struct{}) string {
 // refused 429 at once, and a visitor from another address is served.
 func stalledUploadsShare(t *testing.T, a *abuse) {
 	arrived := make(chan struct{}, 8)
-	if _, err := a.connect(bobToken, mux.Tunnel{Name: "upload", Target: uploadBackend(t, arrived)}); err != nil {
+	if _, err := a.Connect(bobToken, mux.Tunnel{Name: "upload", Target: uploadBackend(t, arrived)}); err != nil {
 		t.Fatal(err)
 	}
 	const slots, share = 4, 2
@@ -120,10 +121,10 @@ func stalledUploadsShare(t *testing.T, a *abuse) {
 	// The stalled uploads still hang; another visitor gets through, twice
 	// (the tunnel has slots-share free), while the waiting uploads stay
 	// waiting.
-	c := a.httpClient(false)
+	c := a.HTTPClient(false)
 	c.Transport.(*http.Transport).DisableKeepAlives = true
 	for range slots - share {
-		if status, body := get(t, c, a.url("upload", "/")); status != 200 || body != "upload ok" {
+		if status, body := edgetest.Get(t, c, a.URL("upload", "/")); status != 200 || body != "upload ok" {
 			t.Fatalf("another visitor while one holds its share: got %d %q, want 200", status, body)
 		}
 	}
@@ -140,23 +141,23 @@ func stalledUploadsShare(t *testing.T, a *abuse) {
 // tunnel, and end by the visitor idle timeout, freeing them.
 func stalledUploadsEnd(t *testing.T, a *abuse) {
 	arrived := make(chan struct{}, 4)
-	if _, err := a.connect(bobToken, mux.Tunnel{Name: "upload", Target: uploadBackend(t, arrived)}); err != nil {
+	if _, err := a.Connect(bobToken, mux.Tunnel{Name: "upload", Target: uploadBackend(t, arrived)}); err != nil {
 		t.Fatal(err)
 	}
 	statuses := make(chan int, 2)
 	for range 2 {
 		stalledPost(t, a, "upload", statuses)
 	}
-	recvWithin(t, arrived, 20*time.Second)
-	recvWithin(t, arrived, 20*time.Second)
+	edgetest.RecvWithin(t, arrived, 20*time.Second)
+	edgetest.RecvWithin(t, arrived, 20*time.Second)
 	for range 2 {
-		if s := recvWithin(t, statuses, 40*time.Second); s == -1 {
+		if s := edgetest.RecvWithin(t, statuses, 40*time.Second); s == -1 {
 			t.Fatal("a stalled upload was still open after 30s, its slot held")
 		}
 	}
-	c := a.httpClient(false)
+	c := a.HTTPClient(false)
 	c.Transport.(*http.Transport).DisableKeepAlives = true
-	if status, body := get(t, c, a.url("upload", "/")); status != 200 || body != "upload ok" {
+	if status, body := edgetest.Get(t, c, a.URL("upload", "/")); status != 200 || body != "upload ok" {
 		t.Fatalf("after the stalled uploads ended: got %d %q, want 200", status, body)
 	}
 }
@@ -166,14 +167,14 @@ func stalledUploadsEnd(t *testing.T, a *abuse) {
 // body before answering on a kept-alive connection).
 func refusalWithPendingBody(t *testing.T, a *abuse) {
 	arrived := make(chan struct{}, 4)
-	if _, err := a.connect(bobToken, mux.Tunnel{Name: "upload", Target: uploadBackend(t, arrived)}); err != nil {
+	if _, err := a.Connect(bobToken, mux.Tunnel{Name: "upload", Target: uploadBackend(t, arrived)}); err != nil {
 		t.Fatal(err)
 	}
 	statuses := make(chan int, 2)
 	stalledPost(t, a, "upload", statuses) // holds the only slot
-	recvWithin(t, arrived, 20*time.Second)
+	edgetest.RecvWithin(t, arrived, 20*time.Second)
 	stalledPost(t, a, "upload", statuses)
-	if s := recvWithin(t, statuses, 40*time.Second); s != http.StatusServiceUnavailable {
+	if s := edgetest.RecvWithin(t, statuses, 40*time.Second); s != http.StatusServiceUnavailable {
 		t.Fatalf("a POST to the busy tunnel, its body pending: got %d, want 503 (-1: no answer in 30s)", s)
 	}
 }
@@ -193,7 +194,7 @@ func smallResponseNeverTaken(t *testing.T, a *abuse) {
 // bigBackend answers every request with size bytes.
 func bigBackend(t *testing.T, size int) string {
 	chunk := bytes.Repeat([]byte("x"), 64<<10)
-	return backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", fmt.Sprint(size))
 		for n := 0; n < size; n += len(chunk) {
 			if _, err := w.Write(chunk[:min(len(chunk), size-n)]); err != nil {
@@ -276,7 +277,7 @@ func (v *h2Visitor) frames(d time.Duration, done func(http2.Frame) bool) {
 // visitor idle timeout (RST_STREAM), and the connection's other streams
 // still work.
 func stalledDownloadEnds(t *testing.T, a *abuse) {
-	if _, err := a.connect(bobToken, mux.Tunnel{Name: "big", Target: bigBackend(t, 4<<20)}); err != nil {
+	if _, err := a.Connect(bobToken, mux.Tunnel{Name: "big", Target: bigBackend(t, 4<<20)}); err != nil {
 		t.Fatal(err)
 	}
 	v := newH2Visitor(t, a, "big")
@@ -311,7 +312,7 @@ const (
 // takes; past the slow-reader budget the edge cuts them, so that no more
 // than the budget's worth stay stalled.
 func stalledDownloadsBudget(t *testing.T, a *abuse) {
-	if _, err := a.connect(bobToken, mux.Tunnel{Name: "big", Target: bigBackend(t, 4<<20)}); err != nil {
+	if _, err := a.Connect(bobToken, mux.Tunnel{Name: "big", Target: bigBackend(t, 4<<20)}); err != nil {
 		t.Fatal(err)
 	}
 	var before runtime.MemStats
@@ -349,7 +350,7 @@ func stalledDownloadsBudget(t *testing.T, a *abuse) {
 // each after its headers leaves streams full of what the client pushed;
 // once those fill the budget, its further requests are refused.
 func abandonedDownloadsBudget(t *testing.T, a *abuse) {
-	if _, err := a.connect(bobToken, mux.Tunnel{Name: "big", Target: bigBackend(t, 4<<20)}); err != nil {
+	if _, err := a.Connect(bobToken, mux.Tunnel{Name: "big", Target: bigBackend(t, 4<<20)}); err != nil {
 		t.Fatal(err)
 	}
 	v := newH2Visitor(t, a, "big")
@@ -392,9 +393,9 @@ func (v *h2Visitor) status(id uint32) int {
 // wantServed fetches a small page through the tunnel name from 127.0.0.1.
 func wantServed(t *testing.T, a *abuse, name string) {
 	t.Helper()
-	c := a.httpClient(false)
+	c := a.HTTPClient(false)
 	c.Transport.(*http.Transport).DisableKeepAlives = true
-	resp, err := c.Get(a.url(name, "/"))
+	resp, err := c.Get(a.URL(name, "/"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +409,7 @@ func wantServed(t *testing.T, a *abuse, name string) {
 // given "kind" label if not empty; -1 if there is none.
 func metricValue(t *testing.T, a *abuse, name, kind string) float64 {
 	t.Helper()
-	mfs, err := a.srv.Metrics().Gatherer().Gather()
+	mfs, err := a.Srv.Metrics().Gatherer().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/net/websocket"
 
+	"github.com/tunnelhq/tunnel/internal/edgetest"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
@@ -65,20 +66,20 @@ func (s *syncBuffer) count(substr string) int {
 func startAbuse(t *testing.T, mod func(*edge.Config)) *abuse {
 	t.Helper()
 	a := &abuse{logs: &syncBuffer{}}
-	a.harness = startEdge(t, func(c *edge.Config) {
+	a.harness = edgetest.Start(t, func(c *edge.Config) {
 		c.Logger = zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), a.logs)).Level(zerolog.InfoLevel)
 		if mod != nil {
 			mod(c)
 		}
 	})
-	want := fmt.Sprintf("canary.%s:%d", domain, a.port)
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	want := fmt.Sprintf("canary.%s:%d", domain, a.Port)
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Host != want {
 			a.wrongHost.Store(r.Host)
 		}
 		io.WriteString(w, "canary ok")
 	}))
-	if _, err := a.connect(aliceToken, mux.Tunnel{Name: "canary", Target: addr}); err != nil {
+	if _, err := a.Connect(aliceToken, mux.Tunnel{Name: "canary", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
 	return a
@@ -88,9 +89,9 @@ func startAbuse(t *testing.T, mod func(*edge.Config)) *abuse {
 // 127.0.0.1 and fails the test unless it is served.
 func (a *abuse) canary(t *testing.T) {
 	t.Helper()
-	c := a.httpClient(false)
+	c := a.HTTPClient(false)
 	c.Transport.(*http.Transport).DisableKeepAlives = true
-	if status, body := get(t, c, a.url("canary", "/")); status != 200 || body != "canary ok" {
+	if status, body := edgetest.Get(t, c, a.URL("canary", "/")); status != 200 || body != "canary ok" {
 		t.Fatalf("healthy tunnel: got %d %q, want 200 %q", status, body, "canary ok")
 	}
 	if h, _ := a.wrongHost.Load().(string); h != "" {
@@ -102,7 +103,7 @@ func (a *abuse) canary(t *testing.T) {
 func (a *abuse) dialFrom(t *testing.T) net.Conn {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(attacker)}, Timeout: 10 * time.Second}
-	c, err := d.Dial("tcp", a.addr)
+	c, err := d.Dial("tcp", a.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func (a *abuse) dialFrom(t *testing.T) net.Conn {
 
 func (a *abuse) tlsFrom(t *testing.T, alpn, sni string) *tls.Conn {
 	t.Helper()
-	c := tls.Client(a.dialFrom(t), &tls.Config{RootCAs: a.pool, ServerName: sni, NextProtos: []string{alpn}})
+	c := tls.Client(a.dialFrom(t), &tls.Config{RootCAs: a.Pool, ServerName: sni, NextProtos: []string{alpn}})
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	if err := c.Handshake(); err != nil {
 		t.Fatalf("TLS handshake: %v", err)
@@ -240,7 +241,7 @@ func wantStatus(t *testing.T, r *http.Response, status int, text string) {
 
 // echoBackend answers with the request's headers, one "Name: value" a line.
 func echoBackend(t *testing.T) string {
-	return backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "X-Resp-Hop")
 		w.Header().Set("X-Resp-Hop", "secret")
 		n, _ := io.Copy(io.Discard, r.Body)
@@ -277,7 +278,7 @@ type hostileRow struct {
 }
 
 // host is the Host a visitor of the tunnel name sends.
-func (a *abuse) host(name string) string { return fmt.Sprintf("%s.%s:%d", name, domain, a.port) }
+func (a *abuse) host(name string) string { return fmt.Sprintf("%s.%s:%d", name, domain, a.Port) }
 
 func baseHostileRows() []hostileRow {
 	host := func(a *abuse, name string) string { return a.host(name) }
@@ -356,7 +357,7 @@ func baseHostileRows() []hostileRow {
 					t.Errorf("burst logged %d times, want once", n)
 				}
 				// A valid token from another address still gets in.
-				if _, err := a.connect(bobToken, mux.Tunnel{Name: "after-burst", Target: echoBackend(t)}); err != nil {
+				if _, err := a.Connect(bobToken, mux.Tunnel{Name: "after-burst", Target: echoBackend(t)}); err != nil {
 					t.Fatalf("valid token after the burst: %v", err)
 				}
 			}},
@@ -416,10 +417,10 @@ func baseHostileRows() []hostileRow {
 		}},
 		{"tunnels per token across sessions", func(c *edge.Config) { c.MaxTunnelsPerToken = 3 }, func(t *testing.T, a *abuse) {
 			target := echoBackend(t)
-			if _, err := a.connect(bobToken, mux.Tunnel{Name: "b1", Target: target}, mux.Tunnel{Name: "b2", Target: target}); err != nil {
+			if _, err := a.Connect(bobToken, mux.Tunnel{Name: "b1", Target: target}, mux.Tunnel{Name: "b2", Target: target}); err != nil {
 				t.Fatal(err)
 			}
-			_, err := a.connect(bobToken, mux.Tunnel{Name: "b3", Target: target}, mux.Tunnel{Name: "b4", Target: target})
+			_, err := a.Connect(bobToken, mux.Tunnel{Name: "b3", Target: target}, mux.Tunnel{Name: "b4", Target: target})
 			wantCode(t, err, proto.CodeTooManyTunnels)
 		}},
 		{"invalid name A..b", nil, nameRow("A..b", proto.CodeInvalidName)},
@@ -498,7 +499,7 @@ func baseHostileRows() []hostileRow {
 			// drops Content-Length (RFC 9112 §6.3), and the edge re-frames
 			// every request, so the service sees exactly what the edge
 			// routed: an empty POST, then the visitor's own second request.
-			if _, err := a.connect(bobToken, mux.Tunnel{Name: "smug", Target: echoBackend(t)}); err != nil {
+			if _, err := a.Connect(bobToken, mux.Tunnel{Name: "smug", Target: echoBackend(t)}); err != nil {
 				t.Fatal(err)
 			}
 			c := a.tlsFrom(t, "http/1.1", "smug."+domain)
@@ -529,7 +530,7 @@ func baseHostileRows() []hostileRow {
 			wantStatus(t, a.visitorRaw(t, "canary."+domain, raw), 404, "evil.example")
 			// Naming a tunnel that exists routes there, and its service
 			// sees its own Host and an origin-form URI.
-			if _, err := a.connect(bobToken, mux.Tunnel{Name: "victim", Target: echoBackend(t)}); err != nil {
+			if _, err := a.Connect(bobToken, mux.Tunnel{Name: "victim", Target: echoBackend(t)}); err != nil {
 				t.Fatal(err)
 			}
 			raw = "GET https://" + host(a, "victim") + "/x HTTP/1.1\r\nHost: " + host(a, "canary") + "\r\nConnection: close\r\n\r\n"
@@ -549,7 +550,7 @@ func baseHostileRows() []hostileRow {
 			wantStatus(t, r, 400, "")
 		}},
 		{"forged x-forwarded-for", nil, func(t *testing.T, a *abuse) {
-			if _, err := a.connect(bobToken, mux.Tunnel{Name: "echo", Target: echoBackend(t)}); err != nil {
+			if _, err := a.Connect(bobToken, mux.Tunnel{Name: "echo", Target: echoBackend(t)}); err != nil {
 				t.Fatal(err)
 			}
 			r := a.visitorRaw(t, "echo."+domain, "GET / HTTP/1.1\r\nHost: "+host(a, "echo")+
@@ -566,7 +567,7 @@ func baseHostileRows() []hostileRow {
 			}
 		}},
 		{"hop-by-hop headers", nil, func(t *testing.T, a *abuse) {
-			if _, err := a.connect(bobToken, mux.Tunnel{Name: "hop", Target: echoBackend(t)}); err != nil {
+			if _, err := a.Connect(bobToken, mux.Tunnel{Name: "hop", Target: echoBackend(t)}); err != nil {
 				t.Fatal(err)
 			}
 			r := a.visitorRaw(t, "hop."+domain, "GET / HTTP/1.1\r\nHost: "+host(a, "hop")+
@@ -584,14 +585,14 @@ func baseHostileRows() []hostileRow {
 		{"more concurrent streams than the limit", func(c *edge.Config) { c.MaxStreamsPerTunnel = 2 }, func(t *testing.T, a *abuse) {
 			arrived, release := make(chan struct{}, 2), make(chan struct{})
 			addr := holdBackend(t, arrived, release, "busy ok")
-			if _, err := a.connect(bobToken, mux.Tunnel{Name: "busy", Target: addr}); err != nil {
+			if _, err := a.Connect(bobToken, mux.Tunnel{Name: "busy", Target: addr}); err != nil {
 				t.Fatal(err)
 			}
-			c := a.httpClient(false)
+			c := a.HTTPClient(false)
 			done := make(chan int, 2)
 			for range 2 {
 				go func() {
-					resp, err := c.Get(a.url("busy", "/hold"))
+					resp, err := c.Get(a.URL("busy", "/hold"))
 					if err != nil {
 						done <- 0
 						return
@@ -600,9 +601,9 @@ func baseHostileRows() []hostileRow {
 					done <- resp.StatusCode
 				}()
 			}
-			recvWithin(t, arrived, 20*time.Second)
-			recvWithin(t, arrived, 20*time.Second)
-			resp, err := c.Get(a.url("busy", "/more"))
+			edgetest.RecvWithin(t, arrived, 20*time.Second)
+			edgetest.RecvWithin(t, arrived, 20*time.Second)
+			resp, err := c.Get(a.URL("busy", "/more"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -613,11 +614,11 @@ func baseHostileRows() []hostileRow {
 			a.canary(t) // another tunnel is not affected
 			close(release)
 			for range 2 {
-				if s := recvWithin(t, done, 20*time.Second); s != 200 {
+				if s := edgetest.RecvWithin(t, done, 20*time.Second); s != 200 {
 					t.Errorf("held request: got %d, want 200", s)
 				}
 			}
-			if status, body := get(t, c, a.url("busy", "/after")); status != 200 || body != "busy ok" {
+			if status, body := edgetest.Get(t, c, a.URL("busy", "/after")); status != 200 || body != "busy ok" {
 				t.Fatalf("after the burst: got %d %q", status, body)
 			}
 		}},
@@ -628,8 +629,8 @@ func baseHostileRows() []hostileRow {
 			// A man in the middle with its own certificate: the client
 			// refuses it before sending its token or dialing anything.
 			var dialed atomic.Int32
-			target := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { dialed.Add(1) }))
-			mitm, _ := newTestTLS(t)
+			target := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { dialed.Add(1) }))
+			mitm, _ := edgetest.NewTLS(t)
 			ln, err := tls.Listen("tcp", "127.0.0.1:0", mitm)
 			if err != nil {
 				t.Fatal(err)
@@ -645,7 +646,7 @@ func baseHostileRows() []hostileRow {
 					c.Close()
 				}
 			}()
-			cfg := mux.ClientConfig{Config: mux.DefaultConfig(), Server: ln.Addr().String(), TLS: &tls.Config{RootCAs: a.pool},
+			cfg := mux.ClientConfig{Config: mux.DefaultConfig(), Server: ln.Addr().String(), TLS: &tls.Config{RootCAs: a.Pool},
 				Token: aliceToken, Tunnels: []mux.Tunnel{{Name: "mitm", Target: target}}}
 			err = mux.Run(context.Background(), cfg)
 			var uerr x509UnknownAuthority
@@ -698,7 +699,7 @@ type x509UnknownAuthority = x509.UnknownAuthorityError
 // stream header naming a tunnel the client does not serve is refused with
 // unknown_tunnel, and the tunnel it does serve keeps working.
 func unknownTunnelStream(t *testing.T) {
-	srvTLS, pool := newTestTLS(t)
+	srvTLS, pool := edgetest.NewTLS(t)
 	srvTLS.NextProtos = []string{proto.ALPN}
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", srvTLS)
 	if err != nil {
@@ -714,7 +715,7 @@ func unknownTunnelStream(t *testing.T) {
 	}()
 	defer func() {
 		cancel()
-		recvWithin(t, runErr, 20*time.Second)
+		edgetest.RecvWithin(t, runErr, 20*time.Second)
 	}()
 	conn, err := ln.Accept()
 	if err != nil {
@@ -753,15 +754,15 @@ func unknownTunnelStream(t *testing.T) {
 // websocketOutlivesIdle checks that the visitor idle timeout, which closes
 // a plain keep-alive connection, leaves an upgraded WebSocket alone.
 func websocketOutlivesIdle(t *testing.T, a *abuse) {
-	addr := backend(t, websocket.Handler(func(ws *websocket.Conn) { io.Copy(ws, ws) }))
-	if _, err := a.connect(bobToken, mux.Tunnel{Name: "ws", Target: addr}); err != nil {
+	addr := edgetest.Backend(t, websocket.Handler(func(ws *websocket.Conn) { io.Copy(ws, ws) }))
+	if _, err := a.Connect(bobToken, mux.Tunnel{Name: "ws", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := websocket.NewConfig(fmt.Sprintf("wss://ws.%s:%d/", domain, a.port), "https://ws."+domain)
+	cfg, err := websocket.NewConfig(fmt.Sprintf("wss://ws.%s:%d/", domain, a.Port), "https://ws."+domain)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.TlsConfig = &tls.Config{RootCAs: a.pool, ServerName: "ws." + domain}
+	cfg.TlsConfig = &tls.Config{RootCAs: a.Pool, ServerName: "ws." + domain}
 	tlsConn := a.tlsFrom(t, "http/1.1", "ws."+domain)
 	ws, err := websocket.NewClient(cfg, tlsConn)
 	if err != nil {
@@ -784,7 +785,7 @@ func websocketOutlivesIdle(t *testing.T, a *abuse) {
 	// once the server has closed it, the idle timeout has passed for the
 	// WebSocket too.
 	idle := a.tlsFrom(t, "http/1.1", "canary."+domain)
-	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: canary."+domain+fmt.Sprintf(":%d", a.port)+"\r\n\r\n")
+	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: canary."+domain+fmt.Sprintf(":%d", a.Port)+"\r\n\r\n")
 	if got := string(wantClosed(t, idle)); !strings.Contains(got, "canary ok") {
 		t.Fatalf("idle connection: got %q", got)
 	}
@@ -794,7 +795,7 @@ func websocketOutlivesIdle(t *testing.T, a *abuse) {
 // holdBackend answers body, except that a request for /hold first reports
 // on arrived and waits for release (or its visitor to leave).
 func holdBackend(t *testing.T, arrived chan<- struct{}, release <-chan struct{}, body string) string {
-	return backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/hold" {
 			arrived <- struct{}{}
 			select {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/internal/edgetest"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
@@ -40,11 +41,11 @@ func BenchmarkTunnel(b *testing.B) {
 	}))
 	defer backendSrv.Close()
 
-	h := startEdge(b, func(c *edge.Config) {
+	h := edgetest.Start(b, func(c *edge.Config) {
 		c.Logger = zerolog.Nop()
 		c.PlainServesTunnels = true
 	})
-	if _, err := h.connect("", mux.Tunnel{Name: "bench", Target: backendSrv.Listener.Addr().String()}); err != nil {
+	if _, err := h.Connect("", mux.Tunnel{Name: "bench", Target: backendSrv.Listener.Addr().String()}); err != nil {
 		b.Fatal(err)
 	}
 	// The public side in plain HTTP too, as behind a TLS-terminating load
@@ -63,9 +64,9 @@ func BenchmarkTunnel(b *testing.B) {
 	viaTunnel := &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, network, h.addr)
+			return d.DialContext(ctx, network, h.Addr)
 		},
-		TLSClientConfig:     &tls.Config{RootCAs: h.pool},
+		TLSClientConfig:     &tls.Config{RootCAs: h.Pool},
 		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
 		MaxIdleConnsPerHost: 256,
 	}
@@ -77,7 +78,7 @@ func BenchmarkTunnel(b *testing.B) {
 		base string
 	}{
 		{"direct", direct, backendSrv.URL},
-		{"tunnel", viaTunnel, h.url("bench", "")},
+		{"tunnel", viaTunnel, h.URL("bench", "")},
 		{"tunnel-plain", viaPlain, "http://bench." + domain},
 	}
 	for _, tg := range targets {

@@ -97,6 +97,14 @@
 // next attempt wait longer each time. Upgraded (WebSocket) connections have
 // no idle timeout. SECURITY.md has the threat model.
 //
+// # Metrics
+//
+// The edge records what it does (metrics.go): Prometheus collectors
+// (Metrics), the access log, and per-tunnel counters that Server.Tunnels
+// reports; Server.Ready says whether it can serve visitors. It serves none of
+// that itself: package admin, tunneld's admin listener, shows it, and the
+// edge never imports package admin.
+//
 // # Shutdown
 //
 // Serve returns when its context ends, in this order: stop accepting; send

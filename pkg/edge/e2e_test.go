@@ -3,231 +3,62 @@ package edge_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 	"golang.org/x/net/websocket"
 
-	"github.com/tunnelhq/tunnel/internal/testtls"
+	"github.com/tunnelhq/tunnel/internal/edgetest"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
-	"github.com/tunnelhq/tunnel/pkg/token"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-const domain = "tunnel.test"
-
-func recvWithin[T any](t testing.TB, ch <-chan T, d time.Duration) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(d):
-		t.Fatalf("nothing received within %v", d)
-		panic("unreachable")
-	}
-}
-
-// newTestTLS makes an in-memory CA and a certificate for the test domain,
-// its wildcard and 127.0.0.1.
-func newTestTLS(t testing.TB) (*tls.Config, *x509.CertPool) {
-	t.Helper()
-	return testtls.New(t, domain, "*."+domain, "127.0.0.1")
-}
-
-type harness struct {
-	t    testing.TB
-	addr string
-	port int
-	pool *x509.CertPool
-	srv  *edge.Server
-}
-
-var (
-	aliceToken = "tk_alice"
-	bobToken   = "tk_bob"
+// The edge's tests run on edgetest's edge; short names for its constants
+// keep them readable.
+const (
+	domain     = edgetest.Domain
+	aliceToken = edgetest.AliceToken
+	bobToken   = edgetest.BobToken
 )
 
-// startEdge runs an edge.Server on 127.0.0.1:0 with two tokens, alice and
-// bob, and anonymous clients allowed.
-func startEdge(t testing.TB, mod func(*edge.Config)) *harness {
-	t.Helper()
-	tlsCfg, pool := newTestTLS(t)
-	tokens, err := token.New([]token.Entry{
-		{Label: "alice", SHA256: token.Hash(aliceToken), Names: []string{"*"}},
-		{Label: "bob", SHA256: token.Hash(bobToken), Names: []string{"*"}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	cfg := edge.DefaultConfig()
-	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
-	cfg.Domain = domain
-	cfg.TLSConfig = tlsCfg
-	cfg.PublicPort = port
-	cfg.Auth = tokens
-	cfg.AllowAnonymous = true
-	cfg.ShutdownGrace = 5 * time.Second
-	if mod != nil {
-		mod(&cfg)
-	}
-	srv, err := edge.NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := recvWithin(t, done, 20*time.Second); err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return &harness{t: t, addr: ln.Addr().String(), port: port, pool: pool, srv: srv}
-}
-
-type client struct {
-	welcome *proto.Welcome
-	done    chan struct{} // closed when Run has returned
-	err     error         // Run's result, once done is closed
-	stop    context.CancelFunc
-}
-
-// wait returns Run's result, failing the test if it takes over 20 s.
-func (c *client) wait(t testing.TB) error {
-	t.Helper()
-	select {
-	case <-c.done:
-		return c.err
-	case <-time.After(20 * time.Second):
-		t.Fatal("client did not stop within 20s")
-		return nil
-	}
-}
-
-// connect runs a tunnel client; it returns once the tunnels are up, or the
-// handshake error.
-func (h *harness) connect(token string, tunnels ...mux.Tunnel) (*client, error) {
-	h.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan *proto.Welcome, 1)
-	cfg := mux.ClientConfig{
-		Config:  mux.DefaultConfig(),
-		Server:  h.addr,
-		TLS:     &tls.Config{RootCAs: h.pool},
-		Token:   token,
-		Tunnels: tunnels,
-		OnReady: func(w *proto.Welcome) { ready <- w },
-	}
-	cfg.Logger = zerolog.New(zerolog.NewTestWriter(h.t)).Level(zerolog.WarnLevel)
-	c := &client{done: make(chan struct{}), stop: cancel}
-	go func() {
-		c.err = mux.Run(ctx, cfg)
-		close(c.done)
-	}()
-	select {
-	case w := <-ready:
-		c.welcome = w
-		h.t.Cleanup(func() {
-			cancel()
-			c.wait(h.t)
-		})
-		return c, nil
-	case <-c.done:
-		cancel()
-		return nil, c.err
-	case <-time.After(20 * time.Second):
-		cancel()
-		h.t.Fatal("client did not connect within 20s")
-		return nil, nil
-	}
-}
-
-// httpClient dials the edge for any host, as DNS for *.tunnel.test would.
-func (h *harness) httpClient(http2 bool) *http.Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, h.addr)
-		},
-		TLSClientConfig:   &tls.Config{RootCAs: h.pool},
-		ForceAttemptHTTP2: http2,
-		MaxConnsPerHost:   0,
-	}
-	if !http2 {
-		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	}
-	h.t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
-}
-
-func (h *harness) url(name, path string) string {
-	return fmt.Sprintf("https://%s.%s:%d%s", name, domain, h.port, path)
-}
-
-func backend(t testing.TB, handler http.Handler) string {
-	t.Helper()
-	srv := httptest.NewServer(handler)
-	t.Cleanup(srv.Close)
-	return srv.Listener.Addr().String()
-}
-
-func get(t *testing.T, c *http.Client, url string) (int, string) {
-	t.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: read body: %v", url, err)
-	}
-	return resp.StatusCode, string(body)
-}
+type (
+	harness = edgetest.Edge
+	client  = edgetest.Client
+)
 
 func TestEdge_GetThroughTunnel(t *testing.T) {
-	h := startEdge(t, nil)
+	h := edgetest.Start(t, nil)
 	got := make(chan *http.Request, 1)
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got <- r
 		fmt.Fprintf(w, "hello from %s", r.URL.Path)
 	}))
-	c, err := h.connect(aliceToken, mux.Tunnel{Name: "wiki", Target: addr})
+	c, err := h.Connect(aliceToken, mux.Tunnel{Name: "wiki", Target: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := h.url("wiki", ""); c.welcome.Tunnels[0].URL != want {
-		t.Errorf("public URL: got %q, want %q", c.welcome.Tunnels[0].URL, want)
+	if want := h.URL("wiki", ""); c.Welcome.Tunnels[0].URL != want {
+		t.Errorf("public URL: got %q, want %q", c.Welcome.Tunnels[0].URL, want)
 	}
-	req, _ := http.NewRequest("GET", h.url("wiki", "/page?q=1"), nil)
+	req, _ := http.NewRequest("GET", h.URL("wiki", "/page?q=1"), nil)
 	req.Header.Set("X-Forwarded-For", "6.6.6.6")
 	req.Header.Set("Forwarded", "for=6.6.6.6")
-	resp, err := h.httpClient(false).Do(req)
+	resp, err := h.HTTPClient(false).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,8 +67,8 @@ func TestEdge_GetThroughTunnel(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != "hello from /page" {
 		t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, body, "hello from /page")
 	}
-	r := recvWithin(t, got, 5*time.Second)
-	if r.Host != fmt.Sprintf("wiki.%s:%d", domain, h.port) {
+	r := edgetest.RecvWithin(t, got, 5*time.Second)
+	if r.Host != fmt.Sprintf("wiki.%s:%d", domain, h.Port) {
 		t.Errorf("Host: got %q, want the visitor's host", r.Host)
 	}
 	if xff := r.Header.Get("X-Forwarded-For"); xff != "127.0.0.1" {
@@ -256,11 +87,11 @@ func TestEdge_GetThroughTunnel(t *testing.T) {
 
 func TestEdge_LargeBodiesBothWays(t *testing.T) {
 	const size = 50 << 20
-	h := startEdge(t, nil)
+	h := edgetest.Start(t, nil)
 	payload := make([]byte, size)
 	mrand.NewChaCha8([32]byte{1}).Read(payload)
 	want := sha256.Sum256(payload)
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.Method {
 		case "POST":
 			hash := sha256.New()
@@ -275,12 +106,12 @@ func TestEdge_LargeBodiesBothWays(t *testing.T) {
 			w.Write(payload)
 		}
 	}))
-	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "bulk", Target: addr}); err != nil {
+	if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "bulk", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
-	c := h.httpClient(false)
+	c := h.HTTPClient(false)
 
-	resp, err := c.Post(h.url("bulk", "/upload"), "application/octet-stream", bytes.NewReader(payload))
+	resp, err := c.Post(h.URL("bulk", "/upload"), "application/octet-stream", bytes.NewReader(payload))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +121,7 @@ func TestEdge_LargeBodiesBothWays(t *testing.T) {
 		t.Fatalf("upload: got %q, want %q", body, wantBody)
 	}
 
-	resp, err = c.Get(h.url("bulk", "/download"))
+	resp, err = c.Get(h.URL("bulk", "/download"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +140,7 @@ func TestEdge_ConcurrentRequestsOverTwoTunnels(t *testing.T) {
 	const n = 200
 	// All from one address: a visitor's share would hold most of them
 	// back until the others finished, which they do not until all arrive.
-	h := startEdge(t, func(c *edge.Config) { c.MaxRequestsPerVisitor = n })
+	h := edgetest.Start(t, func(c *edge.Config) { c.MaxRequestsPerVisitor = n })
 	// Each backend holds every request until all n have arrived, so the
 	// requests are really in flight at the same time.
 	var arrived sync.WaitGroup
@@ -330,19 +161,19 @@ func TestEdge_ConcurrentRequestsOverTwoTunnels(t *testing.T) {
 			fmt.Fprintf(w, "%s %s", name, r.URL.Path)
 		})
 	}
-	if _, err := h.connect(aliceToken,
-		mux.Tunnel{Name: "one", Target: backend(t, handler("one"))},
-		mux.Tunnel{Name: "two", Target: backend(t, handler("two"))},
+	if _, err := h.Connect(aliceToken,
+		mux.Tunnel{Name: "one", Target: edgetest.Backend(t, handler("one"))},
+		mux.Tunnel{Name: "two", Target: edgetest.Backend(t, handler("two"))},
 	); err != nil {
 		t.Fatal(err)
 	}
-	c := h.httpClient(false)
+	c := h.HTTPClient(false)
 	errs := make(chan error, n)
 	for i := range n {
 		go func() {
 			name := []string{"one", "two"}[i%2]
 			path := fmt.Sprintf("/r%d", i)
-			resp, err := c.Get(h.url(name, path))
+			resp, err := c.Get(h.URL(name, path))
 			if err != nil {
 				errs <- err
 				return
@@ -356,25 +187,25 @@ func TestEdge_ConcurrentRequestsOverTwoTunnels(t *testing.T) {
 		}()
 	}
 	for range n {
-		if err := recvWithin(t, errs, 60*time.Second); err != nil {
+		if err := edgetest.RecvWithin(t, errs, 60*time.Second); err != nil {
 			t.Error(err)
 		}
 	}
 }
 
 func TestEdge_WebSocketEcho(t *testing.T) {
-	h := startEdge(t, nil)
-	addr := backend(t, websocket.Handler(func(ws *websocket.Conn) { io.Copy(ws, ws) }))
-	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "ws", Target: addr}); err != nil {
+	h := edgetest.Start(t, nil)
+	addr := edgetest.Backend(t, websocket.Handler(func(ws *websocket.Conn) { io.Copy(ws, ws) }))
+	if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "ws", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := websocket.NewConfig(fmt.Sprintf("wss://ws.%s:%d/echo", domain, h.port), "https://ws."+domain)
+	cfg, err := websocket.NewConfig(fmt.Sprintf("wss://ws.%s:%d/echo", domain, h.Port), "https://ws."+domain)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.TlsConfig = &tls.Config{RootCAs: h.pool, ServerName: "ws." + domain}
+	cfg.TlsConfig = &tls.Config{RootCAs: h.Pool, ServerName: "ws." + domain}
 	cfg.Dialer = &net.Dialer{}
-	raw, err := net.Dial("tcp", h.addr)
+	raw, err := net.Dial("tcp", h.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,9 +233,9 @@ func TestEdge_WebSocketEcho(t *testing.T) {
 }
 
 func TestEdge_ServerSentEventsStream(t *testing.T) {
-	h := startEdge(t, nil)
+	h := edgetest.Start(t, nil)
 	next := make(chan struct{})
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		for i := range 3 {
 			fmt.Fprintf(w, "data: event %d\n\n", i)
@@ -418,10 +249,10 @@ func TestEdge_ServerSentEventsStream(t *testing.T) {
 			}
 		}
 	}))
-	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "sse", Target: addr}); err != nil {
+	if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "sse", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := h.httpClient(false).Get(h.url("sse", "/events"))
+	resp, err := h.HTTPClient(false).Get(h.URL("sse", "/events"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +268,7 @@ func TestEdge_ServerSentEventsStream(t *testing.T) {
 		close(lines)
 	}()
 	for i := range 3 {
-		if got, want := recvWithin(t, lines, 10*time.Second), fmt.Sprintf("data: event %d", i); got != want {
+		if got, want := edgetest.RecvWithin(t, lines, 10*time.Second), fmt.Sprintf("data: event %d", i); got != want {
 			t.Fatalf("got %q, want %q", got, want)
 		}
 		next <- struct{}{}
@@ -447,14 +278,14 @@ func TestEdge_ServerSentEventsStream(t *testing.T) {
 }
 
 func TestEdge_HTTP2Visitor(t *testing.T) {
-	h := startEdge(t, nil)
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := edgetest.Start(t, nil)
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "proto %s", r.Proto)
 	}))
-	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "h2", Target: addr}); err != nil {
+	if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "h2", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := h.httpClient(true).Get(h.url("h2", "/"))
+	resp, err := h.HTTPClient(true).Get(h.URL("h2", "/"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,24 +301,24 @@ func TestEdge_HTTP2Visitor(t *testing.T) {
 
 func TestEdge_ErrorPages(t *testing.T) {
 	// No wait for the departed client: its name answers "offline" at once.
-	h := startEdge(t, func(c *edge.Config) { c.OfflineWait = 0 })
-	up := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") }))
+	h := edgetest.Start(t, func(c *edge.Config) { c.OfflineWait = 0 })
+	up := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") }))
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	downAddr := ln.Addr().String()
 	ln.Close()
-	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "down", Target: downAddr}); err != nil {
+	if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "down", Target: downAddr}); err != nil {
 		t.Fatal(err)
 	}
-	gone, err := h.connect(aliceToken, mux.Tunnel{Name: "gone", Target: up})
+	gone, err := h.Connect(aliceToken, mux.Tunnel{Name: "gone", Target: up})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := h.httpClient(false)
-	if status, body := get(t, c, h.url("gone", "/")); status != 200 || body != "up" {
+	c := h.HTTPClient(false)
+	if status, body := edgetest.Get(t, c, h.URL("gone", "/")); status != 200 || body != "up" {
 		t.Fatalf("before the client left: got %d %q", status, body)
 	}
-	gone.stop()
-	if err := gone.wait(t); err != nil {
+	gone.Stop()
+	if err := gone.Wait(t); err != nil {
 		t.Fatalf("client stop: got %v, want nil", err)
 	}
 	c.CloseIdleConnections()
@@ -497,14 +328,14 @@ func TestEdge_ErrorPages(t *testing.T) {
 		wantStatus int
 		wantText   string
 	}{
-		{"unknown host", h.url("nobody", "/"), 404, "No tunnel is registered at nobody." + domain},
-		{"client gone", h.url("gone", "/"), 502, "Tunnel offline"},
-		{"local service down", h.url("down", "/"), 502, "local service refused the connection"},
-		{"apex", fmt.Sprintf("https://%s:%d/", domain, h.port), 404, "Tunnels are served at NAME." + domain},
+		{"unknown host", h.URL("nobody", "/"), 404, "No tunnel is registered at nobody." + domain},
+		{"client gone", h.URL("gone", "/"), 502, "Tunnel offline"},
+		{"local service down", h.URL("down", "/"), 502, "local service refused the connection"},
+		{"apex", fmt.Sprintf("https://%s:%d/", domain, h.Port), 404, "Tunnels are served at NAME." + domain},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			status, body := get(t, c, tt.url)
+			status, body := edgetest.Get(t, c, tt.url)
 			if status != tt.wantStatus || !strings.Contains(body, tt.wantText) {
 				t.Fatalf("got %d %q, want %d containing %q", status, body, tt.wantStatus, tt.wantText)
 			}
@@ -513,9 +344,9 @@ func TestEdge_ErrorPages(t *testing.T) {
 }
 
 func TestEdge_HandshakeRefusals(t *testing.T) {
-	h := startEdge(t, func(c *edge.Config) { c.AllowAnonymous = false })
-	addr := backend(t, http.NotFoundHandler())
-	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "taken", Target: addr}); err != nil {
+	h := edgetest.Start(t, func(c *edge.Config) { c.AllowAnonymous = false })
+	addr := edgetest.Backend(t, http.NotFoundHandler())
+	if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "taken", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -532,7 +363,7 @@ func TestEdge_HandshakeRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := h.connect(tt.token, mux.Tunnel{Name: tt.tun, Target: addr})
+			_, err := h.Connect(tt.token, mux.Tunnel{Name: tt.tun, Target: addr})
 			var perr *proto.Error
 			if !errors.As(err, &perr) || perr.Code != tt.want {
 				t.Fatalf("got %v, want code %s", err, tt.want)
@@ -545,38 +376,38 @@ func TestEdge_HandshakeRefusals(t *testing.T) {
 }
 
 func TestEdge_ReconnectReplacesStaleSession(t *testing.T) {
-	h := startEdge(t, nil)
-	first := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "first") }))
-	second := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "second") }))
-	old, err := h.connect(aliceToken, mux.Tunnel{Name: "app", Target: first})
+	h := edgetest.Start(t, nil)
+	first := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "first") }))
+	second := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "second") }))
+	old, err := h.Connect(aliceToken, mux.Tunnel{Name: "app", Target: first})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := h.httpClient(false)
-	if _, body := get(t, c, h.url("app", "/")); body != "first" {
+	c := h.HTTPClient(false)
+	if _, body := edgetest.Get(t, c, h.URL("app", "/")); body != "first" {
 		t.Fatalf("got %q, want first", body)
 	}
 	// The old session is still up (as a stale one would look to the server)
 	// when its owner connects again: the new one takes over at once.
-	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "app", Target: second}); err != nil {
+	if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "app", Target: second}); err != nil {
 		t.Fatalf("reconnect with the same token: %v", err)
 	}
-	if err := old.wait(t); !errors.Is(err, mux.ErrSessionLost) {
+	if err := old.Wait(t); !errors.Is(err, mux.ErrSessionLost) {
 		t.Errorf("old session: got %v, want ErrSessionLost", err)
 	}
-	if status, body := get(t, c, h.url("app", "/")); status != 200 || body != "second" {
+	if status, body := edgetest.Get(t, c, h.URL("app", "/")); status != 200 || body != "second" {
 		t.Fatalf("after reconnect: got %d %q, want 200 second", status, body)
 	}
 }
 
 func TestEdge_RandomNames(t *testing.T) {
-	h := startEdge(t, nil)
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "rnd") }))
-	c, err := h.connect("", mux.Tunnel{Target: addr}, mux.Tunnel{Name: "named", Target: addr}, mux.Tunnel{Target: addr})
+	h := edgetest.Start(t, nil)
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "rnd") }))
+	c, err := h.Connect("", mux.Tunnel{Target: addr}, mux.Tunnel{Name: "named", Target: addr}, mux.Tunnel{Target: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tuns := c.welcome.Tunnels
+	tuns := c.Welcome.Tunnels
 	if tuns[1].Name != "named" || tuns[0].Name == tuns[2].Name {
 		t.Fatalf("got names %q %q %q, want a random, named, another random", tuns[0].Name, tuns[1].Name, tuns[2].Name)
 	}
@@ -584,7 +415,7 @@ func TestEdge_RandomNames(t *testing.T) {
 		if err := name.Validate(tun.Name); err != nil {
 			t.Errorf("granted name %q is invalid: %v", tun.Name, err)
 		}
-		if _, body := get(t, h.httpClient(false), tun.URL+"/"); body != "rnd" {
+		if _, body := edgetest.Get(t, h.HTTPClient(false), tun.URL+"/"); body != "rnd" {
 			t.Errorf("GET %s: got %q", tun.URL, body)
 		}
 	}

@@ -3,7 +3,6 @@ package edge
 import (
 	"context"
 	"fmt"
-	stdlog "log"
 	"net"
 	"net/http"
 	"net/netip"
@@ -11,6 +10,9 @@ import (
 	"strings"
 
 	"github.com/rs/zerolog"
+
+	"github.com/tunnelhq/tunnel/internal/httpserve"
+	"github.com/tunnelhq/tunnel/internal/logging"
 )
 
 // ServePlain serves the plain-HTTP companion listener (port 80) on ln until
@@ -35,10 +37,10 @@ func (s *Server) ServePlain(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
-		ErrorLog:          stdlog.New(levelWriter{s.log, zerolog.DebugLevel}, "", 0),
+		ErrorLog:          logging.Std(s.log, zerolog.DebugLevel),
 	}
 	s.log.Info().Str("addr", ln.Addr().String()).Bool("redirect", !s.cfg.PlainServesTunnels).Msg("serving plain http")
-	if err := serveHTTP(ctx, srv, ln, s.cfg.ShutdownGrace, nil); err != nil {
+	if err := httpserve.Serve(ctx, srv, ln, s.cfg.ShutdownGrace, nil); err != nil {
 		return fmt.Errorf("serve plain http: %w", err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelhq/tunnel/internal/edgetest"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
@@ -26,10 +27,10 @@ func servePlain(t testing.TB, h *harness) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- h.srv.ServePlain(ctx, ln) }()
+	go func() { done <- h.Srv.ServePlain(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := recvWithin(t, done, 20*time.Second); err != nil {
+		if err := edgetest.RecvWithin(t, done, 20*time.Second); err != nil {
 			t.Errorf("ServePlain: %v", err)
 		}
 	})
@@ -50,14 +51,14 @@ func plainClient(t *testing.T, addr string) *http.Client {
 }
 
 func TestEdge_PlainRedirectsKeepingHostPathQuery(t *testing.T) {
-	h := startEdge(t, nil)
+	h := edgetest.Start(t, nil)
 	c := plainClient(t, servePlain(t, h))
 	for _, tt := range []struct {
 		method, url, want string
 	}{
-		{"GET", "http://wiki.tunnel.test/", fmt.Sprintf("https://wiki.tunnel.test:%d/", h.port)},
-		{"GET", "http://wiki.tunnel.test:80/a/b?c=d&e=%2F#frag", fmt.Sprintf("https://wiki.tunnel.test:%d/a/b?c=d&e=%%2F", h.port)},
-		{"POST", "http://tunnel.test/form?x=1", fmt.Sprintf("https://tunnel.test:%d/form?x=1", h.port)},
+		{"GET", "http://wiki.tunnel.test/", fmt.Sprintf("https://wiki.tunnel.test:%d/", h.Port)},
+		{"GET", "http://wiki.tunnel.test:80/a/b?c=d&e=%2F#frag", fmt.Sprintf("https://wiki.tunnel.test:%d/a/b?c=d&e=%%2F", h.Port)},
+		{"POST", "http://tunnel.test/form?x=1", fmt.Sprintf("https://tunnel.test:%d/form?x=1", h.Port)},
 	} {
 		req, _ := http.NewRequest(tt.method, tt.url, strings.NewReader("body"))
 		resp, err := c.Do(req)
@@ -72,7 +73,7 @@ func TestEdge_PlainRedirectsKeepingHostPathQuery(t *testing.T) {
 }
 
 func TestEdge_PlainServesTunnelsBelievingOnlyTrustedProxies(t *testing.T) {
-	echo := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	echo := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "xff=%s proto=%s", r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"))
 	}))
 	for _, tt := range []struct {
@@ -85,11 +86,11 @@ func TestEdge_PlainServesTunnelsBelievingOnlyTrustedProxies(t *testing.T) {
 		{"other proxy trusted", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, "xff=127.0.0.1 proto=http"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			h := startEdge(t, func(c *edge.Config) {
+			h := edgetest.Start(t, func(c *edge.Config) {
 				c.PlainServesTunnels = true
 				c.TrustedProxies = tt.trusted
 			})
-			if _, err := h.connect(aliceToken, mux.Tunnel{Name: "wiki", Target: echo}); err != nil {
+			if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "wiki", Target: echo}); err != nil {
 				t.Fatal(err)
 			}
 			req, _ := http.NewRequest("GET", "http://wiki.tunnel.test/", nil)
@@ -109,13 +110,13 @@ func TestEdge_PlainServesTunnelsBelievingOnlyTrustedProxies(t *testing.T) {
 }
 
 func TestEdge_TLSSettings(t *testing.T) {
-	h := startEdge(t, nil)
+	h := edgetest.Start(t, nil)
 	dial := func(cfg *tls.Config) (tls.ConnectionState, error) {
-		cfg.RootCAs, cfg.ServerName = h.pool, domain
+		cfg.RootCAs, cfg.ServerName = h.Pool, domain
 		d := tls.Dialer{Config: cfg}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		c, err := d.DialContext(ctx, "tcp", h.addr)
+		c, err := d.DialContext(ctx, "tcp", h.Addr)
 		if err != nil {
 			return tls.ConnectionState{}, err
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	stdlog "log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/internal/logging"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -71,7 +71,7 @@ func (s *Server) newProxy() *proxy {
 			t, _ := r.Context().Value(targetKey).(target)
 			p.answer(w, r, t.host, err)
 		},
-		ErrorLog:   stdlog.New(levelWriter{s.log, zerolog.DebugLevel}, "", 0),
+		ErrorLog:   logging.Std(s.log, zerolog.DebugLevel),
 		BufferPool: copyBufPool{},
 	}
 	return p

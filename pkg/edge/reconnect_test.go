@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/internal/edgetest"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -34,17 +35,17 @@ func (r watchedRegistry) Wait(ctx context.Context, name string) edge.Route {
 
 func TestEdge_VisitorWaitsForReconnectingClient(t *testing.T) {
 	reg := watchedRegistry{Registry: edge.NewMemoryRegistry(time.Minute), waiting: make(chan string, 4)}
-	h := startEdge(t, func(c *edge.Config) {
+	h := edgetest.Start(t, func(c *edge.Config) {
 		c.Registry = reg
 		c.OfflineWait = 20 * time.Second // far longer than the test needs: the client comes back first
 	})
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "back") }))
-	first, err := h.connect(aliceToken, mux.Tunnel{Name: "app", Target: addr})
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "back") }))
+	first, err := h.Connect(aliceToken, mux.Tunnel{Name: "app", Target: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	first.stop()
-	if err := first.wait(t); err != nil {
+	first.Stop()
+	if err := first.Wait(t); err != nil {
 		t.Fatal(err)
 	}
 
@@ -53,9 +54,9 @@ func TestEdge_VisitorWaitsForReconnectingClient(t *testing.T) {
 		body   string
 	}
 	got := make(chan result, 1)
-	c := h.httpClient(false)
+	c := h.HTTPClient(false)
 	go func() {
-		resp, err := c.Get(h.url("app", "/"))
+		resp, err := c.Get(h.URL("app", "/"))
 		if err != nil {
 			got <- result{body: err.Error()}
 			return
@@ -64,29 +65,29 @@ func TestEdge_VisitorWaitsForReconnectingClient(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		got <- result{resp.StatusCode, string(b)}
 	}()
-	if name := recvWithin(t, reg.waiting, 20*time.Second); name != "app" {
+	if name := edgetest.RecvWithin(t, reg.waiting, 20*time.Second); name != "app" {
 		t.Fatalf("waiting for %q, want app", name)
 	}
-	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "app", Target: addr}); err != nil {
+	if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "app", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
-	if r := recvWithin(t, got, 20*time.Second); r.status != 200 || r.body != "back" {
+	if r := edgetest.RecvWithin(t, got, 20*time.Second); r.status != 200 || r.body != "back" {
 		t.Fatalf("request made while the client was away: got %d %q, want 200 back", r.status, r.body)
 	}
 }
 
 func TestEdge_OfflinePageAfterTheWait(t *testing.T) {
-	h := startEdge(t, func(c *edge.Config) { c.OfflineWait = 100 * time.Millisecond })
-	addr := backend(t, http.NotFoundHandler())
-	gone, err := h.connect(aliceToken, mux.Tunnel{Name: "gone", Target: addr})
+	h := edgetest.Start(t, func(c *edge.Config) { c.OfflineWait = 100 * time.Millisecond })
+	addr := edgetest.Backend(t, http.NotFoundHandler())
+	gone, err := h.Connect(aliceToken, mux.Tunnel{Name: "gone", Target: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	gone.stop()
-	if err := gone.wait(t); err != nil {
+	gone.Stop()
+	if err := gone.Wait(t); err != nil {
 		t.Fatal(err)
 	}
-	if status, body := get(t, h.httpClient(false), h.url("gone", "/")); status != 502 || !strings.Contains(body, "Tunnel offline") {
+	if status, body := edgetest.Get(t, h.HTTPClient(false), h.URL("gone", "/")); status != 502 || !strings.Contains(body, "Tunnel offline") {
 		t.Fatalf("got %d %q, want 502 Tunnel offline", status, body)
 	}
 }
@@ -157,13 +158,13 @@ func (c *cutter) cut() {
 
 // runForever runs mux.RunForever with a quick backoff and reports each
 // Welcome; it stops with the test.
-func (h *harness) runForever(t *testing.T, server, token string, log io.Writer, tunnels ...mux.Tunnel) (<-chan *proto.Welcome, *client) {
+func runForever(t *testing.T, h *harness, server, token string, log io.Writer, tunnels ...mux.Tunnel) (<-chan *proto.Welcome, *client) {
 	t.Helper()
 	ready := make(chan *proto.Welcome, 8)
 	cfg := mux.ClientConfig{
 		Config:  mux.DefaultConfig(),
 		Server:  server,
-		TLS:     &tls.Config{RootCAs: h.pool, ServerName: "127.0.0.1"},
+		TLS:     &tls.Config{RootCAs: h.Pool, ServerName: "127.0.0.1"},
 		Token:   token,
 		Tunnels: tunnels,
 		OnReady: func(w *proto.Welcome) { ready <- w },
@@ -171,45 +172,45 @@ func (h *harness) runForever(t *testing.T, server, token string, log io.Writer, 
 	}
 	cfg.Logger = zerolog.New(log).Level(zerolog.InfoLevel)
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &client{done: make(chan struct{}), stop: cancel}
+	c := &client{Done: make(chan struct{}), Stop: cancel}
 	go func() {
-		c.err = mux.RunForever(ctx, cfg)
-		close(c.done)
+		c.Err = mux.RunForever(ctx, cfg)
+		close(c.Done)
 	}()
 	t.Cleanup(func() {
 		cancel()
-		c.wait(t)
+		c.Wait(t)
 	})
 	return ready, c
 }
 
 func TestRunForever_KeepsItsRandomNameAcrossALostLink(t *testing.T) {
-	h := startEdge(t, nil)
-	link := newCutter(t, h.addr)
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "rnd") }))
-	ready, _ := h.runForever(t, link.ln.Addr().String(), aliceToken, zerolog.NewTestWriter(t), mux.Tunnel{Target: addr})
-	first := recvWithin(t, ready, 20*time.Second)
-	c := h.httpClient(false)
-	if _, body := get(t, c, first.Tunnels[0].URL+"/"); body != "rnd" {
+	h := edgetest.Start(t, nil)
+	link := newCutter(t, h.Addr)
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "rnd") }))
+	ready, _ := runForever(t, h, link.ln.Addr().String(), aliceToken, zerolog.NewTestWriter(t), mux.Tunnel{Target: addr})
+	first := edgetest.RecvWithin(t, ready, 20*time.Second)
+	c := h.HTTPClient(false)
+	if _, body := edgetest.Get(t, c, first.Tunnels[0].URL+"/"); body != "rnd" {
 		t.Fatalf("before the cut: got %q", body)
 	}
 	for i := range 3 {
 		link.cut()
-		again := recvWithin(t, ready, 20*time.Second)
+		again := edgetest.RecvWithin(t, ready, 20*time.Second)
 		if again.Tunnels[0].URL != first.Tunnels[0].URL {
 			t.Fatalf("reconnect %d: got URL %s, want the same %s", i, again.Tunnels[0].URL, first.Tunnels[0].URL)
 		}
 	}
 	c.CloseIdleConnections()
-	if status, body := get(t, c, first.Tunnels[0].URL+"/"); status != 200 || body != "rnd" {
+	if status, body := edgetest.Get(t, c, first.Tunnels[0].URL+"/"); status != 200 || body != "rnd" {
 		t.Fatalf("after the reconnects: got %d %q", status, body)
 	}
 }
 
 func TestRunForever_PermanentRefusalStopsIt(t *testing.T) {
-	h := startEdge(t, func(c *edge.Config) { c.AllowAnonymous = false })
-	_, c := h.runForever(t, h.addr, "tk_wrong", zerolog.NewTestWriter(t), mux.Tunnel{Name: "x", Target: "127.0.0.1:1"})
-	err := c.wait(t)
+	h := edgetest.Start(t, func(c *edge.Config) { c.AllowAnonymous = false })
+	_, c := runForever(t, h, h.Addr, "tk_wrong", zerolog.NewTestWriter(t), mux.Tunnel{Name: "x", Target: "127.0.0.1:1"})
+	err := c.Wait(t)
 	var perr *proto.Error
 	if !errors.As(err, &perr) || perr.Code != proto.CodeBadToken || !mux.IsPermanent(err) {
 		t.Fatalf("got %v, want a permanent bad_token refusal", err)
@@ -231,30 +232,30 @@ func (w *lineSignal) Write(p []byte) (int, error) {
 }
 
 func TestRunForever_WaitsOutANameHeldByAnother(t *testing.T) {
-	h := startEdge(t, func(c *edge.Config) { c.NameHold = 0 })
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "alice") }))
-	bob, err := h.connect(bobToken, mux.Tunnel{Name: "shared", Target: addr})
+	h := edgetest.Start(t, func(c *edge.Config) { c.NameHold = 0 })
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "alice") }))
+	bob, err := h.Connect(bobToken, mux.Tunnel{Name: "shared", Target: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	refused := &lineSignal{want: string(proto.CodeNameTaken), seen: make(chan struct{})}
-	ready, _ := h.runForever(t, h.addr, aliceToken, refused, mux.Tunnel{Name: "shared", Target: addr})
-	recvWithin(t, refused.seen, 20*time.Second)
-	bob.stop()
-	if err := bob.wait(t); err != nil {
+	ready, _ := runForever(t, h, h.Addr, aliceToken, refused, mux.Tunnel{Name: "shared", Target: addr})
+	edgetest.RecvWithin(t, refused.seen, 20*time.Second)
+	bob.Stop()
+	if err := bob.Wait(t); err != nil {
 		t.Fatal(err)
 	}
-	w := recvWithin(t, ready, 20*time.Second)
+	w := edgetest.RecvWithin(t, ready, 20*time.Second)
 	if w.Tunnels[0].Name != "shared" {
 		t.Fatalf("got name %q, want shared", w.Tunnels[0].Name)
 	}
-	if status, body := get(t, h.httpClient(false), h.url("shared", "/")); status != 200 || body != "alice" {
+	if status, body := edgetest.Get(t, h.HTTPClient(false), h.URL("shared", "/")); status != 200 || body != "alice" {
 		t.Fatalf("got %d %q, want 200 alice", status, body)
 	}
 }
 
 func TestEdge_LocalServiceRestart(t *testing.T) {
-	h := startEdge(t, nil)
+	h := edgetest.Start(t, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -274,17 +275,17 @@ func TestEdge_LocalServiceRestart(t *testing.T) {
 		return srv
 	}
 	svc := serveOn(ln)
-	cl, err := h.connect(aliceToken, mux.Tunnel{Name: "svc", Target: addr})
+	cl, err := h.Connect(aliceToken, mux.Tunnel{Name: "svc", Target: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := h.httpClient(false)
-	if status, body := get(t, c, h.url("svc", "/")); status != 200 || body != "up" {
+	c := h.HTTPClient(false)
+	if status, body := edgetest.Get(t, c, h.URL("svc", "/")); status != 200 || body != "up" {
 		t.Fatalf("before: got %d %q", status, body)
 	}
 	svc.Close()
 	c.CloseIdleConnections()
-	if status, body := get(t, c, h.url("svc", "/")); status != 502 || !strings.Contains(body, "local service refused") {
+	if status, body := edgetest.Get(t, c, h.URL("svc", "/")); status != 502 || !strings.Contains(body, "local service refused") {
 		t.Fatalf("service down: got %d %q, want 502 local service refused", status, body)
 	}
 	ln, err = net.Listen("tcp", addr)
@@ -292,12 +293,12 @@ func TestEdge_LocalServiceRestart(t *testing.T) {
 		t.Skipf("port %s taken by someone else meanwhile: %v", addr, err)
 	}
 	serveOn(ln)
-	if status, body := get(t, c, h.url("svc", "/")); status != 200 || body != "up" {
+	if status, body := edgetest.Get(t, c, h.URL("svc", "/")); status != 200 || body != "up" {
 		t.Fatalf("service back: got %d %q", status, body)
 	}
 	select {
-	case <-cl.done:
-		t.Fatalf("the tunnel dropped: %v", cl.err)
+	case <-cl.Done:
+		t.Fatalf("the tunnel dropped: %v", cl.Err)
 	default:
 	}
 }
@@ -306,33 +307,33 @@ func TestEdge_LocalServiceRestart(t *testing.T) {
 // against one tunneld: goroutines, open files and heap come back to their
 // starting level, as a soak test would show.
 func TestEdge_ConnectDisconnectCycles(t *testing.T) {
-	h := startEdge(t, nil)
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	c := h.httpClient(false)
+	h := edgetest.Start(t, nil)
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	c := h.HTTPClient(false)
 	// Warm up once so lazily started pools are in the baseline.
-	first, err := h.connect(aliceToken, mux.Tunnel{Name: "cycle", Target: addr})
+	first, err := h.Connect(aliceToken, mux.Tunnel{Name: "cycle", Target: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	get(t, c, h.url("cycle", "/"))
-	first.stop()
-	first.wait(t)
+	edgetest.Get(t, c, h.URL("cycle", "/"))
+	first.Stop()
+	first.Wait(t)
 	c.CloseIdleConnections()
 	before := settledUsage(t, usage{})
 
 	const cycles = 500
 	for i := range cycles {
-		cl, err := h.connect(aliceToken, mux.Tunnel{Name: "cycle", Target: addr})
+		cl, err := h.Connect(aliceToken, mux.Tunnel{Name: "cycle", Target: addr})
 		if err != nil {
 			t.Fatalf("cycle %d: %v", i, err)
 		}
 		if i%50 == 0 {
-			if status, _ := get(t, c, h.url("cycle", "/")); status != 200 {
+			if status, _ := edgetest.Get(t, c, h.URL("cycle", "/")); status != 200 {
 				t.Fatalf("cycle %d: got %d", i, status)
 			}
 		}
-		cl.stop()
-		if err := cl.wait(t); err != nil {
+		cl.Stop()
+		if err := cl.Wait(t); err != nil {
 			t.Fatalf("cycle %d: stop: %v", i, err)
 		}
 	}

@@ -8,11 +8,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	stdlog "log"
 	"net"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +18,8 @@ import (
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 
+	"github.com/tunnelhq/tunnel/internal/httpserve"
+	"github.com/tunnelhq/tunnel/internal/logging"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -156,7 +156,7 @@ func NewServer(cfg Config) (*Server, error) {
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          stdlog.New(levelWriter{log, zerolog.DebugLevel}, "", 0),
+		ErrorLog:          logging.Std(log, zerolog.DebugLevel),
 	}
 	return s, nil
 }
@@ -181,13 +181,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer s.ops.listening.Store(false)
 	s.log.Info().Str("addr", ln.Addr().String()).Str("domain", s.cfg.Domain).Msg("serving")
 	// The queue of handshaken conns is served until shutdown says stop,
-	// after the GOAWAYs; serveHTTP then gives requests ShutdownGrace.
+	// after the GOAWAYs; httpserve.Serve then gives requests ShutdownGrace.
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
 	httpDone := make(chan struct{})
 	go func() {
 		defer close(httpDone)
-		serveHTTP(httpCtx, s.httpSrv, s.httpConns, s.cfg.ShutdownGrace, func(err error) {
+		httpserve.Serve(httpCtx, s.httpSrv, s.httpConns, s.cfg.ShutdownGrace, func(err error) {
 			s.log.Warn().Err(err).Msg("grace period over; closing remaining requests")
 		})
 	}()
@@ -227,7 +227,7 @@ func (s *Server) shutdown(stopHTTP context.CancelFunc, httpDone <-chan struct{})
 			s.log.Debug().Err(err).Str("session_id", sess.ID).Msg("goaway")
 		}
 	}
-	stopHTTP() // serveHTTP shuts httpSrv down within ShutdownGrace
+	stopHTTP() // httpserve.Serve shuts httpSrv down within ShutdownGrace
 	<-httpDone
 	for _, sess := range sessions {
 		sess.mux.Close()
@@ -634,42 +634,3 @@ type queueAddr struct{}
 
 func (queueAddr) Network() string { return "edge" }
 func (queueAddr) String() string  { return "edge" }
-
-// serveHTTP is the serve-then-graceful-shutdown shared by the edge's three
-// http.Servers (Serve, ServePlain, Admin.Serve). It runs srv.Serve(ln) until
-// ctx ends, then shuts srv down: requests in flight get grace to finish;
-// when grace runs out, overGrace (if not nil) is told Shutdown's error and
-// the remaining connections are closed. It returns once Serve has: Serve's
-// error if Serve stopped on its own, else nil.
-func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Duration, overGrace func(error)) error {
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-	}
-	graceCtx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	if err := srv.Shutdown(graceCtx); err != nil {
-		if overGrace != nil {
-			overGrace(err)
-		}
-		srv.Close()
-	}
-	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
-}
-
-// levelWriter turns lines logged through a *log.Logger into zerolog events.
-type levelWriter struct {
-	l   zerolog.Logger
-	lvl zerolog.Level
-}
-
-func (w levelWriter) Write(p []byte) (int, error) {
-	w.l.WithLevel(w.lvl).Msg(strings.TrimSpace(string(p)))
-	return len(p), nil
-}

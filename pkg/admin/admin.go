@@ -1,16 +1,25 @@
-package edge
+// Package admin is tunneld's admin listener (--admin-listen): /healthz,
+// /readyz, /metrics, /api/tunnels, a status page and, on request, pprof.
+//
+// It is a package of its own because it is a reader of the edge, not part
+// of it: the edge (package edge) records its metrics and keeps its tunnels,
+// and this package only shows them, through edge.Server's Tunnels, Ready,
+// Domain and Metrics().Gatherer(). The edge never imports it; cmd/tunneld
+// builds it next to the edge and serves it on its own listener.
+//
+// Who may read it: a token (Config.Token) when set, which is required off
+// loopback; without one, only requests whose Host is a loopback name
+// (IsLoopback), so a web page that rebinds its name to 127.0.0.1 is refused.
+package admin
 
 import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
-	stdlog "log"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -20,13 +29,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/internal/httpserve"
+	"github.com/tunnelhq/tunnel/internal/logging"
 	"github.com/tunnelhq/tunnel/internal/units"
+	"github.com/tunnelhq/tunnel/pkg/edge"
 )
 
-// AdminConfig configures the admin listener: metrics, health, status.
-type AdminConfig struct {
-	// Server is the edge whose state is shown. Required.
-	Server *Server
+// Config configures the admin listener: metrics, health, status.
+type Config struct {
+	// Edge is the edge server whose state is shown. Required.
+	Edge *edge.Server
 
 	// Logger receives the admin server's events. Use zerolog.Nop() for
 	// silence.
@@ -52,31 +64,31 @@ type AdminConfig struct {
 	IsLoopback func(net.Addr) bool
 }
 
-// Admin serves the admin endpoints:
+// Server serves the admin endpoints:
 //
 //	/             status page (HTML, no JavaScript, refreshes itself)
 //	/api/tunnels  the same as JSON
 //	/metrics      Prometheus exposition
 //	/healthz      200 while the process runs
 //	/readyz       200 when the edge is listening and has a certificate for its domain
-//	/debug/pprof/ only with AdminConfig.Pprof (never cmdline)
+//	/debug/pprof/ only with Config.Pprof (never cmdline)
 //
-// Build it with NewAdmin and run it with Serve.
-type Admin struct {
-	cfg       AdminConfig
+// Build it with New and run it with Serve.
+type Server struct {
+	cfg       Config
 	log       zerolog.Logger
 	tokenHash [32]byte
 }
 
-// NewAdmin validates cfg and builds an Admin. It starts nothing.
-func NewAdmin(cfg AdminConfig) (*Admin, error) {
-	if cfg.Server == nil {
-		return nil, errors.New("edge: admin: server is required")
+// New validates cfg and builds a Server. It starts nothing.
+func New(cfg Config) (*Server, error) {
+	if cfg.Edge == nil {
+		return nil, errors.New("admin: edge server is required")
 	}
 	if cfg.IsLoopback == nil {
 		cfg.IsLoopback = isLoopbackAddr
 	}
-	return &Admin{
+	return &Server{
 		cfg:       cfg,
 		log:       cfg.Logger.With().Str("component", "admin").Logger(),
 		tokenHash: sha256.Sum256([]byte(cfg.Token)),
@@ -86,9 +98,9 @@ func NewAdmin(cfg AdminConfig) (*Admin, error) {
 // CheckAddr refuses a listener address that is not loopback when no token
 // is configured. Serve calls it too; call it first to fail before starting
 // anything else.
-func (a *Admin) CheckAddr(addr net.Addr) error {
+func (a *Server) CheckAddr(addr net.Addr) error {
 	if a.cfg.Token == "" && !a.cfg.IsLoopback(addr) {
-		return fmt.Errorf("edge: admin: %s is not a loopback address: a token is required", addr)
+		return fmt.Errorf("admin: %s is not a loopback address: a token is required", addr)
 	}
 	return nil
 }
@@ -100,7 +112,7 @@ func isLoopbackAddr(addr net.Addr) bool {
 
 // Serve serves the admin endpoints on ln until ctx ends, then shuts down
 // (in-flight scrapes get 5 s) and returns nil. It closes ln.
-func (a *Admin) Serve(ctx context.Context, ln net.Listener) error {
+func (a *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := a.CheckAddr(ln.Addr()); err != nil {
 		ln.Close()
 		return err
@@ -108,21 +120,21 @@ func (a *Admin) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           a.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          stdlog.New(levelWriter{a.log, zerolog.DebugLevel}, "", 0),
+		ErrorLog:          logging.Std(a.log, zerolog.DebugLevel),
 	}
 	a.log.Info().Str("addr", ln.Addr().String()).Bool("token", a.cfg.Token != "").Bool("pprof", a.cfg.Pprof).Msg("admin serving")
-	if err := serveHTTP(ctx, srv, ln, 5*time.Second, nil); err != nil {
+	if err := httpserve.Serve(ctx, srv, ln, 5*time.Second, nil); err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
 	return nil
 }
 
 // Handler is the admin mux behind the token check.
-func (a *Admin) Handler() http.Handler {
-	s := a.cfg.Server
+func (a *Server) Handler() http.Handler {
+	s := a.cfg.Edge
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics().Gatherer(), promhttp.HandlerOpts{
-		ErrorLog: stdlog.New(levelWriter{a.log, zerolog.WarnLevel}, "", 0),
+		ErrorLog: logging.Std(a.log, zerolog.WarnLevel),
 	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		plain(w, http.StatusOK, "ok")
@@ -139,17 +151,17 @@ func (a *Admin) Handler() http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		tunnels := s.Tunnels()
 		if tunnels == nil {
-			tunnels = []TunnelStatus{}
+			tunnels = []edge.TunnelStatus{}
 		}
 		_ = json.NewEncoder(w).Encode(struct {
-			Tunnels []TunnelStatus `json:"tunnels"`
+			Tunnels []edge.TunnelStatus `json:"tunnels"`
 		}{tunnels})
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
-		if err := statusPage.Execute(w, statusData{Domain: s.cfg.Domain, Now: time.Now(), Tunnels: s.Tunnels()}); err != nil {
+		if err := statusPage.Execute(w, statusData{Domain: s.Domain(), Now: time.Now(), Tunnels: s.Tunnels()}); err != nil {
 			a.log.Debug().Err(err).Msg("status page")
 		}
 	})
@@ -185,7 +197,7 @@ func (a *Admin) Handler() http.Handler {
 // host, with or without a port, names this machine: "localhost" or a
 // loopback IP. The admin handler applies it to a request's Host (only such a
 // Host proves the request was meant for the loopback listener; a browser
-// lured by DNS rebinding sends the attacker's name), Admin.CheckAddr to the
+// lured by DNS rebinding sends the attacker's name), Server.CheckAddr to the
 // bound address, and tunneld to --admin-listen before binding.
 func IsLoopback(host string) bool {
 	if h, _, err := net.SplitHostPort(host); err == nil {
@@ -201,7 +213,7 @@ func IsLoopback(host string) bool {
 
 // authorized compares hashes in constant time, so neither the token's
 // length nor its content leaks through timing.
-func (a *Admin) authorized(r *http.Request) bool {
+func (a *Server) authorized(r *http.Request) bool {
 	var got string
 	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 		got = tok
@@ -221,58 +233,10 @@ func plain(w http.ResponseWriter, status int, msg string) {
 	fmt.Fprintln(w, msg)
 }
 
-// Ready reports why the edge cannot serve visitors yet: it is not
-// listening, or its TLS config yields no valid certificate for the domain.
-// With autocert, asking for the certificate may start its issuance.
-func (s *Server) Ready() error {
-	if !s.ops.listening.Load() {
-		return errors.New("not listening")
-	}
-	cert, err := s.apexCertificate()
-	if err != nil {
-		return fmt.Errorf("certificate for %s: %w", s.cfg.Domain, err)
-	}
-	leaf := cert.Leaf
-	if leaf == nil {
-		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return fmt.Errorf("certificate for %s: %w", s.cfg.Domain, err)
-		}
-	}
-	if err := leaf.VerifyHostname(s.cfg.Domain); err != nil {
-		return fmt.Errorf("certificate: %w", err)
-	}
-	if now := time.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
-		return fmt.Errorf("certificate for %s: valid from %s to %s only", s.cfg.Domain, leaf.NotBefore, leaf.NotAfter)
-	}
-	return nil
-}
-
-// apexCertificate asks the TLS config for a certificate the way a handshake
-// for the apex domain would.
-func (s *Server) apexCertificate() (*tls.Certificate, error) {
-	c := s.tlsConfig
-	hello := &tls.ClientHelloInfo{ServerName: s.cfg.Domain}
-	if c.GetCertificate != nil {
-		cert, err := c.GetCertificate(hello)
-		if err != nil || cert != nil {
-			if err == nil && len(cert.Certificate) == 0 {
-				return nil, errors.New("empty certificate")
-			}
-			return cert, err
-		}
-	}
-	for i := range c.Certificates {
-		if len(c.Certificates[i].Certificate) > 0 {
-			return &c.Certificates[i], nil
-		}
-	}
-	return nil, errors.New("no certificate configured")
-}
-
 type statusData struct {
 	Domain  string
 	Now     time.Time
-	Tunnels []TunnelStatus
+	Tunnels []edge.TunnelStatus
 }
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{

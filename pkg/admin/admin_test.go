@@ -1,4 +1,4 @@
-package edge_test
+package admin_test
 
 import (
 	"bytes"
@@ -20,19 +20,24 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
 
+	"github.com/tunnelhq/tunnel/internal/edgetest"
+	"github.com/tunnelhq/tunnel/pkg/admin"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
 
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
 // startAdmin serves h's admin endpoints on addr and returns the base URL.
-func startAdmin(t *testing.T, h *harness, addr string, mod func(*edge.AdminConfig)) string {
+func startAdmin(t *testing.T, h *edgetest.Edge, addr string, mod func(*admin.Config)) string {
 	t.Helper()
-	cfg := edge.AdminConfig{Server: h.srv, Logger: zerolog.New(zerolog.NewTestWriter(t))}
+	cfg := admin.Config{Edge: h.Srv, Logger: zerolog.New(zerolog.NewTestWriter(t))}
 	if mod != nil {
 		mod(&cfg)
 	}
-	a, err := edge.NewAdmin(cfg)
+	a, err := admin.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +50,7 @@ func startAdmin(t *testing.T, h *harness, addr string, mod func(*edge.AdminConfi
 	go func() { done <- a.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := recvWithin(t, done, 20*time.Second); err != nil {
+		if err := edgetest.RecvWithin(t, done, 20*time.Second); err != nil {
 			t.Errorf("admin Serve: %v", err)
 		}
 	})
@@ -129,10 +134,10 @@ func value(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels 
 }
 
 func TestAdmin_MetricsAfterRequests(t *testing.T) {
-	h := startEdge(t, nil)
+	h := edgetest.Start(t, nil)
 	base := startAdmin(t, h, "127.0.0.1:0", nil)
 	reply := []byte("0123456789")
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Write(reply)
 	}))
@@ -157,20 +162,20 @@ func TestAdmin_MetricsAfterRequests(t *testing.T) {
 		}
 	}
 
-	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "wiki", Target: addr}); err != nil {
+	if _, err := h.Connect(edgetest.AliceToken, mux.Tunnel{Name: "wiki", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.connect("tk_wrong", mux.Tunnel{Name: "other", Target: addr}); err == nil {
+	if _, err := h.Connect("tk_wrong", mux.Tunnel{Name: "other", Target: addr}); err == nil {
 		t.Fatal("a bad token connected")
 	}
-	h.srv.Metrics().RateLimited("handshake")
-	h.srv.Metrics().CertIssued(nil)
+	h.Srv.Metrics().RateLimited("handshake")
+	h.Srv.Metrics().CertIssued(nil)
 
-	hc := h.httpClient(false)
+	hc := h.HTTPClient(false)
 	const n = 3
 	var bodyOut int
 	for range n {
-		resp, err := hc.Post(h.url("wiki", "/upload"), "text/plain", strings.NewReader("hello"))
+		resp, err := hc.Post(h.URL("wiki", "/upload"), "text/plain", strings.NewReader("hello"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,7 +186,7 @@ func TestAdmin_MetricsAfterRequests(t *testing.T) {
 		}
 		bodyOut += len(b)
 	}
-	status, page := get(t, hc, h.url("nosuch", "/"))
+	status, page := edgetest.Get(t, hc, h.URL("nosuch", "/"))
 	if status != http.StatusNotFound {
 		t.Fatalf("unknown tunnel: got %d, want 404", status)
 	}
@@ -231,7 +236,7 @@ func TestAdmin_MetricsAfterRequests(t *testing.T) {
 		t.Fatalf("/api/tunnels: got %d tunnels, want 1", len(api.Tunnels))
 	}
 	got := api.Tunnels[0]
-	if got.Name != "wiki" || got.Label != "alice" || got.URL != h.url("wiki", "") || got.Requests != n ||
+	if got.Name != "wiki" || got.Label != "alice" || got.URL != h.URL("wiki", "") || got.Requests != n ||
 		got.BytesIn != n*5 || got.BytesOut != n*int64(len(reply)) || got.InFlight != 0 || got.ClientAddr == "" {
 		t.Errorf("/api/tunnels: got %+v", got)
 	}
@@ -239,9 +244,9 @@ func TestAdmin_MetricsAfterRequests(t *testing.T) {
 
 // waitListening returns once h's Serve accepts: a TLS handshake needs its
 // accept loop, which starts after it has marked itself listening.
-func waitListening(t *testing.T, h *harness) {
+func waitListening(t *testing.T, h *edgetest.Edge) {
 	t.Helper()
-	c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: h.pool, ServerName: domain})
+	c, err := tls.Dial("tcp", h.Addr, &tls.Config{RootCAs: h.Pool, ServerName: edgetest.Domain})
 	if err != nil {
 		t.Fatalf("handshake with the edge: %v", err)
 	}
@@ -249,7 +254,7 @@ func waitListening(t *testing.T, h *harness) {
 }
 
 func TestAdmin_HealthAndReadiness(t *testing.T) {
-	h := startEdge(t, nil)
+	h := edgetest.Start(t, nil)
 	base := startAdmin(t, h, "127.0.0.1:0", nil)
 	waitListening(t, h)
 	if status, _ := adminGet(t, base, "/healthz", ""); status != http.StatusOK {
@@ -263,8 +268,8 @@ func TestAdmin_HealthAndReadiness(t *testing.T) {
 	}
 
 	// A certificate that does not cover the domain is not ready.
-	other := startEdge(t, func(c *edge.Config) { c.Domain = "elsewhere.test" })
-	base = startAdmin(t, other, "127.0.0.1:0", func(c *edge.AdminConfig) { c.Pprof = true })
+	other := edgetest.Start(t, func(c *edge.Config) { c.Domain = "elsewhere.test" })
+	base = startAdmin(t, other, "127.0.0.1:0", func(c *admin.Config) { c.Pprof = true })
 	waitListening(t, other) // so that 503 means the certificate, not the start
 	if status, body := adminGet(t, base, "/readyz", ""); status != http.StatusServiceUnavailable {
 		t.Errorf("/readyz with a certificate for another domain: got %d %s, want 503", status, body)
@@ -275,11 +280,11 @@ func TestAdmin_HealthAndReadiness(t *testing.T) {
 }
 
 func TestAdmin_TokenRequiredOffLoopback(t *testing.T) {
-	h := startEdge(t, nil)
+	h := edgetest.Start(t, nil)
 	public := func(net.Addr) bool { return false }
 
 	// No token on a public address: refused before serving.
-	a, err := edge.NewAdmin(edge.AdminConfig{Server: h.srv, Logger: zerolog.Nop(), IsLoopback: public})
+	a, err := admin.New(admin.Config{Edge: h.Srv, Logger: zerolog.Nop(), IsLoopback: public})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +297,7 @@ func TestAdmin_TokenRequiredOffLoopback(t *testing.T) {
 	}
 
 	const token = "adm_s3cret"
-	base := startAdmin(t, h, "127.0.0.1:0", func(c *edge.AdminConfig) {
+	base := startAdmin(t, h, "127.0.0.1:0", func(c *admin.Config) {
 		c.Token, c.IsLoopback = token, public
 	})
 	basic := func(r *http.Request) { r.SetBasicAuth("admin", token) }
@@ -335,83 +340,6 @@ func TestAdmin_TokenRequiredOffLoopback(t *testing.T) {
 	}
 }
 
-func (s *syncBuffer) lines() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Split(strings.TrimSpace(s.b.String()), "\n")
-}
-
-func TestEdge_AccessLog(t *testing.T) {
-	for _, on := range []bool{true, false} {
-		t.Run(map[bool]string{true: "on", false: "off"}[on], func(t *testing.T) {
-			var logs syncBuffer
-			h := startEdge(t, func(c *edge.Config) {
-				c.Logger = zerolog.New(&logs).With().Timestamp().Logger()
-				c.AccessLog = on
-			})
-			addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				io.Copy(io.Discard, r.Body)
-				w.Write([]byte("fine"))
-			}))
-			if _, err := h.connect(aliceToken, mux.Tunnel{Name: "wiki", Target: addr}); err != nil {
-				t.Fatal(err)
-			}
-			hc := h.httpClient(false)
-			get(t, hc, h.url("wiki", "/a?secret=x"))
-			resp, err := hc.Post(h.url("wiki", "/b"), "text/plain", strings.NewReader("12345678"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			get(t, hc, h.url("nosuch", "/c"))
-
-			var events []map[string]any
-			for _, line := range logs.lines() {
-				var ev map[string]any
-				if err := json.Unmarshal([]byte(line), &ev); err != nil {
-					t.Fatalf("log line is not JSON: %q: %v", line, err)
-				}
-				if ev["component"] == "access" {
-					events = append(events, ev)
-				}
-			}
-			if !on {
-				if len(events) != 0 {
-					t.Fatalf("access log off: got %d events", len(events))
-				}
-				return
-			}
-			if len(events) != 3 {
-				t.Fatalf("got %d access events, want 3: %v", len(events), events)
-			}
-			for i, want := range []struct {
-				method, path, tunnel string
-				status, in, out      float64
-			}{
-				{"GET", "/a", "wiki", 200, 0, 4},
-				{"POST", "/b", "wiki", 200, 8, 4},
-				{"GET", "/c", "", 404, 0, -1},
-			} {
-				ev := events[i]
-				if ev["level"] != "info" || ev["message"] != "request" || ev["method"] != want.method ||
-					ev["path"] != want.path || ev["tunnel"] != want.tunnel || ev["status"] != want.status ||
-					ev["bytes_in"] != want.in || (want.out >= 0 && ev["bytes_out"] != want.out) {
-					t.Errorf("event %d: got %v", i, ev)
-				}
-				for _, k := range []string{"host", "remote_addr", "duration", "time", "bytes_out"} {
-					if _, ok := ev[k]; !ok {
-						t.Errorf("event %d: no %q: %v", i, k, ev)
-					}
-				}
-				if strings.Contains(ev["path"].(string), "secret") {
-					t.Errorf("event %d logs the query: %v", i, ev)
-				}
-			}
-		})
-	}
-}
-
 func chromiumPath(t *testing.T) string {
 	t.Helper()
 	for _, name := range []string{"chromium", "chromium-browser"} {
@@ -447,19 +375,19 @@ func headless(t *testing.T, bin string, args ...string) []byte {
 
 func TestAdmin_StatusPageInChromium(t *testing.T) {
 	bin := chromiumPath(t)
-	h := startEdge(t, nil)
+	h := edgetest.Start(t, nil)
 	base := startAdmin(t, h, "127.0.0.1:0", nil)
-	addr := backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hi")) }))
-	if _, err := h.connect(aliceToken, mux.Tunnel{Name: "wiki", Target: addr}); err != nil {
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hi")) }))
+	if _, err := h.Connect(edgetest.AliceToken, mux.Tunnel{Name: "wiki", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
-	hc := h.httpClient(false)
+	hc := h.HTTPClient(false)
 	for range 2 {
-		get(t, hc, h.url("wiki", "/"))
+		edgetest.Get(t, hc, h.URL("wiki", "/"))
 	}
 
 	dom := string(headless(t, bin, "--dump-dom", base+"/"))
-	for _, want := range []string{`data-name="wiki"`, h.url("wiki", ""), "alice", "1 tunnels online"} {
+	for _, want := range []string{`data-name="wiki"`, h.URL("wiki", ""), "alice", "1 tunnels online"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("status page DOM lacks %q:\n%s", want, dom)
 		}
@@ -488,8 +416,8 @@ func TestAdmin_StatusPageInChromium(t *testing.T) {
 // /api/tunnels and /metrics from the browser. And /debug/pprof/cmdline,
 // which shows tokens passed as flags, is never served.
 func TestAdmin_LoopbackChecksHost(t *testing.T) {
-	h := startEdge(t, nil)
-	base := startAdmin(t, h, "127.0.0.1:0", func(c *edge.AdminConfig) { c.Pprof = true })
+	h := edgetest.Start(t, nil)
+	base := startAdmin(t, h, "127.0.0.1:0", func(c *admin.Config) { c.Pprof = true })
 	port := strings.TrimPrefix(base, "http://127.0.0.1:")
 	fetch := func(host, path, token string) (int, string) {
 		t.Helper()
@@ -541,7 +469,7 @@ func TestAdmin_LoopbackChecksHost(t *testing.T) {
 	// With a token, the token is the check: any Host may carry it (a
 	// reverse proxy in front, a public name).
 	const token = "adm_s3cret"
-	base = startAdmin(t, h, "127.0.0.1:0", func(c *edge.AdminConfig) { c.Token, c.Pprof = token, true })
+	base = startAdmin(t, h, "127.0.0.1:0", func(c *admin.Config) { c.Token, c.Pprof = token, true })
 	if got, body := fetch("admin.example.com", "/api/tunnels", token); got != http.StatusOK {
 		t.Errorf("token and a public Host: got %d %q, want 200", got, body)
 	}
