@@ -216,7 +216,7 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 		OnReady: func(w *proto.Welcome) {
 			urls := make([]string, 0, len(w.Tunnels))
 			for _, t := range w.Tunnels {
-				urls = append(urls, printable(t.URL, maxPrintedName))
+				urls = append(urls, mux.Printable(t.URL, maxPrintedName))
 			}
 			if slices.Equal(urls, printed) {
 				log.Info().Msg("reconnected with the same URLs")

@@ -23,23 +23,6 @@ import (
 // forges a second URL line for a script reading stdout, a bidi override.
 const hostileURL = "https://wiki.example.com\x1b]0;pwned\x07\x1b[2J\nhttps://evil.example\u202e"
 
-func TestPrintable(t *testing.T) {
-	for _, tt := range []struct {
-		in   string
-		max  int
-		want string
-	}{
-		{"https://wiki.example.com", 100, "https://wiki.example.com"},
-		{hostileURL, 100, "https://wiki.example.com]0;pwned[2Jhttps://evil.example"},
-		{"a\r\nb\tc\x00d\x7f\u0085e", 100, "abcde"},
-		{strings.Repeat("é", 10), 7, "ééé…"},
-	} {
-		if got := printable(tt.in, tt.max); got != tt.want {
-			t.Errorf("printable(%q, %d) = %q, want %q", tt.in, tt.max, got, tt.want)
-		}
-	}
-}
-
 // The URLs go to stdout one clean line each, whatever tunneld sent.
 func TestClientConfig_PrintsServerURLsClean(t *testing.T) {
 	var stdout, logs bytes.Buffer

@@ -42,7 +42,7 @@ func run() int {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &perr):
-		fmt.Fprintf(os.Stderr, "tunnel: server refused: %s: %s\n", printable(string(perr.Code), maxPrintedName), printable(perr.Message, maxPrintedText))
+		fmt.Fprintf(os.Stderr, "tunnel: server refused: %s: %s\n", mux.Printable(string(perr.Code), maxPrintedName), mux.Printable(perr.Message, maxPrintedText))
 		if mux.IsPermanent(err) {
 			return exitRefused
 		}
@@ -50,7 +50,7 @@ func run() int {
 	case ctx.Err() != nil:
 		return exitOK // interrupted while connecting
 	default:
-		fmt.Fprintln(os.Stderr, "tunnel:", printable(err.Error(), maxPrintedText))
+		fmt.Fprintln(os.Stderr, "tunnel:", mux.Printable(err.Error(), maxPrintedText))
 		return exitError
 	}
 }

@@ -89,7 +89,7 @@ func (v *view) ready(w *proto.Welcome) {
 	v.state = "online"
 	for i, t := range w.Tunnels {
 		if i < len(v.tunnels) {
-			v.tunnels[i].name, v.tunnels[i].url = t.Name, printable(t.URL, maxPrintedName)
+			v.tunnels[i].name, v.tunnels[i].url = t.Name, mux.Printable(t.URL, maxPrintedName)
 		}
 	}
 }
@@ -100,7 +100,7 @@ func (v *view) stopped(err error) {
 	defer v.mu.Unlock()
 	v.state = "stopped"
 	if err != nil {
-		v.state = "stopped: " + printable(err.Error(), maxPrintedText)
+		v.state = "stopped: " + mux.Printable(err.Error(), maxPrintedText)
 	}
 	v.redraw(time.Now())
 }
@@ -201,7 +201,7 @@ func (v *view) render(now time.Time) []string {
 		if url == "" {
 			url = "(waiting for the server)"
 		}
-		name := printable(t.name, maxPrintedName)
+		name := mux.Printable(t.name, maxPrintedName)
 		if name == "" {
 			name = "(random)"
 		}
@@ -215,9 +215,9 @@ func (v *view) render(now time.Time) []string {
 	for i := len(v.recent) - 1; i >= 0; i-- {
 		r := v.recent[i]
 		line := fmt.Sprintf("    %s  %-14s %-21s ", r.at.Format(time.TimeOnly),
-			printable(r.ev.Tunnel, maxPrintedName), printable(r.ev.Visitor, maxPrintedName))
+			mux.Printable(r.ev.Tunnel, maxPrintedName), mux.Printable(r.ev.Visitor, maxPrintedName))
 		if r.ev.Err != nil {
-			line += "refused: " + printable(r.ev.Err.Error(), maxPrintedText)
+			line += "refused: " + mux.Printable(r.ev.Err.Error(), maxPrintedText)
 		} else {
 			line += fmt.Sprintf("%s in, %s out, %s", units.Bytes(r.ev.BytesIn), units.Bytes(r.ev.BytesOut), r.ev.Duration.Round(time.Millisecond))
 		}

@@ -573,7 +573,7 @@ func (s *Server) welcome(sess *Session) *proto.Welcome {
 		Limits:    proto.Limits{MaxFrameSize: proto.MaxFrameSize},
 		Heartbeat: proto.Heartbeat{
 			IntervalMS: s.cfg.Mux.KeepAliveInterval.Milliseconds(),
-			TimeoutMS:  (s.cfg.Mux.KeepAliveInterval + s.cfg.Mux.WriteTimeout).Milliseconds(),
+			TimeoutMS:  s.cfg.Mux.PeerTimeout().Milliseconds(),
 		},
 	}
 	for _, n := range sess.Names {

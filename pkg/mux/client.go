@@ -156,7 +156,7 @@ func (c *ClientSession) controlLoop() {
 		switch m := m.(type) {
 		case *proto.GoAway:
 			c.goAwayOnce.Do(func() {
-				c.log.Info().Str("reason", printable(m.Reason, maxLoggedString)).Msg("server is draining")
+				c.log.Info().Str("reason", Printable(m.Reason, maxLoggedString)).Msg("server is draining")
 				close(c.goAway)
 			})
 		case *proto.Ping:
@@ -276,7 +276,7 @@ func (c *ClientSession) handleStream(wg *sync.WaitGroup, st *yamux.Stream, targe
 		st.Close()
 		return
 	}
-	log = log.With().Str("host", printable(hdr.Tunnel, maxLoggedString)).Logger()
+	log = log.With().Str("host", Printable(hdr.Tunnel, maxLoggedString)).Logger()
 	addr, ok := targets[hdr.Tunnel]
 	if !ok {
 		c.warnStream(log.Warn(), "stream for a tunnel this client does not serve; refused")

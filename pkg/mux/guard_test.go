@@ -250,9 +250,11 @@ func TestPrintable(t *testing.T) {
 		{"line\nbreak\r\x00", 100, "linebreak"},
 		{"bidi \u202egnp.exe", 100, "bidi gnp.exe"},
 		{"ééééé", 5, "éé…"},
+		{"https://wiki.example.com\x1b]0;pwned\x07\x1b[2J\nhttps://evil.example\u202e", 100, "https://wiki.example.com]0;pwned[2Jhttps://evil.example"},
+		{"a\r\nb\tc\x00d\x7f\u0085e", 100, "abcde"},
 	} {
-		if got := printable(tt.in, tt.max); got != tt.want {
-			t.Errorf("printable(%q, %d) = %q, want %q", tt.in, tt.max, got, tt.want)
+		if got := Printable(tt.in, tt.max); got != tt.want {
+			t.Errorf("Printable(%q, %d) = %q, want %q", tt.in, tt.max, got, tt.want)
 		}
 	}
 }

@@ -80,11 +80,13 @@ func (w *yamuxLog) close() {
 	}
 }
 
-// printable returns s for a log line or a terminal: control characters
+// Printable returns s for a log line or a terminal: control characters
 // (escape sequences, newlines) and invisible formatting characters (bidi
 // overrides) dropped, at most max bytes, cut at a rune. The peer's strings
-// (a GoAway reason, a tunnel name) pass through it.
-func printable(s string, max int) string {
+// (a GoAway reason, a tunnel name) pass through it here, and the client
+// passes what tunneld sent through it before printing: a compromised
+// tunneld with a valid certificate must not write to the user's terminal.
+func Printable(s string, max int) string {
 	var b strings.Builder
 	for _, r := range s {
 		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == unicode.ReplacementChar {

@@ -147,7 +147,7 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	names := make([]string, 0, len(w.Tunnels))
 	for i, t := range w.Tunnels {
 		targets[t.Name] = tunnels[i].Target
-		names = append(names, printable(t.Name, maxLoggedString))
+		names = append(names, Printable(t.Name, maxLoggedString))
 	}
 	sess.log.Info().Str("server", cfg.Server).Str("names", strings.Join(names, ",")).Msg("connected")
 	return sess, targets, nil

@@ -180,7 +180,7 @@ func (s *ServerSession) controlLoop() {
 		case *proto.GoAway:
 			s.drainOnce.Do(func() {
 				// Once: later GoAways change nothing and are not logged.
-				s.log.Info().Str("reason", printable(m.Reason, maxLoggedString)).Msg("client is draining")
+				s.log.Info().Str("reason", Printable(m.Reason, maxLoggedString)).Msg("client is draining")
 				close(s.draining)
 				if s.onDrain != nil {
 					s.onDrain()
