@@ -395,12 +395,15 @@ func Generate() (string, error) {
 // maxTunnels} to the tokens file at path and returns the token, which is
 // shown to the user once and never stored.
 //
-// A missing file is created, with its parent directory (0700) if needed.
+// A missing file is created, with its parent directory (0755, so the
+// service's user can reach the file) if needed.
 // A duplicate label, invalid names or a negative maxTunnels are refused and
 // leave the file untouched; so is an existing file that does not parse. The
 // new file is written atomically (a temporary file in the same directory,
-// fsync, rename) with mode 0600, so a crash leaves either the old file or the
-// new one. Concurrent Add calls on the same file, from one process or
+// fsync, rename), so a crash leaves either the old file or the new one. A
+// new file is 0600; an existing one keeps its mode, so an operator who made
+// it readable by the service's user (the systemd unit's DynamicUser needs
+// 0644) does not lose that on the next Add. Concurrent Add calls on the same file, from one process or
 // several, are not coordinated: the last rename wins and the other entry is
 // lost. If path is a symlink, it is replaced by a regular file.
 func Add(path, label string, names []string, maxTunnels int) (string, error) {
@@ -435,10 +438,14 @@ func Add(path, label string, names []string, maxTunnels int) (string, error) {
 	}
 	data = append(data, '\n')
 
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return "", fmt.Errorf("add token %q: create directory: %w", label, err)
 	}
-	if err := atomicfile.Write(path, data, 0o600); err != nil {
+	mode := fs.FileMode(0o600)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	if err := atomicfile.Write(path, data, mode); err != nil {
 		return "", fmt.Errorf("add token %q: %w", label, err)
 	}
 	return token, nil

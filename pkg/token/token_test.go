@@ -225,7 +225,7 @@ func TestAdd_RoundTrip(t *testing.T) {
 		t.Fatalf("Add laptop: got %v, want nil", err)
 	}
 
-	for p, want := range map[string]os.FileMode{path: 0o600, filepath.Dir(path): 0o700} {
+	for p, want := range map[string]os.FileMode{path: 0o600, filepath.Dir(path): 0o755} {
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatalf("stat %s: %v", p, err)
@@ -270,20 +270,28 @@ func TestAdd_RoundTrip(t *testing.T) {
 	}
 }
 
-func TestAdd_KeepsMode0600(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "tokens.json")
-	if err := os.WriteFile(path, []byte(`{"tokens":[]}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Add(path, "pi", nil, 0); err != nil {
-		t.Fatalf("Add: got %v, want nil", err)
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := fi.Mode().Perm(); got != 0o600 {
-		t.Fatalf("mode after Add: got %o, want 600", got)
+// TestAdd_KeepsExistingMode: Add rewrites the file but keeps the mode the
+// operator gave it (README "Deploying": 0644 for the systemd unit's dynamic
+// user); only a new file gets 0600.
+func TestAdd_KeepsExistingMode(t *testing.T) {
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o600} {
+		path := filepath.Join(t.TempDir(), "tokens.json")
+		if err := os.WriteFile(path, []byte(`{"tokens":[]}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil { // not subject to the umask
+			t.Fatal(err)
+		}
+		if _, err := Add(path, "pi", nil, 0); err != nil {
+			t.Fatalf("Add: got %v, want nil", err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got != mode {
+			t.Errorf("mode after Add to a %o file: got %o, want it kept", mode, got)
+		}
 	}
 }
 
