@@ -32,19 +32,9 @@ func TestProcess_DemoStopsCleanlyOnSIGINT(t *testing.T) {
 	// the SIGINT below reaches the demo and its three programs, not go test;
 	// it ignores SIGINT itself and reports the demo's exit code.
 	cmd := exec.Command("/bin/bash", "-c", `trap "" INT; bash "$0" & wait $!`, filepath.Join(root, "scripts", "demo.sh"))
-	cmd.Env = append(baseEnv(), "DEMO_BIN="+bin, "DEMO_CERTS="+t.TempDir(), "TUNNELD_LISTEN=127.0.0.1:0")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p := &process{t: t, name: "demo.sh", cmd: cmd, stdout: newLineBuffer(), stderr: newLineBuffer(), done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
-	cmd.WaitDelay = waitTimeout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go p.wait()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	})
+	p := startCmd(t, "demo.sh", cmd, "DEMO_BIN="+bin, "DEMO_CERTS="+t.TempDir(), "TUNNELD_LISTEN=127.0.0.1:0")
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }) // the demo's programs, if the test failed first
 	p.waitLine(p.stdout, "the demo's public URL", func(l string) bool { return strings.Contains(l, "public URL:  https://demo.localhost:") })
 	p.waitLine(p.stdout, "the demo's prompt", func(l string) bool { return strings.HasPrefix(l, "Press Ctrl-C") })
 	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
