@@ -19,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/internal/expiring"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
@@ -80,13 +81,13 @@ type limits struct {
 	handshakes    int
 	handshakesBy  map[netip.Prefix]int
 	sessionsBy    map[netip.Prefix]int
-	tunnelsBy     map[string]map[*mux.ServerSession]int // owner → live session → tunnels
-	sweepAt       int                                   // sweep tunnelsBy when it grows past this
-	streamsBy     map[string]int                        // tunnel name → streams in use
-	visitorsBy    map[visitorKey]int                    // tunnel and visitor source → streams in use
-	waitersBy     map[visitorKey][]*shareWaiter         // requests waiting for their source's share, oldest first
-	authFailures  *expiring[netip.Prefix, int]          // source → failures, until authForget after its last
-	refusedBursts *expiring[netip.Prefix, struct{}]     // for a minute after a source's refused connection was logged
+	tunnelsBy     map[string]map[*mux.ServerSession]int   // owner → live session → tunnels
+	sweepAt       int                                     // sweep tunnelsBy when it grows past this
+	streamsBy     map[string]int                          // tunnel name → streams in use
+	visitorsBy    map[visitorKey]int                      // tunnel and visitor source → streams in use
+	waitersBy     map[visitorKey][]*shareWaiter           // requests waiting for their source's share, oldest first
+	authFailures  *expiring.Table[netip.Prefix, int]      // source → failures, until authForget after its last
+	refusedBursts *expiring.Table[netip.Prefix, struct{}] // for a minute after a source's refused connection was logged
 }
 
 func newLimits(cfg Config, log zerolog.Logger, rec RateLimitRecorder) *limits {
@@ -101,8 +102,8 @@ func newLimits(cfg Config, log zerolog.Logger, rec RateLimitRecorder) *limits {
 		streamsBy:     make(map[string]int),
 		visitorsBy:    make(map[visitorKey]int),
 		waitersBy:     make(map[visitorKey][]*shareWaiter),
-		authFailures:  newExpiring[netip.Prefix, int](maxTrackedSources, authForget),
-		refusedBursts: newExpiring[netip.Prefix, struct{}](maxTrackedSources, time.Minute),
+		authFailures:  expiring.New[netip.Prefix, int](maxTrackedSources, authForget),
+		refusedBursts: expiring.New[netip.Prefix, struct{}](maxTrackedSources, time.Minute),
 	}
 }
 
@@ -138,10 +139,10 @@ func (l *limits) admitConn(remote net.Addr) (*connGuard, bool) {
 // a flood does not become a flood of log lines.
 func (l *limits) logRefusedLocked(src netip.Prefix) {
 	now := l.now()
-	if _, ok := l.refusedBursts.get(src, now); ok {
+	if _, ok := l.refusedBursts.Get(src, now); ok {
 		return
 	}
-	l.refusedBursts.put(src, struct{}{}, now)
+	l.refusedBursts.Put(src, struct{}{}, now)
 	l.log.Warn().Str("source", src.String()).Int("handshakes", l.handshakes).
 		Msg("too many handshakes in progress; refusing connections (logged once a minute per source)")
 }
@@ -206,7 +207,7 @@ func decr[K comparable](m map[K]int, k K) {
 func (l *limits) authDelay(src netip.Prefix) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	failures, _ := l.authFailures.get(src, l.now())
+	failures, _ := l.authFailures.Get(src, l.now())
 	return backoff(failures, l.cfg.AuthFailDelay, l.cfg.AuthFailMaxDelay)
 }
 
@@ -229,9 +230,9 @@ func (l *limits) authFailed(src netip.Prefix, log zerolog.Logger) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	failures, _ := l.authFailures.get(src, now)
+	failures, _ := l.authFailures.Get(src, now)
 	failures++
-	if !l.authFailures.putIfRoom(src, failures, now) {
+	if !l.authFailures.PutIfRoom(src, failures, now) {
 		return
 	}
 	next := backoff(failures, l.cfg.AuthFailDelay, l.cfg.AuthFailMaxDelay)

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 
+	"github.com/tunnelhq/tunnel/internal/expiring"
 	"github.com/tunnelhq/tunnel/internal/httpserve"
 	"github.com/tunnelhq/tunnel/internal/logging"
 	"github.com/tunnelhq/tunnel/pkg/mux"
@@ -123,7 +124,7 @@ func NewServer(cfg Config) (*Server, error) {
 		registry:   reg,
 		httpConns:  newConnQueue(),
 		sessions:   make(map[*Session]struct{}),
-		refusedSet: refusedSet{refused: newExpiring[string, struct{}](refusedLogCap, 0)},
+		refusedSet: refusedSet{refused: expiring.New[string, struct{}](refusedLogCap, 0)},
 		ops:        newOps(cfg),
 	}
 	s.limits = newLimits(cfg, log, s.ops.metrics)
