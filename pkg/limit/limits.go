@@ -307,25 +307,25 @@ func (l *Limits) AuthFailed(src netip.Prefix, log zerolog.Logger) {
 	}
 }
 
-// AddTunnels counts n tunnels of sess against its account's limit of max
+// AddTunnels counts n tunnels of sess against its account's limit of most
 // across all of the account's live sessions, or reports false and the
 // tunnels the account has open already. Sessions that have ended (replaced
 // by this one, or gone) no longer count; they are swept here, so nothing
 // needs to tell the limits when a session ends.
-func (l *Limits) AddTunnels(account string, sess Session, n, max int) (open int, ok bool) {
+func (l *Limits) AddTunnels(account string, sess Session, n, most int) (open int, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	live := l.tunnelsBy[account]
 	total := 0
-	for s, n := range live {
+	for s, k := range live {
 		select {
 		case <-s.Done():
 			delete(live, s)
 		default:
-			total += n
+			total += k
 		}
 	}
-	if total+n > max {
+	if total+n > most {
 		return total, false
 	}
 	if live == nil {

@@ -313,3 +313,32 @@ func TestLimits_OverTheShareWaitsForItsOwnSlot(t *testing.T) {
 		t.Fatalf("after every request: %d streams of the source, %d waiting lists; want 0 and 0", n, w)
 	}
 }
+
+// session is a Session that ends when its channel is closed.
+type session chan struct{}
+
+func (s session) Done() <-chan struct{} { return s }
+
+// TestLimits_TunnelsPerAccountAcrossSessions: an account's tunnels count
+// across its live sessions, a session that has ended stops counting, and
+// accounts do not share a limit.
+func TestLimits_TunnelsPerAccountAcrossSessions(t *testing.T) {
+	l := New(testConfig(), zerolog.Nop(), nil)
+	a, b, c := make(session), make(session), make(session)
+	if _, ok := l.AddTunnels("alice", a, 3, 5); !ok {
+		t.Fatal("first session refused")
+	}
+	if open, ok := l.AddTunnels("alice", b, 3, 5); ok || open != 3 {
+		t.Fatalf("3 more over a limit of 5: got ok=%v open=%d, want refused with 3 open", ok, open)
+	}
+	if _, ok := l.AddTunnels("bob", c, 5, 5); !ok {
+		t.Fatal("another account refused for alice's tunnels")
+	}
+	if _, ok := l.AddTunnels("alice", b, 2, 5); !ok {
+		t.Fatal("2 more within the limit refused")
+	}
+	close(a)
+	if open, ok := l.AddTunnels("alice", c, 3, 5); !ok || open != 2 {
+		t.Fatalf("after a session ended: got ok=%v open=%d, want admitted with 2 open", ok, open)
+	}
+}
