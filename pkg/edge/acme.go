@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 
+	"github.com/tunnelhq/tunnel/internal/expiring"
 	"github.com/tunnelhq/tunnel/pkg/name"
 )
 
@@ -132,7 +133,7 @@ func (s *Server) newCertManager(cfg *ACMEConfig) (*autocert.Manager, error) {
 		rec:      s.ops.metrics,
 		log:      s.log,
 		now:      time.Now,
-		logged:   newExpiring[string, struct{}](refusedLogCap, orderWindow),
+		logged:   expiring.New[string, struct{}](refusedLogCap, orderWindow),
 	}
 	return &autocert.Manager{
 		Prompt:     autocert.AcceptTOS,
@@ -167,10 +168,10 @@ func (s *Server) noteRefused(host string) bool {
 	s.refusedMu.Lock()
 	defer s.refusedMu.Unlock()
 	now := time.Now()
-	if _, seen := s.refused.get(host, now); seen {
+	if _, seen := s.refused.Get(host, now); seen {
 		return false
 	}
-	s.refused.put(host, struct{}{}, now)
+	s.refused.Put(host, struct{}{}, now)
 	return true
 }
 
@@ -248,8 +249,8 @@ type orderBudget struct {
 	now             func() time.Time
 
 	mu     sync.Mutex
-	orders []order                     // within the window, oldest first
-	logged *expiring[string, struct{}] // "server" or "owner:<account>", for a week after its refusal was logged
+	orders []order                           // within the window, oldest first
+	logged *expiring.Table[string, struct{}] // "server" or "owner:<account>", for a week after its refusal was logged
 }
 
 type order struct {
@@ -320,11 +321,11 @@ func (b *orderBudget) logRefusalLocked(scope string, limit int, account, host st
 	if scope == "owner" {
 		key = "owner:" + account
 	}
-	if _, ok := b.logged.get(key, now); ok {
+	if _, ok := b.logged.Get(key, now); ok {
 		b.log.Debug().Str("host", host).Str("budget", scope).Msg("certificate not ordered: weekly budget spent")
 		return
 	}
-	if !b.logged.putIfRoom(key, struct{}{}, now) {
+	if !b.logged.PutIfRoom(key, struct{}{}, now) {
 		return
 	}
 	ev := b.log.Warn().Str("host", host).Str("budget", scope).Int("orders_per_week", limit)
@@ -349,5 +350,5 @@ var modernCipherSuites = []uint16{
 // refusedSet is the log-once memory of hostPolicy.
 type refusedSet struct {
 	refusedMu sync.Mutex
-	refused   *expiring[string, struct{}] // no ttl: until evicted
+	refused   *expiring.Table[string, struct{}] // no ttl: until evicted
 }

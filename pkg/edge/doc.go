@@ -40,7 +40,7 @@
 //     reconnecting): the handler waits up to Config.OfflineWait for it to
 //     come back (Registry.Wait, woken by the client's Claim), then 502.
 //  3. The request takes a slot of the tunnel, within its source's share
-//     (limits.go, visitors.go). An httputil.ReverseProxy rewrites it
+//     (package limit, through limits.go). An httputil.ReverseProxy rewrites it
 //     (X-Forwarded-* set from the real connection; whatever the visitor sent
 //     is dropped) and hands it to the route's own http.Transport, whose
 //     DialContext calls Route.Open: for a local session, a yamux stream. The
@@ -89,13 +89,19 @@
 //
 // # Limits
 //
-// Everything a peer can stall or pile up is bounded (limits.go): the TLS
-// handshake and the client's Hello by timeouts and by slots per server and
-// per source address; client sessions per source address; tunnels per token
-// across its sessions; requests in flight per tunnel (503 with Retry-After
-// over it, never a queue); and failed token checks, which make the source's
-// next attempt wait longer each time. Upgraded (WebSocket) connections have
-// no idle timeout. SECURITY.md has the threat model.
+// Everything a peer can stall or pile up is bounded, and the bounds live in
+// package limit: handshake slots per server and per source address, client
+// sessions per source, tunnels per token across its sessions, requests in
+// flight per tunnel (503 with Retry-After over it, never a queue) and per
+// visitor source within a tunnel, growing delays after failed token checks,
+// and the pacing of slow visitors (progress deadlines and the slow-reader
+// budget). The edge keeps only the glue that needs a Server, a Session or a
+// request's routing (limits.go): where a connection's slot is taken and
+// given back, admitLimited around admit, the tunnels of a Session, the
+// visitor's source behind a trusted proxy, and the pacer's gauge. The TLS
+// handshake and the client's Hello are also bounded by timeouts. Upgraded
+// (WebSocket) connections have no idle timeout. SECURITY.md has the threat
+// model.
 //
 // # Metrics
 //

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tunnelhq/tunnel/internal/logging"
+	"github.com/tunnelhq/tunnel/pkg/limit"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -159,12 +160,12 @@ func (p *proxy) answer(w http.ResponseWriter, r *http.Request, host string, err 
 	case errors.Is(err, errNoTunnel):
 		status, msg = http.StatusNotFound, fmt.Sprintf("No tunnel is registered at %s.", host)
 	case errors.Is(err, errTunnelBusy):
-		status, retry = http.StatusServiceUnavailable, strconv.Itoa(int(retryAfter/time.Second))
+		status, retry = http.StatusServiceUnavailable, strconv.Itoa(int(limit.RetryAfter/time.Second))
 		msg = fmt.Sprintf("The tunnel %s is busy: too many requests in flight. Try again shortly.", host)
 	case errors.Is(err, errVisitorShare):
-		status, retry = http.StatusTooManyRequests, strconv.Itoa(int(retryAfter/time.Second))
+		status, retry = http.StatusTooManyRequests, strconv.Itoa(int(limit.RetryAfter/time.Second))
 		msg = fmt.Sprintf("Too many requests in flight from your address to %s (at most %d at once). Try again when some have finished.",
-			host, s.limits.perVisitor())
+			host, s.limits.PerVisitor())
 	case errors.Is(err, errSlowReader):
 		status, retry = http.StatusTooManyRequests, "10"
 		msg = fmt.Sprintf("The server is short of memory for responses not taken, and your address holds some of it: %s will answer again once they are gone.", host)

@@ -18,8 +18,10 @@ import (
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 
+	"github.com/tunnelhq/tunnel/internal/expiring"
 	"github.com/tunnelhq/tunnel/internal/httpserve"
 	"github.com/tunnelhq/tunnel/internal/logging"
+	"github.com/tunnelhq/tunnel/pkg/limit"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -94,8 +96,8 @@ type Server struct {
 
 	httpSrv   *http.Server
 	httpConns *connQueue
-	limits    *limits
-	pacer     *pacer
+	limits    *limit.Limits
+	pacer     *limit.Pacer
 	ops       *ops   // metrics, access log, status (metrics.go)
 	proxy     *proxy // the visitors' handler, and the stream pools of the routes (proxy.go)
 
@@ -123,10 +125,10 @@ func NewServer(cfg Config) (*Server, error) {
 		registry:   reg,
 		httpConns:  newConnQueue(),
 		sessions:   make(map[*Session]struct{}),
-		refusedSet: refusedSet{refused: newExpiring[string, struct{}](refusedLogCap, 0)},
+		refusedSet: refusedSet{refused: expiring.New[string, struct{}](refusedLogCap, 0)},
 		ops:        newOps(cfg),
 	}
-	s.limits = newLimits(cfg, log, s.ops.metrics)
+	s.limits = limit.New(limitConfig(cfg), log, s.ops.metrics)
 	s.pacer = newPacer(cfg, log, s.ops.metrics)
 	s.proxy = s.newProxy()
 	// Session tickets stay on (the tls.Config default): resuming saves
@@ -250,14 +252,14 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 			s.wg.Done()
 		}
 	}()
-	guard, ok := s.limits.admitConn(raw.RemoteAddr())
+	guard, ok := s.limits.AdmitConn(raw.RemoteAddr())
 	if !ok {
 		raw.Close()
 		return
 	}
 	defer func() {
 		if !handedOff {
-			guard.release()
+			guard.Release()
 		}
 	}()
 	conn := tls.Server(mux.WireConn(raw), s.tlsConfig)
@@ -276,7 +278,7 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 		// autocert's challenge certificate, was the whole point.
 		conn.Close()
 	default:
-		guard.handshakeDone()
+		guard.HandshakeDone()
 		s.httpConns.push(conn)
 	}
 }
@@ -307,7 +309,7 @@ func looksLikeHTTP(hdr []byte) bool {
 // disconnect) through mux's Notify hooks, and this goroutine ends: an idle
 // client costs one goroutine less. It reports whether it handed the session
 // off, in which case the hooks release guard and s.wg when the session ends.
-func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connGuard) (handedOff bool) {
+func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *limit.Conn) (handedOff bool) {
 	remote := conn.RemoteAddr().String()
 	log := s.log.With().Str("remote_addr", remote).Logger()
 	ms, hello, err := mux.Server(ctx, conn, s.cfg.Mux)
@@ -374,7 +376,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *connG
 		log.Info().Dur("duration", time.Since(sess.Connected)).Str("reason", disconnectReason(ctx, ms)).Msg("tunnel disconnected")
 		s.ops.sessionDown(sess)
 		forget()
-		guard.release()
+		guard.Release()
 		s.wg.Done()
 	})
 	if err := ms.Accept(s.welcome(sess)); err != nil {
@@ -423,7 +425,7 @@ func (s *Server) authenticate(ms *mux.ServerSession, hello *proto.Hello, remote 
 		// and the client itself gets them back from a new address. Its
 		// limits count against its source address, since keys are free.
 		sess.Owner, sess.Label = anonOwner(hello.OwnerKey, sess.ID), "anonymous"
-		sess.account = "anon:" + sourceKey(ms.RemoteAddr()).String()
+		sess.account = "anon:" + limit.SourceKey(ms.RemoteAddr()).String()
 	case hello.Token == "":
 		return nil, nil, &proto.Error{Code: proto.CodeBadToken, Message: "a token is required"}
 	default:

@@ -1,4 +1,4 @@
-package edge
+package limit
 
 import (
 	"bytes"
@@ -7,18 +7,39 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
 )
 
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testConfig is tunneld's default configuration (edge.DefaultConfig).
+func testConfig() Config {
+	return Config{
+		MaxHandshakes:         4096,
+		MaxHandshakesPerIP:    256,
+		MaxSessionsPerIP:      16,
+		MaxStreamsPerTunnel:   256,
+		MaxRequestsPerVisitor: 16,
+		AuthFailDelay:         250 * time.Millisecond,
+		AuthFailMaxDelay:      5 * time.Second,
+		VisitorIdleTimeout:    60 * time.Second,
+		SlowReaderBudget:      256 << 20,
+		StreamWindow:          1 << 20,
+		Linger:                5 * time.Second,
+	}
+}
+
 func TestLimits_AuthDelayGrowsPerSource(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := testConfig()
 	cfg.AuthFailDelay, cfg.AuthFailMaxDelay = 100*time.Millisecond, time.Second
 	var logs bytes.Buffer
 	log := zerolog.New(&logs).Level(zerolog.InfoLevel)
-	l := newLimits(cfg, log, (*Metrics)(nil))
+	l := New(cfg, log, nil)
 	now := time.Unix(1000, 0)
 	l.now = func() time.Time { return now }
 	bad := netip.MustParsePrefix("192.0.2.7/32")
@@ -26,8 +47,8 @@ func TestLimits_AuthDelayGrowsPerSource(t *testing.T) {
 
 	var got []time.Duration
 	for range 8 {
-		l.authFailed(bad, log)
-		got = append(got, l.authDelay(bad))
+		l.AuthFailed(bad, log)
+		got = append(got, l.AuthDelay(bad))
 	}
 	want := []time.Duration{0, 0, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond,
 		800 * time.Millisecond, time.Second, time.Second}
@@ -36,7 +57,7 @@ func TestLimits_AuthDelayGrowsPerSource(t *testing.T) {
 			t.Fatalf("delays after each failure: got %v, want %v", got, want)
 		}
 	}
-	if d := l.authDelay(good); d != 0 {
+	if d := l.AuthDelay(good); d != 0 {
 		t.Errorf("another source: got delay %v, want 0", d)
 	}
 	if n := strings.Count(logs.String(), "repeated authentication failures"); n != 1 {
@@ -45,11 +66,11 @@ func TestLimits_AuthDelayGrowsPerSource(t *testing.T) {
 	// A quiet spell ends the burst: no delay, and the next burst is
 	// logged again.
 	now = now.Add(authForget)
-	if d := l.authDelay(bad); d != 0 {
+	if d := l.AuthDelay(bad); d != 0 {
 		t.Errorf("after %v without failures: got delay %v, want 0", authForget, d)
 	}
-	for range authFreeFailures {
-		l.authFailed(bad, log)
+	for range AuthFreeFailures {
+		l.AuthFailed(bad, log)
 	}
 	if n := strings.Count(logs.String(), "repeated authentication failures"); n != 2 {
 		t.Errorf("two bursts logged %d times, want twice", n)
@@ -68,117 +89,143 @@ func TestLimits_SourceKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := sourceKey(addr).String(); got != tt.want {
-			t.Errorf("sourceKey(%s): got %s, want %s", tt.addr, got, tt.want)
+		if got := SourceKey(addr).String(); got != tt.want {
+			t.Errorf("SourceKey(%s): got %s, want %s", tt.addr, got, tt.want)
 		}
 	}
 }
 
 func TestLimits_HandshakeSlots(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := testConfig()
 	cfg.MaxHandshakes, cfg.MaxHandshakesPerIP = 3, 2
-	l := newLimits(cfg, zerolog.Nop(), (*Metrics)(nil))
+	l := New(cfg, zerolog.Nop(), nil)
 	a := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1}
 	b := &net.TCPAddr{IP: net.ParseIP("192.0.2.2"), Port: 1}
-	g1, ok1 := l.admitConn(a)
-	_, ok2 := l.admitConn(a)
-	_, ok3 := l.admitConn(a)
+	g1, ok1 := l.AdmitConn(a)
+	_, ok2 := l.AdmitConn(a)
+	_, ok3 := l.AdmitConn(a)
 	if !ok1 || !ok2 || ok3 {
 		t.Fatalf("one source: got %v %v %v, want the third refused", ok1, ok2, ok3)
 	}
-	if _, ok := l.admitConn(b); !ok {
+	if _, ok := l.AdmitConn(b); !ok {
 		t.Fatal("another source refused while the server has a slot")
 	}
-	if _, ok := l.admitConn(b); ok {
+	if _, ok := l.AdmitConn(b); ok {
 		t.Fatal("got a fourth handshake, want MaxHandshakes=3 to refuse it")
 	}
-	g1.handshakeDone()
-	g1.release() // idempotent: gives back nothing twice
-	if _, ok := l.admitConn(a); !ok {
+	g1.HandshakeDone()
+	g1.Release() // idempotent: gives back nothing twice
+	if _, ok := l.AdmitConn(a); !ok {
 		t.Fatal("slot not given back")
 	}
-	if _, ok := l.admitConn(a); ok {
+	if _, ok := l.AdmitConn(a); ok {
 		t.Fatal("slot given back twice")
 	}
 }
 
-func TestConfig_ValidateLimits(t *testing.T) {
-	tests := []struct {
-		name string
-		mod  func(*Config)
-		ok   bool
-	}{
-		{"defaults", func(*Config) {}, true},
-		{"zero handshakes", func(c *Config) { c.MaxHandshakes = 0 }, false},
-		{"zero handshakes per ip", func(c *Config) { c.MaxHandshakesPerIP = 0 }, false},
-		{"zero sessions per ip", func(c *Config) { c.MaxSessionsPerIP = 0 }, false},
-		{"zero tunnels per token", func(c *Config) { c.MaxTunnelsPerToken = 0 }, false},
-		{"zero streams per tunnel", func(c *Config) { c.MaxStreamsPerTunnel = 0 }, false},
-		{"zero requests per visitor", func(c *Config) { c.MaxRequestsPerVisitor = 0 }, false},
-		{"requests per visitor above streams per tunnel", func(c *Config) { c.MaxRequestsPerVisitor = c.MaxStreamsPerTunnel + 1 }, true},
-		{"zero visitor idle timeout", func(c *Config) { c.VisitorIdleTimeout = 0 }, false},
-		{"zero slow reader budget", func(c *Config) { c.SlowReaderBudget = 0 }, false},
-		{"zero auth delay", func(c *Config) { c.AuthFailDelay = 0 }, false},
-		{"max delay below delay", func(c *Config) { c.AuthFailMaxDelay = c.AuthFailDelay / 2 }, false},
-		{"max delay beyond the handshake", func(c *Config) { c.AuthFailMaxDelay = c.Mux.HandshakeTimeout }, false},
-	}
-	for _, tt := range tests {
-		c := DefaultConfig()
-		c.Domain, c.TLSConfig, c.AllowAnonymous = "example.com", newEmptyTLS(), true
-		tt.mod(&c)
-		if err := c.Validate(); (err == nil) != tt.ok {
-			t.Errorf("%s: got %v, want ok=%v", tt.name, err, tt.ok)
-		}
-	}
+// recordedLimits is a Recorder that keeps what it was told, in order.
+type recordedLimits struct {
+	mu    sync.Mutex
+	kinds []string
 }
 
-type recordedLimits struct{ kinds []string }
+func (r *recordedLimits) RateLimited(kind string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.kinds = append(r.kinds, kind)
+}
 
-func (r *recordedLimits) RateLimited(kind string) { r.kinds = append(r.kinds, kind) }
+func (r *recordedLimits) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.kinds, ",")
+}
 
 func TestLimits_ReportsRefusalsToRecorder(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := testConfig()
 	cfg.MaxStreamsPerTunnel = 2
 	cfg.MaxRequestsPerVisitor = 1
 	cfg.MaxHandshakesPerIP = 1
 	rec := &recordedLimits{}
-	l := newLimits(cfg, zerolog.Nop(), rec)
+	l := New(cfg, zerolog.Nop(), rec)
 	v1, v2, v3 := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("2001:db8::/64"), netip.MustParsePrefix("192.0.2.3/32")
 	ctx := context.Background()
 	// A request over its source's share waits for the share until its
 	// context ends: a cancelled one is refused at once.
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	release, refusal := l.acquireStream(ctx, "wiki", v1)
+	release, refusal := l.AcquireStream(ctx, "wiki", v1)
 	if refusal != "" {
 		t.Fatal("first stream refused")
 	}
-	if _, refusal := l.acquireStream(cancelled, "wiki", v1); refusal != refusedVisitor {
+	if _, refusal := l.AcquireStream(cancelled, "wiki", v1); refusal != RefusedVisitor {
 		t.Fatalf("second stream of one visitor: got %q, want refused over its share of 1", refusal)
 	}
-	if _, refusal := l.acquireStream(ctx, "other", v1); refusal != "" {
+	if _, refusal := l.AcquireStream(ctx, "other", v1); refusal != "" {
 		t.Fatalf("the visitor's first stream to another tunnel refused: %q", refusal)
 	}
-	if _, refusal := l.acquireStream(ctx, "wiki", v2); refusal != "" {
+	if _, refusal := l.AcquireStream(ctx, "wiki", v2); refusal != "" {
 		t.Fatalf("another visitor refused: %q", refusal)
 	}
-	if _, refusal := l.acquireStream(ctx, "wiki", v3); refusal != refusedTunnel {
+	if _, refusal := l.AcquireStream(ctx, "wiki", v3); refusal != RefusedTunnel {
 		t.Fatalf("third stream: got %q, want refused over the tunnel's limit of 2", refusal)
 	}
 	release()
-	if _, refusal := l.acquireStream(ctx, "wiki", v1); refusal != "" {
+	if _, refusal := l.AcquireStream(ctx, "wiki", v1); refusal != "" {
 		t.Fatalf("the visitor after its stream ended: refused %q", refusal)
 	}
 	addr := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1}
-	g, ok := l.admitConn(addr)
+	g, ok := l.AdmitConn(addr)
 	if !ok {
 		t.Fatal("first handshake refused")
 	}
-	defer g.release()
-	if _, ok := l.admitConn(addr); ok {
+	defer g.Release()
+	if _, ok := l.AdmitConn(addr); ok {
 		t.Fatal("second handshake admitted over a limit of 1")
 	}
-	if got, want := strings.Join(rec.kinds, ","), "visitor,stream,handshake"; got != want {
+	if got, want := rec.String(), "visitor,stream,handshake"; got != want {
+		t.Fatalf("recorded %q, want %q", got, want)
+	}
+}
+
+// TestLimits_RecordsSessionsAndAuthDelays: a session over MaxSessionsPerIP
+// and an authentication that must wait are counted, once each; a session
+// given back makes room, and a source that has not failed is not delayed.
+func TestLimits_RecordsSessionsAndAuthDelays(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxSessionsPerIP = 1
+	rec := &recordedLimits{}
+	l := New(cfg, zerolog.Nop(), rec)
+	addr := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1}
+	g1, ok := l.AdmitConn(addr)
+	if !ok || !g1.StartSession() {
+		t.Fatal("first session refused")
+	}
+	if !g1.StartSession() {
+		t.Fatal("the same connection's session counted twice")
+	}
+	g2, ok := l.AdmitConn(addr)
+	if !ok {
+		t.Fatal("second handshake refused")
+	}
+	defer g2.Release()
+	if g2.StartSession() {
+		t.Fatal("second session admitted over MaxSessionsPerIP=1")
+	}
+	g1.Release()
+	if !g2.StartSession() {
+		t.Fatal("session not given back by Release")
+	}
+	if d := l.AuthDelay(g2.Source()); d != 0 {
+		t.Fatalf("a source without failures: got delay %v, want 0", d)
+	}
+	for range AuthFreeFailures {
+		l.AuthFailed(g2.Source(), zerolog.Nop())
+	}
+	if d := l.AuthDelay(g2.Source()); d != cfg.AuthFailDelay {
+		t.Fatalf("after %d failures: got delay %v, want %v", AuthFreeFailures, d, cfg.AuthFailDelay)
+	}
+	if got, want := rec.String(), "session,auth"; got != want {
 		t.Fatalf("recorded %q, want %q", got, want)
 	}
 }
@@ -187,13 +234,13 @@ func TestLimits_ReportsRefusalsToRecorder(t *testing.T) {
 // wait, holding no slot of the tunnel, and each finished request of that
 // source hands its slot to the oldest; at most visitorQueue wait.
 func TestLimits_OverTheShareWaitsForItsOwnSlot(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := testConfig()
 	cfg.MaxStreamsPerTunnel = 3
 	cfg.MaxRequestsPerVisitor = 1
-	l := newLimits(cfg, zerolog.Nop(), &recordedLimits{})
+	l := New(cfg, zerolog.Nop(), &recordedLimits{})
 	ctx := context.Background()
 	v1, v2 := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("192.0.2.2/32")
-	first, refusal := l.acquireStream(ctx, "wiki", v1)
+	first, refusal := l.AcquireStream(ctx, "wiki", v1)
 	if refusal != "" {
 		t.Fatal("first stream refused")
 	}
@@ -206,7 +253,7 @@ func TestLimits_OverTheShareWaitsForItsOwnSlot(t *testing.T) {
 	results := make(chan result, visitorQueue+1)
 	for range visitorQueue {
 		go func() {
-			r, why := l.acquireStream(wctx, "wiki", v1)
+			r, why := l.AcquireStream(wctx, "wiki", v1)
 			results <- result{r, why}
 		}()
 	}
@@ -231,12 +278,12 @@ func TestLimits_OverTheShareWaitsForItsOwnSlot(t *testing.T) {
 		}
 		runtime.Gosched()
 	}
-	if _, refusal := l.acquireStream(ctx, "wiki", v1); refusal != refusedVisitor {
+	if _, refusal := l.AcquireStream(ctx, "wiki", v1); refusal != RefusedVisitor {
 		t.Fatalf("one more than visitorQueue waiting: got %q, want refused", refusal)
 	}
 	// The waiting requests hold no slot: another source gets the other two.
-	a, ra := l.acquireStream(ctx, "wiki", v2)
-	_, rb := l.acquireStream(ctx, "wiki", netip.MustParsePrefix("192.0.2.3/32"))
+	a, ra := l.AcquireStream(ctx, "wiki", v2)
+	_, rb := l.AcquireStream(ctx, "wiki", netip.MustParsePrefix("192.0.2.3/32"))
 	if ra != "" || rb != "" {
 		t.Fatalf("other sources while one waits: refused %q, %q", ra, rb)
 	}
@@ -255,7 +302,7 @@ func TestLimits_OverTheShareWaitsForItsOwnSlot(t *testing.T) {
 	got = recvWithin(t, results, 10*time.Second)
 	cancelWaiters()
 	for range visitorQueue - 2 {
-		if r := recvWithin(t, results, 10*time.Second); r.refusal != refusedVisitor {
+		if r := recvWithin(t, results, 10*time.Second); r.refusal != RefusedVisitor {
 			t.Fatalf("a waiting request whose context ended: got %q, want refused", r.refusal)
 		}
 	}
@@ -264,5 +311,34 @@ func TestLimits_OverTheShareWaitsForItsOwnSlot(t *testing.T) {
 	defer l.mu.Unlock()
 	if n, w := l.visitorsBy[visitorKey{"wiki", v1}], len(l.waitersBy); n != 0 || w != 0 {
 		t.Fatalf("after every request: %d streams of the source, %d waiting lists; want 0 and 0", n, w)
+	}
+}
+
+// session is a Session that ends when its channel is closed.
+type session chan struct{}
+
+func (s session) Done() <-chan struct{} { return s }
+
+// TestLimits_TunnelsPerAccountAcrossSessions: an account's tunnels count
+// across its live sessions, a session that has ended stops counting, and
+// accounts do not share a limit.
+func TestLimits_TunnelsPerAccountAcrossSessions(t *testing.T) {
+	l := New(testConfig(), zerolog.Nop(), nil)
+	a, b, c := make(session), make(session), make(session)
+	if _, ok := l.AddTunnels("alice", a, 3, 5); !ok {
+		t.Fatal("first session refused")
+	}
+	if open, ok := l.AddTunnels("alice", b, 3, 5); ok || open != 3 {
+		t.Fatalf("3 more over a limit of 5: got ok=%v open=%d, want refused with 3 open", ok, open)
+	}
+	if _, ok := l.AddTunnels("bob", c, 5, 5); !ok {
+		t.Fatal("another account refused for alice's tunnels")
+	}
+	if _, ok := l.AddTunnels("alice", b, 2, 5); !ok {
+		t.Fatal("2 more within the limit refused")
+	}
+	close(a)
+	if open, ok := l.AddTunnels("alice", c, 3, 5); !ok || open != 2 {
+		t.Fatalf("after a session ended: got ok=%v open=%d, want admitted with 2 open", ok, open)
 	}
 }

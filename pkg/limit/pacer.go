@@ -1,7 +1,7 @@
 // Slow and stalled visitors: a visitor that stops sending its request body
 // or stops taking its response holds a slot of the tunnel, a goroutine, and
 // for a response also the stream's receive buffer in yamux (up to
-// Mux.StreamWindow: the client keeps pushing while nobody reads) and the
+// StreamWindow: the client keeps pushing while nobody reads) and the
 // proxy's copy buffers. Three bounds keep that cost fixed:
 //
 //   - progress: a read of the body or a write (or flush) of the response
@@ -10,12 +10,13 @@
 //     response that is quiet between writes (server-sent events), is left
 //     alone. Upgraded connections are copied outside these wrappers.
 //   - share: one visitor source holds at most MaxRequestsPerVisitor of a
-//     tunnel's MaxStreamsPerTunnel slots (limits.acquireStream).
+//     tunnel's MaxStreamsPerTunnel slots (Limits.AcquireStream).
 //   - budget: a write blocked for stallGrace counts as holding what a
-//     stream window costs (bufferCost) plus stallOverhead; over SlowReaderBudget in all, the edge cuts
-//     stalled writes of the source holding the most, longest stalled first.
+//     stream window costs (bufferCost) plus stallOverhead; over
+//     SlowReaderBudget in all, the pacer cuts stalled writes of the source
+//     holding the most, longest stalled first.
 //     A response the visitor abandoned (cut, reset, or gone) keeps counting
-//     for lingerFor: its stream keeps what the client pushed into it until
+//     for Linger: its stream keeps what the client pushed into it until
 //     the client closes its side or yamux gives up on it. While the books
 //     are over the budget, sources holding more than an equal share of it
 //     get 429 and lose their stalled responses; the others are left alone.
@@ -24,7 +25,7 @@
 // HTTP/1 connection fails its blocked read or write and is closed, the
 // HTTP/2 stream is reset (a write) or its body ends (a read).
 
-package edge
+package limit
 
 import (
 	"bufio"
@@ -39,10 +40,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
-
-	"github.com/tunnelhq/tunnel/pkg/mux"
 )
 
 const (
@@ -57,12 +55,6 @@ const (
 	stallOverhead = 64 << 10
 	// warnEvery spaces the warnings that the budget is being enforced.
 	warnEvery = time.Minute
-	// lingerFor is how long an abandoned response's stream may keep its
-	// receive buffer after the proxy closed it: yamux frees it when the
-	// client closes its side too (at once for a client that honours the
-	// stream header's close_on_fin), or when tunneld resets the stream at
-	// mux.ServerStreamCloseTimeout at the latest.
-	lingerFor = mux.ServerStreamCloseTimeout
 )
 
 // bufferCost is the memory yamux takes to hold n bytes a client pushed into
@@ -71,18 +63,20 @@ const (
 // default 1 MiB window raised tunneld's RSS by 188 MiB, 1.47 MiB each.
 func bufferCost(n int64) int64 { return n + n/2 }
 
-// pacer keeps the server-wide books of stalled writes and enforces
-// VisitorIdleTimeout and SlowReaderBudget. It is safe for concurrent use.
-type pacer struct {
-	idle   time.Duration
-	grace  time.Duration
-	charge int64 // per stalled write
-	budget int64
-	log    zerolog.Logger
-	rec    RateLimitRecorder
+// Pacer keeps the server-wide books of stalled writes and enforces
+// VisitorIdleTimeout and SlowReaderBudget on the requests of the handler it
+// wraps (Wrap). It is safe for concurrent use.
+type Pacer struct {
+	idle      time.Duration
+	grace     time.Duration
+	charge    int64 // per stalled write
+	budget    int64
+	lingerFor time.Duration
+	log       zerolog.Logger
+	rec       Recorder
 
 	mu        sync.Mutex
-	stalled   map[*visit]struct{}
+	stalled   map[*Visit]struct{}
 	stalledBy map[netip.Prefix]int   // stalled writes per source
 	heldBy    map[netip.Prefix]int64 // bytes per source, stalled and lingering
 	lingering []linger               // oldest first
@@ -97,53 +91,43 @@ type linger struct {
 	until time.Time
 }
 
-func newPacer(cfg Config, log zerolog.Logger, m *Metrics) *pacer {
-	p := &pacer{
+// NewPacer returns empty books for cfg's VisitorIdleTimeout,
+// SlowReaderBudget, StreamWindow and Linger. Cuts are logged to log and
+// counted by rec (nil: not counted). It starts nothing: its timers run only
+// while a request's read or write is in progress.
+func NewPacer(cfg Config, log zerolog.Logger, rec Recorder) *Pacer {
+	if rec == nil {
+		rec = nopRecorder{}
+	}
+	return &Pacer{
 		idle:      cfg.VisitorIdleTimeout,
 		grace:     min(stallGrace, cfg.VisitorIdleTimeout/2),
-		charge:    bufferCost(int64(cfg.Mux.StreamWindow)) + stallOverhead,
+		charge:    bufferCost(cfg.StreamWindow) + stallOverhead,
 		budget:    cfg.SlowReaderBudget,
+		lingerFor: cfg.Linger,
 		log:       log,
-		rec:       m,
-		stalled:   make(map[*visit]struct{}),
+		rec:       rec,
+		stalled:   make(map[*Visit]struct{}),
 		stalledBy: make(map[netip.Prefix]int),
 		heldBy:    make(map[netip.Prefix]int64),
 	}
-	if m != nil {
-		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tunneld", Name: "slow_reader_bytes",
-			Help: "Bytes counted against --slow-reader-budget: responses whose write to the visitor is blocked, and abandoned ones whose stream may still hold data."},
-			func() float64 {
-				p.mu.Lock()
-				defer p.mu.Unlock()
-				return float64(p.total)
-			})
-		if err := m.reg.Register(g); err != nil {
-			// Another Server shares these metrics and reports its own.
-			log.Debug().Err(err).Msg("slow reader gauge not registered")
-		}
-	}
-	return p
 }
 
-// visitorSource is the source address limits count a visitor request
-// against: the connection's peer, or the visitor behind a trusted proxy.
-func (s *Server) visitorSource(r *http.Request) netip.Prefix {
-	addr := s.visitorAddr(r)
-	if ap, err := netip.ParseAddrPort(addr); err == nil {
-		return addrKey(ap.Addr())
-	}
-	if a, err := netip.ParseAddr(addr); err == nil {
-		return addrKey(a)
-	}
-	return netip.Prefix{}
+// HeldBytes is what is counted against SlowReaderBudget now: responses
+// whose write to the visitor is blocked, and abandoned ones whose stream
+// may still hold data. (tunneld exports it as a gauge.)
+func (p *Pacer) HeldBytes() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.total
 }
 
-// paced wraps the visitor handler: every request's body reads and response
-// writes are timed by s.pacer.
-func (s *Server) paced(next http.Handler) http.Handler {
+// Wrap paces next: every request's body reads and response writes are
+// timed, and count against the source that source gives the request.
+func (p *Pacer) Wrap(next http.Handler, source func(*http.Request) netip.Prefix) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// One allocation for the visit and its wrappers.
-		v := &visit{p: s.pacer, src: s.visitorSource(r), remote: r.RemoteAddr,
+		v := &Visit{p: p, src: source(r), remote: r.RemoteAddr,
 			rc: *http.NewResponseController(w), http1: r.ProtoMajor == 1}
 		v.w = pacedWriter{ResponseWriter: w, v: v}
 		if v.http1 {
@@ -164,10 +148,11 @@ func (s *Server) paced(next http.Handler) http.Handler {
 	})
 }
 
-// visit is one request's progress: the read or write in progress, if any,
-// and whether the write counts as stalled.
-type visit struct {
-	p      *pacer
+// Visit is one request's progress under a Pacer: the read or write in
+// progress, if any, and whether the write counts as stalled. VisitOf finds
+// it from the request's ResponseWriter.
+type Visit struct {
+	p      *Pacer
 	src    netip.Prefix
 	remote string
 	rc     http.ResponseController // of the writer below w
@@ -194,7 +179,7 @@ type visit struct {
 	seqAt     uint64
 }
 
-func (v *visit) beginWrite() {
+func (v *Visit) beginWrite() {
 	v.mu.Lock()
 	v.wStart = time.Now()
 	v.wSeq++
@@ -208,14 +193,14 @@ func (v *visit) beginWrite() {
 
 // wrote counts what a write delivered. (ReverseProxy may flush from a
 // timer's goroutine.)
-func (v *visit) wrote(n int, err error) {
+func (v *Visit) wrote(n int, err error) {
 	v.written.Add(int64(n))
 	if err != nil && !errors.Is(err, http.ErrNotSupported) {
 		v.failed.Store(true)
 	}
 }
 
-func (v *visit) endWrite() {
+func (v *Visit) endWrite() {
 	v.mu.Lock()
 	v.wStart = time.Time{}
 	v.wTimer.Stop()
@@ -227,7 +212,7 @@ func (v *visit) endWrite() {
 
 // writeTimer runs when a write has been in progress for the grace period,
 // and again at the idle timeout.
-func (v *visit) writeTimer() {
+func (v *Visit) writeTimer() {
 	p := v.p
 	p.mu.Lock() // p.mu before v.mu, always
 	v.mu.Lock()
@@ -276,7 +261,7 @@ func (v *visit) writeTimer() {
 }
 
 type cut struct {
-	v     *visit
+	v     *Visit
 	seq   uint64
 	since time.Time
 }
@@ -286,7 +271,7 @@ type cut struct {
 // its longest stalled write first, and only sources holding more than an
 // equal share of the budget lose any, so that a greedy address pays for the
 // budget and a slow visitor elsewhere does not.
-func (p *pacer) overBudgetLocked() []cut {
+func (p *Pacer) overBudgetLocked() []cut {
 	var out []cut
 	for p.total > p.budget {
 		var src netip.Prefix
@@ -299,7 +284,7 @@ func (p *pacer) overBudgetLocked() []cut {
 		if most <= p.fairShareLocked() {
 			break
 		}
-		var victim *visit
+		var victim *Visit
 		for v := range p.stalled {
 			if v.src == src && (victim == nil || v.stalledAt.Before(victim.stalledAt)) {
 				victim = v
@@ -321,17 +306,17 @@ func (p *pacer) overBudgetLocked() []cut {
 
 // fairShareLocked is an equal share of the budget among the sources holding
 // some of it.
-func (p *pacer) fairShareLocked() int64 {
+func (p *Pacer) fairShareLocked() int64 {
 	return p.budget / int64(max(len(p.heldBy), 1))
 }
 
-func (p *pacer) unstall(v *visit) {
+func (p *Pacer) unstall(v *Visit) {
 	p.mu.Lock()
 	p.unstallLocked(v)
 	p.mu.Unlock()
 }
 
-func (p *pacer) unstallLocked(v *visit) {
+func (p *Pacer) unstallLocked(v *Visit) {
 	if !v.inBooks.Load() {
 		return
 	}
@@ -342,7 +327,7 @@ func (p *pacer) unstallLocked(v *visit) {
 }
 
 // hold adds n bytes (or takes them back, n < 0) to src's books.
-func (p *pacer) hold(src netip.Prefix, n int64) {
+func (p *Pacer) hold(src netip.Prefix, n int64) {
 	p.total += n
 	if h := p.heldBy[src] + n; h > 0 {
 		p.heldBy[src] = h
@@ -352,7 +337,7 @@ func (p *pacer) hold(src netip.Prefix, n int64) {
 }
 
 // expireLocked takes lingering responses whose time is up off the books.
-func (p *pacer) expireLocked(now time.Time) {
+func (p *Pacer) expireLocked(now time.Time) {
 	i := 0
 	for ; i < len(p.lingering) && !now.Before(p.lingering[i].until); i++ {
 		p.hold(p.lingering[i].src, -p.lingering[i].bytes)
@@ -363,8 +348,10 @@ func (p *pacer) expireLocked(now time.Time) {
 }
 
 // abandoned books a response the visitor did not take in full: up to a
-// stream window of it may wait in the stream for lingerFor.
-func (p *pacer) abandoned(src netip.Prefix, remaining int64) {
+// stream window of it may wait in the stream for Linger: yamux frees it when
+// the client closes its side too (at once for a client that honours the
+// stream header's close_on_fin), or when the server resets the stream.
+func (p *Pacer) abandoned(src netip.Prefix, remaining int64) {
 	n := p.charge - stallOverhead
 	if remaining >= 0 {
 		n = min(n, bufferCost(remaining))
@@ -373,14 +360,14 @@ func (p *pacer) abandoned(src netip.Prefix, remaining int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.expireLocked(now)
-	p.lingering = append(p.lingering, linger{src, n, now.Add(lingerFor)})
+	p.lingering = append(p.lingering, linger{src, n, now.Add(p.lingerFor)})
 	p.hold(src, n)
 }
 
-// admit reports whether src may start another request: always while the
+// Admit reports whether src may start another request: always while the
 // books are within the budget, and otherwise only if src holds no more
-// than an equal share of them.
-func (p *pacer) admit(src netip.Prefix) bool {
+// than an equal share of them. A refusal is recorded (RefusedSlowReader).
+func (p *Pacer) Admit(src netip.Prefix) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.expireLocked(time.Now())
@@ -392,12 +379,13 @@ func (p *pacer) admit(src netip.Prefix) bool {
 		p.log.Warn().Int64("budget", p.budget).Int("stalled", len(p.stalled)).Int("lingering", len(p.lingering)).
 			Str("source", src.String()).Msg("slow reader budget exceeded; refusing requests from addresses that hold it (logged once a minute)")
 	}
+	p.rec.RateLimited(RefusedSlowReader)
 	return false
 }
 
 // cutWrite fails the write numbered seq if it is still in progress, and
 // reports whether it did.
-func (v *visit) cutWrite(seq uint64) bool {
+func (v *Visit) cutWrite(seq uint64) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.ended || v.wStart.IsZero() || v.wSeq != seq {
@@ -406,7 +394,7 @@ func (v *visit) cutWrite(seq uint64) bool {
 	return v.rc.SetWriteDeadline(time.Now().Add(-time.Second)) == nil
 }
 
-func (v *visit) beginRead() {
+func (v *Visit) beginRead() {
 	v.mu.Lock()
 	v.rStart = time.Now()
 	if v.rTimer == nil {
@@ -417,7 +405,7 @@ func (v *visit) beginRead() {
 	v.mu.Unlock()
 }
 
-func (v *visit) endRead(err error) {
+func (v *Visit) endRead(err error) {
 	v.mu.Lock()
 	v.rStart = time.Time{}
 	v.rTimer.Stop()
@@ -426,7 +414,7 @@ func (v *visit) endRead(err error) {
 }
 
 // readTimer runs when a body read may have waited the idle timeout.
-func (v *visit) readTimer() {
+func (v *Visit) readTimer() {
 	v.mu.Lock()
 	if v.ended || v.rStart.IsZero() {
 		v.mu.Unlock()
@@ -449,7 +437,7 @@ func (v *visit) readTimer() {
 // end runs when the handler returns. It stops the timers and gives what
 // net/http still does after the handler a deadline: flushing the last of
 // the response, and reading what is left of an unread body.
-func (v *visit) end(ctx context.Context, h http.Header) {
+func (v *Visit) end(ctx context.Context, h http.Header) {
 	v.mu.Lock()
 	v.ended = true
 	if v.wTimer != nil {
@@ -489,7 +477,7 @@ func (v *visit) end(ctx context.Context, h http.Header) {
 // http.ResponseController reach the writer below for the rest.
 type pacedWriter struct {
 	http.ResponseWriter
-	v *visit
+	v *Visit
 }
 
 func (w *pacedWriter) Write(p []byte) (int, error) {
@@ -533,7 +521,7 @@ func (w *pacedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // pacedBody times the visit's body reads.
 type pacedBody struct {
 	io.ReadCloser
-	v *visit
+	v *Visit
 }
 
 func (b *pacedBody) Read(p []byte) (int, error) {
@@ -543,46 +531,14 @@ func (b *pacedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// refusedSlowReader: the books of SlowReaderBudget are full and the source
-// holds some of them.
-const refusedSlowReader = "slow_reader_refused"
-
-// acquireVisitor takes a slot of the tunnel name for the request, within
-// its source's share, or says why not: errTunnelBusy when the tunnel is
-// full, errVisitorShare when the visitor has its share, errSlowReader when
-// it holds some of a full SlowReaderBudget.
-func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name string) (release func(), err error) {
-	pw := pacedOf(w)
-	var src netip.Prefix
-	if pw != nil {
-		src = pw.v.src
-	} else {
-		src = s.visitorSource(r)
-	}
-	if !s.pacer.admit(src) {
-		s.limits.rec.RateLimited(refusedSlowReader)
-		return nil, errSlowReader
-	}
-	release, refusal := s.limits.acquireStream(r.Context(), name, src)
-	switch refusal {
-	case "":
-		if pw != nil {
-			pw.v.proxied = true
-		}
-		return release, nil
-	case refusedVisitor:
-		return nil, errVisitorShare
-	default:
-		return nil, errTunnelBusy
-	}
-}
-
-// pacedOf finds the visit's writer under any wrappers put on it since.
-func pacedOf(w http.ResponseWriter) *pacedWriter {
+// VisitOf finds the Visit of the request w answers, under any wrappers put
+// on the Pacer's writer since (found through Unwrap), or nil if the request
+// is not paced.
+func VisitOf(w http.ResponseWriter) *Visit {
 	for {
 		switch x := w.(type) {
 		case *pacedWriter:
-			return x
+			return x.v
 		case interface{ Unwrap() http.ResponseWriter }:
 			w = x.Unwrap()
 		default:
@@ -590,3 +546,11 @@ func pacedOf(w http.ResponseWriter) *pacedWriter {
 		}
 	}
 }
+
+// Source is the source address the visit counts against.
+func (v *Visit) Source() netip.Prefix { return v.src }
+
+// Proxied marks the request as sent to a tunnel: a stream holds its
+// response, so a response the visitor abandons is booked (see Linger). Call
+// it before the handler returns, from the handler's goroutine.
+func (v *Visit) Proxied() { v.proxied = true }

@@ -1,4 +1,4 @@
-package edge
+package limit
 
 import (
 	"context"
@@ -36,9 +36,9 @@ func (c *cutRecorder) wasCut() bool {
 
 // stalledWrite makes a write from src that has been blocked for two
 // seconds, as the pacer's timer sees it.
-func stalledWrite(p *pacer, src string) (*visit, *cutRecorder) {
+func stalledWrite(p *Pacer, src string) (*Visit, *cutRecorder) {
 	rec := &cutRecorder{}
-	v := &visit{p: p, src: netip.MustParsePrefix(src), rc: *http.NewResponseController(rec)}
+	v := &Visit{p: p, src: netip.MustParsePrefix(src), rc: *http.NewResponseController(rec)}
 	v.beginWrite()
 	v.mu.Lock()
 	v.wStart = time.Now().Add(-2 * time.Second)
@@ -48,13 +48,14 @@ func stalledWrite(p *pacer, src string) (*visit, *cutRecorder) {
 }
 
 func TestPacer_CutsTheGreedySourceOnly(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Mux.StreamWindow = 256 << 10
+	cfg := testConfig()
+	cfg.StreamWindow = 256 << 10
 	cfg.SlowReaderBudget = 3 * (bufferCost(256<<10) + stallOverhead)
-	p := newPacer(cfg, zerolog.Nop(), nil)
+	rec := &recordedLimits{}
+	p := NewPacer(cfg, zerolog.Nop(), rec)
 	slow, slowRec := stalledWrite(p, "192.0.2.1/32")
 	var greedy []*cutRecorder
-	var visits []*visit
+	var visits []*Visit
 	for range 4 {
 		v, rec := stalledWrite(p, "2001:db8::/64")
 		greedy = append(greedy, rec)
@@ -87,10 +88,13 @@ func TestPacer_CutsTheGreedySourceOnly(t *testing.T) {
 	if slowRec.wasCut() {
 		t.Fatal("the slow visitor was cut for what another source abandoned")
 	}
-	if p.admit(netip.MustParsePrefix("2001:db8::/64")) {
+	if p.Admit(netip.MustParsePrefix("2001:db8::/64")) {
 		t.Fatal("the source that filled the budget was admitted")
 	}
-	if !p.admit(netip.MustParsePrefix("192.0.2.1/32")) || !p.admit(netip.MustParsePrefix("198.51.100.1/32")) {
+	if !p.Admit(netip.MustParsePrefix("192.0.2.1/32")) || !p.Admit(netip.MustParsePrefix("198.51.100.1/32")) {
 		t.Fatal("other sources refused")
+	}
+	if got, want := rec.String(), "slow_reader,slow_reader,slow_reader_refused"; got != want {
+		t.Fatalf("recorded %q, want %q", got, want)
 	}
 }
