@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/tunnelhq/tunnel/pkg/metrics"
 )
 
 func TestLimits_AuthDelayGrowsPerSource(t *testing.T) {
@@ -18,7 +20,7 @@ func TestLimits_AuthDelayGrowsPerSource(t *testing.T) {
 	cfg.AuthFailDelay, cfg.AuthFailMaxDelay = 100*time.Millisecond, time.Second
 	var logs bytes.Buffer
 	log := zerolog.New(&logs).Level(zerolog.InfoLevel)
-	l := newLimits(cfg, log, (*Metrics)(nil))
+	l := newLimits(cfg, log, (*metrics.Set)(nil))
 	now := time.Unix(1000, 0)
 	l.now = func() time.Time { return now }
 	bad := netip.MustParsePrefix("192.0.2.7/32")
@@ -77,7 +79,7 @@ func TestLimits_SourceKey(t *testing.T) {
 func TestLimits_HandshakeSlots(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxHandshakes, cfg.MaxHandshakesPerIP = 3, 2
-	l := newLimits(cfg, zerolog.Nop(), (*Metrics)(nil))
+	l := newLimits(cfg, zerolog.Nop(), (*metrics.Set)(nil))
 	a := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1}
 	b := &net.TCPAddr{IP: net.ParseIP("192.0.2.2"), Port: 1}
 	g1, ok1 := l.admitConn(a)

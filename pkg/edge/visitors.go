@@ -39,9 +39,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/pkg/metrics"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
 
@@ -97,7 +97,7 @@ type linger struct {
 	until time.Time
 }
 
-func newPacer(cfg Config, log zerolog.Logger, m *Metrics) *pacer {
+func newPacer(cfg Config, log zerolog.Logger, m *metrics.Set) *pacer {
 	p := &pacer{
 		idle:      cfg.VisitorIdleTimeout,
 		grace:     min(stallGrace, cfg.VisitorIdleTimeout/2),
@@ -110,14 +110,14 @@ func newPacer(cfg Config, log zerolog.Logger, m *Metrics) *pacer {
 		heldBy:    make(map[netip.Prefix]int64),
 	}
 	if m != nil {
-		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tunneld", Name: "slow_reader_bytes",
-			Help: "Bytes counted against --slow-reader-budget: responses whose write to the visitor is blocked, and abandoned ones whose stream may still hold data."},
+		err := m.GaugeFunc("slow_reader_bytes",
+			"Bytes counted against --slow-reader-budget: responses whose write to the visitor is blocked, and abandoned ones whose stream may still hold data.",
 			func() float64 {
 				p.mu.Lock()
 				defer p.mu.Unlock()
 				return float64(p.total)
 			})
-		if err := m.reg.Register(g); err != nil {
+		if err != nil {
 			// Another Server shares these metrics and reports its own.
 			log.Debug().Err(err).Msg("slow reader gauge not registered")
 		}
