@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/pkg/metrics"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/token"
 )
@@ -198,8 +199,8 @@ type Config struct {
 
 	// Metrics receives the edge's metrics; share it with the parts of
 	// tunneld that report to it (RateLimitRecorder, CertRecorder). Nil
-	// means a Metrics of the Server's own (see Server.Metrics).
-	Metrics *Metrics
+	// means a metrics.Set of the Server's own (see Server.Metrics).
+	Metrics *metrics.Set
 }
 
 // DefaultConfig returns a Config with every default filled in; Domain and

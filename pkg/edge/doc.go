@@ -105,11 +105,13 @@
 //
 // # Metrics
 //
-// The edge records what it does (metrics.go): Prometheus collectors
-// (Metrics), the access log, and per-tunnel counters that Server.Tunnels
-// reports; Server.Ready says whether it can serve visitors. It serves none of
-// that itself: package admin, tunneld's admin listener, shows it, and the
-// edge never imports package admin.
+// The edge records what it does through package metrics: the Prometheus
+// collectors (a metrics.Set, Config.Metrics or the Server's own), the access
+// log, and the per-tunnel figures that Server.Tunnels reports. What stays
+// here (ops.go) is the glue that needs sessions and routes: which tunnel a
+// request went to, sessions up and down. Server.Ready says whether it can
+// serve visitors. It serves none of that itself: package admin, tunneld's
+// admin listener, shows it, and the edge never imports package admin.
 //
 // # Shutdown
 //

@@ -10,10 +10,10 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/tunnelhq/tunnel/pkg/limit"
+	"github.com/tunnelhq/tunnel/pkg/metrics"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
@@ -38,17 +38,17 @@ func limitConfig(cfg Config) limit.Config {
 }
 
 // newPacer builds the Server's pacer and exports what it holds as a gauge.
-func newPacer(cfg Config, log zerolog.Logger, m *Metrics) *limit.Pacer {
+func newPacer(cfg Config, log zerolog.Logger, m *metrics.Set) *limit.Pacer {
 	var rec limit.Recorder
 	if m != nil {
 		rec = m
 	}
 	p := limit.NewPacer(limitConfig(cfg), log, rec)
 	if m != nil {
-		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "tunneld", Name: "slow_reader_bytes",
-			Help: "Bytes counted against --slow-reader-budget: responses whose write to the visitor is blocked, and abandoned ones whose stream may still hold data."},
+		err := m.GaugeFunc("slow_reader_bytes",
+			"Bytes counted against --slow-reader-budget: responses whose write to the visitor is blocked, and abandoned ones whose stream may still hold data.",
 			func() float64 { return float64(p.HeldBytes()) })
-		if err := m.reg.Register(g); err != nil {
+		if err != nil {
 			// Another Server shares these metrics and reports its own.
 			log.Debug().Err(err).Msg("slow reader gauge not registered")
 		}

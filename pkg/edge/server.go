@@ -98,7 +98,7 @@ type Server struct {
 	httpConns *connQueue
 	limits    *limit.Limits
 	pacer     *limit.Pacer
-	ops       *ops   // metrics, access log, status (metrics.go)
+	ops       *ops   // metrics, access log, status (ops.go)
 	proxy     *proxy // the visitors' handler, and the stream pools of the routes (proxy.go)
 
 	mu       sync.Mutex

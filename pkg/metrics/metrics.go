@@ -1,0 +1,156 @@
+package metrics
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// namespace prefixes every name tunneld registers.
+const namespace = "tunneld"
+
+// Set holds tunneld's Prometheus collectors in a registry of its own (never
+// the global default one), with the Go runtime and process collectors.
+// Build one with New and share it between the parts of tunneld that report
+// to it (edge.Config.Metrics). All methods are safe for concurrent use.
+// RateLimited and CertIssued do nothing on a nil *Set, so a recorder may be
+// left out; every other method needs a Set from New.
+type Set struct {
+	reg *prometheus.Registry
+
+	sessions      prometheus.Gauge
+	sessionsTotal prometheus.Counter
+	tunnels       prometheus.Gauge
+	refused       *prometheus.CounterVec
+	authFailures  prometheus.Counter
+	requests      *prometheus.CounterVec
+	inFlight      prometheus.Gauge
+	bytesIn       prometheus.Counter
+	bytesOut      prometheus.Counter
+	reqDuration   prometheus.Histogram
+	streamOpen    *prometheus.HistogramVec
+	rateLimited   *prometheus.CounterVec
+	certs         *prometheus.CounterVec
+}
+
+// New builds and registers every collector.
+func New() *Set {
+	const ns = namespace
+	m := &Set{
+		reg: prometheus.NewRegistry(),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "sessions",
+			Help: "Tunnel clients connected now."}),
+		sessionsTotal: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "sessions_total",
+			Help: "Tunnel client sessions accepted since start."}),
+		tunnels: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "tunnels",
+			Help: "Tunnel names served now."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "sessions_refused_total",
+			Help: "Client handshakes refused, by protocol error code."}, []string{"code"}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "auth_failures_total",
+			Help: "Client handshakes refused for a missing or bad token."}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "requests_total",
+			Help: "Visitor requests answered, by status class (1xx..5xx)."}, []string{"code"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "requests_in_flight",
+			Help: "Visitor requests being served now."}),
+		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "request_bytes_total",
+			Help: "Request body bytes read from visitors."}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "response_bytes_total",
+			Help: "Response body bytes written to visitors."}),
+		reqDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "request_duration_seconds",
+			Help:    "Time from a visitor request's headers to the end of its response.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}),
+		streamOpen: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "stream_open_seconds",
+			Help:    "Time to open a stream to a client, until it acknowledged (its local service connected), by result.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"result"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rate_limited_total",
+			Help: "Attempts refused by a rate limit, by kind."}, []string{"kind"}),
+		certs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "cert_issuance_total",
+			Help: "Certificate issuance attempts, by result (ok, error)."}, []string{"result"}),
+	}
+	m.reg.MustRegister(m.sessions, m.sessionsTotal, m.tunnels, m.refused, m.authFailures, m.requests,
+		m.inFlight, m.bytesIn, m.bytesOut, m.reqDuration, m.streamOpen, m.rateLimited, m.certs,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Status classes exist from the start, so that rate() works on the first
+	// request of a class and dashboards show zeros rather than gaps.
+	for _, c := range []string{"1xx", "2xx", "3xx", "4xx", "5xx"} {
+		m.requests.WithLabelValues(c)
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.streamOpen.WithLabelValues(r)
+		m.certs.WithLabelValues(r)
+	}
+	return m
+}
+
+// Gatherer is the registry to scrape.
+func (m *Set) Gatherer() prometheus.Gatherer { return m.reg }
+
+// GaugeFunc registers a gauge named tunneld_<name> whose value is f's at
+// each scrape, so that a part of tunneld can report a figure it keeps
+// without importing Prometheus. f is called from the scraping goroutine and
+// must be safe for that. Registering a name already registered (a second
+// Server sharing this Set) is an error, and the first gauge stays.
+func (m *Set) GaugeFunc(name, help string, f func() float64) error {
+	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, f)
+	if err := m.reg.Register(g); err != nil {
+		return fmt.Errorf("metrics: register %s_%s: %w", namespace, name, err)
+	}
+	return nil
+}
+
+// RateLimited counts one attempt refused by a rate limit. kind names what
+// was limited ("handshake", "stream", ...); keep it to a small fixed set,
+// it becomes a label.
+func (m *Set) RateLimited(kind string) {
+	if m != nil {
+		m.rateLimited.WithLabelValues(kind).Inc()
+	}
+}
+
+// CertIssued counts one certificate issuance or renewal attempt; err nil
+// means a certificate was obtained.
+func (m *Set) CertIssued(err error) {
+	if m != nil {
+		m.certs.WithLabelValues(resultLabel(err)).Inc()
+	}
+}
+
+// SessionUp counts an accepted client session and the number of tunnel
+// names it serves.
+func (m *Set) SessionUp(tunnels int) {
+	m.sessions.Inc()
+	m.sessionsTotal.Inc()
+	m.tunnels.Add(float64(tunnels))
+}
+
+// SessionDown undoes SessionUp for a session that served tunnels names.
+func (m *Set) SessionDown(tunnels int) {
+	m.sessions.Dec()
+	m.tunnels.Sub(float64(tunnels))
+}
+
+// Refused counts one refused client handshake by its protocol error code;
+// authFailure says it was refused for a missing or bad token, which
+// tunneld_auth_failures_total counts as well.
+func (m *Set) Refused(code string, authFailure bool) {
+	m.refused.WithLabelValues(code).Inc()
+	if authFailure {
+		m.authFailures.Inc()
+	}
+}
+
+// StreamOpened records how long opening one stream to a client took, until
+// it acknowledged or failed (err).
+func (m *Set) StreamOpened(d time.Duration, err error) {
+	m.streamOpen.WithLabelValues(resultLabel(err)).Observe(d.Seconds())
+}
+
+func resultLabel(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
+}
