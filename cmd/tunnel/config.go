@@ -113,7 +113,7 @@ func loadFileConfig(path string) (fileConfig, error) {
 // setting: TARGET arguments, else --targets (TUNNEL_TARGETS), else the
 // file's list, never a mix.
 type options struct {
-	server, token, ca string // server "": --dev's, else an error; ca "": --dev's, else none
+	server, token, ca string // with --dev, server and ca default to the local tunneld --dev's
 	dev               bool
 	certsDir          string
 
@@ -238,6 +238,13 @@ func resolve(c *cli.Context) (options, error) {
 		name:          httpSetting(c, "name"),
 		targets:       s.targets(),
 	}
+	// --dev's defaults come last, below every source.
+	if o.server == "" && o.dev {
+		o.server = devServer
+	}
+	if o.ca == "" && o.dev {
+		o.ca = filepath.Join(o.certsDir, devcert.CAFile)
+	}
 	if o.peerTimeout, err = s.duration("peer-timeout", file.PeerTimeout); err != nil {
 		return options{}, err
 	}
@@ -269,19 +276,12 @@ func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientC
 	}
 	server := o.server
 	if server == "" {
-		if !o.dev {
-			return mux.ClientConfig{}, errors.New("--server (TUNNEL_SERVER) is required: tunneld's host:port; or pass --dev for a local tunneld --dev")
-		}
-		server = devServer
+		return mux.ClientConfig{}, errors.New("--server (TUNNEL_SERVER) is required: tunneld's host:port; or pass --dev for a local tunneld --dev")
 	}
 	if _, _, err := net.SplitHostPort(server); err != nil {
 		return mux.ClientConfig{}, fmt.Errorf("--server %q: want host:port", server)
 	}
-	caFile := o.ca
-	if caFile == "" && o.dev {
-		caFile = filepath.Join(o.certsDir, devcert.CAFile)
-	}
-	roots, err := rootCAs(caFile)
+	roots, err := rootCAs(o.ca)
 	if err != nil {
 		return mux.ClientConfig{}, err
 	}

@@ -76,12 +76,7 @@ func newApp() *cli.App {
 			"Several tunnels from a file:  tunnel --config tunnels.json",
 		HideHelpCommand: true,
 		Flags:           globalFlags(),
-		Action: func(c *cli.Context) error {
-			if c.Args().Present() || !hasTunnels(c) {
-				return cli.ShowAppHelp(c)
-			}
-			return runHTTP(c) // the tunnels come from TUNNEL_TARGETS or the file
-		},
+		Action:          runOrHelp(runHTTP),
 		Commands: []*cli.Command{{
 			Name:      "http",
 			Usage:     "expose local HTTP services",
@@ -92,6 +87,18 @@ func newApp() *cli.App {
 			Flags:  httpFlags(),
 			Action: runHTTP,
 		}},
+	}
+}
+
+// runOrHelp is bare "tunnel": it runs the tunnels (run) when TUNNEL_TARGETS
+// or a config file gives some, as "tunnel http" would, and shows the help
+// otherwise.
+func runOrHelp(run cli.ActionFunc) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.Args().Present() || !hasTunnels(c) {
+			return cli.ShowAppHelp(c)
+		}
+		return run(c)
 	}
 }
 
