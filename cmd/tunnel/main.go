@@ -71,7 +71,10 @@ func newApp() *cli.App {
 			"Exit codes:\n" +
 			"  0  stopped by SIGINT or SIGTERM\n" +
 			"  1  bad usage or configuration\n" +
-			"  3  the server refused for good (bad token, name not allowed or invalid, ...): retrying cannot help\n\n" +
+			"  3  the server refused for good (bad token, name not allowed or invalid, ...): retrying cannot help\n" +
+			"  130  a second SIGINT (Ctrl-C) cut the drain short (143: a second SIGTERM)\n\n" +
+			"The first SIGINT or SIGTERM lets requests in flight finish within --drain-timeout; a second quits at once.\n" +
+			"Each setting comes from its flag, else its env var, else --config FILE, else its default.\n\n" +
 			"Try it locally, next to \"tunneld --dev\":  tunnel --dev http --name wiki 8080\n" +
 			"Several tunnels from a file:  tunnel --config tunnels.json",
 		HideHelpCommand: true,
