@@ -1,7 +1,9 @@
 // Command tunnel exposes local web services through a tunneld server:
 // each one is reached at https://NAME.DOMAIN.
 //
-// Flags become a mux.ClientConfig (config.go); the work is mux.RunForever.
+// Flags, env vars and the --config file become a mux.ClientConfig by one
+// rule (config.go); the work is mux.RunForever; SIGINT and SIGTERM drain,
+// and a second one quits (signal.go).
 package main
 
 import (

@@ -405,3 +405,18 @@ func TestProcess_DrainEndsAtItsTimeout(t *testing.T) {
 		t.Errorf("raw library lines on stderr: %q", bad)
 	}
 }
+
+// TestProcess_CtrlCWithNothingInFlightExitsAtOnce: with no stream open, the
+// first SIGINT ends the client at once, with exit code 0 and no notice.
+func TestProcess_CtrlCWithNothingInFlightExitsAtOnce(t *testing.T) {
+	_, addr, certs := devTunneld(t)
+	client, _ := devTunnel(t, addr, certs, "idle="+hangingService(t))
+	client.signal(syscall.SIGINT)
+	// Well within the 10 s drain timeout.
+	if code := client.exitCode(5 * time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGINT, want 0", code)
+	}
+	if out := client.stderr.String(); strings.Contains(out, "draining") {
+		t.Errorf("a drain notice with nothing to drain:\n%s", out)
+	}
+}
