@@ -63,18 +63,25 @@ func globalFlags() []cli.Flag {
 	}
 }
 
-// fileConfig is the --config file: the same settings as the flags, and the
-// tunnels. A flag or env var that is set wins over the file.
+// fileConfig is the --config file: every global setting but --config
+// itself, under the flag's name with _ for -, and the tunnels. An absent key
+// (or an empty string) leaves the setting to its default; see resolve.
 type fileConfig struct {
-	Server       string       `json:"server"`
-	Token        string       `json:"token"`
-	CA           string       `json:"ca"`
-	PeerTimeout  string       `json:"peer_timeout"`
-	StreamWindow string       `json:"stream_window"`
-	RetryMax     string       `json:"retry_max"`
-	DrainTimeout string       `json:"drain_timeout"`
-	MaxStreams   int          `json:"max_streams"`
-	Tunnels      []fileTunnel `json:"tunnels"`
+	Server        string       `json:"server"`
+	Token         string       `json:"token"`
+	CA            string       `json:"ca"`
+	Dev           *bool        `json:"dev"`
+	CertsDir      string       `json:"certs_dir"`
+	PeerTimeout   string       `json:"peer_timeout"`
+	StreamWindow  string       `json:"stream_window"`
+	MaxStreams    int          `json:"max_streams"`
+	RetryMax      string       `json:"retry_max"`
+	DrainTimeout  string       `json:"drain_timeout"`
+	LogLevel      string       `json:"log_level"`
+	LogFormat     string       `json:"log_format"`
+	Quiet         *bool        `json:"quiet"`
+	MetricsListen string       `json:"metrics_listen"`
+	Tunnels       []fileTunnel `json:"tunnels"`
 }
 
 type fileTunnel struct {
@@ -100,8 +107,31 @@ func loadFileConfig(path string) (fileConfig, error) {
 	return fc, nil
 }
 
-// settings reads each option from its flag or env var, else from the
-// config file, else the flag's default.
+// options are the client's settings, each resolved by one rule (resolve):
+// the flag if the command line has it, else its environment variable, else
+// the --config file, else the default. The tunnels follow it as one
+// setting: TARGET arguments, else --targets (TUNNEL_TARGETS), else the
+// file's list, never a mix.
+type options struct {
+	server, token, ca string // with --dev, server and ca default to the local tunneld --dev's
+	dev               bool
+	certsDir          string
+
+	peerTimeout, retryMax, drainTimeout time.Duration
+	streamWindow                        string
+	maxStreams                          int
+
+	logLevel, logFormat string
+	quiet               bool
+	metricsListen       string
+
+	name    string   // --name, for a single TARGET
+	targets []string // the TARGETs, as written
+}
+
+// settings picks each option from the CLI context (a flag, or its env var:
+// urfave/cli already lets the flag win and counts either as set) or the
+// file.
 type settings struct {
 	c    *cli.Context
 	file fileConfig
@@ -110,6 +140,20 @@ type settings struct {
 func (s settings) str(flag, fromFile string) string {
 	if s.c.IsSet(flag) || fromFile == "" {
 		return s.c.String(flag)
+	}
+	return fromFile
+}
+
+func (s settings) boolean(flag string, fromFile *bool) bool {
+	if s.c.IsSet(flag) || fromFile == nil {
+		return s.c.Bool(flag)
+	}
+	return *fromFile
+}
+
+func (s settings) integer(flag string, fromFile int) int {
+	if s.c.IsSet(flag) || fromFile == 0 {
+		return s.c.Int(flag)
 	}
 	return fromFile
 }
@@ -125,15 +169,16 @@ func (s settings) duration(flag, fromFile string) (time.Duration, error) {
 	return d, nil
 }
 
-// targetArgs are the TARGETs: the arguments, else TUNNEL_TARGETS (split on
-// spaces and commas), else the config file's tunnels.
-func (s settings) targets() (name string, args []string) {
+// targets are the TARGETs: the arguments, else --targets or TUNNEL_TARGETS
+// (split on spaces and commas), else the config file's tunnels.
+func (s settings) targets() []string {
 	if args := s.c.Args().Slice(); len(args) > 0 {
-		return s.c.String("name"), args
+		return args
 	}
-	if env := s.c.String("targets"); env != "" {
-		return s.c.String("name"), strings.FieldsFunc(env, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
+	if list := httpSetting(s.c, "targets"); list != "" {
+		return strings.FieldsFunc(list, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
 	}
+	var args []string
 	for _, t := range s.file.Tunnels {
 		if t.Name != "" {
 			args = append(args, t.Name+"="+t.Target)
@@ -141,65 +186,112 @@ func (s settings) targets() (name string, args []string) {
 			args = append(args, t.Target)
 		}
 	}
-	return s.c.String("name"), args
+	return args
 }
 
-// clientConfig turns the flags of "tunnel http", the global ones and the
-// --config file into a mux.ClientConfig. It is the only reader of those
-// flags. The URLs go to stdout.
-func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.ClientConfig, error) {
+// httpSetting is the value of a flag of "tunnel http" (--name, --targets).
+// Bare "tunnel" (see hasTunnels) runs the tunnels too but does not take
+// those flags, so there the value comes from their environment variables
+// alone, as it would for "tunnel http".
+func httpSetting(c *cli.Context, flag string) string {
+	if c.Command.Name == "http" {
+		return c.String(flag)
+	}
+	for _, f := range httpFlags() {
+		if sf, ok := f.(*cli.StringFlag); ok && sf.Name == flag {
+			for _, env := range sf.EnvVars {
+				if v, ok := os.LookupEnv(env); ok {
+					return v
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// hasTunnels reports whether bare "tunnel" (no command) has tunnels to run:
+// a config file, or TUNNEL_TARGETS. Without, it shows the help.
+func hasTunnels(c *cli.Context) bool {
+	return c.String("config") != "" || httpSetting(c, "targets") != ""
+}
+
+// resolve reads every setting by the one rule of options. It is the only
+// reader of the flags, the env vars and the file.
+func resolve(c *cli.Context) (options, error) {
 	file, err := loadFileConfig(c.String("config"))
 	if err != nil {
-		return mux.ClientConfig{}, err
+		return options{}, err
 	}
-	set := settings{c: c, file: file}
-	tunnels, err := parseTargets(set.targets())
+	s := settings{c: c, file: file}
+	o := options{
+		server:        s.str("server", file.Server),
+		token:         s.str("token", file.Token),
+		ca:            s.str("ca", file.CA),
+		dev:           s.boolean("dev", file.Dev),
+		certsDir:      s.str("certs-dir", file.CertsDir),
+		streamWindow:  s.str("stream-window", file.StreamWindow),
+		maxStreams:    s.integer("max-streams", file.MaxStreams),
+		logLevel:      s.str("log-level", file.LogLevel),
+		logFormat:     s.str("log-format", file.LogFormat),
+		quiet:         s.boolean("quiet", file.Quiet),
+		metricsListen: s.str("metrics-listen", file.MetricsListen),
+		name:          httpSetting(c, "name"),
+		targets:       s.targets(),
+	}
+	// --dev's defaults come last, below every source.
+	if o.server == "" && o.dev {
+		o.server = devServer
+	}
+	if o.ca == "" && o.dev {
+		o.ca = filepath.Join(o.certsDir, devcert.CAFile)
+	}
+	if o.peerTimeout, err = s.duration("peer-timeout", file.PeerTimeout); err != nil {
+		return options{}, err
+	}
+	if o.retryMax, err = s.duration("retry-max", file.RetryMax); err != nil {
+		return options{}, err
+	}
+	if o.drainTimeout, err = s.duration("drain-timeout", file.DrainTimeout); err != nil {
+		return options{}, err
+	}
+	return o, nil
+}
+
+// clientConfig turns the flags of "tunnel http", the global ones, their env
+// vars and the --config file (see resolve) into a mux.ClientConfig. The URLs
+// go to stdout.
+func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.ClientConfig, error) {
+	o, err := resolve(c)
 	if err != nil {
 		return mux.ClientConfig{}, err
 	}
-	dev := c.Bool("dev")
-	server := set.str("server", file.Server)
+	return o.clientConfig(log, stdout)
+}
+
+// clientConfig checks the options and makes the mux.ClientConfig of them.
+func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientConfig, error) {
+	tunnels, err := parseTargets(o.name, o.targets)
+	if err != nil {
+		return mux.ClientConfig{}, err
+	}
+	server := o.server
 	if server == "" {
-		if !dev {
-			return mux.ClientConfig{}, errors.New("--server (TUNNEL_SERVER) is required: tunneld's host:port; or pass --dev for a local tunneld --dev")
-		}
-		server = devServer
+		return mux.ClientConfig{}, errors.New("--server (TUNNEL_SERVER) is required: tunneld's host:port; or pass --dev for a local tunneld --dev")
 	}
 	if _, _, err := net.SplitHostPort(server); err != nil {
 		return mux.ClientConfig{}, fmt.Errorf("--server %q: want host:port", server)
 	}
-	caFile := set.str("ca", file.CA)
-	if caFile == "" && dev {
-		caFile = filepath.Join(c.String("certs-dir"), devcert.CAFile)
-	}
-	roots, err := rootCAs(caFile)
+	roots, err := rootCAs(o.ca)
 	if err != nil {
 		return mux.ClientConfig{}, err
 	}
-
-	peerTimeout, err := set.duration("peer-timeout", file.PeerTimeout)
-	if err != nil {
-		return mux.ClientConfig{}, err
-	}
-	retryMax, err := set.duration("retry-max", file.RetryMax)
-	if err != nil {
-		return mux.ClientConfig{}, err
-	}
-	drain, err := set.duration("drain-timeout", file.DrainTimeout)
-	if err != nil {
-		return mux.ClientConfig{}, err
-	}
-	if peerTimeout <= 0 || retryMax <= 0 || drain <= 0 {
+	if o.peerTimeout <= 0 || o.retryMax <= 0 || o.drainTimeout <= 0 {
 		return mux.ClientConfig{}, errors.New("--peer-timeout, --retry-max and --drain-timeout must be positive")
 	}
-	maxStreams := file.MaxStreams
-	if c.IsSet("max-streams") || maxStreams == 0 {
-		maxStreams = c.Int("max-streams")
+	if o.maxStreams < 0 {
+		return mux.ClientConfig{}, fmt.Errorf("--max-streams %d: want a positive number, or 0 for the default", o.maxStreams)
 	}
-	if maxStreams < 0 {
-		return mux.ClientConfig{}, fmt.Errorf("--max-streams %d: want a positive number, or 0 for the default", maxStreams)
-	}
-	window, err := mux.ParseWindow(set.str("stream-window", file.StreamWindow))
+	window, err := mux.ParseWindow(o.streamWindow)
 	if err != nil {
 		return mux.ClientConfig{}, fmt.Errorf("--stream-window: %w", err)
 	}
@@ -209,10 +301,10 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 		Config:        mux.DefaultConfig(),
 		Server:        server,
 		TLS:           &tls.Config{RootCAs: roots},
-		Token:         set.str("token", file.Token),
+		Token:         o.token,
 		ClientVersion: version,
 		Tunnels:       tunnels,
-		Backoff:       mux.Backoff{Max: retryMax},
+		Backoff:       mux.Backoff{Max: o.retryMax},
 		OnReady: func(w *proto.Welcome) {
 			urls := make([]string, 0, len(w.Tunnels))
 			for _, t := range w.Tunnels {
@@ -233,10 +325,10 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 		},
 	}
 	cfg.Logger = log
-	cfg.SetPeerTimeout(peerTimeout)
-	cfg.DrainTimeout = drain
+	cfg.SetPeerTimeout(o.peerTimeout)
+	cfg.DrainTimeout = o.drainTimeout
 	cfg.StreamWindow = window
-	cfg.MaxStreams = maxStreams
+	cfg.MaxStreams = o.maxStreams
 	return cfg, nil
 }
 

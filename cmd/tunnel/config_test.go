@@ -4,7 +4,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/tunnelhq/tunnel/internal/testtls"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
 
@@ -67,22 +70,44 @@ func TestParseTargets(t *testing.T) {
 // clientConfig makes of them.
 func configFrom(t *testing.T, env map[string]string, args ...string) (mux.ClientConfig, error) {
 	t.Helper()
+	cfg, _, helped, err := resolveFrom(t, env, args...)
+	if helped {
+		t.Fatalf("%v %q: bare tunnel shows the help, want it to run", env, args)
+	}
+	return cfg, err
+}
+
+// resolveFrom runs the app on args with exactly the TUNNEL_* variables in
+// env, as the real binary would up to the point of connecting: it returns
+// the resolved options and clientConfig's result, or helped if the app
+// showed its help instead of running.
+func resolveFrom(t *testing.T, env map[string]string, args ...string) (cfg mux.ClientConfig, o options, helped bool, err error) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "TUNNEL_") {
+			t.Setenv(k, "") // restored after the test
+			os.Unsetenv(k)
+		}
+	}
 	for k, v := range env {
 		t.Setenv(k, v)
 	}
-	var cfg mux.ClientConfig
-	var cfgErr error
 	app := newApp()
+	app.Writer = io.Discard
+	helped = true
 	capture := func(c *cli.Context) error {
-		cfg, cfgErr = clientConfig(c, zerolog.Nop(), io.Discard)
+		helped = false
+		if o, err = resolve(c); err == nil {
+			cfg, err = o.clientConfig(zerolog.Nop(), io.Discard)
+		}
 		return nil
 	}
 	app.Commands[0].Action = capture
-	app.Action = capture
-	if err := app.Run(append([]string{"tunnel"}, args...)); err != nil {
-		t.Fatalf("parse %q: %v", args, err)
+	app.Action = runOrHelp(capture)
+	if perr := app.Run(append([]string{"tunnel"}, args...)); perr != nil {
+		t.Fatalf("parse %q: %v", args, perr)
 	}
-	return cfg, cfgErr
+	return cfg, o, helped, err
 }
 
 func TestClientConfig_FileEnvAndFlags(t *testing.T) {
@@ -169,5 +194,185 @@ func TestClientConfig_DefaultsAreTheMuxs(t *testing.T) {
 	want := tuning{def.KeepAliveInterval, def.WriteTimeout, def.DrainTimeout, mux.DefaultBackoff().Max, def.StreamWindow}
 	if got != want {
 		t.Fatalf("got %+v, want %+v", got, want)
+	}
+}
+
+// describe writes every resolved setting as text, by its flag's name.
+func describe(o options) map[string]string {
+	return map[string]string{
+		"server": o.server, "token": o.token, "ca": o.ca, "dev": strconv.FormatBool(o.dev), "certs-dir": o.certsDir,
+		"peer-timeout": o.peerTimeout.String(), "retry-max": o.retryMax.String(), "drain-timeout": o.drainTimeout.String(),
+		"stream-window": o.streamWindow, "max-streams": strconv.Itoa(o.maxStreams),
+		"log-level": o.logLevel, "log-format": o.logFormat, "quiet": strconv.FormatBool(o.quiet), "metrics-listen": o.metricsListen,
+		"name": o.name, "targets": strings.Join(o.targets, " "),
+	}
+}
+
+// TestClientConfig_OneRule: every setting comes from its flag, else its
+// environment variable, else the --config file, else its default (for
+// server and ca, --dev's); the tunnel list is one setting: TARGET
+// arguments, else --targets/TUNNEL_TARGETS, else the file's tunnels. Bare
+// "tunnel" runs when TUNNEL_TARGETS or a file gives tunnels.
+func TestClientConfig_OneRule(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, testtls.NewCA(t).PEM(), 0o600)
+	devCerts := filepath.Join(dir, "devcerts")
+	os.Mkdir(devCerts, 0o700)
+	os.WriteFile(filepath.Join(devCerts, "ca.pem"), testtls.NewCA(t).PEM(), 0o600)
+
+	// FILE sets every setting it can, each to a value that is not the
+	// default; DEVFILE says dev and where its certificates are.
+	file := filepath.Join(dir, "all.json")
+	os.WriteFile(file, []byte(`{
+  "server": "file.example:443", "token": "file-token", "ca": "`+ca+`",
+  "peer_timeout": "10s", "retry_max": "5s", "drain_timeout": "3s",
+  "stream_window": "4MiB", "max_streams": 300,
+  "log_level": "debug", "log_format": "json", "quiet": true, "metrics_listen": "127.0.0.1:9101",
+  "tunnels": [{"name": "wiki", "target": "8080"}, {"target": "127.0.0.1:9090"}]
+}`), 0o600)
+	devFile := filepath.Join(dir, "dev.json")
+	os.WriteFile(devFile, []byte(`{"dev": true, "certs_dir": "`+devCerts+`", "tunnels": [{"target": "8080"}]}`), 0o600)
+	badFile := filepath.Join(dir, "bad.json")
+	os.WriteFile(badFile, []byte(`{"server": "x:1", "peer_timeout": "ten seconds", "tunnels": [{"target": "8080"}]}`), 0o600)
+
+	srv := map[string]string{"TUNNEL_SERVER": "env.example:443"}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		want    map[string]string // settings to check, by flag name
+		help    bool              // bare tunnel shows the help instead
+		wantErr string
+	}{
+		// Defaults.
+		{name: "defaults", env: srv, args: []string{"http", "8080"}, want: map[string]string{
+			"server": "env.example:443", "token": "", "ca": "", "dev": "false", "certs-dir": "certs",
+			"peer-timeout": "30s", "retry-max": "30s", "drain-timeout": "10s", "stream-window": "1MiB", "max-streams": "0",
+			"log-level": "info", "log-format": "auto", "quiet": "false", "metrics-listen": "", "targets": "8080"}},
+		{name: "no server", args: []string{"http", "8080"}, wantErr: "--server (TUNNEL_SERVER) is required"},
+		{name: "dev defaults", args: []string{"--dev", "--certs-dir", devCerts, "http", "8080"},
+			want: map[string]string{"server": "localhost:8443", "ca": filepath.Join(devCerts, "ca.pem")}},
+
+		// The file over the defaults, for every setting it holds.
+		{name: "file", args: []string{"--config", "FILE"}, want: map[string]string{
+			"server": "file.example:443", "token": "file-token", "ca": ca, "dev": "false",
+			"peer-timeout": "10s", "retry-max": "5s", "drain-timeout": "3s", "stream-window": "4MiB", "max-streams": "300",
+			"log-level": "debug", "log-format": "json", "quiet": "true", "metrics-listen": "127.0.0.1:9101",
+			"targets": "wiki=8080 127.0.0.1:9090"}},
+		{name: "file by env", env: with("TUNNEL_CONFIG", "FILE"), args: []string{"http"},
+			want: map[string]string{"server": "file.example:443", "targets": "wiki=8080 127.0.0.1:9090"}},
+		{name: "file dev and certs dir", args: []string{"--config", "DEVFILE"},
+			want: map[string]string{"dev": "true", "certs-dir": devCerts, "server": "localhost:8443", "ca": filepath.Join(devCerts, "ca.pem")}},
+		{name: "file server over --dev's", args: []string{"--dev", "--config", "FILE"},
+			want: map[string]string{"server": "file.example:443", "ca": ca}},
+
+		// The environment over the file.
+		{name: "env over file", env: with("TUNNEL_CONFIG", "FILE", "TUNNEL_SERVER", "env.example:443", "TUNNEL_TOKEN", "env-token",
+			"TUNNEL_PEER_TIMEOUT", "4s", "TUNNEL_RETRY_MAX", "1m", "TUNNEL_DRAIN_TIMEOUT", "2s", "TUNNEL_STREAM_WINDOW", "512k",
+			"TUNNEL_MAX_STREAMS", "64", "TUNNEL_LOG_LEVEL", "warn", "TUNNEL_LOG_FORMAT", "pretty", "TUNNEL_QUIET", "false",
+			"TUNNEL_METRICS_LISTEN", "127.0.0.1:9999"),
+			args: []string{"http"},
+			want: map[string]string{"server": "env.example:443", "token": "env-token", "peer-timeout": "4s", "retry-max": "1m0s",
+				"drain-timeout": "2s", "stream-window": "512k", "max-streams": "64", "log-level": "warn", "log-format": "pretty",
+				"quiet": "false", "metrics-listen": "127.0.0.1:9999", "ca": ca}},
+		{name: "env dev=false over file's true", env: with("TUNNEL_DEV", "false"), args: []string{"--config", "DEVFILE"},
+			wantErr: "--server (TUNNEL_SERVER) is required"},
+		{name: "env certs dir over file's", env: with("TUNNEL_CERTS_DIR", dir), args: []string{"--config", "DEVFILE"},
+			want: map[string]string{"certs-dir": dir, "ca": filepath.Join(dir, "ca.pem")}},
+
+		// The flag over the environment and the file.
+		{name: "flag over env and file", env: with("TUNNEL_CONFIG", "FILE", "TUNNEL_SERVER", "env.example:443", "TUNNEL_TOKEN", "env-token",
+			"TUNNEL_PEER_TIMEOUT", "4s", "TUNNEL_MAX_STREAMS", "64", "TUNNEL_LOG_LEVEL", "warn", "TUNNEL_QUIET", "true"),
+			args: []string{"--server", "flag.example:443", "--token", "flag-token", "--peer-timeout", "2s", "--max-streams", "20",
+				"--log-level", "error", "--quiet=false", "--retry-max", "7s", "http"},
+			want: map[string]string{"server": "flag.example:443", "token": "flag-token", "peer-timeout": "2s", "max-streams": "20",
+				"log-level": "error", "quiet": "false", "retry-max": "7s", "drain-timeout": "3s"}},
+
+		// The tunnel list: arguments, else --targets or TUNNEL_TARGETS,
+		// else the file's, whole.
+		{name: "TUNNEL_TARGETS replaces the file's, bare", env: with("TUNNEL_TARGETS", "x1=9090"), args: []string{"--config", "FILE"},
+			want: map[string]string{"targets": "x1=9090", "server": "file.example:443"}},
+		{name: "TUNNEL_TARGETS replaces the file's, http", env: with("TUNNEL_TARGETS", "x1=9090"), args: []string{"--config", "FILE", "http"},
+			want: map[string]string{"targets": "x1=9090"}},
+		{name: "--targets over TUNNEL_TARGETS", env: with("TUNNEL_CONFIG", "FILE", "TUNNEL_TARGETS", "x1=9090"),
+			args: []string{"http", "--targets", "x2=9091,x3=9092"}, want: map[string]string{"targets": "x2=9091 x3=9092"}},
+		{name: "arguments over all", env: with("TUNNEL_CONFIG", "FILE", "TUNNEL_TARGETS", "x1=9090"),
+			args: []string{"http", "3000"}, want: map[string]string{"targets": "3000"}},
+		{name: "TUNNEL_NAME with TUNNEL_TARGETS, bare", env: with("TUNNEL_SERVER", "x:1", "TUNNEL_TARGETS", "8080", "TUNNEL_NAME", "wiki"),
+			want: map[string]string{"targets": "8080", "name": "wiki"}},
+		{name: "--name over TUNNEL_NAME", env: with("TUNNEL_SERVER", "x:1", "TUNNEL_NAME", "wiki"), args: []string{"http", "--name", "blog", "8080"},
+			want: map[string]string{"name": "blog"}},
+
+		// Bare tunnel: runs with tunnels from the environment or a file.
+		{name: "bare, env alone", env: with("TUNNEL_SERVER", "env.example:443", "TUNNEL_TARGETS", "a=8080, b=9090"),
+			want: map[string]string{"server": "env.example:443", "targets": "a=8080 b=9090"}},
+		{name: "bare, TUNNEL_CONFIG", env: with("TUNNEL_CONFIG", "FILE"), want: map[string]string{"server": "file.example:443"}},
+		{name: "bare, nothing", help: true},
+		{name: "bare, a server but no tunnels", env: srv, help: true},
+		{name: "bare with arguments", env: srv, args: []string{"8080"}, help: true},
+
+		// Mistakes in the file are found and named.
+		{name: "bad duration in the file", args: []string{"--config", "BADFILE"}, wantErr: "--config: peer_timeout"},
+		{name: "bad duration in the file, flag set", args: []string{"--config", "BADFILE", "--peer-timeout", "1s"},
+			want: map[string]string{"peer-timeout": "1s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			paths := strings.NewReplacer("BADFILE", badFile, "DEVFILE", devFile, "FILE", file)
+			env := map[string]string{}
+			for k, v := range tt.env {
+				env[k] = paths.Replace(v)
+			}
+			var args []string
+			for _, a := range tt.args {
+				args = append(args, paths.Replace(a))
+			}
+			_, o, helped, err := resolveFrom(t, env, args...)
+			if helped != tt.help {
+				t.Fatalf("showed the help: %v, want %v", helped, tt.help)
+			}
+			if tt.help {
+				return
+			}
+			got := describe(o)
+			for k, want := range tt.want {
+				if got[k] != want {
+					t.Errorf("%s: got %q, want %q", k, got[k], want)
+				}
+			}
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("got error %v, want none", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// Every global setting but --config has its key in the file, under the
+// flag's name with _ for -, so the one rule holds for all of them.
+func TestFileConfig_HasEveryGlobalSetting(t *testing.T) {
+	keys := map[string]bool{}
+	ft := reflect.TypeFor[fileConfig]()
+	for i := range ft.NumField() {
+		keys[strings.Split(ft.Field(i).Tag.Get("json"), ",")[0]] = true
+	}
+	for _, f := range globalFlags() {
+		name := f.Names()[0]
+		if name == "config" {
+			continue
+		}
+		if key := strings.ReplaceAll(name, "-", "_"); !keys[key] {
+			t.Errorf("--%s has no %q key in the config file", name, key)
+		}
 	}
 }

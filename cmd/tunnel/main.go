@@ -1,16 +1,21 @@
 // Command tunnel exposes local web services through a tunneld server:
 // each one is reached at https://NAME.DOMAIN.
 //
-// Flags become a mux.ClientConfig (config.go); the work is mux.RunForever.
+// Flags, env vars and the --config file become a mux.ClientConfig by one
+// rule (config.go); the work is mux.RunForever; SIGINT and SIGTERM drain,
+// and a second one quits (signal.go).
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -68,17 +73,15 @@ func newApp() *cli.App {
 			"Exit codes:\n" +
 			"  0  stopped by SIGINT or SIGTERM\n" +
 			"  1  bad usage or configuration\n" +
-			"  3  the server refused for good (bad token, name not allowed or invalid, ...): retrying cannot help\n\n" +
+			"  3  the server refused for good (bad token, name not allowed or invalid, ...): retrying cannot help\n" +
+			"  130  a second SIGINT (Ctrl-C) cut the drain short (143: a second SIGTERM)\n\n" +
+			"The first SIGINT or SIGTERM lets requests in flight finish within --drain-timeout; a second quits at once.\n" +
+			"Each setting comes from its flag, else its env var, else --config FILE, else its default.\n\n" +
 			"Try it locally, next to \"tunneld --dev\":  tunnel --dev http --name wiki 8080\n" +
 			"Several tunnels from a file:  tunnel --config tunnels.json",
 		HideHelpCommand: true,
 		Flags:           globalFlags(),
-		Action: func(c *cli.Context) error {
-			if c.String("config") == "" || c.Args().Present() {
-				return cli.ShowAppHelp(c)
-			}
-			return runHTTP(c) // the tunnels come from the file
-		},
+		Action:          runOrHelp(runHTTP),
 		Commands: []*cli.Command{{
 			Name:      "http",
 			Usage:     "expose local HTTP services",
@@ -86,61 +89,111 @@ func newApp() *cli.App {
 			Description: "TARGET is PORT, HOST:PORT, NAME=PORT or NAME=HOST:PORT; PORT alone means localhost:PORT.\n" +
 				"Without NAME (or --name) the server picks a random name. Several targets share one session:\n\n" +
 				"  tunnel --dev http wiki=8080 blog=127.0.0.1:9090",
-			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "name", EnvVars: []string{"TUNNEL_NAME"},
-					Usage: "name to ask for, served at NAME.DOMAIN (only with a single TARGET)"},
-				&cli.StringFlag{Name: "targets", EnvVars: []string{"TUNNEL_TARGETS"},
-					Usage: "TARGETs separated by spaces or commas, used when none are given as arguments"},
-			},
+			Flags:  httpFlags(),
 			Action: runHTTP,
 		}},
 	}
 }
 
+// runOrHelp is bare "tunnel": it runs the tunnels (run) when TUNNEL_TARGETS
+// or a config file gives some, as "tunnel http" would, and shows the help
+// otherwise.
+func runOrHelp(run cli.ActionFunc) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.Args().Present() || !hasTunnels(c) {
+			return cli.ShowAppHelp(c)
+		}
+		return run(c)
+	}
+}
+
+// httpFlags are the flags of "tunnel http".
+func httpFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "name", EnvVars: []string{"TUNNEL_NAME"},
+			Usage: "name to ask for, served at NAME.DOMAIN (only with a single TARGET)"},
+		&cli.StringFlag{Name: "targets", EnvVars: []string{"TUNNEL_TARGETS"},
+			Usage: "TARGETs separated by spaces or commas, used when none are given as arguments"},
+	}
+}
+
 // runHTTP runs the tunnels. On a terminal, unless --quiet, a live view
 // at the bottom of stderr shows them, with the logs scrolling above it.
+// The first SIGINT or SIGTERM drains, the second exits at once (signal.go).
 func runHTTP(c *cli.Context) error {
-	if c.Bool("quiet") || !logging.StderrIsTerminal() {
-		log, err := logging.New(c.String("log-level"), c.String("log-format"), os.Stderr)
-		if err != nil {
-			return err
-		}
-		cfg, err := clientConfig(c, log, os.Stdout)
-		if err != nil {
-			return err
-		}
-		if err := withMetrics(c.Context, c.String("metrics-listen"), &cfg, log); err != nil {
-			return err
-		}
-		return mux.RunForever(c.Context, cfg)
-	}
-	v := newView(os.Stderr)
-	log, err := logging.New(c.String("log-level"), c.String("log-format"), v)
+	o, err := resolve(c)
 	if err != nil {
 		return err
 	}
-	cfg, err := clientConfig(c, log, v.above(os.Stdout))
+	var v *view
+	var stderr, stdout io.Writer = os.Stderr, os.Stdout
+	if !o.quiet && logging.StderrIsTerminal() {
+		v = newView(os.Stderr)
+		stderr, stdout = v, v.above(os.Stdout)
+	}
+	log, err := logging.New(o.logLevel, o.logFormat, stderr)
 	if err != nil {
 		return err
 	}
-	v.configure(cfg.Server, cfg.Tunnels)
-	ready := cfg.OnReady
-	cfg.OnReady = func(w *proto.Welcome) {
-		v.ready(w)
-		ready(w)
-	}
-	cfg.OnStream = v.onStream
-	if err := withMetrics(c.Context, c.String("metrics-listen"), &cfg, log); err != nil {
+	cfg, err := o.clientConfig(log, stdout)
+	if err != nil {
 		return err
 	}
-	ctx, stop := context.WithCancel(c.Context)
+	if v != nil {
+		v.configure(cfg.Server, cfg.Tunnels)
+		ready := cfg.OnReady
+		cfg.OnReady = func(w *proto.Welcome) {
+			v.ready(w)
+			ready(w)
+		}
+		cfg.OnStream = v.onStream
+	}
+	// open counts the streams connected to their local service, for the
+	// drain notice.
+	var open atomic.Int64
+	onStream := cfg.OnStream
+	cfg.OnStream = func(ev mux.StreamEvent) {
+		switch {
+		case !ev.Closed:
+			open.Add(1)
+		case ev.Err == nil: // a refused stream was never open
+			open.Add(-1)
+		}
+		if onStream != nil {
+			onStream(ev)
+		}
+	}
+	if err := withMetrics(c.Context, o.metricsListen, &cfg, log); err != nil {
+		return err
+	}
+
+	ctx, stop := stopOnSignal(c.Context, func(sig os.Signal) {
+		if v != nil {
+			v.draining(time.Now().Add(cfg.DrainTimeout), againHint(sig))
+		}
+		if notice := drainNotice(sig, open.Load(), cfg.DrainTimeout); notice != "" {
+			fmt.Fprintln(stderr, notice)
+		}
+	}, func(code int) {
+		if v != nil {
+			v.quit()
+		}
+		os.Exit(code)
+	})
+	defer stop()
+	if v == nil {
+		return mux.RunForever(ctx, cfg)
+	}
+	// The view runs until RunForever returns, not until ctx ends: it shows
+	// the drain.
+	viewCtx, stopView := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		v.run(ctx)
+		v.run(viewCtx)
 	}()
-	err = mux.RunForever(c.Context, cfg)
-	stop()
+	err = mux.RunForever(ctx, cfg)
+	stopView()
 	<-done
 	v.stopped(err)
 	return err

@@ -21,13 +21,17 @@ import (
 type view struct {
 	out io.Writer // the terminal
 
-	mu      sync.Mutex
-	drawn   int // lines of the block on screen now
-	state   string
-	tunnels []viewTunnel
-	opens   []viewOpen // stream opens within the last minute
-	active  map[string]int
-	recent  []viewEvent // the last recentMax ended streams, oldest first
+	mu    sync.Mutex
+	drawn int // lines of the block on screen now
+	state string
+	// drainUntil is when a drain that a signal started ends at the latest
+	// (zero: none); again says how to cut it short.
+	drainUntil time.Time
+	again      string
+	tunnels    []viewTunnel
+	opens      []viewOpen // stream opens within the last minute
+	active     map[string]int
+	recent     []viewEvent // the last recentMax ended streams, oldest first
 }
 
 type viewTunnel struct{ name, url, target string }
@@ -94,10 +98,29 @@ func (v *view) ready(w *proto.Welcome) {
 	}
 }
 
+// draining shows that a signal stopped the client: the streams open may
+// finish until the drain timeout, at until; again says how to quit at once.
+func (v *view) draining(until time.Time, again string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.drainUntil, v.again = until, again
+	v.redraw(time.Now())
+}
+
+// quit draws the block a last time as a second signal ends the client.
+func (v *view) quit() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.drainUntil = time.Time{}
+	v.state = "quit: streams in flight were cut"
+	v.redraw(time.Now())
+}
+
 // stopped records why the session ended and draws the block a last time.
 func (v *view) stopped(err error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.drainUntil = time.Time{}
 	v.state = "stopped"
 	if err != nil {
 		v.state = "stopped: " + mux.Printable(err.Error(), maxPrintedText)
@@ -195,7 +218,19 @@ func (v *view) render(now time.Time) []string {
 	for _, o := range v.opens {
 		perMin[o.tunnel]++
 	}
-	lines := []string{"─── tunnel · " + v.state + " ───"}
+	state := v.state
+	if !v.drainUntil.IsZero() {
+		open := 0
+		for _, n := range v.active {
+			open += n
+		}
+		left := max(v.drainUntil.Sub(now), 0).Round(time.Second)
+		state = "stopping"
+		if open > 0 {
+			state = fmt.Sprintf("draining %s (up to %s more); %s", streamsWord(int64(open)), shortDuration(left), v.again)
+		}
+	}
+	lines := []string{"─── tunnel · " + state + " ───"}
 	for _, t := range v.tunnels {
 		url := t.url
 		if url == "" {

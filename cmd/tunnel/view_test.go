@@ -72,3 +72,41 @@ func TestView_LogLinesPrintAboveTheBlock(t *testing.T) {
 		t.Errorf("block not redrawn last: %q", got)
 	}
 }
+
+// A signal's drain shows in the view's state line instead of "online",
+// with the streams still open and the time left, until the quit.
+func TestView_Draining(t *testing.T) {
+	var out bytes.Buffer
+	v := newView(&out)
+	v.configure("localhost:8443", []mux.Tunnel{{Name: "wiki", Target: "localhost:8080"}})
+	v.ready(&proto.Welcome{Tunnels: []proto.TunnelInfo{{Name: "wiki", URL: "https://wiki.localhost:8443"}}})
+	v.onStream(mux.StreamEvent{Tunnel: "wiki", StreamID: 3})
+	v.onStream(mux.StreamEvent{Tunnel: "wiki", StreamID: 5})
+
+	now := time.Now()
+	v.draining(now.Add(10*time.Second), "Ctrl-C again to quit")
+	state := func(at time.Time) string {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return v.render(at)[0]
+	}
+	if got, want := state(now.Add(3*time.Second)), "draining 2 streams (up to 7s more); Ctrl-C again to quit"; !strings.Contains(got, want) {
+		t.Errorf("got %q, want it to say %q", got, want)
+	}
+	v.onStream(mux.StreamEvent{Tunnel: "wiki", StreamID: 3, Closed: true})
+	if got, want := state(now.Add(20*time.Second)), "draining 1 stream (up to 0s more)"; !strings.Contains(got, want) {
+		t.Errorf("got %q, want it to say %q", got, want)
+	}
+	v.onStream(mux.StreamEvent{Tunnel: "wiki", StreamID: 5, Closed: true})
+	if got := state(now); !strings.Contains(got, "stopping") || strings.Contains(got, "online") {
+		t.Errorf("no streams left: got %q, want stopping", got)
+	}
+	v.quit()
+	if got := state(now); !strings.Contains(got, "quit") {
+		t.Errorf("after quit: got %q", got)
+	}
+	// draining and quit drew the block at once, not at the next tick.
+	if !strings.Contains(out.String(), "draining 2 streams") {
+		t.Errorf("the terminal never showed the drain: %q", out.String())
+	}
+}

@@ -48,6 +48,14 @@ type ClientSession struct {
 	maxStreams int               // bound on active
 	onStream   func(StreamEvent) // set before Serve; nil: no events
 
+	// cut ends when the streams must stop whatever their local service
+	// does (the drain timed out, or Close): it cancels their dials and
+	// closes their local connections. Closing the session alone ends only
+	// the stream side, and a local service that neither answers nor
+	// closes would keep its copy, and the drain, waiting forever.
+	cut        context.Context
+	cutStreams context.CancelFunc
+
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -105,7 +113,10 @@ func Client(ctx context.Context, conn net.Conn, hello *proto.Hello, cfg Config) 
 		return nil, ctx.Err()
 	}
 	ctrl.SetDeadline(time.Time{})
+	cut, cutStreams := context.WithCancel(context.Background())
 	c := &ClientSession{
+		cut:        cut,
+		cutStreams: cutStreams,
 		cfg:        cfg,
 		maxStreams: cfg.clientMaxStreams(len(hello.Tunnels)),
 		log:        log.With().Str("session_id", welcome.SessionID).Logger(),
@@ -235,7 +246,9 @@ func isGoAway(ch <-chan struct{}) bool {
 	}
 }
 
-// drain waits for in-flight streams, cutting them off after DrainTimeout.
+// drain waits for in-flight streams, cutting them off after DrainTimeout:
+// then the session and every stream's local connection are closed, so it
+// returns soon after the timeout whatever the local services do.
 func (c *ClientSession) drain(streams *sync.WaitGroup) {
 	done := make(chan struct{})
 	go func() {
@@ -248,6 +261,7 @@ func (c *ClientSession) drain(streams *sync.WaitGroup) {
 	case <-done:
 	case <-t.C:
 		c.log.Warn().Int64("streams", c.active.Load()).Msg("drain timeout; closing in-flight streams")
+		c.cutStreams()
 		c.sess.Close()
 		<-done
 	}
@@ -286,9 +300,13 @@ func (c *ClientSession) handleStream(wg *sync.WaitGroup, st *yamux.Stream, targe
 		return
 	}
 	d := net.Dialer{Timeout: c.cfg.DialTimeout}
-	local, err := d.Dial("tcp", addr)
+	local, err := d.DialContext(c.cut, "tcp", addr)
 	if err != nil {
-		c.warnStream(log.Warn().Err(err), "local service unreachable")
+		if c.cut.Err() != nil {
+			log.Debug().Err(err).Msg("dial canceled: the session is stopping")
+		} else {
+			c.warnStream(log.Warn().Err(err), "local service unreachable")
+		}
 		c.refuse(st, &proto.Error{Code: proto.CodeLocalUnreachable, Message: "the local service refused the connection"})
 		c.event(StreamEvent{Tunnel: hdr.Tunnel, StreamID: st.StreamID(), Visitor: hdr.RemoteAddr, Closed: true, Err: err})
 		return
@@ -299,6 +317,8 @@ func (c *ClientSession) handleStream(wg *sync.WaitGroup, st *yamux.Stream, targe
 		return
 	}
 	st.SetDeadline(time.Time{})
+	stop := context.AfterFunc(c.cut, func() { local.Close() })
+	defer stop()
 	start := time.Now()
 	ev := StreamEvent{Tunnel: hdr.Tunnel, StreamID: st.StreamID(), Visitor: hdr.RemoteAddr}
 	c.event(ev)
@@ -333,10 +353,11 @@ func (c *ClientSession) refuse(st *yamux.Stream, e *proto.Error) {
 	st.Close()
 }
 
-// Close ends the session and every stream on it and waits for the session's
-// goroutines. It is safe to call more than once and concurrently.
+// Close ends the session and every stream on it, with the streams' local
+// connections, and waits for the session's goroutines. It is safe to call more than once and concurrently.
 func (c *ClientSession) Close() error {
 	c.closeOnce.Do(func() {
+		c.cutStreams()
 		if err := c.sess.Close(); err != nil && !isEnded(err) {
 			c.closeErr = err
 		}

@@ -40,8 +40,11 @@
 // fixed budget of yamux (guard.go): one stream from a client, a bounded
 // number from tunneld (ClientConfig.MaxStreams), a few pings waiting for
 // their answers, a few GoAways, and before authentication a few KiB. What
-// yamux logs goes through a per-session budget of lines (loglimit.go), and
-// the peer's strings reach our logs cut and without control characters.
+// yamux logs goes through the session's logger, never to stderr raw: a
+// line about the connection's end (after a drain, say) at debug, since the
+// session's owner logs that end, the rest at warn, all within a per-session
+// budget of lines (loglimit.go); the peer's strings reach our logs cut and
+// without control characters.
 //
 // A session starts yamux's goroutines as soon as it exists, so every session
 // type here has a Close that must be called; Close is idempotent and waits

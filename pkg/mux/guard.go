@@ -283,6 +283,7 @@ func startSession(conn net.Conn, cfg Config, log zerolog.Logger, server bool, ma
 		return nil, err
 	}
 	g.attach(ys)
+	ylog.sess.Store(ys)
 	return &guardedSession{Session: ys, guard: g, ylog: ylog}, nil
 }
 

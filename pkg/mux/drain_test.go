@@ -1,0 +1,103 @@
+package mux
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tunnelhq/tunnel/pkg/proto"
+)
+
+// silentService is a local TCP service that accepts connections and never
+// reads, writes or closes them until the test ends: the local service the
+// drain must not wait for. Each accepted connection is reported on the
+// channel.
+func silentService(t *testing.T) (string, <-chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan struct{}, 16)
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			accepted <- struct{}{}
+		}
+	}()
+	return ln.Addr().String(), accepted
+}
+
+// TestClient_DrainEndsAtTimeoutWhateverTheLocalService: a stream whose
+// visitor side has finished (tunneld half-closed it) but whose local service
+// never answers nor closes keeps the local->stream copy waiting on the local
+// connection. Serve must still return by DrainTimeout, not wait for the
+// local service: the drain cuts the local connections too.
+func TestClient_DrainEndsAtTimeoutWhateverTheLocalService(t *testing.T) {
+	for _, closeOnFIN := range []bool{false, true} {
+		name := "half-closed"
+		if closeOnFIN {
+			name = "close-on-fin"
+		}
+		t.Run(name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.DrainTimeout = 200 * time.Millisecond
+			c, s, err := sessionWith(t, transports()["tcp"], hello("wiki"), nil, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			addr, accepted := silentService(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := serve(t, ctx, c, map[string]string{"wiki": addr})
+
+			// Two streams: one the visitor half-closed (the local->stream
+			// copy waits on the silent service), one still open both ways.
+			for _, halfClose := range []bool{true, false} {
+				st, err := s.Open(context.Background(), &proto.StreamHeader{Tunnel: "wiki", CloseOnFIN: closeOnFIN})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { st.Close() })
+				recvWithin(t, accepted, 5*time.Second)
+				if halfClose {
+					if _, err := st.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
+						t.Fatal(err)
+					}
+					closeWrite(st)
+				}
+			}
+
+			start := time.Now()
+			cancel()
+			if err := recvWithin(t, errc, 5*time.Second); err != nil {
+				t.Fatalf("Serve after cancel: got %v, want nil", err)
+			}
+			if took := time.Since(start); took > cfg.DrainTimeout+2*time.Second {
+				t.Errorf("Serve took %v after cancel, want about the drain timeout %v", took, cfg.DrainTimeout)
+			}
+			c.Close()
+		})
+	}
+}
