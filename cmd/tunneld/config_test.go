@@ -6,6 +6,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 )
 
@@ -33,11 +34,11 @@ func TestParsePrefix(t *testing.T) {
 }
 
 // TestServerConfig_ACMEOrderBudget: the order budget flags and their env
-// vars reach edge.ACMEConfig, with the edge's defaults when unset.
+// vars reach certs.ACMEConfig, with the package's defaults when unset.
 func TestServerConfig_ACMEOrderBudget(t *testing.T) {
-	parse := func(t *testing.T, args ...string) (*edge.ACMEConfig, error) {
+	parse := func(t *testing.T, args ...string) (*certs.ACMEConfig, error) {
 		t.Helper()
-		var got *edge.ACMEConfig
+		var got *certs.ACMEConfig
 		app := &cli.App{Name: "tunneld", Flags: append(serveFlags(), adminFlags()...), Action: func(c *cli.Context) error {
 			cfg, _, err := serverConfig(c, zerolog.Nop())
 			got = cfg.ACME
@@ -48,7 +49,7 @@ func TestServerConfig_ACMEOrderBudget(t *testing.T) {
 		return got, err
 	}
 	acme, err := parse(t)
-	if err != nil || acme.OrdersPerWeek != edge.DefaultOrdersPerWeek || acme.OrdersPerOwnerPerWeek != edge.DefaultOrdersPerOwnerPerWeek {
+	if err != nil || acme.OrdersPerWeek != certs.DefaultOrdersPerWeek || acme.OrdersPerOwnerPerWeek != certs.DefaultOrdersPerOwnerPerWeek {
 		t.Fatalf("defaults: got %+v, %v", acme, err)
 	}
 	acme, err = parse(t, "--acme-orders-per-week", "7", "--acme-orders-per-owner", "3")

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tunnelhq/tunnel/internal/logging"
+	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 )
 
@@ -127,7 +128,7 @@ func serve(c *cli.Context) error {
 
 // reloadOnHangup reloads the static certificates on every SIGHUP until ctx
 // ends. A failed reload keeps the certificates in use.
-func reloadOnHangup(ctx context.Context, static *edge.StaticCerts, log zerolog.Logger) {
+func reloadOnHangup(ctx context.Context, static *certs.Static, log zerolog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

@@ -1,4 +1,4 @@
-package edge
+package certs
 
 import (
 	"crypto/tls"
@@ -12,36 +12,36 @@ import (
 	"time"
 )
 
-// CertFiles names the static certificates to load: PEM pairs, and
+// Files names the static certificates to load: PEM pairs, and
 // directories in which every NAME.crt goes with its NAME.key.
-type CertFiles struct {
+type Files struct {
 	// Pairs are certificate chain and private key file paths.
-	Pairs []CertPair
+	Pairs []Pair
 	// Dirs are scanned at every load, so a certificate added to one is
 	// picked up by Reload.
 	Dirs []string
 }
 
-// CertPair is one PEM certificate chain file and its private key file.
-type CertPair struct{ Cert, Key string }
+// Pair is one PEM certificate chain file and its private key file.
+type Pair struct{ Cert, Key string }
 
-// StaticCerts holds certificates obtained elsewhere (a wildcard made by
+// Static holds certificates obtained elsewhere (a wildcard made by
 // DNS-01, a company CA's) and picks one by TLS server name. The server
 // serves a name from these when one covers it and asks ACME only for the
 // rest. Safe for concurrent use; Reload swaps the set atomically, so
 // handshakes in progress and established connections are untouched.
-type StaticCerts struct {
-	files CertFiles
+type Static struct {
+	files Files
 
 	mu     sync.RWMutex
 	byName map[string]*tls.Certificate // "host" or "*.parent", lowercase
 	first  *tls.Certificate            // for clients that send no SNI
 }
 
-// LoadStaticCerts reads files. It fails if any pair does not load or the
+// LoadStatic reads files. It fails if any pair does not load or the
 // whole set is empty.
-func LoadStaticCerts(files CertFiles) (*StaticCerts, error) {
-	c := &StaticCerts{files: files}
+func LoadStatic(files Files) (*Static, error) {
+	c := &Static{files: files}
 	if err := c.Reload(); err != nil {
 		return nil, err
 	}
@@ -50,8 +50,8 @@ func LoadStaticCerts(files CertFiles) (*StaticCerts, error) {
 
 // Reload reads the files again and, if they all load, replaces the set. On
 // error the previous set stays in use.
-func (c *StaticCerts) Reload() error {
-	pairs := append([]CertPair(nil), c.files.Pairs...)
+func (c *Static) Reload() error {
+	pairs := append([]Pair(nil), c.files.Pairs...)
 	for _, dir := range c.files.Dirs {
 		found, err := pairsInDir(dir)
 		if err != nil {
@@ -91,7 +91,7 @@ func (c *StaticCerts) Reload() error {
 }
 
 // pairsInDir lists NAME.crt files in dir with their NAME.key, in name order.
-func pairsInDir(dir string) ([]CertPair, error) {
+func pairsInDir(dir string) ([]Pair, error) {
 	certs, err := filepath.Glob(filepath.Join(dir, "*.crt"))
 	if err != nil {
 		return nil, fmt.Errorf("static certificates: %s: %w", dir, err)
@@ -100,13 +100,13 @@ func pairsInDir(dir string) ([]CertPair, error) {
 		return nil, fmt.Errorf("static certificates: %w", err)
 	}
 	sort.Strings(certs)
-	var pairs []CertPair
+	var pairs []Pair
 	for _, cert := range certs {
 		key := strings.TrimSuffix(cert, ".crt") + ".key"
 		if _, err := os.Stat(key); err != nil {
 			return nil, fmt.Errorf("static certificates: %s has no key beside it: %w", cert, err)
 		}
-		pairs = append(pairs, CertPair{Cert: cert, Key: key})
+		pairs = append(pairs, Pair{Cert: cert, Key: key})
 	}
 	return pairs, nil
 }
@@ -115,7 +115,7 @@ func pairsInDir(dir string) ([]CertPair, error) {
 // wildcard one label deep), or nil. An empty serverName gets the first
 // certificate loaded. Expired certificates are not returned, so ACME can
 // take over a name whose static certificate lapsed.
-func (c *StaticCerts) Lookup(serverName string) *tls.Certificate {
+func (c *Static) Lookup(serverName string) *tls.Certificate {
 	if c == nil {
 		return nil
 	}
