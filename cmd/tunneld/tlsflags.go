@@ -37,12 +37,17 @@ func certFiles(paths, keys []string) (certs.Files, error) {
 }
 
 // certConfig sets the static certificates and ACME of a production
-// (non --dev) server.
+// (non --dev) server. Without ACME the static certificates must cover
+// every name tunneld serves, the domain and *.domain: otherwise visitors
+// would get a TLS alert, and only /readyz would say why.
 func certConfig(c *cli.Context, cfg *edge.Config, files certs.Files) error {
 	if len(files.Pairs)+len(files.Dirs) > 0 {
+		if !c.Bool("acme") {
+			files.Require = []string{cfg.Domain, "*." + cfg.Domain}
+		}
 		static, err := certs.LoadStatic(files)
 		if err != nil {
-			return err
+			return certAdvice(err, cfg.Domain)
 		}
 		cfg.StaticCerts = static
 	}
@@ -76,6 +81,17 @@ func certConfig(c *cli.Context, cfg *edge.Config, files certs.Files) error {
 	}
 	cfg.ACME = acme
 	return nil
+}
+
+// certAdvice adds what to do to an error that says the certificates do
+// not cover the names tunneld serves; other errors it returns as they are.
+func certAdvice(err error, domain string) error {
+	var nc *certs.NotCoveredError
+	if !errors.As(err, &nc) {
+		return err
+	}
+	return fmt.Errorf("%w; give tunneld a certificate for %s and *.%s (--cert and --key, or a --cert directory), "+
+		"or leave --acme on (the default) to get certificates for the names they lack", err, domain, domain)
 }
 
 // defaultCertCache is $STATE_DIRECTORY/autocert under systemd

@@ -22,7 +22,10 @@
 // longer, and an expired certificate is not served, so ACME can take the
 // name over. Reload reads the files again and swaps the set only if they
 // all load, so a bad file never takes certificates away from a running
-// server.
+// server. Files.Require names what the set must cover (tunneld without
+// ACME: the domain and *.domain), so that a certificate for the wrong
+// names is refused when it is loaded, with the names missing and the files
+// read (NotCoveredError), instead of failing each visitor's handshake.
 //
 // # ACME and its budget
 //

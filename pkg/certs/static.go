@@ -20,6 +20,45 @@ type Files struct {
 	// Dirs are scanned at every load, so a certificate added to one is
 	// picked up by Reload.
 	Dirs []string
+	// Require are server names the set must cover with an unexpired
+	// certificate; "*.parent" asks for a wildcard certificate for parent.
+	// A load that leaves one uncovered fails with a *NotCoveredError (and
+	// Reload keeps the previous set). Empty requires nothing.
+	Require []string
+}
+
+// NotCoveredError is a load whose certificates do not cover every name
+// Files.Require asks for: a permanent mistake, since visitors to those
+// names would get a TLS alert.
+type NotCoveredError struct {
+	// Missing are the required names that no unexpired certificate covers.
+	Missing []string
+	// Loaded are the certificate files read, each with the DNS names it
+	// gives, and whether it has expired.
+	Loaded []LoadedFile
+}
+
+// LoadedFile is one certificate file of a load, for NotCoveredError.
+type LoadedFile struct {
+	Path     string
+	DNSNames []string
+	Expired  bool
+}
+
+func (e *NotCoveredError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "static certificates do not cover %s; loaded: ", strings.Join(e.Missing, ", "))
+	for i, f := range e.Loaded {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s (%s", f.Path, strings.Join(f.DNSNames, ", "))
+		if f.Expired {
+			b.WriteString("; expired")
+		}
+		b.WriteString(")")
+	}
+	return b.String()
 }
 
 // Pair is one PEM certificate chain file and its private key file.
@@ -64,6 +103,8 @@ func (c *Static) Reload() error {
 	}
 	byName := make(map[string]*tls.Certificate)
 	var first *tls.Certificate
+	now := time.Now()
+	loaded := make([]LoadedFile, 0, len(pairs))
 	for _, p := range pairs {
 		cert, err := tls.LoadX509KeyPair(p.Cert, p.Key)
 		if err != nil {
@@ -75,6 +116,7 @@ func (c *Static) Reload() error {
 		if first == nil {
 			first = &cert
 		}
+		loaded = append(loaded, LoadedFile{Path: p.Cert, DNSNames: cert.Leaf.DNSNames, Expired: now.After(cert.Leaf.NotAfter)})
 		for _, n := range cert.Leaf.DNSNames {
 			n = strings.ToLower(n)
 			// A later certificate for the same name wins only if it lasts
@@ -83,6 +125,15 @@ func (c *Static) Reload() error {
 				byName[n] = &cert
 			}
 		}
+	}
+	var missing []string
+	for _, n := range c.files.Require {
+		if lookup(byName, first, n, now) == nil {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		return &NotCoveredError{Missing: missing, Loaded: loaded}
 	}
 	c.mu.Lock()
 	c.byName, c.first = byName, first
@@ -121,15 +172,21 @@ func (c *Static) Lookup(serverName string) *tls.Certificate {
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	return lookup(c.byName, c.first, serverName, time.Now())
+}
+
+// lookup is Lookup on a set, as of now. A serverName of "*.parent" finds
+// a wildcard certificate for parent only.
+func lookup(byName map[string]*tls.Certificate, first *tls.Certificate, serverName string, now time.Time) *tls.Certificate {
 	name := strings.TrimSuffix(strings.ToLower(serverName), ".")
-	cert := c.first
+	cert := first
 	if name != "" {
-		cert = c.byName[name]
+		cert = byName[name]
 		if i := strings.IndexByte(name, '.'); cert == nil && i > 0 {
-			cert = c.byName["*"+name[i:]]
+			cert = byName["*"+name[i:]]
 		}
 	}
-	if cert == nil || time.Now().After(cert.Leaf.NotAfter) {
+	if cert == nil || now.After(cert.Leaf.NotAfter) {
 		return nil
 	}
 	return cert
