@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/acme/autocert"
 
+	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/devcert"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
@@ -47,9 +48,9 @@ func serveFlags() []cli.Flag {
 			Usage: "ACME directory URL (Let's Encrypt staging: https://acme-staging-v02.api.letsencrypt.org/directory)"},
 		&cli.StringFlag{Name: "acme-ca-root", EnvVars: []string{"TUNNELD_ACME_CA_ROOT"},
 			Usage: "PEM root to trust, besides the system's, for a private ACME server's HTTPS"},
-		&cli.IntFlag{Name: "acme-orders-per-week", Value: edge.DefaultOrdersPerWeek, EnvVars: []string{"TUNNELD_ACME_ORDERS_PER_WEEK"},
+		&cli.IntFlag{Name: "acme-orders-per-week", Value: certs.DefaultOrdersPerWeek, EnvVars: []string{"TUNNELD_ACME_ORDERS_PER_WEEK"},
 			Usage: "certificates ordered in any 7 days, in all (Let's Encrypt allows 50 per domain); past it a name gets none, logged; renewals and the apex do not count"},
-		&cli.IntFlag{Name: "acme-orders-per-owner", Value: edge.DefaultOrdersPerOwnerPerWeek, EnvVars: []string{"TUNNELD_ACME_ORDERS_PER_OWNER"},
+		&cli.IntFlag{Name: "acme-orders-per-owner", Value: certs.DefaultOrdersPerOwnerPerWeek, EnvVars: []string{"TUNNELD_ACME_ORDERS_PER_OWNER"},
 			Usage: "certificates ordered in any 7 days for one token's names (anonymous clients: one IP address's)"},
 		&cli.StringFlag{Name: "cert-cache", EnvVars: []string{"TUNNELD_CERT_CACHE"}, DefaultText: "$STATE_DIRECTORY/autocert, else ~/.local/state/tunneld/autocert",
 			Usage: "directory where ACME account and certificates are kept across restarts (created 0700)"},
@@ -128,14 +129,14 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 		cfg.Domain = devDomain
 	}
 
-	certs, keys := c.StringSlice("cert"), c.StringSlice("key")
+	certPaths, keys := c.StringSlice("cert"), c.StringSlice("key")
 	switch {
-	case dev && (len(certs) > 0 || len(keys) > 0):
+	case dev && (len(certPaths) > 0 || len(keys) > 0):
 		return cfg, "", errors.New("--cert/--key and --dev do not go together: --dev makes its own certificates in --certs-dir")
-	case !dev && len(certs) == 0 && !c.Bool("acme"):
+	case !dev && len(certPaths) == 0 && !c.Bool("acme"):
 		return cfg, "", errors.New("no TLS certificate: pass --cert and --key (a certificate for the domain and *.domain), leave --acme on, or pass --dev to try it locally")
 	}
-	files, err := certFiles(certs, keys)
+	files, err := certFiles(certPaths, keys)
 	if err != nil {
 		return cfg, "", err
 	}

@@ -1,11 +1,17 @@
 package main
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/tunnelhq/tunnel/internal/testtls"
+	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 )
 
@@ -33,11 +39,11 @@ func TestParsePrefix(t *testing.T) {
 }
 
 // TestServerConfig_ACMEOrderBudget: the order budget flags and their env
-// vars reach edge.ACMEConfig, with the edge's defaults when unset.
+// vars reach certs.ACMEConfig, with the package's defaults when unset.
 func TestServerConfig_ACMEOrderBudget(t *testing.T) {
-	parse := func(t *testing.T, args ...string) (*edge.ACMEConfig, error) {
+	parse := func(t *testing.T, args ...string) (*certs.ACMEConfig, error) {
 		t.Helper()
-		var got *edge.ACMEConfig
+		var got *certs.ACMEConfig
 		app := &cli.App{Name: "tunneld", Flags: append(serveFlags(), adminFlags()...), Action: func(c *cli.Context) error {
 			cfg, _, err := serverConfig(c, zerolog.Nop())
 			got = cfg.ACME
@@ -48,7 +54,7 @@ func TestServerConfig_ACMEOrderBudget(t *testing.T) {
 		return got, err
 	}
 	acme, err := parse(t)
-	if err != nil || acme.OrdersPerWeek != edge.DefaultOrdersPerWeek || acme.OrdersPerOwnerPerWeek != edge.DefaultOrdersPerOwnerPerWeek {
+	if err != nil || acme.OrdersPerWeek != certs.DefaultOrdersPerWeek || acme.OrdersPerOwnerPerWeek != certs.DefaultOrdersPerOwnerPerWeek {
 		t.Fatalf("defaults: got %+v, %v", acme, err)
 	}
 	acme, err = parse(t, "--acme-orders-per-week", "7", "--acme-orders-per-owner", "3")
@@ -129,5 +135,46 @@ func TestServerConfig_DefaultsAreTheEdges(t *testing.T) {
 		if f.got != f.want {
 			t.Errorf("--%s: got %v, want %v", f.flag, f.got, f.want)
 		}
+	}
+}
+
+// TestServerConfig_CertificateMustCoverDomain: without ACME the static
+// certificates must cover the domain and *.domain, and the error says what
+// to do; with ACME (the default) the names they lack are ACME's.
+func TestServerConfig_CertificateMustCoverDomain(t *testing.T) {
+	dir := t.TempDir()
+	ca := testtls.NewCA(t)
+	write := func(name string, names ...string) (certFile, keyFile string) {
+		cert := ca.Issue(t, names...)
+		certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
+		if err := os.WriteFile(certFile, testtls.CertPEM(cert), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyFile, testtls.KeyPEM(t, cert), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return certFile, keyFile
+	}
+	otherCert, otherKey := write("other", "other.test", "*.other.test")
+	ownCert, ownKey := write("own", "tunnel.test", "*.tunnel.test")
+	run := func(args ...string) error {
+		app := &cli.App{Name: "tunneld", Flags: append(serveFlags(), adminFlags()...), Action: func(c *cli.Context) error {
+			_, _, err := serverConfig(c, zerolog.Nop())
+			return err
+		}}
+		base := []string{"tunneld", "--domain", "tunnel.test", "--token", "tk", "--cert-cache", t.TempDir()}
+		return app.Run(append(base, args...))
+	}
+
+	err := run("--cert", otherCert, "--key", otherKey, "--acme=false")
+	var nc *certs.NotCoveredError
+	if !errors.As(err, &nc) || !strings.Contains(err.Error(), "give tunneld a certificate for tunnel.test and *.tunnel.test") {
+		t.Errorf("another domain's certificate without ACME: got %v, want a NotCoveredError with what to do", err)
+	}
+	if err := run("--cert", otherCert, "--key", otherKey); err != nil {
+		t.Errorf("another domain's certificate with ACME: got %v, want nil", err)
+	}
+	if err := run("--cert", ownCert, "--key", ownKey, "--acme=false"); err != nil {
+		t.Errorf("the domain's own certificate without ACME: got %v, want nil", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tunnelhq/tunnel/internal/logging"
+	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 )
 
@@ -121,13 +122,14 @@ func serve(c *cli.Context) error {
 	if admin != nil {
 		g.Go(func() error { return admin.Serve(ctx, adminLn) })
 	}
-	g.Go(func() error { reloadOnHangup(ctx, cfg.StaticCerts, log); return nil })
+	g.Go(func() error { reloadOnHangup(ctx, cfg.StaticCerts, cfg.Domain, log); return nil })
 	return g.Wait()
 }
 
 // reloadOnHangup reloads the static certificates on every SIGHUP until ctx
-// ends. A failed reload keeps the certificates in use.
-func reloadOnHangup(ctx context.Context, static *edge.StaticCerts, log zerolog.Logger) {
+// ends. A failed reload, such as one whose certificates no longer cover
+// domain, keeps the certificates in use.
+func reloadOnHangup(ctx context.Context, static *certs.Static, domain string, log zerolog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -142,7 +144,7 @@ func reloadOnHangup(ctx context.Context, static *edge.StaticCerts, log zerolog.L
 			continue
 		}
 		if err := static.Reload(); err != nil {
-			log.Error().Err(err).Msg("SIGHUP: certificates not reloaded; the previous ones stay in use")
+			log.Error().Err(certAdvice(err, domain)).Msg("SIGHUP: certificates not reloaded; the previous ones stay in use")
 			continue
 		}
 		log.Info().Msg("SIGHUP: certificates reloaded")

@@ -11,15 +11,16 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tunnelhq/tunnel/internal/certpool"
+	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 )
 
 // certFiles sorts --cert values into directories and files, pairing the
 // files with --key in order.
-func certFiles(certs, keys []string) (edge.CertFiles, error) {
-	var files edge.CertFiles
+func certFiles(paths, keys []string) (certs.Files, error) {
+	var files certs.Files
 	var plain []string
-	for _, c := range certs {
+	for _, c := range paths {
 		if fi, err := os.Stat(c); err == nil && fi.IsDir() {
 			files.Dirs = append(files.Dirs, c)
 		} else {
@@ -30,25 +31,30 @@ func certFiles(certs, keys []string) (edge.CertFiles, error) {
 		return files, fmt.Errorf("--cert and --key go together: %d certificate files, %d keys (a --cert directory needs no --key)", len(plain), len(keys))
 	}
 	for i := range plain {
-		files.Pairs = append(files.Pairs, edge.CertPair{Cert: plain[i], Key: keys[i]})
+		files.Pairs = append(files.Pairs, certs.Pair{Cert: plain[i], Key: keys[i]})
 	}
 	return files, nil
 }
 
 // certConfig sets the static certificates and ACME of a production
-// (non --dev) server.
-func certConfig(c *cli.Context, cfg *edge.Config, files edge.CertFiles) error {
+// (non --dev) server. Without ACME the static certificates must cover
+// every name tunneld serves, the domain and *.domain: otherwise visitors
+// would get a TLS alert, and only /readyz would say why.
+func certConfig(c *cli.Context, cfg *edge.Config, files certs.Files) error {
 	if len(files.Pairs)+len(files.Dirs) > 0 {
-		static, err := edge.LoadStaticCerts(files)
+		if !c.Bool("acme") {
+			files.Require = []string{cfg.Domain, "*." + cfg.Domain}
+		}
+		static, err := certs.LoadStatic(files)
 		if err != nil {
-			return err
+			return certAdvice(err, cfg.Domain)
 		}
 		cfg.StaticCerts = static
 	}
 	if !c.Bool("acme") {
 		return nil
 	}
-	acme := &edge.ACMEConfig{
+	acme := &certs.ACMEConfig{
 		CacheDir:     c.String("cert-cache"),
 		DirectoryURL: c.String("acme-directory"),
 		Email:        c.String("acme-email"),
@@ -75,6 +81,17 @@ func certConfig(c *cli.Context, cfg *edge.Config, files edge.CertFiles) error {
 	}
 	cfg.ACME = acme
 	return nil
+}
+
+// certAdvice adds what to do to an error that says the certificates do
+// not cover the names tunneld serves; other errors it returns as they are.
+func certAdvice(err error, domain string) error {
+	var nc *certs.NotCoveredError
+	if !errors.As(err, &nc) {
+		return err
+	}
+	return fmt.Errorf("%w; give tunneld a certificate for %s and *.%s (--cert and --key, or a --cert directory), "+
+		"or leave --acme on (the default) to get certificates for the names they lack", err, domain, domain)
 }
 
 // defaultCertCache is $STATE_DIRECTORY/autocert under systemd

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/metrics"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/token"
@@ -41,12 +42,12 @@ type Config struct {
 
 	// StaticCerts serves the names its certificates cover (a wildcard made
 	// elsewhere, say). The caller may Reload it at any time.
-	StaticCerts *StaticCerts
+	StaticCerts *certs.Static
 
 	// ACME gets certificates automatically for the apex and for names that
 	// tunnels hold, on first use, for whatever StaticCerts does not cover.
 	// Nil turns it off.
-	ACME *ACMEConfig
+	ACME *certs.ACMEConfig
 
 	// PlainServesTunnels makes ServePlain proxy tunnels over plain HTTP
 	// instead of redirecting to https, for deployments behind a
@@ -198,7 +199,7 @@ type Config struct {
 	AccessLog bool
 
 	// Metrics receives the edge's metrics; share it with the parts of
-	// tunneld that report to it (RateLimitRecorder, CertRecorder). Nil
+	// tunneld that report to it (limit.Recorder, certs.Recorder). Nil
 	// means a metrics.Set of the Server's own (see Server.Metrics).
 	Metrics *metrics.Set
 }
@@ -247,7 +248,9 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("a TLS config excludes static certificates and ACME"))
 	}
 	if c.ACME != nil {
-		errs = append(errs, c.ACME.validate()...)
+		if err := c.ACME.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.Auth == nil && !c.AllowAnonymous {
 		errs = append(errs, errors.New("no tokens configured and anonymous clients not allowed: nobody could connect"))

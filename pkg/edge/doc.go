@@ -13,21 +13,19 @@
 // # Certificates
 //
 // The TLS config is injected (Config.TLSConfig: tests, --dev) or built by
-// the Server: a static certificate covering the name (StaticCerts, e.g. a
-// wildcard, reloadable), else autocert (Config.ACME). autocert's TLS-ALPN-01
-// challenge arrives on the same port with ALPN "acme-tls/1": its handshake
-// is answered with the challenge certificate and the connection closed.
-// HTTP-01 is answered by ServePlain, the port-80 companion, which otherwise
-// redirects to https (308) or, behind a TLS-terminating load balancer, serves
-// the tunnels in plain HTTP (Config.PlainServesTunnels). autocert's
-// HostPolicy allows only the apex and names the Registry holds, so the CA is
-// never asked about a name nobody serves; each refused name is logged once.
-// New orders are budgeted per week, in all and per owner
-// (ACMEConfig.OrdersPerWeek, OrdersPerOwnerPerWeek); the budget is checked
-// where autocert finds no certificate in its cache (issuedCache), since its
-// HostPolicy runs on every handshake, cached certificate or not.
-// TLS 1.2 is the minimum, TLS 1.2 suites are ECDHE with AEADs only, and
-// session tickets stay on.
+// the Server from package certs: a static certificate covering the name
+// (Config.StaticCerts, e.g. a wildcard, reloadable), else ACME
+// (Config.ACME). The certificates, autocert and its weekly order budget are
+// package certs'; the edge keeps what needs its name table. autocert's
+// TLS-ALPN-01 challenge arrives on the same port with ALPN "acme-tls/1": its
+// handshake is answered with the challenge certificate and the connection
+// closed. HTTP-01 is answered by ServePlain, the port-80 companion, which
+// otherwise redirects to https (308) or, behind a TLS-terminating load
+// balancer, serves the tunnels in plain HTTP (Config.PlainServesTunnels).
+// The host policy (acme.go) allows only the apex and names the Registry
+// holds, so the CA is never asked about a name nobody serves; each refused
+// name is logged once. TLS 1.2 is the minimum, TLS 1.2 suites are ECDHE
+// with AEADs only, and session tickets stay on.
 //
 // # The path of one request
 //

@@ -16,20 +16,6 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
-// RateLimitRecorder is what a rate limiter reports to. kind names what was
-// limited ("handshake", "request", ...); keep it to a small fixed set, it
-// becomes a label. *metrics.Set implements it.
-type RateLimitRecorder interface {
-	RateLimited(kind string)
-}
-
-// CertRecorder is what certificate management (autocert) reports each
-// issuance or renewal attempt to; err nil means a certificate was obtained.
-// *metrics.Set implements it.
-type CertRecorder interface {
-	CertIssued(err error)
-}
-
 // ops is the Server's observability state: metrics and the access log
 // (package metrics), per-tunnel counters for the status page, and
 // readiness. The Server calls into it at a few points (see the calls to

@@ -29,8 +29,8 @@ func (s *Server) ServePlain(ctx context.Context, ln net.Listener) error {
 	if s.cfg.PlainServesTunnels {
 		h = s.httpSrv.Handler
 	}
-	if s.certManager != nil {
-		h = s.certManager.HTTPHandler(h)
+	if s.acme != nil {
+		h = s.acme.HTTPHandler(h)
 	}
 	srv := &http.Server{
 		Handler:           h,

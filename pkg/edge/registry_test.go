@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/tunnelhq/tunnel/pkg/certs"
 )
 
 func TestMemoryRegistry_ClaimLookupRelease(t *testing.T) {
@@ -104,9 +106,9 @@ func TestConfig_Validate(t *testing.T) {
 		{"zero max tunnels", func(c *Config) { c.MaxTunnelsPerSession = 0 }, false},
 		{"zero grace", func(c *Config) { c.ShutdownGrace = 0 }, false},
 		{"bad mux", func(c *Config) { c.Mux.StreamWindow = 1 }, false},
-		{"acme with default budgets", func(c *Config) { c.TLSConfig, c.ACME = nil, &ACMEConfig{CacheDir: "x"} }, true},
+		{"acme with default budgets", func(c *Config) { c.TLSConfig, c.ACME = nil, &certs.ACMEConfig{CacheDir: "x"} }, true},
 		{"negative acme budget", func(c *Config) {
-			c.TLSConfig, c.ACME = nil, &ACMEConfig{CacheDir: "x", OrdersPerOwnerPerWeek: -1}
+			c.TLSConfig, c.ACME = nil, &certs.ACMEConfig{CacheDir: "x", OrdersPerOwnerPerWeek: -1}
 		}, false},
 	}
 	for _, tt := range tests {

@@ -16,11 +16,11 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/acme"
-	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/tunnelhq/tunnel/internal/expiring"
 	"github.com/tunnelhq/tunnel/internal/httpserve"
 	"github.com/tunnelhq/tunnel/internal/logging"
+	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/limit"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
@@ -89,10 +89,8 @@ type Server struct {
 	tlsConfig *tls.Config
 	registry  Registry
 
-	certManager   *autocert.Manager // nil without Config.ACME
-	acmeTransport *http.Transport   // the ACME client's, closed at shutdown
-	refusedSet                      // names the ACME host policy refused, for log-once
-	orders        *orderBudget      // nil without Config.ACME
+	acme       *certs.ACME // nil without Config.ACME
+	refusedSet             // names the ACME host policy refused, for log-once
 
 	httpSrv   *http.Server
 	httpConns *connQueue
@@ -138,11 +136,11 @@ func NewServer(cfg Config) (*Server, error) {
 		tlsConfig = &tls.Config{GetCertificate: s.getCertificate}
 	}
 	if cfg.ACME != nil {
-		m, err := s.newCertManager(cfg.ACME)
+		a, err := certs.NewACME(cfg.ACME, cfg.Domain, s.hostPolicy, reg, s.ops.metrics, log)
 		if err != nil {
 			return nil, err
 		}
-		s.certManager = m
+		s.acme = a
 		tlsConfig.NextProtos = append(tlsConfig.NextProtos, acme.ALPNProto)
 	}
 	tlsConfig.NextProtos = nextProtos(tlsConfig.NextProtos)
@@ -238,8 +236,8 @@ func (s *Server) shutdown(stopHTTP context.CancelFunc, httpDone <-chan struct{})
 	for _, sess := range sessions {
 		s.proxy.pools.closeIdle(sess)
 	}
-	if s.acmeTransport != nil {
-		s.acmeTransport.CloseIdleConnections()
+	if s.acme != nil {
+		s.acme.Close()
 	}
 	s.log.Info().Msg("stopped")
 }
