@@ -21,6 +21,7 @@ import (
 	"github.com/tunnelhq/tunnel/internal/certpool"
 	"github.com/tunnelhq/tunnel/pkg/devcert"
 	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -255,24 +256,25 @@ func rootCAs(file string) (*x509.CertPool, error) {
 
 // parseTargets reads the TARGET arguments of "tunnel http": PORT,
 // HOST:PORT, NAME=PORT or NAME=HOST:PORT. name is --name, allowed only with
-// one target that has no NAME= of its own. Names are checked by the server,
-// which has the rules; a bad one is refused there (exit 3).
-func parseTargets(name string, args []string) ([]mux.Tunnel, error) {
+// one target that has no NAME= of its own. Names are checked here with the
+// server's own rules (pkg/name), so that a bad one stops the client at
+// once, every fault said, before any connection; the server checks again.
+func parseTargets(nameFlag string, args []string) ([]mux.Tunnel, error) {
 	switch {
 	case len(args) == 0:
 		return nil, errors.New("no TARGET: want PORT, HOST:PORT, NAME=PORT or NAME=HOST:PORT")
 	case len(args) > proto.MaxTunnels:
 		return nil, fmt.Errorf("%d targets: at most %d per session", len(args), proto.MaxTunnels)
-	case name != "" && len(args) > 1:
+	case nameFlag != "" && len(args) > 1:
 		return nil, errors.New("--name goes with a single TARGET: for several, write NAME=TARGET for each")
 	}
 	tunnels := make([]mux.Tunnel, 0, len(args))
 	seen := make(map[string]bool, len(args))
 	for _, arg := range args {
-		t := mux.Tunnel{Name: name}
+		t := mux.Tunnel{Name: nameFlag}
 		target := arg
 		if n, rest, ok := strings.Cut(arg, "="); ok {
-			if name != "" {
+			if nameFlag != "" {
 				return nil, fmt.Errorf("target %q names its tunnel and so does --name: use one", arg)
 			}
 			if n == "" {
@@ -286,6 +288,12 @@ func parseTargets(name string, args []string) ([]mux.Tunnel, error) {
 		}
 		t.Target = addr
 		if t.Name != "" {
+			if err := name.Validate(t.Name); err != nil {
+				if t.Name == nameFlag {
+					return nil, fmt.Errorf("--name: %w", err)
+				}
+				return nil, fmt.Errorf("target %q: %w", arg, err)
+			}
 			if seen[t.Name] {
 				return nil, fmt.Errorf("name %q given twice", t.Name)
 			}
