@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -170,10 +171,11 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 		return mux.ClientConfig{}, fmt.Errorf("--server %q: want host:port", server)
 	}
 	caFile := set.str("ca", file.CA)
-	if caFile == "" && dev {
+	devCA := caFile == "" && dev
+	if devCA {
 		caFile = filepath.Join(c.String("certs-dir"), devcert.CAFile)
 	}
-	roots, err := rootCAs(caFile)
+	roots, err := rootCAs(caFile, devCA)
 	if err != nil {
 		return mux.ClientConfig{}, err
 	}
@@ -210,6 +212,7 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 		Config:        mux.DefaultConfig(),
 		Server:        server,
 		TLS:           &tls.Config{RootCAs: roots},
+		CAFile:        caFile,
 		Token:         set.str("token", file.Token),
 		ClientVersion: version,
 		Tunnels:       tunnels,
@@ -242,16 +245,37 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 }
 
 // rootCAs returns the system roots plus the certificates in file, or nil
-// (the system roots) when file is empty.
-func rootCAs(file string) (*x509.CertPool, error) {
+// (the system roots) when file is empty. dev says that file is --dev's
+// default, CERTS-DIR/ca.pem, rather than --ca: a missing one then most
+// likely means tunnel was started outside the directory tunneld --dev
+// made its certs/ in, and the message says so.
+func rootCAs(file string, dev bool) (*x509.CertPool, error) {
 	if file == "" {
 		return nil, nil
 	}
 	pool, err := certpool.WithFile(file)
-	if err != nil {
+	switch {
+	case err == nil:
+		return pool, nil
+	case errors.Is(err, fs.ErrNotExist) && dev:
+		return nil, fmt.Errorf("--dev trusts the dev CA in --certs-dir, but %s does not exist%s: "+
+			"run tunnel from the directory tunneld --dev was started in (the repository root, for make demo), "+
+			"or pass --certs-dir DIR (TUNNEL_CERTS_DIR) or --ca FILE (TUNNEL_CA)", file, lookedFor(file))
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("--ca (TUNNEL_CA) %s does not exist%s: "+
+			"give the PEM file of the CA that signed tunneld's certificate", file, lookedFor(file))
+	default:
 		return nil, fmt.Errorf("--ca: %w", err)
 	}
-	return pool, nil
+}
+
+// lookedFor says where a relative file was looked for, for a message:
+// " (looked for /home/me/certs/ca.pem)"; nothing for an absolute one.
+func lookedFor(file string) string {
+	if abs, err := filepath.Abs(file); err == nil && abs != file {
+		return " (looked for " + abs + ")"
+	}
+	return ""
 }
 
 // parseTargets reads the TARGET arguments of "tunnel http": PORT,

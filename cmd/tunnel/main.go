@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
 	"github.com/tunnelhq/tunnel/internal/logging"
@@ -30,6 +31,12 @@ const (
 )
 
 func main() {
+	// Every duration the client logs (retry_in, a stream's duration, ...)
+	// is written with its unit, "850ms" or "1.5s", not as a bare number of
+	// milliseconds that a reader cannot tell from seconds. Set once, here,
+	// before anything logs: it is zerolog's global, and packages must not
+	// set globals (STYLE.md).
+	zerolog.DurationFieldFormat = zerolog.DurationFormatString
 	os.Exit(run())
 }
 
@@ -38,9 +45,20 @@ func run() int {
 	defer stop()
 	err := newApp().RunContext(ctx, os.Args)
 	var perr *proto.Error
+	var uerr *usageError
+	var cerr *mux.CertificateError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &uerr):
+		fmt.Fprintln(os.Stderr, "tunnel:", mux.Printable(usageMessage(os.Args, uerr), 2*maxPrintedText))
+		return exitError
+	case errors.As(err, &cerr):
+		// Our own words about what the server presented (made printable
+		// by mux), then what to change.
+		fmt.Fprintln(os.Stderr, "tunnel:", mux.Printable(err.Error(), 2*maxPrintedText))
+		fmt.Fprintln(os.Stderr, "tunnel:", certHint(cerr))
+		return exitError
 	case errors.As(err, &perr):
 		fmt.Fprintf(os.Stderr, "tunnel: server refused: %s: %s\n", mux.Printable(string(perr.Code), maxPrintedName), mux.Printable(perr.Message, maxPrintedText))
 		if mux.IsPermanent(err) {
@@ -72,6 +90,7 @@ func newApp() *cli.App {
 			"Try it locally, next to \"tunneld --dev\":  tunnel --dev http --name wiki 8080\n" +
 			"Several tunnels from a file:  tunnel --config tunnels.json",
 		HideHelpCommand: true,
+		OnUsageError:    onUsageError,
 		Flags:           globalFlags(),
 		Action: func(c *cli.Context) error {
 			if c.String("config") == "" || c.Args().Present() {
@@ -92,7 +111,8 @@ func newApp() *cli.App {
 				&cli.StringFlag{Name: "targets", EnvVars: []string{"TUNNEL_TARGETS"},
 					Usage: "TARGETs separated by spaces or commas, used when none are given as arguments"},
 			},
-			Action: runHTTP,
+			OnUsageError: onUsageError,
+			Action:       runHTTP,
 		}},
 	}
 }
@@ -112,6 +132,7 @@ func runHTTP(c *cli.Context) error {
 		if err := withMetrics(c.Context, c.String("metrics-listen"), &cfg, log); err != nil {
 			return err
 		}
+		warnIdleTargets(c.Context, log, cfg.Tunnels)
 		return mux.RunForever(c.Context, cfg)
 	}
 	v := newView(os.Stderr)
@@ -139,6 +160,7 @@ func runHTTP(c *cli.Context) error {
 		defer close(done)
 		v.run(ctx)
 	}()
+	warnIdleTargets(c.Context, log, cfg.Tunnels)
 	err = mux.RunForever(c.Context, cfg)
 	stop()
 	<-done
