@@ -85,7 +85,8 @@ func newApp() *cli.App {
 			"server, a lost link or a name held by another client are retried, never fatal.\n\n" +
 			"Exit codes:\n" +
 			"  0  stopped by SIGINT or SIGTERM\n" +
-			"  1  bad usage or configuration\n" +
+			"  1  bad usage or configuration, found at start-up, or at the first connection when tunneld's\n" +
+			"     certificate is not signed by a CA the client trusts (--ca) or not for --server's host\n" +
 			"  3  the server refused for good (bad token, name not allowed or invalid, ...): retrying cannot help\n\n" +
 			"Try it locally, next to \"tunneld --dev\":  tunnel --dev http --name wiki 8080\n" +
 			"Several tunnels from a file:  tunnel --config tunnels.json",
