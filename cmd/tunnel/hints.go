@@ -178,9 +178,6 @@ func shellWords(words []string) []string {
 	out := make([]string, len(words))
 	hide := false
 	for i, w := range words {
-		if !plainWord.MatchString(w) {
-			w = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
-		}
 		switch {
 		case hide:
 			w, hide = "***", false
@@ -188,6 +185,8 @@ func shellWords(words []string) []string {
 			hide = true
 		case strings.HasPrefix(w, "--token=") || strings.HasPrefix(w, "-token="):
 			w = w[:strings.IndexByte(w, '=')+1] + "***"
+		case !plainWord.MatchString(w):
+			w = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
 		}
 		out[i] = mux.Printable(w, maxPrintedText)
 	}
