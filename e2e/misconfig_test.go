@@ -236,6 +236,8 @@ func TestProcess_UsageErrorsShortOnStderr(t *testing.T) {
 			"tunnel: --server is a global flag, so it goes before http: tunnel --server example.com:443 http 8080\n"},
 		{[]string{"--bogus", "http", "8080"}, "tunnel: flag provided but not defined: --bogus; see tunnel --help\n"},
 		{[]string{"http", "--bogus", "8080"}, "tunnel: flag provided but not defined: --bogus; see tunnel http --help\n"},
+		{[]string{"--dev", "http", "8080", "--name", "wiki"},
+			`tunnel: "--name" after a TARGET: flags go before the TARGETs (global ones before http), as in tunnel --dev http --name wiki 8080` + "\n"},
 		{[]string{"--peer-timeout", "soon", "http", "8080"},
 			`tunnel: invalid value "soon" for flag --peer-timeout: parse error; see tunnel --help` + "\n"},
 	} {

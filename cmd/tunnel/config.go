@@ -295,6 +295,12 @@ func parseTargets(nameFlag string, args []string) ([]mux.Tunnel, error) {
 	tunnels := make([]mux.Tunnel, 0, len(args))
 	seen := make(map[string]bool, len(args))
 	for _, arg := range args {
+		if isFlagArg(arg) {
+			// A flag after a TARGET, which the flag parser took for an
+			// argument.
+			return nil, fmt.Errorf("%q after a TARGET: flags go before the TARGETs (global ones before http), "+
+				"as in tunnel --dev http --name wiki 8080", arg)
+		}
 		t := mux.Tunnel{Name: nameFlag}
 		target := arg
 		if n, rest, ok := strings.Cut(arg, "="); ok {

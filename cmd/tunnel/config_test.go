@@ -46,6 +46,8 @@ func TestParseTargets(t *testing.T) {
 		{name: "invalid --name, every fault", flag: "Wiki_", args: []string{"8080"},
 			wantErr: `--name: invalid name: "Wiki_": uppercase 'W' at offset 0: names are lowercase; character '_' at offset 4`},
 		{name: "invalid NAME=", args: []string{"wiki=8080", "-blog=9090"}, wantErr: `target "-blog=9090": invalid name: "-blog": starts with '-'`},
+		{name: "flag after a target", args: []string{"8080", "--name", "wiki"}, wantErr: `"--name" after a TARGET: flags go before the TARGETs (global ones before http)`},
+		{name: "global flag after a target", args: []string{"8080", "-dev"}, wantErr: `"-dev" after a TARGET`},
 		{name: "reserved name", args: []string{"www=8080"}, wantErr: `target "www=8080": reserved name: "www"`},
 	}
 	for _, tt := range tests {

@@ -103,6 +103,17 @@ func usageMessage(args []string, e *usageError) string {
 	return msg + "; see " + help
 }
 
+// isFlagArg reports whether arg, an argument, is one of tunnel's flags
+// ("--name", "-dev", "--name=wiki").
+func isFlagArg(arg string) bool {
+	if !strings.HasPrefix(arg, "-") {
+		return false
+	}
+	name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+	app := newApp()
+	return findFlag(app.Flags, name) != nil || findFlag(app.Commands[0].Flags, name) != nil
+}
+
 func findFlag(flags []cli.Flag, name string) cli.Flag {
 	for _, f := range flags {
 		for _, n := range f.Names() {
