@@ -44,7 +44,7 @@ func TestProcess_WrongCAStopsWithHint(t *testing.T) {
 		want []string
 	}{
 		{"another CA", []string{"--ca", otherCA}, []string{
-			"tunnel: dial " + addr + ": tunneld at " + addr + ` presented a certificate for localhost, *.localhost, 127.0.0.1, ::1 issued by "tunneld development CA", which neither ` + otherCA + " nor the system's roots trust (tls: failed to verify certificate: x509: certificate signed by unknown authority",
+			"tunnel: tunneld at " + addr + ` presented a certificate for localhost, *.localhost, 127.0.0.1, ::1 issued by "tunneld development CA", which neither ` + otherCA + " nor the system's roots trust (tls: failed to verify certificate: x509: certificate signed by unknown authority",
 			"tunnel: check --ca (TUNNEL_CA), which gave " + otherCA + ": it must hold the CA that signed tunneld's certificate (for tunneld --dev, the ca.pem in its --certs-dir, made anew if that directory was removed)\n",
 		}},
 		{"no CA", nil, []string{
@@ -112,7 +112,7 @@ func TestProcess_ServerIPAgainstNameCertificateStops(t *testing.T) {
 
 	code, stdout, stderr := runToEnd(t, tunnel, nil, "--server", addr, "--ca", filepath.Join(dir, "ca.pem"), "http", "8080")
 	want := []string{
-		"tunnel: dial " + addr + ": tunneld at " + addr + " presented a certificate for tunnel.test, *.tunnel.test, not for 127.0.0.1 (",
+		"tunnel: tunneld at " + addr + " presented a certificate for tunnel.test, *.tunnel.test, not for 127.0.0.1 (",
 		"tunnel: connect by a name the certificate covers: --server tunnel.test:" + port + " (TUNNEL_SERVER)\n",
 	}
 	if code != 1 || stdout != "" {

@@ -127,7 +127,11 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	conn := tls.Client(WireConn(raw), tlsCfg)
 	if err := conn.HandshakeContext(dctx); err != nil {
 		raw.Close()
-		return nil, nil, fmt.Errorf("dial %s: %w", cfg.Server, certificateError(err, cfg.Server, cfg.CAFile, tlsCfg.RootCAs))
+		var cerr *CertificateError
+		if errors.As(certificateError(err, cfg.Server, cfg.CAFile, tlsCfg.RootCAs), &cerr) {
+			return nil, nil, cerr // it names the server itself
+		}
+		return nil, nil, fmt.Errorf("dial %s: %w", cfg.Server, err)
 	}
 	if p := conn.ConnectionState().NegotiatedProtocol; p != proto.ALPN {
 		conn.Close()
