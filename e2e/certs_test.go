@@ -19,6 +19,15 @@ func devCerts(t *testing.T, tunneld, domain string) (ca, cert, key string) {
 	return filepath.Join(dir, "ca.pem"), filepath.Join(dir, "localhost.pem"), filepath.Join(dir, "localhost-key.pem")
 }
 
+// devCertsDir is a fresh directory of dev certificates for localhost, as
+// tunneld --dev makes them: a CA of its own each time.
+func devCertsDir(t *testing.T) string {
+	t.Helper()
+	tunneld, _ := binaries(t)
+	ca, _, _ := devCerts(t, tunneld, "localhost")
+	return filepath.Dir(ca)
+}
+
 // TestProcess_TunneldCertificateMustCoverDomain (issue 13): without ACME,
 // a certificate that does not cover --domain and *.DOMAIN stops tunneld at
 // start-up (exit 1, a configuration error) with a message naming the

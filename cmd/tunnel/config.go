@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/tunnelhq/tunnel/internal/certpool"
 	"github.com/tunnelhq/tunnel/pkg/devcert"
 	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -115,6 +117,7 @@ func loadFileConfig(path string) (fileConfig, error) {
 type options struct {
 	server, token, ca string // with --dev, server and ca default to the local tunneld --dev's
 	dev               bool
+	devCA             bool // ca is --dev's CERTS-DIR/ca.pem, not one the user named
 	certsDir          string
 
 	peerTimeout, retryMax, drainTimeout time.Duration
@@ -243,7 +246,7 @@ func resolve(c *cli.Context) (options, error) {
 		o.server = devServer
 	}
 	if o.ca == "" && o.dev {
-		o.ca = filepath.Join(o.certsDir, devcert.CAFile)
+		o.ca, o.devCA = filepath.Join(o.certsDir, devcert.CAFile), true
 	}
 	if o.peerTimeout, err = s.duration("peer-timeout", file.PeerTimeout); err != nil {
 		return options{}, err
@@ -281,7 +284,7 @@ func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientC
 	if _, _, err := net.SplitHostPort(server); err != nil {
 		return mux.ClientConfig{}, fmt.Errorf("--server %q: want host:port", server)
 	}
-	roots, err := rootCAs(o.ca)
+	roots, err := rootCAs(o.ca, o.devCA)
 	if err != nil {
 		return mux.ClientConfig{}, err
 	}
@@ -301,6 +304,7 @@ func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientC
 		Config:        mux.DefaultConfig(),
 		Server:        server,
 		TLS:           &tls.Config{RootCAs: roots},
+		CAFile:        o.ca,
 		Token:         o.token,
 		ClientVersion: version,
 		Tunnels:       tunnels,
@@ -333,38 +337,66 @@ func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientC
 }
 
 // rootCAs returns the system roots plus the certificates in file, or nil
-// (the system roots) when file is empty.
-func rootCAs(file string) (*x509.CertPool, error) {
+// (the system roots) when file is empty. dev says that file is --dev's
+// default, CERTS-DIR/ca.pem, rather than --ca: a missing one then most
+// likely means tunnel was started outside the directory tunneld --dev
+// made its certs/ in, and the message says so.
+func rootCAs(file string, dev bool) (*x509.CertPool, error) {
 	if file == "" {
 		return nil, nil
 	}
 	pool, err := certpool.WithFile(file)
-	if err != nil {
+	switch {
+	case err == nil:
+		return pool, nil
+	case errors.Is(err, fs.ErrNotExist) && dev:
+		return nil, fmt.Errorf("--dev trusts the dev CA in --certs-dir, but %s does not exist%s: "+
+			"run tunnel from the directory tunneld --dev was started in (the repository root, for make demo), "+
+			"or pass --certs-dir DIR (TUNNEL_CERTS_DIR) or --ca FILE (TUNNEL_CA)", file, lookedFor(file))
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("--ca (TUNNEL_CA) %s does not exist%s: "+
+			"give the PEM file of the CA that signed tunneld's certificate", file, lookedFor(file))
+	default:
 		return nil, fmt.Errorf("--ca: %w", err)
 	}
-	return pool, nil
+}
+
+// lookedFor says where a relative file was looked for, for a message:
+// " (looked for /home/me/certs/ca.pem)"; nothing for an absolute one.
+func lookedFor(file string) string {
+	if abs, err := filepath.Abs(file); err == nil && abs != file {
+		return " (looked for " + abs + ")"
+	}
+	return ""
 }
 
 // parseTargets reads the TARGET arguments of "tunnel http": PORT,
 // HOST:PORT, NAME=PORT or NAME=HOST:PORT. name is --name, allowed only with
-// one target that has no NAME= of its own. Names are checked by the server,
-// which has the rules; a bad one is refused there (exit 3).
-func parseTargets(name string, args []string) ([]mux.Tunnel, error) {
+// one target that has no NAME= of its own. Names are checked here with the
+// server's own rules (pkg/name), so that a bad one stops the client at
+// once, every fault said, before any connection; the server checks again.
+func parseTargets(nameFlag string, args []string) ([]mux.Tunnel, error) {
 	switch {
 	case len(args) == 0:
 		return nil, errors.New("no TARGET: want PORT, HOST:PORT, NAME=PORT or NAME=HOST:PORT")
 	case len(args) > proto.MaxTunnels:
 		return nil, fmt.Errorf("%d targets: at most %d per session", len(args), proto.MaxTunnels)
-	case name != "" && len(args) > 1:
+	case nameFlag != "" && len(args) > 1:
 		return nil, errors.New("--name goes with a single TARGET: for several, write NAME=TARGET for each")
 	}
 	tunnels := make([]mux.Tunnel, 0, len(args))
 	seen := make(map[string]bool, len(args))
 	for _, arg := range args {
-		t := mux.Tunnel{Name: name}
+		if isFlagArg(arg) {
+			// A flag after a TARGET, which the flag parser took for an
+			// argument.
+			return nil, fmt.Errorf("%q after a TARGET: flags go before the TARGETs (global ones before http), "+
+				"as in tunnel --dev http --name wiki 8080", arg)
+		}
+		t := mux.Tunnel{Name: nameFlag}
 		target := arg
 		if n, rest, ok := strings.Cut(arg, "="); ok {
-			if name != "" {
+			if nameFlag != "" {
 				return nil, fmt.Errorf("target %q names its tunnel and so does --name: use one", arg)
 			}
 			if n == "" {
@@ -378,6 +410,12 @@ func parseTargets(name string, args []string) ([]mux.Tunnel, error) {
 		}
 		t.Target = addr
 		if t.Name != "" {
+			if err := name.Validate(t.Name); err != nil {
+				if t.Name == nameFlag {
+					return nil, fmt.Errorf("--name: %w", err)
+				}
+				return nil, fmt.Errorf("target %q: %w", arg, err)
+			}
 			if seen[t.Name] {
 				return nil, fmt.Errorf("name %q given twice", t.Name)
 			}

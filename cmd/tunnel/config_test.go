@@ -30,9 +30,9 @@ func TestParseTargets(t *testing.T) {
 		{name: "port with --name", flag: "wiki", args: []string{"8080"}, want: []mux.Tunnel{{Name: "wiki", Target: "localhost:8080"}}},
 		{name: "host port", args: []string{"10.0.0.5:80"}, want: []mux.Tunnel{{Target: "10.0.0.5:80"}}},
 		{name: "empty host", args: []string{":3000"}, want: []mux.Tunnel{{Target: "localhost:3000"}}},
-		{name: "ipv6", args: []string{"api=[::1]:9090"}, want: []mux.Tunnel{{Name: "api", Target: "[::1]:9090"}}},
-		{name: "two named", args: []string{"wiki=8080", "api=127.0.0.1:9090"},
-			want: []mux.Tunnel{{Name: "wiki", Target: "localhost:8080"}, {Name: "api", Target: "127.0.0.1:9090"}}},
+		{name: "ipv6", args: []string{"blog=[::1]:9090"}, want: []mux.Tunnel{{Name: "blog", Target: "[::1]:9090"}}},
+		{name: "two named", args: []string{"wiki=8080", "blog=127.0.0.1:9090"},
+			want: []mux.Tunnel{{Name: "wiki", Target: "localhost:8080"}, {Name: "blog", Target: "127.0.0.1:9090"}}},
 		{name: "named and random", args: []string{"wiki=8080", "9090"},
 			want: []mux.Tunnel{{Name: "wiki", Target: "localhost:8080"}, {Target: "localhost:9090"}}},
 
@@ -46,6 +46,12 @@ func TestParseTargets(t *testing.T) {
 		{name: "port too big", args: []string{"localhost:70000"}, wantErr: "1 to 65535"},
 		{name: "url", args: []string{"http://localhost:8080"}, wantErr: "HOST:PORT"},
 		{name: "bare ipv6", args: []string{"::1:8080"}, wantErr: "HOST:PORT"},
+		{name: "invalid --name, every fault", flag: "Wiki_", args: []string{"8080"},
+			wantErr: `--name: invalid name: "Wiki_": uppercase 'W' at offset 0: names are lowercase; character '_' at offset 4`},
+		{name: "invalid NAME=", args: []string{"wiki=8080", "-blog=9090"}, wantErr: `target "-blog=9090": invalid name: "-blog": starts with '-'`},
+		{name: "flag after a target", args: []string{"8080", "--name", "wiki"}, wantErr: `"--name" after a TARGET: flags go before the TARGETs (global ones before http)`},
+		{name: "global flag after a target", args: []string{"8080", "-dev"}, wantErr: `"-dev" after a TARGET`},
+		{name: "reserved name", args: []string{"www=8080"}, wantErr: `target "www=8080": reserved name: "www"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

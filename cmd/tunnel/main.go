@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
 	"github.com/tunnelhq/tunnel/internal/logging"
@@ -35,6 +36,12 @@ const (
 )
 
 func main() {
+	// Every duration the client logs (retry_in, a stream's duration, ...)
+	// is written with its unit, "850ms" or "1.5s", not as a bare number of
+	// milliseconds that a reader cannot tell from seconds. Set once, here,
+	// before anything logs: it is zerolog's global, and packages must not
+	// set globals (STYLE.md).
+	zerolog.DurationFieldFormat = zerolog.DurationFormatString
 	os.Exit(run())
 }
 
@@ -43,9 +50,20 @@ func run() int {
 	defer stop()
 	err := newApp().RunContext(ctx, os.Args)
 	var perr *proto.Error
+	var uerr *usageError
+	var cerr *mux.CertificateError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &uerr):
+		fmt.Fprintln(os.Stderr, "tunnel:", mux.Printable(usageMessage(os.Args, uerr), 2*maxPrintedText))
+		return exitError
+	case errors.As(err, &cerr):
+		// Our own words about what the server presented (made printable
+		// by mux), then what to change.
+		fmt.Fprintln(os.Stderr, "tunnel:", mux.Printable(err.Error(), 2*maxPrintedText))
+		fmt.Fprintln(os.Stderr, "tunnel:", certHint(cerr))
+		return exitError
 	case errors.As(err, &perr):
 		fmt.Fprintf(os.Stderr, "tunnel: server refused: %s: %s\n", mux.Printable(string(perr.Code), maxPrintedName), mux.Printable(perr.Message, maxPrintedText))
 		if mux.IsPermanent(err) {
@@ -72,7 +90,8 @@ func newApp() *cli.App {
 			"server, a lost link or a name held by another client are retried, never fatal.\n\n" +
 			"Exit codes:\n" +
 			"  0  stopped by SIGINT or SIGTERM\n" +
-			"  1  bad usage or configuration\n" +
+			"  1  bad usage or configuration, found at start-up, or at the first connection when tunneld's\n" +
+			"     certificate is not signed by a CA the client trusts (--ca) or not for --server's host\n" +
 			"  3  the server refused for good (bad token, name not allowed or invalid, ...): retrying cannot help\n" +
 			"  130  a second SIGINT (Ctrl-C) cut the drain short (143: a second SIGTERM)\n\n" +
 			"The first SIGINT or SIGTERM lets requests in flight finish within --drain-timeout; a second quits at once.\n" +
@@ -80,6 +99,7 @@ func newApp() *cli.App {
 			"Try it locally, next to \"tunneld --dev\":  tunnel --dev http --name wiki 8080\n" +
 			"Several tunnels from a file:  tunnel --config tunnels.json",
 		HideHelpCommand: true,
+		OnUsageError:    onUsageError,
 		Flags:           globalFlags(),
 		Action:          runOrHelp(runHTTP),
 		Commands: []*cli.Command{{
@@ -89,8 +109,9 @@ func newApp() *cli.App {
 			Description: "TARGET is PORT, HOST:PORT, NAME=PORT or NAME=HOST:PORT; PORT alone means localhost:PORT.\n" +
 				"Without NAME (or --name) the server picks a random name. Several targets share one session:\n\n" +
 				"  tunnel --dev http wiki=8080 blog=127.0.0.1:9090",
-			Flags:  httpFlags(),
-			Action: runHTTP,
+			Flags:        httpFlags(),
+			OnUsageError: onUsageError,
+			Action:       runHTTP,
 		}},
 	}
 }
@@ -181,6 +202,7 @@ func runHTTP(c *cli.Context) error {
 		os.Exit(code)
 	})
 	defer stop()
+	warnIdleTargets(ctx, log, cfg.Tunnels)
 	if v == nil {
 		return mux.RunForever(ctx, cfg)
 	}

@@ -21,7 +21,10 @@
 // tunnel/1). The tunnel names and local addresses come from the callers.
 //
 // Run connects the client once; RunForever keeps it connected: it retries
-// everything but a permanent refusal with full-jitter exponential backoff
+// everything but a permanent refusal (and a certificate that does not match
+// the client's roots or the host dialed, before a first session: a
+// CertificateError, which says what the server presented) with full-jitter
+// exponential backoff
 // (Backoff), asks again for the names it was granted so URLs survive a
 // reconnect, and on the server's GoAway connects a new session while the
 // old one drains. Both sides' yamux keepalives notice a silently dead link

@@ -79,10 +79,20 @@ func IsPermanent(err error) bool {
 
 // RunForever keeps the tunnels up until ctx ends, then stops the way Run
 // does (tells tunneld, drains in-flight streams within DrainTimeout) and
-// returns nil. It returns early only for a bad config or a permanent
-// refusal (see IsPermanent); everything else (no network, tunneld down or
-// restarting, a lost or silently dead link, name_taken) is retried with
-// cfg.Backoff, forever.
+// returns nil. It returns early only for a bad config, a permanent
+// refusal (see IsPermanent), or a CertificateError before the first
+// session has come up; everything else (no network, tunneld down or
+// restarting, a lost or silently dead link, name_taken, an expired
+// certificate) is retried with cfg.Backoff, forever.
+//
+// A CertificateError (tunneld's certificate signed by no CA the client
+// trusts, or not for the host dialed) stops the first connection, because
+// then it is the client's settings that do not match the server's, and
+// retrying cannot mend them: the user is told at once. Once a session has
+// come up, the settings are proven, and the same error is more likely a
+// passing state of the server (a certificate being replaced) or of the
+// network (a captive portal, a proxy intercepting TLS) that a client left
+// running for months should outlast: it is logged and retried.
 //
 // Names are sticky: once granted, every later Hello asks for the same
 // names, random ones included, so a reconnecting client keeps its URLs
@@ -109,6 +119,7 @@ func RunForever(ctx context.Context, cfg ClientConfig) error {
 	defer sessions.Wait()
 
 	failures := 0
+	connected := false // a session has come up: the settings are proven
 	var wait time.Duration
 	for {
 		if wait > 0 && !sleepCtx(ctx, wait) {
@@ -119,7 +130,8 @@ func RunForever(ctx context.Context, cfg ClientConfig) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if IsPermanent(err) {
+			var cerr *CertificateError
+			if IsPermanent(err) || !connected && errors.As(err, &cerr) {
 				return err
 			}
 			var perr *proto.Error
@@ -128,9 +140,10 @@ func RunForever(ctx context.Context, cfg ClientConfig) error {
 			}
 			wait = b.Delay(failures)
 			failures++
-			log.Warn().Err(err).Dur("retry_in", wait).Int("attempt", failures).Msg("connect failed; retrying")
+			log.Warn().Err(err).Dur("retry_in", wait.Round(time.Millisecond)).Int("attempt", failures).Msg("connect failed; retrying")
 			continue
 		}
+		connected = true
 		for i, t := range sess.Welcome().Tunnels {
 			tunnels[i].Name = t.Name
 		}
@@ -152,7 +165,7 @@ func RunForever(ctx context.Context, cfg ClientConfig) error {
 			}
 			wait = b.Delay(failures)
 			failures++
-			log.Warn().Err(err).Dur("retry_in", wait).Msg("session ended; reconnecting")
+			log.Warn().Err(err).Dur("retry_in", wait.Round(time.Millisecond)).Msg("session ended; reconnecting")
 		case <-sess.GoAway():
 			// tunneld is draining: the old session keeps serving what is
 			// in flight, and a new one is wanted now, not after a wait.

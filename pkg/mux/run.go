@@ -30,6 +30,10 @@ type ClientConfig struct {
 	// the system's) and the ServerName (empty: Server's host). NextProtos
 	// is set by Run. Verification is never skipped.
 	TLS *tls.Config
+	// CAFile, if set, names the file TLS.RootCAs was read from (besides
+	// the system's roots), for the message of a CertificateError; it is
+	// not read.
+	CAFile string
 	// Token authenticates the client; empty connects anonymously.
 	Token string
 	// ClientVersion is reported to the server, for its logs.
@@ -81,7 +85,9 @@ func (c ClientConfig) Validate() error {
 // Run dials tunneld over TLS, opens the tunnels and serves them until ctx
 // ends (returns nil) or the session ends (returns Serve's error). A refusal
 // by the server comes back as a *proto.Error; its Code.Permanent() says
-// whether trying again can help. Run connects once; RunForever reconnects.
+// whether trying again can help. A certificate that no trusted CA signed, or
+// that does not cover the server's host, comes back as a *CertificateError.
+// Run connects once; RunForever reconnects.
 func Run(ctx context.Context, cfg ClientConfig) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -121,6 +127,10 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	conn := tls.Client(WireConn(raw), tlsCfg)
 	if err := conn.HandshakeContext(dctx); err != nil {
 		raw.Close()
+		var cerr *CertificateError
+		if errors.As(certificateError(err, cfg.Server, cfg.CAFile, tlsCfg.RootCAs), &cerr) {
+			return nil, nil, cerr // it names the server itself
+		}
 		return nil, nil, fmt.Errorf("dial %s: %w", cfg.Server, err)
 	}
 	if p := conn.ConnectionState().NegotiatedProtocol; p != proto.ALPN {

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -44,8 +45,8 @@ var reserved = []string{
 }
 
 // Validate reports whether name may be a tunnel name. It returns nil, an
-// error wrapping ErrInvalid with the reason, or an error wrapping
-// ErrReserved.
+// *InvalidError (which wraps ErrInvalid) listing every fault of the name at
+// once, or an error wrapping ErrReserved.
 //
 // A tunnel name is one DNS label of 1 to 63 characters from [a-z0-9-] that
 // neither starts nor ends with '-'. Labels with "--" in positions 3 and 4
@@ -53,41 +54,103 @@ var reserved = []string{
 // would let a client register a look-alike of another name. Uppercase is
 // invalid rather than folded, because this is the check for names that
 // clients ask for, which must already be in the form visitors will see;
-// hosts are lowercased by FromHost before lookup.
+// hosts are lowercased by FromHost before lookup. A reserved name is
+// reported only for a name that is otherwise valid.
+//
+// Every fault, not the first: a user who fixes one and runs again should
+// not meet the next one then.
 //
 // This is the only place that decides what a valid name is.
 func Validate(name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("%w: empty", ErrInvalid)
-	case len(name) > MaxLen:
-		return fmt.Errorf("%w: %s: %d bytes, at most %d allowed",
-			ErrInvalid, quoteName(name), len(name), MaxLen)
+	if name == "" {
+		return &InvalidError{Name: name, Faults: []string{"empty"}}
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' {
-			continue
-		}
-		if c >= 'A' && c <= 'Z' {
-			return fmt.Errorf("%w: %s: uppercase %q at offset %d, names are lowercase",
-				ErrInvalid, quoteName(name), c, i)
-		}
-		r, _ := utf8.DecodeRuneInString(name[i:])
-		return fmt.Errorf("%w: %s: character %q at offset %d, only a-z, 0-9 and '-' allowed",
-			ErrInvalid, quoteName(name), r, i)
+	var faults []string
+	if len(name) > MaxLen {
+		faults = append(faults, fmt.Sprintf("%d bytes, at most %d allowed", len(name), MaxLen))
 	}
-	switch {
-	case name[0] == '-' || name[len(name)-1] == '-':
-		return fmt.Errorf("%w: %q: starts or ends with '-'", ErrInvalid, name)
-	case len(name) >= 4 && name[2:4] == "--":
-		return fmt.Errorf("%w: %q: '--' in positions 3-4 is reserved for IDNA (punycode) labels",
-			ErrInvalid, name)
+	var upper, other charList
+	for i, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-':
+		case r >= 'A' && r <= 'Z':
+			upper.add(fmt.Sprintf("%q at offset %d", r, i))
+		case r == utf8.RuneError:
+			other.add(fmt.Sprintf("byte 0x%02x at offset %d", name[i], i))
+		default:
+			other.add(fmt.Sprintf("%q at offset %d", r, i))
+		}
+	}
+	if upper.n > 0 {
+		faults = append(faults, "uppercase "+upper.String()+": names are lowercase")
+	}
+	if other.n > 0 {
+		faults = append(faults, "character "+other.String()+": only a-z, 0-9 and '-' allowed")
+	}
+	switch starts, ends := name[0] == '-', name[len(name)-1] == '-'; {
+	case starts && ends:
+		faults = append(faults, "starts and ends with '-'")
+	case starts:
+		faults = append(faults, "starts with '-'")
+	case ends:
+		faults = append(faults, "ends with '-'")
+	}
+	if len(name) >= 4 && name[2:4] == "--" {
+		faults = append(faults, "'--' in positions 3-4 is reserved for IDNA (punycode) labels")
+	}
+	if len(faults) > 0 {
+		return &InvalidError{Name: name, Faults: faults}
 	}
 	if _, found := slices.BinarySearch(reserved, name); found {
 		return fmt.Errorf("%w: %q", ErrReserved, name)
 	}
 	return nil
+}
+
+// InvalidError is Validate's answer for a name that is not a valid label:
+// every fault found, in the order of the rules. It wraps ErrInvalid.
+type InvalidError struct {
+	// Name is the name checked, whole; Error quotes it cut short.
+	Name string
+	// Faults says what is wrong, one entry per rule broken, such as
+	// "uppercase 'W' at offset 0: names are lowercase".
+	Faults []string
+}
+
+// Error gives every fault on one line, separated by "; ", so that it fits
+// a log line, a protocol message and a terminal alike:
+//
+//	invalid name: "Wiki_": uppercase 'W' at offset 0: names are lowercase; character '_' at offset 4: ...
+func (e *InvalidError) Error() string {
+	return fmt.Sprintf("%v: %s: %s", ErrInvalid, quoteName(e.Name), strings.Join(e.Faults, "; "))
+}
+
+// Unwrap makes errors.Is(err, ErrInvalid) true.
+func (e *InvalidError) Unwrap() error { return ErrInvalid }
+
+// maxListed bounds the characters one fault lists, so that a hostile
+// multi-kilobyte name gives a short message all the same.
+const maxListed = 5
+
+// charList collects the offending characters of one kind for a fault.
+type charList struct {
+	items []string
+	n     int // all of them, listed or not
+}
+
+func (l *charList) add(s string) {
+	if len(l.items) < maxListed {
+		l.items = append(l.items, s)
+	}
+	l.n++
+}
+
+func (l charList) String() string {
+	s := strings.Join(l.items, ", ")
+	if more := l.n - len(l.items); more > 0 {
+		s += fmt.Sprintf(" and %d more", more)
+	}
+	return s
 }
 
 // quoteName quotes a client-supplied name for an error message, cut short so

@@ -77,6 +77,43 @@ func TestValidate_LongNameQuotedShort(t *testing.T) {
 	}
 }
 
+// Validate names every fault of a name at once, so that fixing one does
+// not just reveal the next.
+func TestValidate_EveryFault(t *testing.T) {
+	tests := []struct {
+		in   string
+		want string
+	}{
+		{"", `invalid name: "": empty`},
+		{"Wiki_Page-", `invalid name: "Wiki_Page-": uppercase 'W' at offset 0, 'P' at offset 5: names are lowercase; ` +
+			`character '_' at offset 4: only a-z, 0-9 and '-' allowed; ends with '-'`},
+		{"-", `invalid name: "-": starts and ends with '-'`},
+		{"-ab--", `invalid name: "-ab--": starts and ends with '-'`},
+		{"xn--a-", `invalid name: "xn--a-": ends with '-'; '--' in positions 3-4 is reserved for IDNA (punycode) labels`},
+		{"wi\xffk\u0456", "invalid name: \"wi\\xffk\u0456\":" + ` character byte 0xff at offset 2, 'і' at offset 4: only a-z, 0-9 and '-' allowed`},
+		{strings.Repeat("A", 70), `invalid name: "` + strings.Repeat("A", 64) + `"…: 70 bytes, at most 63 allowed; ` +
+			`uppercase 'A' at offset 0, 'A' at offset 1, 'A' at offset 2, 'A' at offset 3, 'A' at offset 4 and 65 more: names are lowercase`},
+	}
+	for _, tt := range tests {
+		err := Validate(tt.in)
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("Validate(%q):\n got %v\nwant %s", tt.in, err, tt.want)
+		}
+		var ie *InvalidError
+		if !errors.Is(err, ErrInvalid) || !errors.As(err, &ie) || ie.Name != tt.in {
+			t.Errorf("Validate(%q): got %#v, want an *InvalidError for the name, wrapping ErrInvalid", tt.in, err)
+		}
+	}
+}
+
+// A hostile name of every bad kind still gives a short message.
+func TestValidate_HostileNameShortMessage(t *testing.T) {
+	err := Validate("-" + strings.Repeat("_A\x00", 30000) + "-")
+	if got, limit := len(err.Error()), 600; got > limit {
+		t.Fatalf("error message length: got %d, want at most %d: %v", got, limit, err)
+	}
+}
+
 func TestRandom_WordLists(t *testing.T) {
 	for listName, list := range map[string][]string{"adjectives": adjectives, "nouns": nouns} {
 		if got, want := len(list), 64; got != want {
