@@ -35,10 +35,14 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
+	// goleak.Cleanup replaces goleak's own os.Exit: the function gets the
+	// exit code (1 when a goroutine leaked) and must exit with it, or the
+	// package reports ok after printing the leak.
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
 		if binDir != "" {
 			os.RemoveAll(binDir)
 		}
+		os.Exit(code)
 	}))
 }
 
