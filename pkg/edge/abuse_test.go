@@ -25,6 +25,8 @@ import (
 	"golang.org/x/net/websocket"
 
 	"github.com/tunnelhq/tunnel/internal/edgetest"
+	"github.com/tunnelhq/tunnel/internal/testhttp"
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
@@ -91,7 +93,7 @@ func (a *abuse) canary(t *testing.T) {
 	t.Helper()
 	c := a.HTTPClient(false)
 	c.Transport.(*http.Transport).DisableKeepAlives = true
-	if status, body := edgetest.Get(t, c, a.URL("canary", "/")); status != 200 || body != "canary ok" {
+	if status, body := testhttp.Get(t, c, a.URL("canary", "/")); status != 200 || body != "canary ok" {
 		t.Fatalf("healthy tunnel: got %d %q, want 200 %q", status, body, "canary ok")
 	}
 	if h, _ := a.wrongHost.Load().(string); h != "" {
@@ -601,8 +603,8 @@ func baseHostileRows() []hostileRow {
 					done <- resp.StatusCode
 				}()
 			}
-			edgetest.RecvWithin(t, arrived, 20*time.Second)
-			edgetest.RecvWithin(t, arrived, 20*time.Second)
+			testwait.Recv(t, arrived, 20*time.Second)
+			testwait.Recv(t, arrived, 20*time.Second)
 			resp, err := c.Get(a.URL("busy", "/more"))
 			if err != nil {
 				t.Fatal(err)
@@ -614,11 +616,11 @@ func baseHostileRows() []hostileRow {
 			a.canary(t) // another tunnel is not affected
 			close(release)
 			for range 2 {
-				if s := edgetest.RecvWithin(t, done, 20*time.Second); s != 200 {
+				if s := testwait.Recv(t, done, 20*time.Second); s != 200 {
 					t.Errorf("held request: got %d, want 200", s)
 				}
 			}
-			if status, body := edgetest.Get(t, c, a.URL("busy", "/after")); status != 200 || body != "busy ok" {
+			if status, body := testhttp.Get(t, c, a.URL("busy", "/after")); status != 200 || body != "busy ok" {
 				t.Fatalf("after the burst: got %d %q", status, body)
 			}
 		}},
@@ -715,7 +717,7 @@ func unknownTunnelStream(t *testing.T) {
 	}()
 	defer func() {
 		cancel()
-		edgetest.RecvWithin(t, runErr, 20*time.Second)
+		testwait.Recv(t, runErr, 20*time.Second)
 	}()
 	conn, err := ln.Accept()
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -58,7 +59,7 @@ func TestPipe_CloseOnFINEndsTheLocalConnection(t *testing.T) {
 	errc := serve(t, ctx, c, map[string]string{"dl": addr})
 	defer func() {
 		cancel()
-		recvWithin(t, errc, 10*time.Second)
+		testwait.Recv(t, errc, 10*time.Second)
 	}()
 
 	st, err := s.Open(context.Background(), &proto.StreamHeader{Tunnel: "dl", CloseOnFIN: true})
@@ -69,5 +70,5 @@ func TestPipe_CloseOnFINEndsTheLocalConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
-	recvWithin(t, ended, 5*time.Second)
+	testwait.Recv(t, ended, 5*time.Second)
 }
