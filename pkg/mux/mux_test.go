@@ -156,6 +156,14 @@ func decideOrAccept(decide func(*proto.Hello) *proto.Error, h *proto.Hello) *pro
 // echoServer is a local TCP service that echoes until EOF, then closes.
 func echoServer(t *testing.T) string {
 	t.Helper()
+	return localService(t, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// localService listens on 127.0.0.1 and hands each accepted connection, one
+// at a time, to serve, then closes it. The test's clean-up closes the
+// listener and waits for the serving goroutine.
+func localService(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +180,7 @@ func echoServer(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			io.Copy(c, c)
+			serve(c)
 			c.Close()
 		}
 	}()
