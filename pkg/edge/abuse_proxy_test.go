@@ -303,7 +303,13 @@ func httpBackend(t *testing.T, h http.Handler, state func(net.Conn, http.ConnSta
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: h, ConnState: state}
+	serveUntilCleanup(t, ln, &http.Server{Handler: h, ConnState: state})
+	return ln.Addr().String()
+}
+
+// serveUntilCleanup serves srv on ln in a goroutine that the test's
+// clean-up closes and waits for. Closing srv earlier is fine.
+func serveUntilCleanup(t *testing.T, ln net.Listener, srv *http.Server) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -313,7 +319,6 @@ func httpBackend(t *testing.T, h http.Handler, state func(net.Conn, http.ConnSta
 		srv.Close()
 		<-done
 	})
-	return ln.Addr().String()
 }
 
 // forwardedHeaders is finding 4 of issue 11: the service sees the tunnel's

@@ -187,12 +187,5 @@ func (a *abuse) helloAt(t *testing.T, ip string, hello *proto.Hello) (*yamux.Ses
 	}
 	conn.SetDeadline(time.Time{})
 	sess, st := controlStreamOn(t, conn)
-	if err := proto.WriteFrame(st, hello); err != nil {
-		t.Fatal(err)
-	}
-	m, err := proto.ReadFrame(st)
-	if err != nil {
-		t.Fatalf("read answer to hello: %v", err)
-	}
-	return sess, m
+	return sess, sendHello(t, st, hello)
 }

@@ -155,6 +155,13 @@ func controlStreamOn(t *testing.T, conn net.Conn) (*yamux.Session, *yamux.Stream
 func (a *abuse) helloFrom(t *testing.T, hello *proto.Hello) (*yamux.Session, proto.Message) {
 	t.Helper()
 	sess, st := a.controlStream(t)
+	return sess, sendHello(t, st, hello)
+}
+
+// sendHello writes hello on the control stream st and returns the
+// server's answer.
+func sendHello(t *testing.T, st net.Conn, hello *proto.Hello) proto.Message {
+	t.Helper()
 	if err := proto.WriteFrame(st, hello); err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +169,7 @@ func (a *abuse) helloFrom(t *testing.T, hello *proto.Hello) (*yamux.Session, pro
 	if err != nil {
 		t.Fatalf("read answer to hello: %v", err)
 	}
-	return sess, m
+	return m
 }
 
 func wantCode(t *testing.T, m any, code proto.ErrorCode) {
@@ -760,27 +767,11 @@ func websocketOutlivesIdle(t *testing.T, a *abuse) {
 	if _, err := a.Connect(bobToken, mux.Tunnel{Name: "ws", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := websocket.NewConfig(fmt.Sprintf("wss://ws.%s:%d/", domain, a.Port), "https://ws."+domain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.TlsConfig = &tls.Config{RootCAs: a.Pool, ServerName: "ws." + domain}
-	tlsConn := a.tlsFrom(t, "http/1.1", "ws."+domain)
-	ws, err := websocket.NewClient(cfg, tlsConn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ws := wsClient(t, a.tlsFrom(t, "http/1.1", "ws."+domain), a.Port, "/")
 	defer ws.Close()
 	echo := func(msg string) {
 		t.Helper()
-		if err := websocket.Message.Send(ws, msg); err != nil {
-			t.Fatal(err)
-		}
-		var got string
-		ws.SetReadDeadline(time.Now().Add(20 * time.Second))
-		if err := websocket.Message.Receive(ws, &got); err != nil || got != msg {
-			t.Fatalf("echo: got %q, %v; want %q", got, err, msg)
-		}
+		wsEcho(t, ws, msg, 20*time.Second)
 	}
 	echo("before")
 	// A keep-alive connection opened after the WebSocket and left idle:

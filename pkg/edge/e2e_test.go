@@ -201,36 +201,44 @@ func TestEdge_WebSocketEcho(t *testing.T) {
 	if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "ws", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := websocket.NewConfig(fmt.Sprintf("wss://ws.%s:%d/echo", domain, h.Port), "https://ws."+domain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.TlsConfig = &tls.Config{RootCAs: h.Pool, ServerName: "ws." + domain}
-	cfg.Dialer = &net.Dialer{}
 	raw, err := net.Dial("tcp", h.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsConn := tls.Client(raw, cfg.TlsConfig)
-	ws, err := websocket.NewClient(cfg, tlsConn)
-	if err != nil {
-		raw.Close()
-		t.Fatalf("websocket handshake through the tunnel: %v", err)
-	}
+	ws := wsClient(t, tls.Client(raw, &tls.Config{RootCAs: h.Pool, ServerName: "ws." + domain}), h.Port, "/echo")
 	defer ws.Close()
 	for i := range 3 {
-		msg := fmt.Sprintf("message %d", i)
-		if err := websocket.Message.Send(ws, msg); err != nil {
-			t.Fatal(err)
-		}
-		var got string
-		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if err := websocket.Message.Receive(ws, &got); err != nil {
-			t.Fatal(err)
-		}
-		if got != msg {
-			t.Fatalf("echo: got %q, want %q", got, msg)
-		}
+		wsEcho(t, ws, fmt.Sprintf("message %d", i), 10*time.Second)
+	}
+}
+
+// wsClient opens a WebSocket to path on ws.<domain> at the edge's port,
+// over conn, a TLS connection to the edge. The caller closes it.
+func wsClient(t *testing.T, conn net.Conn, port int, path string) *websocket.Conn {
+	t.Helper()
+	cfg, err := websocket.NewConfig(fmt.Sprintf("wss://ws.%s:%d%s", domain, port, path), "https://ws."+domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := websocket.NewClient(cfg, conn)
+	if err != nil {
+		conn.Close()
+		t.Fatalf("websocket handshake through the tunnel: %v", err)
+	}
+	return ws
+}
+
+// wsEcho sends msg on ws and fails the test unless the same message comes
+// back within d.
+func wsEcho(t *testing.T, ws *websocket.Conn, msg string, d time.Duration) {
+	t.Helper()
+	if err := websocket.Message.Send(ws, msg); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	ws.SetReadDeadline(time.Now().Add(d))
+	if err := websocket.Message.Receive(ws, &got); err != nil || got != msg {
+		t.Fatalf("echo: got %q, %v; want %q", got, err, msg)
 	}
 }
 

@@ -265,15 +265,7 @@ func TestEdge_LocalServiceRestart(t *testing.T) {
 	addr := ln.Addr().String()
 	serveOn := func(ln net.Listener) *http.Server {
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") })}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			srv.Serve(ln)
-		}()
-		t.Cleanup(func() {
-			srv.Close()
-			<-done
-		})
+		serveUntilCleanup(t, ln, srv)
 		return srv
 	}
 	svc := serveOn(ln)
