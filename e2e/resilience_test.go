@@ -359,6 +359,14 @@ func TestProcess_SlowLink(t *testing.T) {
 	if strings.Contains(client.stderr.String(), "session ended") {
 		t.Errorf("the session was lost during the slow transfers:\n%s", client.stderr)
 	}
+	// Take the toxics off while both ends still read: removing one waits
+	// for its goroutine to hand on what it holds and return. Left on, a
+	// bandwidth or latency toxic that holds a chunk when tunnel exits blocks
+	// for ever sending it to a link whose writer has stopped (toxiproxy
+	// neither drains nor interrupts it, Proxy.Stop included), and the leak
+	// check fails on (*BandwidthToxic).Pipe.
+	removeToxic(t, proxy, "bandwidth")
+	removeToxic(t, proxy, "latency")
 	client.stop()
 	tunneld.stop()
 }
