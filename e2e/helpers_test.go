@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +21,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tunnelhq/tunnel/internal/testhttp"
 )
 
 // waitTimeout bounds every wait in these tests. Generous, because CI
@@ -35,10 +36,14 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
+	// goleak.Cleanup replaces goleak's own os.Exit: the function gets the
+	// exit code (1 when a goroutine leaked) and must exit with it, or the
+	// package reports ok after printing the leak.
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
 		if binDir != "" {
 			os.RemoveAll(binDir)
 		}
+		os.Exit(code)
 	}))
 }
 
@@ -212,6 +217,26 @@ func startTunneld(t *testing.T, env []string, args ...string) (*process, string)
 	return p, logAddr(p, "serving")
 }
 
+// startDevTunneld starts tunneld --dev, with args after, on a fresh
+// certificate directory, and returns it, its address and that directory
+// (the dev CA is ca.pem in it).
+func startDevTunneld(t *testing.T, env []string, args ...string) (p *process, addr, certs string) {
+	t.Helper()
+	certs = t.TempDir()
+	p, addr = startTunneld(t, env, append([]string{"--dev", "--certs-dir", certs}, args...)...)
+	return p, addr, certs
+}
+
+// startDevClient starts tunnel --dev against server, trusting the dev CA in
+// certs and logging JSON, with args after (more flags, then the command),
+// and returns it once it prints its first public URL, with that URL.
+func startDevClient(t *testing.T, env []string, server, certs string, args ...string) (*process, string) {
+	t.Helper()
+	_, tunnel := binaries(t)
+	p := start(t, tunnel, env, append([]string{"--dev", "--server", server, "--certs-dir", certs, "--log-format", "json"}, args...)...)
+	return p, p.waitLine(p.stdout, "a public URL", isURL)
+}
+
 // runToEnd runs bin to completion and returns its exit code and output.
 func runToEnd(t *testing.T, bin string, env []string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
@@ -240,28 +265,27 @@ func fetch(t *testing.T, caFile, addr, url string) string {
 // fetchWithin is fetch with a time limit of its own.
 func fetchWithin(t *testing.T, limit time.Duration, caFile, addr, url string) string {
 	t.Helper()
-	tr := &http.Transport{
+	tr := visitorTransport(t, caFile, addr)
+	defer tr.CloseIdleConnections()
+	status, body := testhttp.Get(t, &http.Client{Transport: tr, Timeout: limit}, url)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: got %d (%q), want 200", url, status, body)
+	}
+	return body
+}
+
+// visitorTransport is an HTTP transport that trusts the CA in caFile and
+// dials addr for every URL, as DNS for *.localhost would. The caller
+// closes its idle connections.
+func visitorTransport(t *testing.T, caFile, addr string) *http.Transport {
+	t.Helper()
+	return &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool(t, caFile)},
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addr)
 		},
 	}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: limit}
-	resp, err := client.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: read body: %v", url, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: got %s (%q), want 200", url, resp.Status, body)
-	}
-	return string(body)
 }
 
 // pool returns a pool holding the PEM certificates in file.

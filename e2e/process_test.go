@@ -33,15 +33,12 @@ func newBackend(t *testing.T, greeting string) string {
 func isURL(line string) bool { return strings.HasPrefix(line, "https://") }
 
 func TestProcess_TunnelServesLocalPage(t *testing.T) {
-	_, tunnel := binaries(t)
-	certs := t.TempDir()
-	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs)
+	tunneld, addr, certs := startDevTunneld(t, nil)
 	_, port, _ := net.SplitHostPort(addr)
 	backendPort := newBackend(t, "hello from the backend")
 
-	client := start(t, tunnel, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json",
+	client, url := startDevClient(t, nil, addr, certs,
 		"http", "--name", "web", backendPort)
-	url := client.waitLine(client.stdout, "a public URL", isURL)
 	if want := "https://web.localhost:" + port; url != want {
 		t.Fatalf("got public URL %q, want %q", url, want)
 	}
@@ -83,8 +80,7 @@ func TestProcess_TunnelServesLocalPage(t *testing.T) {
 
 func TestProcess_SeveralTunnelsOneSession(t *testing.T) {
 	_, tunnel := binaries(t)
-	certs := t.TempDir()
-	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs)
+	tunneld, addr, certs := startDevTunneld(t, nil)
 	_, port, _ := net.SplitHostPort(addr)
 	wikiPort := newBackend(t, "wiki")
 	blogPort := newBackend(t, "blog")
@@ -321,16 +317,13 @@ func TestProcess_READMEHelpIsCurrent(t *testing.T) {
 // over tunneld's main loop, so --http-listen was bound but never served (and
 // SIGHUP not handled). All listeners must serve together.
 func TestProcess_TunneldAdminWithPlainListener(t *testing.T) {
-	_, tunnel := binaries(t)
-	certs := t.TempDir()
-	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs, "--admin-listen", "127.0.0.1:0",
+	tunneld, addr, certs := startDevTunneld(t, nil, "--admin-listen", "127.0.0.1:0",
 		"--http-listen", "127.0.0.1:0", "--http-redirect=false")
 	admin := adminAddr(tunneld)
 	plain := logAddr(tunneld, "serving plain http")
 	backendPort := newBackend(t, "plain")
-	client := start(t, tunnel, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json",
+	client, _ := startDevClient(t, nil, addr, certs,
 		"http", "--name", "web", backendPort)
-	client.waitLine(client.stdout, "a public URL", isURL)
 
 	hc := &http.Client{Timeout: waitTimeout}
 	defer hc.CloseIdleConnections()
@@ -363,13 +356,10 @@ func TestProcess_TunneldAdminWithPlainListener(t *testing.T) {
 // TestProcess_TunnelMetrics: --metrics-listen serves the client's runtime
 // and stream counters.
 func TestProcess_TunnelMetrics(t *testing.T) {
-	_, tunnel := binaries(t)
-	certs := t.TempDir()
-	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs)
+	tunneld, addr, certs := startDevTunneld(t, nil)
 	backendPort := newBackend(t, "metered")
-	client := start(t, tunnel, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json",
+	client, url := startDevClient(t, nil, addr, certs,
 		"--metrics-listen", "127.0.0.1:0", "http", "--name", "web", backendPort)
-	url := client.waitLine(client.stdout, "a public URL", isURL)
 	metrics := logAddr(client, "metrics serving")
 	if got := fetch(t, filepath.Join(certs, "ca.pem"), addr, url+"/x"); got != "metered /x\n" {
 		t.Fatalf("page: got %q", got)

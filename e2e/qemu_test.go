@@ -14,8 +14,7 @@ import (
 // ARM1176, the Pi Zero's and Pi 1's CPU, where an armv7 build dies with
 // SIGILL.
 func TestProcess_ARMClientsUnderQemu(t *testing.T) {
-	certs := t.TempDir()
-	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs)
+	tunneld, addr, certs := startDevTunneld(t, nil)
 	backendPort := newBackend(t, "hello from a pi")
 	ca := filepath.Join(certs, "ca.pem")
 	for _, tt := range []struct {

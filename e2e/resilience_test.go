@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -22,6 +21,8 @@ import (
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/rs/zerolog"
+
+	"github.com/tunnelhq/tunnel/internal/testwait"
 )
 
 // logMsg matches a JSON log line whose message is msg.
@@ -75,13 +76,7 @@ func removeToxic(t *testing.T, p *toxiproxy.Proxy, name string) {
 // every URL, as DNS for *.localhost would.
 func visitorClient(t *testing.T, caFile, addr string, timeout time.Duration) *http.Client {
 	t.Helper()
-	tr := &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool(t, caFile)},
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}
+	tr := visitorTransport(t, caFile, addr)
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: timeout}
 }
@@ -111,14 +106,12 @@ func closedAddr(t *testing.T) string {
 // starts it again on the same port: the same tunnel process comes back by
 // itself, under the same (random) URL, without being restarted.
 func TestProcess_ClientSurvivesTunneldKill(t *testing.T) {
-	tunneldBin, tunnel := binaries(t)
-	certs := t.TempDir()
-	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs)
+	tunneldBin, _ := binaries(t)
+	tunneld, addr, certs := startDevTunneld(t, nil)
 	backendPort := newBackend(t, "still here")
 
-	client := start(t, tunnel, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json",
+	client, url := startDevClient(t, nil, addr, certs,
 		"--retry-max", "2s", "http", backendPort)
-	url := client.waitLine(client.stdout, "a public URL", isURL)
 	ca := filepath.Join(certs, "ca.pem")
 	if got := fetch(t, ca, addr, url+"/a"); got != "still here /a\n" {
 		t.Fatalf("before the kill: got %q", got)
@@ -148,14 +141,12 @@ func TestProcess_ClientSurvivesTunneldKill(t *testing.T) {
 // slow request is in flight: the request completes (the old session drains
 // after tunneld's GoAway), and the client reconnects to the new tunneld.
 func TestProcess_ClientRidesOutTunneldRestart(t *testing.T) {
-	tunneldBin, tunnel := binaries(t)
-	certs := t.TempDir()
-	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs)
+	tunneldBin, _ := binaries(t)
+	tunneld, addr, certs := startDevTunneld(t, nil)
 	backendPort, inside, release := newSlowBackend(t)
 
-	client := start(t, tunnel, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json",
+	client, url := startDevClient(t, nil, addr, certs,
 		"--retry-max", "2s", "http", "--name", "app", backendPort)
-	url := client.waitLine(client.stdout, "a public URL", isURL)
 	ca := filepath.Join(certs, "ca.pem")
 
 	slow := slowRequest(t, visitorClient(t, ca, addr, waitTimeout), url+"/slow", inside)
@@ -165,7 +156,7 @@ func TestProcess_ClientRidesOutTunneldRestart(t *testing.T) {
 	}
 	client.waitLineFrom(client.stderr, mark, "the GoAway log line", logMsg("server is draining; connecting a new session"))
 	release()
-	if r := recvWithin(t, slow); r.err != nil || r.body != "200 done /slow" {
+	if r := testwait.Recv(t, slow, waitTimeout); r.err != nil || r.body != "200 done /slow" {
 		t.Fatalf("request in flight across the restart: got %q, %v; want 200 done /slow", r.body, r.err)
 	}
 	if code := tunneld.exitCode(); code != 0 {
@@ -221,33 +212,18 @@ func slowRequest(t *testing.T, c *http.Client, url string, inside <-chan struct{
 		b, err := io.ReadAll(resp.Body)
 		out <- result{body: fmt.Sprintf("%d %s", resp.StatusCode, b), err: err}
 	}()
-	recvWithin(t, inside)
+	testwait.Recv(t, inside, waitTimeout)
 	return out
-}
-
-// recvWithin receives from ch within waitTimeout or fails the test.
-func recvWithin[T any](t *testing.T, ch <-chan T) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(waitTimeout):
-		t.Fatalf("nothing received within %v", waitTimeout)
-		panic("unreachable")
-	}
 }
 
 // TestProcess_ClientSIGTERMFinishesInFlight stops the client with SIGTERM
 // while a request is in flight: the request completes, tunneld hears that
 // the client is leaving, and the client exits 0.
 func TestProcess_ClientSIGTERMFinishesInFlight(t *testing.T) {
-	_, tunnel := binaries(t)
-	certs := t.TempDir()
-	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs, "--offline-wait", "0s")
+	tunneld, addr, certs := startDevTunneld(t, nil, "--offline-wait", "0s")
 	backendPort, inside, release := newSlowBackend(t)
-	client := start(t, tunnel, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json",
+	client, url := startDevClient(t, nil, addr, certs,
 		"http", "--name", "leaving", backendPort)
-	url := client.waitLine(client.stdout, "a public URL", isURL)
 	ca := filepath.Join(certs, "ca.pem")
 	slow := slowRequest(t, visitorClient(t, ca, addr, waitTimeout), url+"/slow", inside)
 
@@ -257,7 +233,7 @@ func TestProcess_ClientSIGTERMFinishesInFlight(t *testing.T) {
 	// The client tells tunneld it is leaving before it finishes its work.
 	tunneld.waitLine(tunneld.stderr, "the client's goaway", logMsg("client is draining"))
 	release()
-	if r := recvWithin(t, slow); r.err != nil || r.body != "200 done /slow" {
+	if r := testwait.Recv(t, slow, waitTimeout); r.err != nil || r.body != "200 done /slow" {
 		t.Fatalf("request in flight at SIGTERM: got %q, %v; want 200 done /slow", r.body, r.err)
 	}
 	if code := client.exitCode(); code != 0 {
@@ -272,9 +248,8 @@ func TestProcess_ClientSIGTERMFinishesInFlight(t *testing.T) {
 // name meanwhile, and the client is back once the link is.
 func TestProcess_SilentLinkCut(t *testing.T) {
 	_, tunnel := binaries(t)
-	certs := t.TempDir()
 	const peerTimeout = 2 * time.Second
-	tunneld, addr := startTunneld(t, []string{"TUNNELD_TOKEN=owner-secret"}, "--dev", "--certs-dir", certs,
+	tunneld, addr, certs := startDevTunneld(t, []string{"TUNNELD_TOKEN=owner-secret"},
 		"--peer-timeout", peerTimeout.String(), "--offline-wait", "0s")
 	proxy := newFaultProxy(t, addr)
 	backendPort := newBackend(t, "owner")
@@ -323,9 +298,7 @@ func TestProcess_SilentLinkCut(t *testing.T) {
 // latency each way and 4 Mbit/s: both arrive intact, and yamux's write
 // timeout does not cut the slow transfers off.
 func TestProcess_SlowLink(t *testing.T) {
-	_, tunnel := binaries(t)
-	certs := t.TempDir()
-	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs)
+	tunneld, addr, certs := startDevTunneld(t, nil)
 	proxy := newFaultProxy(t, addr)
 
 	const size = 5 << 20
@@ -351,9 +324,8 @@ func TestProcess_SlowLink(t *testing.T) {
 	t.Cleanup(backend.Close)
 	_, backendPort, _ := net.SplitHostPort(backend.Listener.Addr().String())
 
-	client := start(t, tunnel, nil, "--dev", "--server", proxy.Listen, "--certs-dir", certs, "--log-format", "json",
+	client, url := startDevClient(t, nil, proxy.Listen, certs,
 		"http", "--name", "big", backendPort)
-	url := client.waitLine(client.stdout, "a public URL", isURL)
 
 	addToxic(t, proxy, "latency", "latency", map[string]any{"latency": 200})
 	addToxic(t, proxy, "bandwidth", "bandwidth", map[string]any{"rate": 500}) // KB/s: 4 Mbit/s
@@ -387,6 +359,14 @@ func TestProcess_SlowLink(t *testing.T) {
 	if strings.Contains(client.stderr.String(), "session ended") {
 		t.Errorf("the session was lost during the slow transfers:\n%s", client.stderr)
 	}
+	// Take the toxics off while both ends still read: removing one waits
+	// for its goroutine to hand on what it holds and return. Left on, a
+	// bandwidth or latency toxic that holds a chunk when tunnel exits blocks
+	// for ever sending it to a link whose writer has stopped (toxiproxy
+	// neither drains nor interrupts it, Proxy.Stop included), and the leak
+	// check fails on (*BandwidthToxic).Pipe.
+	removeToxic(t, proxy, "bandwidth")
+	removeToxic(t, proxy, "latency")
 	client.stop()
 	tunneld.stop()
 }

@@ -18,6 +18,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/tunnelhq/tunnel/internal/httpserve"
 )
 
 var page = template.Must(template.New("page").Parse(`<!doctype html>
@@ -63,16 +65,11 @@ func run() error {
 	}
 	fmt.Println(local)
 
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	select {
-	case err := <-done:
+	// A shutdown that runs out of its 5 s is still an error here, as it
+	// was before httpserve: the demo says so rather than exit quietly.
+	var shutdownErr error
+	if err := httpserve.Serve(ctx, srv, ln, 5*time.Second, func(err error) { shutdownErr = err }); err != nil {
 		return err
-	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err = srv.Shutdown(shutdownCtx)
-	<-done
-	return err
+	return shutdownErr
 }

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tunnelhq/tunnel/internal/testwait"
 )
 
 func TestDrainNotice(t *testing.T) {
@@ -52,35 +54,24 @@ func TestWatchSignals(t *testing.T) {
 		}, func(code int) { exited <- code })
 	}()
 	sigs <- syscall.SIGINT
-	if got := recvWithin(t, first, 5*time.Second); got != syscall.SIGINT {
+	if got := testwait.Recv(t, first, 5*time.Second); got != syscall.SIGINT {
 		t.Fatalf("first: got %v", got)
 	}
-	recvWithin(t, ctx.Done(), 5*time.Second)
+	testwait.Recv(t, ctx.Done(), 5*time.Second)
 	select {
 	case code := <-exited:
 		t.Fatalf("exited %d after one signal", code)
 	default:
 	}
 	sigs <- syscall.SIGINT
-	if got := recvWithin(t, exited, 5*time.Second); got != 130 {
+	if got := testwait.Recv(t, exited, 5*time.Second); got != 130 {
 		t.Fatalf("second signal: exit %d, want 130", got)
 	}
-	recvWithin(t, ended, 5*time.Second)
+	testwait.Recv(t, ended, 5*time.Second)
 
 	// Without signals, stop ends the watch.
 	ctx2, stop := stopOnSignal(context.Background(), func(os.Signal) { t.Error("no signal was sent") }, func(int) { t.Error("no signal was sent") })
 	stop()
 	stop()
-	recvWithin(t, ctx2.Done(), 5*time.Second)
-}
-
-func recvWithin[T any](t *testing.T, ch <-chan T, d time.Duration) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(d):
-		t.Fatalf("nothing received within %v", d)
-		panic("unreachable")
-	}
+	testwait.Recv(t, ctx2.Done(), 5*time.Second)
 }

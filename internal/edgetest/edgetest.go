@@ -11,7 +11,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tunnelhq/tunnel/internal/testtls"
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -36,19 +36,6 @@ const (
 	AliceToken = "tk_alice"
 	BobToken   = "tk_bob"
 )
-
-// RecvWithin returns the next value from ch, failing t if none comes
-// within d.
-func RecvWithin[T any](t testing.TB, ch <-chan T, d time.Duration) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(d):
-		t.Fatalf("nothing received within %v", d)
-		panic("unreachable")
-	}
-}
 
 // NewTLS makes an in-memory CA and a certificate for Domain, its wildcard
 // and 127.0.0.1.
@@ -104,7 +91,7 @@ func Start(t testing.TB, mod func(*edge.Config)) *Edge {
 	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := RecvWithin(t, done, 20*time.Second); err != nil {
+		if err := testwait.Recv(t, done, 20*time.Second); err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
@@ -199,19 +186,4 @@ func Backend(t testing.TB, handler http.Handler) string {
 	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
 	return srv.Listener.Addr().String()
-}
-
-// Get fetches url and returns the status and body.
-func Get(t *testing.T, c *http.Client, url string) (int, string) {
-	t.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: read body: %v", url, err)
-	}
-	return resp.StatusCode, string(body)
 }

@@ -2,7 +2,7 @@
 // then shuts it down gracefully. It exists because tunneld serves three
 // http.Servers the same way (the edge's public port, its port-80 companion
 // in pkg/edge, and the admin listener in pkg/admin), and the admin must not
-// reach into the edge for it.
+// reach into the edge for it. cmd/demo-page uses it too.
 package httpserve
 
 import (

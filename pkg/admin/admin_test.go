@@ -23,6 +23,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tunnelhq/tunnel/internal/edgetest"
+	"github.com/tunnelhq/tunnel/internal/testhttp"
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/admin"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
@@ -50,7 +52,7 @@ func startAdmin(t *testing.T, h *edgetest.Edge, addr string, mod func(*admin.Con
 	go func() { done <- a.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := edgetest.RecvWithin(t, done, 20*time.Second); err != nil {
+		if err := testwait.Recv(t, done, 20*time.Second); err != nil {
 			t.Errorf("admin Serve: %v", err)
 		}
 	})
@@ -65,17 +67,9 @@ func adminGet(t *testing.T, base, path, token string) (int, []byte) {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	c := &http.Client{Timeout: 30 * time.Second}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	c.CloseIdleConnections()
-	return resp.StatusCode, body
+	defer c.CloseIdleConnections()
+	status, body := testhttp.Do(t, c, req)
+	return status, []byte(body)
 }
 
 // scrape reads /metrics and parses the exposition format.
@@ -186,7 +180,7 @@ func TestAdmin_MetricsAfterRequests(t *testing.T) {
 		}
 		bodyOut += len(b)
 	}
-	status, page := edgetest.Get(t, hc, h.URL("nosuch", "/"))
+	status, page := testhttp.Get(t, hc, h.URL("nosuch", "/"))
 	if status != http.StatusNotFound {
 		t.Fatalf("unknown tunnel: got %d, want 404", status)
 	}
@@ -383,7 +377,7 @@ func TestAdmin_StatusPageInChromium(t *testing.T) {
 	}
 	hc := h.HTTPClient(false)
 	for range 2 {
-		edgetest.Get(t, hc, h.URL("wiki", "/"))
+		testhttp.Get(t, hc, h.URL("wiki", "/"))
 	}
 
 	dom := string(headless(t, bin, "--dump-dom", base+"/"))

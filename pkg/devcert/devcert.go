@@ -217,11 +217,7 @@ func (c *store) leafFor(name string) (*tls.Certificate, error) {
 func loadOrCreateCA(dir string) (*x509.Certificate, crypto.Signer, error) {
 	certPath := filepath.Join(dir, CAFile)
 	keyPath := filepath.Join(dir, caKeyFile)
-	certExists, err := fileExists(certPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	keyExists, err := fileExists(keyPath)
+	certExists, keyExists, err := pairExists(certPath, keyPath)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -308,11 +304,7 @@ func createCA(certPath, keyPath string) (*x509.Certificate, crypto.Signer, error
 func loadOrCreateLeaf(dir, domain string, caCert *x509.Certificate, caKey crypto.Signer) (*tls.Certificate, crypto.Signer, error) {
 	certPath := filepath.Join(dir, leafFile)
 	keyPath := filepath.Join(dir, leafKeyFile)
-	certExists, err := fileExists(certPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	keyExists, err := fileExists(keyPath)
+	certExists, keyExists, err := pairExists(certPath, keyPath)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -460,6 +452,19 @@ func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {
 		return nil, fmt.Errorf("dev certs: encode key: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// pairExists reports whether a certificate file and its key file exist,
+// each on its own: a pair with one half missing is damaged, and the callers
+// say how to repair it.
+func pairExists(certPath, keyPath string) (certExists, keyExists bool, err error) {
+	if certExists, err = fileExists(certPath); err != nil {
+		return false, false, err
+	}
+	if keyExists, err = fileExists(keyPath); err != nil {
+		return false, false, err
+	}
+	return certExists, keyExists, nil
 }
 
 // fileExists reports whether path exists; errors other than "does not

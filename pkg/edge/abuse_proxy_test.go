@@ -19,6 +19,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tunnelhq/tunnel/internal/edgetest"
+	"github.com/tunnelhq/tunnel/internal/testhttp"
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -213,16 +215,16 @@ func pooledStreamCrossesTenants(t *testing.T, a *abuse) {
 		resp.Body.Close()
 		slow <- result{resp.StatusCode, string(b)}
 	}()
-	edgetest.RecvWithin(t, slowArrived, 20*time.Second)
+	testwait.Recv(t, slowArrived, 20*time.Second)
 	clientA.goAway(t)
 	a.connectWhenFree(t, aliceToken, "shop", backendB)
 	a.canary(t) // other tenants' traffic goes on meanwhile
 	close(releaseSlow)
-	if r := edgetest.RecvWithin(t, slow, 20*time.Second); r.status != 200 || r.body != "A" {
+	if r := testwait.Recv(t, slow, 20*time.Second); r.status != 200 || r.body != "A" {
 		t.Fatalf("A's request in flight during its drain: got %d %q, want 200 \"A\"", r.status, r.body)
 	}
 	for i := range 4 {
-		if status, body := edgetest.Get(t, c, a.URL("shop", fmt.Sprintf("/after/%d", i))); status != 200 || body != "B" {
+		if status, body := testhttp.Get(t, c, a.URL("shop", fmt.Sprintf("/after/%d", i))); status != 200 || body != "B" {
 			t.Fatalf("visitor %d of shop after B claimed it: got %d %q, want 200 \"B\" from B's service", i, status, body)
 		}
 	}
@@ -250,7 +252,7 @@ func goAwayScopedAndBounded(t *testing.T, a *abuse) {
 		t.Fatal(err)
 	}
 	c := a.HTTPClient(false)
-	if status, body := edgetest.Get(t, c, a.URL("steady", "/1")); status != 200 || body != "steady" {
+	if status, body := testhttp.Get(t, c, a.URL("steady", "/1")); status != 200 || body != "steady" {
 		t.Fatalf("steady: got %d %q", status, body)
 	}
 
@@ -263,14 +265,14 @@ func goAwayScopedAndBounded(t *testing.T, a *abuse) {
 			drainerClosed <- struct{}{}
 		}
 	}, "drainer")
-	if status, body := edgetest.Get(t, c, a.URL("drainer", "/")); status != 200 || body != "A" {
+	if status, body := testhttp.Get(t, c, a.URL("drainer", "/")); status != 200 || body != "A" {
 		t.Fatalf("drainer: got %d %q", status, body)
 	}
 	clientA.goAway(t)
 	// Its idle pooled stream is let go at once.
-	edgetest.RecvWithin(t, drainerClosed, 20*time.Second)
+	testwait.Recv(t, drainerClosed, 20*time.Second)
 	// Nobody else's is.
-	if status, body := edgetest.Get(t, c, a.URL("steady", "/2")); status != 200 || body != "steady" {
+	if status, body := testhttp.Get(t, c, a.URL("steady", "/2")); status != 200 || body != "steady" {
 		t.Fatalf("steady after another client's goaway: got %d %q", status, body)
 	}
 	if n := steadyConns.Load(); n != 1 {
@@ -301,7 +303,13 @@ func httpBackend(t *testing.T, h http.Handler, state func(net.Conn, http.ConnSta
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: h, ConnState: state}
+	serveUntilCleanup(t, ln, &http.Server{Handler: h, ConnState: state})
+	return ln.Addr().String()
+}
+
+// serveUntilCleanup serves srv on ln in a goroutine that the test's
+// clean-up closes and waits for. Closing srv earlier is fine.
+func serveUntilCleanup(t *testing.T, ln net.Listener, srv *http.Server) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -311,7 +319,6 @@ func httpBackend(t *testing.T, h http.Handler, state func(net.Conn, http.ConnSta
 		srv.Close()
 		<-done
 	})
-	return ln.Addr().String()
 }
 
 // forwardedHeaders is finding 4 of issue 11: the service sees the tunnel's
@@ -449,7 +456,7 @@ func refusedWithPendingBody(t *testing.T, a *abuse) {
 		resp.Body.Close()
 		held <- resp.StatusCode
 	}()
-	edgetest.RecvWithin(t, arrived, 20*time.Second)
+	testwait.Recv(t, arrived, 20*time.Second)
 	for _, length := range []int{1000000, 1000, 1} {
 		conn := a.tlsFrom(t, "http/1.1", "full."+domain)
 		fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", a.host("full"), length)
@@ -465,7 +472,7 @@ func refusedWithPendingBody(t *testing.T, a *abuse) {
 		conn.Close()
 	}
 	close(release)
-	if s := edgetest.RecvWithin(t, held, 20*time.Second); s != 200 {
+	if s := testwait.Recv(t, held, 20*time.Second); s != 200 {
 		t.Fatalf("held request: got %d, want 200", s)
 	}
 }
@@ -508,7 +515,7 @@ func abortedDownloads(t *testing.T, a *abuse) {
 			}()
 		}
 		for range conns {
-			if err := edgetest.RecvWithin(t, errs, 30*time.Second); err != nil {
+			if err := testwait.Recv(t, errs, 30*time.Second); err != nil {
 				t.Fatalf("HTTP/1.1 download: %v", err)
 			}
 		}

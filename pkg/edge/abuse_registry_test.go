@@ -13,6 +13,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tunnelhq/tunnel/internal/edgetest"
+	"github.com/tunnelhq/tunnel/internal/testhttp"
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -37,7 +39,7 @@ func registryHostileRows() []hostileRow {
 				t.Fatalf("the victim's session ended: %v", victim.Err)
 			default:
 			}
-			if status, body := edgetest.Get(t, a.HTTPClient(false), a.URL("natted", "/")); status != 200 || body == "" {
+			if status, body := testhttp.Get(t, a.HTTPClient(false), a.URL("natted", "/")); status != 200 || body == "" {
 				t.Fatalf("the victim's tunnel: got %d %q, want 200", status, body)
 			}
 		}},
@@ -72,7 +74,7 @@ func ownerKeyRow() hostileRow {
 				t.Fatal("the first client's session was closed by another's claim")
 			}
 			first.Close()
-			edgetest.RecvWithin(t, gone, 20*time.Second)
+			testwait.Recv(t, gone, 20*time.Second)
 			for _, h := range []*proto.Hello{withKey(other, "roamer"), helloFor("", "roamer")} {
 				_, m := a.helloFrom(t, h)
 				wantCode(t, m, proto.CodeNameTaken)
@@ -104,10 +106,10 @@ func TestRunForever_AnonymousKeepsItsNameAcrossALostLink(t *testing.T) {
 	link := newCutter(t, h.Addr)
 	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "anon") }))
 	ready, _ := runForever(t, h, link.ln.Addr().String(), "", zerolog.NewTestWriter(t), mux.Tunnel{Name: "anon-named", Target: addr}, mux.Tunnel{Target: addr})
-	first := edgetest.RecvWithin(t, ready, 20*time.Second)
+	first := testwait.Recv(t, ready, 20*time.Second)
 	for i := range 2 {
 		link.cut()
-		again := edgetest.RecvWithin(t, ready, 20*time.Second)
+		again := testwait.Recv(t, ready, 20*time.Second)
 		for j := range first.Tunnels {
 			if again.Tunnels[j].URL != first.Tunnels[j].URL {
 				t.Fatalf("reconnect %d: got URL %s, want the same %s", i, again.Tunnels[j].URL, first.Tunnels[j].URL)
@@ -116,7 +118,7 @@ func TestRunForever_AnonymousKeepsItsNameAcrossALostLink(t *testing.T) {
 	}
 	c := h.HTTPClient(false)
 	defer c.CloseIdleConnections()
-	if status, body := edgetest.Get(t, c, h.URL("anon-named", "/")); status != 200 || body != "anon" {
+	if status, body := testhttp.Get(t, c, h.URL("anon-named", "/")); status != 200 || body != "anon" {
 		t.Fatalf("after the reconnects: got %d %q", status, body)
 	}
 }
@@ -162,7 +164,7 @@ func churnRow(name, token string) hostileRow {
 			if i >= rounds-limit {
 				want = http.StatusBadGateway
 			}
-			if status, body := edgetest.Get(t, c, a.URL(fmt.Sprintf("churn-%d", i), "/")); status != want {
+			if status, body := testhttp.Get(t, c, a.URL(fmt.Sprintf("churn-%d", i), "/")); status != want {
 				t.Errorf("churn-%d: got %d %q, want %d", i, status, body, want)
 			}
 		}
@@ -185,12 +187,5 @@ func (a *abuse) helloAt(t *testing.T, ip string, hello *proto.Hello) (*yamux.Ses
 	}
 	conn.SetDeadline(time.Time{})
 	sess, st := controlStreamOn(t, conn)
-	if err := proto.WriteFrame(st, hello); err != nil {
-		t.Fatal(err)
-	}
-	m, err := proto.ReadFrame(st)
-	if err != nil {
-		t.Fatalf("read answer to hello: %v", err)
-	}
-	return sess, m
+	return sess, sendHello(t, st, hello)
 }

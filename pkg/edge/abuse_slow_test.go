@@ -17,6 +17,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/tunnelhq/tunnel/internal/edgetest"
+	"github.com/tunnelhq/tunnel/internal/testhttp"
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
@@ -124,7 +126,7 @@ func stalledUploadsShare(t *testing.T, a *abuse) {
 	c := a.HTTPClient(false)
 	c.Transport.(*http.Transport).DisableKeepAlives = true
 	for range slots - share {
-		if status, body := edgetest.Get(t, c, a.URL("upload", "/")); status != 200 || body != "upload ok" {
+		if status, body := testhttp.Get(t, c, a.URL("upload", "/")); status != 200 || body != "upload ok" {
 			t.Fatalf("another visitor while one holds its share: got %d %q, want 200", status, body)
 		}
 	}
@@ -148,16 +150,16 @@ func stalledUploadsEnd(t *testing.T, a *abuse) {
 	for range 2 {
 		stalledPost(t, a, "upload", statuses)
 	}
-	edgetest.RecvWithin(t, arrived, 20*time.Second)
-	edgetest.RecvWithin(t, arrived, 20*time.Second)
+	testwait.Recv(t, arrived, 20*time.Second)
+	testwait.Recv(t, arrived, 20*time.Second)
 	for range 2 {
-		if s := edgetest.RecvWithin(t, statuses, 40*time.Second); s == -1 {
+		if s := testwait.Recv(t, statuses, 40*time.Second); s == -1 {
 			t.Fatal("a stalled upload was still open after 30s, its slot held")
 		}
 	}
 	c := a.HTTPClient(false)
 	c.Transport.(*http.Transport).DisableKeepAlives = true
-	if status, body := edgetest.Get(t, c, a.URL("upload", "/")); status != 200 || body != "upload ok" {
+	if status, body := testhttp.Get(t, c, a.URL("upload", "/")); status != 200 || body != "upload ok" {
 		t.Fatalf("after the stalled uploads ended: got %d %q, want 200", status, body)
 	}
 }
@@ -172,9 +174,9 @@ func refusalWithPendingBody(t *testing.T, a *abuse) {
 	}
 	statuses := make(chan int, 2)
 	stalledPost(t, a, "upload", statuses) // holds the only slot
-	edgetest.RecvWithin(t, arrived, 20*time.Second)
+	testwait.Recv(t, arrived, 20*time.Second)
 	stalledPost(t, a, "upload", statuses)
-	if s := edgetest.RecvWithin(t, statuses, 40*time.Second); s != http.StatusServiceUnavailable {
+	if s := testwait.Recv(t, statuses, 40*time.Second); s != http.StatusServiceUnavailable {
 		t.Fatalf("a POST to the busy tunnel, its body pending: got %d, want 503 (-1: no answer in 30s)", s)
 	}
 }

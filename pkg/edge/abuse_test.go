@@ -25,6 +25,8 @@ import (
 	"golang.org/x/net/websocket"
 
 	"github.com/tunnelhq/tunnel/internal/edgetest"
+	"github.com/tunnelhq/tunnel/internal/testhttp"
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
@@ -91,7 +93,7 @@ func (a *abuse) canary(t *testing.T) {
 	t.Helper()
 	c := a.HTTPClient(false)
 	c.Transport.(*http.Transport).DisableKeepAlives = true
-	if status, body := edgetest.Get(t, c, a.URL("canary", "/")); status != 200 || body != "canary ok" {
+	if status, body := testhttp.Get(t, c, a.URL("canary", "/")); status != 200 || body != "canary ok" {
 		t.Fatalf("healthy tunnel: got %d %q, want 200 %q", status, body, "canary ok")
 	}
 	if h, _ := a.wrongHost.Load().(string); h != "" {
@@ -153,6 +155,13 @@ func controlStreamOn(t *testing.T, conn net.Conn) (*yamux.Session, *yamux.Stream
 func (a *abuse) helloFrom(t *testing.T, hello *proto.Hello) (*yamux.Session, proto.Message) {
 	t.Helper()
 	sess, st := a.controlStream(t)
+	return sess, sendHello(t, st, hello)
+}
+
+// sendHello writes hello on the control stream st and returns the
+// server's answer.
+func sendHello(t *testing.T, st net.Conn, hello *proto.Hello) proto.Message {
+	t.Helper()
 	if err := proto.WriteFrame(st, hello); err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +169,7 @@ func (a *abuse) helloFrom(t *testing.T, hello *proto.Hello) (*yamux.Session, pro
 	if err != nil {
 		t.Fatalf("read answer to hello: %v", err)
 	}
-	return sess, m
+	return m
 }
 
 func wantCode(t *testing.T, m any, code proto.ErrorCode) {
@@ -601,8 +610,8 @@ func baseHostileRows() []hostileRow {
 					done <- resp.StatusCode
 				}()
 			}
-			edgetest.RecvWithin(t, arrived, 20*time.Second)
-			edgetest.RecvWithin(t, arrived, 20*time.Second)
+			testwait.Recv(t, arrived, 20*time.Second)
+			testwait.Recv(t, arrived, 20*time.Second)
 			resp, err := c.Get(a.URL("busy", "/more"))
 			if err != nil {
 				t.Fatal(err)
@@ -614,11 +623,11 @@ func baseHostileRows() []hostileRow {
 			a.canary(t) // another tunnel is not affected
 			close(release)
 			for range 2 {
-				if s := edgetest.RecvWithin(t, done, 20*time.Second); s != 200 {
+				if s := testwait.Recv(t, done, 20*time.Second); s != 200 {
 					t.Errorf("held request: got %d, want 200", s)
 				}
 			}
-			if status, body := edgetest.Get(t, c, a.URL("busy", "/after")); status != 200 || body != "busy ok" {
+			if status, body := testhttp.Get(t, c, a.URL("busy", "/after")); status != 200 || body != "busy ok" {
 				t.Fatalf("after the burst: got %d %q", status, body)
 			}
 		}},
@@ -715,7 +724,7 @@ func unknownTunnelStream(t *testing.T) {
 	}()
 	defer func() {
 		cancel()
-		edgetest.RecvWithin(t, runErr, 20*time.Second)
+		testwait.Recv(t, runErr, 20*time.Second)
 	}()
 	conn, err := ln.Accept()
 	if err != nil {
@@ -758,27 +767,11 @@ func websocketOutlivesIdle(t *testing.T, a *abuse) {
 	if _, err := a.Connect(bobToken, mux.Tunnel{Name: "ws", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := websocket.NewConfig(fmt.Sprintf("wss://ws.%s:%d/", domain, a.Port), "https://ws."+domain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.TlsConfig = &tls.Config{RootCAs: a.Pool, ServerName: "ws." + domain}
-	tlsConn := a.tlsFrom(t, "http/1.1", "ws."+domain)
-	ws, err := websocket.NewClient(cfg, tlsConn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ws := wsClient(t, a.tlsFrom(t, "http/1.1", "ws."+domain), a.Port, "/")
 	defer ws.Close()
 	echo := func(msg string) {
 		t.Helper()
-		if err := websocket.Message.Send(ws, msg); err != nil {
-			t.Fatal(err)
-		}
-		var got string
-		ws.SetReadDeadline(time.Now().Add(20 * time.Second))
-		if err := websocket.Message.Receive(ws, &got); err != nil || got != msg {
-			t.Fatalf("echo: got %q, %v; want %q", got, err, msg)
-		}
+		wsEcho(t, ws, msg, 20*time.Second)
 	}
 	echo("before")
 	// A keep-alive connection opened after the WebSocket and left idle:

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tunnelhq/tunnel/internal/edgetest"
+	"github.com/tunnelhq/tunnel/internal/testhttp"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
@@ -36,14 +37,14 @@ func TestEdge_AccessLog(t *testing.T) {
 				t.Fatal(err)
 			}
 			hc := h.HTTPClient(false)
-			edgetest.Get(t, hc, h.URL("wiki", "/a?secret=x"))
+			testhttp.Get(t, hc, h.URL("wiki", "/a?secret=x"))
 			resp, err := hc.Post(h.URL("wiki", "/b"), "text/plain", strings.NewReader("12345678"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			edgetest.Get(t, hc, h.URL("nosuch", "/c"))
+			testhttp.Get(t, hc, h.URL("nosuch", "/c"))
 
 			var events []map[string]any
 			for _, line := range logs.lines() {

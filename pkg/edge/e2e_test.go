@@ -20,6 +20,8 @@ import (
 	"golang.org/x/net/websocket"
 
 	"github.com/tunnelhq/tunnel/internal/edgetest"
+	"github.com/tunnelhq/tunnel/internal/testhttp"
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
@@ -67,7 +69,7 @@ func TestEdge_GetThroughTunnel(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != "hello from /page" {
 		t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, body, "hello from /page")
 	}
-	r := edgetest.RecvWithin(t, got, 5*time.Second)
+	r := testwait.Recv(t, got, 5*time.Second)
 	if r.Host != fmt.Sprintf("wiki.%s:%d", domain, h.Port) {
 		t.Errorf("Host: got %q, want the visitor's host", r.Host)
 	}
@@ -187,7 +189,7 @@ func TestEdge_ConcurrentRequestsOverTwoTunnels(t *testing.T) {
 		}()
 	}
 	for range n {
-		if err := edgetest.RecvWithin(t, errs, 60*time.Second); err != nil {
+		if err := testwait.Recv(t, errs, 60*time.Second); err != nil {
 			t.Error(err)
 		}
 	}
@@ -199,36 +201,44 @@ func TestEdge_WebSocketEcho(t *testing.T) {
 	if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "ws", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := websocket.NewConfig(fmt.Sprintf("wss://ws.%s:%d/echo", domain, h.Port), "https://ws."+domain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.TlsConfig = &tls.Config{RootCAs: h.Pool, ServerName: "ws." + domain}
-	cfg.Dialer = &net.Dialer{}
 	raw, err := net.Dial("tcp", h.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsConn := tls.Client(raw, cfg.TlsConfig)
-	ws, err := websocket.NewClient(cfg, tlsConn)
-	if err != nil {
-		raw.Close()
-		t.Fatalf("websocket handshake through the tunnel: %v", err)
-	}
+	ws := wsClient(t, tls.Client(raw, &tls.Config{RootCAs: h.Pool, ServerName: "ws." + domain}), h.Port, "/echo")
 	defer ws.Close()
 	for i := range 3 {
-		msg := fmt.Sprintf("message %d", i)
-		if err := websocket.Message.Send(ws, msg); err != nil {
-			t.Fatal(err)
-		}
-		var got string
-		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if err := websocket.Message.Receive(ws, &got); err != nil {
-			t.Fatal(err)
-		}
-		if got != msg {
-			t.Fatalf("echo: got %q, want %q", got, msg)
-		}
+		wsEcho(t, ws, fmt.Sprintf("message %d", i), 10*time.Second)
+	}
+}
+
+// wsClient opens a WebSocket to path on ws.<domain> at the edge's port,
+// over conn, a TLS connection to the edge. The caller closes it.
+func wsClient(t *testing.T, conn net.Conn, port int, path string) *websocket.Conn {
+	t.Helper()
+	cfg, err := websocket.NewConfig(fmt.Sprintf("wss://ws.%s:%d%s", domain, port, path), "https://ws."+domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := websocket.NewClient(cfg, conn)
+	if err != nil {
+		conn.Close()
+		t.Fatalf("websocket handshake through the tunnel: %v", err)
+	}
+	return ws
+}
+
+// wsEcho sends msg on ws and fails the test unless the same message comes
+// back within d.
+func wsEcho(t *testing.T, ws *websocket.Conn, msg string, d time.Duration) {
+	t.Helper()
+	if err := websocket.Message.Send(ws, msg); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	ws.SetReadDeadline(time.Now().Add(d))
+	if err := websocket.Message.Receive(ws, &got); err != nil || got != msg {
+		t.Fatalf("echo: got %q, %v; want %q", got, err, msg)
 	}
 }
 
@@ -268,7 +278,7 @@ func TestEdge_ServerSentEventsStream(t *testing.T) {
 		close(lines)
 	}()
 	for i := range 3 {
-		if got, want := edgetest.RecvWithin(t, lines, 10*time.Second), fmt.Sprintf("data: event %d", i); got != want {
+		if got, want := testwait.Recv(t, lines, 10*time.Second), fmt.Sprintf("data: event %d", i); got != want {
 			t.Fatalf("got %q, want %q", got, want)
 		}
 		next <- struct{}{}
@@ -314,7 +324,7 @@ func TestEdge_ErrorPages(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := h.HTTPClient(false)
-	if status, body := edgetest.Get(t, c, h.URL("gone", "/")); status != 200 || body != "up" {
+	if status, body := testhttp.Get(t, c, h.URL("gone", "/")); status != 200 || body != "up" {
 		t.Fatalf("before the client left: got %d %q", status, body)
 	}
 	gone.Stop()
@@ -335,7 +345,7 @@ func TestEdge_ErrorPages(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			status, body := edgetest.Get(t, c, tt.url)
+			status, body := testhttp.Get(t, c, tt.url)
 			if status != tt.wantStatus || !strings.Contains(body, tt.wantText) {
 				t.Fatalf("got %d %q, want %d containing %q", status, body, tt.wantStatus, tt.wantText)
 			}
@@ -384,7 +394,7 @@ func TestEdge_ReconnectReplacesStaleSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := h.HTTPClient(false)
-	if _, body := edgetest.Get(t, c, h.URL("app", "/")); body != "first" {
+	if _, body := testhttp.Get(t, c, h.URL("app", "/")); body != "first" {
 		t.Fatalf("got %q, want first", body)
 	}
 	// The old session is still up (as a stale one would look to the server)
@@ -395,7 +405,7 @@ func TestEdge_ReconnectReplacesStaleSession(t *testing.T) {
 	if err := old.Wait(t); !errors.Is(err, mux.ErrSessionLost) {
 		t.Errorf("old session: got %v, want ErrSessionLost", err)
 	}
-	if status, body := edgetest.Get(t, c, h.URL("app", "/")); status != 200 || body != "second" {
+	if status, body := testhttp.Get(t, c, h.URL("app", "/")); status != 200 || body != "second" {
 		t.Fatalf("after reconnect: got %d %q, want 200 second", status, body)
 	}
 }
@@ -415,7 +425,7 @@ func TestEdge_RandomNames(t *testing.T) {
 		if err := name.Validate(tun.Name); err != nil {
 			t.Errorf("granted name %q is invalid: %v", tun.Name, err)
 		}
-		if _, body := edgetest.Get(t, h.HTTPClient(false), tun.URL+"/"); body != "rnd" {
+		if _, body := testhttp.Get(t, h.HTTPClient(false), tun.URL+"/"); body != "rnd" {
 			t.Errorf("GET %s: got %q", tun.URL, body)
 		}
 	}

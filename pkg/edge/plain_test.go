@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tunnelhq/tunnel/internal/edgetest"
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
@@ -30,7 +31,7 @@ func servePlain(t testing.TB, h *harness) string {
 	go func() { done <- h.Srv.ServePlain(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := edgetest.RecvWithin(t, done, 20*time.Second); err != nil {
+		if err := testwait.Recv(t, done, 20*time.Second); err != nil {
 			t.Errorf("ServePlain: %v", err)
 		}
 	})

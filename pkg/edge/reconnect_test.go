@@ -17,6 +17,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tunnelhq/tunnel/internal/edgetest"
+	"github.com/tunnelhq/tunnel/internal/testhttp"
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -65,13 +67,13 @@ func TestEdge_VisitorWaitsForReconnectingClient(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		got <- result{resp.StatusCode, string(b)}
 	}()
-	if name := edgetest.RecvWithin(t, reg.waiting, 20*time.Second); name != "app" {
+	if name := testwait.Recv(t, reg.waiting, 20*time.Second); name != "app" {
 		t.Fatalf("waiting for %q, want app", name)
 	}
 	if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "app", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
-	if r := edgetest.RecvWithin(t, got, 20*time.Second); r.status != 200 || r.body != "back" {
+	if r := testwait.Recv(t, got, 20*time.Second); r.status != 200 || r.body != "back" {
 		t.Fatalf("request made while the client was away: got %d %q, want 200 back", r.status, r.body)
 	}
 }
@@ -87,7 +89,7 @@ func TestEdge_OfflinePageAfterTheWait(t *testing.T) {
 	if err := gone.Wait(t); err != nil {
 		t.Fatal(err)
 	}
-	if status, body := edgetest.Get(t, h.HTTPClient(false), h.URL("gone", "/")); status != 502 || !strings.Contains(body, "Tunnel offline") {
+	if status, body := testhttp.Get(t, h.HTTPClient(false), h.URL("gone", "/")); status != 502 || !strings.Contains(body, "Tunnel offline") {
 		t.Fatalf("got %d %q, want 502 Tunnel offline", status, body)
 	}
 }
@@ -189,20 +191,20 @@ func TestRunForever_KeepsItsRandomNameAcrossALostLink(t *testing.T) {
 	link := newCutter(t, h.Addr)
 	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "rnd") }))
 	ready, _ := runForever(t, h, link.ln.Addr().String(), aliceToken, zerolog.NewTestWriter(t), mux.Tunnel{Target: addr})
-	first := edgetest.RecvWithin(t, ready, 20*time.Second)
+	first := testwait.Recv(t, ready, 20*time.Second)
 	c := h.HTTPClient(false)
-	if _, body := edgetest.Get(t, c, first.Tunnels[0].URL+"/"); body != "rnd" {
+	if _, body := testhttp.Get(t, c, first.Tunnels[0].URL+"/"); body != "rnd" {
 		t.Fatalf("before the cut: got %q", body)
 	}
 	for i := range 3 {
 		link.cut()
-		again := edgetest.RecvWithin(t, ready, 20*time.Second)
+		again := testwait.Recv(t, ready, 20*time.Second)
 		if again.Tunnels[0].URL != first.Tunnels[0].URL {
 			t.Fatalf("reconnect %d: got URL %s, want the same %s", i, again.Tunnels[0].URL, first.Tunnels[0].URL)
 		}
 	}
 	c.CloseIdleConnections()
-	if status, body := edgetest.Get(t, c, first.Tunnels[0].URL+"/"); status != 200 || body != "rnd" {
+	if status, body := testhttp.Get(t, c, first.Tunnels[0].URL+"/"); status != 200 || body != "rnd" {
 		t.Fatalf("after the reconnects: got %d %q", status, body)
 	}
 }
@@ -240,16 +242,16 @@ func TestRunForever_WaitsOutANameHeldByAnother(t *testing.T) {
 	}
 	refused := &lineSignal{want: string(proto.CodeNameTaken), seen: make(chan struct{})}
 	ready, _ := runForever(t, h, h.Addr, aliceToken, refused, mux.Tunnel{Name: "shared", Target: addr})
-	edgetest.RecvWithin(t, refused.seen, 20*time.Second)
+	testwait.Recv(t, refused.seen, 20*time.Second)
 	bob.Stop()
 	if err := bob.Wait(t); err != nil {
 		t.Fatal(err)
 	}
-	w := edgetest.RecvWithin(t, ready, 20*time.Second)
+	w := testwait.Recv(t, ready, 20*time.Second)
 	if w.Tunnels[0].Name != "shared" {
 		t.Fatalf("got name %q, want shared", w.Tunnels[0].Name)
 	}
-	if status, body := edgetest.Get(t, h.HTTPClient(false), h.URL("shared", "/")); status != 200 || body != "alice" {
+	if status, body := testhttp.Get(t, h.HTTPClient(false), h.URL("shared", "/")); status != 200 || body != "alice" {
 		t.Fatalf("got %d %q, want 200 alice", status, body)
 	}
 }
@@ -263,15 +265,7 @@ func TestEdge_LocalServiceRestart(t *testing.T) {
 	addr := ln.Addr().String()
 	serveOn := func(ln net.Listener) *http.Server {
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up") })}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			srv.Serve(ln)
-		}()
-		t.Cleanup(func() {
-			srv.Close()
-			<-done
-		})
+		serveUntilCleanup(t, ln, srv)
 		return srv
 	}
 	svc := serveOn(ln)
@@ -280,12 +274,12 @@ func TestEdge_LocalServiceRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := h.HTTPClient(false)
-	if status, body := edgetest.Get(t, c, h.URL("svc", "/")); status != 200 || body != "up" {
+	if status, body := testhttp.Get(t, c, h.URL("svc", "/")); status != 200 || body != "up" {
 		t.Fatalf("before: got %d %q", status, body)
 	}
 	svc.Close()
 	c.CloseIdleConnections()
-	if status, body := edgetest.Get(t, c, h.URL("svc", "/")); status != 502 || !strings.Contains(body, "local service refused") {
+	if status, body := testhttp.Get(t, c, h.URL("svc", "/")); status != 502 || !strings.Contains(body, "local service refused") {
 		t.Fatalf("service down: got %d %q, want 502 local service refused", status, body)
 	}
 	ln, err = net.Listen("tcp", addr)
@@ -293,7 +287,7 @@ func TestEdge_LocalServiceRestart(t *testing.T) {
 		t.Skipf("port %s taken by someone else meanwhile: %v", addr, err)
 	}
 	serveOn(ln)
-	if status, body := edgetest.Get(t, c, h.URL("svc", "/")); status != 200 || body != "up" {
+	if status, body := testhttp.Get(t, c, h.URL("svc", "/")); status != 200 || body != "up" {
 		t.Fatalf("service back: got %d %q", status, body)
 	}
 	select {
@@ -315,7 +309,7 @@ func TestEdge_ConnectDisconnectCycles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	edgetest.Get(t, c, h.URL("cycle", "/"))
+	testhttp.Get(t, c, h.URL("cycle", "/"))
 	first.Stop()
 	first.Wait(t)
 	c.CloseIdleConnections()
@@ -328,7 +322,7 @@ func TestEdge_ConnectDisconnectCycles(t *testing.T) {
 			t.Fatalf("cycle %d: %v", i, err)
 		}
 		if i%50 == 0 {
-			if status, _ := edgetest.Get(t, c, h.URL("cycle", "/")); status != 200 {
+			if status, _ := testhttp.Get(t, c, h.URL("cycle", "/")); status != 200 {
 				t.Fatalf("cycle %d: got %d", i, status)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/certs"
 )
 
@@ -144,13 +145,13 @@ func TestMemoryRegistry_Wait(t *testing.T) {
 	r.Release(a1)
 	got := make(chan Route, 1)
 	go func() { got <- r.Wait(ctx, "wiki") }()
-	if name := recvIn(t, blocked, 20*time.Second); name != "wiki" {
+	if name := testwait.Recv(t, blocked, 20*time.Second); name != "wiki" {
 		t.Fatalf("blocked on %q, want wiki", name)
 	}
 	if _, err := r.Claim(a2, []string{"wiki"}); err != nil {
 		t.Fatal(err)
 	}
-	if s := recvIn(t, got, 20*time.Second); s != a2 {
+	if s := testwait.Recv(t, got, 20*time.Second); s != a2 {
 		t.Fatalf("Wait after the reclaim: got %v, want a2", s)
 	}
 
@@ -158,9 +159,9 @@ func TestMemoryRegistry_Wait(t *testing.T) {
 	r.Release(a2)
 	short, stop := context.WithCancel(ctx)
 	go func() { got <- r.Wait(short, "wiki") }()
-	recvIn(t, blocked, 20*time.Second)
+	testwait.Recv(t, blocked, 20*time.Second)
 	stop()
-	if s := recvIn(t, got, 20*time.Second); s != nil {
+	if s := testwait.Recv(t, got, 20*time.Second); s != nil {
 		t.Fatalf("Wait after cancel: got %v, want nil", s)
 	}
 }
@@ -178,28 +179,15 @@ func TestMemoryRegistry_WaitEndsWhenNameIsDropped(t *testing.T) {
 	r.Release(a)
 	got := make(chan Route, 1)
 	go func() { got <- r.Wait(context.Background(), "wiki") }()
-	recvIn(t, blocked, 20*time.Second)
+	testwait.Recv(t, blocked, 20*time.Second)
 	// The hold runs out and another claim sweeps the name away: the
 	// waiter wakes and finds nothing to wait for.
 	now = now.Add(2 * time.Minute)
 	if _, err := r.Claim(&Session{ID: "b", Owner: "bob"}, []string{"other"}); err != nil {
 		t.Fatal(err)
 	}
-	if s := recvIn(t, got, 20*time.Second); s != nil {
+	if s := testwait.Recv(t, got, 20*time.Second); s != nil {
 		t.Fatalf("Wait after the hold ended: got %v, want nil", s)
-	}
-}
-
-// recvIn receives from ch, failing the test after d (recvWithin's twin for
-// this internal test package).
-func recvIn[T any](t *testing.T, ch <-chan T, d time.Duration) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(d):
-		t.Fatalf("nothing received within %v", d)
-		panic("unreachable")
 	}
 }
 
@@ -267,9 +255,9 @@ func TestMemoryRegistry_HeldNamesBoundedPerAccount(t *testing.T) {
 	churn("alice", "", 0, 1)
 	got := make(chan Route, 1)
 	go func() { got <- r.Wait(context.Background(), "alice-0") }()
-	recvIn(t, blocked, 20*time.Second)
+	testwait.Recv(t, blocked, 20*time.Second)
 	churn("alice", "", 1, 10)
-	if s := recvIn(t, got, 20*time.Second); s != nil {
+	if s := testwait.Recv(t, got, 20*time.Second); s != nil {
 		t.Fatalf("Wait on a dropped hold: got %v, want nil", s)
 	}
 	// Two anonymous owners from one address share its bound.

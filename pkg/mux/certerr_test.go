@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tunnelhq/tunnel/internal/testtls"
+	"github.com/tunnelhq/tunnel/internal/testwait"
 )
 
 // serveTLS accepts connections on loopback and runs the server side of a
@@ -73,7 +74,7 @@ func TestRunForever_CertificateErrors(t *testing.T) {
 				CAFile: "ca.pem", Tunnels: []Tunnel{{Target: "127.0.0.1:1"}}}
 			errc := make(chan error, 1)
 			go func() { errc <- RunForever(context.Background(), cfg) }()
-			err := recvWithin(t, errc, 10*time.Second)
+			err := testwait.Recv(t, errc, 10*time.Second)
 			var cerr *CertificateError
 			if !errors.As(err, &cerr) || cerr.Unknown != tt.unknown || cerr.WrongHost != tt.wrongHost || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got %v, want a CertificateError (unknown authority %v, wrong host %v) saying %q", err, tt.unknown, tt.wrongHost, tt.want)
@@ -109,7 +110,7 @@ func TestRunForever_ExpiredCertificateRetried(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- RunForever(ctx, cfg) }()
 	for range 2 {
-		if l := recvWithin(t, lines, 10*time.Second); !strings.Contains(l, "connect failed; retrying") || !strings.Contains(l, "expired") {
+		if l := testwait.Recv(t, lines, 10*time.Second); !strings.Contains(l, "connect failed; retrying") || !strings.Contains(l, "expired") {
 			t.Fatalf("log line %s: want a retry after an expired certificate", l)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -80,7 +81,7 @@ func TestClient_DrainEndsAtTimeoutWhateverTheLocalService(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { st.Close() })
-				recvWithin(t, accepted, 5*time.Second)
+				testwait.Recv(t, accepted, 5*time.Second)
 				if halfClose {
 					if _, err := st.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
 						t.Fatal(err)
@@ -91,7 +92,7 @@ func TestClient_DrainEndsAtTimeoutWhateverTheLocalService(t *testing.T) {
 
 			start := time.Now()
 			cancel()
-			if err := recvWithin(t, errc, 5*time.Second); err != nil {
+			if err := testwait.Recv(t, errc, 5*time.Second); err != nil {
 				t.Fatalf("Serve after cancel: got %v, want nil", err)
 			}
 			if took := time.Since(start); took > cfg.DrainTimeout+2*time.Second {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -25,7 +26,7 @@ func TestClient_StreamEvents(t *testing.T) {
 	if _, err := s.Open(context.Background(), &proto.StreamHeader{Tunnel: "other"}); err == nil {
 		t.Fatal("stream for an unknown tunnel was accepted")
 	}
-	ev := recvWithin(t, events, 10*time.Second)
+	ev := testwait.Recv(t, events, 10*time.Second)
 	var perr *proto.Error
 	if ev.Tunnel != "other" || !ev.Closed || !errors.As(ev.Err, &perr) || perr.Code != proto.CodeUnknownTunnel {
 		t.Errorf("refused stream: got %+v", ev)
@@ -35,7 +36,7 @@ func TestClient_StreamEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opened := recvWithin(t, events, 10*time.Second)
+	opened := testwait.Recv(t, events, 10*time.Second)
 	if opened.Tunnel != "wiki" || opened.Closed || opened.Visitor != "192.0.2.7:4000" || opened.Err != nil {
 		t.Errorf("opened: got %+v", opened)
 	}
@@ -47,10 +48,10 @@ func TestClient_StreamEvents(t *testing.T) {
 		t.Fatalf("echo: got %q, %v", got, err)
 	}
 	st.Close()
-	closed := recvWithin(t, events, 10*time.Second)
+	closed := testwait.Recv(t, events, 10*time.Second)
 	if !closed.Closed || closed.StreamID != opened.StreamID || closed.BytesIn != 5 || closed.BytesOut != 5 || closed.Duration <= 0 {
 		t.Errorf("closed: got %+v, want 5 bytes each way", closed)
 	}
 	cancel()
-	recvWithin(t, errc, 10*time.Second)
+	testwait.Recv(t, errc, 10*time.Second)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -217,7 +218,7 @@ func TestClient_HostileServerOpensTooManyStreams(t *testing.T) {
 			break
 		}
 	}
-	if err := recvWithin(t, errc, 10*time.Second); !errors.Is(err, ErrSessionLost) {
+	if err := testwait.Recv(t, errc, 10*time.Second); !errors.Is(err, ErrSessionLost) {
 		t.Fatalf("Serve: got %v, want ErrSessionLost", err)
 	}
 	if n := dials.Load(); n > max {
@@ -233,10 +234,10 @@ func TestClient_HostileServerPingFlood(t *testing.T) {
 	// Whole frames per Write: the server's yamux is idle meanwhile.
 	pings := bytes.Repeat(frameBytes(yamuxTypePing, yamuxFlagSYN, 0, 1, nil), 5000)
 	go sc.Write(pings)
-	if err := recvWithin(t, errc, 10*time.Second); !errors.Is(err, ErrSessionLost) {
+	if err := testwait.Recv(t, errc, 10*time.Second); !errors.Is(err, ErrSessionLost) {
 		t.Fatalf("Serve: got %v, want ErrSessionLost", err)
 	}
-	recvWithin(t, c.Done(), 10*time.Second)
+	testwait.Recv(t, c.Done(), 10*time.Second)
 }
 
 func TestPrintable(t *testing.T) {

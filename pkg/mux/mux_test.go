@@ -16,21 +16,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tunnelhq/tunnel/internal/testtls"
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func recvWithin[T any](t *testing.T, ch <-chan T, d time.Duration) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(d):
-		t.Fatalf("nothing received within %v", d)
-		panic("unreachable")
-	}
-}
 
 // newTestTLS makes an in-memory CA and a 127.0.0.1 server certificate.
 func newTestTLS(t *testing.T) (server, client *tls.Config) {
@@ -59,7 +49,7 @@ func transports() map[string]func(t *testing.T) (net.Conn, net.Conn) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := recvWithin(t, accepted, 5*time.Second)
+		s := testwait.Recv(t, accepted, 5*time.Second)
 		if s == nil {
 			t.Fatal("accept failed")
 		}
@@ -140,7 +130,7 @@ func sessionWith(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn), h *pr
 		results <- serverResult{s, got, err}
 	}()
 	c, cerr := Client(context.Background(), cc, h, cfg)
-	r := recvWithin(t, results, 10*time.Second)
+	r := testwait.Recv(t, results, 10*time.Second)
 	if r.s != nil {
 		t.Cleanup(func() { r.s.Close() })
 	}
@@ -166,6 +156,14 @@ func decideOrAccept(decide func(*proto.Hello) *proto.Error, h *proto.Hello) *pro
 // echoServer is a local TCP service that echoes until EOF, then closes.
 func echoServer(t *testing.T) string {
 	t.Helper()
+	return localService(t, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// localService listens on 127.0.0.1 and hands each accepted connection, one
+// at a time, to serve, then closes it. The test's clean-up closes the
+// listener and waits for the serving goroutine.
+func localService(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +180,7 @@ func echoServer(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			io.Copy(c, c)
+			serve(c)
 			c.Close()
 		}
 	}()
@@ -236,15 +234,15 @@ func TestSession_Transports(t *testing.T) {
 				}()
 			}
 			for range n {
-				if err := recvWithin(t, results, 20*time.Second); err != nil {
+				if err := testwait.Recv(t, results, 20*time.Second); err != nil {
 					t.Fatal(err)
 				}
 			}
 			cancel()
-			if err := recvWithin(t, errc, 10*time.Second); err != nil {
+			if err := testwait.Recv(t, errc, 10*time.Second); err != nil {
 				t.Fatalf("Serve after cancel: got %v, want nil", err)
 			}
-			recvWithin(t, s.Draining(), 5*time.Second)
+			testwait.Recv(t, s.Draining(), 5*time.Second)
 		})
 	}
 }
@@ -283,7 +281,7 @@ func TestSession_StreamRefusals(t *testing.T) {
 	}
 	st.Close()
 	cancel()
-	recvWithin(t, errc, 10*time.Second)
+	testwait.Recv(t, errc, 10*time.Second)
 }
 
 func TestSession_Reject(t *testing.T) {
@@ -314,7 +312,7 @@ func TestServer_RejectsWrongVersion(t *testing.T) {
 	if !errors.As(err, &perr) || perr.Code != proto.CodeUnsupportedVersion {
 		t.Fatalf("client: got %v, want unsupported_version", err)
 	}
-	if err := recvWithin(t, srvErr, 5*time.Second); !errors.Is(err, proto.ErrVersionMismatch) {
+	if err := testwait.Recv(t, srvErr, 5*time.Second); !errors.Is(err, proto.ErrVersionMismatch) {
 		t.Fatalf("server: got %v, want ErrVersionMismatch", err)
 	}
 }
@@ -331,7 +329,7 @@ func TestServer_HandshakeTimeout(t *testing.T) {
 		_, _, err := Server(context.Background(), sc, cfg)
 		srvErr <- err
 	}()
-	if err := recvWithin(t, srvErr, 5*time.Second); !errors.Is(err, context.DeadlineExceeded) {
+	if err := testwait.Recv(t, srvErr, 5*time.Second); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v, want deadline exceeded", err)
 	}
 	// The server closed the connection.
@@ -365,7 +363,7 @@ func TestServer_MalformedHello(t *testing.T) {
 	if !errors.As(err, &perr) || perr.Code != proto.CodeBadRequest {
 		t.Fatalf("client: got %v, want bad_request", err)
 	}
-	if err := recvWithin(t, srvErr, 5*time.Second); !errors.Is(err, proto.ErrMalformed) {
+	if err := testwait.Recv(t, srvErr, 5*time.Second); !errors.Is(err, proto.ErrMalformed) {
 		t.Fatalf("server: got %v, want ErrMalformed", err)
 	}
 }
@@ -397,8 +395,8 @@ func TestServer_EndsSessionOnClientStream(t *testing.T) {
 			t.Fatalf("client-opened stream: read %d bytes, want none", n)
 		}
 	}
-	recvWithin(t, s.Done(), 10*time.Second)
-	recvWithin(t, c.Done(), 10*time.Second)
+	testwait.Recv(t, s.Done(), 10*time.Second)
+	testwait.Recv(t, c.Done(), 10*time.Second)
 }
 
 func TestClient_ServerGoAway(t *testing.T) {
@@ -410,7 +408,7 @@ func TestClient_ServerGoAway(t *testing.T) {
 	if err := s.GoAway("restart"); err != nil {
 		t.Fatal(err)
 	}
-	recvWithin(t, c.GoAway(), 5*time.Second)
+	testwait.Recv(t, c.GoAway(), 5*time.Second)
 	// Streams still work after GoAway, until the server closes the session.
 	st, err := s.Open(context.Background(), &proto.StreamHeader{Tunnel: "wiki"})
 	if err != nil {
@@ -418,7 +416,7 @@ func TestClient_ServerGoAway(t *testing.T) {
 	}
 	st.Close()
 	s.Close()
-	if err := recvWithin(t, errc, 10*time.Second); !errors.Is(err, ErrServerGoAway) {
+	if err := testwait.Recv(t, errc, 10*time.Second); !errors.Is(err, ErrServerGoAway) {
 		t.Fatalf("got %v, want ErrServerGoAway", err)
 	}
 }
@@ -430,10 +428,10 @@ func TestClient_SessionLost(t *testing.T) {
 	}
 	errc := serve(t, context.Background(), c, map[string]string{"wiki": echoServer(t)})
 	s.Close()
-	if err := recvWithin(t, errc, 10*time.Second); !errors.Is(err, ErrSessionLost) {
+	if err := testwait.Recv(t, errc, 10*time.Second); !errors.Is(err, ErrSessionLost) {
 		t.Fatalf("got %v, want ErrSessionLost", err)
 	}
-	recvWithin(t, c.Done(), 5*time.Second)
+	testwait.Recv(t, c.Done(), 5*time.Second)
 	if err := c.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
@@ -563,7 +561,7 @@ func TestServer_NotifyHooks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := recvWithin(t, accepted, 10*time.Second); err != nil {
+	if err := testwait.Recv(t, accepted, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -576,8 +574,8 @@ func TestServer_NotifyHooks(t *testing.T) {
 	default:
 	}
 	cancel() // the client drains: GoAway
-	recvWithin(t, drained, 10*time.Second)
-	if err := recvWithin(t, errc, 10*time.Second); err != nil {
+	testwait.Recv(t, drained, 10*time.Second)
+	if err := testwait.Recv(t, errc, 10*time.Second); err != nil {
 		t.Fatalf("client Serve: %v", err)
 	}
 	select {
@@ -586,7 +584,7 @@ func TestServer_NotifyHooks(t *testing.T) {
 	default:
 	}
 	c.Close() // now the session ends
-	if ended := recvWithin(t, done, 10*time.Second); !ended {
+	if ended := testwait.Recv(t, done, 10*time.Second); !ended {
 		t.Error("onDone ran before the session's Done was closed")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -15,32 +16,20 @@ import (
 // whose visitor has left.
 func endlessServer(t *testing.T) (string, <-chan struct{}) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ended := make(chan struct{}, 1)
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-	})
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	addr := localService(t, func(c net.Conn) {
 		buf := make([]byte, 32<<10)
 		for {
 			if _, err := c.Write(buf); err != nil {
-				ended <- struct{}{}
+				select {
+				case ended <- struct{}{}:
+				default: // a later connection; the test waits for the first
+				}
 				return
 			}
 		}
-	}()
-	return ln.Addr().String(), ended
+	})
+	return addr, ended
 }
 
 // TestPipe_CloseOnFINEndsTheLocalConnection: when tunneld closes an HTTP
@@ -58,7 +47,7 @@ func TestPipe_CloseOnFINEndsTheLocalConnection(t *testing.T) {
 	errc := serve(t, ctx, c, map[string]string{"dl": addr})
 	defer func() {
 		cancel()
-		recvWithin(t, errc, 10*time.Second)
+		testwait.Recv(t, errc, 10*time.Second)
 	}()
 
 	st, err := s.Open(context.Background(), &proto.StreamHeader{Tunnel: "dl", CloseOnFIN: true})
@@ -69,5 +58,5 @@ func TestPipe_CloseOnFINEndsTheLocalConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
-	recvWithin(t, ended, 5*time.Second)
+	testwait.Recv(t, ended, 5*time.Second)
 }

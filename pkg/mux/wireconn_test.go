@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tunnelhq/tunnel/internal/testwait"
 )
 
 // countingConn records the length of each Write that reaches the socket.
@@ -46,7 +48,7 @@ func wirePair(t *testing.T) (cli *tls.Conn, wc *wireConn, counted *countingConn,
 	if err := cli.Handshake(); err != nil {
 		t.Fatal(err)
 	}
-	if err := recvWithin(t, hs, 5*time.Second); err != nil {
+	if err := testwait.Recv(t, hs, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -112,7 +114,7 @@ func TestWireConn_FramesLeaveWhole(t *testing.T) {
 		}
 		off += yamuxHeaderSize + n
 	}
-	r := recvWithin(t, got, 10*time.Second)
+	r := testwait.Recv(t, got, 10*time.Second)
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
@@ -203,7 +205,7 @@ func TestWireConn_CloseWritesQueuedFirst(t *testing.T) {
 	if err := cli.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if b := recvWithin(t, got, 10*time.Second); len(b) != yamuxHeaderSize+len(body) {
+	if b := testwait.Recv(t, got, 10*time.Second); len(b) != yamuxHeaderSize+len(body) {
 		t.Errorf("peer read %d bytes before EOF, want %d", len(b), yamuxHeaderSize+len(body))
 	}
 }

@@ -1,0 +1,41 @@
+// Package testhttp holds the one "send a request, read the whole answer"
+// step our tests use, failing the test on a transport error so each
+// caller only checks the status and body it expects.
+//
+// It is its own package, importing only the standard library, so that the
+// black-box e2e tests (which must not import server code, as
+// internal/edgetest does) and the tests of pkg/edge and pkg/admin share one
+// copy. Nothing outside tests imports it.
+package testhttp
+
+import (
+	"io"
+	"net/http"
+	"testing"
+)
+
+// Get fetches url with c and returns the status and body.
+func Get(t testing.TB, c *http.Client, url string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return Do(t, c, req)
+}
+
+// Do sends req with c and returns the status and body, read to the end
+// and closed.
+func Do(t testing.TB, c *http.Client, req *http.Request) (int, string) {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", req.Method, req.URL, err)
+	}
+	return resp.StatusCode, string(body)
+}
