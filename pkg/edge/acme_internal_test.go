@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,19 +18,33 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/certs"
 )
 
-func TestServer_HostPolicy(t *testing.T) {
+// acmeServer is a Server for tunnel.test with ACME against a directory
+// nobody answers (orders fail on the network, after the budget has had its
+// say), its registry holding names for hold, and its log to the test and
+// to logs if given. perOwner 0 is the default budget.
+func acmeServer(t *testing.T, hold time.Duration, perOwner int, logs io.Writer) (*Server, *MemoryRegistry, *certs.ACMEConfig) {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Domain = "tunnel.test"
 	cfg.AllowAnonymous = true
-	cfg.ACME = &certs.ACMEConfig{CacheDir: filepath.Join(t.TempDir(), "cache"), DirectoryURL: "https://127.0.0.1:1/dir"}
-	reg := NewMemoryRegistry(time.Minute)
+	cfg.ACME = &certs.ACMEConfig{CacheDir: filepath.Join(t.TempDir(), "cache"), DirectoryURL: "https://127.0.0.1:1/dir", OrdersPerOwnerPerWeek: perOwner}
+	reg := NewMemoryRegistry(hold)
 	cfg.Registry = reg
-	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t))
+	var w io.Writer = zerolog.NewTestWriter(t)
+	if logs != nil {
+		w = zerolog.MultiLevelWriter(w, logs)
+	}
+	cfg.Logger = zerolog.New(w)
 	s, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(cfg.ACME.CacheDir); err != nil || fi.Mode().Perm() != 0o700 {
+	return s, reg, cfg.ACME
+}
+
+func TestServer_HostPolicy(t *testing.T) {
+	s, reg, acme := acmeServer(t, time.Minute, 0, nil)
+	if fi, err := os.Stat(acme.CacheDir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("cache dir: %v, %v; want created 0700", fi, err)
 	}
 	live := &Session{ID: "1", Owner: "a"}
@@ -73,17 +88,7 @@ func TestServer_HostPolicy(t *testing.T) {
 // for the budget.
 func TestServer_ACMEOrderBudget(t *testing.T) {
 	var logs bytes.Buffer
-	cfg := DefaultConfig()
-	cfg.Domain = "tunnel.test"
-	cfg.AllowAnonymous = true
-	cfg.ACME = &certs.ACMEConfig{CacheDir: filepath.Join(t.TempDir(), "cache"), DirectoryURL: "https://127.0.0.1:1/dir"}
-	reg := NewMemoryRegistry(time.Minute)
-	cfg.Registry = reg
-	cfg.Logger = zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), &logs))
-	s, err := NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, reg, _ := acmeServer(t, time.Minute, 0, &logs)
 	for _, owner := range []string{"a", "b", "c"} {
 		sess := &Session{ID: owner, Owner: owner}
 		var names []string
@@ -150,17 +155,7 @@ func TestServer_ACMEOrderBudget(t *testing.T) {
 // against its source address, whatever owner key it sends. (The window,
 // the retry and the cache are package certs' to test.)
 func TestServer_ACMEOrderBudgetAnonymous(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Domain = "tunnel.test"
-	cfg.AllowAnonymous = true
-	cfg.ACME = &certs.ACMEConfig{CacheDir: filepath.Join(t.TempDir(), "cache"), DirectoryURL: "https://127.0.0.1:1/dir", OrdersPerOwnerPerWeek: 1}
-	reg := NewMemoryRegistry(time.Hour)
-	cfg.Registry = reg
-	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t))
-	s, err := NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, reg, _ := acmeServer(t, time.Hour, 1, nil)
 	for i, key := range []string{"anon:key:1", "anon:key:2"} {
 		sess := &Session{ID: key, Owner: key, account: "anon:192.0.2.1/32"}
 		if _, err := reg.Claim(sess, []string{fmt.Sprintf("anon%d", i)}); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/internal/validate"
 	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/metrics"
 	"github.com/tunnelhq/tunnel/pkg/mux"
@@ -264,49 +265,27 @@ func (c Config) Validate() error {
 	if c.OfflineWait < 0 {
 		errs = append(errs, fmt.Errorf("offline wait %v is negative", c.OfflineWait))
 	}
-	if c.MaxTunnelsPerSession <= 0 {
-		errs = append(errs, fmt.Errorf("max tunnels per session must be positive, got %d", c.MaxTunnelsPerSession))
-	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"TLS handshake timeout", c.TLSHandshakeTimeout},
-		{"read header timeout", c.ReadHeaderTimeout},
-		{"idle timeout", c.IdleTimeout},
-		{"shutdown grace", c.ShutdownGrace},
-		{"visitor idle timeout", c.VisitorIdleTimeout},
-	} {
-		if d.v <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be positive, got %v", d.name, d.v))
-		}
-	}
-	for _, n := range []struct {
-		name string
-		v    int
-	}{
-		{"max handshakes", c.MaxHandshakes},
-		{"max handshakes per IP", c.MaxHandshakesPerIP},
-		{"max sessions per IP", c.MaxSessionsPerIP},
-		{"max tunnels per token", c.MaxTunnelsPerToken},
-		{"max streams per tunnel", c.MaxStreamsPerTunnel},
-		{"max requests per visitor", c.MaxRequestsPerVisitor},
-	} {
-		if n.v <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be positive, got %d", n.name, n.v))
-		}
-	}
+	errs = append(errs,
+		validate.Positive("max tunnels per session", c.MaxTunnelsPerSession),
+		validate.Positive("TLS handshake timeout", c.TLSHandshakeTimeout),
+		validate.Positive("read header timeout", c.ReadHeaderTimeout),
+		validate.Positive("idle timeout", c.IdleTimeout),
+		validate.Positive("shutdown grace", c.ShutdownGrace),
+		validate.Positive("visitor idle timeout", c.VisitorIdleTimeout),
+		validate.Positive("max handshakes", c.MaxHandshakes),
+		validate.Positive("max handshakes per IP", c.MaxHandshakesPerIP),
+		validate.Positive("max sessions per IP", c.MaxSessionsPerIP),
+		validate.Positive("max tunnels per token", c.MaxTunnelsPerToken),
+		validate.Positive("max streams per tunnel", c.MaxStreamsPerTunnel),
+		validate.Positive("max requests per visitor", c.MaxRequestsPerVisitor),
+		validate.Positive("slow reader budget (bytes)", c.SlowReaderBudget),
+		validate.Positive("max header bytes", c.MaxHeaderBytes),
+	)
 	switch {
 	case c.AuthFailDelay <= 0 || c.AuthFailMaxDelay < c.AuthFailDelay:
 		errs = append(errs, fmt.Errorf("auth fail delay %v and max delay %v: want 0 < delay <= max", c.AuthFailDelay, c.AuthFailMaxDelay))
 	case c.AuthFailMaxDelay >= c.Mux.HandshakeTimeout:
 		errs = append(errs, fmt.Errorf("auth fail max delay %v must be below the handshake timeout %v", c.AuthFailMaxDelay, c.Mux.HandshakeTimeout))
-	}
-	if c.SlowReaderBudget <= 0 {
-		errs = append(errs, fmt.Errorf("slow reader budget must be positive, got %d bytes", c.SlowReaderBudget))
-	}
-	if c.MaxHeaderBytes <= 0 {
-		errs = append(errs, fmt.Errorf("max header bytes must be positive, got %d", c.MaxHeaderBytes))
 	}
 	if err := c.Mux.Validate(); err != nil {
 		errs = append(errs, err)

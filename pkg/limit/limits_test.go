@@ -17,7 +17,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// testConfig is tunneld's default configuration (edge.DefaultConfig).
+// testConfig is a Config with the values tunneld runs with by default (edge
+// sets them from its own DefaultConfig; limit has no defaults of its own).
 func testConfig() Config {
 	return Config{
 		MaxHandshakes:         4096,

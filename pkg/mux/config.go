@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"github.com/rs/zerolog"
+
+	"github.com/tunnelhq/tunnel/internal/validate"
 )
 
 // Config holds the session settings both roles share. The zero value is not
@@ -147,25 +149,16 @@ func (c Config) Validate() error {
 	if c.StreamWindow < minStreamWindow || c.StreamWindow > maxStreamWindow {
 		errs = append(errs, fmt.Errorf("stream window %d bytes is outside %d KiB to %d MiB", c.StreamWindow, minStreamWindow>>10, maxStreamWindow>>20))
 	}
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"keepalive interval", c.KeepAliveInterval},
-		{"write timeout", c.WriteTimeout},
-		{"handshake timeout", c.HandshakeTimeout},
-		{"dial timeout", c.DialTimeout},
-		{"drain timeout", c.DrainTimeout},
-	} {
-		if d.v <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be positive, got %v", d.name, d.v))
-		}
-	}
+	errs = append(errs,
+		validate.Positive("keepalive interval", c.KeepAliveInterval),
+		validate.Positive("write timeout", c.WriteTimeout),
+		validate.Positive("handshake timeout", c.HandshakeTimeout),
+		validate.Positive("dial timeout", c.DialTimeout),
+		validate.Positive("drain timeout", c.DrainTimeout),
+		validate.Positive("accept backlog", c.AcceptBacklog),
+	)
 	if c.KeepAliveInterval > 0 && c.KeepAliveInterval < minKeepAlive {
 		errs = append(errs, fmt.Errorf("keepalive interval %v is under %v: the peer would take it for a ping flood", c.KeepAliveInterval, minKeepAlive))
-	}
-	if c.AcceptBacklog <= 0 {
-		errs = append(errs, fmt.Errorf("accept backlog must be positive, got %d", c.AcceptBacklog))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("mux: %w", err)
