@@ -85,17 +85,18 @@ func (r closedResult) rate() float64 { return float64(r.Requests) / r.Elapsed.Se
 
 // closedLoop runs conns workers, each on its own connection, each sending
 // the next request as soon as the last is answered, for d after a short
-// warm-up.
+// warm-up. The clock starts once every worker has had one answer, so a
+// slow first handshake (a loaded machine, -race) never eats the window.
 func closedLoop(ctx context.Context, t target, h2 bool, conns int, d time.Duration) (closedResult, error) {
-	warm := d / 10
-	start := time.Now()
-	measureFrom, until := start.Add(warm), start.Add(warm+d)
 	var errs atomic.Int64
 	var firstErrOnce sync.Once
 	var firstErr error // set once, read after wg.Wait
 	samples := make([]latencies, conns)
 	counts := make([]int64, conns)
-	var wg sync.WaitGroup
+	var wg, connected sync.WaitGroup
+	clock := make(chan struct{})
+	var measureFrom, until time.Time // written before clock is closed
+	connected.Add(conns)
 	for w := range conns {
 		wg.Add(1)
 		go func() {
@@ -103,6 +104,17 @@ func closedLoop(ctx context.Context, t target, h2 bool, conns int, d time.Durati
 			tr := t.transport(h2, 1)
 			defer tr.CloseIdleConnections()
 			c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+			err := get(ctx, c, t.baseURL+"/") // the connection's first answer, not measured
+			if err != nil {
+				errs.Add(1)
+				firstErrOnce.Do(func() { firstErr = err })
+			}
+			connected.Done()
+			select {
+			case <-clock:
+			case <-ctx.Done():
+				return
+			}
 			lat := make(latencies, 0, 4096)
 			for ctx.Err() == nil {
 				t0 := time.Now()
@@ -123,6 +135,10 @@ func closedLoop(ctx context.Context, t target, h2 bool, conns int, d time.Durati
 			samples[w], counts[w] = lat, int64(len(lat))
 		}()
 	}
+	connected.Wait()
+	start := time.Now()
+	measureFrom, until = start.Add(d/10), start.Add(d/10+d)
+	close(clock)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return closedResult{}, err
