@@ -193,12 +193,18 @@ func (p *process) exitCode() int {
 	}
 }
 
+// signal sends sig to the process.
+func (p *process) signal(sig os.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatalf("signal %s %v: %v", p.name, sig, err)
+	}
+}
+
 // stop sends SIGTERM and checks that the process exits 0.
 func (p *process) stop() {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		p.t.Fatalf("signal %s: %v", p.name, err)
-	}
+	p.signal(syscall.SIGTERM)
 	if code := p.exitCode(); code != 0 {
 		p.t.Fatalf("%s exited %d after SIGTERM, want 0", p.name, code)
 	}
