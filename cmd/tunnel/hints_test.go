@@ -45,10 +45,35 @@ func TestUsageMessage(t *testing.T) {
 		{[]string{"--nope"}, "flag provided but not defined: --nope; see tunnel --help"},
 		{[]string{"http", "--nope", "8080"}, "flag provided but not defined: --nope; see tunnel http --help"},
 		{[]string{"--server"}, "flag needs an argument: --server; see tunnel --help"},
+		// A stray argument where the command goes: a typo of http is
+		// named, anything else is not guessed at.
+		{[]string{"htp", "8080"}, `unknown command "htp": did you mean http? see tunnel --help`},
+		{[]string{"--dev", "htpp"}, `unknown command "htpp": did you mean http? see tunnel --help`},
+		{[]string{"8080"}, `unknown command "8080"; see tunnel --help`},
+		{[]string{"web", "8080"}, `unknown command "web"; see tunnel --help`},
 	} {
 		uerr := usageOf(t, tt.args...)
 		if got := usageMessage(append([]string{"tunnel"}, tt.args...), uerr); got != tt.want {
 			t.Errorf("%q:\n got %s\nwant %s", tt.args, got, tt.want)
+		}
+	}
+}
+
+// TestBareTunnelShowsHelp: bare "tunnel" with no tunnels configured, and
+// "tunnel help", print the help on stdout and succeed (README: "One rule
+// for every setting"); only a stray argument is a usage error.
+func TestBareTunnelShowsHelp(t *testing.T) {
+	t.Setenv("TUNNEL_TARGETS", "")
+	t.Setenv("TUNNEL_CONFIG", "")
+	for _, args := range [][]string{nil, {"help"}} {
+		app := newApp()
+		var out bytes.Buffer
+		app.Writer = &out
+		if err := app.Run(append([]string{"tunnel"}, args...)); err != nil {
+			t.Fatalf("%q: got %v, want the help", args, err)
+		}
+		if !strings.Contains(out.String(), "USAGE:") {
+			t.Errorf("%q: stdout is not the help:\n%s", args, out.String())
 		}
 	}
 }
