@@ -14,11 +14,13 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
 
-// usageOf runs the app on args and returns the usage error it gives.
+// usageOf runs the app on args, with actions that run no tunnel, and
+// returns the usage error it gives.
 func usageOf(t *testing.T, args ...string) *usageError {
 	t.Helper()
 	app := newApp()
-	app.Commands[0].Action = func(*cli.Context) error { return nil }
+	nop := func(*cli.Context) error { return nil }
+	app.Action, app.Commands[0].Action = runOrHelp(nop), nop
 	err := app.Run(append([]string{"tunnel"}, args...))
 	var uerr *usageError
 	if !errors.As(err, &uerr) {
@@ -59,10 +61,11 @@ func TestUsageMessage(t *testing.T) {
 	}
 }
 
-// TestBareTunnelShowsHelp: bare "tunnel" with no tunnels configured, and
-// "tunnel help", print the help on stdout and succeed (README: "One rule
-// for every setting"); only a stray argument is a usage error.
-func TestBareTunnelShowsHelp(t *testing.T) {
+// TestBareTunnel_HelpOrUsageError: bare "tunnel" with no tunnels
+// configured, and "tunnel help", print the help on stdout and succeed
+// (README: "One rule for every setting"); a stray argument is a usage
+// error, even when the environment gives tunnels to run.
+func TestBareTunnel_HelpOrUsageError(t *testing.T) {
 	t.Setenv("TUNNEL_TARGETS", "")
 	t.Setenv("TUNNEL_CONFIG", "")
 	for _, args := range [][]string{nil, {"help"}} {
@@ -75,6 +78,11 @@ func TestBareTunnelShowsHelp(t *testing.T) {
 		if !strings.Contains(out.String(), "USAGE:") {
 			t.Errorf("%q: stdout is not the help:\n%s", args, out.String())
 		}
+	}
+	t.Setenv("TUNNEL_SERVER", "example.com:443")
+	t.Setenv("TUNNEL_TARGETS", "wiki=8080")
+	if got, want := usageOf(t, "8080").Error(), `unknown command "8080"`; got != want {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }
 
