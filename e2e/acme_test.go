@@ -420,9 +420,7 @@ func TestACME_StaticWildcardNeedsNoOrderAndReloadsOnSIGHUP(t *testing.T) {
 	}
 
 	install(1)
-	if err := tunneld.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	tunneld.signal(syscall.SIGHUP)
 	tunneld.waitLine(tunneld.stderr, "the reload log line", func(l string) bool {
 		return strings.Contains(l, "SIGHUP: certificates reloaded")
 	})

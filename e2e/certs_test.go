@@ -70,9 +70,7 @@ func TestProcess_TunneldCertificateMustCoverDomain(t *testing.T) {
 	}
 	install(otherCert, otherKey)
 	mark := p.stderr.Len()
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	p.signal(syscall.SIGHUP)
 	p.waitLineFrom(p.stderr, mark, "the refused reload's log line",
 		logMsgWith("SIGHUP: certificates not reloaded; the previous ones stay in use", `do not cover *.localhost`))
 	after, err := handshake(t, ca, addr, "wiki.localhost")

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tunnelhq/tunnel/internal/testhttp"
 )
 
 // TestProcess_AbandonedDownloadEndsEverywhere is issue 13's first finding,
@@ -60,6 +62,8 @@ func TestProcess_AbandonedDownloadEndsEverywhere(t *testing.T) {
 		"--metrics-listen", "127.0.0.1:0", "http", "--name", "dl", backendPort)
 	url := client.waitLine(client.stdout, "a public URL", isURL)
 	clientMetrics := logAddr(client, "metrics serving")
+	hc := &http.Client{Timeout: waitTimeout}
+	defer hc.CloseIdleConnections()
 
 	for _, version := range []string{"--http1.1", "--http2"} {
 		t.Run(strings.TrimPrefix(version, "--"), func(t *testing.T) {
@@ -106,7 +110,7 @@ func TestProcess_AbandonedDownloadEndsEverywhere(t *testing.T) {
 				t.Errorf("access-log line %q: want status 200 and at least the MiB curl read", line)
 			}
 			settles(t, "tunneld_requests_in_flight", func() (bool, string) {
-				body := get(t, "http://"+admin+"/metrics")
+				_, body := testhttp.Get(t, hc, "http://"+admin+"/metrics")
 				return strings.Contains(body, "\ntunneld_requests_in_flight 0\n"), metricLines(body, "tunneld_requests_in_flight")
 			})
 			settles(t, "/api/tunnels in_flight", func() (bool, string) {
@@ -116,7 +120,7 @@ func TestProcess_AbandonedDownloadEndsEverywhere(t *testing.T) {
 						InFlight int64  `json:"in_flight"`
 					} `json:"tunnels"`
 				}
-				body := get(t, "http://"+admin+"/api/tunnels")
+				_, body := testhttp.Get(t, hc, "http://"+admin+"/api/tunnels")
 				if err := json.Unmarshal([]byte(body), &api); err != nil {
 					t.Fatalf("/api/tunnels: %v\n%s", err, body)
 				}
@@ -128,7 +132,7 @@ func TestProcess_AbandonedDownloadEndsEverywhere(t *testing.T) {
 				return false, body
 			})
 			settles(t, "tunnel_streams_active", func() (bool, string) {
-				body := get(t, "http://"+clientMetrics+"/metrics")
+				_, body := testhttp.Get(t, hc, "http://"+clientMetrics+"/metrics")
 				lines := metricLines(body, "tunnel_streams_active")
 				if lines == "" {
 					return false, body
@@ -164,23 +168,6 @@ func settles(t *testing.T, what string, cond func() (bool, string)) {
 		}
 		<-tick.C
 	}
-}
-
-// get fetches a loopback admin or metrics URL and returns the body.
-func get(t *testing.T, url string) string {
-	t.Helper()
-	hc := &http.Client{Timeout: waitTimeout}
-	defer hc.CloseIdleConnections()
-	resp, err := hc.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(body)
 }
 
 // metricLines is the lines of a Prometheus text exposition for one metric.

@@ -17,11 +17,7 @@ import (
 func TestProcess_DemoStopsCleanlyOnSIGINT(t *testing.T) {
 	tunneld, _ := binaries(t)
 	bin := filepath.Dir(tunneld)
-	gomod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	root := moduleRoot(t)
 	build := exec.Command("go", "build", "-o", bin+string(filepath.Separator), "./cmd/demo-page")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {

@@ -52,12 +52,10 @@ func TestMain(m *testing.M) {
 func binaries(t *testing.T) (tunneld, tunnel string) {
 	t.Helper()
 	buildOnce.Do(func() {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("go env GOMOD: %w", err)
+		var root string
+		if root, buildErr = findModuleRoot(); buildErr != nil {
 			return
 		}
-		root := filepath.Dir(strings.TrimSpace(string(out)))
 		if binDir, buildErr = os.MkdirTemp("", "tunnel-e2e-bin-"); buildErr != nil {
 			return
 		}
@@ -75,6 +73,36 @@ func binaries(t *testing.T) (tunneld, tunnel string) {
 		t.Fatal(buildErr)
 	}
 	return filepath.Join(binDir, "tunneld"), filepath.Join(binDir, "tunnel")
+}
+
+// findModuleRoot returns the directory of the module's go.mod: where the
+// binaries are built from, and where README.md and scripts/ are.
+func findModuleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out))), nil
+}
+
+// moduleRoot is findModuleRoot for a test.
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	root, err := findModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// readme returns the text of README.md.
+func readme(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(moduleRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
 }
 
 // baseEnv is the test's environment without TUNNEL_* and TUNNELD_*
@@ -193,12 +221,18 @@ func (p *process) exitCode() int {
 	}
 }
 
+// signal sends sig to the process.
+func (p *process) signal(sig os.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatalf("signal %s %v: %v", p.name, sig, err)
+	}
+}
+
 // stop sends SIGTERM and checks that the process exits 0.
 func (p *process) stop() {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		p.t.Fatalf("signal %s: %v", p.name, err)
-	}
+	p.signal(syscall.SIGTERM)
 	if code := p.exitCode(); code != 0 {
 		p.t.Fatalf("%s exited %d after SIGTERM, want 0", p.name, code)
 	}

@@ -228,6 +228,10 @@ func TestProcess_UsageErrorsShortOnStderr(t *testing.T) {
 			`tunnel: "--name" after a TARGET: flags go before the TARGETs (global ones before http), as in tunnel --dev http --name wiki 8080` + "\n"},
 		{[]string{"--peer-timeout", "soon", "http", "8080"},
 			`tunnel: invalid value "soon" for flag --peer-timeout: parse error; see tunnel --help` + "\n"},
+		// A stray word where the command goes, such as a typo of http,
+		// used to print the whole help on stdout and exit 0.
+		{[]string{"--dev", "htp", "8080"}, `tunnel: unknown command "htp": did you mean http? see tunnel --help` + "\n"},
+		{[]string{"8080"}, `tunnel: unknown command "8080"; see tunnel --help` + "\n"},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			code, stdout, stderr := runToEnd(t, tunnel, nil, tt.args...)

@@ -280,16 +280,8 @@ func TestProcess_HelpShowsEnvVarsNotSecrets(t *testing.T) {
 // "$ tunnel ..." block in README.md shows exactly what that command prints.
 func TestProcess_READMEHelpIsCurrent(t *testing.T) {
 	tunneld, tunnel := binaries(t)
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme, err := os.ReadFile(filepath.Join(filepath.Dir(strings.TrimSpace(string(out))), "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	blocks := 0
-	for _, block := range strings.Split(string(readme), "```text\n$ ")[1:] {
+	for _, block := range strings.Split(readme(t), "```text\n$ ")[1:] {
 		cmdline, rest, _ := strings.Cut(block, "\n")
 		want, _, ok := strings.Cut(rest, "```")
 		args := strings.Fields(cmdline)

@@ -22,10 +22,7 @@ import (
 func TestProcess_READMEQuickStartRuns(t *testing.T) {
 	needCurl(t)
 	tunneldBin, tunnelBin := binaries(t)
-	lines := readmeBlock(t, "To expose your own local service")
-	if len(lines) != 3 {
-		t.Fatalf("the quick start block has %d lines, this test knows 3 (tunneld, tunnel, curl):\n%s", len(lines), strings.Join(lines, "\n"))
-	}
+	lines := readmeBlock(t, "To expose your own local service", "tunneld", "tunnel", "curl")
 	dir := t.TempDir() // the "repository root" the README runs from: certs/ lands here
 	wiki := newBackend(t, "wiki")
 
@@ -64,10 +61,7 @@ func TestProcess_READMEQuickStartRuns(t *testing.T) {
 func TestProcess_READMEAdminExampleRuns(t *testing.T) {
 	needCurl(t)
 	tunneldBin, tunnelBin := binaries(t)
-	lines := readmeBlock(t, "**Admin listener.**")
-	if len(lines) != 2 {
-		t.Fatalf("the admin block has %d lines, this test knows 2 (tunneld, curl):\n%s", len(lines), strings.Join(lines, "\n"))
-	}
+	lines := readmeBlock(t, "**Admin listener.**", "tunneld", "curl")
 	dir := t.TempDir()
 	fields := strings.Split(strings.TrimSpace(lines[1][strings.Index(lines[1], "JSON:")+len("JSON:"):]), ", ")
 	adminPort := readmeCommand(t, lines[0], dir, nil).Args // ... --admin-listen :PORT
@@ -117,18 +111,12 @@ func needCurl(t *testing.T) {
 }
 
 // readmeBlock returns the non-empty lines of the first fenced code block
-// after the README line that contains marker.
-func readmeBlock(t *testing.T, marker string) []string {
+// after the README line that contains marker. known names the command of
+// each line the test knows how to run: a block with more or fewer lines
+// fails the test, as the README changed under it.
+func readmeBlock(t *testing.T, marker string, known ...string) []string {
 	t.Helper()
-	gomod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(filepath.Dir(strings.TrimSpace(string(gomod))), "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(data)
+	text := readme(t)
 	i := strings.Index(text, marker)
 	if i < 0 {
 		t.Fatalf("README.md has no %q", marker)
@@ -145,6 +133,10 @@ func readmeBlock(t *testing.T, marker string) []string {
 		if l = strings.TrimSpace(l); l != "" {
 			lines = append(lines, l)
 		}
+	}
+	if len(lines) != len(known) {
+		t.Fatalf("README.md's block after %q has %d lines, this test knows %d (%s):\n%s",
+			marker, len(lines), len(known), strings.Join(known, ", "), strings.Join(lines, "\n"))
 	}
 	return lines
 }

@@ -118,9 +118,7 @@ func TestProcess_ClientSurvivesTunneldKill(t *testing.T) {
 	}
 
 	mark := client.stderr.Len()
-	if err := tunneld.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	tunneld.signal(syscall.SIGKILL)
 	<-tunneld.done
 	client.waitLineFrom(client.stderr, mark, "the session-ended log line", logMsg("session ended; reconnecting"))
 	mark = client.stderr.Len()
@@ -151,9 +149,7 @@ func TestProcess_ClientRidesOutTunneldRestart(t *testing.T) {
 
 	slow := slowRequest(t, visitorClient(t, ca, addr, waitTimeout), url+"/slow", inside)
 	mark := client.stderr.Len()
-	if err := tunneld.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	tunneld.signal(syscall.SIGTERM)
 	client.waitLineFrom(client.stderr, mark, "the GoAway log line", logMsg("server is draining; connecting a new session"))
 	release()
 	if r := testwait.Recv(t, slow, waitTimeout); r.err != nil || r.body != "200 done /slow" {
@@ -227,9 +223,7 @@ func TestProcess_ClientSIGTERMFinishesInFlight(t *testing.T) {
 	ca := filepath.Join(certs, "ca.pem")
 	slow := slowRequest(t, visitorClient(t, ca, addr, waitTimeout), url+"/slow", inside)
 
-	if err := client.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	client.signal(syscall.SIGTERM)
 	// The client tells tunneld it is leaving before it finishes its work.
 	tunneld.waitLine(tunneld.stderr, "the client's goaway", logMsg("client is draining"))
 	release()

@@ -323,7 +323,6 @@ func TestClientConfig_OneRule(t *testing.T) {
 		{name: "bare, TUNNEL_CONFIG", env: with("TUNNEL_CONFIG", "FILE"), want: map[string]string{"server": "file.example:443"}},
 		{name: "bare, nothing", help: true},
 		{name: "bare, a server but no tunnels", env: srv, help: true},
-		{name: "bare with arguments", env: srv, args: []string{"8080"}, help: true},
 
 		// Mistakes in the file are found and named.
 		{name: "bad duration in the file", args: []string{"--config", "BADFILE"}, wantErr: "--config: peer_timeout"},

@@ -83,12 +83,12 @@ func usageMessage(args []string, e *usageError) string {
 	msg := e.err.Error()
 	m := flagInError.FindStringSubmatch(msg)
 	if m == nil {
-		return msg + "; see " + help
+		return seeHelp(msg, help)
 	}
 	flagName := m[2]
 	msg = strings.Replace(msg, m[0], m[1]+"--"+flagName, 1)
 	if !strings.HasPrefix(m[1], "flag provided but not defined") {
-		return msg + "; see " + help
+		return seeHelp(msg, help)
 	}
 	app := newApp()
 	global, http := app.Flags, app.Commands[0].Flags
@@ -100,7 +100,52 @@ func usageMessage(args []string, e *usageError) string {
 		return fmt.Sprintf("--%s is a global flag, so it goes before http: %s",
 			flagName, moveFlag(args, flagName, findFlag(global, flagName), false))
 	}
+	return seeHelp(msg, help)
+}
+
+// seeHelp ends a usage message with where to read more; a message that
+// ends with a question ("did you mean http?") reads on without a semicolon.
+func seeHelp(msg, help string) string {
+	if strings.HasSuffix(msg, "?") {
+		return msg + " see " + help
+	}
 	return msg + "; see " + help
+}
+
+// unknownCommand is the usage error for arg, found where app's command
+// should be. It names the command meant when arg is close to one (a typo),
+// and only then: a guess at anything else would mislead.
+func unknownCommand(app *cli.App, arg string) error {
+	err := fmt.Errorf("unknown command %q", arg)
+	for _, c := range app.VisibleCommands() {
+		if editDistance(arg, c.Name) <= 2 {
+			err = fmt.Errorf("unknown command %q: did you mean %s?", arg, c.Name)
+			break
+		}
+	}
+	return &usageError{err: err}
+}
+
+// editDistance is the Levenshtein distance between a and b: the fewest
+// bytes to insert, delete or replace to turn one into the other.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // isFlagArg reports whether arg, an argument, is one of tunnel's flags

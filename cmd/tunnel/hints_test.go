@@ -14,11 +14,13 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
 
-// usageOf runs the app on args and returns the usage error it gives.
+// usageOf runs the app on args, with actions that run no tunnel, and
+// returns the usage error it gives.
 func usageOf(t *testing.T, args ...string) *usageError {
 	t.Helper()
 	app := newApp()
-	app.Commands[0].Action = func(*cli.Context) error { return nil }
+	nop := func(*cli.Context) error { return nil }
+	app.Action, app.Commands[0].Action = runOrHelp(nop), nop
 	err := app.Run(append([]string{"tunnel"}, args...))
 	var uerr *usageError
 	if !errors.As(err, &uerr) {
@@ -45,11 +47,42 @@ func TestUsageMessage(t *testing.T) {
 		{[]string{"--nope"}, "flag provided but not defined: --nope; see tunnel --help"},
 		{[]string{"http", "--nope", "8080"}, "flag provided but not defined: --nope; see tunnel http --help"},
 		{[]string{"--server"}, "flag needs an argument: --server; see tunnel --help"},
+		// A stray argument where the command goes: a typo of http is
+		// named, anything else is not guessed at.
+		{[]string{"htp", "8080"}, `unknown command "htp": did you mean http? see tunnel --help`},
+		{[]string{"--dev", "htpp"}, `unknown command "htpp": did you mean http? see tunnel --help`},
+		{[]string{"8080"}, `unknown command "8080"; see tunnel --help`},
+		{[]string{"web", "8080"}, `unknown command "web"; see tunnel --help`},
 	} {
 		uerr := usageOf(t, tt.args...)
 		if got := usageMessage(append([]string{"tunnel"}, tt.args...), uerr); got != tt.want {
 			t.Errorf("%q:\n got %s\nwant %s", tt.args, got, tt.want)
 		}
+	}
+}
+
+// TestBareTunnel_HelpOrUsageError: bare "tunnel" with no tunnels
+// configured, and "tunnel help", print the help on stdout and succeed
+// (README: "One rule for every setting"); a stray argument is a usage
+// error, even when the environment gives tunnels to run.
+func TestBareTunnel_HelpOrUsageError(t *testing.T) {
+	t.Setenv("TUNNEL_TARGETS", "")
+	t.Setenv("TUNNEL_CONFIG", "")
+	for _, args := range [][]string{nil, {"help"}} {
+		app := newApp()
+		var out bytes.Buffer
+		app.Writer = &out
+		if err := app.Run(append([]string{"tunnel"}, args...)); err != nil {
+			t.Fatalf("%q: got %v, want the help", args, err)
+		}
+		if !strings.Contains(out.String(), "USAGE:") {
+			t.Errorf("%q: stdout is not the help:\n%s", args, out.String())
+		}
+	}
+	t.Setenv("TUNNEL_SERVER", "example.com:443")
+	t.Setenv("TUNNEL_TARGETS", "wiki=8080")
+	if got, want := usageOf(t, "8080").Error(), `unknown command "8080"`; got != want {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }
 

@@ -118,10 +118,17 @@ func newApp() *cli.App {
 
 // runOrHelp is bare "tunnel": it runs the tunnels (run) when TUNNEL_TARGETS
 // or a config file gives some, as "tunnel http" would, and shows the help
-// otherwise.
+// otherwise, or for "tunnel help". Any other argument stands where a
+// command should ("tunnel htp 8080"): a usage error, not the help on
+// stdout with exit code 0, which a script would take for success.
 func runOrHelp(run cli.ActionFunc) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		if c.Args().Present() || !hasTunnels(c) {
+		switch {
+		case c.Args().First() == "help":
+			return cli.ShowAppHelp(c)
+		case c.Args().Present():
+			return unknownCommand(c.App, c.Args().First())
+		case !hasTunnels(c):
 			return cli.ShowAppHelp(c)
 		}
 		return run(c)

@@ -422,13 +422,7 @@ func TestAdmin_LoopbackChecksHost(t *testing.T) {
 		}
 		hc := &http.Client{Timeout: 30 * time.Second}
 		defer hc.CloseIdleConnections()
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return testhttp.Do(t, hc, req)
 	}
 	for _, c := range []struct {
 		host string

@@ -3,7 +3,6 @@ package mux
 import (
 	"context"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,37 +16,8 @@ import (
 // channel.
 func silentService(t *testing.T) (string, <-chan struct{}) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	accepted := make(chan struct{}, 16)
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			accepted <- struct{}{}
-		}
-	}()
-	return ln.Addr().String(), accepted
+	return localService(t, func(net.Conn) { accepted <- struct{}{} }), accepted
 }
 
 // TestClient_DrainEndsAtTimeoutWhateverTheLocalService: a stream whose

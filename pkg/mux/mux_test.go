@@ -156,22 +156,30 @@ func decideOrAccept(decide func(*proto.Hello) *proto.Error, h *proto.Hello) *pro
 // echoServer is a local TCP service that echoes until EOF, then closes.
 func echoServer(t *testing.T) string {
 	t.Helper()
-	return localService(t, func(c net.Conn) { io.Copy(c, c) })
+	return localService(t, func(c net.Conn) {
+		io.Copy(c, c)
+		c.Close()
+	})
 }
 
 // localService listens on 127.0.0.1 and hands each accepted connection, one
-// at a time, to serve, then closes it. The test's clean-up closes the
-// listener and waits for the serving goroutine.
+// at a time, to serve, which may close it or leave it open. The test's
+// clean-up closes the listener, waits for the serving goroutine, then closes
+// every connection it accepted.
 func localService(t *testing.T, serve func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	var conns []net.Conn // the serving goroutine's; read after it is done
 	done := make(chan struct{})
 	t.Cleanup(func() {
 		ln.Close()
 		<-done
+		for _, c := range conns {
+			c.Close()
+		}
 	})
 	go func() {
 		defer close(done)
@@ -180,8 +188,8 @@ func localService(t *testing.T, serve func(net.Conn)) string {
 			if err != nil {
 				return
 			}
+			conns = append(conns, c)
 			serve(c)
-			c.Close()
 		}
 	}()
 	return ln.Addr().String()

@@ -18,6 +18,7 @@ func endlessServer(t *testing.T) (string, <-chan struct{}) {
 	t.Helper()
 	ended := make(chan struct{}, 1)
 	addr := localService(t, func(c net.Conn) {
+		defer c.Close()
 		buf := make([]byte, 32<<10)
 		for {
 			if _, err := c.Write(buf); err != nil {
