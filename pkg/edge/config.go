@@ -12,6 +12,7 @@ import (
 
 	"github.com/tunnelhq/tunnel/internal/validate"
 	"github.com/tunnelhq/tunnel/pkg/certs"
+	"github.com/tunnelhq/tunnel/pkg/limit"
 	"github.com/tunnelhq/tunnel/pkg/metrics"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/token"
@@ -208,6 +209,7 @@ type Config struct {
 // DefaultConfig returns a Config with every default filled in; Domain and
 // the certificates (TLSConfig, StaticCerts or ACME) still have to be set.
 func DefaultConfig() Config {
+	l := limit.DefaultConfig()
 	return Config{
 		Logger:               zerolog.Nop(),
 		NameHold:             5 * time.Minute,
@@ -219,18 +221,18 @@ func DefaultConfig() Config {
 		IdleTimeout:          2 * time.Minute,
 		MaxHeaderBytes:       64 << 10,
 		ShutdownGrace:        10 * time.Second,
-		MaxHandshakes:        4096,
-		MaxHandshakesPerIP:   256,
-		MaxSessionsPerIP:     16,
+		MaxHandshakes:        l.MaxHandshakes,
+		MaxHandshakesPerIP:   l.MaxHandshakesPerIP,
+		MaxSessionsPerIP:     l.MaxSessionsPerIP,
 		MaxTunnelsPerToken:   32,
-		MaxStreamsPerTunnel:  256,
-		AuthFailDelay:        250 * time.Millisecond,
-		AuthFailMaxDelay:     5 * time.Second,
+		MaxStreamsPerTunnel:  l.MaxStreamsPerTunnel,
+		AuthFailDelay:        l.AuthFailDelay,
+		AuthFailMaxDelay:     l.AuthFailMaxDelay,
 		AccessLog:            true,
 
-		MaxRequestsPerVisitor: 16,
-		VisitorIdleTimeout:    60 * time.Second,
-		SlowReaderBudget:      256 << 20,
+		MaxRequestsPerVisitor: l.MaxRequestsPerVisitor,
+		VisitorIdleTimeout:    l.VisitorIdleTimeout,
+		SlowReaderBudget:      l.SlowReaderBudget,
 	}
 }
 

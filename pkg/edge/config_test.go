@@ -1,6 +1,10 @@
 package edge
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/tunnelhq/tunnel/pkg/limit"
+)
 
 func TestConfig_ValidateLimits(t *testing.T) {
 	tests := []struct {
@@ -29,5 +33,15 @@ func TestConfig_ValidateLimits(t *testing.T) {
 		if err := c.Validate(); (err == nil) != tt.ok {
 			t.Errorf("%s: got %v, want ok=%v", tt.name, err, tt.ok)
 		}
+	}
+}
+
+// TestDefaultConfig_LimitsAreLimits: the edge's defaults for the bounds are
+// package limit's, so the two cannot drift apart.
+func TestDefaultConfig_LimitsAreLimits(t *testing.T) {
+	got := limitConfig(DefaultConfig())
+	got.StreamWindow, got.Linger = 0, 0 // the session's, not limit's
+	if want := limit.DefaultConfig(); got != want {
+		t.Errorf("limitConfig(DefaultConfig()) = %+v,\nwant limit.DefaultConfig() = %+v", got, want)
 	}
 }

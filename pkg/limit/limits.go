@@ -50,6 +50,24 @@ type Config struct {
 	Linger time.Duration
 }
 
+// DefaultConfig returns the bounds tunneld runs with unless told otherwise
+// (edge.DefaultConfig takes them from here, and tunneld's flags from
+// there). StreamWindow and Linger are the session's, so the caller sets
+// them from its mux configuration.
+func DefaultConfig() Config {
+	return Config{
+		MaxHandshakes:         4096,
+		MaxHandshakesPerIP:    256,
+		MaxSessionsPerIP:      16,
+		MaxStreamsPerTunnel:   256,
+		MaxRequestsPerVisitor: 16,
+		AuthFailDelay:         250 * time.Millisecond,
+		AuthFailMaxDelay:      5 * time.Second,
+		VisitorIdleTimeout:    60 * time.Second,
+		SlowReaderBudget:      256 << 20,
+	}
+}
+
 // Recorder is what the limits report each refusal or delay to. kind names
 // what was limited: "handshake", "session", "auth", "stream", "visitor",
 // "visitor_idle", "slow_reader", "slow_reader_refused". It is a small

@@ -17,22 +17,12 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// testConfig is a Config with the values tunneld runs with by default (edge
-// sets them from its own DefaultConfig; limit has no defaults of its own).
+// testConfig is DefaultConfig with a session's window and linger as
+// tunneld's defaults set them.
 func testConfig() Config {
-	return Config{
-		MaxHandshakes:         4096,
-		MaxHandshakesPerIP:    256,
-		MaxSessionsPerIP:      16,
-		MaxStreamsPerTunnel:   256,
-		MaxRequestsPerVisitor: 16,
-		AuthFailDelay:         250 * time.Millisecond,
-		AuthFailMaxDelay:      5 * time.Second,
-		VisitorIdleTimeout:    60 * time.Second,
-		SlowReaderBudget:      256 << 20,
-		StreamWindow:          1 << 20,
-		Linger:                5 * time.Second,
-	}
+	c := DefaultConfig()
+	c.StreamWindow, c.Linger = 1<<20, 5*time.Second
+	return c
 }
 
 func TestLimits_AuthDelayGrowsPerSource(t *testing.T) {
