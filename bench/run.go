@@ -107,7 +107,12 @@ func (e *env) attachPair(ctx context.Context, srv *proc, srvAddr, backAddr, suff
 	}
 	if pr.tunnel, err = startProc("tunnel"+suffix, filepath.Join(e.o.BinDir, "tunnel"), nil,
 		"--dev", "--server", pr.srvAddr, "--certs-dir", e.certsDir, "--log-format", "json",
-		"--metrics-listen", "127.0.0.1:0", "http", "--name", "bench", backAddr); err != nil {
+		"--metrics-listen", "127.0.0.1:0",
+		// The client's own bound on streams at once (1,024 by default)
+		// would cut the in-flight phase's 10,000 short, as tunneld's
+		// per-address limits would the load: lifted the same way.
+		"--max-streams", "1000000",
+		"http", "--name", "bench", backAddr); err != nil {
 		return nil, err
 	}
 	e.procs = append(e.procs, pr.tunnel)
