@@ -48,6 +48,7 @@ func TestBench_Smoke(t *testing.T) {
 
 	o := smokeOptions(defaultOptions())
 	o.BinDir, o.OutDir, o.NoPlots = bin, t.TempDir(), true
+	o.Wrk, o.Curl = externalTool(t, "wrk"), externalTool(t, "curl")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var log strings.Builder
@@ -78,15 +79,17 @@ func TestBench_Smoke(t *testing.T) {
 		}
 		for _, dir := range []string{"down", "up"} {
 			for _, streams := range []int{1, 8} {
-				b := rep.findBulk(tg.Name, dir, streams)
-				if !tg.includesBulk(dir == "up", streams) {
-					if b != nil {
-						t.Errorf("bulk %s %s %d streams: measured, want it left out", tg.Name, dir, streams)
+				for _, client := range bulkClients(o) {
+					b := rep.findBulk(tg.Name, dir, streams, client)
+					if !tg.includesBulk(dir == "up", streams) {
+						if b != nil {
+							t.Errorf("bulk %s %s %d streams %s: measured, want it left out", tg.Name, dir, streams, client)
+						}
+						continue
 					}
-					continue
-				}
-				if b == nil || b.MBps.Median <= 0 {
-					t.Errorf("bulk %s %s %d streams: got %+v, want a positive rate", tg.Name, dir, streams, b)
+					if b == nil || b.MBps.Median <= 0 || len(b.ServerCPUGiB.Runs) == 0 && tg.Name != "direct" {
+						t.Errorf("bulk %s %s %d streams %s: got %+v, want a positive rate and CPU figures", tg.Name, dir, streams, client, b)
+					}
 				}
 			}
 		}
@@ -102,8 +105,24 @@ func TestBench_Smoke(t *testing.T) {
 			t.Errorf("open %s %d req/s: %d errors, achieved %v", r.Target, r.Rate, r.Errors, r.Achieved.Median)
 		}
 	}
-	if b := rep.findBulk("tunnel", "down", 1); b != nil && len(b.ServerCPUGiB.Runs) == 0 {
-		t.Errorf("tunnel bulk: no CPU figures")
+	for _, s := range rep.Small {
+		want := "go"
+		if s.Proto == "http/1.1" && o.Wrk != "" {
+			want = "wrk"
+		}
+		if s.Generator != want {
+			t.Errorf("small %s %s %d conns: generator %q, want %q", s.Target, s.Proto, s.Conns, s.Generator, want)
+		}
+		// Under wrk the harness's own CPU is the backend's: every row has a
+		// server figure; the tunnels have client figures too.
+		if s.Target != "direct" || s.Generator == "wrk" {
+			if len(s.ServerCPU1k.Runs) == 0 || s.ServerCPU1k.Median <= 0 {
+				t.Errorf("small %s %s %d conns: no server CPU figure", s.Target, s.Proto, s.Conns)
+			}
+		}
+		if (s.Target == "direct") != (len(s.ClientCPU1k.Runs) == 0) {
+			t.Errorf("small %s %s %d conns: client CPU %+v, want one exactly when there is a client process", s.Target, s.Proto, s.Conns, s.ClientCPU1k)
+		}
 	}
 	if len(rep.Memory) != 4 {
 		t.Errorf("memory rows: got %+v, want tunneld and tunnel of both pairs", rep.Memory)
@@ -188,6 +207,30 @@ func TestBench_Smoke(t *testing.T) {
 			t.Errorf("results.md lacks %q", want)
 		}
 	}
+}
+
+// externalTool finds a load generator the harness runs as a process. CI
+// installs them (.ci/run), so that the path make bench measures with is the
+// one checked; elsewhere the smoke test runs without, the in-process
+// generator and the Go client standing in.
+func externalTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is not installed, and CI must run the smoke test with it (.ci/run installs it)", name)
+	}
+	t.Logf("%s is not installed: the smoke test runs without it (apt-get install %s)", name, name)
+	return ""
+}
+
+func bulkClients(o options) []string {
+	if o.Curl != "" {
+		return []string{"go", "curl"}
+	}
+	return []string{"go"}
 }
 
 func TestStat_MedianMinMax(t *testing.T) {
