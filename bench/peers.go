@@ -28,7 +28,6 @@ const (
 // peer is one peer's server and client processes.
 type peer struct {
 	server, client *proc
-	describe       string // how it runs, for the table
 }
 
 // peerDescribe says how each target of the peers phase runs.
@@ -323,4 +322,47 @@ func (r *Report) peersMarkdown(w func(format string, args ...any)) {
 			p.ReqPerSec.fmt(0), p.P50.fmt(2), p.P99.fmt(1), p.CPU1k.fmt(0), p.MBps1.fmt(0), p.MBps8.fmt(0),
 			p.CPUGiB1.fmt(2), p.CPUGiB8.fmt(2), peak(p.ServerPeakMiB), peak(p.ClientPeakMiB), p.Errors)
 	}
+}
+
+// peerChecks are issue 14's targets, ratios to the peers in the same run.
+// (Its open-loop target, +1 ms to direct's p99 at 2,000 req/s, is make
+// bench's open phase.)
+func (r *Report) peerChecks() []Check {
+	row := func(name string) *PeerRow {
+		for i := range r.Peers {
+			if r.Peers[i].Target == name {
+				return &r.Peers[i]
+			}
+		}
+		return nil
+	}
+	tun, tls, ch, frp := row("tunnel"), row("tunnel-https"), row("chisel"), row("frp")
+	var out []Check
+	ratio := func(target string, got, of, want float64, higher bool) {
+		v := got / of
+		met := v >= want
+		if !higher {
+			met = v <= want
+		}
+		out = append(out, Check{target, fmt.Sprintf("%.2f", v), of > 0 && met})
+	}
+	if tun != nil && ch != nil {
+		ratio("small req/s, plain-HTTP visitors >= 1.1x chisel's", tun.ReqPerSec.Median, ch.ReqPerSec.Median, 1.1, true)
+		ratio("small p99, plain-HTTP visitors <= chisel's (ratio <= 1)", tun.P99.Median, ch.P99.Median, 1, false)
+		ratio("CPU per 1k small requests, tunneld + tunnel <= chisel's (ratio <= 1)", tun.CPU1k.Median, ch.CPU1k.Median, 1, false)
+	}
+	if tls != nil && ch != nil {
+		ratio("small req/s, HTTPS visitors >= 0.95x chisel's", tls.ReqPerSec.Median, ch.ReqPerSec.Median, 0.95, true)
+	}
+	if tun != nil && frp != nil {
+		ratio("bulk MB/s (curl), 1 stream >= 1.5x frp's", tun.MBps1.Median, frp.MBps1.Median, 1.5, true)
+		ratio("bulk MB/s (curl), 8 streams >= 1.5x frp's", tun.MBps8.Median, frp.MBps8.Median, 1.5, true)
+		ratio("CPU per GiB, 1 stream <= 0.5x frp's", tun.CPUGiB1.Median, frp.CPUGiB1.Median, 0.5, false)
+		ratio("CPU per GiB, 8 streams <= 0.5x frp's", tun.CPUGiB8.Median, frp.CPUGiB8.Median, 0.5, false)
+	}
+	if tun != nil {
+		out = append(out, Check{"tunneld peak RSS over the phase <= 37 MiB (plain-HTTP visitors)",
+			fmt.Sprintf("%.1f MiB", tun.ServerPeakMiB), tun.ServerPeakMiB <= 37})
+	}
+	return out
 }

@@ -214,6 +214,7 @@ func (r *Report) finish() {
 				fmt.Sprintf("%.1f MiB", m.PeakMiB), m.PeakMiB <= 45})
 		}
 	}
+	r.Checks = append(r.Checks, r.peerChecks()...)
 	for _, i := range r.Idle {
 		r.Checks = append(r.Checks, Check{fmt.Sprintf("tunneld memory per idle client <= 64 KiB (%d clients)", i.Clients),
 			fmt.Sprintf("%.1f KiB", i.PerClientKiB), i.PerClientKiB <= 64})
