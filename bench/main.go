@@ -35,6 +35,7 @@ type options struct {
 	Wrk      string        // wrk binary: HTTP/1.1 small requests; "": the in-process generator instead
 	Curl     string        // curl binary: bulk beside the Go client; "": the Go client only
 	PeersDir string        // holds chisel, frps and frpc (the peers phase)
+	Profile  string        // where the peers phase saves tunneld's profiles under wrk; "": none
 	Smoke    bool          // tiny sizes: proves the harness works, measures nothing
 	NoPlots  bool
 }
@@ -96,6 +97,7 @@ func main() {
 	flag.StringVar(&o.Phases, "phases", o.Phases, "phases to run: small,open,bulk,connect,idle,inflight,attack,peers (peers alone: make bench-peers; it writes peers.json and peers.md)")
 	flag.StringVar(&o.Wrk, "wrk", o.Wrk, "wrk, which drives the HTTP/1.1 small requests; empty: the in-process generator instead")
 	flag.StringVar(&o.Curl, "curl", o.Curl, "curl, which measures bulk beside the Go client; empty: the Go client only")
+	flag.StringVar(&o.Profile, "profile", "", "directory: the peers phase saves tunneld's CPU profile during the first wrk run through the tunnel (plain-HTTP visitors) and its allocation profile after it (tunneld gets --admin-pprof)")
 	flag.StringVar(&o.PeersDir, "peers", o.PeersDir, "directory holding chisel, frps and frpc for the peers phase (scripts/build-peers.sh)")
 	flag.BoolVar(&smoke, "smoke", false, "tiny sizes, a few seconds: checks the harness, measures nothing")
 	flag.BoolVar(&o.NoPlots, "no-plots", false, "skip the gnuplot plots")

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/tunnelhq/tunnel/internal/units"
@@ -248,8 +250,23 @@ func (e *env) peersPhase(ctx context.Context, rep *Report) error {
 	for r := 0; r < e.o.Repeat; r++ {
 		for i, t := range e.targets {
 			e.logf("peers: small %s run %d", t.Name, r+1)
+			var prof chan error
+			if e.o.Profile != "" && r == 0 && t.Name == "tunnel" {
+				prof = make(chan error, 1)
+				go func() {
+					prof <- e.saveProfile(ctx, "profile?seconds="+strconv.Itoa(wrkDuration(e.o.Duration)), "tunneld-small-wrk.cpu.pprof")
+				}()
+			}
 			sp := e.cpuStart(t, true)
 			res, err := runWrk(ctx, e.o.Wrk, e.wrkScript, t, peerConns, e.o.Duration)
+			if prof != nil {
+				if perr := <-prof; perr != nil && err == nil {
+					err = perr
+				}
+				if err == nil {
+					err = e.saveProfile(ctx, "allocs", "tunneld-small-wrk.allocs.pprof")
+				}
+			}
 			if err != nil {
 				return err
 			}
@@ -300,6 +317,35 @@ func (e *env) peersPhase(ctx context.Context, rep *Report) error {
 	rep.Peers = rows
 	rep.WrkSeconds = wrkDuration(e.o.Duration)
 	return nil
+}
+
+// saveProfile fetches /debug/pprof/<what> from the main tunneld's admin
+// listener into o.Profile/name.
+func (e *env) saveProfile(ctx context.Context, what, name string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.main.adminAddr+"/debug/pprof/"+what, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("profile %s: %w", what, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile %s: status %d", what, resp.StatusCode)
+	}
+	if err := os.MkdirAll(e.o.Profile, 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(e.o.Profile, name))
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("profile %s: %w", what, err)
+	}
+	return f.Close()
 }
 
 // peersMarkdown renders the peers table.

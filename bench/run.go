@@ -202,7 +202,11 @@ func (e *env) start(ctx context.Context, pairs bool) error {
 		return nil
 	}
 
-	if e.main, err = e.startPair(ctx, backAddr, ""); err != nil {
+	var pprofArgs []string
+	if e.o.Profile != "" {
+		pprofArgs = []string{"--admin-pprof"}
+	}
+	if e.main, err = e.startPair(ctx, backAddr, "", pprofArgs...); err != nil {
 		return err
 	}
 	e.srvAddr = e.main.srvAddr
