@@ -115,16 +115,20 @@ func main() {
 	if smoke {
 		o = smokeOptions(o)
 	}
-	for _, tool := range []*string{&o.Wrk, &o.Curl} {
-		if *tool == "" {
-			continue
+	// Only the small, bulk and peers phases run wrk and curl: the others
+	// need not have them installed.
+	if strings.Contains(o.Phases, "small") || strings.Contains(o.Phases, "bulk") || strings.Contains(o.Phases, "peers") {
+		for _, tool := range []*string{&o.Wrk, &o.Curl} {
+			if *tool == "" {
+				continue
+			}
+			p, err := exec.LookPath(*tool)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "bench: %v (make bench installs it; -wrk '' or -curl '' does without)\n", err)
+				os.Exit(2)
+			}
+			*tool = p
 		}
-		p, err := exec.LookPath(*tool)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "bench: %v (make bench installs it; empty -wrk or -curl does without)\n", err)
-			os.Exit(2)
-		}
-		*tool = p
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
