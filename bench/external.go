@@ -102,6 +102,17 @@ func runWrk(ctx context.Context, wrk, scriptPath string, t target, conns int, d 
 	return r, nil
 }
 
+// warmUp runs wrk against t for a second, unmeasured, so that what a
+// target does once (heap growth, pools of streams and connections, TLS
+// session caches) is not in the first measured run: on a busy machine a
+// pipe or pair that had served nothing yet answered no request in the
+// first second. wrk itself has no warm-up. Its result, even a failure, is
+// the measured run's to show.
+func (e *env) warmUp(ctx context.Context, t target, conns int) {
+	e.logf("warm-up %s, %d conns", t.Name, conns)
+	runWrk(ctx, e.o.Wrk, e.wrkScript, t, conns, time.Second)
+}
+
 // parseWrk finds wrkScript's line in wrk's output.
 func parseWrk(out string) (wrkOut, error) {
 	var w wrkOut

@@ -155,6 +155,7 @@ type Report struct {
 	Peers    []PeerRow     `json:"peers,omitempty"`
 	// WrkSeconds is each wrk run's length: wrk counts in whole seconds.
 	WrkSeconds int      `json:"wrk_seconds_per_run,omitempty"`
+	PeerConns  int      `json:"peer_conns,omitempty"` // wrk -c of the peers phase
 	Checks     []Check  `json:"targets"`
 	Notes      []string `json:"notes"`
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -528,6 +529,11 @@ func (e *env) small(ctx context.Context, rep *Report) error {
 	runs := map[key][]closedResult{}
 	cpu := map[key][][2]float64{}
 	hasCli := map[key]bool{}
+	if e.o.Wrk != "" {
+		for _, t := range e.targets {
+			e.warmUp(ctx, t, min(64, slices.Max(e.o.Conns)))
+		}
+	}
 	for rep := 0; rep < e.o.Repeat; rep++ {
 		for _, h2 := range []bool{false, true} {
 			for _, c := range e.o.Conns {
