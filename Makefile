@@ -6,7 +6,7 @@ FUZZTIME ?= 60s
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: build test bench run demo fuzz lint certs cross clean
+.PHONY: build test bench bench-peers bench-tools run demo fuzz lint certs cross clean
 
 ## build: bin/tunneld and bin/tunnel, static and stripped
 build:
@@ -19,9 +19,19 @@ test:
 
 ## bench: direct vs bare TLS+yamux pipe vs tunnel on loopback, ~10 min; writes bench/results/
 ## (results.md, results.json, PNG plots; see BENCHMARKS.md). BENCHFLAGS=-smoke for a quick check.
-bench: build
+## Load from wrk and curl, as users measure (installed with apt-get if missing).
+bench: build bench-tools
 	@command -v gnuplot >/dev/null || { apt-get update && apt-get install -y --no-install-recommends gnuplot-nox; }
 	$(GO) run ./bench -bin bin -out bench/results $(BENCHFLAGS)
+
+## bench-peers: chisel and frp (built at pinned versions into bench/.peers/) beside direct, the pipe and
+## tunnel, the same wrk and curl load; writes bench/results/peers.md and peers.json. BENCHFLAGS=-smoke.
+bench-peers: build bench-tools
+	scripts/build-peers.sh bench/.peers
+	$(GO) run ./bench -bin bin -peers bench/.peers -phases peers -out bench/results $(BENCHFLAGS)
+
+bench-tools:
+	@command -v wrk >/dev/null && command -v curl >/dev/null || { apt-get update && apt-get install -y --no-install-recommends wrk curl; }
 
 ## run: tunneld --dev on 127.0.0.1:8443 (dev CA in certs/)
 run: build

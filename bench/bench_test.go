@@ -35,19 +35,10 @@ func TestBench_Smoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts processes")
 	}
-	bin := t.TempDir()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	build := exec.Command("go", "build", "-o", bin+string(filepath.Separator), "./cmd/tunneld", "./cmd/tunnel")
-	build.Dir = filepath.Dir(strings.TrimSpace(string(out)))
-	if b, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
-
+	bin := buildBinaries(t)
 	o := smokeOptions(defaultOptions())
 	o.BinDir, o.OutDir, o.NoPlots = bin, t.TempDir(), true
+	o.Wrk, o.Curl = externalTool(t, "wrk"), externalTool(t, "curl")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var log strings.Builder
@@ -78,15 +69,17 @@ func TestBench_Smoke(t *testing.T) {
 		}
 		for _, dir := range []string{"down", "up"} {
 			for _, streams := range []int{1, 8} {
-				b := rep.findBulk(tg.Name, dir, streams)
-				if !tg.includesBulk(dir == "up", streams) {
-					if b != nil {
-						t.Errorf("bulk %s %s %d streams: measured, want it left out", tg.Name, dir, streams)
+				for _, client := range bulkClients(o) {
+					b := rep.findBulk(tg.Name, dir, streams, client)
+					if !tg.includesBulk(dir == "up", streams) {
+						if b != nil {
+							t.Errorf("bulk %s %s %d streams %s: measured, want it left out", tg.Name, dir, streams, client)
+						}
+						continue
 					}
-					continue
-				}
-				if b == nil || b.MBps.Median <= 0 {
-					t.Errorf("bulk %s %s %d streams: got %+v, want a positive rate", tg.Name, dir, streams, b)
+					if b == nil || b.MBps.Median <= 0 || len(b.ServerCPUGiB.Runs) == 0 && tg.Name != "direct" {
+						t.Errorf("bulk %s %s %d streams %s: got %+v, want a positive rate and CPU figures", tg.Name, dir, streams, client, b)
+					}
 				}
 			}
 		}
@@ -102,8 +95,24 @@ func TestBench_Smoke(t *testing.T) {
 			t.Errorf("open %s %d req/s: %d errors, achieved %v", r.Target, r.Rate, r.Errors, r.Achieved.Median)
 		}
 	}
-	if b := rep.findBulk("tunnel", "down", 1); b != nil && len(b.ServerCPUGiB.Runs) == 0 {
-		t.Errorf("tunnel bulk: no CPU figures")
+	for _, s := range rep.Small {
+		want := "go"
+		if s.Proto == "http/1.1" && o.Wrk != "" {
+			want = "wrk"
+		}
+		if s.Generator != want {
+			t.Errorf("small %s %s %d conns: generator %q, want %q", s.Target, s.Proto, s.Conns, s.Generator, want)
+		}
+		// Under wrk the harness's own CPU is the backend's: every row has a
+		// server figure; the tunnels have client figures too.
+		if s.Target != "direct" || s.Generator == "wrk" {
+			if len(s.ServerCPU1k.Runs) == 0 || s.ServerCPU1k.Median <= 0 {
+				t.Errorf("small %s %s %d conns: no server CPU figure", s.Target, s.Proto, s.Conns)
+			}
+		}
+		if (s.Target == "direct") != (len(s.ClientCPU1k.Runs) == 0) {
+			t.Errorf("small %s %s %d conns: client CPU %+v, want one exactly when there is a client process", s.Target, s.Proto, s.Conns, s.ClientCPU1k)
+		}
 	}
 	if len(rep.Memory) != 4 {
 		t.Errorf("memory rows: got %+v, want tunneld and tunnel of both pairs", rep.Memory)
@@ -188,6 +197,114 @@ func TestBench_Smoke(t *testing.T) {
 			t.Errorf("results.md lacks %q", want)
 		}
 	}
+}
+
+// buildBinaries builds tunneld and tunnel into a temporary directory.
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	bin := t.TempDir()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", bin+string(filepath.Separator), "./cmd/tunneld", "./cmd/tunnel")
+	build.Dir = filepath.Dir(strings.TrimSpace(string(out)))
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	return bin
+}
+
+// TestBench_PeersSmoke runs the peers phase with tiny sizes when make
+// bench-peers has built the peers (bench/.peers/; CI does not, the build
+// takes minutes): every target, peers included, must answer every request
+// and byte, with CPU and peak RSS figures, and peers.md must be written.
+func TestBench_PeersSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts processes")
+	}
+	peers, err := filepath.Abs(".peers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"chisel", "frps", "frpc"} {
+		if _, err := os.Stat(filepath.Join(peers, name)); err != nil {
+			t.Skipf("peers not built (make bench-peers builds them): %v", err)
+		}
+	}
+	o := smokeOptions(defaultOptions())
+	o.Phases, o.PeersDir = "peers", peers
+	for _, tool := range []*string{&o.Wrk, &o.Curl} {
+		p, err := exec.LookPath(*tool)
+		if err != nil {
+			t.Skipf("the peers phase needs %s: %v", *tool, err)
+		}
+		*tool = p
+	}
+	o.BinDir, o.OutDir, o.NoPlots = buildBinaries(t), t.TempDir(), true
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var log strings.Builder
+	rep, err := run(ctx, o, &log)
+	if err != nil {
+		t.Fatalf("run: %v\nlog:\n%s", err, log.String())
+	}
+	var got []string
+	for _, p := range rep.Peers {
+		got = append(got, p.Target)
+		if p.ReqPerSec.Median <= 0 || p.P99.Median <= 0 || p.CPU1k.Median <= 0 || p.Errors != 0 {
+			t.Errorf("%s small: %+v, want a positive rate, p99 and CPU, no error", p.Target, p)
+		}
+		if p.MBps1.Median <= 0 || p.MBps8.Median <= 0 || len(p.CPUGiB1.Runs) == 0 || len(p.CPUGiB8.Runs) == 0 {
+			t.Errorf("%s bulk: %+v, want rates and CPU for 1 and 8 streams", p.Target, p)
+		}
+		if (p.Target == "direct") != (p.ServerPeakMiB == 0) || (p.Target == "direct") != (p.ClientPeakMiB == 0) {
+			t.Errorf("%s: peak RSS server %.1f client %.1f, want both exactly when it has processes", p.Target, p.ServerPeakMiB, p.ClientPeakMiB)
+		}
+	}
+	if want := "direct pipe tunnel tunnel-https chisel frp"; strings.Join(got, " ") != want {
+		t.Errorf("peer rows: got %q, want %q", got, want)
+	}
+	if len(rep.Checks) != 9 {
+		t.Errorf("peer targets: got %+v, want issue 14's nine", rep.Checks)
+	}
+	if err := rep.write(o); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(o.OutDir, "peers.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), "### Against the peers") || !strings.Contains(string(md), "| frp |") {
+		t.Errorf("peers.md lacks the peers table:\n%s", md)
+	}
+	if _, err := os.Stat(filepath.Join(o.OutDir, "results.md")); err == nil {
+		t.Error("the peers phase alone wrote results.md, want it left to the full run")
+	}
+}
+
+// externalTool finds a load generator the harness runs as a process. CI
+// installs them (.ci/run), so that the path make bench measures with is the
+// one checked; elsewhere the smoke test runs without, the in-process
+// generator and the Go client standing in.
+func externalTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is not installed, and CI must run the smoke test with it (.ci/run installs it)", name)
+	}
+	t.Logf("%s is not installed: the smoke test runs without it (apt-get install %s)", name, name)
+	return ""
+}
+
+func bulkClients(o options) []string {
+	if o.Curl != "" {
+		return []string{"go", "curl"}
+	}
+	return []string{"go"}
 }
 
 func TestStat_MedianMinMax(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -30,7 +31,11 @@ type options struct {
 	Connects int           // connects timed
 	Idle     []int         // idle clients held
 	Inflight int           // slow requests held in flight through one client
-	Phases   string        // comma-separated subset of small,open,bulk,connect,idle,inflight,attack
+	Phases   string        // comma-separated subset of small,open,bulk,connect,idle,inflight,attack,peers
+	Wrk      string        // wrk binary: HTTP/1.1 small requests; "": the in-process generator instead
+	Curl     string        // curl binary: bulk beside the Go client; "": the Go client only
+	PeersDir string        // holds chisel, frps and frpc (the peers phase)
+	Profile  string        // where the peers phase saves tunneld's profiles under wrk; "": none
 	Smoke    bool          // tiny sizes: proves the harness works, measures nothing
 	NoPlots  bool
 }
@@ -48,6 +53,9 @@ func defaultOptions() options {
 		Idle:     []int{1000, 10000},
 		Inflight: 10000,
 		Phases:   "small,open,bulk,connect,idle,inflight,attack",
+		Wrk:      "wrk",
+		Curl:     "curl",
+		PeersDir: "bench/.peers",
 	}
 }
 
@@ -86,7 +94,11 @@ func main() {
 	flag.IntVar(&o.Connects, "connects", o.Connects, "client connects timed")
 	flag.StringVar(&idle, "idle", "1000,10000", "idle clients held for the memory-per-client figure, comma-separated")
 	flag.IntVar(&o.Inflight, "inflight", o.Inflight, "slow requests held in flight at once through one client, for the memory-per-stream figure")
-	flag.StringVar(&o.Phases, "phases", o.Phases, "phases to run: small,open,bulk,connect,idle,inflight,attack")
+	flag.StringVar(&o.Phases, "phases", o.Phases, "phases to run: small,open,bulk,connect,idle,inflight,attack,peers (peers alone: make bench-peers; it writes peers.json and peers.md)")
+	flag.StringVar(&o.Wrk, "wrk", o.Wrk, "wrk, which drives the HTTP/1.1 small requests; empty: the in-process generator instead")
+	flag.StringVar(&o.Curl, "curl", o.Curl, "curl, which measures bulk beside the Go client; empty: the Go client only")
+	flag.StringVar(&o.Profile, "profile", "", "directory: the peers phase saves tunneld's CPU profile during the first wrk run through the tunnel (plain-HTTP visitors) and its allocation profile after it (tunneld gets --admin-pprof)")
+	flag.StringVar(&o.PeersDir, "peers", o.PeersDir, "directory holding chisel, frps and frpc for the peers phase (scripts/build-peers.sh)")
 	flag.BoolVar(&smoke, "smoke", false, "tiny sizes, a few seconds: checks the harness, measures nothing")
 	flag.BoolVar(&o.NoPlots, "no-plots", false, "skip the gnuplot plots")
 	flag.Parse()
@@ -102,6 +114,21 @@ func main() {
 	}
 	if smoke {
 		o = smokeOptions(o)
+	}
+	// Only the small, bulk and peers phases run wrk and curl: the others
+	// need not have them installed.
+	if strings.Contains(o.Phases, "small") || strings.Contains(o.Phases, "bulk") || strings.Contains(o.Phases, "peers") {
+		for _, tool := range []*string{&o.Wrk, &o.Curl} {
+			if *tool == "" {
+				continue
+			}
+			p, err := exec.LookPath(*tool)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "bench: %v (make bench installs it; -wrk '' or -curl '' does without)\n", err)
+				os.Exit(2)
+			}
+			*tool = p
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -67,17 +67,20 @@ func groupThousands(s string) string {
 }
 
 type SmallRow struct {
-	Target       string  `json:"target"`
-	Proto        string  `json:"proto"`
-	Conns        int     `json:"conns"`
-	ReqPerSec    Stat    `json:"req_per_sec"`
-	Ratio        float64 `json:"ratio_to_direct"`
-	P50          Stat    `json:"p50_ms"`
-	P99          Stat    `json:"p99_ms"`
-	P999         Stat    `json:"p999_ms"`
-	Errors       int64   `json:"errors"`
-	ServerCPU10k Stat    `json:"server_cpu_s_per_10k"`
-	ClientCPU10k Stat    `json:"client_cpu_s_per_10k"`
+	Target    string  `json:"target"`
+	Proto     string  `json:"proto"`
+	Conns     int     `json:"conns"`
+	ReqPerSec Stat    `json:"req_per_sec"`
+	Ratio     float64 `json:"ratio_to_direct"`
+	P50       Stat    `json:"p50_ms"`
+	P99       Stat    `json:"p99_ms"`
+	P999      Stat    `json:"p999_ms"`
+	Errors    int64   `json:"errors"`
+	Generator string  `json:"generator"` // wrk, or go: the in-process generator
+	// CPU milliseconds per 1,000 requests of the target's server and client
+	// processes; for direct under wrk, the backend's (the harness's own).
+	ServerCPU1k Stat `json:"server_cpu_ms_per_1k"`
+	ClientCPU1k Stat `json:"client_cpu_ms_per_1k"`
 }
 
 type OpenRow struct {
@@ -95,6 +98,7 @@ type BulkRow struct {
 	Target       string  `json:"target"`
 	Dir          string  `json:"dir"`
 	Streams      int     `json:"streams"`
+	Client       string  `json:"client"` // go (in the harness) or curl (a process per stream)
 	MBps         Stat    `json:"mb_per_sec"`
 	Ratio        float64 `json:"ratio_to_direct"`
 	ServerCPUGiB Stat    `json:"server_cpu_s_per_gib"`
@@ -148,8 +152,12 @@ type Report struct {
 	Idle     []IdleRow     `json:"idle_clients"`
 	Inflight []InflightRow `json:"in_flight_streams"`
 	Attacks  []AttackRow   `json:"under_attack"`
-	Checks   []Check       `json:"targets"`
-	Notes    []string      `json:"notes"`
+	Peers    []PeerRow     `json:"peers,omitempty"`
+	// WrkSeconds is each wrk run's length: wrk counts in whole seconds.
+	WrkSeconds int      `json:"wrk_seconds_per_run,omitempty"`
+	PeerConns  int      `json:"peer_conns,omitempty"` // wrk -c of the peers phase
+	Checks     []Check  `json:"targets"`
+	Notes      []string `json:"notes"`
 }
 
 func newReport(o options) *Report {
@@ -179,7 +187,7 @@ func (r *Report) finish() {
 	}
 	for i, b := range r.BulkRuns {
 		for _, d := range r.BulkRuns {
-			if d.Target == "direct" && d.Dir == b.Dir && d.Streams == b.Streams && d.MBps.Median > 0 {
+			if d.Target == "direct" && d.Dir == b.Dir && d.Streams == b.Streams && d.Client == b.Client && d.MBps.Median > 0 {
 				r.BulkRuns[i].Ratio = b.MBps.Median / d.MBps.Median
 			}
 		}
@@ -197,7 +205,7 @@ func (r *Report) finish() {
 	}
 	for _, b := range r.BulkRuns {
 		if b.Target == "tunnel" {
-			r.Checks = append(r.Checks, Check{fmt.Sprintf("bulk %s, %d stream(s) >= 0.25 of direct", b.Dir, b.Streams),
+			r.Checks = append(r.Checks, Check{fmt.Sprintf("bulk %s, %d stream(s) >= 0.25 of direct (%s client)", b.Dir, b.Streams, b.Client),
 				fmt.Sprintf("%.2f", b.Ratio), b.Ratio >= 0.25})
 		}
 	}
@@ -207,6 +215,7 @@ func (r *Report) finish() {
 				fmt.Sprintf("%.1f MiB", m.PeakMiB), m.PeakMiB <= 45})
 		}
 	}
+	r.Checks = append(r.Checks, r.peerChecks()...)
 	for _, i := range r.Idle {
 		r.Checks = append(r.Checks, Check{fmt.Sprintf("tunneld memory per idle client <= 64 KiB (%d clients)", i.Clients),
 			fmt.Sprintf("%.1f KiB", i.PerClientKiB), i.PerClientKiB <= 64})
@@ -265,20 +274,41 @@ func (r *Report) findSmall(target, proto string, conns int) *SmallRow {
 	return nil
 }
 
-func (r *Report) findBulk(target, dir string, streams int) *BulkRow {
+func (r *Report) findBulk(target, dir string, streams int, client string) *BulkRow {
 	for i := range r.BulkRuns {
-		if b := &r.BulkRuns[i]; b.Target == target && b.Dir == dir && b.Streams == streams {
+		if b := &r.BulkRuns[i]; b.Target == target && b.Dir == dir && b.Streams == streams && b.Client == client {
 			return b
 		}
 	}
 	return nil
 }
 
+// smallGenerator names what drove the HTTP/1.1 small requests.
+func (r *Report) smallGenerator() string {
+	for _, s := range r.Small {
+		if s.Proto == "http/1.1" {
+			return s.Generator
+		}
+	}
+	return "-"
+}
+
+// bulkClient is the client the summary quotes: curl when it ran, as users
+// measure.
+func (r *Report) bulkClient() string {
+	for _, b := range r.BulkRuns {
+		if b.Client == "curl" {
+			return "curl"
+		}
+	}
+	return "go"
+}
+
 // markdown renders the report as the tables in BENCHMARKS.md.
 func (r *Report) markdown() string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	if len(r.Small) > 0 || len(r.Open) > 0 || len(r.BulkRuns) > 0 || r.Connect != nil {
+	if len(r.Small) > 0 || len(r.Open) > 0 || len(r.BulkRuns) > 0 || r.Connect != nil || len(r.Peers) > 0 {
 		w("Run %s on %s; %s per run, median (min-max) of %d runs.\n\n", r.Date, r.Machine, r.Duration, r.Repeat)
 	} else {
 		w("Run %s on %s.\n\n", r.Date, r.Machine)
@@ -290,17 +320,18 @@ func (r *Report) markdown() string {
 	// Nothing to summarise when only the phases with their own tables ran.
 	if len(r.Small) > 0 || len(r.BulkRuns) > 0 || len(r.Memory) > 0 {
 		w("### Summary\n\n")
-		w("| | small req/s (HTTP/1.1, 64 conns) | vs direct | p99 ms | one-stream MB/s (down) | vs direct | 8-stream MB/s (down) | vs direct | server RSS peak |\n")
+		w("| | small req/s (HTTP/1.1, 64 conns, %s) | vs direct | p99 ms | one-stream MB/s (down, %s) | vs direct | 8-stream MB/s (down, %s) | vs direct | server RSS peak |\n",
+			r.smallGenerator(), r.bulkClient(), r.bulkClient())
 		w("|---|---|---|---|---|---|---|---|---|\n")
 		for _, t := range []string{"direct", "pipe", "tunnel", "tunnel-https"} {
 			row := []string{t, "-", "-", "-", "-", "-", "-", "-", "-"}
 			if s := r.findSmall(t, "http/1.1", 64); s != nil {
 				row[1], row[2], row[3] = s.ReqPerSec.fmt(0), fmt.Sprintf("%.2f", s.Ratio), s.P99.fmt(1)
 			}
-			if bl := r.findBulk(t, "down", 1); bl != nil {
+			if bl := r.findBulk(t, "down", 1, r.bulkClient()); bl != nil {
 				row[4], row[5] = bl.MBps.fmt(0), fmt.Sprintf("%.2f", bl.Ratio)
 			}
-			if bl := r.findBulk(t, "down", 8); bl != nil {
+			if bl := r.findBulk(t, "down", 8, r.bulkClient()); bl != nil {
 				row[6], row[7] = bl.MBps.fmt(0), fmt.Sprintf("%.2f", bl.Ratio)
 			}
 			server := map[string]string{"tunnel": "tunneld", "tunnel-https": "tunneld (https)"}[t]
@@ -326,12 +357,15 @@ func (r *Report) markdown() string {
 
 	if len(r.Small) > 0 {
 		w("\n### Small requests (closed loop, 1 KiB page)\n\n")
-		w("| target | protocol | conns | req/s | vs direct | p50 ms | p99 ms | p99.9 ms | server CPU s / 10k req | client CPU s / 10k req | errors |\n")
-		w("|---|---|---|---|---|---|---|---|---|---|---|\n")
+		w("HTTP/1.1 load from wrk (a process of its own, `-t2`, or `-t1` for one connection); HTTP/2 from the in-process\n")
+		w("generator (\"go\"), which shares the harness's process with the backend. Server CPU for direct under wrk is the\n")
+		w("backend's.\n\n")
+		w("| target | protocol | generator | conns | req/s | vs direct | p50 ms | p99 ms | p99.9 ms | server CPU ms / 1k req | client CPU ms / 1k req | errors |\n")
+		w("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, s := range r.Small {
-			w("| %s | %s | %d | %s | %.2f | %s | %s | %s | %s | %s | %d |\n", s.Target, s.Proto, s.Conns,
+			w("| %s | %s | %s | %d | %s | %.2f | %s | %s | %s | %s | %s | %d |\n", s.Target, s.Proto, s.Generator, s.Conns,
 				s.ReqPerSec.fmt(0), s.Ratio, s.P50.fmt(2), s.P99.fmt(2), s.P999.fmt(2),
-				s.ServerCPU10k.fmt(2), s.ClientCPU10k.fmt(2), s.Errors)
+				s.ServerCPU1k.fmt(0), s.ClientCPU1k.fmt(0), s.Errors)
 		}
 	}
 	if len(r.Open) > 0 {
@@ -345,10 +379,12 @@ func (r *Report) markdown() string {
 	}
 	if len(r.BulkRuns) > 0 {
 		w("\n### Bulk (%s per transfer, split across the streams, HTTP/1.1)\n\n", units.Bytes(r.Bulk))
-		w("| target | direction | streams | MB/s | vs direct | server CPU s / GiB | client CPU s / GiB |\n")
-		w("|---|---|---|---|---|---|---|\n")
+		w("Client go: the Go client in the harness's process; curl: one curl process per stream (down: GET, up: PUT of a\n")
+		w("file). MB/s from the first start to the last end. Server CPU for direct with curl is the backend's.\n\n")
+		w("| target | direction | streams | client | MB/s | vs direct | server CPU s / GiB | client CPU s / GiB |\n")
+		w("|---|---|---|---|---|---|---|---|\n")
 		for _, bl := range r.BulkRuns {
-			w("| %s | %s | %d | %s | %.2f | %s | %s |\n", bl.Target, bl.Dir, bl.Streams, bl.MBps.fmt(0), bl.Ratio,
+			w("| %s | %s | %d | %s | %s | %.2f | %s | %s |\n", bl.Target, bl.Dir, bl.Streams, bl.Client, bl.MBps.fmt(0), bl.Ratio,
 				bl.ServerCPUGiB.fmt(2), bl.ClientCPUGiB.fmt(2))
 		}
 	}
@@ -412,6 +448,9 @@ func (r *Report) markdown() string {
 			w("| %s | %s |\n", a.ID, strings.ReplaceAll(v, "|", "/"))
 		}
 	}
+	if len(r.Peers) > 0 {
+		r.peersMarkdown(w)
+	}
 	for _, n := range r.Notes {
 		w("\n%s\n", n)
 	}
@@ -419,15 +458,16 @@ func (r *Report) markdown() string {
 }
 
 // write saves results.json and results.md in o.OutDir, and the plots; a
-// run of the attack phase alone saves attack.json and attack.md instead, so
-// that it leaves the last full run's results in place.
+// run of the attack or peers phase alone saves attack.* or peers.* instead,
+// so that it leaves the last full run's results in place.
 func (r *Report) write(o options) error {
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
 		return err
 	}
 	base := "results"
-	if strings.TrimSpace(o.Phases) == "attack" {
-		base = "attack"
+	switch strings.TrimSpace(o.Phases) {
+	case "attack", "peers":
+		base = strings.TrimSpace(o.Phases)
 	}
 	if !o.NoPlots && len(r.Small) > 0 {
 		if err := r.plot(o.OutDir); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -53,19 +54,22 @@ func newBackend() *http.Server {
 // env is everything one run starts: the backend in this process, tunneld
 // and tunnel, and the pipe's two processes.
 type env struct {
-	o        options
-	log      io.Writer
-	certsDir string
-	backend  *http.Server
-	backLn   net.Listener
-	backDone chan error
-	main     *pair // visitors in plain HTTP: the setting
-	https    *pair // visitors in HTTPS, as shipped
-	pipeSrv  *proc
-	pipeCli  *proc
-	srvAddr  string // the main tunneld's TLS port
-	targets  []target
-	procs    []*proc
+	o         options
+	log       io.Writer
+	certsDir  string
+	backend   *http.Server
+	backLn    net.Listener
+	backDone  chan error
+	main      *pair // visitors in plain HTTP: the setting
+	https     *pair // visitors in HTTPS, as shipped
+	pipeSrv   *proc
+	pipeCli   *proc
+	srvAddr   string // the main tunneld's TLS port
+	targets   []target
+	procs     []*proc
+	tmp       string // wrk's script, curl's upload files
+	wrkScript string
+	peers     map[string]*peer // chisel, frp by target name (the peers phase)
 }
 
 // pair is one tunneld and the tunnel client connected to it. The HTTPS rows
@@ -187,6 +191,12 @@ func (e *env) start(ctx context.Context, pairs bool) error {
 	if e.certsDir, err = os.MkdirTemp("", "tunnel-bench-certs-"); err != nil {
 		return err
 	}
+	if e.tmp, err = os.MkdirTemp("", "tunnel-bench-"); err != nil {
+		return err
+	}
+	if e.wrkScript, err = writeWrkScript(e.tmp); err != nil {
+		return err
+	}
 	e.backend = newBackend()
 	if e.backLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return err
@@ -198,7 +208,11 @@ func (e *env) start(ctx context.Context, pairs bool) error {
 		return nil
 	}
 
-	if e.main, err = e.startPair(ctx, backAddr, ""); err != nil {
+	var pprofArgs []string
+	if e.o.Profile != "" {
+		pprofArgs = []string{"--admin-pprof"}
+	}
+	if e.main, err = e.startPair(ctx, backAddr, "", pprofArgs...); err != nil {
 		return err
 	}
 	e.srvAddr = e.main.srvAddr
@@ -284,6 +298,9 @@ func (e *env) stop() {
 	if e.certsDir != "" {
 		os.RemoveAll(e.certsDir)
 	}
+	if e.tmp != "" {
+		os.RemoveAll(e.tmp)
+	}
 }
 
 // cpuOf returns the server and client processes of a target (nil for
@@ -297,29 +314,50 @@ func (e *env) cpuOf(t target) (srv, cli *proc) {
 	case "pipe":
 		return e.pipeSrv, e.pipeCli
 	}
+	if p := e.peers[t.Name]; p != nil {
+		return p.server, p.client
+	}
 	return nil, nil
 }
 
 // cpuSpan measures the CPU two processes spend between start and done.
 type cpuSpan struct {
-	srv, cli *proc
+	srv, cli int // pids; cli 0: none
 	s0, c0   time.Duration
 }
 
-func (e *env) cpuStart(t target) cpuSpan {
+// cpuStart starts counting t's CPU. external says the load comes from
+// another process (wrk, curl): then direct's figure is the harness's own
+// CPU, which is the backend's alone, and is reported as the server's.
+func (e *env) cpuStart(t target, external bool) cpuSpan {
 	s, c := e.cpuOf(t)
-	sp := cpuSpan{srv: s, cli: c}
-	if s != nil {
-		sp.s0, sp.c0 = readProc(s.pid()).CPU, readProc(c.pid()).CPU
+	var sp cpuSpan
+	switch {
+	case s != nil:
+		sp.srv, sp.cli = s.pid(), c.pid()
+	case external:
+		sp.srv = os.Getpid()
+	default:
+		return sp
+	}
+	sp.s0 = readProc(sp.srv).CPU
+	if sp.cli != 0 {
+		sp.c0 = readProc(sp.cli).CPU
 	}
 	return sp
 }
 
-func (sp cpuSpan) done() (srv, cli float64, ok bool) {
-	if sp.srv == nil {
-		return 0, 0, false
+// done returns the CPU seconds spent since cpuStart; ok is false when
+// nothing was counted, hasCli false when there is no client process.
+func (sp cpuSpan) done() (srv, cli float64, hasCli, ok bool) {
+	if sp.srv == 0 {
+		return 0, 0, false, false
 	}
-	return (readProc(sp.srv.pid()).CPU - sp.s0).Seconds(), (readProc(sp.cli.pid()).CPU - sp.c0).Seconds(), true
+	srv = (readProc(sp.srv).CPU - sp.s0).Seconds()
+	if sp.cli != 0 {
+		cli = (readProc(sp.cli).CPU - sp.c0).Seconds()
+	}
+	return srv, cli, sp.cli != 0, true
 }
 
 func (e *env) checkAlive() error {
@@ -344,7 +382,7 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	// The load and connect phases use the two pairs and the pipe; the
 	// others start what they measure themselves.
 	load := phases["small"] || phases["open"] || phases["bulk"]
-	if err := e.start(ctx, load || phases["connect"]); err != nil {
+	if err := e.start(ctx, load || phases["connect"] || phases["peers"]); err != nil {
 		return nil, err
 	}
 	rep := newReport(o)
@@ -439,6 +477,13 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 			IdleGoroutines: idleG[w.p], PeakGoroutines: peakG[w.p], AfterGoroutines: goroutines(w.pr.metricsOf(w.p))})
 	}
 
+	// After the load phases' memory rows: it resets the peaks, and starts
+	// processes of its own.
+	if phases["peers"] {
+		if err := e.peersPhase(ctx, rep); err != nil {
+			return nil, err
+		}
+	}
 	if phases["connect"] {
 		if err := e.connect(ctx, rep); err != nil {
 			return nil, err
@@ -477,7 +522,9 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // small runs the closed-loop small requests: every protocol and
 // concurrency, the targets interleaved within each repeat so that drift on
-// a shared machine hits them alike.
+// a shared machine hits them alike. HTTP/1.1 load comes from wrk, a process
+// of its own, as users measure; HTTP/2 from the in-process generator, which
+// nothing else here measures (wrk speaks HTTP/1.1 only).
 func (e *env) small(ctx context.Context, rep *Report) error {
 	type key struct {
 		t     string
@@ -486,6 +533,12 @@ func (e *env) small(ctx context.Context, rep *Report) error {
 	}
 	runs := map[key][]closedResult{}
 	cpu := map[key][][2]float64{}
+	hasCli := map[key]bool{}
+	if e.o.Wrk != "" {
+		for _, t := range e.targets {
+			e.warmUp(ctx, t, min(64, slices.Max(e.o.Conns)))
+		}
+	}
 	for rep := 0; rep < e.o.Repeat; rep++ {
 		for _, h2 := range []bool{false, true} {
 			for _, c := range e.o.Conns {
@@ -493,18 +546,30 @@ func (e *env) small(ctx context.Context, rep *Report) error {
 					if !t.includesSmall(h2, c) {
 						continue
 					}
-					e.logf("small %s h2=%v conns=%d run %d", t.Name, h2, c, rep+1)
-					sp := e.cpuStart(t)
-					r, err := closedLoop(ctx, t, h2, c, e.o.Duration)
+					wrk := !h2 && e.o.Wrk != ""
+					e.logf("small %s h2=%v conns=%d run %d (%s)", t.Name, h2, c, rep+1, generatorName(wrk))
+					sp := e.cpuStart(t, wrk)
+					var r closedResult
+					var err error
+					if wrk {
+						r, err = runWrk(ctx, e.o.Wrk, e.wrkScript, t, c, e.o.Duration)
+					} else {
+						r, err = closedLoop(ctx, t, h2, c, e.o.Duration)
+					}
 					if err != nil {
 						return err
 					}
 					k := key{t.Name, h2, c}
 					runs[k] = append(runs[k], r)
-					if s, cl, ok := sp.done(); ok {
-						// CPU over the whole run, warm-up included.
-						n := float64(r.Requests) * 1.1
-						cpu[k] = append(cpu[k], [2]float64{s / n * 1e4, cl / n * 1e4})
+					if s, cl, withCli, ok := sp.done(); ok {
+						// CPU over the whole run: wrk's has no warm-up,
+						// the in-process generator's is a tenth more.
+						n := float64(r.Requests)
+						if !wrk {
+							n *= 1.1
+						}
+						cpu[k] = append(cpu[k], [2]float64{s / n * 1e6, cl / n * 1e6})
+						hasCli[k] = withCli
 					}
 				}
 			}
@@ -517,7 +582,8 @@ func (e *env) small(ctx context.Context, rep *Report) error {
 					continue
 				}
 				k := key{t.Name, h2, c}
-				row := SmallRow{Target: t.Name, Proto: protoName(h2), Conns: c}
+				row := SmallRow{Target: t.Name, Proto: protoName(h2), Conns: c,
+					Generator: generatorName(!h2 && e.o.Wrk != "")}
 				for _, r := range runs[k] {
 					row.ReqPerSec.add(r.rate())
 					row.P50.add(ms(r.P50))
@@ -526,14 +592,23 @@ func (e *env) small(ctx context.Context, rep *Report) error {
 					row.Errors += r.Errors
 				}
 				for _, v := range cpu[k] {
-					row.ServerCPU10k.add(v[0])
-					row.ClientCPU10k.add(v[1])
+					row.ServerCPU1k.add(v[0])
+					if hasCli[k] {
+						row.ClientCPU1k.add(v[1])
+					}
 				}
 				rep.Small = append(rep.Small, row)
 			}
 		}
 	}
 	return nil
+}
+
+func generatorName(wrk bool) string {
+	if wrk {
+		return "wrk"
+	}
+	return "go"
 }
 
 func protoName(h2 bool) string {
@@ -581,39 +656,55 @@ func (e *env) open(ctx context.Context, rep *Report) error {
 	return nil
 }
 
-// bulk moves o.Bulk bytes down and up over 1 and 8 streams.
+// bulk moves o.Bulk bytes down and up over 1 and 8 streams, with the Go
+// client in the harness and with curl processes (when o.Curl is set).
 func (e *env) bulk(ctx context.Context, rep *Report) error {
 	rows := map[string]*BulkRow{}
 	var order []string
 	gib := float64(e.o.Bulk) / (1 << 30)
+	clients := []string{"go"}
+	if e.o.Curl != "" {
+		clients = append(clients, "curl")
+	}
 	for r := 0; r < e.o.Repeat; r++ {
 		for _, up := range []bool{false, true} {
 			for _, streams := range []int{1, 8} {
-				for _, t := range e.targets {
-					if !t.includesBulk(up, streams) {
-						continue
-					}
-					dir := "down"
-					if up {
-						dir = "up"
-					}
-					e.logf("bulk %s %s %d streams run %d", t.Name, dir, streams, r+1)
-					sp := e.cpuStart(t)
-					d, err := bulk(ctx, t, up, streams, e.o.Bulk)
-					if err != nil {
-						return err
-					}
-					k := fmt.Sprintf("%s/%s/%d", t.Name, dir, streams)
-					row := rows[k]
-					if row == nil {
-						row = &BulkRow{Target: t.Name, Dir: dir, Streams: streams}
-						rows[k] = row
-						order = append(order, k)
-					}
-					row.MBps.add(float64(e.o.Bulk) / 1e6 / d.Seconds())
-					if s, c, ok := sp.done(); ok {
-						row.ServerCPUGiB.add(s / gib)
-						row.ClientCPUGiB.add(c / gib)
+				for _, client := range clients {
+					for _, t := range e.targets {
+						if !t.includesBulk(up, streams) {
+							continue
+						}
+						dir := "down"
+						if up {
+							dir = "up"
+						}
+						e.logf("bulk %s %s %d streams %s run %d", t.Name, dir, streams, client, r+1)
+						ext := client == "curl"
+						sp := e.cpuStart(t, ext)
+						var d time.Duration
+						var err error
+						if ext {
+							d, err = curlBulk(ctx, e.o.Curl, e.certsDir, e.tmp, t, up, streams, e.o.Bulk)
+						} else {
+							d, err = bulk(ctx, t, up, streams, e.o.Bulk)
+						}
+						if err != nil {
+							return err
+						}
+						k := fmt.Sprintf("%s/%s/%d/%s", t.Name, dir, streams, client)
+						row := rows[k]
+						if row == nil {
+							row = &BulkRow{Target: t.Name, Dir: dir, Streams: streams, Client: client}
+							rows[k] = row
+							order = append(order, k)
+						}
+						row.MBps.add(float64(e.o.Bulk) / 1e6 / d.Seconds())
+						if s, c, withCli, ok := sp.done(); ok {
+							row.ServerCPUGiB.add(s / gib)
+							if withCli {
+								row.ClientCPUGiB.add(c / gib)
+							}
+						}
 					}
 				}
 			}
