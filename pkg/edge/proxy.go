@@ -102,7 +102,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	s.ops.routed(r, rt, label)
+	s.ops.routed(w, rt, label)
 	ctx := context.WithValue(r.Context(), targetKey, target{name: label, host: host, route: rt,
 		visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr)})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
