@@ -367,13 +367,19 @@ func (s *Server) dialTunnel(ctx context.Context, rt Route, addr string) (net.Con
 }
 
 // copyBufPool lends ReverseProxy its copy buffers instead of a fresh 32 KiB
-// per response.
+// per response. The pool holds array pointers, not slices: turning the
+// slice ReverseProxy hands back into one costs nothing, where a *[]byte
+// would cost an allocation on every Put.
 type copyBufPool struct{}
 
-var copyBufs = sync.Pool{New: func() any {
-	b := make([]byte, 32<<10)
-	return &b
-}}
+const copyBufSize = 32 << 10
 
-func (copyBufPool) Get() []byte  { return *copyBufs.Get().(*[]byte) }
-func (copyBufPool) Put(b []byte) { copyBufs.Put(&b) }
+var copyBufs = sync.Pool{New: func() any { return new([copyBufSize]byte) }}
+
+func (copyBufPool) Get() []byte { return copyBufs.Get().(*[copyBufSize]byte)[:] }
+
+func (copyBufPool) Put(b []byte) {
+	if len(b) == copyBufSize {
+		copyBufs.Put((*[copyBufSize]byte)(b))
+	}
+}
