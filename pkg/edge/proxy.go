@@ -214,13 +214,11 @@ func closeIfBodyPending(w http.ResponseWriter, r *http.Request) {
 }
 
 // publicHost is the host in the tunnel's public URL: name.Domain, with
-// the public port unless that is the default one.
+// the public port unless that is the default one. The suffix is built once
+// (NewServer), so each request pays one concatenation; neither a name nor
+// Domain holds a ':', so no brackets are ever needed.
 func (s *Server) publicHost(name string) string {
-	host := name + "." + s.cfg.Domain
-	if p := s.cfg.PublicPort; p != 0 && p != 443 {
-		host = net.JoinHostPort(host, strconv.Itoa(p))
-	}
-	return host
+	return name + s.hostSuffix
 }
 
 // forwardingHeaders are headers through which a proxy tells a service who
