@@ -96,12 +96,12 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.answer(w, r, host, err)
 		return
 	}
-	release, err := s.acquireVisitor(w, r, label)
+	slot, err := s.acquireVisitor(w, r, label)
 	if err != nil {
 		p.answer(w, r, host, err)
 		return
 	}
-	defer release()
+	defer slot.Release()
 	s.ops.routed(w, rt, label)
 	ctx := context.WithValue(r.Context(), targetKey, target{name: label, host: host, route: rt,
 		visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr)})
