@@ -113,7 +113,7 @@ func (m *Set) record(access *zerolog.Logger, r *http.Request, sw *statusWriter, 
 		in = body.n.Load()
 	}
 	m.inFlight.Dec()
-	m.requests.WithLabelValues(statusClass(status)).Inc()
+	m.byClass[statusClass(status)].Inc()
 	m.bytesIn.Add(float64(in))
 	m.bytesOut.Add(float64(sw.n))
 	m.reqDuration.Observe(dur.Seconds())
@@ -136,13 +136,14 @@ func (m *Set) record(access *zerolog.Logger, r *http.Request, sw *statusWriter, 
 	}
 }
 
-// statusClass is code's label in tunneld_requests_total; a code outside
+// statusClass is the index in Set.byClass of code's counter in
+// tunneld_requests_total: 0 for 1xx up to 4 for 5xx; a code outside
 // 100..599 counts as a server error.
-func statusClass(code int) string {
+func statusClass(code int) int {
 	if code < 100 || code > 599 {
-		return "5xx"
+		return 4
 	}
-	return string(rune('0'+code/100)) + "xx"
+	return code/100 - 1
 }
 
 // statusWriter remembers the status, counts body bytes, and holds what

@@ -223,3 +223,20 @@ func TestSet_InstrumentUnrouted(t *testing.T) {
 		t.Errorf("got tunnel %v status %v, want \"\" 404", ev["tunnel"], ev["status"])
 	}
 }
+
+// TestSet_StatusClasses: each status counts in its class, and a code past
+// 599 as a server error.
+func TestSet_StatusClasses(t *testing.T) {
+	for _, tc := range []struct {
+		code int
+		want string
+	}{{101, "1xx"}, {200, "2xx"}, {299, "2xx"}, {302, "3xx"}, {404, "4xx"}, {503, "5xx"}, {599, "5xx"}, {600, "5xx"}, {999, "5xx"}} {
+		m := metrics.New()
+		m.Instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(tc.code)
+		}), nil).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
+		if got := mustValue(t, m, "tunneld_requests_total", map[string]string{"code": tc.want}); got != 1 {
+			t.Errorf("status %d: %s got %v, want 1", tc.code, tc.want, got)
+		}
+	}
+}
