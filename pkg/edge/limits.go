@@ -130,8 +130,8 @@ func (s *Server) paced(next http.Handler) http.Handler {
 // acquireVisitor takes a slot of the tunnel name for the request, within
 // its source's share, or says why not: errTunnelBusy when the tunnel is
 // full, errVisitorShare when the visitor has its share, errSlowReader when
-// it holds some of a full SlowReaderBudget.
-func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name string) (release func(), err error) {
+// it holds some of a full SlowReaderBudget. The caller releases the slot.
+func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name string) (*limit.Slot, error) {
 	v := limit.VisitOf(w)
 	var src netip.Prefix
 	if v != nil {
@@ -142,13 +142,13 @@ func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name str
 	if !s.pacer.Admit(src) {
 		return nil, errSlowReader
 	}
-	release, refusal := s.limits.AcquireStream(r.Context(), name, src)
+	slot, refusal := s.limits.AcquireStream(r.Context(), name, src)
 	switch refusal {
 	case "":
 		if v != nil {
 			v.Proxied()
 		}
-		return release, nil
+		return slot, nil
 	case limit.RefusedVisitor:
 		return nil, errVisitorShare
 	default:

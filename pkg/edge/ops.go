@@ -54,10 +54,10 @@ func (o *ops) instrument(next http.Handler) http.Handler {
 	return o.metrics.Instrument(next, o.access)
 }
 
-// routed tells the instrumentation which route serves r; the proxy calls
-// it once it has looked the tunnel up.
-func (o *ops) routed(r *http.Request, rt Route, name string) {
-	metrics.Routed(r, name, rt.String(), o.counters(rt, name))
+// routed tells the instrumentation which route serves the request w
+// answers; the proxy calls it once it has looked the tunnel up.
+func (o *ops) routed(w http.ResponseWriter, rt Route, name string) {
+	metrics.Routed(w, name, rt.String(), o.counters(rt, name))
 }
 
 // sessionUp records a registered session and its tunnels.

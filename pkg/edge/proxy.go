@@ -41,6 +41,34 @@ type ctxKey int
 
 const targetKey ctxKey = 0
 
+// targetCtx is a request's context with its target: Value(targetKey) is the
+// targetCtx itself (see targetOf). One allocation, where context.WithValue
+// takes two, the context and the boxed target.
+type targetCtx struct {
+	context.Context
+	t target
+}
+
+func (c *targetCtx) Value(key any) any {
+	if key == targetKey {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// withTarget returns ctx carrying t.
+func withTarget(ctx context.Context, t target) context.Context {
+	return &targetCtx{Context: ctx, t: t}
+}
+
+// targetOf returns the target ctx carries, if any.
+func targetOf(ctx context.Context) (target, bool) {
+	if c, ok := ctx.Value(targetKey).(*targetCtx); ok {
+		return c.t, true
+	}
+	return target{}, false
+}
+
 // target is what the proxy learned about a request, passed to Rewrite and
 // to the Transport's dial through the request context.
 type target struct {
@@ -69,7 +97,7 @@ func (s *Server) newProxy() *proxy {
 		Rewrite:   rewrite,
 		Transport: p.pools,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			t, _ := r.Context().Value(targetKey).(target)
+			t, _ := targetOf(r.Context())
 			p.answer(w, r, t.host, err)
 		},
 		ErrorLog:   logging.Std(s.log, zerolog.DebugLevel),
@@ -96,14 +124,14 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.answer(w, r, host, err)
 		return
 	}
-	release, err := s.acquireVisitor(w, r, label)
+	slot, err := s.acquireVisitor(w, r, label)
 	if err != nil {
 		p.answer(w, r, host, err)
 		return
 	}
-	defer release()
-	s.ops.routed(r, rt, label)
-	ctx := context.WithValue(r.Context(), targetKey, target{name: label, host: host, route: rt,
+	defer slot.Release()
+	s.ops.routed(w, rt, label)
+	ctx := withTarget(r.Context(), target{name: label, host: host, route: rt,
 		visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr)})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
@@ -138,7 +166,7 @@ func (p *proxy) lookup(ctx context.Context, name string) (Route, error) {
 // logged, and a visitor that left gets a bare status nobody reads.
 func (p *proxy) answer(w http.ResponseWriter, r *http.Request, host string, err error) {
 	s := p.s
-	_, proxied := r.Context().Value(targetKey).(target)
+	_, proxied := targetOf(r.Context())
 	logged := func(event string) {
 		s.log.Debug().Err(err).Str("host", host).Str("remote_addr", r.RemoteAddr).Msg(event)
 	}
@@ -214,13 +242,11 @@ func closeIfBodyPending(w http.ResponseWriter, r *http.Request) {
 }
 
 // publicHost is the host in the tunnel's public URL: name.Domain, with
-// the public port unless that is the default one.
+// the public port unless that is the default one. The suffix is built once
+// (NewServer), so each request pays one concatenation; neither a name nor
+// Domain holds a ':', so no brackets are ever needed.
 func (s *Server) publicHost(name string) string {
-	host := name + "." + s.cfg.Domain
-	if p := s.cfg.PublicPort; p != 0 && p != 443 {
-		host = net.JoinHostPort(host, strconv.Itoa(p))
-	}
-	return host
+	return name + s.hostSuffix
 }
 
 // forwardingHeaders are headers through which a proxy tells a service who
@@ -255,7 +281,7 @@ func isForwardingHeader(h string) bool {
 // X-Forwarded-Host is kept: some load balancers pass the visitor's on
 // untouched, and the edge knows the public host anyway.
 func rewrite(pr *httputil.ProxyRequest) {
-	rt := pr.In.Context().Value(targetKey).(target)
+	rt, _ := targetOf(pr.In.Context())
 	pr.SetURL(&url.URL{Scheme: "http", Host: rt.name})
 	pr.Out.Host = rt.host
 	for h := range pr.Out.Header {
@@ -304,7 +330,8 @@ func (p *pools) drop(rt Route) {
 }
 
 func (p *pools) RoundTrip(r *http.Request) (*http.Response, error) {
-	rt := r.Context().Value(targetKey).(target).route
+	tg, _ := targetOf(r.Context())
+	rt := tg.route
 	t, ok := p.m.Load(rt)
 	if !ok {
 		return nil, fmt.Errorf("route %s: %w", rt, errTunnelOffline)
@@ -354,7 +381,7 @@ func (s *Server) dialTunnel(ctx context.Context, rt Route, addr string) (net.Con
 		return nil, fmt.Errorf("dial tunnel %q: %w", name, errTunnelOffline)
 	}
 	var visitor string
-	if t, ok := ctx.Value(targetKey).(target); ok {
+	if t, ok := targetOf(ctx); ok {
 		visitor = t.visitor
 	}
 	start := time.Now()
@@ -367,13 +394,19 @@ func (s *Server) dialTunnel(ctx context.Context, rt Route, addr string) (net.Con
 }
 
 // copyBufPool lends ReverseProxy its copy buffers instead of a fresh 32 KiB
-// per response.
+// per response. The pool holds array pointers, not slices: turning the
+// slice ReverseProxy hands back into one costs nothing, where a *[]byte
+// would cost an allocation on every Put.
 type copyBufPool struct{}
 
-var copyBufs = sync.Pool{New: func() any {
-	b := make([]byte, 32<<10)
-	return &b
-}}
+const copyBufSize = 32 << 10
 
-func (copyBufPool) Get() []byte  { return *copyBufs.Get().(*[]byte) }
-func (copyBufPool) Put(b []byte) { copyBufs.Put(&b) }
+var copyBufs = sync.Pool{New: func() any { return new([copyBufSize]byte) }}
+
+func (copyBufPool) Get() []byte { return copyBufs.Get().(*[copyBufSize]byte)[:] }
+
+func (copyBufPool) Put(b []byte) {
+	if len(b) == copyBufSize {
+		copyBufs.Put((*[copyBufSize]byte)(b))
+	}
+}

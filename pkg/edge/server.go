@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -88,6 +89,9 @@ type Server struct {
 	log       zerolog.Logger
 	tlsConfig *tls.Config
 	registry  Registry
+	// hostSuffix follows a name in its public host: "." + Domain, and
+	// ":" + PublicPort unless that is the default one (see publicHost).
+	hostSuffix string
 
 	acme       *certs.ACME // nil without Config.ACME
 	refusedSet             // names the ACME host policy refused, for log-once
@@ -125,6 +129,10 @@ func NewServer(cfg Config) (*Server, error) {
 		sessions:   make(map[*Session]struct{}),
 		refusedSet: refusedSet{refused: expiring.New[string, struct{}](refusedLogCap, 0)},
 		ops:        newOps(cfg),
+		hostSuffix: "." + cfg.Domain,
+	}
+	if p := cfg.PublicPort; p != 0 && p != 443 {
+		s.hostSuffix += ":" + strconv.Itoa(p)
 	}
 	s.limits = limit.New(limitConfig(cfg), log, s.ops.metrics)
 	s.pacer = newPacer(cfg, log, s.ops.metrics)

@@ -149,7 +149,7 @@ type Limits struct {
 	sweepAt       int                                     // sweep tunnelsBy when it grows past this
 	streamsBy     map[string]int                          // tunnel name → streams in use
 	visitorsBy    map[visitorKey]int                      // tunnel and visitor source → streams in use
-	waitersBy     map[visitorKey][]*shareWaiter           // requests waiting for their source's share, oldest first
+	waitersBy     map[visitorKey][]*Slot                  // requests waiting for their source's share, oldest first
 	authFailures  *expiring.Table[netip.Prefix, int]      // source → failures, until authForget after its last
 	refusedBursts *expiring.Table[netip.Prefix, struct{}] // for a minute after a source's refused connection was logged
 }
@@ -170,7 +170,7 @@ func New(cfg Config, log zerolog.Logger, rec Recorder) *Limits {
 		tunnelsBy:     make(map[string]map[Session]int),
 		streamsBy:     make(map[string]int),
 		visitorsBy:    make(map[visitorKey]int),
-		waitersBy:     make(map[visitorKey][]*shareWaiter),
+		waitersBy:     make(map[visitorKey][]*Slot),
 		authFailures:  expiring.New[netip.Prefix, int](maxTrackedSources, authForget),
 		refusedBursts: expiring.New[netip.Prefix, struct{}](maxTrackedSources, time.Minute),
 	}
@@ -404,11 +404,17 @@ const (
 	visitorQueueWait = 30 * time.Second
 )
 
-// shareWaiter is a request waiting for its source's share. When a slot is
-// handed to it, granted is set and ready closed, both under Limits.mu.
-type shareWaiter struct {
-	ready   chan struct{}
-	granted bool
+// Slot is one of a tunnel's stream slots, held by one request of one
+// visitor source (AcquireStream). A request over its source's share waits
+// as a Slot not yet granted: when a slot is handed to it, granted is set and
+// ready closed, both under Limits.mu.
+type Slot struct {
+	l     *Limits
+	key   visitorKey
+	ready chan struct{} // nil: granted at once, never waited
+
+	// Guarded by l.mu.
+	granted, released bool
 }
 
 // AcquireStream takes one of the tunnel's MaxStreamsPerTunnel stream slots
@@ -416,9 +422,10 @@ type shareWaiter struct {
 // (PerVisitor), or reports (and records) why not: RefusedTunnel at once
 // when all the slots are in use, RefusedVisitor when src holds its share
 // and either visitorQueue of its requests already wait or ctx ends or
-// visitorQueueWait passes before one of its requests finishes. release
-// gives the slot back; it is safe to call more than once.
-func (l *Limits) AcquireStream(ctx context.Context, name string, src netip.Prefix) (release func(), refusal string) {
+// visitorQueueWait passes before one of its requests finishes. The Slot's
+// Release gives it back. (A Slot rather than a release func: a func
+// carrying its own once-only state cost each request two allocations.)
+func (l *Limits) AcquireStream(ctx context.Context, name string, src netip.Prefix) (slot *Slot, refusal string) {
 	key := visitorKey{name, src}
 	l.mu.Lock()
 	if l.streamsBy[name] >= l.cfg.MaxStreamsPerTunnel {
@@ -430,14 +437,14 @@ func (l *Limits) AcquireStream(ctx context.Context, name string, src netip.Prefi
 		l.streamsBy[name]++
 		l.visitorsBy[key]++
 		l.mu.Unlock()
-		return l.releaser(key), ""
+		return &Slot{l: l, key: key, granted: true}, ""
 	}
 	if len(l.waitersBy[key]) >= visitorQueue {
 		l.mu.Unlock()
 		l.rec.RateLimited(RefusedVisitor)
 		return nil, RefusedVisitor
 	}
-	w := &shareWaiter{ready: make(chan struct{})}
+	w := &Slot{l: l, key: key, ready: make(chan struct{})}
 	l.waitersBy[key] = append(l.waitersBy[key], w)
 	l.mu.Unlock()
 
@@ -445,14 +452,14 @@ func (l *Limits) AcquireStream(ctx context.Context, name string, src netip.Prefi
 	defer timer.Stop()
 	select {
 	case <-w.ready:
-		return l.releaser(key), ""
+		return w, ""
 	case <-ctx.Done():
 	case <-timer.C:
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if w.granted { // handed a slot as the wait ended
-		return l.releaser(key), ""
+		return w, ""
 	}
 	ws := l.waitersBy[key]
 	for i, x := range ws {
@@ -470,28 +477,28 @@ func (l *Limits) AcquireStream(ctx context.Context, name string, src netip.Prefi
 	return nil, RefusedVisitor
 }
 
-// releaser gives back a slot of key's tunnel and source, once: to the
-// source's oldest waiting request if there is one (the counts stay), else
-// to the counts.
-func (l *Limits) releaser(key visitorKey) func() {
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			if ws := l.waitersBy[key]; len(ws) > 0 {
-				w := ws[0]
-				if len(ws) == 1 {
-					delete(l.waitersBy, key)
-				} else {
-					l.waitersBy[key] = ws[1:]
-				}
-				w.granted = true
-				close(w.ready)
-				return
-			}
-			decr(l.streamsBy, key.name)
-			decr(l.visitorsBy, key)
-		})
+// Release gives the slot back, once (it is safe to call more than once):
+// to its source's oldest waiting request if there is one (the counts
+// stay), else to the counts.
+func (s *Slot) Release() {
+	l := s.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s.released {
+		return
 	}
+	s.released = true
+	if ws := l.waitersBy[s.key]; len(ws) > 0 {
+		w := ws[0]
+		if len(ws) == 1 {
+			delete(l.waitersBy, s.key)
+		} else {
+			l.waitersBy[s.key] = ws[1:]
+		}
+		w.granted = true
+		close(w.ready)
+		return
+	}
+	decr(l.streamsBy, s.key.name)
+	decr(l.visitorsBy, s.key)
 }

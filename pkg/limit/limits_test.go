@@ -13,6 +13,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
+
+	"github.com/tunnelhq/tunnel/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -161,7 +163,7 @@ func TestLimits_ReportsRefusalsToRecorder(t *testing.T) {
 	if _, refusal := l.AcquireStream(ctx, "wiki", v3); refusal != RefusedTunnel {
 		t.Fatalf("third stream: got %q, want refused over the tunnel's limit of 2", refusal)
 	}
-	release()
+	release.Release()
 	if _, refusal := l.AcquireStream(ctx, "wiki", v1); refusal != "" {
 		t.Fatalf("the visitor after its stream ended: refused %q", refusal)
 	}
@@ -236,7 +238,7 @@ func TestLimits_OverTheShareWaitsForItsOwnSlot(t *testing.T) {
 		t.Fatal("first stream refused")
 	}
 	type result struct {
-		release func()
+		slot    *Slot
 		refusal string
 	}
 	wctx, cancelWaiters := context.WithCancel(ctx)
@@ -278,8 +280,8 @@ func TestLimits_OverTheShareWaitsForItsOwnSlot(t *testing.T) {
 	if ra != "" || rb != "" {
 		t.Fatalf("other sources while one waits: refused %q, %q", ra, rb)
 	}
-	a()
-	first()
+	a.Release()
+	first.Release()
 	got := recvWithin(t, results, 10*time.Second)
 	if got.refusal != "" {
 		t.Fatalf("the oldest waiting request: refused %q, want the slot", got.refusal)
@@ -289,7 +291,7 @@ func TestLimits_OverTheShareWaitsForItsOwnSlot(t *testing.T) {
 		t.Fatalf("a second waiting request got an answer (%q) with one slot handed on", r.refusal)
 	default:
 	}
-	got.release()
+	got.slot.Release()
 	got = recvWithin(t, results, 10*time.Second)
 	cancelWaiters()
 	for range visitorQueue - 2 {
@@ -297,11 +299,62 @@ func TestLimits_OverTheShareWaitsForItsOwnSlot(t *testing.T) {
 			t.Fatalf("a waiting request whose context ended: got %q, want refused", r.refusal)
 		}
 	}
-	got.release()
+	got.slot.Release()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if n, w := l.visitorsBy[visitorKey{"wiki", v1}], len(l.waitersBy); n != 0 || w != 0 {
 		t.Fatalf("after every request: %d streams of the source, %d waiting lists; want 0 and 0", n, w)
+	}
+}
+
+// TestLimits_SlotReleasedTwice: a second Release of a slot gives nothing
+// more back, whether the slot was granted at once or after a wait.
+func TestLimits_SlotReleasedTwice(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxStreamsPerTunnel = 2
+	cfg.MaxRequestsPerVisitor = 1
+	l := New(cfg, zerolog.Nop(), &recordedLimits{})
+	ctx := context.Background()
+	v1, v2, v3 := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("192.0.2.2/32"), netip.MustParsePrefix("192.0.2.3/32")
+	first, refusal := l.AcquireStream(ctx, "wiki", v1)
+	if refusal != "" {
+		t.Fatal("first stream refused")
+	}
+	waited := make(chan *Slot, 1)
+	go func() {
+		s, _ := l.AcquireStream(ctx, "wiki", v1) // waits for first
+		waited <- s
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; runtime.Gosched() {
+		l.mu.Lock()
+		n := len(l.waitersBy[visitorKey{"wiki", v1}])
+		l.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no request waiting after 10s")
+		}
+	}
+	first.Release()
+	second := testwait.Recv(t, waited, 10*time.Second)
+	if second == nil {
+		t.Fatal("the waiting request was refused")
+	}
+	first.Release() // its slot went to second: nothing more is free
+	if _, refusal := l.AcquireStream(ctx, "wiki", v2); refusal != "" {
+		t.Fatalf("v2 with one slot free: refused %q", refusal)
+	}
+	if _, refusal := l.AcquireStream(ctx, "wiki", v3); refusal != RefusedTunnel {
+		t.Fatalf("v3 with both slots held: got %q, want %q", refusal, RefusedTunnel)
+	}
+	second.Release()
+	second.Release()
+	if _, refusal := l.AcquireStream(ctx, "wiki", v3); refusal != "" {
+		t.Fatalf("v3 with one slot free: refused %q", refusal)
+	}
+	if _, refusal := l.AcquireStream(ctx, "wiki", v1); refusal != RefusedTunnel {
+		t.Fatalf("v1 with both slots held: got %q, want %q", refusal, RefusedTunnel)
 	}
 }
 

@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"sync/atomic"
@@ -18,27 +17,45 @@ type Tunnel struct {
 	Requests, BytesIn, BytesOut, InFlight atomic.Int64
 }
 
-type requestKey struct{}
-
 // request is what Routed tells Instrument about one request.
 type request struct {
 	tunnel, sessionID string
 	counts            *Tunnel
 }
 
-// Routed tells Instrument which tunnel serves r, once the handler knows:
-// the access log names tunnel and sessionID, and counts, if not nil, counts
-// the request (in flight from now, and its figures when it ends). Call it
-// at most once per request, from the handler Instrument wraps; on a request
-// Instrument did not wrap it does nothing.
-func Routed(r *http.Request, tunnel, sessionID string, counts *Tunnel) {
-	req, _ := r.Context().Value(requestKey{}).(*request)
-	if req == nil {
+// Routed tells Instrument which tunnel serves the request w answers, once
+// the handler knows: the access log names tunnel and sessionID, and counts,
+// if not nil, counts the request (in flight from now, and its figures when
+// it ends). w is the ResponseWriter the handler was given, or any writer
+// wrapped around it since that can Unwrap to it. Call it at most once per
+// request, from the handler Instrument wraps; on a request Instrument did
+// not wrap it does nothing.
+//
+// The request is found through w rather than a context value: a context
+// value would cost each request a context and a copy of its http.Request.
+func Routed(w http.ResponseWriter, tunnel, sessionID string, counts *Tunnel) {
+	sw := statusWriterOf(w)
+	if sw == nil {
 		return
 	}
-	req.tunnel, req.sessionID, req.counts = tunnel, sessionID, counts
+	sw.req.tunnel, sw.req.sessionID, sw.req.counts = tunnel, sessionID, counts
 	if counts != nil {
 		counts.InFlight.Add(1)
+	}
+}
+
+// statusWriterOf finds Instrument's writer under w and the writers wrapped
+// around it since, or nil.
+func statusWriterOf(w http.ResponseWriter) *statusWriter {
+	for {
+		switch x := w.(type) {
+		case *statusWriter:
+			return x
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = x.Unwrap()
+		default:
+			return nil
+		}
 	}
 }
 
@@ -57,21 +74,23 @@ func (m *Set) Instrument(next http.Handler, access *zerolog.Logger) http.Handler
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		m.inFlight.Inc()
-		req := &request{}
-		// A copy of r, so the server's own request keeps its body: net/http
-		// looks at that body's type after the handler, to skip waiting for
-		// a large unread body before answering (finishRequest,
-		// maxPostHandlerReadBytes). Wrapped, it would read up to 256 KiB of
-		// a body that may never come before writing the response.
-		r2 := r.WithContext(context.WithValue(r.Context(), requestKey{}, req))
+		sw := &statusWriter{ResponseWriter: w}
+		r2 := r
 		var body *countingBody
 		if r.Body != nil && r.Body != http.NoBody {
+			// A copy of r, so the server's own request keeps its body:
+			// net/http looks at that body's type after the handler, to
+			// skip waiting for a large unread body before answering
+			// (finishRequest, maxPostHandlerReadBytes). Wrapped, it would
+			// read up to 256 KiB of a body that may never come before
+			// writing the response.
 			body = &countingBody{ReadCloser: r.Body}
+			r2 = new(http.Request)
+			*r2 = *r
 			r2.Body = body
 		}
-		sw := &statusWriter{ResponseWriter: w}
 		completed := false
-		defer func() { m.record(access, r, req, sw, body, start, !completed) }()
+		defer func() { m.record(access, r, sw, body, start, !completed) }()
 		next.ServeHTTP(sw, r2)
 		completed = true
 	})
@@ -79,7 +98,8 @@ func (m *Set) Instrument(next http.Handler, access *zerolog.Logger) http.Handler
 
 // record keeps the books for one request that has ended; aborted: its
 // handler panicked (the visitor left mid-response, usually).
-func (m *Set) record(access *zerolog.Logger, r *http.Request, req *request, sw *statusWriter, body *countingBody, start time.Time, aborted bool) {
+func (m *Set) record(access *zerolog.Logger, r *http.Request, sw *statusWriter, body *countingBody, start time.Time, aborted bool) {
+	req := &sw.req
 	dur := time.Since(start)
 	status := sw.status
 	if status == 0 {
@@ -93,7 +113,7 @@ func (m *Set) record(access *zerolog.Logger, r *http.Request, req *request, sw *
 		in = body.n.Load()
 	}
 	m.inFlight.Dec()
-	m.requests.WithLabelValues(statusClass(status)).Inc()
+	m.byClass[statusClass(status)].Inc()
 	m.bytesIn.Add(float64(in))
 	m.bytesOut.Add(float64(sw.n))
 	m.reqDuration.Observe(dur.Seconds())
@@ -116,22 +136,25 @@ func (m *Set) record(access *zerolog.Logger, r *http.Request, req *request, sw *
 	}
 }
 
-// statusClass is code's label in tunneld_requests_total; a code outside
+// statusClass is the index in Set.byClass of code's counter in
+// tunneld_requests_total: 0 for 1xx up to 4 for 5xx; a code outside
 // 100..599 counts as a server error.
-func statusClass(code int) string {
+func statusClass(code int) int {
 	if code < 100 || code > 599 {
-		return "5xx"
+		return 4
 	}
-	return string(rune('0'+code/100)) + "xx"
+	return code/100 - 1
 }
 
-// statusWriter remembers the status and counts body bytes. Unwrap lets
+// statusWriter remembers the status, counts body bytes, and holds what
+// Routed said of the request. Unwrap lets
 // http.ResponseController (which ReverseProxy uses to flush and to hijack
 // for upgrades) reach the real writer.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
 	n      int64
+	req    request
 }
 
 func (w *statusWriter) WriteHeader(code int) {

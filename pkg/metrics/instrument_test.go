@@ -35,7 +35,7 @@ func serve(t *testing.T, h http.HandlerFunc, body string, accessLog bool) served
 		access = &l
 	}
 	routed := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		metrics.Routed(r, "wiki", "s1", s.tunnel)
+		metrics.Routed(w, "wiki", "s1", s.tunnel)
 		h(w, r)
 	})
 	inner := s.m.Instrument(routed, access)
@@ -165,9 +165,42 @@ func TestSet_Instrument(t *testing.T) {
 // counts nothing and does not panic.
 func TestSet_RoutedOutsideInstrument(t *testing.T) {
 	tc := &metrics.Tunnel{}
-	metrics.Routed(httptest.NewRequest(http.MethodGet, "/", nil), "wiki", "s1", tc)
+	metrics.Routed(httptest.NewRecorder(), "wiki", "s1", tc)
 	if f := tc.InFlight.Load(); f != 0 {
 		t.Errorf("in flight: got %d, want 0", f)
+	}
+}
+
+// wrapper is a ResponseWriter wrapped around Instrument's, as the edge's
+// pacer wraps it.
+type wrapper struct{ http.ResponseWriter }
+
+func (w wrapper) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// TestSet_RoutedThroughWrapper: Routed finds the request Instrument serves
+// under writers wrapped around its own since.
+func TestSet_RoutedThroughWrapper(t *testing.T) {
+	m := metrics.New()
+	tc := &metrics.Tunnel{}
+	var logs bytes.Buffer
+	l := zerolog.New(&logs)
+	h := m.Instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		metrics.Routed(wrapper{w}, "wiki", "s1", tc)
+		if f := tc.InFlight.Load(); f != 1 {
+			t.Errorf("in flight while served: got %d, want 1", f)
+		}
+		w.Write([]byte("ok"))
+	}), &l)
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/x", nil))
+	if n, f := tc.Requests.Load(), tc.InFlight.Load(); n != 1 || f != 0 {
+		t.Errorf("requests, in flight: got %d %d, want 1 0", n, f)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal(logs.Bytes(), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev["tunnel"] != "wiki" || ev["session_id"] != "s1" {
+		t.Errorf("got tunnel %v session %v, want wiki s1", ev["tunnel"], ev["session_id"])
 	}
 }
 
@@ -188,5 +221,22 @@ func TestSet_InstrumentUnrouted(t *testing.T) {
 	}
 	if ev["tunnel"] != "" || ev["status"] != float64(404) {
 		t.Errorf("got tunnel %v status %v, want \"\" 404", ev["tunnel"], ev["status"])
+	}
+}
+
+// TestSet_StatusClasses: each status counts in its class, and a code past
+// 599 as a server error.
+func TestSet_StatusClasses(t *testing.T) {
+	for _, tc := range []struct {
+		code int
+		want string
+	}{{101, "1xx"}, {200, "2xx"}, {299, "2xx"}, {302, "3xx"}, {404, "4xx"}, {503, "5xx"}, {599, "5xx"}, {600, "5xx"}, {999, "5xx"}} {
+		m := metrics.New()
+		m.Instrument(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(tc.code)
+		}), nil).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
+		if got := mustValue(t, m, "tunneld_requests_total", map[string]string{"code": tc.want}); got != 1 {
+			t.Errorf("status %d: %s got %v, want 1", tc.code, tc.want, got)
+		}
 	}
 }

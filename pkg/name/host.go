@@ -73,8 +73,13 @@ func FromHost(host, domain string) (string, error) {
 	h = Lower(h)
 	h = strings.TrimSuffix(h, ".")
 
-	if _, err := netip.ParseAddr(h); err == nil {
-		return "", fmt.Errorf("%w: %s: IP address", ErrForeignHost, quoteName(host))
+	// h has no ':' left, so the only address it can be is IPv4, all
+	// digits and dots: only those are parsed, because ParseAddr's error for
+	// a name, the common case, costs every request an allocation.
+	if digitsAndDots(h) {
+		if _, err := netip.ParseAddr(h); err == nil {
+			return "", fmt.Errorf("%w: %s: IP address", ErrForeignHost, quoteName(host))
+		}
 	}
 	if h == domain {
 		return "", nil
@@ -89,6 +94,16 @@ func FromHost(host, domain string) (string, error) {
 		return "", fmt.Errorf("%w: %s: more than one label under %q", ErrForeignHost, quoteName(host), domain)
 	}
 	return label, nil
+}
+
+// digitsAndDots reports whether s holds nothing but ASCII digits and dots.
+func digitsAndDots(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if (s[i] < '0' || s[i] > '9') && s[i] != '.' {
+			return false
+		}
+	}
+	return true
 }
 
 // validPort reports whether p, what follows a host's ':', is a port: empty
