@@ -39,13 +39,7 @@ func TestBench_Smoke(t *testing.T) {
 	o := smokeOptions(defaultOptions())
 	o.BinDir, o.OutDir, o.NoPlots = bin, t.TempDir(), true
 	o.Wrk, o.Curl = externalTool(t, "wrk"), externalTool(t, "curl")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var log strings.Builder
-	rep, err := run(ctx, o, &log)
-	if err != nil {
-		t.Fatalf("run: %v\nlog:\n%s", err, log.String())
-	}
+	rep := runSmoke(t, o)
 
 	// The rows each target must have, by the rules run.go applies.
 	targets := []target{{Name: "direct"}, {Name: "pipe"}, {Name: "tunnel", noH2: true}, {Name: "tunnel-https", subset: true}}
@@ -242,13 +236,7 @@ func TestBench_PeersSmoke(t *testing.T) {
 		*tool = p
 	}
 	o.BinDir, o.OutDir, o.NoPlots = buildBinaries(t), t.TempDir(), true
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var log strings.Builder
-	rep, err := run(ctx, o, &log)
-	if err != nil {
-		t.Fatalf("run: %v\nlog:\n%s", err, log.String())
-	}
+	rep := runSmoke(t, o)
 	var got []string
 	for _, p := range rep.Peers {
 		got = append(got, p.Target)
@@ -352,4 +340,18 @@ func TestLogTap_CountsLinesAcrossWrites(t *testing.T) {
 			t.Errorf("writes of %d bytes: got %+v, want %+v", chunk, got, want)
 		}
 	}
+}
+
+// runSmoke runs the harness with o, bounded in time, and fails the test
+// with the harness's log if the run fails.
+func runSmoke(t *testing.T, o options) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var log strings.Builder
+	rep, err := run(ctx, o, &log)
+	if err != nil {
+		t.Fatalf("run: %v\nlog:\n%s", err, log.String())
+	}
+	return rep
 }

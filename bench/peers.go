@@ -131,11 +131,9 @@ func (e *env) startPeers(ctx context.Context, backAddr string) error {
 	}
 	e.procs = append(e.procs, cli)
 	ch := target{Name: "chisel", baseURL: "http://127.0.0.1:" + visPort, dial: "127.0.0.1:" + visPort, noH2: true}
-	if err := waitPage(ctx, ch, srv, cli); err != nil {
+	if err := e.addPeer(ctx, ch, srv, cli); err != nil {
 		return err
 	}
-	e.peers[ch.Name] = &peer{server: srv, client: cli}
-	e.targets = append(e.targets, ch)
 
 	// frp: an HTTP proxy on frps's vhost port, found by Host, the client
 	// connected over TLS with tcpMux (both frpc's defaults, set here so
@@ -188,11 +186,17 @@ customDomains = ["bench.localhost"]
 	}
 	e.procs = append(e.procs, cli)
 	fr := target{Name: "frp", baseURL: "http://bench.localhost:" + visPort, dial: "127.0.0.1:" + visPort, noH2: true}
-	if err := waitPage(ctx, fr, srv, cli); err != nil {
+	return e.addPeer(ctx, fr, srv, cli)
+}
+
+// addPeer waits until peer t serves the page through its server srv and
+// client cli, then adds it to the run's targets.
+func (e *env) addPeer(ctx context.Context, t target, srv, cli *proc) error {
+	if err := waitPage(ctx, t, srv, cli); err != nil {
 		return err
 	}
-	e.peers[fr.Name] = &peer{server: srv, client: cli}
-	e.targets = append(e.targets, fr)
+	e.peers[t.Name] = &peer{server: srv, client: cli}
+	e.targets = append(e.targets, t)
 	return nil
 }
 
