@@ -19,6 +19,7 @@ import (
 	"github.com/tunnelhq/tunnel/internal/logging"
 	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/edge"
+	"github.com/tunnelhq/tunnel/pkg/metrics"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -72,6 +73,22 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// The access log, one line per request, goes through a buffer that is
+	// written out at 64 KiB, every second and at the end; every other line
+	// is written at once. Its logger is built like log, over the buffer.
+	accessBuf := metrics.NewLogBuffer(os.Stderr, metrics.LogBufferSize)
+	// Close, once the servers have returned (g.Wait below) or on an early
+	// return, writes what the buffer holds; lines of requests still ending
+	// then go straight out. Its error, like any failed log write before,
+	// does not change the exit code.
+	defer accessBuf.Close()
+	if cfg.AccessLog {
+		accessLog, err := logging.New(c.String("log-level"), c.String("log-format"), accessBuf)
+		if err != nil {
+			return err
+		}
+		cfg.AccessLogger = &accessLog
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s (--listen): %w", addr, err)
@@ -123,6 +140,7 @@ func serve(c *cli.Context) error {
 		g.Go(func() error { return admin.Serve(ctx, adminLn) })
 	}
 	g.Go(func() error { reloadOnHangup(ctx, cfg.StaticCerts, cfg.Domain, log); return nil })
+	g.Go(func() error { return accessBuf.Run(ctx, metrics.LogFlushEvery) })
 	return g.Wait()
 }
 

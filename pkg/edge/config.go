@@ -200,6 +200,13 @@ type Config struct {
 	// "access"). Default on.
 	AccessLog bool
 
+	// AccessLogger, if not nil, is the logger the access log writes to
+	// instead of Logger, still with component "access": tunneld gives it
+	// a buffered output (metrics.LogBuffer), so that a request does not
+	// cost a write(2), while its other lines stay unbuffered. The caller
+	// flushes and closes that output. Nil: Logger.
+	AccessLogger *zerolog.Logger
+
 	// Metrics receives the edge's metrics; share it with the parts of
 	// tunneld that report to it (limit.Recorder, certs.Recorder). Nil
 	// means a metrics.Set of the Server's own (see Server.Metrics).

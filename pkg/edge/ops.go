@@ -42,7 +42,11 @@ func newOps(cfg Config) *ops {
 		o.metrics = metrics.New()
 	}
 	if cfg.AccessLog {
-		access := cfg.Logger.With().Str("component", "access").Logger()
+		base := &cfg.Logger
+		if cfg.AccessLogger != nil {
+			base = cfg.AccessLogger
+		}
+		access := base.With().Str("component", "access").Logger()
 		o.access = &access
 	}
 	return o

@@ -73,7 +73,7 @@ func statusWriterOf(w http.ResponseWriter) *statusWriter {
 func (m *Set) Instrument(next http.Handler, access *zerolog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		m.inFlight.Inc()
+		m.inFlight.Add(1)
 		sw := &statusWriter{ResponseWriter: w}
 		r2 := r
 		var body *countingBody
@@ -112,16 +112,26 @@ func (m *Set) record(access *zerolog.Logger, r *http.Request, sw *statusWriter, 
 	if body != nil {
 		in = body.n.Load()
 	}
-	m.inFlight.Dec()
+	m.inFlight.Add(-1)
 	m.byClass[statusClass(status)].Inc()
-	m.bytesIn.Add(float64(in))
-	m.bytesOut.Add(float64(sw.n))
+	// Most requests have no body, and some no response body: adding 0
+	// would still be an atomic operation on a shared cache line.
+	if in != 0 {
+		m.bytesIn.Add(float64(in))
+	}
+	if sw.n != 0 {
+		m.bytesOut.Add(float64(sw.n))
+	}
 	m.reqDuration.Observe(dur.Seconds())
 	if tc := req.counts; tc != nil {
 		tc.InFlight.Add(-1)
 		tc.Requests.Add(1)
-		tc.BytesIn.Add(in)
-		tc.BytesOut.Add(sw.n)
+		if in != 0 {
+			tc.BytesIn.Add(in)
+		}
+		if sw.n != 0 {
+			tc.BytesOut.Add(sw.n)
+		}
 	}
 	if access != nil {
 		// The path only: a query string may carry secrets.

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,7 +28,7 @@ type Set struct {
 	authFailures  prometheus.Counter
 	requests      *prometheus.CounterVec
 	byClass       [5]prometheus.Counter // requests' children, 1xx..5xx (see statusClass)
-	inFlight      prometheus.Gauge
+	inFlight      atomic.Int64          // tunneld_requests_in_flight, read at scrape time
 	bytesIn       prometheus.Counter
 	bytesOut      prometheus.Counter
 	reqDuration   prometheus.Histogram
@@ -53,8 +54,6 @@ func New() *Set {
 			Help: "Client handshakes refused for a missing or bad token."}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "requests_total",
 			Help: "Visitor requests answered, by status class (1xx..5xx)."}, []string{"code"}),
-		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "requests_in_flight",
-			Help: "Visitor requests being served now."}),
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "request_bytes_total",
 			Help: "Request body bytes read from visitors."}),
 		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "response_bytes_total",
@@ -70,8 +69,13 @@ func New() *Set {
 		certs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "cert_issuance_total",
 			Help: "Certificate issuance attempts, by result (ok, error)."}, []string{"result"}),
 	}
+	// Requests in flight are an integer kept in an atomic.Int64 and read
+	// at each scrape: a prometheus.Gauge would cost each request two
+	// compare-and-swap loops on a float, under contention.
+	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "requests_in_flight",
+		Help: "Visitor requests being served now."}, func() float64 { return float64(m.inFlight.Load()) })
 	m.reg.MustRegister(m.sessions, m.sessionsTotal, m.tunnels, m.refused, m.authFailures, m.requests,
-		m.inFlight, m.bytesIn, m.bytesOut, m.reqDuration, m.streamOpen, m.rateLimited, m.certs,
+		inFlight, m.bytesIn, m.bytesOut, m.reqDuration, m.streamOpen, m.rateLimited, m.certs,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Status classes exist from the start, so that rate() works on the first
