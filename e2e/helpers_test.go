@@ -138,30 +138,33 @@ type process struct {
 // start runs bin with args and env (on top of baseEnv).
 func start(t *testing.T, bin string, env []string, args ...string) *process {
 	t.Helper()
-	p := &process{
-		t:      t,
-		name:   filepath.Base(bin),
-		cmd:    exec.Command(bin, args...),
-		stdout: newLineBuffer(),
-		stderr: newLineBuffer(),
-		done:   make(chan struct{}),
+	return startCmd(t, filepath.Base(bin), exec.Command(bin, args...), env...)
+}
+
+// startCmd is start for a command prepared by the caller (its own
+// directory, process group, ...): env adds to cmd.Env, or to baseEnv.
+func startCmd(t *testing.T, name string, cmd *exec.Cmd, env ...string) *process {
+	t.Helper()
+	if cmd.Env == nil {
+		cmd.Env = baseEnv()
 	}
-	p.cmd.Env = append(baseEnv(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	p.cmd.WaitDelay = waitTimeout
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", p.name, err)
+	cmd.Env = append(cmd.Env, env...)
+	p := &process{t: t, name: name, cmd: cmd, stdout: newLineBuffer(), stderr: newLineBuffer(), done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
+	cmd.WaitDelay = waitTimeout
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
 	}
 	go p.wait()
 	t.Cleanup(func() {
 		select {
 		case <-p.done:
 		default:
-			p.cmd.Process.Kill()
+			cmd.Process.Kill()
 			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("%s %s stderr:\n%s", p.name, strings.Join(args, " "), p.stderr)
+			t.Logf("%s %s stderr:\n%s", name, strings.Join(cmd.Args[1:], " "), p.stderr)
 		}
 	})
 	return p

@@ -167,32 +167,3 @@ func readmeCommand(t *testing.T, line, dir string, swap map[string]string) *exec
 	cmd.Env = baseEnv()
 	return cmd
 }
-
-// startCmd is start for a command prepared by the caller (its own
-// directory, process group, ...): env adds to cmd.Env, or to baseEnv.
-func startCmd(t *testing.T, name string, cmd *exec.Cmd, env ...string) *process {
-	t.Helper()
-	if cmd.Env == nil {
-		cmd.Env = baseEnv()
-	}
-	cmd.Env = append(cmd.Env, env...)
-	p := &process{t: t, name: name, cmd: cmd, stdout: newLineBuffer(), stderr: newLineBuffer(), done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
-	cmd.WaitDelay = waitTimeout
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go p.wait()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("%s %s stderr:\n%s", name, strings.Join(cmd.Args[1:], " "), p.stderr)
-		}
-	})
-	return p
-}
