@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -198,7 +199,7 @@ func moveFlag(args []string, name string, f cli.Flag, toSub bool) string {
 		return strings.Join(shellWords(args), " ")
 	}
 	out := []string{"tunnel"}
-	switch i := indexOf(kept, "http"); {
+	switch i := slices.Index(kept, "http"); {
 	case i < 0:
 		out = append(out, kept[:at]...)
 		out = append(out, "http")
@@ -214,15 +215,6 @@ func moveFlag(args []string, name string, f cli.Flag, toSub bool) string {
 		out = append(out, kept[i:]...)
 	}
 	return strings.Join(shellWords(out), " ")
-}
-
-func indexOf(s []string, v string) int {
-	for i, x := range s {
-		if x == v {
-			return i
-		}
-	}
-	return -1
 }
 
 // shellWords quotes each word for a POSIX shell where it needs it, and

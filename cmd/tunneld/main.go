@@ -76,13 +76,15 @@ func serve(c *cli.Context) error {
 	// The access log, one line per request, goes through a buffer that is
 	// written out at 64 KiB, every second and at the end; every other line
 	// is written at once. Its logger is built like log, over the buffer.
-	accessBuf := metrics.NewLogBuffer(os.Stderr, metrics.LogBufferSize)
-	// Close, once the servers have returned (g.Wait below) or on an early
-	// return, writes what the buffer holds; lines of requests still ending
-	// then go straight out. Its error, like any failed log write before,
-	// does not change the exit code.
-	defer accessBuf.Close()
+	// With --access-log=false there is neither buffer nor flusher.
+	var accessBuf *metrics.LogBuffer
 	if cfg.AccessLog {
+		accessBuf = metrics.NewLogBuffer(os.Stderr, metrics.LogBufferSize)
+		// Close, once the servers have returned (g.Wait below) or on an
+		// early return, writes what the buffer holds; lines of requests
+		// still ending then go straight out. Its error, like any failed log
+		// write before, does not change the exit code.
+		defer accessBuf.Close()
 		accessLog, err := logging.New(c.String("log-level"), c.String("log-format"), accessBuf)
 		if err != nil {
 			return err
@@ -140,7 +142,9 @@ func serve(c *cli.Context) error {
 		g.Go(func() error { return admin.Serve(ctx, adminLn) })
 	}
 	g.Go(func() error { reloadOnHangup(ctx, cfg.StaticCerts, cfg.Domain, log); return nil })
-	g.Go(func() error { return accessBuf.Run(ctx, metrics.LogFlushEvery) })
+	if accessBuf != nil {
+		g.Go(func() error { return accessBuf.Run(ctx, metrics.LogFlushEvery) })
+	}
 	return g.Wait()
 }
 

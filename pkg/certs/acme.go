@@ -254,7 +254,7 @@ func isCertKey(key string) bool {
 
 func (c issuedCache) Get(ctx context.Context, key string) ([]byte, error) {
 	data, err := c.Cache.Get(ctx, key)
-	if errors.Is(err, autocert.ErrCacheMiss) && c.budget != nil && isCertKey(key) {
+	if errors.Is(err, autocert.ErrCacheMiss) && isCertKey(key) {
 		if berr := c.budget.charge(key); berr != nil {
 			return nil, berr
 		}

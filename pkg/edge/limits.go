@@ -132,22 +132,15 @@ func (s *Server) paced(next http.Handler) http.Handler {
 // full, errVisitorShare when the visitor has its share, errSlowReader when
 // it holds some of a full SlowReaderBudget. The caller releases the slot.
 func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name string) (*limit.Slot, error) {
-	v := limit.VisitOf(w)
-	var src netip.Prefix
-	if v != nil {
-		src = v.Source()
-	} else {
-		src = s.visitorSource(r)
-	}
+	v := limit.VisitOf(w) // the proxy runs under paced, always
+	src := v.Source()
 	if !s.pacer.Admit(src) {
 		return nil, errSlowReader
 	}
 	slot, refusal := s.limits.AcquireStream(r.Context(), name, src)
 	switch refusal {
 	case "":
-		if v != nil {
-			v.Proxied()
-		}
+		v.Proxied()
 		return slot, nil
 	case limit.RefusedVisitor:
 		return nil, errVisitorShare

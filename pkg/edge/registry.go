@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -145,7 +146,7 @@ func (r *MemoryRegistry) Claim(s *Session, names []string) ([]*Session, error) {
 		if e.owner != s.Owner {
 			return nil, fmt.Errorf("%w: %q", ErrNameTaken, n)
 		}
-		if e.session != nil && e.session != s && !containsSession(replaced, e.session) {
+		if e.session != nil && e.session != s && !slices.Contains(replaced, e.session) {
 			replaced = append(replaced, e.session)
 		}
 	}
@@ -166,18 +167,6 @@ func (r *MemoryRegistry) Claim(s *Session, names []string) ([]*Session, error) {
 		r.releaseLocked(old, now)
 	}
 	return replaced, nil
-}
-
-func containsSession(list []*Session, s *Session) bool {
-	if s == nil {
-		return false
-	}
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Lookup implements Registry.

@@ -240,10 +240,7 @@ func (s *Server) shutdown(stopHTTP context.CancelFunc, httpDone <-chan struct{})
 	for _, sess := range sessions {
 		sess.mux.Close()
 	}
-	s.wg.Wait()
-	for _, sess := range sessions {
-		s.proxy.pools.closeIdle(sess)
-	}
+	s.wg.Wait() // every session's done hook has run: its pool is dropped
 	if s.acme != nil {
 		s.acme.Close()
 	}

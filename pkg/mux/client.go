@@ -73,7 +73,8 @@ func Client(ctx context.Context, conn net.Conn, hello *proto.Hello, cfg Config) 
 		return nil, err
 	}
 	log := cfg.Logger
-	sess, err := startSession(conn, cfg, log, false, cfg.clientMaxStreams(len(hello.Tunnels)))
+	maxStreams := cfg.clientMaxStreams(len(hello.Tunnels))
+	sess, err := startSession(conn, cfg, log, false, maxStreams)
 	if err != nil {
 		return nil, fmt.Errorf("start yamux client: %w", err)
 	}
@@ -118,7 +119,7 @@ func Client(ctx context.Context, conn net.Conn, hello *proto.Hello, cfg Config) 
 		cut:        cut,
 		cutStreams: cutStreams,
 		cfg:        cfg,
-		maxStreams: cfg.clientMaxStreams(len(hello.Tunnels)),
+		maxStreams: maxStreams,
 		log:        log.With().Str("session_id", welcome.SessionID).Logger(),
 		sess:       sess,
 		ctrl:       ctrl,
