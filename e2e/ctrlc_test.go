@@ -19,10 +19,10 @@ import (
 	"time"
 )
 
-// atOnce is what "at once" means for a reaction to Ctrl-C: well before
-// the default drain timeout (10 s), which is what ends the client when the
-// reaction is missing.
-const atOnce = 5 * time.Second
+// reactionDrain is the drain timeout of the tests that want a reaction to
+// Ctrl-C "at once": far beyond the helpers' bounded waits (waitTimeout),
+// so a reaction that waits for the drain fails them instead of passing late.
+const reactionDrain = "1h" // as the drain notice writes it
 
 // hangingService is a local web service that answers with headers and the
 // start of a long body, then neither sends more nor closes: a transfer that
@@ -75,14 +75,10 @@ func startDownload(t *testing.T, addr, certs, url string) {
 	}
 }
 
-// waitNotice waits for the drain notice and fails the test if it came
-// later than atOnce after sent.
-func waitNotice(t *testing.T, client *process, sent time.Time, notice string) {
+// waitNotice waits for the drain notice.
+func waitNotice(t *testing.T, client *process, notice string) {
 	t.Helper()
 	client.waitLine(client.stderr, fmt.Sprintf("%q", notice), func(l string) bool { return l == notice })
-	if took := time.Since(sent); took > atOnce {
-		t.Errorf("the drain notice came %v after SIGINT, want at once", took)
-	}
 }
 
 // rawLibraryLines are stderr lines that did not go through our logger:
@@ -102,19 +98,14 @@ func rawLibraryLines(stderr string) []string {
 // with 130, and no library line reaches stderr raw.
 func TestProcess_CtrlCDrainsThenQuits(t *testing.T) {
 	tunneld, addr, certs := startDevTunneld(t, nil, "--offline-wait", "0s")
-	client, url := envClient(t, addr, certs, "ctrlc="+hangingService(t))
+	client, url := envClient(t, addr, certs, "ctrlc="+hangingService(t), "TUNNEL_DRAIN_TIMEOUT="+reactionDrain)
 	startDownload(t, addr, certs, url)
 
-	sent := time.Now()
 	client.signal(syscall.SIGINT)
-	waitNotice(t, client, sent, "tunnel: draining 1 stream (up to 10s); Ctrl-C again to quit")
-	sent = time.Now()
+	waitNotice(t, client, "tunnel: draining 1 stream (up to "+reactionDrain+"); Ctrl-C again to quit")
 	client.signal(syscall.SIGINT)
-	if code := client.exitCode(); code != 130 {
+	if code := client.exitCode(); code != 130 { // within waitTimeout, long before the drain ends
 		t.Fatalf("exit %d after a second SIGINT, want 130", code)
-	}
-	if took := time.Since(sent); took > atOnce {
-		t.Errorf("exited %v after the second SIGINT, want at once", took)
 	}
 	if bad := rawLibraryLines(client.stderr.String()); len(bad) > 0 {
 		t.Errorf("raw library lines on stderr: %q", bad)
@@ -139,7 +130,7 @@ func TestProcess_DrainEndsAtItsTimeout(t *testing.T) {
 
 	sent := time.Now()
 	client.signal(syscall.SIGINT)
-	waitNotice(t, client, sent, "tunnel: draining 1 stream (up to 1s); Ctrl-C again to quit")
+	waitNotice(t, client, "tunnel: draining 1 stream (up to 1s); Ctrl-C again to quit")
 	if code := client.exitCode(); code != 0 {
 		t.Fatalf("exit %d after one SIGINT, want 0", code)
 	}
@@ -156,14 +147,10 @@ func TestProcess_DrainEndsAtItsTimeout(t *testing.T) {
 // first SIGINT ends the client at once, with exit code 0 and no notice.
 func TestProcess_CtrlCWithNothingInFlightExitsAtOnce(t *testing.T) {
 	_, addr, certs := startDevTunneld(t, nil, "--offline-wait", "0s")
-	client, _ := envClient(t, addr, certs, "idle="+hangingService(t))
-	sent := time.Now()
+	client, _ := envClient(t, addr, certs, "idle="+hangingService(t), "TUNNEL_DRAIN_TIMEOUT="+reactionDrain)
 	client.signal(syscall.SIGINT)
-	if code := client.exitCode(); code != 0 {
+	if code := client.exitCode(); code != 0 { // within waitTimeout, long before the drain ends
 		t.Fatalf("exit %d after SIGINT, want 0", code)
-	}
-	if took := time.Since(sent); took > atOnce {
-		t.Errorf("exited %v after SIGINT with nothing in flight, want at once", took)
 	}
 	if out := client.stderr.String(); strings.Contains(out, "draining") {
 		t.Errorf("a drain notice with nothing to drain:\n%s", out)

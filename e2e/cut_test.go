@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -27,15 +26,8 @@ import (
 // each within waitTimeout; before the fix, tunneld held the request for
 // as long as the session lived.
 func TestProcess_AbandonedDownloadEndsEverywhere(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("curl is not installed, and CI must run this test (.ci/run installs it)")
-		}
-		t.Skip("curl is not installed")
-	}
-	_, tunnel := binaries(t)
-	certs := t.TempDir()
-	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs, "--admin-listen", "127.0.0.1:0")
+	needCurl(t)
+	tunneld, addr, certs := startDevTunneld(t, nil, "--admin-listen", "127.0.0.1:0")
 	_, port, _ := net.SplitHostPort(addr)
 	admin := adminAddr(tunneld)
 
@@ -58,9 +50,7 @@ func TestProcess_AbandonedDownloadEndsEverywhere(t *testing.T) {
 	t.Cleanup(backend.Close)
 	_, backendPort, _ := net.SplitHostPort(backend.Listener.Addr().String())
 
-	client := start(t, tunnel, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json",
-		"--metrics-listen", "127.0.0.1:0", "http", "--name", "dl", backendPort)
-	url := client.waitLine(client.stdout, "a public URL", isURL)
+	client, url := startDevClient(t, nil, addr, certs, "--metrics-listen", "127.0.0.1:0", "http", "--name", "dl", backendPort)
 	clientMetrics := logAddr(client, "metrics serving")
 	hc := &http.Client{Timeout: waitTimeout}
 	defer hc.CloseIdleConnections()

@@ -250,16 +250,6 @@ func TestLimits_OverTheShareWaitsForItsOwnSlot(t *testing.T) {
 			results <- result{r, why}
 		}()
 	}
-	recvWithin := func(t *testing.T, ch <-chan result, d time.Duration) result {
-		t.Helper()
-		select {
-		case r := <-ch:
-			return r
-		case <-time.After(d):
-			t.Fatalf("no answer within %v", d)
-			return result{}
-		}
-	}
 	waiting := func() int {
 		l.mu.Lock()
 		defer l.mu.Unlock()
@@ -282,7 +272,7 @@ func TestLimits_OverTheShareWaitsForItsOwnSlot(t *testing.T) {
 	}
 	a.Release()
 	first.Release()
-	got := recvWithin(t, results, 10*time.Second)
+	got := testwait.Recv(t, results, 10*time.Second)
 	if got.refusal != "" {
 		t.Fatalf("the oldest waiting request: refused %q, want the slot", got.refusal)
 	}
@@ -292,10 +282,10 @@ func TestLimits_OverTheShareWaitsForItsOwnSlot(t *testing.T) {
 	default:
 	}
 	got.slot.Release()
-	got = recvWithin(t, results, 10*time.Second)
+	got = testwait.Recv(t, results, 10*time.Second)
 	cancelWaiters()
 	for range visitorQueue - 2 {
-		if r := recvWithin(t, results, 10*time.Second); r.refusal != RefusedVisitor {
+		if r := testwait.Recv(t, results, 10*time.Second); r.refusal != RefusedVisitor {
 			t.Fatalf("a waiting request whose context ended: got %q, want refused", r.refusal)
 		}
 	}
