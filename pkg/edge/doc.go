@@ -40,13 +40,17 @@
 //  3. The request takes a slot of the tunnel, within its source's share
 //     (package limit, through limits.go). An httputil.ReverseProxy rewrites it
 //     (X-Forwarded-* set from the real connection; whatever the visitor sent
-//     is dropped) and hands it to the route's own http.Transport, whose
-//     DialContext calls Route.Open: for a local session, a yamux stream. The
-//     stream starts with a StreamHeader; the client connects its local
-//     service and acknowledges, or refuses (502 naming the reason).
+//     is dropped) and hands it to the route's own stream pool (roundtrip.go),
+//     which takes a kept stream or opens one with Route.Open: for a local
+//     session, a yamux stream. The stream starts with a StreamHeader; the
+//     client connects its local service and acknowledges, or refuses (502
+//     naming the reason). The request is written to the stream and the
+//     response read from it on the handler's goroutine, with none of
+//     http.Transport's per-connection goroutines in between.
 //  4. The request and response bodies stream through; WebSocket upgrades
-//     become a raw two-way copy. The Transport keeps finished streams for
-//     reuse, so a busy tunnel does not open a stream per request.
+//     become a raw two-way copy. Finished streams are kept for reuse (up to
+//     MaxStreamsPerTunnel, a minute unused), so a busy tunnel does not open a
+//     stream per request.
 //
 // Errors are turned into HTTP responses in one place, proxy.answer, which
 // the handler calls before proxying and the ReverseProxy as its
@@ -63,7 +67,7 @@
 // logs. The proxy knows nothing else about where a request goes. A local
 // Session is the one Route today; a session on another node, a pool of
 // clients sharing a name and a TCP tunnel are meant to be others. Each
-// route gets an http.Transport of its own (pools), so a kept stream is never
+// route gets a stream pool of its own (pools), so a kept stream is never
 // reused for another route, not even a later holder of the same name; a
 // dial also checks that the name still resolves to the route.
 //

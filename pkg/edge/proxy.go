@@ -70,7 +70,7 @@ func targetOf(ctx context.Context) (target, bool) {
 }
 
 // target is what the proxy learned about a request, passed to Rewrite and
-// to the Transport's dial through the request context.
+// to the stream pool's dial through the request context.
 type target struct {
 	name    string
 	host    string // the tunnel's public host, as PublicURL has it
@@ -92,7 +92,7 @@ type proxy struct {
 }
 
 func (s *Server) newProxy() *proxy {
-	p := &proxy{s: s, pools: &pools{new: s.newTransport}}
+	p := &proxy{s: s, pools: &pools{new: s.newStreamPool}}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   rewrite,
 		Transport: p.pools,
@@ -299,67 +299,59 @@ func rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// pools keeps an http.Transport per route and sends each request over the
-// one of the route the proxy chose for it. A route's Transport pools only
-// that route's streams, so a pooled stream is only ever reused for a request
+// pools keeps a streamPool per route and sends each request over the
+// one of the route the proxy chose for it. A route's pool keeps only that
+// route's streams, so a kept stream is only ever reused for a request
 // routed to the route it was opened on: never for a later holder of the same
-// name. The Server adds a session's Transport before the session claims its
+// name. The Server adds a session's pool before the session claims its
 // names and drops it when the session ends. Safe for concurrent use.
 type pools struct {
-	new func(Route) *http.Transport
-	m   sync.Map // Route → *http.Transport
+	new func(Route) *streamPool
+	m   sync.Map // Route → *streamPool
 }
 
-// add gives rt a Transport of its own.
+// add gives rt a pool of its own.
 func (p *pools) add(rt Route) { p.m.Store(rt, p.new(rt)) }
 
-// closeIdle closes rt's idle streams (and each one that becomes idle from
-// now on: rt is draining, so none is kept).
+// closeIdle closes rt's idle streams and keeps none from now on: rt is
+// draining.
 func (p *pools) closeIdle(rt Route) {
-	if t, ok := p.m.Load(rt); ok {
-		t.(*http.Transport).CloseIdleConnections()
+	if sp, ok := p.m.Load(rt); ok {
+		sp.(*streamPool).close()
 	}
 }
 
-// drop closes rt's idle streams and forgets its Transport. A request still
+// drop closes rt's idle streams and forgets its pool. A request still
 // routed to rt fails as offline.
 func (p *pools) drop(rt Route) {
-	if t, ok := p.m.LoadAndDelete(rt); ok {
-		t.(*http.Transport).CloseIdleConnections()
+	if sp, ok := p.m.LoadAndDelete(rt); ok {
+		sp.(*streamPool).close()
 	}
 }
 
 func (p *pools) RoundTrip(r *http.Request) (*http.Response, error) {
 	tg, _ := targetOf(r.Context())
 	rt := tg.route
-	t, ok := p.m.Load(rt)
+	sp, ok := p.m.Load(rt)
 	if !ok {
 		return nil, fmt.Errorf("route %s: %w", rt, errTunnelOffline)
 	}
-	return t.(*http.Transport).RoundTrip(r)
+	return sp.(*streamPool).RoundTrip(r)
 }
 
-// newTransport builds rt's Transport: its pool holds only rt's streams.
-func (s *Server) newTransport(rt Route) *http.Transport {
-	return &http.Transport{
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+// newStreamPool builds rt's pool. Finished streams are kept for the next
+// request to the same tunnel: opening one costs a round trip to the client
+// and a dial of the local service. A tunnel never has more than
+// MaxStreamsPerTunnel requests in flight, so keeping that many means a
+// steady load reuses streams instead of churning them (with 64 kept, 256
+// busy visitors opened a stream for most requests).
+func (s *Server) newStreamPool(rt Route) *streamPool {
+	return &streamPool{
+		dial: func(ctx context.Context, addr string) (net.Conn, error) {
 			return s.dialTunnel(ctx, rt, addr)
 		},
-		// Finished streams are kept for the next request to the same
-		// tunnel: opening one costs a round trip to the client and a dial
-		// of the local service. A tunnel never has more than
-		// MaxStreamsPerTunnel requests in flight, so keeping that many idle
-		// means a steady load reuses streams instead of churning them (with
-		// 64 kept, 256 busy visitors opened a stream for most requests).
-		MaxIdleConns:          max(1024, s.cfg.MaxStreamsPerTunnel),
-		MaxIdleConnsPerHost:   s.cfg.MaxStreamsPerTunnel,
-		IdleConnTimeout:       60 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		// Pass the visitor's Accept-Encoding and the service's encoding
-		// through untouched.
-		DisableCompression: true,
-		// The default 4 KiB buffers: large body copies bypass them anyway,
-		// and every idle stream in the pool keeps both.
+		max:  s.cfg.MaxStreamsPerTunnel,
+		idle: idleStreamTimeout,
 	}
 }
 
