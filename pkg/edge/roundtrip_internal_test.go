@@ -46,7 +46,9 @@ func TestStreamPool_ClosesStreamsKeptTooLong(t *testing.T) {
 	}()
 	var d net.Dialer
 	p := &streamPool{
-		dial: func(ctx context.Context, _ string) (net.Conn, error) { return d.DialContext(ctx, "tcp", ln.Addr().String()) },
+		dial: func(ctx context.Context, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", ln.Addr().String())
+		},
 		max:  1,
 		idle: 50 * time.Millisecond,
 	}
