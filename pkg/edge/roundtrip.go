@@ -88,10 +88,13 @@ func (p *streamPool) newConn(ctx context.Context, addr string) (*pconn, error) {
 	return pc, nil
 }
 
-// take returns a kept stream, or nil. A stream the client closed while it
-// was kept (its local service dropped the connection) is closed and
-// skipped; so is one past idleStreamTimeout.
-func (p *streamPool) take() *pconn {
+// take returns a kept stream, or nil; one past the idle time is closed and
+// skipped. With check, so is one the client closed while it was kept (its
+// local service dropped the connection). The check costs a handful of
+// allocations (yamux boxes deadlines and arms a timer), so only requests
+// that cannot be retried pay it: a replayable request that meets a closed
+// stream is sent again on a new one (RoundTrip).
+func (p *streamPool) take(check bool) *pconn {
 	now := time.Now()
 	for {
 		p.mu.Lock()
@@ -104,7 +107,7 @@ func (p *streamPool) take() *pconn {
 		p.kept[n-1] = nil
 		p.kept = p.kept[:n-1]
 		p.mu.Unlock()
-		if now.Sub(pc.idleAt) < p.idle && pc.alive() {
+		if now.Sub(pc.idleAt) < p.idle && (!check || pc.alive()) {
 			pc.reused = true
 			return pc
 		}
@@ -198,8 +201,9 @@ func (p *streamPool) close() {
 // response, whose body reads from the stream on the caller's goroutine.
 func (p *streamPool) RoundTrip(req *http.Request) (*http.Response, error) {
 	addr := req.URL.Host + ":80"
+	replayable := isReplayable(req)
 	for attempt := 0; ; attempt++ {
-		pc := p.take()
+		pc := p.take(!replayable)
 		if pc == nil {
 			var err error
 			if pc, err = p.newConn(req.Context(), addr); err != nil {

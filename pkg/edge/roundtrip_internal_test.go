@@ -1,12 +1,16 @@
 package edge
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/yamux"
 
 	"github.com/tunnelhq/tunnel/internal/testwait"
 )
@@ -79,5 +83,82 @@ func TestStreamPool_ClosesStreamsKeptTooLong(t *testing.T) {
 		t.Fatalf("%d streams still kept after the idle time", kept)
 	}
 	ln.Close()
+	<-served
+}
+
+// A request that cannot be sent twice (a POST with a body) never goes out
+// on a kept stream the client has closed meanwhile: take checks it first.
+// The streams are real yamux streams, which is what the check relies on.
+func TestStreamPool_UnreplayableRequestSkipsAClosedStream(t *testing.T) {
+	a, b := net.Pipe()
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	edgeSide, err := yamux.Client(a, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer edgeSide.Close()
+	clientSide, err := yamux.Server(b, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clientSide.Close()
+	// The client answers one request per stream, then closes it, as when
+	// its local service drops an idle connection.
+	opened := make(chan struct{}, 4)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		for {
+			st, err := clientSide.AcceptStream()
+			if err != nil {
+				return
+			}
+			opened <- struct{}{}
+			req, err := http.ReadRequest(bufio.NewReader(st))
+			if err == nil {
+				io.Copy(io.Discard, req.Body)
+				io.WriteString(st, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
+			st.Close()
+		}
+	}()
+	p := &streamPool{
+		dial: func(ctx context.Context, _ string) (net.Conn, error) { return edgeSide.OpenStream() },
+		max:  4,
+		idle: time.Minute,
+	}
+	defer p.close()
+	roundTrip := func(method string) {
+		t.Helper()
+		var payload io.Reader
+		if method == "POST" {
+			payload = strings.NewReader("payload")
+		}
+		req, _ := http.NewRequest(method, "http://wiki/", payload)
+		res, err := p.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if string(body) != "ok" {
+			t.Fatalf("%s: got %q", method, body)
+		}
+	}
+	roundTrip("GET")
+	testwait.Recv(t, opened, 5*time.Second)
+	// Wait for the client's FIN on the kept stream: a yamux stream closed
+	// by its peer reads EOF, and keeps reading EOF, without consuming
+	// anything the check would see.
+	p.mu.Lock()
+	kept := p.kept[0].conn
+	p.mu.Unlock()
+	if n, err := kept.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("kept stream: read %d, %v; want the client's EOF", n, err)
+	}
+	roundTrip("POST")
+	testwait.Recv(t, opened, 5*time.Second) // it went out on a new stream
+	clientSide.Close()
 	<-served
 }
