@@ -238,11 +238,13 @@ func (pc *pconn) roundTrip(req *http.Request) (*http.Response, error) {
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	var written chan error
 	fail := func(err error) (*http.Response, error) {
+		// The stream is closed and never used again, so a body writer
+		// still running may be left to end by itself: it is blocked on
+		// the stream, which now fails, or on the visitor's body, which
+		// net/http closes when the handler returns. Waiting for it would
+		// hold the answer hostage to a visitor that stopped sending.
 		stop()
 		pc.conn.Close()
-		if written != nil {
-			<-written // the writer is done with pc.bw
-		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -307,10 +309,11 @@ func (pc *pconn) roundTrip(req *http.Request) (*http.Response, error) {
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		// The stream is the upgraded connection from now on: it is never
 		// kept, and closing the body closes it.
-		stop()
 		if written != nil {
-			<-written // ReverseProxy upgrades only bodiless requests
+			// The body's writer would share the upgraded stream.
+			return fail(errors.New("read response: 101 Switching Protocols to a request with a body"))
 		}
+		stop()
 		res.Body = &upgradedBody{Reader: io.MultiReader(pc.br, pc.conn), conn: pc.conn}
 		return res, nil
 	}
@@ -386,10 +389,9 @@ func (b *streamBody) finish() {
 			keep = keep && err == nil
 		default:
 			// The service answered before the request body was all
-			// sent: the stream is mid-request, never reusable.
+			// sent: the stream is mid-request, never reusable. The
+			// writer ends by itself (see fail in roundTrip).
 			keep = false
-			pc.conn.Close()
-			<-b.written
 		}
 	}
 	if !keep {

@@ -3,6 +3,7 @@ package edge_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -211,5 +212,36 @@ func TestEdge_EarlyAnswerToAnUpload(t *testing.T) {
 	}
 	if code, body := get(t, c, h.URL("wiki", "/")); code != 200 || body != "ok" {
 		t.Fatalf("next request: got %d %q", code, body)
+	}
+}
+
+// A visitor that stops sending its upload halfway still gets the answer
+// the service gave without reading it: the edge does not wait for the rest
+// of the body before answering.
+func TestEdge_EarlyAnswerReachesAStalledUploader(t *testing.T) {
+	h := edgetest.Start(t, nil)
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	}))
+	if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "wiki", Target: addr}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", h.Addr, &tls.Config{RootCAs: h.Pool, ServerName: "wiki." + domain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /up HTTP/1.1\r\nHost: wiki.%s\r\nContent-Length: %d\r\n\r\n", domain, 1<<20)
+	conn.Write(make([]byte, 64<<10)) // then nothing more
+	// Bounded: an edge that waited for the body would answer only when the
+	// visitor idle timeout (a minute) cut the upload.
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer while the upload is stalled: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("got %d, want 413", resp.StatusCode)
 	}
 }
