@@ -131,6 +131,14 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer slot.Release()
 	s.ops.routed(w, rt, label)
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		// The body is sent to the service while its answer comes back.
+		// Without this, net/http's first write of that answer waits on
+		// the lock of a body read in progress, so a visitor that stops
+		// sending its upload halfway would keep the service's early
+		// answer (a 413, a 401) from reaching it until its idle timeout.
+		http.NewResponseController(w).EnableFullDuplex()
+	}
 	ctx := withTarget(r.Context(), target{name: label, host: host, route: rt,
 		visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr)})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
