@@ -17,6 +17,7 @@ import (
 	"debug/buildinfo"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -41,7 +42,7 @@ func main() {
 
 func run(name, version, out string, bins []string) error {
 	if version == "" || len(bins) == 0 {
-		return fmt.Errorf("usage: sbom -version VERSION [-name NAME] [-o FILE] BINARY...")
+		return errors.New("want -version and at least one binary: sbom -version VERSION [-name NAME] [-o FILE] BINARY [BINARY]")
 	}
 	created := time.Now().UTC()
 	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
