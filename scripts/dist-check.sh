@@ -53,6 +53,20 @@ grep -q '"spdxVersion": "SPDX-2.3"' "${sbom[0]}" || fail "${sbom[0]} is not SPDX
 [[ $(grep -c '"SPDXID": "SPDXRef-binary-' "${sbom[0]}") == 8 ]] || fail "${sbom[0]} does not list 8 binaries"
 ok "checksums and SBOM"
 
+for prog in tunnel tunneld; do
+	section=1 units=(tunnel.service tunnel@.service)
+	[[ $prog == tunneld ]] && section=8 units=(tunneld.service)
+	for label in amd64 arm64 armv7 armv6; do
+		name=${prog}_${version}_linux_$label
+		got=$(tar -tzf "$dir/$name.tar.gz" | sort | tr '\n' ' ')
+		for want in "$name/$prog" "$name/$prog.$section" "$name/completion/$prog.bash" "$name/completion/_$prog" \
+			"$name/completion/$prog.fish" "${units[@]/#/$name/systemd/}" "$name/$prog.env.example" "$name/README.md"; do
+			[[ " $got" == *" $want"* ]] || fail "$name.tar.gz lacks $want: $got"
+		done
+	done
+done
+ok "tarballs hold the binary, man page, completions, units and example env file"
+
 for pkg in tunnel tunneld; do
 	if dpkg-query -W "$pkg" >/dev/null 2>&1; then
 		fail "$pkg is installed already: this check would replace it (dpkg -P $pkg first)"
@@ -144,6 +158,22 @@ for t in "arm64 arm64 qemu-aarch64-static" "armhf-armv7 armhf qemu-arm-static" "
 	done
 done
 ok "arm64 and armhf packages: architecture, and the binaries run (armv6 on -cpu arm1176)"
+
+# The armv7 packages refuse an ARMv6 CPU before dpkg unpacks anything: their
+# preinst, run with a uname that says what a Pi Zero says.
+mkdir -p "$tmp/fake"
+printf '#!/bin/sh\necho "$FAKE_MACHINE"\n' >"$tmp/fake/uname"
+chmod +x "$tmp/fake/uname"
+for prog in tunnel tunneld; do
+	rm -rf "$tmp/ctrl" && dpkg-deb -e "$(deb "$prog" armhf-armv7)" "$tmp/ctrl"
+	[[ -x $tmp/ctrl/preinst ]] || fail "the armv7 $prog package has no preinst"
+	FAKE_MACHINE=armv6l PATH="$tmp/fake:$PATH" "$tmp/ctrl/preinst" install 2>/dev/null &&
+		fail "the armv7 $prog package installs on an armv6l machine"
+	FAKE_MACHINE=armv7l PATH="$tmp/fake:$PATH" "$tmp/ctrl/preinst" install || fail "the armv7 $prog package refuses armv7l"
+	rm -rf "$tmp/ctrl6" && dpkg-deb -e "$(deb "$prog" armhf-armv6)" "$tmp/ctrl6"
+	[[ ! -e $tmp/ctrl6/preinst ]] || fail "the armv6 $prog package has a preinst"
+done
+ok "the armv7 packages refuse an armv6l machine, the armv6 ones have no such check"
 if ! command -v podman >/dev/null; then
 	[[ -n ${CI:-} ]] && fail "podman is missing (apt-get install podman), and CI is set"
 	echo "dist-check: SKIP: container images: no podman"
