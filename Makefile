@@ -86,7 +86,7 @@ cross:
 dist:
 	GO="$(GO)" VERSION="$(VERSION)" LDFLAGS="$(LDFLAGS)" SOURCE_DATE_EPOCH="$(SOURCE_DATE_EPOCH)" scripts/dist.sh
 
-## dist-check: install dist/'s amd64 packages and check them (root; scripts/dist-check.sh)
+## dist-check: install dist/'s packages for this machine, check them as a user would, purge them (root; scripts/dist-check.sh)
 dist-check:
 	scripts/dist-check.sh dist
 
