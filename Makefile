@@ -2,11 +2,19 @@
 
 GO       ?= go
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git describe --always --dirty --abbrev=40 --match=no-tag-is-named-this 2>/dev/null)
+# The build date --version shows: the commit's time for a clean tree, so that
+# the same commit builds the same bytes (reproducible), else now.
+ifeq ($(origin SOURCE_DATE_EPOCH),undefined)
+SOURCE_DATE_EPOCH := $(shell git diff --quiet HEAD 2>/dev/null && git log -1 --format=%ct 2>/dev/null || date +%s)
+endif
+DATE     := $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ)
 FUZZTIME ?= 60s
-LDFLAGS  := -s -w -X main.version=$(VERSION)
+BUILDINFO := github.com/tunnelhq/tunnel/internal/buildinfo
+LDFLAGS  := -s -w -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) -X $(BUILDINFO).date=$(DATE)
 BUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: build test bench bench-peers bench-tools run demo fuzz lint certs cross clean
+.PHONY: build test bench bench-peers bench-tools run demo fuzz lint certs cross dist dist-check image clean
 
 ## build: bin/tunneld and bin/tunnel, static and stripped
 build:
@@ -72,6 +80,19 @@ cross:
 		done; \
 	done
 	@ls -l dist/
+
+## dist: a release in dist/ (VERSION=x.y.z required): per program and linux amd64, arm64, armv7 and
+## armv6, a tarball and a Debian package; SHA256SUMS and an SPDX SBOM (scripts/dist.sh)
+dist:
+	GO="$(GO)" VERSION="$(VERSION)" LDFLAGS="$(LDFLAGS)" SOURCE_DATE_EPOCH="$(SOURCE_DATE_EPOCH)" scripts/dist.sh
+
+## dist-check: install dist/'s packages for this machine, check them as a user would, purge them (root; scripts/dist-check.sh)
+dist-check:
+	scripts/dist-check.sh dist
+
+## image: container images of tunneld and tunnel from dist/'s binaries, with podman (deploy/container)
+image:
+	scripts/image.sh dist
 
 clean:
 	rm -rf bin dist

@@ -20,13 +20,16 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/tunnelhq/tunnel/internal/buildinfo"
+	"github.com/tunnelhq/tunnel/internal/clidoc"
 	"github.com/tunnelhq/tunnel/internal/logging"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version is the client's release, sent to the server in Hello; make
+// build sets it with the linker (internal/buildinfo).
+var version = buildinfo.Get().Version
 
 // Exit codes, documented in the app's Description and the README.
 const (
@@ -79,11 +82,10 @@ func run() int {
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:      "tunnel",
 		Usage:     "expose local web services at https://NAME.DOMAIN through a tunneld server",
 		UsageText: "tunnel [global options] http [--name NAME] TARGET [TARGET...]",
-		Version:   version,
 		Description: "Each public URL is printed on stdout, one line per tunnel, once the server has granted\n" +
 			"them; nothing else goes to stdout. Logs go to stderr.\n\n" +
 			"The client reconnects by itself, forever, with the same names: an unreachable or restarting\n" +
@@ -114,6 +116,9 @@ func newApp() *cli.App {
 			Action:       runHTTP,
 		}},
 	}
+	// --version, "tunnel completion", the hidden "tunnel man" (section 1).
+	clidoc.Install(app, 1)
+	return app
 }
 
 // runOrHelp is bare "tunnel": it runs the tunnels (run) when TUNNEL_TARGETS

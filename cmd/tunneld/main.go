@@ -16,14 +16,12 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tunnelhq/tunnel/internal/clidoc"
 	"github.com/tunnelhq/tunnel/internal/logging"
 	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/metrics"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	os.Exit(run())
@@ -40,10 +38,9 @@ func run() int {
 }
 
 func newApp() *cli.App {
-	return &cli.App{
-		Name:    "tunneld",
-		Usage:   "serve tunnels: visitors reach https://NAME.DOMAIN, tunnel clients connect on the same TLS port",
-		Version: version,
+	app := &cli.App{
+		Name:  "tunneld",
+		Usage: "serve tunnels: visitors reach https://NAME.DOMAIN, tunnel clients connect on the same TLS port",
 		UsageText: "tunneld [options]              serve (see GLOBAL OPTIONS)\n" +
 			"tunneld token add [options]    add a client token to the tokens file\n" +
 			"tunneld certs [options]        make the dev CA and certificates",
@@ -58,6 +55,9 @@ func newApp() *cli.App {
 		Action:          serve,
 		Commands:        []*cli.Command{tokenCommand(), certsCommand()},
 	}
+	// --version, "tunneld completion", the hidden "tunneld man" (section 8).
+	clidoc.Install(app, 8)
+	return app
 }
 
 // serve is the main command: bind, build the edge, serve until a signal.
