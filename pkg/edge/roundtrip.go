@@ -26,7 +26,7 @@ import (
 //
 // What it keeps from the Transport's behaviour: request bodies are written
 // beside the response read, so a service that answers before reading a
-// large upload is not stuck behind it; 1xx responses go to the
+// large upload is not stuck behind it; 1xx responses but 100 go to the
 // ClientTrace's Got1xxResponse (ReverseProxy forwards them to the visitor);
 // 101 Switching Protocols returns the stream as the body (ReverseProxy
 // pipes the upgrade); a request that fails on a kept stream the client
@@ -299,7 +299,10 @@ func (pc *pconn) roundTrip(req *http.Request) (*http.Response, error) {
 		if n1xx >= max1xx {
 			return fail(errors.New("read response: too many 1xx responses"))
 		}
-		if trace != nil && trace.Got1xxResponse != nil {
+		// A 100 Continue is not passed on: the visitor that asked for one
+		// got it from the edge's own server when the body writer first
+		// read its body, and a second would be noise.
+		if code != http.StatusContinue && trace != nil && trace.Got1xxResponse != nil {
 			if err := trace.Got1xxResponse(code, map[string][]string(res.Header)); err != nil {
 				return fail(err)
 			}

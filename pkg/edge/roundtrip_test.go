@@ -245,3 +245,38 @@ func TestEdge_EarlyAnswerReachesAStalledUploader(t *testing.T) {
 		t.Fatalf("got %d, want 413", resp.StatusCode)
 	}
 }
+
+// A visitor that asks for 100-continue gets one 100 Continue, then the
+// answer: the service's own 100 is not passed on as a second one.
+func TestEdge_ExpectContinueGetsOneContinue(t *testing.T) {
+	h := edgetest.Start(t, nil)
+	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "got %s", body)
+	}))
+	if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "wiki", Target: addr}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", h.Addr, &tls.Config{RootCAs: h.Pool, ServerName: "wiki." + domain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(conn)
+	fmt.Fprintf(conn, "POST /up HTTP/1.1\r\nHost: wiki.%s\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", domain)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusContinue {
+		t.Fatalf("before the body: got %v %v, want 100 Continue", resp, err)
+	}
+	io.WriteString(conn, "hello")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "got hello" {
+		t.Fatalf("after the body: got %d %q, want 200 \"got hello\"", resp.StatusCode, body)
+	}
+}
