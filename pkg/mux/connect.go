@@ -127,7 +127,8 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*tls.Conn, error) {
 // "tunnel connect" uses it for stdin/stdout and for each --listen
 // connection.
 func Pipe(a, b net.Conn) (toA, toB int64) {
-	return pipe(a, b, false)
+	toB, toA = pipe(a, b, false)
+	return toA, toB
 }
 
 // ServeConnect accepts connections on ln until ctx ends, and connects each
