@@ -112,7 +112,7 @@ func newApp() *cli.App {
 			Flags:        httpFlags(),
 			OnUsageError: onUsageError,
 			Action:       runHTTP,
-		}},
+		}, tcpCommand(), tlsCommand(), connectCommand()},
 	}
 }
 
