@@ -162,6 +162,9 @@ func (r *MemoryRegistry) Claim(s *Session, names []string) ([]*Session, error) {
 		}
 		r.unholdLocked(e)
 		e.owner, e.account, e.session, e.kind = s.Owner, s.accountKey(), s, s.Kind(n)
+		if e.kind == "" {
+			e.kind = proto.KindHTTP // a session that does not list the name (tests): the original kind
+		}
 		r.bySession[s] = append(r.bySession[s], n)
 		r.wakeLocked(n)
 	}

@@ -76,13 +76,17 @@ func (s *Session) Open(ctx context.Context, h *proto.StreamHeader) (net.Conn, er
 	return s.mux.Open(ctx, h)
 }
 
-// Kind returns the kind of the session's tunnel name, "" if it serves no
-// such name.
+// Kind returns the kind of the session's tunnel name (KindHTTP where
+// Kinds says nothing), "" if it serves no such name.
 func (s *Session) Kind(name string) string {
-	if i := slices.Index(s.Names, name); i >= 0 && i < len(s.Kinds) {
+	i := slices.Index(s.Names, name)
+	switch {
+	case i < 0:
+		return ""
+	case i < len(s.Kinds) && s.Kinds[i] != "":
 		return s.Kinds[i]
 	}
-	return ""
+	return proto.KindHTTP
 }
 
 // Draining implements Route: closed once the client said it is stopping.
@@ -281,8 +285,13 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 			guard.Release()
 		}
 	}()
-	conn := tls.Server(mux.WireConn(raw), s.tlsConfig)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.TLSHandshakeTimeout)
+	defer cancel()
+	replay, passed := s.passthrough(hctx, ctx, raw, guard)
+	if passed {
+		return
+	}
+	conn := tls.Server(mux.WireConn(replay), s.tlsConfig)
 	err := conn.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
