@@ -6,9 +6,18 @@
 // Every connection on the public listener starts with a TLS handshake. The
 // ALPN protocol negotiated in it decides what the connection is: proto.ALPN
 // means a tunnel client, whose connection becomes a yamux session (package
-// mux); "h2" or "http/1.1" (or none) means a visitor, whose connection goes to
-// the public HTTP server. Clients therefore need no port of their own, and
-// nothing but TLS ever reaches a tunnel.
+// mux); proto.ConnectALPN means a visitor of a TCP tunnel ("tunnel
+// connect", tcp.go), who must show a token the tunnel's owner allows before
+// anything is opened toward the owner's client; "h2" or "http/1.1" (or none)
+// means a visitor, whose connection goes to the public HTTP server. Clients
+// therefore need no port of their own, and nothing but TLS ever reaches a
+// tunnel.
+//
+// One kind of connection is recognised before the handshake: a ClientHello
+// whose server name is a TLS passthrough tunnel's (passthrough.go, package
+// sni) is piped whole, the bytes read replayed, to that tunnel's client; the
+// edge never terminates it and never orders a certificate for the name. Every
+// other connection gets the bytes read replayed into the edge's own handshake.
 //
 // # Certificates
 //

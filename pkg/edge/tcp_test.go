@@ -282,7 +282,7 @@ func TestTCP_ListenHundredConnections(t *testing.T) {
 // echoOnce sends size random bytes through addr, half-closes, and checks
 // the echo by hash.
 func echoOnce(addr string, size, i int) error {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	c, err := net.DialTimeout("tcp", addr, 60*time.Second)
 	if err != nil {
 		return err
 	}
