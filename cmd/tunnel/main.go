@@ -80,11 +80,11 @@ func run() int {
 
 func newApp() *cli.App {
 	return &cli.App{
-		Name:      "tunnel",
-		Usage:     "expose local web services at https://NAME.DOMAIN through a tunneld server",
+		Name:  "tunnel",
+		Usage: "expose local web services at https://NAME.DOMAIN through a tunneld server",
 		UsageText: "tunnel [global options] http|tcp|tls [--name NAME] TARGET [TARGET...]\n" +
 			"tunnel [global options] connect [--listen HOST:PORT] NAME.DOMAIN",
-		Version:   version,
+		Version: version,
 		Description: "Each public URL is printed on stdout, one line per tunnel, once the server has granted\n" +
 			"them; nothing else goes to stdout. Logs go to stderr.\n\n" +
 			"The client reconnects by itself, forever, with the same names: an unreachable or restarting\n" +

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/tunnelhq/tunnel/internal/edgetest"
 	"github.com/tunnelhq/tunnel/internal/testtls"
 	"github.com/tunnelhq/tunnel/internal/testwait"
