@@ -4,13 +4,21 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/tunnelhq/tunnel/internal/testtls"
 )
 
 // needSSHD skips (fails under CI) without Debian's openssh-server and
@@ -144,4 +152,124 @@ func TestProcess_TCPTunnelCarriesSSH(t *testing.T) {
 			t.Fatalf("%s: %d bytes, hash differs from the 50 MiB sent", f, len(got))
 		}
 	}
+}
+
+// TestACME_TLSAndTCPTunnelsGetNoCertificate: one client session with an
+// HTTP, a TLS passthrough and a TCP tunnel (TUNNEL_TARGETS with kinds)
+// against tunneld with ACME from Pebble. curl reaches the TLS tunnel's
+// local HTTPS server verifying it with that server's own CA, so tunneld
+// did not terminate it; "tunnel connect --listen" reaches the TCP one;
+// Pebble sees orders for the apex and the HTTP tunnel only.
+func TestACME_TLSAndTCPTunnelsGetNoCertificate(t *testing.T) {
+	needCurl(t)
+	tlsPort := freePort(t)
+	pb := startPebble(t, freePort(t), tlsPort)
+	addr := "127.0.0.1:" + strconv.Itoa(tlsPort)
+	tunneld := acmeTunneld(t, pb, addr, "", filepath.Join(t.TempDir(), "autocert"), "--admin-listen", "127.0.0.1:0")
+	if _, err := handshake(t, pb.root, addr, acmeDomain); err != nil {
+		t.Fatalf("apex: no certificate from Pebble: %v", err)
+	}
+
+	secureHost := "secure." + acmeDomain
+	ca := testtls.NewCA(t)
+	caFile := filepath.Join(t.TempDir(), "local-ca.pem")
+	os.WriteFile(caFile, ca.PEM(), 0o644)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", ca.ServerConfig(t, secureHost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "end to end %s\n", r.TLS.ServerName)
+	})}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-served
+	})
+	echo := tcpEchoServer(t)
+	web := newBackend(t, "web")
+
+	targets := fmt.Sprintf("web=%s tls://secure=%s tcp://pi-db=%s", web, portOf(ln.Addr().String()), portOf(echo))
+	client := acmeClient(t, pb.root, tlsPort, []string{"TUNNEL_TOKEN=s3cret", "TUNNEL_TARGETS=" + targets})
+	port := strconv.Itoa(tlsPort)
+	for _, want := range []string{"https://web." + acmeDomain + ":" + port, "tls://" + secureHost + ":" + port, "tcp://pi-db." + acmeDomain + ":" + port} {
+		client.waitLine(client.stdout, want, func(l string) bool { return l == want })
+	}
+
+	curl := exec.Command("curl", "-sS", "--max-time", "60", "--cacert", caFile,
+		"--resolve", secureHost+":"+port+":127.0.0.1", "https://"+secureHost+":"+port+"/")
+	out, err := curl.CombinedOutput()
+	if err != nil || string(out) != "end to end "+secureHost+"\n" {
+		t.Fatalf("curl through the TLS tunnel, trusting only the local server's CA: %v: %q", err, out)
+	}
+
+	visitor := acmeClient(t, pb.root, tlsPort, []string{"TUNNEL_TOKEN=s3cret"}, "connect", "--listen", "127.0.0.1:0", "pi-db."+acmeDomain)
+	local := logAddr(visitor, "listening")
+	c, err := net.DialTimeout("tcp", local, waitTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(acmeWait))
+	io.WriteString(c, "over tcp")
+	c.(*net.TCPConn).CloseWrite()
+	if got, err := io.ReadAll(c); err != nil || string(got) != "over tcp" {
+		t.Fatalf("echo through tunnel connect --listen: got %q, %v", got, err)
+	}
+
+	if got := fetchWithin(t, acmeWait, pb.root, addr, "https://web."+acmeDomain+":"+port+"/x"); got != "web /x\n" {
+		t.Fatalf("HTTP tunnel beside them: got %q", got)
+	}
+	if n := pb.orders(); n != 2 {
+		t.Fatalf("Pebble saw %d orders, want 2 (the apex and web, never secure or pi-db)", n)
+	}
+	for _, name := range []string{secureHost, "pi-db." + acmeDomain} {
+		if pb.logged(name) {
+			t.Errorf("Pebble's log names %s: tunneld asked for its certificate", name)
+		}
+	}
+	// The access log is buffered for up to a second; a graceful stop
+	// writes it out.
+	tunneld.stop()
+	for _, kind := range []string{"tls", "tcp"} {
+		if n := countLines(tunneld, `"message":"connection"`, `"proto":"`+kind+`"`); n != 1 {
+			t.Errorf("access log: %d connection lines for %s, want 1", n, kind)
+		}
+	}
+}
+
+// tcpEchoServer echoes each connection until the peer half-closes.
+func tcpEchoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
