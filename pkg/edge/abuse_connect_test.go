@@ -1,10 +1,13 @@
 package edge_test
 
 import (
+	"crypto/tls"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -105,6 +108,75 @@ func connectHostileRows() []hostileRow {
 			if err := conn.Handshake(); err == nil {
 				t.Fatal("handshake for an away TLS tunnel completed")
 			}
+		}},
+	}
+}
+
+// segmentConn writes every byte in a TCP segment of its own (Go sets
+// TCP_NODELAY), as a hostile or broken client may split its ClientHello.
+type segmentConn struct{ net.Conn }
+
+func (c segmentConn) Write(p []byte) (int, error) {
+	for i := range p {
+		if _, err := c.Conn.Write(p[i : i+1]); err != nil {
+			return i, err
+		}
+	}
+	return len(p), nil
+}
+
+// passthroughHostileRows attack the SNI reader in front of every handshake.
+func passthroughHostileRows() []hostileRow {
+	return []hostileRow{
+		{"client hello in one-byte segments", nil, func(t *testing.T, a *abuse) {
+			addr, visitorTLS := localHTTPS(t, "split."+domain)
+			if _, err := a.Connect(bobToken, mux.Tunnel{Name: "split", Target: addr, Kind: proto.KindTLS}); err != nil {
+				t.Fatal(err)
+			}
+			// To the TLS tunnel: the service's own certificate.
+			c := tlsClient(segmentConn{a.dialFrom(t)}, visitorTLS)
+			if err := c.Handshake(); err != nil {
+				t.Fatalf("split hello to a TLS tunnel: %v", err)
+			}
+			c.Close()
+			// To the edge's own TLS: its certificate, as before.
+			c = tlsClient(segmentConn{a.dialFrom(t)}, &tls.Config{RootCAs: a.Pool, ServerName: "canary." + domain})
+			if err := c.Handshake(); err != nil {
+				t.Fatalf("split hello to the edge: %v", err)
+			}
+			c.Close()
+		}},
+		{"oversized client hello", nil, func(t *testing.T, a *abuse) {
+			c := a.dialFrom(t)
+			// A handshake record announcing a ClientHello of 16 MiB, then
+			// records of zeros: refused once past sni.MaxHelloSize.
+			c.Write([]byte{22, 3, 1, 0x40, 0, 1, 0xff, 0xff, 0xff})
+			wrote := make(chan struct{})
+			go func() {
+				defer close(wrote)
+				rec := append([]byte{22, 3, 1, 0x40, 0}, make([]byte, 0x4000)...)
+				for range 16 {
+					if _, err := c.Write(rec); err != nil {
+						return
+					}
+				}
+			}()
+			wantClosed(t, c)
+			c.Close() // ends the writes if the server's close has not yet
+			testwait.Recv(t, wrote, 30*time.Second)
+		}},
+		{"truncated client hello", func(c *edge.Config) { c.TLSHandshakeTimeout = time.Second }, func(t *testing.T, a *abuse) {
+			c := a.dialFrom(t)
+			c.Write([]byte{22, 3, 1, 0, 200, 1, 0, 0, 196, 3, 3}) // then nothing
+			a.canary(t)
+			wantClosed(t, c)
+		}},
+		{"client hello without sni", nil, func(t *testing.T, a *abuse) {
+			c := tlsClient(a.dialFrom(t), &tls.Config{RootCAs: a.Pool, ServerName: "127.0.0.1"}) // an IP: no SNI sent
+			if err := c.Handshake(); err != nil {
+				t.Fatalf("hello without SNI: %v, want the edge's certificate for 127.0.0.1", err)
+			}
+			c.Close()
 		}},
 	}
 }
