@@ -70,8 +70,10 @@
 // What a lookup returns is a Route: something that opens a stream to the
 // client serving a name, says when it is draining, and names itself in
 // logs. The proxy knows nothing else about where a request goes. A local
-// Session is the one Route today; a session on another node, a pool of
-// clients sharing a name and a TCP tunnel are meant to be others. Each
+// Session is the one Route today, for HTTP, TCP and TLS tunnels alike (the
+// registry also keeps each name's kind, so that a held name's kind is known
+// while its client is away); a session on another node and a pool of
+// clients sharing a name are meant to be others. Each
 // route gets an http.Transport of its own (pools), so a kept stream is never
 // reused for another route, not even a later holder of the same name; a
 // dial also checks that the name still resolves to the route.

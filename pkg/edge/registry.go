@@ -19,9 +19,9 @@ var ErrNameTaken = errors.New("name taken")
 
 // Route is the way to the client that serves a tunnel name: what a Registry
 // lookup returns, and all the proxy knows of where a request goes. A local
-// *Session is the one Route today; a session on another tunneld node, a pool
-// of clients sharing a name, or a TCP tunnel would be others, behind the same
-// three methods.
+// *Session is the one Route today, for every kind of tunnel (HTTP, TCP, TLS);
+// a session on another tunneld node or a pool of clients sharing a name
+// would be others, behind the same three methods.
 //
 // Routes are compared with ==: the proxy keeps one pool of idle streams per
 // route, so a stream is never reused for a request routed elsewhere (not

@@ -120,7 +120,6 @@ func (s *Server) authorizeConnect(ctx context.Context, c *proto.Connect, g *limi
 	sess, who := s.connectTarget(ctx, c)
 	if sess == nil {
 		s.limits.AuthFailed(g.Source(), log)
-		s.ops.metrics.Refused(string(proto.CodeBadToken), true)
 		return nil, "", errConnectRefused(c.Tunnel)
 	}
 	return sess, who, nil
@@ -128,16 +127,31 @@ func (s *Server) authorizeConnect(ctx context.Context, c *proto.Connect, g *limi
 
 // connectTarget returns the session serving c.Tunnel as a TCP tunnel if
 // c.Token may reach it, and who the token is; nil otherwise.
+//
+// The token is checked against the tokens file first, whatever the tunnel,
+// so that the time taken says nothing about which names exist. A tunnel
+// whose owner is away (reconnecting) is waited for, up to OfflineWait, only
+// for a token the tokens file knows: to anyone else an away tunnel is
+// refused at once, like one that does not exist.
 func (s *Server) connectTarget(ctx context.Context, c *proto.Connect) (*Session, string) {
-	if c.Token == "" || s.registry.Kind(c.Tunnel) != proto.KindTCP {
+	if c.Token == "" {
 		return nil, ""
 	}
 	var id *token.Identity
 	if s.cfg.Auth != nil {
 		id, _ = s.cfg.Auth.Authenticate(c.Token)
 	}
-	rt, err := s.proxy.lookup(ctx, c.Tunnel) // waits OfflineWait for a reconnecting owner
-	if err != nil {
+	if s.registry.Kind(c.Tunnel) != proto.KindTCP {
+		return nil, ""
+	}
+	rt, _ := s.registry.Lookup(c.Tunnel)
+	if rt == nil && id != nil {
+		var err error
+		if rt, err = s.proxy.lookup(ctx, c.Tunnel); err != nil {
+			return nil, ""
+		}
+	}
+	if rt == nil {
 		return nil, ""
 	}
 	sess, ok := rt.(*Session)
