@@ -273,3 +273,62 @@ func tcpEchoServer(t *testing.T) string {
 	}()
 	return ln.Addr().String()
 }
+
+// TestProcess_ConfigWithEveryKind: one --config file with an HTTP, a TCP
+// and a TLS tunnel, one client, one session; each is reached its own way:
+// HTTPS through tunneld, "tunnel connect" piping stdin and stdout (half-
+// close included: the echo ends when stdin does), and a TLS client that
+// trusts only the local service's CA.
+func TestProcess_ConfigWithEveryKind(t *testing.T) {
+	_, addr, certs := startDevTunneld(t, nil)
+	_, port, _ := net.SplitHostPort(addr)
+	_, tunnelBin := binaries(t)
+
+	ca := testtls.NewCA(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", ca.ServerConfig(t, "secure.localhost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "own certificate") })}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-served
+	})
+	config := filepath.Join(t.TempDir(), "tunnels.json")
+	os.WriteFile(config, []byte(fmt.Sprintf(`{"tunnels": [
+  {"name": "web", "target": %q},
+  {"name": "pi-echo", "target": %q, "kind": "tcp", "allow_tokens": ["tk_friend"]},
+  {"name": "secure", "target": %q, "kind": "tls"}]}`, newBackend(t, "web"), tcpEchoServer(t), ln.Addr().String())), 0o600)
+	owner := start(t, tunnelBin, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json", "--config", config)
+	for _, want := range []string{"https://web.localhost:" + port, "tcp://pi-echo.localhost:" + port, "tls://secure.localhost:" + port} {
+		owner.waitLine(owner.stdout, want, func(l string) bool { return l == want })
+	}
+
+	if got := fetch(t, filepath.Join(certs, "ca.pem"), addr, "https://web.localhost:"+port+"/"); got != "web /\n" {
+		t.Errorf("http tunnel: got %q", got)
+	}
+
+	connect := exec.Command(tunnelBin, "--dev", "--server", addr, "--certs-dir", certs, "connect", "pi-echo.localhost")
+	connect.Env = append(baseEnv(), "TUNNEL_TOKEN=tk_friend")
+	connect.Stdin = strings.NewReader("echo me")
+	connect.WaitDelay = waitTimeout
+	if out, err := connect.Output(); err != nil || string(out) != "echo me" {
+		t.Errorf("tunnel connect: got %q, %v; want the echo", out, err)
+	}
+
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool(), ServerName: "secure.localhost"})
+	if err != nil {
+		t.Fatalf("tls tunnel, trusting only the local service's CA: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(waitTimeout))
+	io.WriteString(c, "GET / HTTP/1.0\r\nHost: secure.localhost\r\n\r\n")
+	if resp, _ := io.ReadAll(c); !strings.HasSuffix(string(resp), "own certificate") {
+		t.Errorf("tls tunnel: got %q", resp)
+	}
+}
