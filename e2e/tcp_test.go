@@ -332,3 +332,52 @@ func TestProcess_ConfigWithEveryKind(t *testing.T) {
 		t.Errorf("tls tunnel: got %q", resp)
 	}
 }
+
+// TestProcess_TokenAddConnectGrant: "tunneld token add --connect NAME"
+// lets a token that owns nothing reach another owner's TCP tunnel; the
+// owner's shared secret reaches it too; a token without the grant does not.
+func TestProcess_TokenAddConnectGrant(t *testing.T) {
+	tunneldBin, tunnelBin := binaries(t)
+	dir := t.TempDir()
+	certs := filepath.Join(dir, "certs")
+	if code, _, stderr := runToEnd(t, tunneldBin, nil, "certs", "--certs-dir", certs); code != 0 {
+		t.Fatalf("tunneld certs: exit %d: %s", code, stderr)
+	}
+	ca := filepath.Join(certs, "ca.pem")
+	tokensFile := filepath.Join(dir, "tokens.json")
+	add := func(args ...string) string {
+		code, stdout, stderr := runToEnd(t, tunneldBin, []string{"TUNNELD_TOKENS_FILE=" + tokensFile}, append([]string{"token", "add"}, args...)...)
+		if code != 0 {
+			t.Fatalf("token add %v: exit %d: %s", args, code, stderr)
+		}
+		return strings.TrimSuffix(stdout, "\n")
+	}
+	friend := add("--label", "friend", "--connect", "pi-*")
+	stranger := add("--label", "stranger", "--name", "other")
+	_, addr := startTunneld(t, []string{"TUNNELD_TOKEN=owner-secret"},
+		"--domain", "localhost", "--cert", filepath.Join(certs, "localhost.pem"), "--key", filepath.Join(certs, "localhost-key.pem"),
+		"--tokens-file", tokensFile, "--acme=false", "--http-listen", "")
+	owner := start(t, tunnelBin, []string{"TUNNEL_TOKEN=owner-secret"}, "--server", addr, "--ca", ca, "tcp", "--name", "pi-echo", tcpEchoServer(t))
+	owner.waitLine(owner.stdout, "a tcp:// URL", func(l string) bool { return strings.HasPrefix(l, "tcp://") })
+
+	for _, tt := range []struct {
+		name, token string
+		code        int
+	}{{"granted", friend, 0}, {"owner", "owner-secret", 0}, {"no grant", stranger, 3}} {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(tunnelBin, "--server", addr, "--ca", ca, "connect", "pi-echo.localhost")
+			cmd.Env = append(baseEnv(), "TUNNEL_TOKEN="+tt.token)
+			cmd.Stdin = strings.NewReader("granted?")
+			cmd.WaitDelay = waitTimeout
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, _ := cmd.Output()
+			if code := cmd.ProcessState.ExitCode(); code != tt.code {
+				t.Fatalf("exit %d, want %d; stderr: %s", code, tt.code, stderr.String())
+			}
+			if tt.code == 0 && string(out) != "granted?" {
+				t.Fatalf("echo: got %q", out)
+			}
+		})
+	}
+}
