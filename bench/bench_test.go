@@ -119,6 +119,22 @@ func TestBench_Smoke(t *testing.T) {
 	if rep.Connect == nil || rep.Connect.P50.Median <= 0 {
 		t.Errorf("connect: got %+v", rep.Connect)
 	}
+	// The tcp phase: every target's bulk rows, and connects for the TCP
+	// pair; the tunnelled ones with their ratio to direct.
+	tcpRows := map[string]TCPRow{}
+	for _, r := range rep.TCP {
+		tcpRows[r.Target+" "+r.Measure] = r
+	}
+	for _, k := range []string{"direct bulk-1", "direct bulk-8", "direct connects", "tunnel-connect bulk-1", "tunnel-connect bulk-8",
+		"tunnel-connect connects", "direct-tls bulk-1", "direct-tls bulk-8", "tls-passthrough bulk-1", "tls-passthrough bulk-8"} {
+		r, ok := tcpRows[k]
+		if !ok || r.Value.Median <= 0 || (strings.HasPrefix(k, "tunnel") || strings.HasPrefix(k, "tls")) && r.Ratio <= 0 {
+			t.Errorf("tcp %s: got %+v, want a positive figure (and a ratio to direct)", k, r)
+		}
+	}
+	if len(rep.TCP) != 10 {
+		t.Errorf("tcp rows: got %d, want 10", len(rep.TCP))
+	}
 	if len(rep.Idle) != len(o.Idle) || rep.Idle[0].DuringMiB <= 0 {
 		t.Errorf("idle clients: got %+v", rep.Idle)
 	}

@@ -153,6 +153,7 @@ type Report struct {
 	Inflight []InflightRow `json:"in_flight_streams"`
 	Attacks  []AttackRow   `json:"under_attack"`
 	Peers    []PeerRow     `json:"peers,omitempty"`
+	TCP      []TCPRow      `json:"tcp,omitempty"`
 	// WrkSeconds is each wrk run's length: wrk counts in whole seconds.
 	WrkSeconds int      `json:"wrk_seconds_per_run,omitempty"`
 	PeerConns  int      `json:"peer_conns,omitempty"` // wrk -c of the peers phase
@@ -401,6 +402,17 @@ func (r *Report) markdown() string {
 	if r.Connect != nil {
 		w("\n### Client connect (TLS + Hello + Welcome), %d connects one after another\n\n", r.Connect.N)
 		w("| p50 ms | p99 ms |\n|---|---|\n| %s | %s |\n", r.Connect.P50.fmt(2), r.Connect.P99.fmt(2))
+	}
+	if len(r.TCP) > 0 {
+		w("\n### TCP and TLS tunnels (a local source server; bulk MB/s downloaded, %s split over the connections; connects per second, 8 at a time)\n\n", fmt.Sprintf("%d MiB", r.Bulk>>20))
+		w("| target | measure | value | vs direct |\n|---|---|---|---|\n")
+		for _, t := range r.TCP {
+			ratio := "-"
+			if t.Ratio > 0 {
+				ratio = fmt.Sprintf("%.2f", t.Ratio)
+			}
+			w("| %s | %s | %s | %s |\n", t.Target, t.Measure, t.Value.fmt(1), ratio)
+		}
 	}
 	if len(r.Inflight) > 0 {
 		w("\n### Requests in flight through one client (a fresh tunneld and tunnel; the backend holds every request until all have arrived)\n\n")

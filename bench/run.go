@@ -489,6 +489,11 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 			return nil, err
 		}
 	}
+	if phases["tcp"] {
+		if err := e.tcpPhase(ctx, rep); err != nil {
+			return nil, err
+		}
+	}
 	if phases["idle"] {
 		if err := e.idleClients(ctx, rep); err != nil {
 			return nil, err

@@ -89,6 +89,11 @@ type fileConfig struct {
 type fileTunnel struct {
 	Name   string `json:"name"`
 	Target string `json:"target"`
+	// Kind is http (the default), tcp or tls.
+	Kind string `json:"kind"`
+	// AllowTokens, for a tcp tunnel, are the tokens besides the owner's
+	// that may reach it (as tunnel tcp --allow-token).
+	AllowTokens []string `json:"allow_tokens"`
 }
 
 func loadFileConfig(path string) (fileConfig, error) {
@@ -105,6 +110,11 @@ func loadFileConfig(path string) (fileConfig, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&fc); err != nil {
 		return fc, fmt.Errorf("--config %s: %w", path, err)
+	}
+	for i, t := range fc.Tunnels {
+		if t.Kind != "" && !proto.ValidKind(t.Kind) {
+			return fc, fmt.Errorf("--config %s: tunnel %d: kind %q: want http, tcp or tls", path, i+1, t.Kind)
+		}
 	}
 	return fc, nil
 }
@@ -130,6 +140,10 @@ type options struct {
 
 	name    string   // --name, for a single TARGET
 	targets []string // the TARGETs, as written
+
+	kind        string     // the command's kind of tunnel: http (also bare tunnel), tcp or tls
+	allowTokens []string   // tunnel tcp --allow-token, for each of its tcp tunnels
+	fileAllow   [][]string // the file's allow_tokens, by tunnel, when its tunnels are the ones run
 }
 
 // settings picks each option from the CLI context (a flag, or its env var:
@@ -174,30 +188,38 @@ func (s settings) duration(flag, fromFile string) (time.Duration, error) {
 
 // targets are the TARGETs: the arguments, else --targets or TUNNEL_TARGETS
 // (split on spaces and commas), else the config file's tunnels.
-func (s settings) targets() []string {
+// A file tunnel's kind is written as a KIND:// prefix; allow holds each
+// file tunnel's allow_tokens when the file's list is the one returned.
+func (s settings) targets() (args []string, allow [][]string) {
 	if args := s.c.Args().Slice(); len(args) > 0 {
-		return args
+		return args, nil
 	}
 	if list := httpSetting(s.c, "targets"); list != "" {
-		return strings.FieldsFunc(list, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
+		return strings.FieldsFunc(list, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' }), nil
 	}
-	var args []string
 	for _, t := range s.file.Tunnels {
+		arg := t.Target
 		if t.Name != "" {
-			args = append(args, t.Name+"="+t.Target)
-		} else {
-			args = append(args, t.Target)
+			arg = t.Name + "=" + t.Target
 		}
+		if t.Kind != "" && t.Kind != proto.KindHTTP {
+			arg = t.Kind + "://" + arg
+		}
+		args = append(args, arg)
+		allow = append(allow, t.AllowTokens)
 	}
-	return args
+	return args, allow
 }
+
+// tunnelCommands are the commands that run tunnels, each of its kind.
+var tunnelCommands = []string{proto.KindHTTP, proto.KindTCP, proto.KindTLS}
 
 // httpSetting is the value of a flag of "tunnel http" (--name, --targets).
 // Bare "tunnel" (see hasTunnels) runs the tunnels too but does not take
 // those flags, so there the value comes from their environment variables
 // alone, as it would for "tunnel http".
 func httpSetting(c *cli.Context, flag string) string {
-	if c.Command.Name == "http" {
+	if slices.Contains(tunnelCommands, c.Command.Name) {
 		return c.String(flag)
 	}
 	for _, f := range httpFlags() {
@@ -239,7 +261,14 @@ func resolve(c *cli.Context) (options, error) {
 		quiet:         s.boolean("quiet", file.Quiet),
 		metricsListen: s.str("metrics-listen", file.MetricsListen),
 		name:          httpSetting(c, "name"),
-		targets:       s.targets(),
+		kind:          proto.KindHTTP,
+	}
+	o.targets, o.fileAllow = s.targets()
+	if slices.Contains(tunnelCommands, c.Command.Name) {
+		o.kind = c.Command.Name
+	}
+	if o.kind == proto.KindTCP {
+		o.allowTokens = c.StringSlice("allow-token")
 	}
 	// --dev's defaults come last, below every source.
 	if o.server == "" && o.dev {
@@ -273,9 +302,25 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 
 // clientConfig checks the options and makes the mux.ClientConfig of them.
 func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientConfig, error) {
-	tunnels, err := parseTargets(o.name, o.targets)
+	tunnels, err := parseKindTargets(o.kind, o.name, o.targets)
 	if err != nil {
 		return mux.ClientConfig{}, err
+	}
+	for i := range tunnels {
+		var allow []string
+		switch {
+		case i < len(o.fileAllow):
+			allow = o.fileAllow[i]
+		case tunnels[i].Kind == proto.KindTCP:
+			allow = o.allowTokens
+		}
+		if len(allow) > 0 && tunnels[i].Kind != proto.KindTCP {
+			return mux.ClientConfig{}, fmt.Errorf("tunnel %d: allowed tokens are for tcp tunnels only", i+1)
+		}
+		if len(allow) > proto.MaxAllowTokens {
+			return mux.ClientConfig{}, fmt.Errorf("tunnel %d: %d allowed tokens, at most %d", i+1, len(allow), proto.MaxAllowTokens)
+		}
+		tunnels[i].AllowTokens = allow
 	}
 	server := o.server
 	if server == "" {
@@ -376,6 +421,13 @@ func lookedFor(file string) string {
 // server's own rules (pkg/name), so that a bad one stops the client at
 // once, every fault said, before any connection; the server checks again.
 func parseTargets(nameFlag string, args []string) ([]mux.Tunnel, error) {
+	return parseKindTargets(proto.KindHTTP, nameFlag, args)
+}
+
+// parseKindTargets is parseTargets for tunnels of kind (the command's),
+// unless a TARGET names its own with a tcp:// or tls:// prefix (tcp://pi-ssh=22), as
+// TUNNEL_TARGETS and the config file may, to mix kinds in one session.
+func parseKindTargets(kind, nameFlag string, args []string) ([]mux.Tunnel, error) {
 	switch {
 	case len(args) == 0:
 		return nil, errors.New("no TARGET: want PORT, HOST:PORT, NAME=PORT or NAME=HOST:PORT")
@@ -393,9 +445,15 @@ func parseTargets(nameFlag string, args []string) ([]mux.Tunnel, error) {
 			return nil, fmt.Errorf("%q after a TARGET: flags go before the TARGETs (global ones before http), "+
 				"as in tunnel --dev http --name wiki 8080", arg)
 		}
-		t := mux.Tunnel{Name: nameFlag}
+		t := mux.Tunnel{Name: nameFlag, Kind: kind}
 		target := arg
-		if n, rest, ok := strings.Cut(arg, "="); ok {
+		// Only tcp:// and tls:// are kinds: http is every other TARGET's,
+		// and "http://localhost:8080" is a URL pasted by mistake, which
+		// targetAddr refuses with a message saying what to write.
+		if k, rest, ok := strings.Cut(target, "://"); ok && (k == proto.KindTCP || k == proto.KindTLS) {
+			t.Kind, target = k, rest
+		}
+		if n, rest, ok := strings.Cut(target, "="); ok {
 			if nameFlag != "" {
 				return nil, fmt.Errorf("target %q names its tunnel and so does --name: use one", arg)
 			}
@@ -420,6 +478,9 @@ func parseTargets(nameFlag string, args []string) ([]mux.Tunnel, error) {
 				return nil, fmt.Errorf("name %q given twice", t.Name)
 			}
 			seen[t.Name] = true
+		}
+		if t.Kind == proto.KindHTTP {
+			t.Kind = "" // mux's default
 		}
 		tunnels = append(tunnels, t)
 	}

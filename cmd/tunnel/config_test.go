@@ -65,7 +65,7 @@ func TestParseTargets(t *testing.T) {
 			if err != nil {
 				t.Fatalf("got error %v, want none", err)
 			}
-			if !slices.Equal(got, tt.want) {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("got %+v, want %+v", got, tt.want)
 			}
 		})
@@ -108,7 +108,11 @@ func resolveFrom(t *testing.T, env map[string]string, args ...string) (cfg mux.C
 		}
 		return nil
 	}
-	app.Commands[0].Action = capture
+	for _, cmd := range app.Commands {
+		if slices.Contains(tunnelCommands, cmd.Name) {
+			cmd.Action = capture
+		}
+	}
 	app.Action = runOrHelp(capture)
 	if perr := app.Run(append([]string{"tunnel"}, args...)); perr != nil {
 		t.Fatalf("parse %q: %v", args, perr)
@@ -127,6 +131,13 @@ func TestClientConfig_FileEnvAndFlags(t *testing.T) {
   "stream_window": "4MiB",
   "tunnels": [{"name": "wiki", "target": "8080"}, {"target": "127.0.0.1:9090"}]
 }`), 0o600)
+	kinds := filepath.Join(dir, "kinds.json")
+	os.WriteFile(kinds, []byte(`{"server": "file.example:443", "tunnels": [
+  {"name": "wiki", "target": "8080"},
+  {"name": "pi-ssh", "target": "22", "kind": "tcp", "allow_tokens": ["tk_guest"]},
+  {"name": "secure", "target": "8443", "kind": "tls"}]}`), 0o600)
+	badKind := filepath.Join(dir, "badkind.json")
+	os.WriteFile(badKind, []byte(`{"server": "x:1", "tunnels": [{"target": "53", "kind": "udp"}]}`), 0o600)
 	bad := filepath.Join(dir, "bad.json")
 	os.WriteFile(bad, []byte(`{"server": "x:1", "sever": "typo"}`), 0o600)
 
@@ -158,6 +169,23 @@ func TestClientConfig_FileEnvAndFlags(t *testing.T) {
 		{name: "window too small", env: map[string]string{"TUNNEL_SERVER": "x:1", "TUNNEL_STREAM_WINDOW": "64KiB"},
 			args: []string{"http", "8080"}, wantErr: "--stream-window"},
 		{name: "unknown field", args: []string{"--config", bad}, wantErr: `unknown field "sever"`},
+		{name: "kinds from the file", args: []string{"--config", kinds},
+			server: "file.example:443", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "wiki", Target: "localhost:8080"},
+				{Name: "pi-ssh", Target: "localhost:22", Kind: "tcp", AllowTokens: []string{"tk_guest"}},
+				{Name: "secure", Target: "localhost:8443", Kind: "tls"}}},
+		{name: "unknown kind in the file", args: []string{"--config", badKind}, wantErr: `kind "udp"`},
+		{name: "kinds from TUNNEL_TARGETS", env: map[string]string{"TUNNEL_SERVER": "x:1", "TUNNEL_TARGETS": "web=8080 tcp://pi-ssh=22 tls://secure=8443"},
+			server: "x:1", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "web", Target: "localhost:8080"}, {Name: "pi-ssh", Target: "localhost:22", Kind: "tcp"},
+				{Name: "secure", Target: "localhost:8443", Kind: "tls"}}},
+		{name: "tcp with allowed tokens", env: map[string]string{"TUNNEL_SERVER": "x:1", "TUNNEL_ALLOW_TOKENS": "tk_a,tk_b"},
+			args:   []string{"tcp", "--name", "pi-ssh", "22"},
+			server: "x:1", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "pi-ssh", Target: "localhost:22", Kind: "tcp", AllowTokens: []string{"tk_a", "tk_b"}}}},
+		{name: "tls", env: map[string]string{"TUNNEL_SERVER": "x:1"}, args: []string{"tls", "secure=8443"},
+			server: "x:1", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "secure", Target: "localhost:8443", Kind: "tls"}}},
 		{name: "missing file", args: []string{"--config", filepath.Join(dir, "none.json")}, wantErr: "--config"},
 	}
 	for _, tt := range tests {
@@ -172,7 +200,7 @@ func TestClientConfig_FileEnvAndFlags(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cfg.Server != tt.server || cfg.Token != tt.token || !slices.Equal(cfg.Tunnels, tt.tunnels) ||
+			if cfg.Server != tt.server || cfg.Token != tt.token || !reflect.DeepEqual(cfg.Tunnels, tt.tunnels) ||
 				cfg.PeerTimeout() != tt.peerTimeout || cfg.Backoff.Max != tt.retryMax || cfg.StreamWindow != tt.window {
 				t.Fatalf("got server %q token %q tunnels %+v peer timeout %v retry max %v window %d; want %q %q %+v %v %v %d",
 					cfg.Server, cfg.Token, cfg.Tunnels, cfg.PeerTimeout(), cfg.Backoff.Max, cfg.StreamWindow,

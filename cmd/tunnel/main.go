@@ -83,9 +83,10 @@ func run() int {
 
 func newApp() *cli.App {
 	app := &cli.App{
-		Name:      "tunnel",
-		Usage:     "expose local web services at https://NAME.DOMAIN through a tunneld server",
-		UsageText: "tunnel [global options] http [--name NAME] TARGET [TARGET...]",
+		Name:  "tunnel",
+		Usage: "expose local web services at https://NAME.DOMAIN through a tunneld server",
+		UsageText: "tunnel [global options] http|tcp|tls [--name NAME] TARGET [TARGET...]\n" +
+			"tunnel [global options] connect [--listen HOST:PORT] NAME.DOMAIN",
 		Description: "Each public URL is printed on stdout, one line per tunnel, once the server has granted\n" +
 			"them; nothing else goes to stdout. Logs go to stderr.\n\n" +
 			"The client reconnects by itself, forever, with the same names: an unreachable or restarting\n" +
@@ -114,7 +115,7 @@ func newApp() *cli.App {
 			Flags:        httpFlags(),
 			OnUsageError: onUsageError,
 			Action:       runHTTP,
-		}},
+		}, tcpCommand(), tlsCommand(), connectCommand()},
 	}
 	// --version, "tunnel completion", the hidden "tunnel man" (section 1).
 	clidoc.Install(app, 1)

@@ -119,6 +119,7 @@ func disconnectReason(ctx context.Context, ms *mux.ServerSession) string {
 // show it. Counters run from the session's connection.
 type TunnelStatus struct {
 	Name           string    `json:"name"`
+	Kind           string    `json:"kind"`
 	URL            string    `json:"url"`
 	Label          string    `json:"label"`
 	SessionID      string    `json:"session_id"`
@@ -142,7 +143,8 @@ func (s *Server) Tunnels() []TunnelStatus {
 	var out []TunnelStatus
 	for _, sess := range sessions {
 		for _, n := range sess.Names {
-			ts := TunnelStatus{Name: n, URL: s.PublicURL(n), Label: sess.Label, SessionID: sess.ID,
+			k := sess.Kind(n)
+			ts := TunnelStatus{Name: n, Kind: k, URL: s.kindURL(k, n), Label: sess.Label, SessionID: sess.ID,
 				ClientAddr: sess.RemoteAddr, ConnectedSince: sess.Connected}
 			if tc := s.ops.counters(sess, n); tc != nil {
 				ts.Requests, ts.BytesIn = tc.Requests.Load(), tc.BytesIn.Load()

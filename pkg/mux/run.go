@@ -2,7 +2,9 @@ package mux
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +19,20 @@ type Tunnel struct {
 	Name string
 	// Target is the local service, host:port, that visitors reach.
 	Target string
+	// Kind is proto.KindHTTP (empty means it), KindTCP or KindTLS.
+	Kind string
+	// AllowTokens, for a TCP tunnel, are tokens besides the owner's own
+	// that may reach it with "tunnel connect". Only their SHA-256 hashes
+	// are sent.
+	AllowTokens []string
+}
+
+// kind is t's proto kind, KindHTTP when unset.
+func (t Tunnel) kind() string {
+	if t.Kind == "" {
+		return proto.KindHTTP
+	}
+	return t.Kind
 }
 
 // ClientConfig configures Run: where tunneld is, how to trust it, and what
@@ -77,6 +93,15 @@ func (c ClientConfig) Validate() error {
 	for i, t := range c.Tunnels {
 		if _, _, err := net.SplitHostPort(t.Target); err != nil {
 			return fmt.Errorf("mux: tunnel %d: target %q: want host:port", i, t.Target)
+		}
+		if !proto.ValidKind(t.kind()) {
+			return fmt.Errorf("mux: tunnel %d: kind %q: want http, tcp or tls", i, t.Kind)
+		}
+		if len(t.AllowTokens) > 0 && t.kind() != proto.KindTCP {
+			return fmt.Errorf("mux: tunnel %d: allowed tokens are for tcp tunnels only", i)
+		}
+		if len(t.AllowTokens) > proto.MaxAllowTokens {
+			return fmt.Errorf("mux: tunnel %d: %d allowed tokens, at most %d", i, len(t.AllowTokens), proto.MaxAllowTokens)
 		}
 	}
 	return nil
@@ -139,7 +164,12 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	}
 	hello := &proto.Hello{Version: proto.Version, ClientVersion: cfg.ClientVersion, Token: cfg.Token}
 	for _, t := range tunnels {
-		hello.Tunnels = append(hello.Tunnels, proto.TunnelRequest{Name: t.Name, Kind: proto.KindHTTP})
+		req := proto.TunnelRequest{Name: t.Name, Kind: t.kind()}
+		for _, tok := range t.AllowTokens {
+			sum := sha256.Sum256([]byte(tok))
+			req.AllowTokens = append(req.AllowTokens, hex.EncodeToString(sum[:]))
+		}
+		hello.Tunnels = append(hello.Tunnels, req)
 	}
 	mc := cfg.Config
 	mc.maxStreams = cfg.MaxStreams
