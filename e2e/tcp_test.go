@@ -126,6 +126,11 @@ func TestProcess_TCPTunnelCarriesSSH(t *testing.T) {
 	if err != nil || string(out) != "through the tunnel\n" {
 		t.Fatalf("ssh: %v: %q", err, out)
 	}
+	// The client logs a stream once both its ends are closed, which may be
+	// just after ssh has exited: wait for that line before counting.
+	owner.waitLine(owner.stderr, "the ssh session's stream closed", func(l string) bool {
+		return strings.Contains(l, `"message":"stream closed"`)
+	})
 	if n := strings.Count(owner.stderr.String(), `"message":"stream closed"`); n != 1 {
 		t.Errorf("the owner's client logged %d streams, want 1 (the ssh session; none for the refused visitor)", n)
 	}
