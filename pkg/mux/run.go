@@ -47,6 +47,12 @@ type ClientConfig struct {
 	// OnStream, if set, is called as each data stream opens and ends (see
 	// StreamEvent), from the stream's goroutine: it must return quickly.
 	OnStream func(StreamEvent)
+	// Copier, if set, is asked for a StreamCopier as each data stream is
+	// connected to its local service, from the stream's goroutine; the
+	// copier it returns copies the stream's two directions instead of the
+	// raw copy (the request inspector, pkg/inspect, reads HTTP in them).
+	// Nil, or a nil StreamCopier, leaves the raw copy, byte for byte.
+	Copier func(StreamInfo) StreamCopier
 	// Backoff paces RunForever's reconnects; the zero value means
 	// DefaultBackoff. Run ignores it.
 	Backoff Backoff
@@ -152,6 +158,7 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 		return nil, nil, fmt.Errorf("handshake with %s: %w", cfg.Server, err)
 	}
 	sess.onStream = cfg.OnStream
+	sess.copier = cfg.Copier
 	w := sess.Welcome()
 	targets := make(map[string]string, len(tunnels))
 	names := make([]string, 0, len(w.Tunnels))
