@@ -122,3 +122,8 @@ func (r *rig) wait(t *testing.T) inspect.Summary {
 	t.Helper()
 	return testwait.Recv(t, r.recorded, 10*time.Second)
 }
+
+func newListener(t *testing.T) (net.Listener, error) {
+	t.Helper()
+	return net.Listen("tcp", "127.0.0.1:0")
+}

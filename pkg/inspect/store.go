@@ -118,13 +118,6 @@ func (s *store) reserve(n int64) bool {
 	return true
 }
 
-// release gives n reserved bytes back.
-func (s *store) release(n int64) {
-	s.mu.Lock()
-	s.used -= n
-	s.mu.Unlock()
-}
-
 func (s *store) evictOldest() {
 	old := s.list[0]
 	s.list[0] = nil
@@ -287,9 +280,3 @@ func (c *capture) body() Body { return Body{Size: c.size, Data: c.data} }
 
 // cost is the budget the captured data holds.
 func (c *capture) cost() int64 { return c.reserved }
-
-// drop gives the capture's reservation back, for a body that is not kept.
-func (c *capture) drop() {
-	c.st.release(c.reserved)
-	c.reserved, c.data = 0, nil
-}

@@ -67,7 +67,11 @@ async function loadList() {
   $('har-all').href = withToken('/api/har' + (q ? '?' + q : ''));
   try {
     const data = await api('GET', '/api/exchanges' + (q ? '?' + q : ''));
-    rows = data.exchanges;
+    if (q !== filterQuery()) return; // the filters changed meanwhile: a newer load follows
+    // Exchanges pushed while the list was fetched are newer than it.
+    const top = data.exchanges.length ? data.exchanges[0].id : 0;
+    const pushed = q ? [] : rows.filter((s) => s.id > top);
+    rows = pushed.concat(data.exchanges);
     renderList();
   } catch (err) {
     $('status').textContent = 'error: ' + err.message;
@@ -116,6 +120,7 @@ function onExchange(s) {
     filterTimer = setTimeout(loadList, 100);
     return;
   }
+  if (rows.some((r) => r.id === s.id)) return;
   rows.unshift(s);
   $('rows').prepend(row(s));
   $('empty').hidden = true;
