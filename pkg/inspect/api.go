@@ -40,7 +40,7 @@ func (in *Inspector) Serve(ctx context.Context, ln net.Listener) error {
 
 // Handler serves the page at / and the JSON API under /api/ (see README,
 // "The request inspector"). It answers only a Host that is localhost or an
-// IP address, and, with Config.Token set, only requests that carry it.
+// IP address, and, with Config.Token set, API requests only with the token.
 func (in *Inspector) Handler() http.Handler {
 	mx := http.NewServeMux()
 	page, _ := fs.Sub(pageFS, "page")
@@ -57,7 +57,10 @@ func (in *Inspector) Handler() http.Handler {
 			http.Error(w, "the inspector answers only Host: localhost or an IP address", http.StatusForbidden)
 			return
 		}
-		if in.cfg.Token != "" && !in.authorized(r) {
+		// The page itself (HTML, script, style) holds nothing recorded, and
+		// a browser fetches its script and style without the token; every
+		// recorded byte is behind /api/.
+		if in.cfg.Token != "" && strings.HasPrefix(r.URL.Path, "/api/") && !in.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tunnel inspector"`)
 			http.Error(w, "the inspector wants its token: Authorization: Bearer TOKEN, or ?token=TOKEN", http.StatusUnauthorized)
 			return

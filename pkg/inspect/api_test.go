@@ -355,6 +355,18 @@ func TestAPI_HostAndToken(t *testing.T) {
 			t.Errorf("Host %s, auth %q, query %q: %d, want %d", tc.host, tc.auth, tc.query, resp.StatusCode, tc.want)
 		}
 	}
+	// The page and its script load without the token (a browser sends
+	// none for them); the API behind them wants it.
+	for path, want := range map[string]int{"/": http.StatusOK, "/app.js": http.StatusOK, "/api/events": http.StatusUnauthorized, "/api/har": http.StatusUnauthorized} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s without the token: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
 }
 
 func TestInspector_Serve(t *testing.T) {

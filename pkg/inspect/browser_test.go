@@ -211,3 +211,20 @@ func TestPage_InChromium(t *testing.T) {
 		t.Errorf("HAR lacks the first request")
 	}
 }
+
+// TestPage_WithTokenInChromium: with a token, the page opened at
+// /?token=TOKEN (the URL tunnel prints) loads, follows the event stream
+// and lists requests.
+func TestPage_WithTokenInChromium(t *testing.T) {
+	var hits atomic.Int64
+	cfg := inspect.DefaultConfig()
+	cfg.Token = "tok-123"
+	r := newRig(t, cfg, echoService(&hits))
+	ctx := browser(t)
+	do(t, ctx, "open the page", chromedp.Navigate(r.api.URL+"/?token=tok-123"))
+	until(t, ctx, "the event stream", `document.getElementById('status').textContent === 'live'`)
+	r.send(t, r.client(t), "GET", "/with-token", "")
+	until(t, ctx, "the request in the list", `document.querySelectorAll('#rows tr').length === 1`)
+	do(t, ctx, "select it", click(`#rows tr`))
+	until(t, ctx, "the detail", `document.getElementById('col-main').innerText.includes('/with-token')`)
+}

@@ -113,7 +113,10 @@ func (c *countWriter) Write(p []byte) (int, error) {
 // headers (net/http allows 1 MiB of them; a longer line is read in parts).
 const parseBufSize = 16 << 10
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// copyBufs are the bodies' copy buffers: 128 KiB, as pkg/mux's large one,
+// so that a download goes out in 128 KiB yamux frames as without the
+// inspector (each read of a body is written on as it is).
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
 
 // ioResult is the end of a copy: the bytes written and the first error of
 // reading src or writing dst; a clean EOF of src is nil.
