@@ -393,7 +393,7 @@ func (r *Report) markdown() string {
 	}
 	if in := r.Inspector; in != nil {
 		w("\n### Request inspector (tunnel-inspect: the client with --inspect on, its own pair, against tunnel in the same run)\n\n")
-		w("| small req/s, on / off (HTTP/1.1, 64 conns) | p99, on / off | one-stream MB/s down, on / off | exchanges recorded | held by them | client RSS then (cap %.0f MiB) |\n|---|---|---|---|---|---|\n", in.CapMiB)
+		w("| small req/s, on / off (HTTP/1.1, %d conns) | p99, on / off | one-stream MB/s down, on / off | exchanges recorded | held by them | client RSS then (cap %.0f MiB) |\n|---|---|---|---|---|---|\n", in.SmallConns, in.CapMiB)
 		w("| %.2f | %.2f | %.2f | %s | %.1f MiB | %.1f MiB |\n", in.SmallRatio, in.P99Ratio, in.BulkRatio,
 			groupThousands(fmt.Sprint(in.Recorded)), in.HeldMiB, in.ClientMiB)
 	}

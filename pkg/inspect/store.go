@@ -118,6 +118,13 @@ func (s *store) reserve(n int64) bool {
 	return true
 }
 
+// release gives n reserved bytes back.
+func (s *store) release(n int64) {
+	s.mu.Lock()
+	s.used -= n
+	s.mu.Unlock()
+}
+
 func (s *store) evictOldest() {
 	old := s.list[0]
 	s.list[0] = nil
@@ -274,9 +281,19 @@ func (c *capture) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// body returns what was captured; the capture's reservation goes with it
-// (see cost).
-func (c *capture) body() Body { return Body{Size: c.size, Data: c.data} }
+// body returns what was captured, in a slice of its own length: the
+// capture grows by doubling, and a small body would otherwise hold (and
+// count against the budget) up to twice its size. The reservation left
+// goes with it (see cost).
+func (c *capture) body() Body {
+	if spare := int64(cap(c.data) - len(c.data)); spare > 0 {
+		c.data = append([]byte(nil), c.data...)
+		c.st.release(spare)
+		c.reserved -= spare
+	}
+	c.full = true // nothing more is kept once the body is taken
+	return Body{Size: c.size, Data: c.data}
+}
 
 // cost is the budget the captured data holds.
 func (c *capture) cost() int64 { return c.reserved }
