@@ -158,7 +158,10 @@ func (c *streamCopier) CopyIn(dst io.Writer, src io.Reader) (int64, error) {
 			return ioResult(cw, wr) // the end, between requests
 		}
 		req, err := http.ReadRequest(br)
-		if err != nil {
+		if err != nil || req.ProtoMajor != 1 {
+			// Not HTTP/1.x (HTTP/2's preface parses as "PRI *
+			// HTTP/2.0"): nothing to record; CopyOut goes raw too
+			// when the queue closes.
 			return raw(cw, wr)
 		}
 		p := c.newPending(req)

@@ -1,0 +1,132 @@
+package inspect_test
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tunnelhq/tunnel/internal/testwait"
+	"github.com/tunnelhq/tunnel/pkg/inspect"
+)
+
+// rawRig is the inspector's copier between a visitor's TCP connection and
+// a raw TCP service that records every byte it receives and answers with
+// fixed bytes, then closes its write side.
+func rawRig(t *testing.T, answer []byte) (front string, got <-chan []byte, in *inspect.Inspector) {
+	t.Helper()
+	in, err := inspect.New(inspect.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	received := make(chan []byte, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c, err := svc.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		// Answer once the request's first bytes are in, then read the rest
+		// until the visitor half-closes.
+		var buf bytes.Buffer
+		first := make([]byte, 1)
+		if _, err := io.ReadFull(c, first); err != nil {
+			received <- nil
+			return
+		}
+		buf.Write(first)
+		c.Write(answer)
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(&buf, c)
+		received <- buf.Bytes()
+	}()
+	r := &rig{in: in, target: svc.Addr().String()}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		r.pipe(c)
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		svc.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String(), received, in
+}
+
+// TestInspector_BytesPassUnchanged: the inspector only watches. Whatever a
+// visitor sends and a service answers (odd header case and order, a
+// pipelined request, then bytes that are not HTTP at all) arrives byte for
+// byte, in both directions.
+func TestInspector_BytesPassUnchanged(t *testing.T) {
+	request := []byte("POST /a HTTP/1.1\r\nhost: x\r\nX-B: 1\r\nx-a: 2\r\ncontent-length: 3\r\n\r\nabc" +
+		"GET /b?q=%20 HTTP/1.1\r\nHost: x\r\n\r\n" +
+		"\x00\x01\x02 not http \xff\r\n\r\n")
+	answer := []byte("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nX-Z: z\r\n\r\nok" +
+		"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n" +
+		"\xfe\xfd garbage after")
+	front, got, _ := rawRig(t, answer)
+	c, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(request); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	back, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(back, answer) {
+		t.Errorf("the visitor got %q, want %q", back, answer)
+	}
+	if in := testwait.Recv(t, got, 10*time.Second); !bytes.Equal(in, request) {
+		t.Errorf("the service got %q, want %q", in, request)
+	}
+}
+
+// TestInspector_NotHTTPIsCopiedRaw: a stream that does not start as
+// HTTP/1.1 (HTTP/2 prior knowledge, say) is copied raw, and nothing is
+// recorded.
+func TestInspector_NotHTTPIsCopiedRaw(t *testing.T) {
+	request := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + strings.Repeat("\x00\x00\x12\x04", 1000))
+	answer := []byte("\x00\x00\x00\x04\x01\x00\x00\x00\x00")
+	front, got, in := rawRig(t, answer)
+	c, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(request)
+	c.(*net.TCPConn).CloseWrite()
+	back, _ := io.ReadAll(c)
+	if !bytes.Equal(back, answer) {
+		t.Errorf("the visitor got %q, want %q", back, answer)
+	}
+	if b := testwait.Recv(t, got, 10*time.Second); !bytes.Equal(b, request) {
+		t.Errorf("the service got %d bytes, want the %d sent", len(b), len(request))
+	}
+	if _, n := in.Stats(); n != 0 {
+		t.Errorf("%d exchanges recorded, want none", n)
+	}
+}
