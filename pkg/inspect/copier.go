@@ -52,8 +52,44 @@ type streamCopier struct {
 	info mux.StreamInfo
 
 	queue   chan *pending // requests waiting for their response; closed by CopyIn
-	outDone chan struct{} // closed when CopyOut returns: CopyIn stops queueing
-	ended   atomic.Int32  // CopyIn and CopyOut that returned; the second cleans up
+	outDone chan struct{} // closed when CopyOut stops reading responses (raw, or returned): CopyIn stops queueing
+	outOnce sync.Once
+	ended   atomic.Int32 // CopyIn and CopyOut that returned; the second cleans up
+}
+
+// stopOut says CopyOut reads no more responses: requests queued from now
+// on would wait forever, so CopyIn stops queueing and copies raw.
+func (c *streamCopier) stopOut() { c.outOnce.Do(func() { close(c.outDone) }) }
+
+// rawOut copies the rest of the responses raw.
+func (c *streamCopier) rawOut(cw *countWriter, wr *watchedReader) (int64, error) {
+	c.stopOut()
+	return raw(cw, wr)
+}
+
+// unsolicitedWait is how long the service's bytes may wait for the request
+// they answer to be parsed (a service may answer before the request's
+// headers are all read); bytes with no request after it (a 408 on an idle
+// connection, say) end the recording, and the rest is copied raw.
+const unsolicitedWait = time.Second
+
+// next returns the request the service's next response answers; false
+// when there is none: CopyIn has ended, or none came within
+// unsolicitedWait.
+func (c *streamCopier) next() (*pending, bool) {
+	select {
+	case p, ok := <-c.queue:
+		return p, ok
+	default:
+	}
+	t := time.NewTimer(unsolicitedWait)
+	defer t.Stop()
+	select {
+	case p, ok := <-c.queue:
+		return p, ok
+	case <-t.C:
+		return nil, false
+	}
 }
 
 // finish is deferred by CopyIn and CopyOut: the second to return records
@@ -229,7 +265,7 @@ func isUpgrade(h http.Header) bool {
 // each with its request.
 func (c *streamCopier) CopyOut(dst io.Writer, src io.Reader) (n int64, err error) {
 	defer c.finish()
-	defer close(c.outDone)
+	defer c.stopOut()
 	cw := &countWriter{w: dst}
 	wr := &watchedReader{r: src}
 	br := bufio.NewReaderSize(io.TeeReader(wr, cw), parseBufSize)
@@ -240,9 +276,9 @@ func (c *streamCopier) CopyOut(dst io.Writer, src io.Reader) (n int64, err error
 		if _, err := br.Peek(1); err != nil {
 			return ioResult(cw, wr)
 		}
-		p, ok := <-c.queue
+		p, ok := c.next()
 		if !ok {
-			return raw(cw, wr) // not a request we could read
+			return c.rawOut(cw, wr) // not a request we could read, or no request at all
 		}
 		resp, err := http.ReadResponse(br, p.req)
 		for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
@@ -250,12 +286,12 @@ func (c *streamCopier) CopyOut(dst io.Writer, src io.Reader) (n int64, err error
 		}
 		if err != nil {
 			c.record(p, nil, responseErr(wr, cw))
-			return raw(cw, wr)
+			return c.rawOut(cw, wr)
 		}
 		p.ex.Status, p.ex.RespProto, p.ex.RespHeader = resp.StatusCode, resp.Proto, resp.Header
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			c.record(p, nil, "")
-			return raw(cw, wr)
+			return c.rawOut(cw, wr)
 		}
 		body := newCapture(c.in.st, c.in.cfg.MaxBody)
 		bp := copyBufs.Get().(*[]byte)
@@ -263,11 +299,11 @@ func (c *streamCopier) CopyOut(dst io.Writer, src io.Reader) (n int64, err error
 		copyBufs.Put(bp)
 		if err != nil {
 			c.record(p, body, responseErr(wr, cw))
-			return raw(cw, wr)
+			return c.rawOut(cw, wr)
 		}
 		c.record(p, body, "")
 		if p.ex.Upgrade {
-			return raw(cw, wr) // an upgrade refused: CopyIn copies raw already
+			return c.rawOut(cw, wr) // an upgrade refused: CopyIn copies raw already
 		}
 	}
 }

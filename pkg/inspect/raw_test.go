@@ -14,9 +14,27 @@ import (
 )
 
 // rawRig is the inspector's copier between a visitor's TCP connection and
-// a raw TCP service that records every byte it receives and answers with
-// fixed bytes, then closes its write side.
+// a raw TCP service that answers with fixed bytes once the request's first
+// byte is in, closes its write side, and records every byte it receives.
 func rawRig(t *testing.T, answer []byte) (front string, got <-chan []byte, in *inspect.Inspector) {
+	t.Helper()
+	return rawRigFunc(t, func(c net.Conn) []byte {
+		var buf bytes.Buffer
+		first := make([]byte, 1)
+		if _, err := io.ReadFull(c, first); err != nil {
+			return nil
+		}
+		buf.Write(first)
+		c.Write(answer)
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(&buf, c)
+		return buf.Bytes()
+	})
+}
+
+// rawRigFunc is rawRig with the service's behaviour given: serve handles
+// the one connection and returns what it received.
+func rawRigFunc(t *testing.T, serve func(net.Conn) []byte) (front string, got <-chan []byte, in *inspect.Inspector) {
 	t.Helper()
 	in, err := inspect.New(inspect.DefaultConfig())
 	if err != nil {
@@ -36,19 +54,7 @@ func rawRig(t *testing.T, answer []byte) (front string, got <-chan []byte, in *i
 			return
 		}
 		defer c.Close()
-		// Answer once the request's first bytes are in, then read the rest
-		// until the visitor half-closes.
-		var buf bytes.Buffer
-		first := make([]byte, 1)
-		if _, err := io.ReadFull(c, first); err != nil {
-			received <- nil
-			return
-		}
-		buf.Write(first)
-		c.Write(answer)
-		c.(*net.TCPConn).CloseWrite()
-		io.Copy(&buf, c)
-		received <- buf.Bytes()
+		received <- serve(c)
 	}()
 	r := &rig{in: in, target: svc.Addr().String()}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -129,4 +135,52 @@ func TestInspector_NotHTTPIsCopiedRaw(t *testing.T) {
 	if _, n := in.Stats(); n != 0 {
 		t.Errorf("%d exchanges recorded, want none", n)
 	}
+}
+
+// TestInspector_UnreadableResponseThenManyRequests: once the responses
+// cannot be followed (not HTTP), the requests that keep coming on the
+// stream (more than the queue holds) still reach the service.
+func TestInspector_UnreadableResponseThenManyRequests(t *testing.T) {
+	request := []byte(strings.Repeat("GET /x HTTP/1.1\r\nHost: x\r\n\r\n", 100))
+	front, got, _ := rawRig(t, []byte("NOT HTTP AT ALL\r\n\r\n"))
+	c, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(request); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound, should the stream stall
+	io.ReadAll(c)
+	if b := testwait.Recv(t, got, 10*time.Second); !bytes.Equal(b, request) {
+		t.Errorf("the service got %d bytes, want all %d", len(b), len(request))
+	}
+}
+
+// TestInspector_UnsolicitedResponseIsForwarded: bytes from the service
+// that answer no request (a 408 on an idle connection, then its close)
+// reach the visitor, and its close ends the stream, as without the
+// inspector.
+func TestInspector_UnsolicitedResponseIsForwarded(t *testing.T) {
+	answer := []byte("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+	front, got, _ := rawRigFunc(t, func(c net.Conn) []byte {
+		c.Write(answer)
+		c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		return b
+	})
+	c, err := net.Dial("tcp", front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound, should the 408 be held
+	back, err := io.ReadAll(c) // the visitor sends nothing: this ends only if the 408 and the close come through
+	if err != nil || !bytes.Equal(back, answer) {
+		t.Errorf("the visitor got %q (%v), want %q", back, err, answer)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	testwait.Recv(t, got, 10*time.Second)
 }
