@@ -145,6 +145,15 @@ func TestPage_InChromium(t *testing.T) {
 	do(t, ctx, "reveal Authorization", click(`#col-main .reveal`))
 	until(t, ctx, "the revealed value", `document.getElementById('col-main').innerText.includes('Bearer sk_live_secret')`)
 
+	// Copy as curl gives a command that sends the same request.
+	do(t, ctx, "copy as curl", click(`#curl`))
+	curl := eval[string](t, ctx, `document.getElementById('curl-out').value`)
+	for _, want := range []string{"curl -X POST 'http://wiki.example/hook/github'", `--data-binary '{"event":"push","ref":"main"}'`, "'Authorization: Bearer sk_live_secret'"} {
+		if !strings.Contains(curl, want) {
+			t.Errorf("copy as curl gave %q, want it to contain %q", curl, want)
+		}
+	}
+
 	// Replay reaches the service a second time; the diff shows the field
 	// that changed (the service's hit count).
 	do(t, ctx, "replay", click(`#replay`))
@@ -210,6 +219,12 @@ func TestPage_InChromium(t *testing.T) {
 	if !strings.Contains(string(har), "/hook/github") || first.ID == 0 {
 		t.Errorf("HAR lacks the first request")
 	}
+
+	// Clear empties the list, and the next request appears alone.
+	do(t, ctx, "clear", click(`#clear`))
+	until(t, ctx, "an empty list", `document.querySelectorAll('#rows tr').length === 0 && !document.getElementById('empty').hidden`)
+	r.send(t, c, "GET", "/after-clear", "")
+	until(t, ctx, "the new request alone", `document.querySelectorAll('#rows tr').length === 1 && document.querySelector('#rows tr').innerText.includes('/after-clear')`)
 }
 
 // TestPage_WithTokenInChromium: with a token, the page opened at
