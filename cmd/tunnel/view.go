@@ -17,9 +17,11 @@ import (
 
 // view is the live status shown on a terminal: a block at the bottom of
 // stderr, redrawn every second, while log lines (and the URLs on stdout)
-// scroll above it. The client sees streams, not requests (see
-// mux.StreamEvent): a visitor connection is one stream, and may carry
-// several requests in turn, so the view counts and lists streams.
+// scroll above it. mux sees streams, not requests (see mux.StreamEvent): a
+// visitor connection is one stream, and may carry several requests in
+// turn, so the view counts streams per tunnel; it lists the last requests
+// when the inspector (--inspect, which reads them) is on, the last streams
+// otherwise.
 type view struct {
 	out io.Writer // the terminal
 
