@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/net/websocket"
 
@@ -273,5 +274,30 @@ func TestInspector_GzipBodyShownDecompressed(t *testing.T) {
 	getJSON(t, http.DefaultClient, r.api.URL+"/api/exchanges?q=HAYSTACK", &l)
 	if len(l.Exchanges) != 1 {
 		t.Errorf("search for a word in the gzip body found %d, want 1", len(l.Exchanges))
+	}
+}
+
+// TestInspector_ExpectContinue: a request that waits for "100 Continue"
+// before its body gets it through the inspector, and is recorded once,
+// with its final status and its body.
+func TestInspector_ExpectContinue(t *testing.T) {
+	var hits atomic.Int64
+	r := newRig(t, inspect.DefaultConfig(), echoService(&hits))
+	c := r.client(t)
+	c.Transport.(*http.Transport).ExpectContinueTimeout = time.Minute // the body waits for the 100
+	req, _ := http.NewRequest("POST", "http://wiki.example/upload", strings.NewReader("payload"))
+	req.Header.Set("Expect", "100-continue")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"body":"payload"`) {
+		t.Fatalf("got %d %s, want 200 and the body echoed", resp.StatusCode, body)
+	}
+	s := r.wait(t)
+	if s.Status != 200 || s.ReqSize != int64(len("payload")) {
+		t.Errorf("recorded status %d, request body %d bytes; want 200, 7", s.Status, s.ReqSize)
 	}
 }

@@ -177,7 +177,7 @@ func TestInspector_UnsolicitedResponseIsForwarded(t *testing.T) {
 	}
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound, should the 408 be held
-	back, err := io.ReadAll(c) // the visitor sends nothing: this ends only if the 408 and the close come through
+	back, err := io.ReadAll(c)                          // the visitor sends nothing: this ends only if the 408 and the close come through
 	if err != nil || !bytes.Equal(back, answer) {
 		t.Errorf("the visitor got %q (%v), want %q", back, err, answer)
 	}
