@@ -176,8 +176,10 @@ func TestInspector_UnsolicitedResponseIsForwarded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound, should the 408 be held
-	back, err := io.ReadAll(c)                          // the visitor sends nothing: this ends only if the 408 and the close come through
+	// The visitor sends nothing: this ends only if the 408 and the close
+	// come through (the deadline bounds the wait, should they be held).
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	back, err := io.ReadAll(c)
 	if err != nil || !bytes.Equal(back, answer) {
 		t.Errorf("the visitor got %q (%v), want %q", back, err, answer)
 	}
