@@ -116,7 +116,7 @@ func startInspector(o options, cfg *mux.ClientConfig, log zerolog.Logger, onExch
 		return nil, nil
 	}
 	icfg := inspect.DefaultConfig()
-	icfg.Logger = log.With().Str("component", "inspect").Logger()
+	icfg.Logger = log
 	icfg.Version = version
 	icfg.OnExchange = onExchange
 	var err error

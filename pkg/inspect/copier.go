@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
 
@@ -18,6 +20,7 @@ import (
 // them (Handler). Its methods are safe to call concurrently.
 type Inspector struct {
 	cfg Config
+	log zerolog.Logger
 	st  *store
 }
 
@@ -27,7 +30,8 @@ func New(cfg Config) (*Inspector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Inspector{cfg: cfg, st: newStore(cfg.MaxMemory, cfg.OnExchange)}, nil
+	log := cfg.Logger.With().Str("component", "inspect").Logger()
+	return &Inspector{cfg: cfg, log: log, st: newStore(cfg.MaxMemory, cfg.OnExchange)}, nil
 }
 
 // Copier is a mux.ClientConfig.Copier: each stream gets a copier that
@@ -336,4 +340,8 @@ func (c *streamCopier) record(p *pending, resp *capture, errText string) {
 	}
 	p.ex.Err = errText
 	c.in.st.add(p.ex, cost)
+	// No URL: its query may hold a secret, and the page is the place to
+	// see it.
+	c.in.log.Debug().Uint32("stream_id", p.ex.StreamID).Str("host", c.info.Tunnel).Str("method", p.ex.Method).
+		Int("status", p.ex.Status).Dur("duration", p.ex.Duration).Msg("exchange recorded")
 }
