@@ -249,7 +249,7 @@ func (c *streamCopier) newPending(req *http.Request) *pending {
 		ReqHeader: req.Header,
 		Upgrade:   isUpgrade(req.Header),
 	}
-	return &pending{ex: ex, req: req, reqBody: newCapture(c.in.st, c.in.cfg.MaxBody), reqDone: make(chan struct{})}
+	return &pending{ex: ex, req: req, reqBody: newCapture(c.in.st, c.in.cfg.MaxBody).sizeHint(req.ContentLength), reqDone: make(chan struct{})}
 }
 
 // isUpgrade reports whether h asks to switch protocols (Connection:
@@ -297,7 +297,7 @@ func (c *streamCopier) CopyOut(dst io.Writer, src io.Reader) (n int64, err error
 			c.record(p, nil, "")
 			return c.rawOut(cw, wr)
 		}
-		body := newCapture(c.in.st, c.in.cfg.MaxBody)
+		body := newCapture(c.in.st, c.in.cfg.MaxBody).sizeHint(resp.ContentLength)
 		bp := copyBufs.Get().(*[]byte)
 		_, err = io.CopyBuffer(body, resp.Body, *bp)
 		copyBufs.Put(bp)

@@ -29,12 +29,18 @@ type rig struct {
 	target   string // the local service
 	api      *httptest.Server
 	recorded chan inspect.Summary
+	raw      bool // copy with io.Copy, as the inspector off: for benchmarks
 }
 
-func newRig(t *testing.T, cfg inspect.Config, service http.Handler) *rig {
+func newRig(t testing.TB, cfg inspect.Config, service http.Handler) *rig {
 	t.Helper()
 	r := &rig{recorded: make(chan inspect.Summary, 1024)}
-	cfg.OnExchange = func(s inspect.Summary) { r.recorded <- s }
+	cfg.OnExchange = func(s inspect.Summary) {
+		select {
+		case r.recorded <- s:
+		default: // a benchmark does not wait for them
+		}
+	}
 	in, err := inspect.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -82,13 +88,17 @@ func (r *rig) pipe(visitor net.Conn) {
 		visitor.Close()
 		return
 	}
-	cp := r.in.Copier(mux.StreamInfo{Tunnel: "wiki", Target: r.target, Visitor: visitor.RemoteAddr().String()})
+	copyIn, copyOut := plainCopy, plainCopy
+	if !r.raw {
+		cp := r.in.Copier(mux.StreamInfo{Tunnel: "wiki", Target: r.target, Visitor: visitor.RemoteAddr().String()})
+		copyIn, copyOut = cp.CopyIn, cp.CopyOut
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		half(local, visitor, cp.CopyIn)
+		half(local, visitor, copyIn)
 	}()
-	half(visitor, local, cp.CopyOut)
+	half(visitor, local, copyOut)
 	<-done
 	visitor.Close()
 	local.Close()
@@ -104,7 +114,7 @@ func half(dst, src net.Conn, copyFn func(io.Writer, io.Reader) (int64, error)) {
 }
 
 // client is a visitor's HTTP client: every connection goes to front.
-func (r *rig) client(t *testing.T) *http.Client {
+func (r *rig) client(t testing.TB) *http.Client {
 	t.Helper()
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -126,4 +136,11 @@ func (r *rig) wait(t *testing.T) inspect.Summary {
 func newListener(t *testing.T) (net.Listener, error) {
 	t.Helper()
 	return net.Listen("tcp", "127.0.0.1:0")
+}
+
+// plainCopy is the raw copy as pkg/mux does it: read into a buffer, write
+// it on (a yamux stream offers no splice, so neither does this).
+func plainCopy(dst io.Writer, src io.Reader) (int64, error) {
+	buf := make([]byte, 128<<10)
+	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
 }

@@ -248,11 +248,18 @@ type capture struct {
 	data     []byte
 	reserved int64 // of st's budget, for data's capacity
 	size     int64
-	full     bool // no more is kept: max reached or no budget
+	full     bool  // no more is kept: max reached or no budget
+	hint     int64 // the body's declared length (Content-Length), if known: the first allocation's size
 }
 
 func newCapture(st *store, max int64) *capture {
 	return &capture{st: st, max: max}
+}
+
+// sizeHint tells the capture the body's declared length; -1: unknown.
+func (c *capture) sizeHint(n int64) *capture {
+	c.hint = n
+	return c
 }
 
 func (c *capture) Write(p []byte) (int, error) {
@@ -267,6 +274,9 @@ func (c *capture) Write(p []byte) (int, error) {
 	}
 	if need := len(c.data) + len(keep); need > cap(c.data) {
 		newCap := int64(max(2*cap(c.data), need, 4096))
+		if cap(c.data) == 0 && c.hint >= int64(need) {
+			newCap = c.hint // a declared length: one allocation, no spare to trim
+		}
 		newCap = min(newCap, c.max)
 		if !c.st.reserve(newCap - c.reserved) {
 			c.full = true
