@@ -62,6 +62,14 @@ func globalFlags() []cli.Flag {
 			Usage: "no live view on a terminal: plain log lines, as when stderr is not a terminal"},
 		&cli.StringFlag{Name: "metrics-listen", EnvVars: []string{"TUNNEL_METRICS_LISTEN"}, DefaultText: "off",
 			Usage: "serve Prometheus /metrics (Go runtime, process, streams) on host:port; it has no authentication, so keep it on loopback; only Host: localhost or an IP address is answered"},
+		&cli.StringFlag{Name: "inspect", Value: defaultInspect, EnvVars: []string{"TUNNEL_INSPECT"},
+			Usage: "serve the request inspector (a page and a JSON API of every HTTP request through the tunnels) on host:port, or false for none; when 4040 is taken, the next free port (printed on stderr)"},
+		&cli.StringFlag{Name: "inspect-token", EnvVars: []string{"TUNNEL_INSPECT_TOKEN"}, DefaultText: "none; off loopback one is made up and printed",
+			Usage: "bearer token the inspector requires (Authorization: Bearer TOKEN, or ?token=TOKEN)"},
+		&cli.StringFlag{Name: "inspect-max-body", Value: "1MiB", EnvVars: []string{"TUNNEL_INSPECT_MAX_BODY"},
+			Usage: "the inspector keeps this much of each body; the rest is counted, not kept"},
+		&cli.StringFlag{Name: "inspect-max-memory", Value: "64MiB", EnvVars: []string{"TUNNEL_INSPECT_MAX_MEMORY"},
+			Usage: "the inspector's recorded requests hold at most this; the oldest are forgotten first"},
 	}
 }
 
@@ -83,6 +91,10 @@ type fileConfig struct {
 	LogFormat     string       `json:"log_format"`
 	Quiet         *bool        `json:"quiet"`
 	MetricsListen string       `json:"metrics_listen"`
+	Inspect       string       `json:"inspect"`
+	InspectToken  string       `json:"inspect_token"`
+	InspectBody   string       `json:"inspect_max_body"`
+	InspectMemory string       `json:"inspect_max_memory"`
 	Tunnels       []fileTunnel `json:"tunnels"`
 }
 
@@ -137,6 +149,9 @@ type options struct {
 	logLevel, logFormat string
 	quiet               bool
 	metricsListen       string
+
+	inspect, inspectToken            string // --inspect: host:port, or false
+	inspectMaxBody, inspectMaxMemory string
 
 	name    string   // --name, for a single TARGET
 	targets []string // the TARGETs, as written
@@ -249,19 +264,23 @@ func resolve(c *cli.Context) (options, error) {
 	}
 	s := settings{c: c, file: file}
 	o := options{
-		server:        s.str("server", file.Server),
-		token:         s.str("token", file.Token),
-		ca:            s.str("ca", file.CA),
-		dev:           s.boolean("dev", file.Dev),
-		certsDir:      s.str("certs-dir", file.CertsDir),
-		streamWindow:  s.str("stream-window", file.StreamWindow),
-		maxStreams:    s.integer("max-streams", file.MaxStreams),
-		logLevel:      s.str("log-level", file.LogLevel),
-		logFormat:     s.str("log-format", file.LogFormat),
-		quiet:         s.boolean("quiet", file.Quiet),
-		metricsListen: s.str("metrics-listen", file.MetricsListen),
-		name:          httpSetting(c, "name"),
-		kind:          proto.KindHTTP,
+		server:           s.str("server", file.Server),
+		token:            s.str("token", file.Token),
+		ca:               s.str("ca", file.CA),
+		dev:              s.boolean("dev", file.Dev),
+		certsDir:         s.str("certs-dir", file.CertsDir),
+		streamWindow:     s.str("stream-window", file.StreamWindow),
+		maxStreams:       s.integer("max-streams", file.MaxStreams),
+		logLevel:         s.str("log-level", file.LogLevel),
+		logFormat:        s.str("log-format", file.LogFormat),
+		quiet:            s.boolean("quiet", file.Quiet),
+		metricsListen:    s.str("metrics-listen", file.MetricsListen),
+		inspect:          s.str("inspect", file.Inspect),
+		inspectToken:     s.str("inspect-token", file.InspectToken),
+		inspectMaxBody:   s.str("inspect-max-body", file.InspectBody),
+		inspectMaxMemory: s.str("inspect-max-memory", file.InspectMemory),
+		name:             httpSetting(c, "name"),
+		kind:             proto.KindHTTP,
 	}
 	o.targets, o.fileAllow = s.targets()
 	if slices.Contains(tunnelCommands, c.Command.Name) {

@@ -238,6 +238,7 @@ func describe(o options) map[string]string {
 		"peer-timeout": o.peerTimeout.String(), "retry-max": o.retryMax.String(), "drain-timeout": o.drainTimeout.String(),
 		"stream-window": o.streamWindow, "max-streams": strconv.Itoa(o.maxStreams),
 		"log-level": o.logLevel, "log-format": o.logFormat, "quiet": strconv.FormatBool(o.quiet), "metrics-listen": o.metricsListen,
+		"inspect": o.inspect, "inspect-token": o.inspectToken, "inspect-max-body": o.inspectMaxBody, "inspect-max-memory": o.inspectMaxMemory,
 		"name": o.name, "targets": strings.Join(o.targets, " "),
 	}
 }
@@ -263,6 +264,7 @@ func TestClientConfig_OneRule(t *testing.T) {
   "peer_timeout": "10s", "retry_max": "5s", "drain_timeout": "3s",
   "stream_window": "4MiB", "max_streams": 300,
   "log_level": "debug", "log_format": "json", "quiet": true, "metrics_listen": "127.0.0.1:9101",
+  "inspect": "false", "inspect_token": "file-itoken", "inspect_max_body": "2MiB", "inspect_max_memory": "8MiB",
   "tunnels": [{"name": "wiki", "target": "8080"}, {"target": "127.0.0.1:9090"}]
 }`), 0o600)
 	devFile := filepath.Join(dir, "dev.json")
@@ -290,7 +292,8 @@ func TestClientConfig_OneRule(t *testing.T) {
 		{name: "defaults", env: srv, args: []string{"http", "8080"}, want: map[string]string{
 			"server": "env.example:443", "token": "", "ca": "", "dev": "false", "certs-dir": "certs",
 			"peer-timeout": "30s", "retry-max": "30s", "drain-timeout": "10s", "stream-window": "1MiB", "max-streams": "0",
-			"log-level": "info", "log-format": "auto", "quiet": "false", "metrics-listen": "", "targets": "8080"}},
+			"log-level": "info", "log-format": "auto", "quiet": "false", "metrics-listen": "", "targets": "8080",
+			"inspect": "127.0.0.1:4040", "inspect-token": "", "inspect-max-body": "1MiB", "inspect-max-memory": "64MiB"}},
 		{name: "no server", args: []string{"http", "8080"}, wantErr: "--server (TUNNEL_SERVER) is required"},
 		{name: "dev defaults", args: []string{"--dev", "--certs-dir", devCerts, "http", "8080"},
 			want: map[string]string{"server": "localhost:8443", "ca": filepath.Join(devCerts, "ca.pem")}},
@@ -300,6 +303,7 @@ func TestClientConfig_OneRule(t *testing.T) {
 			"server": "file.example:443", "token": "file-token", "ca": ca, "dev": "false",
 			"peer-timeout": "10s", "retry-max": "5s", "drain-timeout": "3s", "stream-window": "4MiB", "max-streams": "300",
 			"log-level": "debug", "log-format": "json", "quiet": "true", "metrics-listen": "127.0.0.1:9101",
+			"inspect": "false", "inspect-token": "file-itoken", "inspect-max-body": "2MiB", "inspect-max-memory": "8MiB",
 			"targets": "wiki=8080 127.0.0.1:9090"}},
 		{name: "file by env", env: with("TUNNEL_CONFIG", "FILE"), args: []string{"http"},
 			want: map[string]string{"server": "file.example:443", "targets": "wiki=8080 127.0.0.1:9090"}},
@@ -312,11 +316,13 @@ func TestClientConfig_OneRule(t *testing.T) {
 		{name: "env over file", env: with("TUNNEL_CONFIG", "FILE", "TUNNEL_SERVER", "env.example:443", "TUNNEL_TOKEN", "env-token",
 			"TUNNEL_PEER_TIMEOUT", "4s", "TUNNEL_RETRY_MAX", "1m", "TUNNEL_DRAIN_TIMEOUT", "2s", "TUNNEL_STREAM_WINDOW", "512k",
 			"TUNNEL_MAX_STREAMS", "64", "TUNNEL_LOG_LEVEL", "warn", "TUNNEL_LOG_FORMAT", "pretty", "TUNNEL_QUIET", "false",
-			"TUNNEL_METRICS_LISTEN", "127.0.0.1:9999"),
+			"TUNNEL_METRICS_LISTEN", "127.0.0.1:9999", "TUNNEL_INSPECT", "127.0.0.1:4999", "TUNNEL_INSPECT_TOKEN", "env-itoken",
+			"TUNNEL_INSPECT_MAX_BODY", "3MiB", "TUNNEL_INSPECT_MAX_MEMORY", "9MiB"),
 			args: []string{"http"},
 			want: map[string]string{"server": "env.example:443", "token": "env-token", "peer-timeout": "4s", "retry-max": "1m0s",
 				"drain-timeout": "2s", "stream-window": "512k", "max-streams": "64", "log-level": "warn", "log-format": "pretty",
-				"quiet": "false", "metrics-listen": "127.0.0.1:9999", "ca": ca}},
+				"quiet": "false", "metrics-listen": "127.0.0.1:9999", "ca": ca,
+				"inspect": "127.0.0.1:4999", "inspect-token": "env-itoken", "inspect-max-body": "3MiB", "inspect-max-memory": "9MiB"}},
 		{name: "env dev=false over file's true", env: with("TUNNEL_DEV", "false"), args: []string{"--config", "DEVFILE"},
 			wantErr: "--server (TUNNEL_SERVER) is required"},
 		{name: "env certs dir over file's", env: with("TUNNEL_CERTS_DIR", dir), args: []string{"--config", "DEVFILE"},
@@ -326,9 +332,9 @@ func TestClientConfig_OneRule(t *testing.T) {
 		{name: "flag over env and file", env: with("TUNNEL_CONFIG", "FILE", "TUNNEL_SERVER", "env.example:443", "TUNNEL_TOKEN", "env-token",
 			"TUNNEL_PEER_TIMEOUT", "4s", "TUNNEL_MAX_STREAMS", "64", "TUNNEL_LOG_LEVEL", "warn", "TUNNEL_QUIET", "true"),
 			args: []string{"--server", "flag.example:443", "--token", "flag-token", "--peer-timeout", "2s", "--max-streams", "20",
-				"--log-level", "error", "--quiet=false", "--retry-max", "7s", "http"},
+				"--log-level", "error", "--quiet=false", "--retry-max", "7s", "--inspect=false", "http"},
 			want: map[string]string{"server": "flag.example:443", "token": "flag-token", "peer-timeout": "2s", "max-streams": "20",
-				"log-level": "error", "quiet": "false", "retry-max": "7s", "drain-timeout": "3s"}},
+				"log-level": "error", "quiet": "false", "retry-max": "7s", "drain-timeout": "3s", "inspect": "false"}},
 
 		// The tunnel list: arguments, else --targets or TUNNEL_TARGETS,
 		// else the file's, whole.

@@ -23,6 +23,7 @@ import (
 	"github.com/tunnelhq/tunnel/internal/buildinfo"
 	"github.com/tunnelhq/tunnel/internal/clidoc"
 	"github.com/tunnelhq/tunnel/internal/logging"
+	"github.com/tunnelhq/tunnel/pkg/inspect"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
@@ -181,6 +182,32 @@ func runHTTP(c *cli.Context) error {
 			ready(w)
 		}
 		cfg.OnStream = v.onStream
+	}
+	var onExchange func(inspect.Summary)
+	if v != nil {
+		onExchange = v.onRequest
+	}
+	ins, err := startInspector(o, &cfg, log, onExchange)
+	if err != nil {
+		return err
+	}
+	if ins != nil {
+		// The inspector outlives RunForever's drain, and stops after it.
+		log.Info().Str("addr", ins.ln.Addr().String()).Str("url", ins.publicURL()).Msg("inspector serving")
+		if ins.url != ins.publicURL() {
+			fmt.Fprintln(stderr, "inspector (its token was made up, as --inspect is off loopback):", ins.url)
+		}
+		if v != nil {
+			v.inspecting(ins.publicURL())
+		}
+		ictx, stopInspector := context.WithCancel(context.Background())
+		ins.run(ictx)
+		defer func() {
+			stopInspector()
+			if err := ins.wait(); err != nil {
+				log.Error().Err(err).Msg("inspector failed")
+			}
+		}()
 	}
 	// open counts the streams connected to their local service, for the
 	// drain notice.

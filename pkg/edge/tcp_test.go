@@ -311,3 +311,69 @@ func echoOnce(addr string, size, i int) error {
 	}
 	return nil
 }
+
+// rawCopier copies raw, like the pipe, and reports each stream it is
+// asked for.
+type rawCopier struct{}
+
+func (rawCopier) CopyIn(dst io.Writer, src io.Reader) (int64, error)  { return io.Copy(dst, src) }
+func (rawCopier) CopyOut(dst io.Writer, src io.Reader) (int64, error) { return io.Copy(dst, src) }
+
+// The client's copier (the request inspector) is asked only for the
+// streams of its HTTP tunnels: a TCP tunnel's bytes in the same session are
+// never handed to it.
+func TestTCP_CopierOnlyForHTTPTunnels(t *testing.T) {
+	h := edgetest.Start(t, nil)
+	web := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "web")
+	}))
+	asked := make(chan string, 16)
+	ready := make(chan *proto.Welcome, 1)
+	cfg := mux.ClientConfig{
+		Config: mux.DefaultConfig(),
+		Server: h.Addr,
+		TLS:    &tls.Config{RootCAs: h.Pool},
+		Token:  aliceToken,
+		Tunnels: []mux.Tunnel{
+			{Name: "web", Target: web},
+			{Name: "pi-ssh", Target: tcpEcho(t), Kind: proto.KindTCP},
+		},
+		OnReady: func(w *proto.Welcome) { ready <- w },
+		Copier: func(info mux.StreamInfo) mux.StreamCopier {
+			asked <- info.Tunnel
+			return rawCopier{}
+		},
+	}
+	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mux.Run(ctx, cfg) }()
+	defer func() {
+		cancel()
+		testwait.Recv(t, done, 20*time.Second)
+	}()
+	testwait.Recv(t, ready, 20*time.Second)
+
+	c, err := mux.Connect(context.Background(), connectCfg(h, "pi-ssh", aliceToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := echoThrough(t, c, []byte("ssh bytes")); string(got) != "ssh bytes" {
+		t.Fatalf("tcp echo: got %q", got)
+	}
+	c.Close()
+	resp, err := h.HTTPClient(false).Get(h.URL("web", "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "web" {
+		t.Fatalf("http: got %q", body)
+	}
+	// The HTTP request's stream was handed to the copier; had the TCP
+	// connection's been, its name would have come first.
+	if name := testwait.Recv(t, asked, 5*time.Second); name != "web" {
+		t.Fatalf("copier asked for %q's stream, want only web's", name)
+	}
+}

@@ -127,7 +127,7 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*tls.Conn, error) {
 // "tunnel connect" uses it for stdin/stdout and for each --listen
 // connection.
 func Pipe(a, b net.Conn) (toA, toB int64) {
-	toB, toA = pipe(a, b, false)
+	toB, toA = pipe(a, b, false, nil)
 	return toA, toB
 }
 

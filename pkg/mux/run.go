@@ -63,6 +63,13 @@ type ClientConfig struct {
 	// OnStream, if set, is called as each data stream opens and ends (see
 	// StreamEvent), from the stream's goroutine: it must return quickly.
 	OnStream func(StreamEvent)
+	// Copier, if set, is asked for a StreamCopier as each data stream of an
+	// HTTP tunnel (TCP and TLS tunnels are never inspected) is
+	// connected to its local service, from the stream's goroutine; the
+	// copier it returns copies the stream's two directions instead of the
+	// raw copy (the request inspector, pkg/inspect, reads HTTP in them).
+	// Nil, or a nil StreamCopier, leaves the raw copy, byte for byte.
+	Copier func(StreamInfo) StreamCopier
 	// Backoff paces RunForever's reconnects; the zero value means
 	// DefaultBackoff. Run ignores it.
 	Backoff Backoff
@@ -182,11 +189,18 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 		return nil, nil, fmt.Errorf("handshake with %s: %w", cfg.Server, err)
 	}
 	sess.onStream = cfg.OnStream
+	sess.copier = cfg.Copier
 	w := sess.Welcome()
 	targets := make(map[string]string, len(tunnels))
 	names := make([]string, 0, len(w.Tunnels))
 	for i, t := range w.Tunnels {
 		targets[t.Name] = tunnels[i].Target
+		if cfg.Copier != nil && tunnels[i].kind() == proto.KindHTTP {
+			if sess.copied == nil {
+				sess.copied = make(map[string]bool)
+			}
+			sess.copied[t.Name] = true
+		}
 		names = append(names, Printable(t.Name, maxLoggedString))
 	}
 	sess.log.Info().Str("server", cfg.Server).Str("names", strings.Join(names, ",")).Msg("connected")
