@@ -9,14 +9,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/tunnelhq/tunnel/internal/testhttp"
 )
 
 // The request inspector in the built client, with a real tunneld between
@@ -180,19 +180,7 @@ func TestProcess_InspectorBigDownloadCapped(t *testing.T) {
 // TestProcess_InspectorPageInChromium: the page of the built client shows
 // a request through tunneld as it happens, without a reload.
 func TestProcess_InspectorPageInChromium(t *testing.T) {
-	bin := ""
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			bin = p
-			break
-		}
-	}
-	if bin == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("chromium not found, and CI must run this test (.ci/run installs it)")
-		}
-		t.Skip("chromium not installed (apt-get install chromium)")
-	}
+	bin := testhttp.Chromium(t)
 	_, addr, certs := startDevTunneld(t, nil)
 	var hits atomic.Int64
 	port := hookService(t, &hits)
