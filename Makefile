@@ -52,12 +52,7 @@ demo: build
 
 ## fuzz: each fuzz target under pkg/ for FUZZTIME (default 60s)
 fuzz:
-	@set -e; for pkg in $$($(GO) list ./pkg/...); do \
-		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-			echo "fuzz $$pkg $$target for $(FUZZTIME)"; \
-			$(GO) test -run=NONE -fuzz="^$$target$$" -fuzztime=$(FUZZTIME) $$pkg; \
-		done; \
-	done
+	GO="$(GO)" scripts/fuzz.sh $(FUZZTIME)
 
 ## lint: go vet and staticcheck (a go.mod tool)
 lint:
