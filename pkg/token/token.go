@@ -31,6 +31,13 @@
 // server default. Unknown fields are an error, so that a typo such as
 // "max_tunnel" is reported instead of silently ignored.
 //
+// access sets the token's policy on visitor access rules (tunnel http
+// --basic-auth, --allow-cidr, --deny-cidr): {"require": true} refuses any
+// tunnel of the token without one, so its services are never open to
+// everyone; {"forbid": true} refuses any tunnel with one (the operator
+// keeps access control in a proxy of its own, say). Absent: the owner
+// chooses.
+//
 // Add (tunneld's "token add") is the intended way to write the file.
 package token
 
@@ -69,6 +76,18 @@ type Entry struct {
 	// MaxTunnels caps the token's concurrent tunnels. 0 means the server's
 	// default.
 	MaxTunnels int `json:"max_tunnels,omitempty"`
+	// Access is the token's policy on visitor access rules; nil leaves
+	// them to the client.
+	Access *AccessPolicy `json:"access,omitempty"`
+}
+
+// AccessPolicy is what the tokens file says of a token's visitor access
+// rules. Require and Forbid cannot both be set.
+type AccessPolicy struct {
+	// Require: every tunnel of the token must carry an access rule.
+	Require bool `json:"require,omitempty"`
+	// Forbid: no tunnel of the token may carry one.
+	Forbid bool `json:"forbid,omitempty"`
 }
 
 // ErrBad is returned by Authenticate for an empty or unknown token. It
@@ -87,6 +106,8 @@ type Identity struct {
 	Patterns []string
 	// MaxTunnels caps concurrent tunnels; 0 means the server default.
 	MaxTunnels int
+	// AccessRequired and AccessForbidden are the entry's AccessPolicy.
+	AccessRequired, AccessForbidden bool
 }
 
 // MayClaim reports whether the identity may hold name. name must already be
@@ -190,6 +211,13 @@ func newSet(entries []Entry, path string) (*Set, error) {
 		if e.MaxTunnels < 0 {
 			return nil, fail("max_tunnels: got %d, want 0 (server default) or more", e.MaxTunnels)
 		}
+		var policy AccessPolicy
+		if e.Access != nil {
+			policy = *e.Access
+		}
+		if policy.Require && policy.Forbid {
+			return nil, fail("access: require and forbid both set")
+		}
 		s.tokens = append(s.tokens, setToken{
 			hash: hash,
 			id: Identity{
@@ -197,6 +225,9 @@ func newSet(entries []Entry, path string) (*Set, error) {
 				Label:      e.Label,
 				Patterns:   slices.Clone(e.Names),
 				MaxTunnels: e.MaxTunnels,
+
+				AccessRequired:  policy.Require,
+				AccessForbidden: policy.Forbid,
 			},
 		})
 	}

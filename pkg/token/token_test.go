@@ -106,6 +106,9 @@ func TestNew_Validation(t *testing.T) {
 		{"uppercase hash", Entry{Label: "pi", SHA256: strings.ToUpper(testHash)}, `entry 2 ("pi"): sha256: want lowercase hex digits`, nil},
 		{"non-hex hash", Entry{Label: "pi", SHA256: strings.Repeat("g", 64)}, `entry 2 ("pi"): sha256:`, nil},
 		{"negative max", Entry{Label: "pi", SHA256: testHash, MaxTunnels: -1}, `entry 2 ("pi"): max_tunnels: got -1`, nil},
+		{"access require", Entry{Label: "pi", SHA256: testHash, Access: &AccessPolicy{Require: true}}, "", nil},
+		{"access require and forbid", Entry{Label: "pi", SHA256: testHash, Access: &AccessPolicy{Require: true, Forbid: true}},
+			`entry 2 ("pi"): access: require and forbid both set`, nil},
 		{"invalid name", Entry{Label: "pi", SHA256: testHash, Names: []string{"Wiki"}}, `entry 2 ("pi"): names:`, name.ErrInvalid},
 		{"reserved name", Entry{Label: "pi", SHA256: testHash, Names: []string{"www"}}, `entry 2 ("pi"): names:`, name.ErrReserved},
 		{"empty pattern", Entry{Label: "pi", SHA256: testHash, Names: []string{""}}, `names:`, name.ErrInvalid},
@@ -428,5 +431,38 @@ func TestLoad_FileAndShared(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestLoad_AccessPolicy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	file := `{"tokens":[` +
+		`{"label":"strict","sha256":"` + Hash("strict-token") + `","access":{"require":true}},` +
+		`{"label":"plain","sha256":"` + Hash("plain-token") + `","access":{"forbid":true}},` +
+		`{"label":"free","sha256":"` + Hash("free-token") + `"}]}`
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	set, err := Load(path, "")
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	for tok, want := range map[string][2]bool{
+		"strict-token": {true, false}, "plain-token": {false, true}, "free-token": {false, false},
+	} {
+		id, err := set.Authenticate(tok)
+		if err != nil {
+			t.Fatalf("Authenticate(%q): %v", tok, err)
+		}
+		if got := [2]bool{id.AccessRequired, id.AccessForbidden}; got != want {
+			t.Errorf("%s: got required, forbidden = %v, want %v", id.Label, got, want)
+		}
+	}
+	bad := `{"tokens":[{"label":"pi","sha256":"` + testHash + `","access":{"requires":true}}]}`
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path, ""); err == nil || !strings.Contains(err.Error(), `unknown field "requires"`) {
+		t.Errorf("a typo in access: got %v, want unknown field \"requires\"", err)
 	}
 }
