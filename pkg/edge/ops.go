@@ -128,6 +128,9 @@ type TunnelStatus struct {
 	BytesIn        int64     `json:"bytes_in"`
 	BytesOut       int64     `json:"bytes_out"`
 	InFlight       int64     `json:"in_flight"`
+	// Access are the tunnel's visitor access rules, without the password
+	// hashes; nil: open to every visitor.
+	Access *AccessStatus `json:"access,omitempty"`
 }
 
 // Tunnels lists the tunnels served now, sorted by name. Safe to call
@@ -144,6 +147,10 @@ func (s *Server) Tunnels() []TunnelStatus {
 		for _, n := range sess.Names {
 			ts := TunnelStatus{Name: n, URL: s.PublicURL(n), Label: sess.Label, SessionID: sess.ID,
 				ClientAddr: sess.RemoteAddr, ConnectedSince: sess.Connected}
+			if r := sess.access(n); r != nil {
+				sum := r.summary
+				ts.Access = &sum
+			}
 			if tc := s.ops.counters(sess, n); tc != nil {
 				ts.Requests, ts.BytesIn = tc.Requests.Load(), tc.BytesIn.Load()
 				ts.BytesOut, ts.InFlight = tc.BytesOut.Load(), tc.InFlight.Load()

@@ -54,6 +54,11 @@ type Session struct {
 	mux             *mux.ServerSession
 	tokenMaxTunnels int // the token's own max_tunnels; 0: server defaults
 
+	// accessRules maps each of Names that has visitor access rules to
+	// them (proto.TunnelRequest.Access); set with Names, before the
+	// session is registered.
+	accessRules map[string]*accessRules
+
 	// account is whom the per-owner bounds count against: the owner for
 	// a token, the source address for anonymous clients (who can make up
 	// owner keys at will). Empty means Owner.
@@ -68,6 +73,9 @@ type Session struct {
 func (s *Session) Open(ctx context.Context, h *proto.StreamHeader) (net.Conn, error) {
 	return s.mux.Open(ctx, h)
 }
+
+// access implements Route: the rules of the session's tunnel name.
+func (s *Session) access(name string) *accessRules { return s.accessRules[name] }
 
 // Draining implements Route: closed once the client said it is stopping.
 func (s *Session) Draining() <-chan struct{} { return s.mux.Draining() }
@@ -405,7 +413,14 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 	if perr != nil {
 		return nil, perr
 	}
-	if perr := s.claim(sess, hello, asked); perr != nil {
+	rules, perr := compileAccessAll(hello)
+	if perr != nil {
+		return nil, perr
+	}
+	if perr := s.checkAccessPolicy(id, hello); perr != nil {
+		return nil, perr
+	}
+	if perr := s.claim(sess, hello, asked, rules); perr != nil {
 		return nil, perr
 	}
 	return sess, nil
@@ -496,7 +511,7 @@ const claimAttempts = 6
 // drawn last so they never collide with asked-for ones, and drawn again if
 // the registry holds one by the time of the claim. Sessions of the same
 // owner that the claim replaced are closed.
-func (s *Server) claim(sess *Session, hello *proto.Hello, asked []string) *proto.Error {
+func (s *Server) claim(sess *Session, hello *proto.Hello, asked []string, rules []*accessRules) *proto.Error {
 	random := len(hello.Tunnels) - len(asked)
 	// The session's streams get a pool of their own before a visitor can
 	// find it under one of its names.
@@ -507,6 +522,7 @@ func (s *Server) claim(sess *Session, hello *proto.Hello, asked []string) *proto
 			names = append(names, s.freeRandomName(names))
 		}
 		sess.Names = orderNames(hello, names)
+		sess.accessRules = accessByName(rules, sess.Names)
 		replaced, err := s.registry.Claim(sess, sess.Names)
 		if err == nil {
 			for _, old := range replaced {
@@ -582,7 +598,8 @@ func (s *Server) welcome(sess *Session) *proto.Welcome {
 		},
 	}
 	for _, n := range sess.Names {
-		w.Tunnels = append(w.Tunnels, proto.TunnelInfo{Name: n, Kind: proto.KindHTTP, URL: s.PublicURL(n)})
+		w.Tunnels = append(w.Tunnels, proto.TunnelInfo{Name: n, Kind: proto.KindHTTP, URL: s.PublicURL(n),
+			Access: sess.access(n) != nil})
 	}
 	return w
 }

@@ -17,6 +17,11 @@ type Tunnel struct {
 	Name string
 	// Target is the local service, host:port, that visitors reach.
 	Target string
+	// Access, if not nil, are the visitor access rules tunneld enforces
+	// for the tunnel, passwords already hashed. Run refuses to serve
+	// through a server that does not confirm them (one that predates
+	// them), since the service would be open to everyone.
+	Access *proto.Access
 }
 
 // ClientConfig configures Run: where tunneld is, how to trust it, and what
@@ -139,7 +144,7 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	}
 	hello := &proto.Hello{Version: proto.Version, ClientVersion: cfg.ClientVersion, Token: cfg.Token}
 	for _, t := range tunnels {
-		hello.Tunnels = append(hello.Tunnels, proto.TunnelRequest{Name: t.Name, Kind: proto.KindHTTP})
+		hello.Tunnels = append(hello.Tunnels, proto.TunnelRequest{Name: t.Name, Kind: proto.KindHTTP, Access: t.Access})
 	}
 	mc := cfg.Config
 	mc.maxStreams = cfg.MaxStreams
@@ -153,6 +158,10 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	}
 	sess.onStream = cfg.OnStream
 	w := sess.Welcome()
+	if perr := unenforced(tunnels, w); perr != nil {
+		sess.Close()
+		return nil, nil, perr
+	}
 	targets := make(map[string]string, len(tunnels))
 	names := make([]string, 0, len(w.Tunnels))
 	for i, t := range w.Tunnels {
@@ -161,4 +170,19 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	}
 	sess.log.Info().Str("server", cfg.Server).Str("names", strings.Join(names, ",")).Msg("connected")
 	return sess, targets, nil
+}
+
+// unenforced is the refusal to serve when the server granted a tunnel
+// without confirming the access rules asked for it: a server that predates
+// them ignores them, and would let every visitor through. It is a
+// permanent error, as the server's own refusals of bad rules are.
+func unenforced(tunnels []Tunnel, w *proto.Welcome) *proto.Error {
+	for i, t := range w.Tunnels {
+		if !tunnels[i].Access.Empty() && !t.Access {
+			return &proto.Error{Code: proto.CodeBadRequest, Message: fmt.Sprintf(
+				"the server does not enforce access rules (it predates them): not serving %s, which would be open to everyone",
+				Printable(t.URL, maxLoggedString))}
+		}
+	}
+	return nil
 }
