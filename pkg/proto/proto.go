@@ -114,9 +114,9 @@ const (
 	MaxAccessCIDRs      = 16  // Access.AllowCIDR and DenyCIDR together
 	maxHelloAccessUsers = 32  // users in all of a Hello's tunnels
 	maxHelloAccessCIDRs = 128 // prefixes in all of a Hello's tunnels
-	MaxAccessUser  = 64 // bytes of a user name
-	maxAccessHash  = 72 // bytes of a password hash (bcrypt's are 60)
-	maxCIDR        = 49 // an IPv6 prefix with a zone would be longer; none is valid
+	MaxAccessUser       = 64  // bytes of a user name
+	maxAccessHash       = 72  // bytes of a password hash (bcrypt's are 60)
+	maxCIDR             = 49  // an IPv6 prefix with a zone would be longer; none is valid
 )
 
 // Access are a tunnel's visitor rules, enforced by the server. An empty
