@@ -89,6 +89,12 @@ type fileConfig struct {
 type fileTunnel struct {
 	Name   string `json:"name"`
 	Target string `json:"target"`
+	// The tunnel's visitor access rules (access.go), as the http flags
+	// of the same names; those, when given, replace them.
+	BasicAuth         []string `json:"basic_auth"`
+	AllowCIDR         []string `json:"allow_cidr"`
+	DenyCIDR          []string `json:"deny_cidr"`
+	PassAuthorization bool     `json:"pass_authorization"`
 }
 
 func loadFileConfig(path string) (fileConfig, error) {
@@ -130,6 +136,9 @@ type options struct {
 
 	name    string   // --name, for a single TARGET
 	targets []string // the TARGETs, as written
+
+	access    accessOptions // --basic-auth, --allow-cidr, ... (access.go)
+	fileRules []fileTunnel  // the file's tunnels, when targets are theirs: each its own access rules
 }
 
 // settings picks each option from the CLI context (a flag, or its env var:
@@ -240,6 +249,10 @@ func resolve(c *cli.Context) (options, error) {
 		metricsListen: s.str("metrics-listen", file.MetricsListen),
 		name:          httpSetting(c, "name"),
 		targets:       s.targets(),
+		access:        accessSettings(c),
+	}
+	if len(c.Args().Slice()) == 0 && httpSetting(c, "targets") == "" {
+		o.fileRules = file.Tunnels
 	}
 	// --dev's defaults come last, below every source.
 	if o.server == "" && o.dev {
@@ -275,6 +288,9 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientConfig, error) {
 	tunnels, err := parseTargets(o.name, o.targets)
 	if err != nil {
+		return mux.ClientConfig{}, err
+	}
+	if err := applyAccess(tunnels, o.access, o.fileRules); err != nil {
 		return mux.ClientConfig{}, err
 	}
 	server := o.server

@@ -142,12 +142,12 @@ func runOrHelp(run cli.ActionFunc) cli.ActionFunc {
 
 // httpFlags are the flags of "tunnel http".
 func httpFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "name", EnvVars: []string{"TUNNEL_NAME"},
 			Usage: "name to ask for, served at NAME.DOMAIN (only with a single TARGET)"},
 		&cli.StringFlag{Name: "targets", EnvVars: []string{"TUNNEL_TARGETS"},
 			Usage: "TARGETs separated by spaces or commas, used when none are given as arguments"},
-	}
+	}, accessFlags()...)
 }
 
 // runHTTP runs the tunnels. On a terminal, unless --quiet, a live view
