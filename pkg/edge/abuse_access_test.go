@@ -34,7 +34,9 @@ func lockedTunnel(t *testing.T, a *abuse) (password string, conns func() int64) 
 	return password, n.Load
 }
 
-func basic(userpass string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte(userpass)) }
+func basic(userpass string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(userpass))
+}
 
 func oddAuthorization(t *testing.T, a *abuse) {
 	password, conns := lockedTunnel(t, a)

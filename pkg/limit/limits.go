@@ -70,7 +70,7 @@ func DefaultConfig() Config {
 
 // Recorder is what the limits report each refusal or delay to. kind names
 // what was limited: "handshake", "session", "auth", "stream", "visitor",
-// "visitor_idle", "slow_reader", "slow_reader_refused". It is a small
+// "visitor_idle", "slow_reader", "slow_reader_refused", "visitor_auth". It is a small
 // fixed set, fit for a metric label. Nil records nothing.
 type Recorder interface {
 	RateLimited(kind string)
