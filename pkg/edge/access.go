@@ -53,10 +53,11 @@ const (
 	verifiedTTL  = 10 * time.Minute
 )
 
-// bcryptSlots bounds the password checks running at once across the
-// server, so that guesses from many addresses cannot take every core; a
-// visitor that finds them all taken is told to retry (503).
-var bcryptSlots = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+// newBcryptSlots makes the Server's bound on password checks running at
+// once: one per core (at least two), so that guesses from many addresses
+// cannot take every core; a visitor that finds them all taken is told to
+// retry (503).
+func newBcryptSlots() chan struct{} { return make(chan struct{}, max(2, runtime.GOMAXPROCS(0))) }
 
 // accessRules are one tunnel's proto.Access, checked and parsed. Safe for
 // concurrent use; the rules never change after compileAccess.
@@ -263,7 +264,7 @@ func (s *Server) checkAccess(r *http.Request, rules *accessRules) error {
 		s.limits.VisitorAuthFailed(src, s.log)
 		return errAuthRequired
 	}
-	ok, busy := rules.verify(user, pass)
+	ok, busy := rules.verify(user, pass, s.bcryptSlots)
 	if busy {
 		return errAuthBusy
 	}
@@ -307,8 +308,8 @@ func (r *accessRules) addrAllowed(addr string) bool {
 // that passed lately are found by a salted hash, at the cost of one SHA-256;
 // others cost one bcrypt check whatever the user name (an unknown one is
 // checked against a real hash and then refused), so the time taken tells
-// nothing about which names exist. busy: no bcrypt slot was free.
-func (r *accessRules) verify(user, pass string) (ok, busy bool) {
+// nothing about which names exist. busy: none of slots was free.
+func (r *accessRules) verify(user, pass string, slots chan struct{}) (ok, busy bool) {
 	h := sha256.New()
 	h.Write(r.cacheSalt[:])
 	h.Write([]byte(user))
@@ -332,12 +333,12 @@ func (r *accessRules) verify(user, pass string) (ok, busy bool) {
 		known = 0
 	}
 	select {
-	case bcryptSlots <- struct{}{}:
+	case slots <- struct{}{}:
 	default:
 		return false, true
 	}
 	err := bcrypt.CompareHashAndPassword(hash, []byte(pass))
-	<-bcryptSlots
+	<-slots
 	if err != nil || known == 0 {
 		return false, false
 	}

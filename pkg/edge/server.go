@@ -111,6 +111,10 @@ type Server struct {
 	ops       *ops   // metrics, access log, status (ops.go)
 	proxy     *proxy // the visitors' handler, and the stream pools of the routes (proxy.go)
 
+	// bcryptSlots bounds the visitor password checks running at once
+	// (access.go).
+	bcryptSlots chan struct{}
+
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
 	closing  bool
@@ -138,6 +142,8 @@ func NewServer(cfg Config) (*Server, error) {
 		refusedSet: refusedSet{refused: expiring.New[string, struct{}](refusedLogCap, 0)},
 		ops:        newOps(cfg),
 		hostSuffix: "." + cfg.Domain,
+
+		bcryptSlots: newBcryptSlots(),
 	}
 	if p := cfg.PublicPort; p != 0 && p != 443 {
 		s.hostSuffix += ":" + strconv.Itoa(p)
