@@ -45,9 +45,7 @@ func (e *authWaitError) Error() string { return fmt.Sprintf("wrong passwords: wa
 const maxBcryptCost = 12
 
 // verifiedSize and verifiedTTL bound the memory of credentials already
-// checked, per tunnel: a visitor's browser sends the same Authorization
-// header with every request, and paying bcrypt's tens of milliseconds on
-// each would make a page of fifty assets take seconds.
+// checked, per tunnel (see remembered).
 const (
 	verifiedSize = 256
 	verifiedTTL  = 10 * time.Minute
@@ -70,7 +68,7 @@ type accessRules struct {
 	cacheSalt [32]byte     // keys verified, so its keys say nothing of passwords
 
 	mu       sync.Mutex
-	verified *expiring.Table[[32]byte, struct{}] // credentials that passed, by salted hash
+	verified *expiring.Table[[32]byte, struct{}] // Authorization values that passed, by verifiedKey
 }
 
 type accessUser struct {
@@ -251,9 +249,12 @@ func (s *Server) checkAccess(r *http.Request, rules *accessRules) error {
 	if len(rules.users) == 0 {
 		return nil
 	}
-	auth, ok := r.Header["Authorization"]
-	if !ok {
+	auth := r.Header["Authorization"]
+	switch {
+	case len(auth) == 0:
 		return errAuthRequired // a browser's first try: not a failure
+	case len(auth) == 1 && rules.remembered(auth[0]):
+		return nil // checked lately: no bcrypt, and no guess to limit
 	}
 	src := s.visitorSource(r)
 	if d := s.limits.VisitorAuthWait(src); d > 0 {
@@ -272,6 +273,7 @@ func (s *Server) checkAccess(r *http.Request, rules *accessRules) error {
 		s.limits.VisitorAuthFailed(src, s.log)
 		return errAuthRequired
 	}
+	rules.remember(auth[0])
 	return nil
 }
 
@@ -304,25 +306,41 @@ func (r *accessRules) addrAllowed(addr string) bool {
 	return false
 }
 
-// verify checks a visitor's credentials against the users. Credentials
-// that passed lately are found by a salted hash, at the cost of one SHA-256;
-// others cost one bcrypt check whatever the user name (an unknown one is
-// checked against a real hash and then refused), so the time taken tells
-// nothing about which names exist. busy: none of slots was free.
-func (r *accessRules) verify(user, pass string, slots chan struct{}) (ok, busy bool) {
-	h := sha256.New()
-	h.Write(r.cacheSalt[:])
-	h.Write([]byte(user))
-	h.Write([]byte{0})
-	h.Write([]byte(pass))
-	var key [32]byte
-	h.Sum(key[:0])
+// verifiedKey is the key of an Authorization header value in the memory
+// of credentials that passed: a SHA-256 salted per tunnel, so the table
+// holds nothing a password could be read back from. A usual header is
+// hashed from a buffer on the stack.
+func (r *accessRules) verifiedKey(header string) [32]byte {
+	var b [256]byte
+	buf := append(b[:0], r.cacheSalt[:]...)
+	return sha256.Sum256(append(buf, header...))
+}
+
+// remembered reports whether the Authorization header value passed verify
+// within verifiedTTL: a visitor's browser sends the same one with every
+// request, and paying bcrypt's tens of milliseconds on each would make a
+// page of fifty assets take seconds.
+func (r *accessRules) remembered(header string) bool {
+	key := r.verifiedKey(header)
 	r.mu.Lock()
 	_, hit := r.verified.Get(key, time.Now())
 	r.mu.Unlock()
-	if hit {
-		return true, false
-	}
+	return hit
+}
+
+// remember notes that the Authorization header value passed verify.
+func (r *accessRules) remember(header string) {
+	key := r.verifiedKey(header)
+	r.mu.Lock()
+	r.verified.Put(key, struct{}{}, time.Now())
+	r.mu.Unlock()
+}
+
+// verify checks a visitor's credentials against the users with one bcrypt
+// check whatever the user name (an unknown one is checked against a real
+// hash and then refused), so the time taken tells nothing about which
+// names exist. busy: none of slots was free, nothing was checked.
+func (r *accessRules) verify(user, pass string, slots chan struct{}) (ok, busy bool) {
 	hash, known := r.users[0].hash, 0
 	for _, u := range r.users {
 		if subtle.ConstantTimeCompare([]byte(u.name), []byte(user)) == 1 {
@@ -339,11 +357,5 @@ func (r *accessRules) verify(user, pass string, slots chan struct{}) (ok, busy b
 	}
 	err := bcrypt.CompareHashAndPassword(hash, []byte(pass))
 	<-slots
-	if err != nil || known == 0 {
-		return false, false
-	}
-	r.mu.Lock()
-	r.verified.Put(key, struct{}{}, time.Now())
-	r.mu.Unlock()
-	return true, false
+	return err == nil && known == 1, false
 }

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
@@ -9,8 +10,8 @@ import (
 )
 
 // TestAccessRules_VerifyBoundedAndRemembered: with every bcrypt slot taken
-// a new password is not checked (busy), a password that passed once is
-// found again without a slot, and nothing but a success is remembered.
+// a password is not checked (busy); a wrong password or an unknown user is
+// refused; and only what was remembered is found again, without bcrypt.
 func TestAccessRules_VerifyBoundedAndRemembered(t *testing.T) {
 	hash, err := bcrypt.GenerateFromPassword([]byte("right"), bcrypt.MinCost)
 	if err != nil {
@@ -38,12 +39,22 @@ func TestAccessRules_VerifyBoundedAndRemembered(t *testing.T) {
 	if len(slots) != 0 {
 		t.Fatalf("%d slots still taken after the checks, want 0", len(slots))
 	}
-	slots <- struct{}{}
-	if ok, busy := r.verify("ann", "right", slots); !ok || busy {
-		t.Fatalf("right password again, slots full: got ok %v busy %v, want ok from memory", ok, busy)
+	const header = "Basic YW5uOnJpZ2h0"
+	if r.remembered(header) {
+		t.Fatal("remembered before remember")
 	}
-	if ok, busy := r.verify("ann", "wrong", slots); ok || !busy {
-		t.Fatalf("wrong password, slots full: got ok %v busy %v, want busy (a failure is not remembered)", ok, busy)
+	r.remember(header)
+	long := "Basic " + strings.Repeat("A", 400) // past verifiedKey's stack buffer
+	r.remember(long)
+	if !r.remembered(header) || !r.remembered(long) {
+		t.Fatal("not remembered after remember")
+	}
+	if r.remembered("Basic YW5uOndyb25n") || r.remembered(header+" ") || r.remembered(long[:len(long)-1]) {
+		t.Fatal("another header value found as remembered")
+	}
+	other, _ := compileAccess(&proto.Access{BasicAuth: []proto.BasicAuthUser{{User: "ann", Hash: string(hash)}}})
+	if other.remembered(header) {
+		t.Fatal("another tunnel's rules found the header remembered")
 	}
 }
 
