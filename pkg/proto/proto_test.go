@@ -3,6 +3,7 @@ package proto
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
 	"reflect"
@@ -274,5 +275,40 @@ func TestHello_AccessBounds(t *testing.T) {
 				t.Fatalf("got %v, want ErrMalformed containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestAccess_OldPeersSeeNothingNew: without rules, a Hello and a Welcome
+// carry no "access" key, byte for byte what a client or server of before
+// access rules sends; and a peer of before them, which ignores unknown
+// keys, reads one with rules.
+func TestAccess_OldPeersSeeNothingNew(t *testing.T) {
+	for _, m := range []Message{
+		&Hello{Version: Version, Tunnels: []TunnelRequest{{Name: "wiki", Kind: KindHTTP}}},
+		&Welcome{SessionID: "s", Tunnels: []TunnelInfo{{Name: "wiki", Kind: KindHTTP, URL: "https://wiki.example.com"}}},
+	} {
+		b, err := AppendFrame(nil, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte("access")) {
+			t.Errorf("%T without rules: got %s, want no access key", m, b[headerSize:])
+		}
+	}
+	b, err := AppendFrame(nil, &Hello{Version: Version, Tunnels: []TunnelRequest{{Name: "wiki", Kind: KindHTTP,
+		Access: &Access{AllowCIDR: []string{"192.0.2.0/24"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a peer of before access rules decodes a Hello into.
+	var old struct {
+		Version int `json:"version"`
+		Tunnels []struct {
+			Name string `json:"name"`
+			Kind string `json:"kind"`
+		} `json:"tunnels"`
+	}
+	if err := json.Unmarshal(b[headerSize:], &old); err != nil || len(old.Tunnels) != 1 || old.Tunnels[0].Name != "wiki" {
+		t.Fatalf("an old peer reads %+v, %v; want the tunnel wiki", old, err)
 	}
 }
