@@ -250,7 +250,7 @@ func (e *env) runAttack(ctx context.Context, ad attackDef, sz attackSizes, token
 	if err != nil {
 		return row, err
 	}
-	pr, err := e.attachPair(ctx, srv, srvAddr, e.backLn.Addr().String(), " (attack "+ad.id+")")
+	pr, err := e.attachPair(ctx, srv, srvAddr, e.backLn.Addr().String(), " (attack "+ad.id+")", false)
 	if pr != nil {
 		started = append(started, pr.tunnel)
 	}
@@ -282,7 +282,7 @@ func (e *env) runAttack(ctx context.Context, ad attackDef, sz attackSizes, token
 		}
 		a.victim = &victimRef{addr: addr}
 		vt, err := startProc("tunnel (victim)", "nice", nil, "-n", victimNice, filepath.Join(e.o.BinDir, "tunnel"),
-			"--dev", "--server", srvAddr, "--certs-dir", e.certsDir, "--log-format", "json",
+			"--dev", "--server", srvAddr, "--certs-dir", e.certsDir, "--log-format", "json", "--inspect=false",
 			"http", "--name", "victim", a.victim.addr)
 		if err != nil {
 			return row, err

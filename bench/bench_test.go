@@ -42,7 +42,8 @@ func TestBench_Smoke(t *testing.T) {
 	rep := runSmoke(t, o)
 
 	// The rows each target must have, by the rules run.go applies.
-	targets := []target{{Name: "direct"}, {Name: "pipe"}, {Name: "tunnel", noH2: true}, {Name: "tunnel-https", subset: true}}
+	targets := []target{{Name: "direct"}, {Name: "pipe"}, {Name: "tunnel", noH2: true}, {Name: "tunnel-https", subset: true},
+		{Name: "tunnel-inspect", noH2: true, inspect: true}}
 	openTargets := 0
 	for _, tg := range targets {
 		for _, proto := range []string{"http/1.1", "h2"} {
@@ -108,8 +109,12 @@ func TestBench_Smoke(t *testing.T) {
 			t.Errorf("small %s %s %d conns: client CPU %+v, want one exactly when there is a client process", s.Target, s.Proto, s.Conns, s.ClientCPU1k)
 		}
 	}
-	if len(rep.Memory) != 4 {
-		t.Errorf("memory rows: got %+v, want tunneld and tunnel of both pairs", rep.Memory)
+	if len(rep.Memory) != 6 {
+		t.Errorf("memory rows: got %+v, want tunneld and tunnel of the three pairs", rep.Memory)
+	}
+	// The inspector's row: it recorded what the harness sent, within its cap.
+	if in := rep.Inspector; in == nil || in.Recorded < 300 || in.ClientMiB <= 0 || in.HeldMiB <= 0 || in.HeldMiB > in.CapMiB || in.SmallRatio <= 0 || in.BulkRatio <= 0 {
+		t.Errorf("inspector row: got %+v, want at least 300 recorded, held within the cap, and ratios", in)
 	}
 	for _, m := range rep.Memory {
 		if m.PeakMiB <= 0 || m.IdleGoroutines <= 0 || m.PeakGoroutines < m.IdleGoroutines || m.AfterGoroutines <= 0 {
@@ -118,6 +123,22 @@ func TestBench_Smoke(t *testing.T) {
 	}
 	if rep.Connect == nil || rep.Connect.P50.Median <= 0 {
 		t.Errorf("connect: got %+v", rep.Connect)
+	}
+	// The tcp phase: every target's bulk rows, and connects for the TCP
+	// pair; the tunnelled ones with their ratio to direct.
+	tcpRows := map[string]TCPRow{}
+	for _, r := range rep.TCP {
+		tcpRows[r.Target+" "+r.Measure] = r
+	}
+	for _, k := range []string{"direct bulk-1", "direct bulk-8", "direct connects", "tunnel-connect bulk-1", "tunnel-connect bulk-8",
+		"tunnel-connect connects", "direct-tls bulk-1", "direct-tls bulk-8", "tls-passthrough bulk-1", "tls-passthrough bulk-8"} {
+		r, ok := tcpRows[k]
+		if !ok || r.Value.Median <= 0 || (strings.HasPrefix(k, "tunnel") || strings.HasPrefix(k, "tls")) && r.Ratio <= 0 {
+			t.Errorf("tcp %s: got %+v, want a positive figure (and a ratio to direct)", k, r)
+		}
+	}
+	if len(rep.TCP) != 10 {
+		t.Errorf("tcp rows: got %d, want 10", len(rep.TCP))
 	}
 	if len(rep.Idle) != len(o.Idle) || rep.Idle[0].DuringMiB <= 0 {
 		t.Errorf("idle clients: got %+v", rep.Idle)

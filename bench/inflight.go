@@ -64,7 +64,7 @@ func (e *env) inflight(ctx context.Context, rep *Report) error {
 	if err != nil {
 		return err
 	}
-	pr, err := e.startPair(ctx, backAddr, " (in-flight)", "--max-streams-per-tunnel", strconv.Itoa(n+64))
+	pr, err := e.startPair(ctx, backAddr, " (in-flight)", false, "--max-streams-per-tunnel", strconv.Itoa(n+64))
 	defer func() {
 		if pr != nil {
 			pr.tunnel.stop()

@@ -23,6 +23,7 @@ type target struct {
 	h2c     bool // HTTP/2 without TLS (direct and pipe)
 	noH2    bool // HTTP/1.1 only (tunneld's plain listener has no h2c)
 	subset  bool // measured only where includes* says (see run.go)
+	inspect bool // the client with its request inspector on: small HTTP/1.1 and one-stream bulk only
 }
 
 // transport returns a client for one load worker: its own connection pool,

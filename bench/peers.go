@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -242,8 +243,11 @@ func (e *env) peersPhase(ctx context.Context, rep *Report) error {
 	if err := e.startPeers(ctx, e.backLn.Addr().String()); err != nil {
 		return fmt.Errorf("start the peers (make bench-peers builds them into %s): %w", e.o.PeersDir, err)
 	}
+	// The peers' table compares tunnels; the inspector's cost is measured
+	// by the load phases (tunnel-inspect against tunnel).
+	targets := slices.DeleteFunc(slices.Clone(e.targets), func(t target) bool { return t.inspect })
 	// Peaks from here: the pairs have been idle since they started.
-	for _, t := range e.targets {
+	for _, t := range targets {
 		s, c := e.cpuOf(t)
 		for _, p := range []*proc{s, c} {
 			if p != nil {
@@ -253,16 +257,16 @@ func (e *env) peersPhase(ctx context.Context, rep *Report) error {
 			}
 		}
 	}
-	rows := make([]PeerRow, len(e.targets))
-	for i, t := range e.targets {
+	rows := make([]PeerRow, len(targets))
+	for i, t := range targets {
 		rows[i] = PeerRow{Target: t.Name, Describe: peerDescribe[t.Name]}
 	}
 	gib := float64(e.o.Bulk) / (1 << 30)
-	for _, t := range e.targets {
+	for _, t := range targets {
 		e.warmUp(ctx, t, peerConns(e.o))
 	}
 	for r := 0; r < e.o.Repeat; r++ {
-		for i, t := range e.targets {
+		for i, t := range targets {
 			e.logf("peers: small %s run %d", t.Name, r+1)
 			var prof chan error
 			if e.o.Profile != "" && r == 0 && t.Name == "tunnel" {
@@ -294,7 +298,7 @@ func (e *env) peersPhase(ctx context.Context, rep *Report) error {
 			}
 		}
 		for _, streams := range []int{1, 8} {
-			for i, t := range e.targets {
+			for i, t := range targets {
 				e.logf("peers: bulk %s %d streams run %d", t.Name, streams, r+1)
 				sp := e.cpuStart(t, true)
 				d, err := curlBulk(ctx, e.o.Curl, e.certsDir, e.tmp, t, false, streams, e.o.Bulk)
@@ -321,7 +325,7 @@ func (e *env) peersPhase(ctx context.Context, rep *Report) error {
 	if err := e.checkAlive(); err != nil {
 		return err
 	}
-	for i, t := range e.targets {
+	for i, t := range targets {
 		s, c := e.cpuOf(t)
 		if s != nil {
 			rows[i].ServerPeakMiB = mib(readProc(s.pid()).HWM)

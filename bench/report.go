@@ -153,6 +153,9 @@ type Report struct {
 	Inflight []InflightRow `json:"in_flight_streams"`
 	Attacks  []AttackRow   `json:"under_attack"`
 	Peers    []PeerRow     `json:"peers,omitempty"`
+	TCP      []TCPRow      `json:"tcp,omitempty"`
+	// Inspector is the request inspector's cost, with the load phases.
+	Inspector *InspectorRow `json:"inspector,omitempty"`
 	// WrkSeconds is each wrk run's length: wrk counts in whole seconds.
 	WrkSeconds int      `json:"wrk_seconds_per_run,omitempty"`
 	PeerConns  int      `json:"peer_conns,omitempty"` // wrk -c of the peers phase
@@ -215,6 +218,7 @@ func (r *Report) finish() {
 				fmt.Sprintf("%.1f MiB", m.PeakMiB), m.PeakMiB <= 45})
 		}
 	}
+	r.Checks = append(r.Checks, r.inspectorChecks()...)
 	r.Checks = append(r.Checks, r.peerChecks()...)
 	for _, i := range r.Idle {
 		r.Checks = append(r.Checks, Check{fmt.Sprintf("tunneld memory per idle client <= 64 KiB (%d clients)", i.Clients),
@@ -323,7 +327,7 @@ func (r *Report) markdown() string {
 		w("| | small req/s (HTTP/1.1, 64 conns, %s) | vs direct | p99 ms | one-stream MB/s (down, %s) | vs direct | 8-stream MB/s (down, %s) | vs direct | server RSS peak |\n",
 			r.smallGenerator(), r.bulkClient(), r.bulkClient())
 		w("|---|---|---|---|---|---|---|---|---|\n")
-		for _, t := range []string{"direct", "pipe", "tunnel", "tunnel-https"} {
+		for _, t := range []string{"direct", "pipe", "tunnel", "tunnel-https", "tunnel-inspect"} {
 			row := []string{t, "-", "-", "-", "-", "-", "-", "-", "-"}
 			if s := r.findSmall(t, "http/1.1", 64); s != nil {
 				row[1], row[2], row[3] = s.ReqPerSec.fmt(0), fmt.Sprintf("%.2f", s.Ratio), s.P99.fmt(1)
@@ -334,7 +338,7 @@ func (r *Report) markdown() string {
 			if bl := r.findBulk(t, "down", 8, r.bulkClient()); bl != nil {
 				row[6], row[7] = bl.MBps.fmt(0), fmt.Sprintf("%.2f", bl.Ratio)
 			}
-			server := map[string]string{"tunnel": "tunneld", "tunnel-https": "tunneld (https)"}[t]
+			server := map[string]string{"tunnel": "tunneld", "tunnel-https": "tunneld (https)", "tunnel-inspect": "tunneld (inspect)"}[t]
 			for _, m := range r.Memory {
 				if server != "" && m.Process == server {
 					row[8] = fmt.Sprintf("%.1f MiB", m.PeakMiB)
@@ -388,9 +392,16 @@ func (r *Report) markdown() string {
 				bl.ServerCPUGiB.fmt(2), bl.ClientCPUGiB.fmt(2))
 		}
 	}
+	if in := r.Inspector; in != nil {
+		w("\n### Request inspector (tunnel-inspect: the client with --inspect on, its own pair, against tunnel in the same run)\n\n")
+		w("| small req/s, on / off (HTTP/1.1, %d conns) | p99, on / off | one-stream MB/s down, on / off | exchanges recorded | held by them | client RSS then (cap %.0f MiB) |\n|---|---|---|---|---|---|\n", in.SmallConns, in.CapMiB)
+		w("| %.2f | %.2f | %.2f | %s | %.1f MiB | %.1f MiB |\n", in.SmallRatio, in.P99Ratio, in.BulkRatio,
+			groupThousands(fmt.Sprint(in.Recorded)), in.HeldMiB, in.ClientMiB)
+	}
 	if len(r.Memory) > 0 {
 		w("\n### Memory and goroutines\n\n")
-		w("\"(https)\" is the second pair, which only the tunnel-https rows load. Peak RSS is VmHWM over the load phases;\n")
+		w("\"(https)\" is the second pair, which only the tunnel-https rows load, \"(inspect)\" the third, the tunnel-inspect rows'.\n")
+		w("Peak RSS is VmHWM over the load phases;\n")
 		w("peak goroutines the most seen in samples every 200 ms during them.\n\n")
 		w("| process | RSS idle, MiB | peak under load | after load | goroutines idle | peak under load | after load |\n|---|---|---|---|---|---|---|\n")
 		for _, m := range r.Memory {
@@ -401,6 +412,17 @@ func (r *Report) markdown() string {
 	if r.Connect != nil {
 		w("\n### Client connect (TLS + Hello + Welcome), %d connects one after another\n\n", r.Connect.N)
 		w("| p50 ms | p99 ms |\n|---|---|\n| %s | %s |\n", r.Connect.P50.fmt(2), r.Connect.P99.fmt(2))
+	}
+	if len(r.TCP) > 0 {
+		w("\n### TCP and TLS tunnels (a local source server; bulk MB/s downloaded, %s split over the connections; connects per second, 8 at a time)\n\n", fmt.Sprintf("%d MiB", r.Bulk>>20))
+		w("| target | measure | value | vs direct |\n|---|---|---|---|\n")
+		for _, t := range r.TCP {
+			ratio := "-"
+			if t.Ratio > 0 {
+				ratio = fmt.Sprintf("%.2f", t.Ratio)
+			}
+			w("| %s | %s | %s | %s |\n", t.Target, t.Measure, t.Value.fmt(1), ratio)
+		}
 	}
 	if len(r.Inflight) > 0 {
 		w("\n### Requests in flight through one client (a fresh tunneld and tunnel; the backend holds every request until all have arrived)\n\n")
@@ -496,7 +518,7 @@ func (r *Report) plot(dir string) error {
 		var parts []string
 		var data strings.Builder
 		for _, proto := range []string{"http/1.1", "h2"} {
-			for _, t := range []string{"direct", "pipe", "tunnel", "tunnel-https"} {
+			for _, t := range []string{"direct", "pipe", "tunnel", "tunnel-https", "tunnel-inspect"} {
 				var pts []string
 				for _, s := range r.Small {
 					if s.Target == t && s.Proto == proto {

@@ -62,6 +62,7 @@ type env struct {
 	backDone  chan error
 	main      *pair // visitors in plain HTTP: the issue's setting
 	https     *pair // visitors in HTTPS, as shipped
+	inspect   *pair // as main, with the client's request inspector on (issue 16)
 	pipeSrv   *proc
 	pipeCli   *proc
 	srvAddr   string // the main tunneld's TLS port
@@ -81,23 +82,26 @@ type pair struct {
 	plainAddr       string // --http-listen, serving the tunnels in plain HTTP
 	adminAddr       string // tunneld's --admin-listen (/metrics)
 	metricsAddr     string // tunnel's --metrics-listen
+	inspectAddr     string // tunnel's --inspect; "": off
 	url             string // the tunnel's public URL
 }
 
 // startPair starts a tunneld and a tunnel client exposing backAddr as
-// "bench"; suffix tells the processes apart in reports.
-func (e *env) startPair(ctx context.Context, backAddr, suffix string, tunneldArgs ...string) (*pair, error) {
+// "bench"; suffix tells the processes apart in reports. inspect turns the
+// client's request inspector on; every other client runs without it, as
+// before it existed, so that their figures stay comparable across runs.
+func (e *env) startPair(ctx context.Context, backAddr, suffix string, inspect bool, tunneldArgs ...string) (*pair, error) {
 	srv, addr, err := e.startTunneld(ctx, tunneldArgs...)
 	if err != nil {
 		return nil, err
 	}
-	return e.attachPair(ctx, srv, addr, backAddr, suffix)
+	return e.attachPair(ctx, srv, addr, backAddr, suffix, inspect)
 }
 
 // attachPair waits for tunneld srv (listening on srvAddr) to serve plain
 // HTTP and its admin listener, then starts a tunnel client exposing
 // backAddr as "bench" through it.
-func (e *env) attachPair(ctx context.Context, srv *proc, srvAddr, backAddr, suffix string) (*pair, error) {
+func (e *env) attachPair(ctx context.Context, srv *proc, srvAddr, backAddr, suffix string, inspect bool) (*pair, error) {
 	pr := &pair{tunneld: srv, srvAddr: srvAddr}
 	var err error
 	pr.tunneld.name += suffix
@@ -109,9 +113,13 @@ func (e *env) attachPair(ctx context.Context, srv *proc, srvAddr, backAddr, suff
 	if pr.adminAddr, err = waitLogAddr(wctx, pr.tunneld, "admin serving"); err != nil {
 		return nil, err
 	}
+	inspectFlag := "--inspect=false"
+	if inspect {
+		inspectFlag = "--inspect=127.0.0.1:0"
+	}
 	if pr.tunnel, err = startProc("tunnel"+suffix, filepath.Join(e.o.BinDir, "tunnel"), nil,
 		"--dev", "--server", pr.srvAddr, "--certs-dir", e.certsDir, "--log-format", "json",
-		"--metrics-listen", "127.0.0.1:0",
+		"--metrics-listen", "127.0.0.1:0", inspectFlag,
 		// The client's own bound on streams at once (1,024 by default)
 		// would cut the in-flight phase's 10,000 short, as tunneld's
 		// per-address limits would the load: lifted the same way.
@@ -128,6 +136,11 @@ func (e *env) attachPair(ctx context.Context, srv *proc, srvAddr, backAddr, suff
 	}
 	if pr.metricsAddr, err = waitLogAddr(wctx, pr.tunnel, "metrics serving"); err != nil {
 		return nil, err
+	}
+	if inspect {
+		if pr.inspectAddr, err = waitLogAddr(wctx, pr.tunnel, "inspector serving"); err != nil {
+			return nil, err
+		}
 	}
 	return pr, nil
 }
@@ -212,11 +225,14 @@ func (e *env) start(ctx context.Context, pairs bool) error {
 	if e.o.Profile != "" {
 		pprofArgs = []string{"--admin-pprof"}
 	}
-	if e.main, err = e.startPair(ctx, backAddr, "", pprofArgs...); err != nil {
+	if e.main, err = e.startPair(ctx, backAddr, "", false, pprofArgs...); err != nil {
 		return err
 	}
 	e.srvAddr = e.main.srvAddr
-	if e.https, err = e.startPair(ctx, backAddr, " (https)"); err != nil {
+	if e.https, err = e.startPair(ctx, backAddr, " (https)", false); err != nil {
+		return err
+	}
+	if e.inspect, err = e.startPair(ctx, backAddr, " (inspect)", true); err != nil {
 		return err
 	}
 
@@ -252,6 +268,7 @@ func (e *env) start(ctx context.Context, pairs bool) error {
 	}
 	tlsCfg.NextProtos = nil // the Transport sets h2 / http/1.1
 	_, plainPort, _ := net.SplitHostPort(e.main.plainAddr)
+	_, inspectPort, _ := net.SplitHostPort(e.inspect.plainAddr)
 	e.targets = []target{
 		{Name: "direct", baseURL: "http://" + backAddr, dial: backAddr, h2c: true},
 		{Name: "pipe", baseURL: "http://" + visAddr, dial: visAddr, h2c: true},
@@ -262,6 +279,9 @@ func (e *env) start(ctx context.Context, pairs bool) error {
 		// their own pair. Every HTTP/2 row, and a subset of the rest to
 		// keep the run short.
 		{Name: "tunnel-https", baseURL: e.https.url, dial: e.https.srvAddr, tls: tlsCfg, subset: true},
+		// As tunnel, with the client's request inspector on: the cost of
+		// recording every exchange, against tunnel in the same run.
+		{Name: "tunnel-inspect", baseURL: "http://bench.localhost:" + inspectPort, dial: e.inspect.plainAddr, noH2: true, inspect: true},
 	}
 	return nil
 }
@@ -270,6 +290,8 @@ func (e *env) start(ctx context.Context, pairs bool) error {
 // measured in a run of that kind.
 func (t target) includesSmall(h2 bool, conns int) bool {
 	switch {
+	case t.inspect:
+		return !h2
 	case h2 && t.noH2:
 		return false
 	case h2 || !t.subset:
@@ -278,9 +300,12 @@ func (t target) includesSmall(h2 bool, conns int) bool {
 	return conns == 64
 }
 
-func (t target) includesOpen() bool { return !t.subset }
+func (t target) includesOpen() bool { return !t.subset && !t.inspect }
 
 func (t target) includesBulk(up bool, streams int) bool {
+	if t.inspect {
+		return streams == 1
+	}
 	return !t.subset || (!up && streams == 1)
 }
 
@@ -311,6 +336,8 @@ func (e *env) cpuOf(t target) (srv, cli *proc) {
 		return e.main.tunneld, e.main.tunnel
 	case "tunnel-https":
 		return e.https.tunneld, e.https.tunnel
+	case "tunnel-inspect":
+		return e.inspect.tunneld, e.inspect.tunnel
 	case "pipe":
 		return e.pipeSrv, e.pipeCli
 	}
@@ -394,7 +421,7 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 		p  *proc
 	}
 	var all []watched
-	for _, pr := range []*pair{e.main, e.https} {
+	for _, pr := range []*pair{e.main, e.https, e.inspect} {
 		if pr == nil {
 			continue
 		}
@@ -476,6 +503,13 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 			IdleMiB: mib(idle[w.p].RSS), PeakMiB: mib(peak[w.p].HWM), AfterMiB: mib(after.RSS),
 			IdleGoroutines: idleG[w.p], PeakGoroutines: peakG[w.p], AfterGoroutines: goroutines(w.pr.metricsOf(w.p))})
 	}
+	if load && e.inspect != nil {
+		row, err := e.inspectorRow(ctx)
+		if err != nil {
+			return nil, err
+		}
+		rep.Inspector = row
+	}
 
 	// After the load phases' memory rows: it resets the peaks, and starts
 	// processes of its own.
@@ -486,6 +520,11 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	}
 	if phases["connect"] {
 		if err := e.connect(ctx, rep); err != nil {
+			return nil, err
+		}
+	}
+	if phases["tcp"] {
+		if err := e.tcpPhase(ctx, rep); err != nil {
 			return nil, err
 		}
 	}

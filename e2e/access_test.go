@@ -33,7 +33,7 @@ func TestProcess_VisitorAccess(t *testing.T) {
 	_, backendPort, _ := net.SplitHostPort(backend.Listener.Addr().String())
 
 	code, _, stderr := runToEnd(t, tunnelBin, nil, "--dev", "--server", addr, "--certs-dir", certs, "http", "--name", "open", backendPort)
-	if code != 3 || !strings.Contains(stderr, "this server requires an access rule on every tunnel") {
+	if code != 3 || !strings.Contains(stderr, "this server requires an access rule on every http tunnel") {
 		t.Fatalf("a tunnel without a rule: exit %d, stderr:\n%s\nwant exit 3 saying a rule is required", code, stderr)
 	}
 

@@ -230,6 +230,14 @@ func acmeTunneld(t *testing.T, pb *pebble, listen, httpListen, cache string, ext
 // its own (root only), maps that name to 127.0.0.1.
 func acmeTunnel(t *testing.T, caFile string, port int, name, backendPort string) (*process, string) {
 	t.Helper()
+	p := acmeClient(t, caFile, port, []string{"TUNNEL_TOKEN=s3cret"}, "http", "--name", name, backendPort)
+	return p, p.waitLine(p.stdout, "a public URL", isURL)
+}
+
+// acmeClient runs tunnel with args after its --server, --ca and
+// --log-format, resolving acmeDomain to 127.0.0.1 as acmeTunnel does.
+func acmeClient(t *testing.T, caFile string, port int, env []string, args ...string) *process {
+	t.Helper()
 	_, tunnel := binaries(t)
 	unshare, err := exec.LookPath("unshare")
 	if err != nil || os.Geteuid() != 0 {
@@ -242,11 +250,9 @@ func acmeTunnel(t *testing.T, caFile string, port int, name, backendPort string)
 	if err := os.WriteFile(hosts, []byte("127.0.0.1 localhost "+acmeDomain+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, unshare, []string{"TUNNEL_TOKEN=s3cret"}, "--mount", "sh", "-c",
+	return start(t, unshare, env, append([]string{"--mount", "sh", "-c",
 		`mount --bind "$0" /etc/hosts && exec "$@"`, hosts, tunnel,
-		"--server", acmeDomain+":"+strconv.Itoa(port), "--ca", caFile, "--log-format", "json",
-		"http", "--name", name, backendPort)
-	return p, p.waitLine(p.stdout, "a public URL", isURL)
+		"--server", acmeDomain + ":" + strconv.Itoa(port), "--ca", caFile, "--log-format", "json"}, args...)...)
 }
 
 func countLines(p *process, substrs ...string) int {

@@ -63,9 +63,13 @@ type accessOptions struct {
 
 // accessSettings reads the access flags, or for bare "tunnel" (which has
 // no such flags) their env vars alone, as httpSetting does for --name.
+// "tunnel tcp" and "tunnel tls" take none: the rules are HTTP's.
 func accessSettings(c *cli.Context) accessOptions {
 	var o accessOptions
-	if c.Command.Name == "http" {
+	switch c.Command.Name {
+	case proto.KindTCP, proto.KindTLS:
+		return o
+	case proto.KindHTTP:
 		for _, f := range c.Command.Flags {
 			if g, ok := f.(*cli.GenericFlag); ok && g.Name == "basic-auth" {
 				o.basicAuth = g.Destination.(*userList).list
@@ -95,11 +99,13 @@ func accessSettings(c *cli.Context) accessOptions {
 	return o
 }
 
-// applyAccess gives each tunnel its access rules: the command line's (or
-// env vars') for all when they were given, else for tunnels from the file
-// their own (fromFile[i] is tunnels[i]'s entry; nil when the tunnels did
-// not come from the file).
+// applyAccess gives each HTTP tunnel its access rules: the command line's
+// (or env vars') for all when they were given, else for tunnels from the
+// file their own (fromFile[i] is tunnels[i]'s entry; nil when the tunnels
+// did not come from the file). TCP and TLS tunnels take none: a file
+// tunnel of theirs that has some is an error.
 func applyAccess(tunnels []mux.Tunnel, cmd accessOptions, fromFile []fileTunnel) error {
+	isHTTP := func(t mux.Tunnel) bool { return t.Kind == "" || t.Kind == proto.KindHTTP }
 	if cmd.set || fromFile == nil {
 		// One set of rules for all: each password hashed once.
 		a, err := cmd.access()
@@ -107,7 +113,9 @@ func applyAccess(tunnels []mux.Tunnel, cmd accessOptions, fromFile []fileTunnel)
 			return err
 		}
 		for i := range tunnels {
-			tunnels[i].Access = a
+			if isHTTP(tunnels[i]) {
+				tunnels[i].Access = a
+			}
 		}
 		return nil
 	}
@@ -117,6 +125,9 @@ func applyAccess(tunnels []mux.Tunnel, cmd accessOptions, fromFile []fileTunnel)
 		a, err := o.access()
 		if err != nil {
 			return fmt.Errorf("--config: tunnel %d: %w", i+1, err)
+		}
+		if a != nil && !isHTTP(tunnels[i]) {
+			return fmt.Errorf("--config: tunnel %d: basic_auth, allow_cidr and deny_cidr are for http tunnels, not %s", i+1, tunnels[i].Kind)
 		}
 		tunnels[i].Access = a
 	}

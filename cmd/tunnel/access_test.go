@@ -24,6 +24,8 @@ func TestClientConfig_Access(t *testing.T) {
     {"name": "blog", "target": "9090"}
   ]
 }`), 0o600)
+	tcpFile := filepath.Join(dir, "tcp.json")
+	os.WriteFile(tcpFile, []byte(`{"server": "x:1", "tunnels": [{"name": "ssh", "kind": "tcp", "target": "22", "allow_cidr": ["10.0.0.0/8"]}]}`), 0o600)
 	prehashed, err := bcrypt.GenerateFromPassword([]byte("pw-prehashed"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +73,13 @@ func TestClientConfig_Access(t *testing.T) {
 			want: []*rules{nil}},
 		{name: "a hash is sent as is", env: server, args: []string{"http", "--basic-auth", "ann:" + string(prehashed), "8080"},
 			want: []*rules{{users: []user{{"ann", "pw-prehashed"}}}}},
+
+		{name: "http tunnels only", env: with("TUNNEL_TARGETS", "web=8080 tcp://ssh=22 tls://sec=8443", "TUNNEL_ALLOW_CIDR", "10.0.0.0/8"),
+			want: []*rules{{allow: []string{"10.0.0.0/8"}}, nil, nil}},
+		{name: "tunnel tcp ignores them", env: with("TUNNEL_BASIC_AUTH", "ann:apple pie"), args: []string{"tcp", "--name", "ssh", "22"},
+			want: []*rules{nil}},
+		{name: "a file tcp tunnel with rules", args: []string{"--config", tcpFile},
+			wantErr: "--config: tunnel 1: basic_auth, allow_cidr and deny_cidr are for http tunnels, not tcp"},
 
 		{name: "no colon", env: server, args: []string{"http", "--basic-auth", "ann", "8080"}, wantErr: "want USER:PASSWORD"},
 		{name: "empty user", env: server, args: []string{"http", "--basic-auth", ":pw", "8080"}, wantErr: "empty USER"},

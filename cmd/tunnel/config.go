@@ -62,6 +62,14 @@ func globalFlags() []cli.Flag {
 			Usage: "no live view on a terminal: plain log lines, as when stderr is not a terminal"},
 		&cli.StringFlag{Name: "metrics-listen", EnvVars: []string{"TUNNEL_METRICS_LISTEN"}, DefaultText: "off",
 			Usage: "serve Prometheus /metrics (Go runtime, process, streams) on host:port; it has no authentication, so keep it on loopback; only Host: localhost or an IP address is answered"},
+		&cli.StringFlag{Name: "inspect", Value: defaultInspect, EnvVars: []string{"TUNNEL_INSPECT"},
+			Usage: "serve the request inspector (a page and a JSON API of every HTTP request through the tunnels) on host:port, or false for none; when 4040 is taken, the next free port (printed on stderr)"},
+		&cli.StringFlag{Name: "inspect-token", EnvVars: []string{"TUNNEL_INSPECT_TOKEN"}, DefaultText: "none; off loopback one is made up and printed",
+			Usage: "bearer token the inspector requires (Authorization: Bearer TOKEN, or ?token=TOKEN)"},
+		&cli.StringFlag{Name: "inspect-max-body", Value: "1MiB", EnvVars: []string{"TUNNEL_INSPECT_MAX_BODY"},
+			Usage: "the inspector keeps this much of each body; the rest is counted, not kept"},
+		&cli.StringFlag{Name: "inspect-max-memory", Value: "64MiB", EnvVars: []string{"TUNNEL_INSPECT_MAX_MEMORY"},
+			Usage: "the inspector's recorded requests hold at most this; the oldest are forgotten first"},
 	}
 }
 
@@ -83,12 +91,21 @@ type fileConfig struct {
 	LogFormat     string       `json:"log_format"`
 	Quiet         *bool        `json:"quiet"`
 	MetricsListen string       `json:"metrics_listen"`
+	Inspect       string       `json:"inspect"`
+	InspectToken  string       `json:"inspect_token"`
+	InspectBody   string       `json:"inspect_max_body"`
+	InspectMemory string       `json:"inspect_max_memory"`
 	Tunnels       []fileTunnel `json:"tunnels"`
 }
 
 type fileTunnel struct {
 	Name   string `json:"name"`
 	Target string `json:"target"`
+	// Kind is http (the default), tcp or tls.
+	Kind string `json:"kind"`
+	// AllowTokens, for a tcp tunnel, are the tokens besides the owner's
+	// that may reach it (as tunnel tcp --allow-token).
+	AllowTokens []string `json:"allow_tokens"`
 	// The tunnel's visitor access rules (access.go), as the http flags
 	// of the same names; those, when given, replace them.
 	BasicAuth         []string `json:"basic_auth"`
@@ -112,6 +129,11 @@ func loadFileConfig(path string) (fileConfig, error) {
 	if err := dec.Decode(&fc); err != nil {
 		return fc, fmt.Errorf("--config %s: %w", path, err)
 	}
+	for i, t := range fc.Tunnels {
+		if t.Kind != "" && !proto.ValidKind(t.Kind) {
+			return fc, fmt.Errorf("--config %s: tunnel %d: kind %q: want http, tcp or tls", path, i+1, t.Kind)
+		}
+	}
 	return fc, nil
 }
 
@@ -134,11 +156,17 @@ type options struct {
 	quiet               bool
 	metricsListen       string
 
+	inspect, inspectToken            string // --inspect: host:port, or false
+	inspectMaxBody, inspectMaxMemory string
+
 	name    string   // --name, for a single TARGET
 	targets []string // the TARGETs, as written
 
-	access    accessOptions // --basic-auth, --allow-cidr, ... (access.go)
-	fileRules []fileTunnel  // the file's tunnels, when targets are theirs: each its own access rules
+	kind        string        // the command's kind of tunnel: http (also bare tunnel), tcp or tls
+	allowTokens []string      // tunnel tcp --allow-token, for each of its tcp tunnels
+	fileAllow   [][]string    // the file's allow_tokens, by tunnel, when its tunnels are the ones run
+	access      accessOptions // --basic-auth, --allow-cidr, ... (access.go)
+	fileRules   []fileTunnel  // the file's tunnels, when targets are theirs: each its own access rules
 }
 
 // settings picks each option from the CLI context (a flag, or its env var:
@@ -183,30 +211,38 @@ func (s settings) duration(flag, fromFile string) (time.Duration, error) {
 
 // targets are the TARGETs: the arguments, else --targets or TUNNEL_TARGETS
 // (split on spaces and commas), else the config file's tunnels.
-func (s settings) targets() []string {
+// A file tunnel's kind is written as a KIND:// prefix; allow holds each
+// file tunnel's allow_tokens when the file's list is the one returned.
+func (s settings) targets() (args []string, allow [][]string) {
 	if args := s.c.Args().Slice(); len(args) > 0 {
-		return args
+		return args, nil
 	}
 	if list := httpSetting(s.c, "targets"); list != "" {
-		return strings.FieldsFunc(list, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
+		return strings.FieldsFunc(list, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' }), nil
 	}
-	var args []string
 	for _, t := range s.file.Tunnels {
+		arg := t.Target
 		if t.Name != "" {
-			args = append(args, t.Name+"="+t.Target)
-		} else {
-			args = append(args, t.Target)
+			arg = t.Name + "=" + t.Target
 		}
+		if t.Kind != "" && t.Kind != proto.KindHTTP {
+			arg = t.Kind + "://" + arg
+		}
+		args = append(args, arg)
+		allow = append(allow, t.AllowTokens)
 	}
-	return args
+	return args, allow
 }
+
+// tunnelCommands are the commands that run tunnels, each of its kind.
+var tunnelCommands = []string{proto.KindHTTP, proto.KindTCP, proto.KindTLS}
 
 // httpSetting is the value of a flag of "tunnel http" (--name, --targets).
 // Bare "tunnel" (see hasTunnels) runs the tunnels too but does not take
 // those flags, so there the value comes from their environment variables
 // alone, as it would for "tunnel http".
 func httpSetting(c *cli.Context, flag string) string {
-	if c.Command.Name == "http" {
+	if slices.Contains(tunnelCommands, c.Command.Name) {
 		return c.String(flag)
 	}
 	for _, f := range httpFlags() {
@@ -236,22 +272,33 @@ func resolve(c *cli.Context) (options, error) {
 	}
 	s := settings{c: c, file: file}
 	o := options{
-		server:        s.str("server", file.Server),
-		token:         s.str("token", file.Token),
-		ca:            s.str("ca", file.CA),
-		dev:           s.boolean("dev", file.Dev),
-		certsDir:      s.str("certs-dir", file.CertsDir),
-		streamWindow:  s.str("stream-window", file.StreamWindow),
-		maxStreams:    s.integer("max-streams", file.MaxStreams),
-		logLevel:      s.str("log-level", file.LogLevel),
-		logFormat:     s.str("log-format", file.LogFormat),
-		quiet:         s.boolean("quiet", file.Quiet),
-		metricsListen: s.str("metrics-listen", file.MetricsListen),
-		name:          httpSetting(c, "name"),
-		targets:       s.targets(),
-		access:        accessSettings(c),
+		server:           s.str("server", file.Server),
+		token:            s.str("token", file.Token),
+		ca:               s.str("ca", file.CA),
+		dev:              s.boolean("dev", file.Dev),
+		certsDir:         s.str("certs-dir", file.CertsDir),
+		streamWindow:     s.str("stream-window", file.StreamWindow),
+		maxStreams:       s.integer("max-streams", file.MaxStreams),
+		logLevel:         s.str("log-level", file.LogLevel),
+		logFormat:        s.str("log-format", file.LogFormat),
+		quiet:            s.boolean("quiet", file.Quiet),
+		metricsListen:    s.str("metrics-listen", file.MetricsListen),
+		inspect:          s.str("inspect", file.Inspect),
+		inspectToken:     s.str("inspect-token", file.InspectToken),
+		inspectMaxBody:   s.str("inspect-max-body", file.InspectBody),
+		inspectMaxMemory: s.str("inspect-max-memory", file.InspectMemory),
+		name:             httpSetting(c, "name"),
+		kind:             proto.KindHTTP,
 	}
-	if len(c.Args().Slice()) == 0 && httpSetting(c, "targets") == "" {
+	o.targets, o.fileAllow = s.targets()
+	if slices.Contains(tunnelCommands, c.Command.Name) {
+		o.kind = c.Command.Name
+	}
+	if o.kind == proto.KindTCP {
+		o.allowTokens = c.StringSlice("allow-token")
+	}
+	o.access = accessSettings(c)
+	if o.fileAllow != nil {
 		o.fileRules = file.Tunnels
 	}
 	// --dev's defaults come last, below every source.
@@ -286,9 +333,25 @@ func clientConfig(c *cli.Context, log zerolog.Logger, stdout io.Writer) (mux.Cli
 
 // clientConfig checks the options and makes the mux.ClientConfig of them.
 func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientConfig, error) {
-	tunnels, err := parseTargets(o.name, o.targets)
+	tunnels, err := parseKindTargets(o.kind, o.name, o.targets)
 	if err != nil {
 		return mux.ClientConfig{}, err
+	}
+	for i := range tunnels {
+		var allow []string
+		switch {
+		case i < len(o.fileAllow):
+			allow = o.fileAllow[i]
+		case tunnels[i].Kind == proto.KindTCP:
+			allow = o.allowTokens
+		}
+		if len(allow) > 0 && tunnels[i].Kind != proto.KindTCP {
+			return mux.ClientConfig{}, fmt.Errorf("tunnel %d: allowed tokens are for tcp tunnels only", i+1)
+		}
+		if len(allow) > proto.MaxAllowTokens {
+			return mux.ClientConfig{}, fmt.Errorf("tunnel %d: %d allowed tokens, at most %d", i+1, len(allow), proto.MaxAllowTokens)
+		}
+		tunnels[i].AllowTokens = allow
 	}
 	if err := applyAccess(tunnels, o.access, o.fileRules); err != nil {
 		return mux.ClientConfig{}, err
@@ -392,6 +455,13 @@ func lookedFor(file string) string {
 // server's own rules (pkg/name), so that a bad one stops the client at
 // once, every fault said, before any connection; the server checks again.
 func parseTargets(nameFlag string, args []string) ([]mux.Tunnel, error) {
+	return parseKindTargets(proto.KindHTTP, nameFlag, args)
+}
+
+// parseKindTargets is parseTargets for tunnels of kind (the command's),
+// unless a TARGET names its own with a tcp:// or tls:// prefix (tcp://pi-ssh=22), as
+// TUNNEL_TARGETS and the config file may, to mix kinds in one session.
+func parseKindTargets(kind, nameFlag string, args []string) ([]mux.Tunnel, error) {
 	switch {
 	case len(args) == 0:
 		return nil, errors.New("no TARGET: want PORT, HOST:PORT, NAME=PORT or NAME=HOST:PORT")
@@ -409,9 +479,15 @@ func parseTargets(nameFlag string, args []string) ([]mux.Tunnel, error) {
 			return nil, fmt.Errorf("%q after a TARGET: flags go before the TARGETs (global ones before http), "+
 				"as in tunnel --dev http --name wiki 8080", arg)
 		}
-		t := mux.Tunnel{Name: nameFlag}
+		t := mux.Tunnel{Name: nameFlag, Kind: kind}
 		target := arg
-		if n, rest, ok := strings.Cut(arg, "="); ok {
+		// Only tcp:// and tls:// are kinds: http is every other TARGET's,
+		// and "http://localhost:8080" is a URL pasted by mistake, which
+		// targetAddr refuses with a message saying what to write.
+		if k, rest, ok := strings.Cut(target, "://"); ok && (k == proto.KindTCP || k == proto.KindTLS) {
+			t.Kind, target = k, rest
+		}
+		if n, rest, ok := strings.Cut(target, "="); ok {
 			if nameFlag != "" {
 				return nil, fmt.Errorf("target %q names its tunnel and so does --name: use one", arg)
 			}
@@ -436,6 +512,9 @@ func parseTargets(nameFlag string, args []string) ([]mux.Tunnel, error) {
 				return nil, fmt.Errorf("name %q given twice", t.Name)
 			}
 			seen[t.Name] = true
+		}
+		if t.Kind == proto.KindHTTP {
+			t.Kind = "" // mux's default
 		}
 		tunnels = append(tunnels, t)
 	}

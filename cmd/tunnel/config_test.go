@@ -65,7 +65,7 @@ func TestParseTargets(t *testing.T) {
 			if err != nil {
 				t.Fatalf("got error %v, want none", err)
 			}
-			if !slices.Equal(got, tt.want) {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("got %+v, want %+v", got, tt.want)
 			}
 		})
@@ -108,7 +108,11 @@ func resolveFrom(t *testing.T, env map[string]string, args ...string) (cfg mux.C
 		}
 		return nil
 	}
-	app.Commands[0].Action = capture
+	for _, cmd := range app.Commands {
+		if slices.Contains(tunnelCommands, cmd.Name) {
+			cmd.Action = capture
+		}
+	}
 	app.Action = runOrHelp(capture)
 	if perr := app.Run(append([]string{"tunnel"}, args...)); perr != nil {
 		t.Fatalf("parse %q: %v", args, perr)
@@ -127,6 +131,13 @@ func TestClientConfig_FileEnvAndFlags(t *testing.T) {
   "stream_window": "4MiB",
   "tunnels": [{"name": "wiki", "target": "8080"}, {"target": "127.0.0.1:9090"}]
 }`), 0o600)
+	kinds := filepath.Join(dir, "kinds.json")
+	os.WriteFile(kinds, []byte(`{"server": "file.example:443", "tunnels": [
+  {"name": "wiki", "target": "8080"},
+  {"name": "pi-ssh", "target": "22", "kind": "tcp", "allow_tokens": ["tk_guest"]},
+  {"name": "secure", "target": "8443", "kind": "tls"}]}`), 0o600)
+	badKind := filepath.Join(dir, "badkind.json")
+	os.WriteFile(badKind, []byte(`{"server": "x:1", "tunnels": [{"target": "53", "kind": "udp"}]}`), 0o600)
 	bad := filepath.Join(dir, "bad.json")
 	os.WriteFile(bad, []byte(`{"server": "x:1", "sever": "typo"}`), 0o600)
 
@@ -158,6 +169,23 @@ func TestClientConfig_FileEnvAndFlags(t *testing.T) {
 		{name: "window too small", env: map[string]string{"TUNNEL_SERVER": "x:1", "TUNNEL_STREAM_WINDOW": "64KiB"},
 			args: []string{"http", "8080"}, wantErr: "--stream-window"},
 		{name: "unknown field", args: []string{"--config", bad}, wantErr: `unknown field "sever"`},
+		{name: "kinds from the file", args: []string{"--config", kinds},
+			server: "file.example:443", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "wiki", Target: "localhost:8080"},
+				{Name: "pi-ssh", Target: "localhost:22", Kind: "tcp", AllowTokens: []string{"tk_guest"}},
+				{Name: "secure", Target: "localhost:8443", Kind: "tls"}}},
+		{name: "unknown kind in the file", args: []string{"--config", badKind}, wantErr: `kind "udp"`},
+		{name: "kinds from TUNNEL_TARGETS", env: map[string]string{"TUNNEL_SERVER": "x:1", "TUNNEL_TARGETS": "web=8080 tcp://pi-ssh=22 tls://secure=8443"},
+			server: "x:1", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "web", Target: "localhost:8080"}, {Name: "pi-ssh", Target: "localhost:22", Kind: "tcp"},
+				{Name: "secure", Target: "localhost:8443", Kind: "tls"}}},
+		{name: "tcp with allowed tokens", env: map[string]string{"TUNNEL_SERVER": "x:1", "TUNNEL_ALLOW_TOKENS": "tk_a,tk_b"},
+			args:   []string{"tcp", "--name", "pi-ssh", "22"},
+			server: "x:1", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "pi-ssh", Target: "localhost:22", Kind: "tcp", AllowTokens: []string{"tk_a", "tk_b"}}}},
+		{name: "tls", env: map[string]string{"TUNNEL_SERVER": "x:1"}, args: []string{"tls", "secure=8443"},
+			server: "x:1", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "secure", Target: "localhost:8443", Kind: "tls"}}},
 		{name: "missing file", args: []string{"--config", filepath.Join(dir, "none.json")}, wantErr: "--config"},
 	}
 	for _, tt := range tests {
@@ -172,7 +200,7 @@ func TestClientConfig_FileEnvAndFlags(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cfg.Server != tt.server || cfg.Token != tt.token || !slices.Equal(cfg.Tunnels, tt.tunnels) ||
+			if cfg.Server != tt.server || cfg.Token != tt.token || !reflect.DeepEqual(cfg.Tunnels, tt.tunnels) ||
 				cfg.PeerTimeout() != tt.peerTimeout || cfg.Backoff.Max != tt.retryMax || cfg.StreamWindow != tt.window {
 				t.Fatalf("got server %q token %q tunnels %+v peer timeout %v retry max %v window %d; want %q %q %+v %v %v %d",
 					cfg.Server, cfg.Token, cfg.Tunnels, cfg.PeerTimeout(), cfg.Backoff.Max, cfg.StreamWindow,
@@ -210,6 +238,7 @@ func describe(o options) map[string]string {
 		"peer-timeout": o.peerTimeout.String(), "retry-max": o.retryMax.String(), "drain-timeout": o.drainTimeout.String(),
 		"stream-window": o.streamWindow, "max-streams": strconv.Itoa(o.maxStreams),
 		"log-level": o.logLevel, "log-format": o.logFormat, "quiet": strconv.FormatBool(o.quiet), "metrics-listen": o.metricsListen,
+		"inspect": o.inspect, "inspect-token": o.inspectToken, "inspect-max-body": o.inspectMaxBody, "inspect-max-memory": o.inspectMaxMemory,
 		"name": o.name, "targets": strings.Join(o.targets, " "),
 	}
 }
@@ -235,6 +264,7 @@ func TestClientConfig_OneRule(t *testing.T) {
   "peer_timeout": "10s", "retry_max": "5s", "drain_timeout": "3s",
   "stream_window": "4MiB", "max_streams": 300,
   "log_level": "debug", "log_format": "json", "quiet": true, "metrics_listen": "127.0.0.1:9101",
+  "inspect": "false", "inspect_token": "file-itoken", "inspect_max_body": "2MiB", "inspect_max_memory": "8MiB",
   "tunnels": [{"name": "wiki", "target": "8080"}, {"target": "127.0.0.1:9090"}]
 }`), 0o600)
 	devFile := filepath.Join(dir, "dev.json")
@@ -262,7 +292,8 @@ func TestClientConfig_OneRule(t *testing.T) {
 		{name: "defaults", env: srv, args: []string{"http", "8080"}, want: map[string]string{
 			"server": "env.example:443", "token": "", "ca": "", "dev": "false", "certs-dir": "certs",
 			"peer-timeout": "30s", "retry-max": "30s", "drain-timeout": "10s", "stream-window": "1MiB", "max-streams": "0",
-			"log-level": "info", "log-format": "auto", "quiet": "false", "metrics-listen": "", "targets": "8080"}},
+			"log-level": "info", "log-format": "auto", "quiet": "false", "metrics-listen": "", "targets": "8080",
+			"inspect": "127.0.0.1:4040", "inspect-token": "", "inspect-max-body": "1MiB", "inspect-max-memory": "64MiB"}},
 		{name: "no server", args: []string{"http", "8080"}, wantErr: "--server (TUNNEL_SERVER) is required"},
 		{name: "dev defaults", args: []string{"--dev", "--certs-dir", devCerts, "http", "8080"},
 			want: map[string]string{"server": "localhost:8443", "ca": filepath.Join(devCerts, "ca.pem")}},
@@ -272,6 +303,7 @@ func TestClientConfig_OneRule(t *testing.T) {
 			"server": "file.example:443", "token": "file-token", "ca": ca, "dev": "false",
 			"peer-timeout": "10s", "retry-max": "5s", "drain-timeout": "3s", "stream-window": "4MiB", "max-streams": "300",
 			"log-level": "debug", "log-format": "json", "quiet": "true", "metrics-listen": "127.0.0.1:9101",
+			"inspect": "false", "inspect-token": "file-itoken", "inspect-max-body": "2MiB", "inspect-max-memory": "8MiB",
 			"targets": "wiki=8080 127.0.0.1:9090"}},
 		{name: "file by env", env: with("TUNNEL_CONFIG", "FILE"), args: []string{"http"},
 			want: map[string]string{"server": "file.example:443", "targets": "wiki=8080 127.0.0.1:9090"}},
@@ -284,11 +316,13 @@ func TestClientConfig_OneRule(t *testing.T) {
 		{name: "env over file", env: with("TUNNEL_CONFIG", "FILE", "TUNNEL_SERVER", "env.example:443", "TUNNEL_TOKEN", "env-token",
 			"TUNNEL_PEER_TIMEOUT", "4s", "TUNNEL_RETRY_MAX", "1m", "TUNNEL_DRAIN_TIMEOUT", "2s", "TUNNEL_STREAM_WINDOW", "512k",
 			"TUNNEL_MAX_STREAMS", "64", "TUNNEL_LOG_LEVEL", "warn", "TUNNEL_LOG_FORMAT", "pretty", "TUNNEL_QUIET", "false",
-			"TUNNEL_METRICS_LISTEN", "127.0.0.1:9999"),
+			"TUNNEL_METRICS_LISTEN", "127.0.0.1:9999", "TUNNEL_INSPECT", "127.0.0.1:4999", "TUNNEL_INSPECT_TOKEN", "env-itoken",
+			"TUNNEL_INSPECT_MAX_BODY", "3MiB", "TUNNEL_INSPECT_MAX_MEMORY", "9MiB"),
 			args: []string{"http"},
 			want: map[string]string{"server": "env.example:443", "token": "env-token", "peer-timeout": "4s", "retry-max": "1m0s",
 				"drain-timeout": "2s", "stream-window": "512k", "max-streams": "64", "log-level": "warn", "log-format": "pretty",
-				"quiet": "false", "metrics-listen": "127.0.0.1:9999", "ca": ca}},
+				"quiet": "false", "metrics-listen": "127.0.0.1:9999", "ca": ca,
+				"inspect": "127.0.0.1:4999", "inspect-token": "env-itoken", "inspect-max-body": "3MiB", "inspect-max-memory": "9MiB"}},
 		{name: "env dev=false over file's true", env: with("TUNNEL_DEV", "false"), args: []string{"--config", "DEVFILE"},
 			wantErr: "--server (TUNNEL_SERVER) is required"},
 		{name: "env certs dir over file's", env: with("TUNNEL_CERTS_DIR", dir), args: []string{"--config", "DEVFILE"},
@@ -298,9 +332,9 @@ func TestClientConfig_OneRule(t *testing.T) {
 		{name: "flag over env and file", env: with("TUNNEL_CONFIG", "FILE", "TUNNEL_SERVER", "env.example:443", "TUNNEL_TOKEN", "env-token",
 			"TUNNEL_PEER_TIMEOUT", "4s", "TUNNEL_MAX_STREAMS", "64", "TUNNEL_LOG_LEVEL", "warn", "TUNNEL_QUIET", "true"),
 			args: []string{"--server", "flag.example:443", "--token", "flag-token", "--peer-timeout", "2s", "--max-streams", "20",
-				"--log-level", "error", "--quiet=false", "--retry-max", "7s", "http"},
+				"--log-level", "error", "--quiet=false", "--retry-max", "7s", "--inspect=false", "http"},
 			want: map[string]string{"server": "flag.example:443", "token": "flag-token", "peer-timeout": "2s", "max-streams": "20",
-				"log-level": "error", "quiet": "false", "retry-max": "7s", "drain-timeout": "3s"}},
+				"log-level": "error", "quiet": "false", "retry-max": "7s", "drain-timeout": "3s", "inspect": "false"}},
 
 		// The tunnel list: arguments, else --targets or TUNNEL_TARGETS,
 		// else the file's, whole.

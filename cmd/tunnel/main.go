@@ -23,6 +23,7 @@ import (
 	"github.com/tunnelhq/tunnel/internal/buildinfo"
 	"github.com/tunnelhq/tunnel/internal/clidoc"
 	"github.com/tunnelhq/tunnel/internal/logging"
+	"github.com/tunnelhq/tunnel/pkg/inspect"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
@@ -83,9 +84,10 @@ func run() int {
 
 func newApp() *cli.App {
 	app := &cli.App{
-		Name:      "tunnel",
-		Usage:     "expose local web services at https://NAME.DOMAIN through a tunneld server",
-		UsageText: "tunnel [global options] http [--name NAME] TARGET [TARGET...]",
+		Name:  "tunnel",
+		Usage: "expose local web services at https://NAME.DOMAIN through a tunneld server",
+		UsageText: "tunnel [global options] http|tcp|tls [--name NAME] TARGET [TARGET...]\n" +
+			"tunnel [global options] connect [--listen HOST:PORT] NAME.DOMAIN",
 		Description: "Each public URL is printed on stdout, one line per tunnel, once the server has granted\n" +
 			"them; nothing else goes to stdout. Logs go to stderr.\n\n" +
 			"The client reconnects by itself, forever, with the same names: an unreachable or restarting\n" +
@@ -111,10 +113,10 @@ func newApp() *cli.App {
 			Description: "TARGET is PORT, HOST:PORT, NAME=PORT or NAME=HOST:PORT; PORT alone means localhost:PORT.\n" +
 				"Without NAME (or --name) the server picks a random name. Several targets share one session:\n\n" +
 				"  tunnel --dev http wiki=8080 blog=127.0.0.1:9090",
-			Flags:        httpFlags(),
+			Flags:        append(httpFlags(), accessFlags()...),
 			OnUsageError: onUsageError,
 			Action:       runHTTP,
-		}},
+		}, tcpCommand(), tlsCommand(), connectCommand()},
 	}
 	// --version, "tunnel completion", the hidden "tunnel man" (section 1).
 	clidoc.Install(app, 1)
@@ -140,14 +142,15 @@ func runOrHelp(run cli.ActionFunc) cli.ActionFunc {
 	}
 }
 
-// httpFlags are the flags of "tunnel http".
+// httpFlags are the flags of "tunnel http" (with accessFlags), "tcp" and
+// "tls".
 func httpFlags() []cli.Flag {
-	return append([]cli.Flag{
+	return []cli.Flag{
 		&cli.StringFlag{Name: "name", EnvVars: []string{"TUNNEL_NAME"},
 			Usage: "name to ask for, served at NAME.DOMAIN (only with a single TARGET)"},
 		&cli.StringFlag{Name: "targets", EnvVars: []string{"TUNNEL_TARGETS"},
 			Usage: "TARGETs separated by spaces or commas, used when none are given as arguments"},
-	}, accessFlags()...)
+	}
 }
 
 // runHTTP runs the tunnels. On a terminal, unless --quiet, a live view
@@ -180,6 +183,32 @@ func runHTTP(c *cli.Context) error {
 			ready(w)
 		}
 		cfg.OnStream = v.onStream
+	}
+	var onExchange func(inspect.Summary)
+	if v != nil {
+		onExchange = v.onRequest
+	}
+	ins, err := startInspector(o, &cfg, log, onExchange)
+	if err != nil {
+		return err
+	}
+	if ins != nil {
+		// The inspector outlives RunForever's drain, and stops after it.
+		log.Info().Str("addr", ins.ln.Addr().String()).Str("url", ins.publicURL()).Msg("inspector serving")
+		if ins.url != ins.publicURL() {
+			fmt.Fprintln(stderr, "inspector (its token was made up, as --inspect is off loopback):", ins.url)
+		}
+		if v != nil {
+			v.inspecting(ins.publicURL())
+		}
+		ictx, stopInspector := context.WithCancel(context.Background())
+		ins.run(ictx)
+		defer func() {
+			stopInspector()
+			if err := ins.wait(); err != nil {
+				log.Error().Err(err).Msg("inspector failed")
+			}
+		}()
 	}
 	// open counts the streams connected to their local service, for the
 	// drain notice.

@@ -4,20 +4,24 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/tunnelhq/tunnel/internal/units"
+	"github.com/tunnelhq/tunnel/pkg/inspect"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
 // view is the live status shown on a terminal: a block at the bottom of
 // stderr, redrawn every second, while log lines (and the URLs on stdout)
-// scroll above it. The client sees streams, not requests (see
-// mux.StreamEvent): a visitor connection is one stream, and may carry
-// several requests in turn, so the view counts and lists streams.
+// scroll above it. mux sees streams, not requests (see mux.StreamEvent): a
+// visitor connection is one stream, and may carry several requests in
+// turn, so the view counts streams per tunnel; it lists the last requests
+// when the inspector (--inspect, which reads them) is on, the last streams
+// otherwise.
 type view struct {
 	out io.Writer // the terminal
 
@@ -32,6 +36,9 @@ type view struct {
 	opens      []viewOpen // stream opens within the last minute
 	active     map[string]int
 	recent     []viewEvent // the last recentMax ended streams, oldest first
+	// With the inspector on, the view lists requests rather than streams.
+	inspectURL string
+	requests   []inspect.Summary // the last recentMax, oldest first
 }
 
 type viewTunnel struct{ name, url, target string }
@@ -155,6 +162,24 @@ func (v *view) onStream(ev mux.StreamEvent) {
 	v.recentAdd(now, ev)
 }
 
+// inspecting says the inspector runs, at url: the view then lists
+// requests (onRequest) instead of streams.
+func (v *view) inspecting(url string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.inspectURL = url
+}
+
+// onRequest is the inspector's OnExchange hook.
+func (v *view) onRequest(s inspect.Summary) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.requests = append(v.requests, s)
+	if len(v.requests) > recentMax {
+		v.requests = v.requests[len(v.requests)-recentMax:]
+	}
+}
+
 func (v *view) shown(name string) bool {
 	for _, t := range v.tunnels {
 		if t.name == name {
@@ -243,6 +268,9 @@ func (v *view) render(now time.Time) []string {
 		lines = append(lines, fmt.Sprintf("  %-14s %s → %s   %d streams/min, %d open",
 			name, url, t.target, perMin[t.name], v.active[t.name]))
 	}
+	if v.inspectURL != "" {
+		return append(lines, v.renderRequests()...)
+	}
 	if len(v.recent) == 0 {
 		return append(lines, "  no streams yet")
 	}
@@ -257,6 +285,31 @@ func (v *view) render(now time.Time) []string {
 			line += fmt.Sprintf("%s in, %s out, %s", units.Bytes(r.ev.BytesIn), units.Bytes(r.ev.BytesOut), r.ev.Duration.Round(time.Millisecond))
 		}
 		lines = append(lines, line)
+	}
+	return lines
+}
+
+// renderRequests lays out the inspector's line and the last requests,
+// newest first: time, tunnel, method, path, status, duration. Called with
+// v.mu held.
+func (v *view) renderRequests() []string {
+	lines := []string{"  inspector      " + v.inspectURL}
+	if len(v.requests) == 0 {
+		return append(lines, "  no requests yet")
+	}
+	lines = append(lines, "  last requests:")
+	for i := len(v.requests) - 1; i >= 0; i-- {
+		r := v.requests[i]
+		status := strconv.Itoa(r.Status)
+		switch {
+		case r.Err != "" && r.Status == 0:
+			status = "—"
+		case r.ReplayOf != 0:
+			status += " (replay)"
+		}
+		lines = append(lines, fmt.Sprintf("    %s  %-14s %-7s %-36s %-4s %s", r.Start.Format(time.TimeOnly),
+			mux.Printable(r.Tunnel, maxPrintedName), mux.Printable(r.Method, 7), mux.Printable(r.URL, 36), status,
+			time.Duration(r.DurationMS*float64(time.Millisecond)).Round(time.Millisecond)))
 	}
 	return lines
 }

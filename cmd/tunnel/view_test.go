@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelhq/tunnel/pkg/inspect"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
@@ -108,5 +109,34 @@ func TestView_Draining(t *testing.T) {
 	// draining and quit drew the block at once, not at the next tick.
 	if !strings.Contains(out.String(), "draining 2 streams") {
 		t.Errorf("the terminal never showed the drain: %q", out.String())
+	}
+}
+
+// TestView_ListsRequestsWithTheInspector: with the inspector on, the view
+// shows its URL and each request's method, path, status and duration.
+func TestView_ListsRequestsWithTheInspector(t *testing.T) {
+	var out bytes.Buffer
+	v := newView(&out)
+	v.configure("localhost:8443", []mux.Tunnel{{Name: "wiki", Target: "localhost:8080"}})
+	v.inspecting("http://127.0.0.1:4040/")
+	v.mu.Lock()
+	page := strings.Join(v.render(time.Now()), "\n")
+	v.mu.Unlock()
+	if !strings.Contains(page, "inspector      http://127.0.0.1:4040/") || !strings.Contains(page, "no requests yet") {
+		t.Errorf("view before requests:\n%s", page)
+	}
+	now := time.Now()
+	v.onRequest(inspect.Summary{ID: 1, Tunnel: "wiki", Start: now, Method: "POST", URL: "/hook", Status: 201, DurationMS: 12.4})
+	v.onRequest(inspect.Summary{ID: 2, Tunnel: "wiki", Start: now, Method: "GET", URL: "/missing", Status: 404, DurationMS: 3})
+	v.mu.Lock()
+	page = strings.Join(v.render(time.Now()), "\n")
+	v.mu.Unlock()
+	for _, want := range []string{"POST    /hook", "201  12ms", "GET     /missing", "404  3ms"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("view lacks %q:\n%s", want, page)
+		}
+	}
+	if strings.Index(page, "/missing") > strings.Index(page, "/hook") {
+		t.Errorf("requests not newest first:\n%s", page)
 	}
 }

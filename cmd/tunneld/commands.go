@@ -31,6 +31,8 @@ func tokenCommand() *cli.Command {
 					Usage: "a name the token may claim: exact (wiki), * (any), or prefix-*/*-suffix; repeat for more; none: random names only"},
 				&cli.IntFlag{Name: "max-tunnels", EnvVars: []string{"TUNNELD_TOKEN_MAX_TUNNELS"}, DefaultText: "the server's --max-tunnels",
 					Usage: "tunnels this token may open at once"},
+				&cli.StringSliceFlag{Name: "connect", EnvVars: []string{"TUNNELD_TOKEN_CONNECT"},
+					Usage: "a TCP tunnel the token may reach with \"tunnel connect\", whoever owns it, in --name's patterns; repeat for more; none: only its own and those whose owner allows it"},
 			},
 			Action: tokenAdd,
 		}},
@@ -43,7 +45,7 @@ func tokenAdd(c *cli.Context) error {
 	}
 	path := innermostString(c, "tokens-file")
 	label := c.String("label")
-	secret, err := token.Add(path, label, c.StringSlice("name"), c.Int("max-tunnels"))
+	secret, err := token.Add(path, label, c.StringSlice("name"), c.Int("max-tunnels"), c.StringSlice("connect"))
 	if err != nil {
 		return err
 	}

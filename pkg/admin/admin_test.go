@@ -232,7 +232,7 @@ func TestAdmin_MetricsAfterRequests(t *testing.T) {
 		t.Fatalf("/api/tunnels: got %d tunnels, want 1", len(api.Tunnels))
 	}
 	got := api.Tunnels[0]
-	if got.Name != "wiki" || got.Label != "alice" || got.URL != h.URL("wiki", "") || got.Requests != n ||
+	if got.Name != "wiki" || got.Kind != "http" || got.Label != "alice" || got.URL != h.URL("wiki", "") || got.Requests != n ||
 		got.BytesIn != n*5 || got.BytesOut != n*int64(len(reply)) || got.InFlight != 0 || got.ClientAddr == "" {
 		t.Errorf("/api/tunnels: got %+v", got)
 	}
@@ -496,5 +496,33 @@ func TestAdmin_StatusShowsAccessRulesWithoutHashes(t *testing.T) {
 		!strings.Contains(page, `<td class="access">basic auth: ann allow 192.0.2.0/24 deny 192.0.2.66/32</td>`) ||
 		!strings.Contains(page, `<td class="access">open</td>`) {
 		t.Errorf("status page: got %d\n%s\nwant wiki's rules and open for the other, no hash", status, page)
+	}
+}
+
+// TestAdmin_StatusPageShowsTCPAndTLSTunnels: their tcp:// and tls:// URLs
+// are shown as text (html/template would turn a link to them into
+// "#ZgotmplZ"), with their kind in /api/tunnels.
+func TestAdmin_StatusPageShowsTCPAndTLSTunnels(t *testing.T) {
+	h := edgetest.Start(t, nil)
+	base := startAdmin(t, h, "127.0.0.1:0", nil)
+	addr := edgetest.Backend(t, http.NotFoundHandler())
+	if _, err := h.Connect(edgetest.AliceToken, mux.Tunnel{Name: "pi-ssh", Target: addr, Kind: "tcp"},
+		mux.Tunnel{Name: "secure", Target: addr, Kind: "tls"}); err != nil {
+		t.Fatal(err)
+	}
+	status, page := adminGet(t, base, "/", "")
+	if status != 200 || bytes.Contains(page, []byte("ZgotmplZ")) {
+		t.Fatalf("status page: %d, %s", status, page)
+	}
+	for _, want := range []string{"tcp://pi-ssh." + edgetest.Domain, "tls://secure." + edgetest.Domain} {
+		if !bytes.Contains(page, []byte(want)) {
+			t.Errorf("status page does not show %s", want)
+		}
+	}
+	_, body := adminGet(t, base, "/api/tunnels", "")
+	var api struct{ Tunnels []edge.TunnelStatus }
+	if err := json.Unmarshal(body, &api); err != nil || len(api.Tunnels) != 2 ||
+		api.Tunnels[0].Kind != "tcp" || api.Tunnels[1].Kind != "tls" {
+		t.Fatalf("/api/tunnels: %v, %+v; want pi-ssh tcp and secure tls", err, api.Tunnels)
 	}
 }

@@ -267,6 +267,8 @@ func TestEdge_HostileInput(t *testing.T) {
 	tests = append(tests, proxyHostileRows()...)
 	tests = append(tests, slowHostileRows()...)
 	tests = append(tests, registryHostileRows()...)
+	tests = append(tests, connectHostileRows()...)
+	tests = append(tests, passthroughHostileRows()...)
 	tests = append(tests, accessHostileRows()...)
 	for _, tt := range tests {
 		t.Run(strings.ReplaceAll(tt.name, " ", "_"), func(t *testing.T) {

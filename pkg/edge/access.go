@@ -171,21 +171,22 @@ func parsePrefixes(field string, list []string) ([]netip.Prefix, error) {
 // operator's "require some rule" policies.
 func hasRule(a *proto.Access) bool { return !a.Empty() }
 
-// checkAccessPolicy applies the operator's policies to the tunnels a Hello
-// asks for: a token may require or forbid access rules (id nil: anonymous,
-// under Config.RequireAccessAnonymous).
+// checkAccessPolicy applies the operator's policies to the HTTP tunnels a
+// Hello asks for: a token may require or forbid access rules (id nil:
+// anonymous, under Config.RequireAccessAnonymous). TCP and TLS tunnels
+// cannot carry them, so a requirement leaves them alone.
 func (s *Server) checkAccessPolicy(id *token.Identity, hello *proto.Hello) *proto.Error {
 	require := id == nil && s.cfg.RequireAccessAnonymous || id != nil && id.AccessRequired
 	forbid := id != nil && id.AccessForbidden
 	for i, t := range hello.Tunnels {
 		switch {
-		case require && !hasRule(t.Access):
+		case require && t.Kind == proto.KindHTTP && !hasRule(t.Access):
 			who := "this server requires"
 			if id != nil {
 				who = "this token requires"
 			}
 			return &proto.Error{Code: proto.CodeBadRequest, Message: fmt.Sprintf(
-				"tunnel %d (%s): %s an access rule on every tunnel: --basic-auth, --allow-cidr or --deny-cidr", i+1, tunnelLabel(t), who)}
+				"tunnel %d (%s): %s an access rule on every http tunnel: --basic-auth, --allow-cidr or --deny-cidr", i+1, tunnelLabel(t), who)}
 		case forbid && hasRule(t.Access):
 			return &proto.Error{Code: proto.CodeBadRequest, Message: fmt.Sprintf(
 				"tunnel %d (%s): this token may not set access rules (--basic-auth, --allow-cidr, --deny-cidr)", i+1, tunnelLabel(t))}
@@ -198,6 +199,10 @@ func (s *Server) checkAccessPolicy(id *token.Identity, hello *proto.Hello) *prot
 func compileAccessAll(hello *proto.Hello) ([]*accessRules, *proto.Error) {
 	var out []*accessRules
 	for i, t := range hello.Tunnels {
+		if !t.Access.Empty() && t.Kind != proto.KindHTTP {
+			return nil, &proto.Error{Code: proto.CodeBadRequest, Message: fmt.Sprintf(
+				"tunnel %d (%s): access rules are for http tunnels, not %s", i+1, tunnelLabel(t), t.Kind)}
+		}
 		r, err := compileAccess(t.Access)
 		if err != nil {
 			return nil, &proto.Error{Code: proto.CodeBadRequest, Message: fmt.Sprintf("tunnel %d (%s): access: %v", i+1, tunnelLabel(t), err)}

@@ -328,7 +328,7 @@ func TestEdge_AccessPolicies(t *testing.T) {
 		want        string // "": accepted
 	}{
 		{"required and missing", "tk_strict", []mux.Tunnel{{Name: "a1", Target: addr, Access: rule}, {Name: "a2", Target: addr}},
-			"tunnel 2 (a2): this token requires an access rule on every tunnel"},
+			"tunnel 2 (a2): this token requires an access rule on every http tunnel"},
 		{"required and given", "tk_strict", []mux.Tunnel{{Name: "a3", Target: addr, Access: rule}}, ""},
 		{"required, random name", "tk_strict", []mux.Tunnel{{Target: addr, Access: &proto.Access{}}},
 			"tunnel 1 (random name): this token requires an access rule"},
@@ -336,7 +336,7 @@ func TestEdge_AccessPolicies(t *testing.T) {
 		{"forbidden and absent", "tk_plain", []mux.Tunnel{{Name: "b2", Target: addr}}, ""},
 		{"free without", "tk_free", []mux.Tunnel{{Name: "c1", Target: addr}}, ""},
 		{"free with", "tk_free", []mux.Tunnel{{Name: "c2", Target: addr, Access: rule}}, ""},
-		{"anonymous without", "", []mux.Tunnel{{Name: "d1", Target: addr}}, "tunnel 1 (d1): this server requires an access rule on every tunnel"},
+		{"anonymous without", "", []mux.Tunnel{{Name: "d1", Target: addr}}, "tunnel 1 (d1): this server requires an access rule on every http tunnel"},
 		{"anonymous with", "", []mux.Tunnel{{Name: "d2", Target: addr, Access: rule}}, ""},
 	}
 	for _, tt := range tests {
@@ -353,5 +353,39 @@ func TestEdge_AccessPolicies(t *testing.T) {
 				t.Fatalf("got %v, want bad_request containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestEdge_AccessOnlyForHTTPTunnels: a Hello that puts rules on a TCP or
+// TLS tunnel (the client refuses to send one; a hand-made Hello) is refused
+// with the reason, and a token that requires rules still opens TCP tunnels
+// without them, since they cannot carry any.
+func TestEdge_AccessOnlyForHTTPTunnels(t *testing.T) {
+	a := startAbuse(t, func(c *edge.Config) {
+		tokens, err := token.New([]token.Entry{
+			{Label: "alice", SHA256: token.Hash(aliceToken), Names: []string{"*"}}, // the canary's
+			{Label: "strict", SHA256: token.Hash("tk_strict"), Names: []string{"*"}, Access: &token.AccessPolicy{Require: true}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Auth = tokens
+	})
+	for _, kind := range []string{proto.KindTCP, proto.KindTLS} {
+		_, m := a.helloFrom(t, &proto.Hello{Version: proto.Version, Token: "tk_strict", Tunnels: []proto.TunnelRequest{
+			{Name: "svc-" + kind, Kind: kind, Access: &proto.Access{AllowCIDR: []string{"10.0.0.0/8"}}}}})
+		perr, ok := m.(*proto.Error)
+		if want := "tunnel 1 (svc-" + kind + "): access rules are for http tunnels, not " + kind; !ok || perr.Code != proto.CodeBadRequest || perr.Message != want {
+			t.Errorf("rules on a %s tunnel: got %v, want bad_request %q", kind, m, want)
+		}
+	}
+	addr, _ := countingBackend(t)
+	if _, err := a.Connect("tk_strict", mux.Tunnel{Name: "ssh", Target: addr, Kind: proto.KindTCP}); err != nil {
+		t.Errorf("a tcp tunnel of a token that requires rules: %v, want accepted", err)
+	}
+	_, err := a.Connect("tk_strict", mux.Tunnel{Name: "ssh2", Target: addr, Kind: proto.KindTCP}, mux.Tunnel{Name: "web", Target: addr})
+	var perr *proto.Error
+	if !errors.As(err, &perr) || !strings.Contains(perr.Message, "tunnel 2 (web): this token requires an access rule on every http tunnel") {
+		t.Errorf("an http tunnel beside it without rules: got %v, want refused", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/tunnelhq/tunnel/internal/expiring"
 	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/name"
+	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
 // The certificates themselves (static files, ACME with its order budget)
@@ -22,13 +23,15 @@ import (
 // random SNI names costs a few log lines, not unbounded memory.
 const refusedLogCap = 4096
 
-// hostPolicy allows the apex and names a tunnel holds (live or on hold for
-// a reconnecting owner); anything else is refused before the CA is
+// hostPolicy allows the apex and names an HTTP tunnel holds (live or on
+// hold for a reconnecting owner); anything else is refused before the CA is
 // contacted, so no certificate is ever ordered for a name nobody serves.
 // host may carry a port: autocert's HTTP-01 handler passes the Host header.
 func (s *Server) hostPolicy(_ context.Context, host string) error {
 	label, err := name.FromHost(host, s.cfg.Domain)
-	if err == nil && (label == "" || s.registry.Held(label)) {
+	// TCP and TLS tunnels never get a certificate: a TLS tunnel's service
+	// holds its own, and a TCP tunnel's visitors handshake with the apex.
+	if err == nil && (label == "" || s.registry.Held(label) && s.registry.Kind(label) == proto.KindHTTP) {
 		return nil
 	}
 	if s.noteRefused(host) {

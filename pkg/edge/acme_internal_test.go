@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tunnelhq/tunnel/pkg/certs"
+	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
 // acmeServer is a Server for tunnel.test with ACME against a directory
@@ -56,6 +57,16 @@ func TestServer_HostPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg.Release(away) // on hold for its owner
+	// TCP and TLS tunnels never get a certificate, live or on hold.
+	passthrough := &Session{ID: "3", Owner: "c", Names: []string{"secure", "pi-ssh"}, Kinds: []string{proto.KindTLS, proto.KindTCP}}
+	if _, err := reg.Claim(passthrough, passthrough.Names); err != nil {
+		t.Fatal(err)
+	}
+	heldTLS := &Session{ID: "4", Owner: "d", Names: []string{"vault"}, Kinds: []string{proto.KindTLS}}
+	if _, err := reg.Claim(heldTLS, heldTLS.Names); err != nil {
+		t.Fatal(err)
+	}
+	reg.Release(heldTLS)
 
 	for _, tt := range []struct {
 		host string
@@ -66,6 +77,9 @@ func TestServer_HostPolicy(t *testing.T) {
 		{"wiki.tunnel.test:5002", true}, // HTTP-01 on a non-80 port passes the Host with its port
 		{"blog.tunnel.test", true},
 		{"free.tunnel.test", false},
+		{"secure.tunnel.test", false},
+		{"pi-ssh.tunnel.test", false},
+		{"vault.tunnel.test", false},
 		{"a.wiki.tunnel.test", false},
 		{"example.com", false},
 		{"127.0.0.1", false},

@@ -6,9 +6,18 @@
 // Every connection on the public listener starts with a TLS handshake. The
 // ALPN protocol negotiated in it decides what the connection is: proto.ALPN
 // means a tunnel client, whose connection becomes a yamux session (package
-// mux); "h2" or "http/1.1" (or none) means a visitor, whose connection goes to
-// the public HTTP server. Clients therefore need no port of their own, and
-// nothing but TLS ever reaches a tunnel.
+// mux); proto.ConnectALPN means a visitor of a TCP tunnel ("tunnel
+// connect", tcp.go), who must show a token the tunnel's owner allows before
+// anything is opened toward the owner's client; "h2" or "http/1.1" (or none)
+// means a visitor, whose connection goes to the public HTTP server. Clients
+// therefore need no port of their own, and nothing but TLS ever reaches a
+// tunnel.
+//
+// One kind of connection is recognised before the handshake: a ClientHello
+// whose server name is a TLS passthrough tunnel's (passthrough.go, package
+// sni) is piped whole, the bytes read replayed, to that tunnel's client; the
+// edge never terminates it and never orders a certificate for the name. Every
+// other connection gets the bytes read replayed into the edge's own handshake.
 //
 // # Certificates
 //
@@ -73,10 +82,12 @@
 // What a lookup returns is a Route: something that opens a stream to the
 // client serving a name, says when it is draining, and names itself in
 // logs. The proxy knows nothing else about where a request goes. A local
-// Session is the one Route today; a session on another node, a pool of
-// clients sharing a name and a TCP tunnel are meant to be others. A Route
-// also carries each name's access rules, which the proxy applies before it
-// opens anything. Each
+// Session is the one Route today, for HTTP, TCP and TLS tunnels alike (the
+// registry also keeps each name's kind, so that a held name's kind is known
+// while its client is away); a session on another node and a pool of
+// clients sharing a name are meant to be others. A Route also carries each
+// HTTP name's access rules, which the proxy applies before it opens
+// anything. Each
 // route gets a stream pool of its own (pools), so a kept stream is never
 // reused for another route, not even a later holder of the same name; a
 // dial also checks that the name still resolves to the route.

@@ -119,6 +119,7 @@ func disconnectReason(ctx context.Context, ms *mux.ServerSession) string {
 // show it. Counters run from the session's connection.
 type TunnelStatus struct {
 	Name           string    `json:"name"`
+	Kind           string    `json:"kind"`
 	URL            string    `json:"url"`
 	Label          string    `json:"label"`
 	SessionID      string    `json:"session_id"`
@@ -145,7 +146,8 @@ func (s *Server) Tunnels() []TunnelStatus {
 	var out []TunnelStatus
 	for _, sess := range sessions {
 		for _, n := range sess.Names {
-			ts := TunnelStatus{Name: n, URL: s.PublicURL(n), Label: sess.Label, SessionID: sess.ID,
+			k := sess.Kind(n)
+			ts := TunnelStatus{Name: n, Kind: k, URL: s.kindURL(k, n), Label: sess.Label, SessionID: sess.ID,
 				ClientAddr: sess.RemoteAddr, ConnectedSince: sess.Connected}
 			if r := sess.access(n); r != nil {
 				sum := r.summary

@@ -19,9 +19,9 @@ var ErrNameTaken = errors.New("name taken")
 
 // Route is the way to the client that serves a tunnel name: what a Registry
 // lookup returns, and all the proxy knows of where a request goes. A local
-// *Session is the one Route today; a session on another tunneld node, a pool
-// of clients sharing a name, or a TCP tunnel would be others, behind the same
-// three methods.
+// *Session is the one Route today, for every kind of tunnel (HTTP, TCP, TLS);
+// a session on another tunneld node or a pool of clients sharing a name
+// would be others, behind the same three methods.
 //
 // Routes are compared with ==: the proxy keeps one pool of idle streams per
 // route, so a stream is never reused for a request routed elsewhere (not
@@ -73,6 +73,9 @@ type Registry interface {
 	Release(s *Session)
 	// Held reports whether name is live or on hold.
 	Held(name string) bool
+	// Kind reports the kind of a live or held name (proto.KindHTTP, ...),
+	// or "" if the name is neither.
+	Kind(name string) string
 	// Account reports whom a live or held name counts against (the
 	// session's account: see Session), and whether it is live or held.
 	Account(name string) (account string, held bool)
@@ -86,6 +89,7 @@ type regEntry struct {
 	name      string
 	owner     string
 	account   string    // whose held-name bound the entry counts against
+	kind      string    // the tunnel's kind, kept while on hold
 	session   *Session  // nil while on hold
 	holdUntil time.Time // meaningful only while session is nil
 
@@ -162,7 +166,10 @@ func (r *MemoryRegistry) Claim(s *Session, names []string) ([]*Session, error) {
 			r.entries[n] = e
 		}
 		r.unholdLocked(e)
-		e.owner, e.account, e.session = s.Owner, s.accountKey(), s
+		e.owner, e.account, e.session, e.kind = s.Owner, s.accountKey(), s, s.Kind(n)
+		if e.kind == "" {
+			e.kind = proto.KindHTTP // a session that does not list the name (tests): the original kind
+		}
 		r.bySession[s] = append(r.bySession[s], n)
 		r.wakeLocked(n)
 	}
@@ -256,6 +263,17 @@ func (r *MemoryRegistry) Account(name string) (string, bool) {
 		return "", false
 	}
 	return e.account, true
+}
+
+// Kind implements Registry.
+func (r *MemoryRegistry) Kind(name string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.entries[name]
+	if !ok || e.session == nil && !r.now().Before(e.holdUntil) {
+		return ""
+	}
+	return e.kind
 }
 
 // Held implements Registry.

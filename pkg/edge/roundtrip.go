@@ -50,21 +50,26 @@ const (
 var errResponseHeaderTooLarge = errors.New("response header too large")
 
 // streamPool sends requests over a route's streams and keeps the finished
-// ones (at most max) for the next request.
+// ones for the next request to the same tunnel: at most max per tunnel
+// name. A stream is opened for one name (its StreamHeader names the
+// tunnel, and the client connected it to that tunnel's local service), so
+// it is kept and reused under that name only; one session often serves
+// several names.
 type streamPool struct {
 	dial func(ctx context.Context, addr string) (net.Conn, error)
 	max  int
 	idle time.Duration // how long a stream is kept unused: idleStreamTimeout
 
 	mu      sync.Mutex
-	kept    []*pconn // most recently used last
-	closed  bool     // keep none from now on
-	reaping bool     // a reap is scheduled
+	kept    map[string][]*pconn // by tunnel name, most recently used last
+	closed  bool                // keep none from now on
+	reaping bool                // a reap is scheduled
 }
 
 // pconn is one stream with its buffers.
 type pconn struct {
 	pool   *streamPool
+	name   string // the tunnel it was opened for
 	conn   net.Conn
 	lr     limitReader
 	br     *bufio.Reader
@@ -73,12 +78,12 @@ type pconn struct {
 	reused bool
 }
 
-func (p *streamPool) newConn(ctx context.Context, addr string) (*pconn, error) {
-	conn, err := p.dial(ctx, addr)
+func (p *streamPool) newConn(ctx context.Context, name string) (*pconn, error) {
+	conn, err := p.dial(ctx, name+":80")
 	if err != nil {
 		return nil, err
 	}
-	pc := &pconn{pool: p, conn: conn}
+	pc := &pconn{pool: p, name: name, conn: conn}
 	pc.lr.r = conn
 	// Buffers of a stream's lifetime, as the Transport's were: pooling
 	// them per request cost more in allocations than it saved, since the
@@ -94,18 +99,19 @@ func (p *streamPool) newConn(ctx context.Context, addr string) (*pconn, error) {
 // allocations (yamux boxes deadlines and arms a timer), so only requests
 // that cannot be retried pay it: a replayable request that meets a closed
 // stream is sent again on a new one (RoundTrip).
-func (p *streamPool) take(check bool) *pconn {
+func (p *streamPool) take(name string, check bool) *pconn {
 	now := time.Now()
 	for {
 		p.mu.Lock()
-		n := len(p.kept)
+		list := p.kept[name]
+		n := len(list)
 		if n == 0 {
 			p.mu.Unlock()
 			return nil
 		}
-		pc := p.kept[n-1]
-		p.kept[n-1] = nil
-		p.kept = p.kept[:n-1]
+		pc := list[n-1]
+		list[n-1] = nil
+		p.kept[name] = list[:n-1]
 		p.mu.Unlock()
 		if now.Sub(pc.idleAt) < p.idle && (!check || pc.alive()) {
 			pc.reused = true
@@ -145,12 +151,15 @@ func (p *streamPool) put(pc *pconn, bodyBytes int64) {
 	}
 	pc.idleAt = time.Now()
 	p.mu.Lock()
-	if p.closed || len(p.kept) >= p.max {
+	if p.closed || len(p.kept[pc.name]) >= p.max {
 		p.mu.Unlock()
 		pc.conn.Close()
 		return
 	}
-	p.kept = append(p.kept, pc)
+	if p.kept == nil {
+		p.kept = make(map[string][]*pconn)
+	}
+	p.kept[pc.name] = append(p.kept[pc.name], pc)
 	if !p.reaping {
 		p.reaping = true
 		time.AfterFunc(p.idle, p.reap)
@@ -164,19 +173,29 @@ func (p *streamPool) reap() {
 	now := time.Now()
 	p.mu.Lock()
 	var stale []*pconn
-	keep := p.kept[:0]
-	for _, pc := range p.kept {
-		if now.Sub(pc.idleAt) >= p.idle {
-			stale = append(stale, pc)
-		} else {
-			keep = append(keep, pc)
+	var oldest time.Time // of the streams still kept
+	for name, list := range p.kept {
+		// Each list is in the order its streams were put back, so the
+		// stale ones lead it.
+		i := 0
+		for i < len(list) && now.Sub(list[i].idleAt) >= p.idle {
+			i++
+		}
+		stale = append(stale, list[:i]...)
+		if i == len(list) {
+			delete(p.kept, name)
+			continue
+		}
+		rest := append(list[:0], list[i:]...)
+		clear(list[len(rest):])
+		p.kept[name] = rest
+		if oldest.IsZero() || rest[0].idleAt.Before(oldest) {
+			oldest = rest[0].idleAt
 		}
 	}
-	clear(p.kept[len(keep):])
-	p.kept = keep
-	p.reaping = len(keep) > 0
+	p.reaping = !oldest.IsZero()
 	if p.reaping {
-		time.AfterFunc(p.idle-now.Sub(keep[0].idleAt), p.reap)
+		time.AfterFunc(p.idle-now.Sub(oldest), p.reap)
 	}
 	p.mu.Unlock()
 	for _, pc := range stale {
@@ -188,25 +207,27 @@ func (p *streamPool) reap() {
 // use finish their requests.
 func (p *streamPool) close() {
 	p.mu.Lock()
-	idle := p.kept
+	kept := p.kept
 	p.kept = nil
 	p.closed = true
 	p.mu.Unlock()
-	for _, pc := range idle {
-		pc.conn.Close()
+	for _, list := range kept {
+		for _, pc := range list {
+			pc.conn.Close()
+		}
 	}
 }
 
 // RoundTrip sends req over a kept stream or a new one and returns the
 // response, whose body reads from the stream on the caller's goroutine.
 func (p *streamPool) RoundTrip(req *http.Request) (*http.Response, error) {
-	addr := req.URL.Host + ":80"
+	name := req.URL.Host // the tunnel's name (rewrite)
 	replayable := isReplayable(req)
 	for attempt := 0; ; attempt++ {
-		pc := p.take(!replayable)
+		pc := p.take(name, !replayable)
 		if pc == nil {
 			var err error
-			if pc, err = p.newConn(req.Context(), addr); err != nil {
+			if pc, err = p.newConn(req.Context(), name); err != nil {
 				return nil, err
 			}
 		}

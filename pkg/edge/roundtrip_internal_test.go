@@ -77,7 +77,7 @@ func TestStreamPool_ClosesStreamsKeptTooLong(t *testing.T) {
 		t.Fatalf("the same stream closed twice")
 	}
 	p.mu.Lock()
-	kept := len(p.kept)
+	kept := len(p.kept["wiki"])
 	p.mu.Unlock()
 	if kept != 0 {
 		t.Fatalf("%d streams still kept after the idle time", kept)
@@ -152,7 +152,7 @@ func TestStreamPool_UnreplayableRequestSkipsAClosedStream(t *testing.T) {
 	// by its peer reads EOF, and keeps reading EOF, without consuming
 	// anything the check would see.
 	p.mu.Lock()
-	kept := p.kept[0].conn
+	kept := p.kept["wiki"][0].conn
 	p.mu.Unlock()
 	if n, err := kept.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Fatalf("kept stream: read %d, %v; want the client's EOF", n, err)

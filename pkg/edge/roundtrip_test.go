@@ -280,3 +280,25 @@ func TestEdge_ExpectContinueGetsOneContinue(t *testing.T) {
 		t.Fatalf("after the body: got %d %q, want 200 \"got hello\"", resp.StatusCode, body)
 	}
 }
+
+// One session serving two names: a stream kept after a request to one is
+// never reused for the other, whose requests must reach its own service.
+func TestEdge_KeptStreamsStayWithTheirName(t *testing.T) {
+	h := edgetest.Start(t, nil)
+	backend := func(name string) string {
+		return edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, name)
+		}))
+	}
+	if _, err := h.Connect(aliceToken,
+		mux.Tunnel{Name: "wiki", Target: backend("wiki")},
+		mux.Tunnel{Name: "blog", Target: backend("blog")}); err != nil {
+		t.Fatal(err)
+	}
+	c := h.HTTPClient(false)
+	for _, name := range []string{"wiki", "blog", "wiki", "blog", "blog", "wiki"} {
+		if code, body := get(t, c, h.URL(name, "/")); code != 200 || body != name {
+			t.Fatalf("%s: got %d %q, want 200 %q", name, code, body, name)
+		}
+	}
+}

@@ -50,6 +50,13 @@ type Session struct {
 	// Names are the tunnel names the session serves, in the order of the
 	// client's Hello (random ones drawn where it left the name empty).
 	Names []string
+	// Kinds are the kinds of Names, in the same order (proto.KindHTTP,
+	// KindTCP or KindTLS).
+	Kinds []string
+
+	// allow maps a TCP tunnel's name to the SHA-256 hashes of the tokens
+	// its owner allowed to connect (proto.TunnelRequest.AllowTokens).
+	allow map[string][][sha256.Size]byte
 
 	mux             *mux.ServerSession
 	tokenMaxTunnels int // the token's own max_tunnels; 0: server defaults
@@ -76,6 +83,19 @@ func (s *Session) Open(ctx context.Context, h *proto.StreamHeader) (net.Conn, er
 
 // access implements Route: the rules of the session's tunnel name.
 func (s *Session) access(name string) *accessRules { return s.accessRules[name] }
+
+// Kind returns the kind of the session's tunnel name (KindHTTP where
+// Kinds says nothing), "" if it serves no such name.
+func (s *Session) Kind(name string) string {
+	i := slices.Index(s.Names, name)
+	switch {
+	case i < 0:
+		return ""
+	case i < len(s.Kinds) && s.Kinds[i] != "":
+		return s.Kinds[i]
+	}
+	return proto.KindHTTP
+}
 
 // Draining implements Route: closed once the client said it is stopping.
 func (s *Session) Draining() <-chan struct{} { return s.mux.Draining() }
@@ -186,7 +206,7 @@ func NewServer(cfg Config) (*Server, error) {
 // nextProtos puts the tunnel protocol first, then HTTP/2 and HTTP/1.1,
 // keeping any others the caller set (acme-tls/1 for autocert).
 func nextProtos(existing []string) []string {
-	out := []string{proto.ALPN, "h2", "http/1.1"}
+	out := []string{proto.ALPN, proto.ConnectALPN, "h2", "http/1.1"}
 	for _, p := range existing {
 		if !slices.Contains(out, p) {
 			out = append(out, p)
@@ -279,8 +299,13 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 			guard.Release()
 		}
 	}()
-	conn := tls.Server(mux.WireConn(raw), s.tlsConfig)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.TLSHandshakeTimeout)
+	defer cancel()
+	replay, passed := s.passthrough(hctx, ctx, raw, guard)
+	if passed {
+		return
+	}
+	conn := tls.Server(mux.WireConn(replay), s.tlsConfig)
 	err := conn.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
@@ -290,6 +315,8 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 	switch conn.ConnectionState().NegotiatedProtocol {
 	case proto.ALPN:
 		handedOff = s.handleSession(ctx, conn, guard)
+	case proto.ConnectALPN:
+		s.handleConnect(ctx, conn, guard)
 	case acme.ALPNProto:
 		// A CA's TLS-ALPN-01 check: the handshake itself, answered by
 		// autocert's challenge certificate, was the whole point.
@@ -528,6 +555,7 @@ func (s *Server) claim(sess *Session, hello *proto.Hello, asked []string, rules 
 			names = append(names, s.freeRandomName(names))
 		}
 		sess.Names = orderNames(hello, names)
+		sess.Kinds, sess.allow = kindsOf(hello, sess.Names)
 		sess.accessRules = accessByName(rules, sess.Names)
 		replaced, err := s.registry.Claim(sess, sess.Names)
 		if err == nil {
@@ -604,15 +632,48 @@ func (s *Server) welcome(sess *Session) *proto.Welcome {
 		},
 	}
 	for _, n := range sess.Names {
-		w.Tunnels = append(w.Tunnels, proto.TunnelInfo{Name: n, Kind: proto.KindHTTP, URL: s.PublicURL(n),
-			Access: sess.access(n) != nil})
+		k := sess.Kind(n)
+		w.Tunnels = append(w.Tunnels, proto.TunnelInfo{Name: n, Kind: k, URL: s.kindURL(k, n), Access: sess.access(n) != nil})
 	}
 	return w
 }
 
-// PublicURL is the URL visitors use for the tunnel name.
+// PublicURL is the URL visitors use for the HTTP tunnel name.
 func (s *Server) PublicURL(name string) string {
 	return "https://" + s.publicHost(name)
+}
+
+// kindURL is the URL of a tunnel name of kind k: https:// for HTTP,
+// tcp:// (reached with "tunnel connect") and tls:// (any TLS client) for
+// the others.
+func (s *Server) kindURL(k, name string) string {
+	switch k {
+	case proto.KindTCP, proto.KindTLS:
+		return k + "://" + s.publicHost(name)
+	}
+	return s.PublicURL(name)
+}
+
+// kindsOf lays out the kinds of hello's tunnels in the order of names (the
+// same as hello's) and the allowed token hashes of its TCP tunnels. The
+// hashes were checked by proto (64 lowercase hex digits).
+func kindsOf(hello *proto.Hello, names []string) ([]string, map[string][][sha256.Size]byte) {
+	kinds := make([]string, len(hello.Tunnels))
+	var allow map[string][][sha256.Size]byte
+	for i, t := range hello.Tunnels {
+		kinds[i] = t.Kind
+		for _, h := range t.AllowTokens {
+			var sum [sha256.Size]byte
+			if _, err := hex.Decode(sum[:], []byte(h)); err != nil {
+				continue
+			}
+			if allow == nil {
+				allow = make(map[string][][sha256.Size]byte)
+			}
+			allow[names[i]] = append(allow[names[i]], sum)
+		}
+	}
+	return kinds, allow
 }
 
 func newSessionID() string {

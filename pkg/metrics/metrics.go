@@ -35,6 +35,8 @@ type Set struct {
 	streamOpen    *prometheus.HistogramVec
 	rateLimited   *prometheus.CounterVec
 	certs         *prometheus.CounterVec
+	conns         *prometheus.CounterVec // TCP and TLS tunnel connections, by kind and result
+	connBytes     *prometheus.CounterVec // their bytes, by kind and direction
 }
 
 // New builds and registers every collector.
@@ -68,6 +70,10 @@ func New() *Set {
 			Help: "Attempts refused by a rate limit, by kind."}, []string{"kind"}),
 		certs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "cert_issuance_total",
 			Help: "Certificate issuance attempts, by result (ok, error)."}, []string{"result"}),
+		conns: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "connections_total",
+			Help: "Visitor connections to TCP and TLS tunnels, by kind (tcp, tls) and result (ok, refused, error)."}, []string{"kind", "result"}),
+		connBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "connection_bytes_total",
+			Help: "Bytes carried by visitor connections to TCP and TLS tunnels, by kind and direction (in: from visitors, out: to them)."}, []string{"kind", "direction"}),
 	}
 	// Requests in flight are an integer kept in an atomic.Int64 and read
 	// at each scrape: a prometheus.Gauge would cost each request two
@@ -76,6 +82,7 @@ func New() *Set {
 		Help: "Visitor requests being served now."}, func() float64 { return float64(m.inFlight.Load()) })
 	m.reg.MustRegister(m.sessions, m.sessionsTotal, m.tunnels, m.refused, m.authFailures, m.requests,
 		inFlight, m.bytesIn, m.bytesOut, m.reqDuration, m.streamOpen, m.rateLimited, m.certs,
+		m.conns, m.connBytes,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Status classes exist from the start, so that rate() works on the first
@@ -85,11 +92,31 @@ func New() *Set {
 	for i, c := range []string{"1xx", "2xx", "3xx", "4xx", "5xx"} {
 		m.byClass[i] = m.requests.WithLabelValues(c)
 	}
+	for _, k := range []string{"tcp", "tls"} {
+		for _, r := range []string{"ok", "refused", "error"} {
+			m.conns.WithLabelValues(k, r)
+		}
+		m.connBytes.WithLabelValues(k, "in")
+		m.connBytes.WithLabelValues(k, "out")
+	}
 	for _, r := range []string{"ok", "error"} {
 		m.streamOpen.WithLabelValues(r)
 		m.certs.WithLabelValues(r)
 	}
 	return m
+}
+
+// Connection records one visitor connection to a TCP or TLS tunnel (kind
+// "tcp" or "tls") that ended with result "ok", "refused" or "error", and the
+// bytes it carried from the visitor (in) and to it (out).
+func (m *Set) Connection(kind, result string, in, out int64) {
+	m.conns.WithLabelValues(kind, result).Inc()
+	if in > 0 {
+		m.connBytes.WithLabelValues(kind, "in").Add(float64(in))
+	}
+	if out > 0 {
+		m.connBytes.WithLabelValues(kind, "out").Add(float64(out))
+	}
 }
 
 // Gatherer is the registry to scrape.

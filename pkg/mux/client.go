@@ -44,9 +44,11 @@ type ClientSession struct {
 	goAwayOnce sync.Once
 	goAway     chan struct{}
 
-	active     atomic.Int64      // streams being handled
-	maxStreams int               // bound on active
-	onStream   func(StreamEvent) // set before Serve; nil: no events
+	active     atomic.Int64                  // streams being handled
+	maxStreams int                           // bound on active
+	onStream   func(StreamEvent)             // set before Serve; nil: no events
+	copier     func(StreamInfo) StreamCopier // set before Serve; nil: raw copies
+	copied     map[string]bool               // the tunnels copier is for (HTTP ones)
 
 	// cut ends when the streams must stop whatever their local service
 	// does (the drain timed out, or Close): it cancels their dials and
@@ -323,7 +325,11 @@ func (c *ClientSession) handleStream(wg *sync.WaitGroup, st *yamux.Stream, targe
 	start := time.Now()
 	ev := StreamEvent{Tunnel: hdr.Tunnel, StreamID: st.StreamID(), Visitor: hdr.RemoteAddr}
 	c.event(ev)
-	in, out := pipe(st, local, hdr.CloseOnFIN)
+	var cp StreamCopier
+	if c.copier != nil && c.copied[hdr.Tunnel] {
+		cp = c.copier(StreamInfo{Tunnel: hdr.Tunnel, Target: addr, StreamID: st.StreamID(), Visitor: hdr.RemoteAddr})
+	}
+	in, out := pipe(st, local, hdr.CloseOnFIN, cp)
 	ev.Closed, ev.BytesIn, ev.BytesOut, ev.Duration = true, in, out, time.Since(start)
 	c.event(ev)
 	log.Debug().Int64("bytes_in", in).Int64("bytes_out", out).Dur("duration", ev.Duration).Msg("stream closed")

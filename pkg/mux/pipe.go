@@ -33,20 +33,27 @@ var (
 // window and tunneld's memory with a response nobody reads. It returns when
 // both directions are done, with the bytes copied stream->local (in) and
 // local->stream (out), having closed both connections.
-func pipe(stream, local net.Conn, closeOnFIN bool) (in, out int64) {
+//
+// cp, if not nil, copies each direction instead of copyAdaptive (see
+// ClientConfig.Copier); nil is the raw copy.
+func pipe(stream, local net.Conn, closeOnFIN bool, cp StreamCopier) (in, out int64) {
+	copyIn, copyOut := copyAdaptive, copyAdaptive
+	if cp != nil {
+		copyIn, copyOut = cp.CopyIn, cp.CopyOut
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		if closeOnFIN {
-			in, _ = copyAdaptive(local, stream)
+			in, _ = copyIn(local, stream)
 			local.Close()
 			stream.Close()
 			return
 		}
-		in = copyHalf(local, stream)
+		in = copyHalf(local, stream, copyIn)
 	}()
-	out = copyHalf(stream, local)
+	out = copyHalf(stream, local, copyOut)
 	wg.Wait()
 	local.Close()
 	stream.Close()
@@ -55,8 +62,8 @@ func pipe(stream, local net.Conn, closeOnFIN bool) (in, out int64) {
 
 // copyHalf copies src to dst, then half-closes dst. On an error it closes
 // both, which unblocks the opposite direction.
-func copyHalf(dst, src net.Conn) int64 {
-	n, err := copyAdaptive(dst, src)
+func copyHalf(dst, src net.Conn, copyFn func(io.Writer, io.Reader) (int64, error)) int64 {
+	n, err := copyFn(dst, src)
 	if err != nil {
 		dst.Close()
 		src.Close()

@@ -61,3 +61,63 @@ func TestPipe_CloseOnFINEndsTheLocalConnection(t *testing.T) {
 	st.Close()
 	testwait.Recv(t, ended, 5*time.Second)
 }
+
+// countingCopier copies raw and counts what each direction copied.
+type countingCopier struct{ in, out chan int64 }
+
+func (c countingCopier) CopyIn(dst io.Writer, src io.Reader) (int64, error) {
+	n, err := io.Copy(dst, src)
+	c.in <- n
+	return n, err
+}
+
+func (c countingCopier) CopyOut(dst io.Writer, src io.Reader) (int64, error) {
+	n, err := io.Copy(dst, src)
+	c.out <- n
+	return n, err
+}
+
+// TestPipe_CopierCopiesBothDirections: with ClientConfig.Copier set, the
+// stream's two directions go through the copier it returns, which is told
+// the stream's tunnel and target, and the pipe still half-closes.
+func TestPipe_CopierCopiesBothDirections(t *testing.T) {
+	c, s, err := session(t, transports()["tcp"], hello("echo"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := localService(t, func(conn net.Conn) {
+		defer conn.Close()
+		io.Copy(conn, conn)
+	})
+	cp := countingCopier{in: make(chan int64, 1), out: make(chan int64, 1)}
+	infos := make(chan StreamInfo, 1)
+	c.copier = func(info StreamInfo) StreamCopier {
+		infos <- info
+		return cp
+	}
+	c.copied = map[string]bool{"echo": true} // as Run sets it for HTTP tunnels
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := serve(t, ctx, c, map[string]string{"echo": addr})
+	defer func() {
+		cancel()
+		testwait.Recv(t, errc, 10*time.Second)
+	}()
+	st, err := s.Open(context.Background(), &proto.StreamHeader{Tunnel: "echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(st, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	st.Close() // yamux: FIN, reading goes on
+	got, err := io.ReadAll(st)
+	if err != nil || string(got) != "ping" {
+		t.Fatalf("echo: %q, %v; want ping", got, err)
+	}
+	if info := testwait.Recv(t, infos, 5*time.Second); info.Tunnel != "echo" || info.Target != addr {
+		t.Errorf("copier told %+v, want tunnel echo, target %s", info, addr)
+	}
+	if in, out := testwait.Recv(t, cp.in, 5*time.Second), testwait.Recv(t, cp.out, 5*time.Second); in != 4 || out != 4 {
+		t.Errorf("copier copied %d in, %d out; want 4 and 4", in, out)
+	}
+}

@@ -2,7 +2,9 @@ package mux
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +24,20 @@ type Tunnel struct {
 	// through a server that does not confirm them (one that predates
 	// them), since the service would be open to everyone.
 	Access *proto.Access
+	// Kind is proto.KindHTTP (empty means it), KindTCP or KindTLS.
+	Kind string
+	// AllowTokens, for a TCP tunnel, are tokens besides the owner's own
+	// that may reach it with "tunnel connect". Only their SHA-256 hashes
+	// are sent.
+	AllowTokens []string
+}
+
+// kind is t's proto kind, KindHTTP when unset.
+func (t Tunnel) kind() string {
+	if t.Kind == "" {
+		return proto.KindHTTP
+	}
+	return t.Kind
 }
 
 // ClientConfig configures Run: where tunneld is, how to trust it, and what
@@ -52,6 +68,13 @@ type ClientConfig struct {
 	// OnStream, if set, is called as each data stream opens and ends (see
 	// StreamEvent), from the stream's goroutine: it must return quickly.
 	OnStream func(StreamEvent)
+	// Copier, if set, is asked for a StreamCopier as each data stream of an
+	// HTTP tunnel (TCP and TLS tunnels are never inspected) is
+	// connected to its local service, from the stream's goroutine; the
+	// copier it returns copies the stream's two directions instead of the
+	// raw copy (the request inspector, pkg/inspect, reads HTTP in them).
+	// Nil, or a nil StreamCopier, leaves the raw copy, byte for byte.
+	Copier func(StreamInfo) StreamCopier
 	// Backoff paces RunForever's reconnects; the zero value means
 	// DefaultBackoff. Run ignores it.
 	Backoff Backoff
@@ -82,6 +105,18 @@ func (c ClientConfig) Validate() error {
 	for i, t := range c.Tunnels {
 		if _, _, err := net.SplitHostPort(t.Target); err != nil {
 			return fmt.Errorf("mux: tunnel %d: target %q: want host:port", i, t.Target)
+		}
+		if !proto.ValidKind(t.kind()) {
+			return fmt.Errorf("mux: tunnel %d: kind %q: want http, tcp or tls", i, t.Kind)
+		}
+		if len(t.AllowTokens) > 0 && t.kind() != proto.KindTCP {
+			return fmt.Errorf("mux: tunnel %d: allowed tokens are for tcp tunnels only", i)
+		}
+		if !t.Access.Empty() && t.kind() != proto.KindHTTP {
+			return fmt.Errorf("mux: tunnel %d: access rules are for http tunnels only", i)
+		}
+		if len(t.AllowTokens) > proto.MaxAllowTokens {
+			return fmt.Errorf("mux: tunnel %d: %d allowed tokens, at most %d", i, len(t.AllowTokens), proto.MaxAllowTokens)
 		}
 	}
 	return nil
@@ -144,7 +179,12 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	}
 	hello := &proto.Hello{Version: proto.Version, ClientVersion: cfg.ClientVersion, Token: cfg.Token}
 	for _, t := range tunnels {
-		hello.Tunnels = append(hello.Tunnels, proto.TunnelRequest{Name: t.Name, Kind: proto.KindHTTP, Access: t.Access})
+		req := proto.TunnelRequest{Name: t.Name, Kind: t.kind(), Access: t.Access}
+		for _, tok := range t.AllowTokens {
+			sum := sha256.Sum256([]byte(tok))
+			req.AllowTokens = append(req.AllowTokens, hex.EncodeToString(sum[:]))
+		}
+		hello.Tunnels = append(hello.Tunnels, req)
 	}
 	mc := cfg.Config
 	mc.maxStreams = cfg.MaxStreams
@@ -157,6 +197,7 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 		return nil, nil, fmt.Errorf("handshake with %s: %w", cfg.Server, err)
 	}
 	sess.onStream = cfg.OnStream
+	sess.copier = cfg.Copier
 	w := sess.Welcome()
 	if perr := unenforced(tunnels, w); perr != nil {
 		sess.Close()
@@ -166,6 +207,12 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	names := make([]string, 0, len(w.Tunnels))
 	for i, t := range w.Tunnels {
 		targets[t.Name] = tunnels[i].Target
+		if cfg.Copier != nil && tunnels[i].kind() == proto.KindHTTP {
+			if sess.copied == nil {
+				sess.copied = make(map[string]bool)
+			}
+			sess.copied[t.Name] = true
+		}
 		names = append(names, Printable(t.Name, maxLoggedString))
 	}
 	sess.log.Info().Str("server", cfg.Server).Str("names", strings.Join(names, ",")).Msg("connected")

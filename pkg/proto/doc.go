@@ -28,6 +28,7 @@
 //	0x06  StreamAck      client    reply to a StreamHeader: the local side is connected
 //	0x07  Ping           both      on the control stream: are you there?
 //	0x08  Pong           both      on the control stream: answer to Ping
+//	0x09  Connect        visitor   first frame of a ConnectALPN connection (a TCP tunnel's visitor)
 //
 // Any other type is [ErrUnknownType]; a frame cut short is
 // [ErrTruncatedFrame]; a length above [MaxFrameSize] is [ErrFrameTooLarge]; a
@@ -62,4 +63,27 @@
 // server's FIN ends the whole stream and the client closes its local
 // connection. Either side may send GoAway on the control stream to say it is
 // draining; the control stream closing ends the session.
+//
+// # Kinds of tunnel
+//
+// Each TunnelRequest names its kind: [KindHTTP] (proxied requests), [KindTCP]
+// or [KindTLS]. The data streams of all three look the same to the client:
+// a StreamHeader, a StreamAck, then bytes, half-closes passed on. A TCP
+// tunnel's own TunnelRequest may list allow_tokens, SHA-256 hashes of the
+// tokens that may reach it besides its owner's.
+//
+// A TCP tunnel has no public listener. Its visitor ("tunnel connect") dials
+// the same TLS port with ALPN [ConnectALPN] and writes one Connect frame
+// (version, tunnel name, token); the server answers StreamAck once the
+// tunnel's local service is connected, after which the TLS connection
+// carries the raw bytes both ways (a TLS close_notify is the half-close), or
+// Error with code bad_token for every refusal that concerns the tunnel (no
+// such TCP tunnel, a token that may not reach it: a visitor cannot tell
+// them apart) and closes. A refused visitor never reaches the tunnel's
+// client. A TLS tunnel needs no frame at all: a visitor's ClientHello whose
+// SNI is the tunnel's name is piped to it whole, unread beyond the SNI.
+//
+// The version stays 1: old clients send only http tunnels, which every
+// server knows; an old server refuses a new kind with bad_request, which a
+// client reports as a permanent refusal.
 package proto

@@ -18,6 +18,11 @@ const Version = 1
 // uses it to tell a tunnel client from a browser on the same port.
 const ALPN = "tunnel/1"
 
+// ConnectALPN is the TLS application protocol of "tunnel connect": a
+// visitor of a TCP tunnel. Its connection carries one Connect frame, the
+// server's answer (StreamAck or Error), then the tunnel's raw bytes.
+const ConnectALPN = "tunnel-connect/1"
+
 // MaxFrameSize is the largest payload, in bytes, that ReadFrame accepts and
 // WriteFrame produces. Control messages are small; the limit exists so that a
 // hostile peer cannot make us allocate.
@@ -30,6 +35,7 @@ const headerSize = 5
 // MaxFrameSize even after re-encoding (JSON may escape one byte into six).
 const (
 	MaxTunnels     = 32  // tunnels in one Hello
+	MaxAllowTokens = 16  // TunnelRequest.AllowTokens
 	maxShortString = 253 // names, URLs, kinds, addresses, ids, tokens
 	maxLongString  = 1024
 )
@@ -63,11 +69,12 @@ const (
 	msgStreamAck
 	msgPing
 	msgPong
+	msgConnect
 )
 
 // Message is one control-protocol message. The concrete types are the
 // pointer types *Hello, *Welcome, *Error, *GoAway, *StreamHeader, *StreamAck,
-// *Ping and *Pong.
+// *Ping, *Pong and *Connect.
 type Message interface {
 	msgType() msgType
 	validate() error
@@ -97,8 +104,14 @@ type Hello struct {
 type TunnelRequest struct {
 	// Name is the DNS label asked for; empty asks the server to pick one.
 	Name string `json:"name,omitempty"`
-	// Kind is the tunnel's protocol. Only KindHTTP exists.
+	// Kind is the tunnel's protocol: KindHTTP, KindTCP or KindTLS. A
+	// server that predates a kind refuses the Hello with CodeBadRequest.
 	Kind string `json:"kind"`
+	// AllowTokens, for a KindTCP tunnel only, are the lowercase hex
+	// SHA-256 of tokens (besides the owner's own) that may connect to it,
+	// at most MaxAllowTokens. Only the hashes travel: the server never
+	// learns the tokens themselves.
+	AllowTokens []string `json:"allow_tokens,omitempty"`
 	// Access, if set, says which visitors the server lets through to an
 	// HTTP tunnel, before any stream is opened. A server that predates it
 	// ignores it: a client that sets it must check TunnelInfo.Access in the
@@ -181,8 +194,23 @@ func (a *Access) validate() error {
 	return nil
 }
 
-// KindHTTP is an HTTP tunnel: the server proxies HTTP requests for NAME.DOMAIN.
-const KindHTTP = "http"
+// The kinds of tunnel.
+const (
+	// KindHTTP is an HTTP tunnel: the server proxies HTTP requests for
+	// NAME.DOMAIN.
+	KindHTTP = "http"
+	// KindTCP is a raw TCP tunnel: nothing public listens for it; a
+	// visitor with a token the owner allowed reaches it through
+	// ConnectALPN ("tunnel connect").
+	KindTCP = "tcp"
+	// KindTLS is a TLS passthrough tunnel: a TLS connection whose
+	// ClientHello names NAME.DOMAIN is piped whole, never terminated, to
+	// the client's local service, which holds its own certificate.
+	KindTLS = "tls"
+)
+
+// ValidKind reports whether k is a kind this build knows.
+func ValidKind(k string) bool { return k == KindHTTP || k == KindTCP || k == KindTLS }
 
 // Welcome accepts a Hello.
 type Welcome struct {
@@ -292,6 +320,20 @@ type StreamHeader struct {
 	CloseOnFIN bool `json:"close_on_fin,omitempty"`
 }
 
+// Connect is the first frame of a ConnectALPN connection: the visitor of a
+// TCP tunnel says which tunnel it wants and proves it may. The server
+// answers StreamAck once the tunnel's local service is connected (raw bytes
+// follow), or Error; a refused visitor never reaches the tunnel's client.
+type Connect struct {
+	// Version is the protocol version the visitor speaks; see Version.
+	Version int `json:"version"`
+	// Tunnel is the name of the TCP tunnel.
+	Tunnel string `json:"tunnel"`
+	// Token is the tunnel owner's token, one it allowed (AllowTokens), or
+	// one granted the name by the server's tokens file.
+	Token string `json:"token,omitempty"`
+}
+
 // StreamAck is the client's answer to a StreamHeader when the local target
 // is connected; from then on the stream carries raw bytes.
 type StreamAck struct{}
@@ -314,6 +356,7 @@ func (*StreamHeader) msgType() msgType { return msgStreamHeader }
 func (*StreamAck) msgType() msgType    { return msgStreamAck }
 func (*Ping) msgType() msgType         { return msgPing }
 func (*Pong) msgType() msgType         { return msgPong }
+func (*Connect) msgType() msgType      { return msgConnect }
 
 func newMessage(t msgType) (Message, error) {
 	switch t {
@@ -333,6 +376,8 @@ func newMessage(t msgType) (Message, error) {
 		return &Ping{}, nil
 	case msgPong:
 		return &Pong{}, nil
+	case msgConnect:
+		return &Connect{}, nil
 	}
 	return nil, fmt.Errorf("%w: 0x%02x", ErrUnknownType, uint8(t))
 }
@@ -373,8 +418,19 @@ func (h *Hello) validate() error {
 		if err := checkString("hello: tunnel name", t.Name, maxShortString); err != nil {
 			return fmt.Errorf("tunnel %d: %w", i, err)
 		}
-		if t.Kind != KindHTTP {
+		if !ValidKind(t.Kind) {
 			return fmt.Errorf("hello: tunnel %d: unknown kind %.32q", i, t.Kind)
+		}
+		if len(t.AllowTokens) > 0 && t.Kind != KindTCP {
+			return fmt.Errorf("hello: tunnel %d: allow_tokens on a %s tunnel, only tcp ones take them", i, t.Kind)
+		}
+		if len(t.AllowTokens) > MaxAllowTokens {
+			return fmt.Errorf("hello: tunnel %d: %d allow_tokens, at most %d", i, len(t.AllowTokens), MaxAllowTokens)
+		}
+		for _, h := range t.AllowTokens {
+			if !isHexSHA256(h) {
+				return fmt.Errorf("hello: tunnel %d: allow_tokens: want 64 lowercase hex digits", i)
+			}
 		}
 		if err := t.Access.validate(); err != nil {
 			return fmt.Errorf("hello: tunnel %d: %w", i, err)
@@ -429,6 +485,32 @@ func (s *StreamHeader) validate() error {
 		return err
 	}
 	return checkString("stream header: remote_addr", s.RemoteAddr, maxShortString)
+}
+
+func (c *Connect) validate() error {
+	if c.Version <= 0 {
+		return errors.New("connect: version missing")
+	}
+	if c.Tunnel == "" {
+		return errors.New("connect: tunnel missing")
+	}
+	if err := checkString("connect: tunnel", c.Tunnel, maxShortString); err != nil {
+		return err
+	}
+	return checkString("connect: token", c.Token, maxShortString)
+}
+
+// isHexSHA256 reports whether s is 64 lowercase hex digits.
+func isHexSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func (*StreamAck) validate() error { return nil }

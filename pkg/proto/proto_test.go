@@ -27,6 +27,9 @@ func sampleMessages() []Message {
 		&StreamAck{},
 		&Ping{Seq: 7},
 		&Pong{Seq: 7},
+		&Hello{Version: Version, Token: "s3cret", Tunnels: []TunnelRequest{{Name: "pi-ssh", Kind: KindTCP,
+			AllowTokens: []string{strings.Repeat("ab", 32)}}, {Name: "secure", Kind: KindTLS}}},
+		&Connect{Version: Version, Tunnel: "pi-ssh", Token: "s3cret"},
 	}
 }
 
@@ -84,6 +87,13 @@ func TestReadFrame_RejectsBadInput(t *testing.T) {
 		{"invalid utf-8", rawFrame(msgStreamHeader, "{\"tunnel\":\"\xff\"}"), ErrMalformed},
 		{"error without code", rawFrame(msgError, `{"message":"x"}`), ErrMalformed},
 		{"header without tunnel", rawFrame(msgStreamHeader, `{}`), ErrMalformed},
+		{"allow tokens on an http tunnel", rawFrame(msgHello, `{"version":1,"tunnels":[{"kind":"http","allow_tokens":["`+strings.Repeat("ab", 32)+`"]}]}`), ErrMalformed},
+		{"allow token not a hash", rawFrame(msgHello, `{"version":1,"tunnels":[{"kind":"tcp","allow_tokens":["tk_plain"]}]}`), ErrMalformed},
+		{"allow token uppercase hash", rawFrame(msgHello, `{"version":1,"tunnels":[{"kind":"tcp","allow_tokens":["`+strings.Repeat("AB", 32)+`"]}]}`), ErrMalformed},
+		{"too many allow tokens", rawFrame(msgHello, `{"version":1,"tunnels":[{"kind":"tcp","allow_tokens":[`+strings.Repeat(`"`+strings.Repeat("ab", 32)+`",`, MaxAllowTokens)+`"`+strings.Repeat("ab", 32)+`"]}]}`), ErrMalformed},
+		{"connect without version", rawFrame(msgConnect, `{"tunnel":"pi-ssh","token":"x"}`), ErrMalformed},
+		{"connect without tunnel", rawFrame(msgConnect, `{"version":1,"token":"x"}`), ErrMalformed},
+		{"connect long token", rawFrame(msgConnect, `{"version":1,"tunnel":"pi-ssh","token":"`+strings.Repeat("a", 300)+`"}`), ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -28,7 +28,9 @@
 // names lists the names the token may claim: exact names, "*" (any name),
 // "prefix-*" or "*-suffix"; absent or empty means random names only.
 // max_tunnels caps the token's concurrent tunnels; absent or 0 means the
-// server default. Unknown fields are an error, so that a typo such as
+// server default. connect lists the TCP tunnels the token may reach with
+// "tunnel connect" whoever owns them, in the same patterns; absent or empty
+// means only its own tunnels and those whose owner allowed it. Unknown fields are an error, so that a typo such as
 // "max_tunnel" is reported instead of silently ignored.
 //
 // access sets the token's policy on visitor access rules (tunnel http
@@ -76,6 +78,10 @@ type Entry struct {
 	// MaxTunnels caps the token's concurrent tunnels. 0 means the server's
 	// default.
 	MaxTunnels int `json:"max_tunnels,omitempty"`
+	// Connect are the TCP tunnels the token may reach with "tunnel
+	// connect", whoever owns them, in the patterns of Names. Empty: only
+	// tunnels the token owns or whose owner allowed it.
+	Connect []string `json:"connect,omitempty"`
 	// Access is the token's policy on visitor access rules; nil leaves
 	// them to the client.
 	Access *AccessPolicy `json:"access,omitempty"`
@@ -84,7 +90,7 @@ type Entry struct {
 // AccessPolicy is what the tokens file says of a token's visitor access
 // rules. Require and Forbid cannot both be set.
 type AccessPolicy struct {
-	// Require: every tunnel of the token must carry an access rule.
+	// Require: every HTTP tunnel of the token must carry an access rule.
 	Require bool `json:"require,omitempty"`
 	// Forbid: no tunnel of the token may carry one.
 	Forbid bool `json:"forbid,omitempty"`
@@ -108,6 +114,14 @@ type Identity struct {
 	MaxTunnels int
 	// AccessRequired and AccessForbidden are the entry's AccessPolicy.
 	AccessRequired, AccessForbidden bool
+	// Connect are the TCP tunnels the identity may reach; see Entry.Connect.
+	Connect []string
+}
+
+// MayConnect reports whether the identity was granted the TCP tunnel name
+// by the tokens file (Entry.Connect), with MayClaim's pattern rules.
+func (id *Identity) MayConnect(name string) bool {
+	return matchAny(id.Connect, name)
 }
 
 // MayClaim reports whether the identity may hold name. name must already be
@@ -121,7 +135,12 @@ func (id *Identity) MayClaim(name string, random bool) bool {
 	if random {
 		return true
 	}
-	for _, p := range id.Patterns {
+	return matchAny(id.Patterns, name)
+}
+
+// matchAny reports whether one of patterns (see Entry.Names) matches name.
+func matchAny(patterns []string, name string) bool {
+	for _, p := range patterns {
 		switch {
 		case p == "*":
 			return true
@@ -208,6 +227,11 @@ func newSet(entries []Entry, path string) (*Set, error) {
 				return nil, fail("names: %w", err)
 			}
 		}
+		for _, p := range e.Connect {
+			if err := validatePattern(p); err != nil {
+				return nil, fail("connect: %w", err)
+			}
+		}
 		if e.MaxTunnels < 0 {
 			return nil, fail("max_tunnels: got %d, want 0 (server default) or more", e.MaxTunnels)
 		}
@@ -225,6 +249,7 @@ func newSet(entries []Entry, path string) (*Set, error) {
 				Label:      e.Label,
 				Patterns:   slices.Clone(e.Names),
 				MaxTunnels: e.MaxTunnels,
+				Connect:    slices.Clone(e.Connect),
 
 				AccessRequired:  policy.Require,
 				AccessForbidden: policy.Forbid,
@@ -300,6 +325,7 @@ func (s *Set) Authenticate(token string) (*Identity, error) {
 	}
 	id := s.tokens[match].id
 	id.Patterns = slices.Clone(id.Patterns)
+	id.Connect = slices.Clone(id.Connect)
 	return &id, nil
 }
 
@@ -437,7 +463,9 @@ func Generate() (string, error) {
 // 0644) does not lose that on the next Add. Concurrent Add calls on the same file, from one process or
 // several, are not coordinated: the last rename wins and the other entry is
 // lost. If path is a symlink, it is replaced by a regular file.
-func Add(path, label string, names []string, maxTunnels int) (string, error) {
+//
+// connect lists the TCP tunnels the token may reach (Entry.Connect).
+func Add(path, label string, names []string, maxTunnels int, connect []string) (string, error) {
 	entries, err := readFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("add token %q: %w", label, err)
@@ -457,6 +485,7 @@ func Add(path, label string, names []string, maxTunnels int) (string, error) {
 		SHA256:     Hash(token),
 		Names:      slices.Clone(names),
 		MaxTunnels: maxTunnels,
+		Connect:    slices.Clone(connect),
 	})
 	// Validate the whole file as the server will load it, so Add can
 	// never write a file that tunneld then refuses.
