@@ -16,23 +16,38 @@ import (
 )
 
 // TestProcess_VisitorAccess: the built tunnel and tunneld with issue 18's
-// rules: a server that requires a rule of anonymous clients refuses a
-// tunnel without one (exit 3); basic auth from the environment asks for a
+// rules: a token written by "token add --access require", and a server that
+// requires a rule of anonymous clients, refuse a tunnel without one (exit 3); basic auth from the environment asks for a
 // password, lets the right one through with the Authorization header
 // stripped, and refuses a wrong one; an address rule refuses the visitor
 // with 403; /api/tunnels shows the rules but no hash.
 func TestProcess_VisitorAccess(t *testing.T) {
-	tunneld, addr, certs := startDevTunneld(t, nil, "--require-access-anonymous", "--admin-listen", "127.0.0.1:0")
+	tunneldBin, tunnelBin := binaries(t)
+	tokens := filepath.Join(t.TempDir(), "tokens.json")
+	if code, _, stderr := runToEnd(t, tunneldBin, nil, "token", "add", "--tokens-file", tokens, "--label", "x", "--access", "maybe"); code != 1 ||
+		!strings.Contains(stderr, `--access "maybe": want require or forbid`) {
+		t.Fatalf("token add --access maybe: exit %d, stderr:\n%s\nwant exit 1 naming the choices", code, stderr)
+	}
+	code, strict, stderr := runToEnd(t, tunneldBin, nil, "token", "add", "--tokens-file", tokens, "--label", "strict", "--name", "*", "--access", "require")
+	if code != 0 {
+		t.Fatalf("token add --access require: exit %d, stderr:\n%s", code, stderr)
+	}
+	strict = strings.TrimSpace(strict)
+	tunneld, addr, certs := startDevTunneld(t, nil, "--require-access-anonymous", "--admin-listen", "127.0.0.1:0", "--tokens-file", tokens)
 	_, port, _ := net.SplitHostPort(addr)
 	admin := adminAddr(tunneld)
-	_, tunnelBin := binaries(t)
+
+	code, _, stderr = runToEnd(t, tunnelBin, []string{"TUNNEL_TOKEN=" + strict}, "--dev", "--server", addr, "--certs-dir", certs, "http", "--name", "mine", "9")
+	if code != 3 || !strings.Contains(stderr, "this token requires an access rule on every http tunnel") {
+		t.Fatalf("a tunnel without a rule, with a token that requires one: exit %d, stderr:\n%s\nwant exit 3", code, stderr)
+	}
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "service %s; authorization: %q", r.URL.Path, r.Header.Get("Authorization"))
 	}))
 	t.Cleanup(backend.Close)
 	_, backendPort, _ := net.SplitHostPort(backend.Listener.Addr().String())
 
-	code, _, stderr := runToEnd(t, tunnelBin, nil, "--dev", "--server", addr, "--certs-dir", certs, "http", "--name", "open", backendPort)
+	code, _, stderr = runToEnd(t, tunnelBin, nil, "--dev", "--server", addr, "--certs-dir", certs, "http", "--name", "open", backendPort)
 	if code != 3 || !strings.Contains(stderr, "this server requires an access rule on every http tunnel") {
 		t.Fatalf("a tunnel without a rule: exit %d, stderr:\n%s\nwant exit 3 saying a rule is required", code, stderr)
 	}

@@ -464,8 +464,9 @@ func Generate() (string, error) {
 // several, are not coordinated: the last rename wins and the other entry is
 // lost. If path is a symlink, it is replaced by a regular file.
 //
-// connect lists the TCP tunnels the token may reach (Entry.Connect).
-func Add(path, label string, names []string, maxTunnels int, connect []string) (string, error) {
+// connect lists the TCP tunnels the token may reach (Entry.Connect);
+// access, if not nil, is its policy on visitor access rules (Entry.Access).
+func Add(path, label string, names []string, maxTunnels int, connect []string, access *AccessPolicy) (string, error) {
 	entries, err := readFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("add token %q: %w", label, err)
@@ -486,6 +487,7 @@ func Add(path, label string, names []string, maxTunnels int, connect []string) (
 		Names:      slices.Clone(names),
 		MaxTunnels: maxTunnels,
 		Connect:    slices.Clone(connect),
+		Access:     access,
 	})
 	// Validate the whole file as the server will load it, so Add can
 	// never write a file that tunneld then refuses.

@@ -219,11 +219,11 @@ func TestAdd_RoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "conf", "tokens.json") // parent does not exist yet
 
-	tokPi, err := Add(path, "pi", []string{"wiki", "dev-*"}, 4, []string{"pi-ssh"})
+	tokPi, err := Add(path, "pi", []string{"wiki", "dev-*"}, 4, []string{"pi-ssh"}, &AccessPolicy{Require: true})
 	if err != nil {
 		t.Fatalf("Add pi: got %v, want nil", err)
 	}
-	tokLaptop, err := Add(path, "laptop", nil, 0, nil)
+	tokLaptop, err := Add(path, "laptop", nil, 0, nil, nil)
 	if err != nil {
 		t.Fatalf("Add laptop: got %v, want nil", err)
 	}
@@ -259,6 +259,9 @@ func TestAdd_RoundTrip(t *testing.T) {
 	if id.Label != "pi" || id.MaxTunnels != 4 || !id.MayClaim("dev-x", false) || id.MayClaim("other", false) {
 		t.Fatalf("pi identity: got %+v, want label pi, max 4, names wiki and dev-*", id)
 	}
+	if !id.AccessRequired || id.AccessForbidden {
+		t.Fatalf("pi identity: got access required %v, forbidden %v; want required", id.AccessRequired, id.AccessForbidden)
+	}
 	if !id.MayConnect("pi-ssh") || id.MayConnect("wiki") {
 		t.Fatalf("pi identity: MayConnect: got %v for pi-ssh and %v for wiki, want true and false (connect [pi-ssh])", id.MayConnect("pi-ssh"), id.MayConnect("wiki"))
 	}
@@ -266,7 +269,7 @@ func TestAdd_RoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Authenticate(laptop token): got %v, want nil", err)
 	}
-	if id.Label != "laptop" || id.MayClaim("wiki", false) {
+	if id.Label != "laptop" || id.MayClaim("wiki", false) || id.AccessRequired || id.AccessForbidden {
 		t.Fatalf("laptop identity: got %+v, want label laptop with random names only", id)
 	}
 	for _, bad := range []string{"", "tk_wrong", tokPi + "x"} {
@@ -288,7 +291,7 @@ func TestAdd_KeepsExistingMode(t *testing.T) {
 		if err := os.Chmod(path, mode); err != nil { // not subject to the umask
 			t.Fatal(err)
 		}
-		if _, err := Add(path, "pi", nil, 0, nil); err != nil {
+		if _, err := Add(path, "pi", nil, 0, nil, nil); err != nil {
 			t.Fatalf("Add: got %v, want nil", err)
 		}
 		fi, err := os.Stat(path)
@@ -328,7 +331,7 @@ func TestAdd_Refusals(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			tok, err := Add(path, tt.label, tt.names, tt.max, nil)
+			tok, err := Add(path, tt.label, tt.names, tt.max, nil, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.wantInErr) {
 				t.Fatalf("Add: got (%q, %v), want error containing %q", tok, err, tt.wantInErr)
 			}
