@@ -153,7 +153,8 @@ type Access struct {
 }
 
 // BasicAuthUser is one basic-auth user: the name, and a hash of the
-// password (bcrypt, "$2a$" or "$2b$" with cost 10 to 12 and its own salt).
+// password (bcrypt, "$2a$", "$2b$" or "$2y$", with its own salt and a cost of
+// at most 12, which bounds what one check costs the server).
 // Only the hash travels: the server never learns the password from the
 // client, and a Hello seen in a log or a dump does not give it away.
 type BasicAuthUser struct {
