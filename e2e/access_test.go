@@ -52,10 +52,14 @@ func TestProcess_VisitorAccess(t *testing.T) {
 		t.Fatalf("a tunnel without a rule: exit %d, stderr:\n%s\nwant exit 3 saying a rule is required", code, stderr)
 	}
 
-	_, url := startDevClient(t, []string{"TUNNEL_BASIC_AUTH=ann:correct horse, battery"}, addr, certs,
+	client, url := startDevClient(t, []string{"TUNNEL_BASIC_AUTH=ann:correct horse, battery"}, addr, certs,
 		"http", "--allow-cidr", "127.0.0.0/8", "--name", "wiki", backendPort)
 	if want := "https://wiki.localhost:" + port; url != want {
 		t.Fatalf("tunnel printed %q, want %q", url, want)
+	}
+	ready := client.waitLine(client.stderr, "the tunnel ready log line", func(l string) bool { return strings.Contains(l, `"tunnel ready"`) })
+	if !strings.Contains(ready, `"access":"basic auth (ann); allow 127.0.0.0/8"`) || strings.Contains(ready, "battery") {
+		t.Errorf("tunnel ready: got %s, want the rules named, without the password", ready)
 	}
 	tr := visitorTransport(t, filepath.Join(certs, "ca.pem"), addr)
 	t.Cleanup(tr.CloseIdleConnections)

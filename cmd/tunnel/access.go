@@ -230,3 +230,31 @@ func prefixes(flag string, list []string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// describeAccess says what rules a tunnel has, for its "tunnel ready" log
+// line: "basic auth (ann, bo); allow 192.0.2.0/24; deny 192.0.2.66/32",
+// "" for none. Never a password or hash.
+func describeAccess(a *proto.Access) string {
+	if a.Empty() {
+		return ""
+	}
+	var parts []string
+	if len(a.BasicAuth) > 0 {
+		users := make([]string, len(a.BasicAuth))
+		for i, u := range a.BasicAuth {
+			users[i] = u.User
+		}
+		p := "basic auth (" + strings.Join(users, ", ") + ")"
+		if a.PassAuthorization {
+			p += ", Authorization passed on"
+		}
+		parts = append(parts, p)
+	}
+	if len(a.AllowCIDR) > 0 {
+		parts = append(parts, "allow "+strings.Join(a.AllowCIDR, ", "))
+	}
+	if len(a.DenyCIDR) > 0 {
+		parts = append(parts, "deny "+strings.Join(a.DenyCIDR, ", "))
+	}
+	return strings.Join(parts, "; ")
+}

@@ -149,3 +149,22 @@ func checkAccess(t *testing.T, a *proto.Access, users []user, allow, deny []stri
 		}
 	}
 }
+
+func TestDescribeAccess(t *testing.T) {
+	for _, tt := range []struct {
+		a    *proto.Access
+		want string
+	}{
+		{nil, ""},
+		{&proto.Access{}, ""},
+		{&proto.Access{BasicAuth: []proto.BasicAuthUser{{User: "ann", Hash: "$2a$10$secret"}, {User: "bo", Hash: "h"}}, PassAuthorization: true},
+			"basic auth (ann, bo), Authorization passed on"},
+		{&proto.Access{BasicAuth: []proto.BasicAuthUser{{User: "ann", Hash: "$2a$10$secret"}}, AllowCIDR: []string{"192.0.2.0/24", "2001:db8::/32"},
+			DenyCIDR: []string{"192.0.2.66/32"}}, "basic auth (ann); allow 192.0.2.0/24, 2001:db8::/32; deny 192.0.2.66/32"},
+		{&proto.Access{DenyCIDR: []string{"10.0.0.0/8"}}, "deny 10.0.0.0/8"},
+	} {
+		if got := describeAccess(tt.a); got != tt.want {
+			t.Errorf("describeAccess(%+v): got %q, want %q", tt.a, got, tt.want)
+		}
+	}
+}

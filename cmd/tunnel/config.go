@@ -403,7 +403,11 @@ func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientC
 				// only if a reconnect changed them; one line each, since
 				// printable leaves no newline in them.
 				fmt.Fprintln(stdout, url)
-				log.Info().Str("url", url).Str("target", tunnels[i].Target).Msg("tunnel ready")
+				ev := log.Info().Str("url", url).Str("target", tunnels[i].Target)
+				if a := describeAccess(tunnels[i].Access); a != "" {
+					ev = ev.Str("access", a) // tunneld confirmed it enforces them (mux checks)
+				}
+				ev.Msg("tunnel ready")
 			}
 		},
 	}
