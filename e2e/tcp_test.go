@@ -14,10 +14,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/tunnelhq/tunnel/internal/testnet"
 	"github.com/tunnelhq/tunnel/internal/testtls"
 )
 
@@ -248,36 +248,7 @@ func TestACME_TLSAndTCPTunnelsGetNoCertificate(t *testing.T) {
 }
 
 // tcpEchoServer echoes each connection until the peer half-closes.
-func tcpEchoServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
+func tcpEchoServer(t *testing.T) string { return testnet.Echo(t) }
 
 // TestProcess_ConfigWithEveryKind: one --config file with an HTTP, a TCP
 // and a TLS tunnel, one client, one session; each is reached its own way:

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -108,5 +109,24 @@ func TestStartInspector_TokenOffLoopback(t *testing.T) {
 	var cfg mux.ClientConfig
 	if ins, err := startInspector(o, &cfg, zerolog.Nop(), nil); ins != nil || err != nil || cfg.Copier != nil {
 		t.Errorf("--inspect=false: %v, %v, copier set %v; want nothing", ins, err, cfg.Copier != nil)
+	}
+}
+
+// With the inspector on, the runtime's soft memory limit is the
+// recordings' cap plus the headroom, so that the cap bounds the client's
+// memory; a GOMEMLIMIT the user set wins.
+func TestLimitMemory_CapPlusHeadroomUnlessGOMEMLIMIT(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	t.Setenv("GOMEMLIMIT", "")
+	limitMemory(64 << 20)
+	if got, want := debug.SetMemoryLimit(-1), int64(64<<20+inspectHeadroom); got != want {
+		t.Fatalf("limit: got %d, want %d", got, want)
+	}
+	debug.SetMemoryLimit(before)
+	t.Setenv("GOMEMLIMIT", "1GiB")
+	limitMemory(64 << 20)
+	if got := debug.SetMemoryLimit(-1); got != before {
+		t.Fatalf("with GOMEMLIMIT set: limit %d, want it left at %d", got, before)
 	}
 }

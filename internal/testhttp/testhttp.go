@@ -11,6 +11,8 @@ package testhttp
 import (
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -38,4 +40,21 @@ func Do(t testing.TB, c *http.Client, req *http.Request) (int, string) {
 		t.Fatalf("%s %s: read body: %v", req.Method, req.URL, err)
 	}
 	return resp.StatusCode, string(body)
+}
+
+// Chromium returns the path of Debian's chromium for the tests that load a
+// page in it. Without it the test is skipped, unless CI is set: CI must run
+// them (.ci/run installs it), so there it fails.
+func Chromium(t testing.TB) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("chromium not found, and CI must run this test (.ci/run installs it)")
+	}
+	t.Skip("chromium not installed (apt-get install chromium)")
+	return ""
 }

@@ -336,19 +336,7 @@ func TestAdmin_TokenRequiredOffLoopback(t *testing.T) {
 	}
 }
 
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("chromium not found, and CI must run this test (.ci/run installs it)")
-	}
-	t.Skip("chromium not installed (apt-get install chromium)")
-	return ""
-}
+func chromiumPath(t *testing.T) string { return testhttp.Chromium(t) }
 
 // headless runs Debian's chromium with the flags TESTING.md lists.
 func headless(t *testing.T, bin string, args ...string) []byte {

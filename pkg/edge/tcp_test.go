@@ -18,6 +18,7 @@ import (
 
 	"github.com/tunnelhq/tunnel/internal/edgetest"
 	"github.com/tunnelhq/tunnel/internal/testhttp"
+	"github.com/tunnelhq/tunnel/internal/testnet"
 	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
@@ -45,39 +46,8 @@ func withCarol(t *testing.T) func(*edge.Config) {
 }
 
 // tcpEcho is a local TCP service that echoes each connection until the
-// peer half-closes, then half-closes its own side after the echo: a
-// reply that arrives whole after the visitor's CloseWrite proves the
-// half-close went end to end and back.
-func tcpEcho(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
+// peer half-closes, then half-closes its own side (testnet.Echo).
+func tcpEcho(t *testing.T) string { return testnet.Echo(t) }
 
 // tcpOwner runs a client holding the TCP tunnel name to target, with
 // allow as its --allow-token list; its stream events arrive on the

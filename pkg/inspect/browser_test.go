@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,24 +15,11 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/tunnelhq/tunnel/internal/testhttp"
 	"github.com/tunnelhq/tunnel/pkg/inspect"
 )
 
-// chromiumPath finds Debian's chromium, as pkg/admin's status page test
-// does: without it the test is skipped, unless CI is set, where it fails.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("chromium not found, and CI must run this test (.ci/run installs it)")
-	}
-	t.Skip("chromium not installed (apt-get install chromium)")
-	return ""
-}
+func chromiumPath(t *testing.T) string { return testhttp.Chromium(t) }
 
 // browser starts a headless chromium (the flags TESTING.md lists) and
 // returns a tab's context, ended when the test ends.

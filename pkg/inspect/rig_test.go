@@ -6,12 +6,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/tunnelhq/tunnel/internal/testnet"
 	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/inspect"
 	"github.com/tunnelhq/tunnel/pkg/mux"
@@ -50,31 +50,7 @@ func newRig(t testing.TB, cfg inspect.Config, service http.Handler) *rig {
 	t.Cleanup(svc.Close)
 	r.target = svc.Listener.Addr().String()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.front = ln.Addr().String()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r.pipe(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
+	r.front = testnet.Serve(t, r.pipe)
 	r.api = httptest.NewServer(in.Handler())
 	t.Cleanup(r.api.Close)
 	return r
