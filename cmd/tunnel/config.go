@@ -106,6 +106,12 @@ type fileTunnel struct {
 	// AllowTokens, for a tcp tunnel, are the tokens besides the owner's
 	// that may reach it (as tunnel tcp --allow-token).
 	AllowTokens []string `json:"allow_tokens"`
+	// The tunnel's visitor access rules (access.go), as the http flags
+	// of the same names; those, when given, replace them.
+	BasicAuth         []string `json:"basic_auth"`
+	AllowCIDR         []string `json:"allow_cidr"`
+	DenyCIDR          []string `json:"deny_cidr"`
+	PassAuthorization bool     `json:"pass_authorization"`
 }
 
 func loadFileConfig(path string) (fileConfig, error) {
@@ -156,9 +162,11 @@ type options struct {
 	name    string   // --name, for a single TARGET
 	targets []string // the TARGETs, as written
 
-	kind        string     // the command's kind of tunnel: http (also bare tunnel), tcp or tls
-	allowTokens []string   // tunnel tcp --allow-token, for each of its tcp tunnels
-	fileAllow   [][]string // the file's allow_tokens, by tunnel, when its tunnels are the ones run
+	kind        string        // the command's kind of tunnel: http (also bare tunnel), tcp or tls
+	allowTokens []string      // tunnel tcp --allow-token, for each of its tcp tunnels
+	fileAllow   [][]string    // the file's allow_tokens, by tunnel, when its tunnels are the ones run
+	access      accessOptions // --basic-auth, --allow-cidr, ... (access.go)
+	fileRules   []fileTunnel  // the file's tunnels, when targets are theirs: each its own access rules
 }
 
 // settings picks each option from the CLI context (a flag, or its env var:
@@ -289,6 +297,10 @@ func resolve(c *cli.Context) (options, error) {
 	if o.kind == proto.KindTCP {
 		o.allowTokens = c.StringSlice("allow-token")
 	}
+	o.access = accessSettings(c)
+	if o.fileAllow != nil {
+		o.fileRules = file.Tunnels
+	}
 	// --dev's defaults come last, below every source.
 	if o.server == "" && o.dev {
 		o.server = devServer
@@ -341,6 +353,9 @@ func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientC
 		}
 		tunnels[i].AllowTokens = allow
 	}
+	if err := applyAccess(tunnels, o.access, o.fileRules); err != nil {
+		return mux.ClientConfig{}, err
+	}
 	server := o.server
 	if server == "" {
 		return mux.ClientConfig{}, errors.New("--server (TUNNEL_SERVER) is required: tunneld's host:port; or pass --dev for a local tunneld --dev")
@@ -388,7 +403,11 @@ func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientC
 				// only if a reconnect changed them; one line each, since
 				// printable leaves no newline in them.
 				fmt.Fprintln(stdout, url)
-				log.Info().Str("url", url).Str("target", tunnels[i].Target).Msg("tunnel ready")
+				ev := log.Info().Str("url", url).Str("target", tunnels[i].Target)
+				if a := describeAccess(tunnels[i].Access); a != "" {
+					ev = ev.Str("access", a) // tunneld confirmed it enforces them (mux checks)
+				}
+				ev.Msg("tunnel ready")
 			}
 		},
 	}

@@ -113,7 +113,7 @@ func newApp() *cli.App {
 			Description: "TARGET is PORT, HOST:PORT, NAME=PORT or NAME=HOST:PORT; PORT alone means localhost:PORT.\n" +
 				"Without NAME (or --name) the server picks a random name. Several targets share one session:\n\n" +
 				"  tunnel --dev http wiki=8080 blog=127.0.0.1:9090",
-			Flags:        httpFlags(),
+			Flags:        append(httpFlags(), accessFlags()...),
 			OnUsageError: onUsageError,
 			Action:       runHTTP,
 		}, tcpCommand(), tlsCommand(), connectCommand()},
@@ -142,7 +142,8 @@ func runOrHelp(run cli.ActionFunc) cli.ActionFunc {
 	}
 }
 
-// httpFlags are the flags of "tunnel http".
+// httpFlags are the flags of "tunnel http" (with accessFlags), "tcp" and
+// "tls".
 func httpFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "name", EnvVars: []string{"TUNNEL_NAME"},

@@ -33,6 +33,8 @@ func tokenCommand() *cli.Command {
 					Usage: "tunnels this token may open at once"},
 				&cli.StringSliceFlag{Name: "connect", EnvVars: []string{"TUNNELD_TOKEN_CONNECT"},
 					Usage: "a TCP tunnel the token may reach with \"tunnel connect\", whoever owns it, in --name's patterns; repeat for more; none: only its own and those whose owner allows it"},
+				&cli.StringFlag{Name: "access", EnvVars: []string{"TUNNELD_TOKEN_ACCESS"}, DefaultText: "the client chooses",
+					Usage: "visitor access rules (tunnel http --basic-auth, --allow-cidr, --deny-cidr) on the token's HTTP tunnels: require or forbid"},
 			},
 			Action: tokenAdd,
 		}},
@@ -45,7 +47,17 @@ func tokenAdd(c *cli.Context) error {
 	}
 	path := innermostString(c, "tokens-file")
 	label := c.String("label")
-	secret, err := token.Add(path, label, c.StringSlice("name"), c.Int("max-tunnels"), c.StringSlice("connect"))
+	var access *token.AccessPolicy
+	switch a := c.String("access"); a {
+	case "":
+	case "require":
+		access = &token.AccessPolicy{Require: true}
+	case "forbid":
+		access = &token.AccessPolicy{Forbid: true}
+	default:
+		return fmt.Errorf("--access %q: want require or forbid", a)
+	}
+	secret, err := token.Add(path, label, c.StringSlice("name"), c.Int("max-tunnels"), c.StringSlice("connect"), access)
 	if err != nil {
 		return err
 	}

@@ -66,6 +66,8 @@ func serveFlags() []cli.Flag {
 			Usage: "one shared secret that may claim any name (prefer the env var over the flag)"},
 		&cli.BoolFlag{Name: "allow-anonymous", EnvVars: []string{"TUNNELD_ALLOW_ANONYMOUS"},
 			Usage: "let clients without a token in (their names belong to the client process, by a random key it sends; their limits count per IP address)"},
+		&cli.BoolFlag{Name: "require-access-anonymous", EnvVars: []string{"TUNNELD_REQUIRE_ACCESS_ANONYMOUS"},
+			Usage: "refuse an anonymous client's tunnel without a visitor access rule (tunnel http --basic-auth, --allow-cidr or --deny-cidr); tokens have their own \"access\" in --tokens-file"},
 		&cli.IntFlag{Name: "public-port", EnvVars: []string{"TUNNELD_PUBLIC_PORT"}, DefaultText: "the port tunneld listens on",
 			Usage: "port written in public URLs, for when a proxy or NAT forwards another port (443 writes none)"},
 		&cli.DurationFlag{Name: "name-hold", Value: def.NameHold, EnvVars: []string{"TUNNELD_NAME_HOLD"},
@@ -142,6 +144,7 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 	}
 
 	cfg.AllowAnonymous = dev || c.Bool("allow-anonymous")
+	cfg.RequireAccessAnonymous = c.Bool("require-access-anonymous")
 	tokensFile, sharedToken := c.String("tokens-file"), c.String("token")
 	if tokensFile == "" && sharedToken == "" && !cfg.AllowAnonymous {
 		return cfg, "", errors.New("no tokens configured, so no client could connect: pass --tokens-file (see \"tunneld token add\") or TUNNELD_TOKEN, or --allow-anonymous to let anyone in")

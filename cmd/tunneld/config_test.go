@@ -178,3 +178,30 @@ func TestServerConfig_CertificateMustCoverDomain(t *testing.T) {
 		t.Errorf("the domain's own certificate without ACME: got %v, want nil", err)
 	}
 }
+
+func TestServerConfig_RequireAccessAnonymous(t *testing.T) {
+	parse := func(t *testing.T, args ...string) bool {
+		t.Helper()
+		var got bool
+		app := &cli.App{Name: "tunneld", Flags: append(serveFlags(), adminFlags()...), Action: func(c *cli.Context) error {
+			cfg, _, err := serverConfig(c, zerolog.Nop())
+			got = cfg.RequireAccessAnonymous
+			return err
+		}}
+		base := []string{"tunneld", "--domain", "tunnel.test", "--allow-anonymous", "--cert-cache", t.TempDir()}
+		if err := app.Run(append(base, args...)); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if parse(t) {
+		t.Error("default: got required, want not")
+	}
+	if !parse(t, "--require-access-anonymous") {
+		t.Error("flag: got not required, want required")
+	}
+	t.Setenv("TUNNELD_REQUIRE_ACCESS_ANONYMOUS", "true")
+	if !parse(t) {
+		t.Error("env: got not required, want required")
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/tunnelhq/tunnel/internal/edgetest"
 	"github.com/tunnelhq/tunnel/internal/testhttp"
@@ -28,6 +29,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/admin"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -451,6 +453,37 @@ func TestAdmin_LoopbackChecksHost(t *testing.T) {
 	}
 	if got, body := fetch("admin.example.com", "/debug/pprof/cmdline", token); got != http.StatusNotFound || strings.Contains(body, os.Args[0]) {
 		t.Errorf("/debug/pprof/cmdline with a token: got %d %q, want 404", got, body)
+	}
+}
+
+func TestAdmin_StatusShowsAccessRulesWithoutHashes(t *testing.T) {
+	h := edgetest.Start(t, nil)
+	backend := edgetest.Backend(t, http.NotFoundHandler())
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	access := &proto.Access{BasicAuth: []proto.BasicAuthUser{{User: "ann", Hash: string(hash)}},
+		AllowCIDR: []string{"192.0.2.0/24"}, DenyCIDR: []string{"192.0.2.66/32"}}
+	if _, err := h.Connect(edgetest.AliceToken, mux.Tunnel{Name: "wiki", Target: backend, Access: access},
+		mux.Tunnel{Name: "open", Target: backend}); err != nil {
+		t.Fatal(err)
+	}
+	base := startAdmin(t, h, "127.0.0.1:0", nil)
+	status, body := adminGet(t, base, "/api/tunnels", "")
+	if status != 200 || strings.Contains(string(body), "$2a$") {
+		t.Fatalf("/api/tunnels: got %d %s, want 200 without a hash", status, body)
+	}
+	want := `"access":{"basic_auth_users":["ann"],"allow_cidr":["192.0.2.0/24"],"deny_cidr":["192.0.2.66/32"]}`
+	if strings.Count(string(body), `"access"`) != 1 || !strings.Contains(string(body), want) {
+		t.Errorf("/api/tunnels: got %s, want wiki alone with %s", body, want)
+	}
+	status, body = adminGet(t, base, "/", "")
+	page := string(body)
+	if status != 200 || strings.Contains(page, "$2a$") ||
+		!strings.Contains(page, `<td class="access">basic auth: ann allow 192.0.2.0/24 deny 192.0.2.66/32</td>`) ||
+		!strings.Contains(page, `<td class="access">open</td>`) {
+		t.Errorf("status page: got %d\n%s\nwant wiki's rules and open for the other, no hash", status, page)
 	}
 }
 

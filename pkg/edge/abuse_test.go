@@ -269,6 +269,7 @@ func TestEdge_HostileInput(t *testing.T) {
 	tests = append(tests, registryHostileRows()...)
 	tests = append(tests, connectHostileRows()...)
 	tests = append(tests, passthroughHostileRows()...)
+	tests = append(tests, accessHostileRows()...)
 	for _, tt := range tests {
 		t.Run(strings.ReplaceAll(tt.name, " ", "_"), func(t *testing.T) {
 			a := startAbuse(t, tt.config)

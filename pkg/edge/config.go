@@ -75,6 +75,11 @@ type Config struct {
 	// its limits (MaxTunnelsPerToken, held names) count against its
 	// source address.
 	AllowAnonymous bool
+	// RequireAccessAnonymous refuses an anonymous client's HTTP tunnel
+	// that carries no visitor access rule (basic auth or address prefixes), so
+	// that nobody can put a service open to everyone on this server
+	// without a token. Tokens have their own policy (token.AccessPolicy).
+	RequireAccessAnonymous bool
 
 	// Registry maps names to sessions. Nil means a MemoryRegistry with
 	// NameHold.

@@ -46,24 +46,32 @@
 //     naming the host. Held for a client that is away (most likely
 //     reconnecting): the handler waits up to Config.OfflineWait for it to
 //     come back (Registry.Wait, woken by the client's Claim), then 502.
-//  3. The request takes a slot of the tunnel, within its source's share
+//  3. The tunnel's visitor access rules, if its owner set any (access.go),
+//     are applied: the visitor's address (as visitorAddr believes it)
+//     against the allowed and denied prefixes (403), then basic auth
+//     against the bcrypt hashes the client sent (401 with WWW-Authenticate;
+//     429 once the source has sent too many wrong passwords). A refused
+//     visitor takes no slot and opens no stream.
+//  4. The request takes a slot of the tunnel, within its source's share
 //     (package limit, through limits.go). An httputil.ReverseProxy rewrites it
 //     (X-Forwarded-* set from the real connection; whatever the visitor sent
-//     is dropped) and hands it to the route's own stream pool (roundtrip.go),
+//     is dropped; the Authorization header too, once basic auth has checked
+//     it, unless the owner asked to pass it on) and hands it to the route's own stream pool (roundtrip.go),
 //     which takes a kept stream or opens one with Route.Open: for a local
 //     session, a yamux stream. The stream starts with a StreamHeader; the
 //     client connects its local service and acknowledges, or refuses (502
 //     naming the reason). The request is written to the stream and the
 //     response read from it on the handler's goroutine, with none of
 //     http.Transport's per-connection goroutines in between.
-//  4. The request and response bodies stream through; WebSocket upgrades
+//  5. The request and response bodies stream through; WebSocket upgrades
 //     become a raw two-way copy. Finished streams are kept for reuse (up to
 //     MaxStreamsPerTunnel, a minute unused), so a busy tunnel does not open a
 //     stream per request.
 //
 // Errors are turned into HTTP responses in one place, proxy.answer, which
 // the handler calls before proxying and the ReverseProxy as its
-// ErrorHandler: malformed host 400; unknown host 404; client away, client
+// ErrorHandler: malformed host 400; no or wrong password 401; address not
+// allowed 403; unknown host 404; client away, client
 // gone or local service refusing 502; tunnel full 503, and a visitor over
 // its share or holding the slow-reader budget 429, with Retry-After;
 // timeout 504. Bodies are plain text and
@@ -77,7 +85,9 @@
 // Session is the one Route today, for HTTP, TCP and TLS tunnels alike (the
 // registry also keeps each name's kind, so that a held name's kind is known
 // while its client is away); a session on another node and a pool of
-// clients sharing a name are meant to be others. Each
+// clients sharing a name are meant to be others. A Route also carries each
+// HTTP name's access rules, which the proxy applies before it opens
+// anything. Each
 // route gets a stream pool of its own (pools), so a kept stream is never
 // reused for another route, not even a later holder of the same name; a
 // dial also checks that the name still resolves to the route.

@@ -129,6 +129,9 @@ type TunnelStatus struct {
 	BytesIn        int64     `json:"bytes_in"`
 	BytesOut       int64     `json:"bytes_out"`
 	InFlight       int64     `json:"in_flight"`
+	// Access are the tunnel's visitor access rules, without the password
+	// hashes; nil: open to every visitor.
+	Access *AccessStatus `json:"access,omitempty"`
 }
 
 // Tunnels lists the tunnels served now, sorted by name. Safe to call
@@ -146,6 +149,10 @@ func (s *Server) Tunnels() []TunnelStatus {
 			k := sess.Kind(n)
 			ts := TunnelStatus{Name: n, Kind: k, URL: s.kindURL(k, n), Label: sess.Label, SessionID: sess.ID,
 				ClientAddr: sess.RemoteAddr, ConnectedSince: sess.Connected}
+			if r := sess.access(n); r != nil {
+				sum := r.summary
+				ts.Access = &sum
+			}
 			if tc := s.ops.counters(sess, n); tc != nil {
 				ts.Requests, ts.BytesIn = tc.Requests.Load(), tc.BytesIn.Load()
 				ts.BytesOut, ts.InFlight = tc.BytesOut.Load(), tc.InFlight.Load()

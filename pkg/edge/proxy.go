@@ -79,6 +79,10 @@ type target struct {
 	// forwarded: the peer is a trusted proxy, so its X-Forwarded-For and
 	// -Proto are kept (see Config.TrustedProxies).
 	forwarded bool
+	// stripAuth: the tunnel checked the visitor's Authorization (basic
+	// auth) and its owner did not ask for it to be passed on, so the
+	// service never sees the tunnel's password.
+	stripAuth bool
 }
 
 // proxy is the visitors' handler: it routes each request by its Host to the
@@ -106,8 +110,10 @@ func (s *Server) newProxy() *proxy {
 	return p
 }
 
-// ServeHTTP routes r by its Host, takes a slot of the tunnel for it (see
-// acquireVisitor) and proxies it, or answers why not.
+// ServeHTTP routes r by its Host, applies the tunnel's access rules (see
+// checkAccess), takes a slot of the tunnel for it (see acquireVisitor) and
+// proxies it, or answers why not. A visitor the rules refuse takes no slot
+// and opens no stream: it costs the client nothing.
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := p.s
 	label, err := name.FromHost(r.Host, s.cfg.Domain)
@@ -129,6 +135,11 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.answer(w, r, host, err)
 		return
 	}
+	rules := rt.access(label)
+	if err := s.checkAccess(r, rules); err != nil {
+		p.answer(w, r, host, err)
+		return
+	}
 	slot, err := s.acquireVisitor(w, r, label)
 	if err != nil {
 		p.answer(w, r, host, err)
@@ -145,7 +156,8 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NewResponseController(w).EnableFullDuplex()
 	}
 	ctx := withTarget(r.Context(), target{name: label, host: host, route: rt,
-		visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr)})
+		visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr),
+		stripAuth: rules != nil && len(rules.users) > 0 && !rules.passAuth})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -191,6 +203,7 @@ func (p *proxy) answer(w http.ResponseWriter, r *http.Request, host string, err 
 	status, event, retry := http.StatusBadGateway, "", ""
 	var msg string
 	var perr *proto.Error
+	var wait *authWaitError
 	switch {
 	case errors.Is(err, name.ErrMalformedHost):
 		status, msg = http.StatusBadRequest, "The Host header is malformed."
@@ -210,6 +223,19 @@ func (p *proxy) answer(w http.ResponseWriter, r *http.Request, host string, err 
 	case errors.Is(err, errSlowReader):
 		status, retry = http.StatusTooManyRequests, "10"
 		msg = fmt.Sprintf("The server is short of memory for responses not taken, and your address holds some of it: %s will answer again once they are gone.", host)
+	case errors.Is(err, errAddrDenied):
+		status, msg = http.StatusForbidden, fmt.Sprintf("Your address may not visit %s.", host)
+	case errors.Is(err, errAuthRequired):
+		// The realm is the tunnel's host, so a browser keeps one password
+		// per tunnel; host holds no quote (a name and a port).
+		w.Header().Set("WWW-Authenticate", `Basic realm="`+host+`", charset="UTF-8"`)
+		status, msg = http.StatusUnauthorized, fmt.Sprintf("%s asks for a user name and password.", host)
+	case errors.As(err, &wait):
+		status, retry = http.StatusTooManyRequests, strconv.Itoa(int((wait.wait+time.Second-1)/time.Second))
+		msg = fmt.Sprintf("Too many wrong passwords for tunnels from your address. Try %s again later.", host)
+	case errors.Is(err, errAuthBusy):
+		status, retry = http.StatusServiceUnavailable, strconv.Itoa(int(limit.RetryAfter/time.Second))
+		msg = fmt.Sprintf("The server is busy checking passwords. Try %s again shortly.", host)
 	case errors.As(err, &perr) && perr.Code == proto.CodeLocalUnreachable:
 		event, msg = "local service unreachable", fmt.Sprintf("The client for %s is connected, but its local service refused the connection.", host)
 	case errors.As(err, &perr):
@@ -304,6 +330,9 @@ func rewrite(pr *httputil.ProxyRequest) {
 	}
 	if rt.forwarded {
 		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	}
+	if rt.stripAuth {
+		delete(pr.Out.Header, "Authorization")
 	}
 	pr.SetXForwarded()
 	pr.Out.Header.Set("X-Forwarded-Host", rt.host)

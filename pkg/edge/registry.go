@@ -40,6 +40,11 @@ type Route interface {
 	Draining() <-chan struct{}
 	// String names the route in logs (a local session's ID).
 	String() string
+	// access returns the visitor access rules of the route's tunnel
+	// name, nil for none. Unexported: the proxy enforces them before any
+	// stream is opened, so every Route must carry them, and a Route of
+	// another kind (another node's session) lives in this package too.
+	access(name string) *accessRules
 }
 
 // Registry maps tunnel names to the routes that serve them. It is an

@@ -61,6 +61,11 @@ type Session struct {
 	mux             *mux.ServerSession
 	tokenMaxTunnels int // the token's own max_tunnels; 0: server defaults
 
+	// accessRules maps each of Names that has visitor access rules to
+	// them (proto.TunnelRequest.Access); set with Names, before the
+	// session is registered.
+	accessRules map[string]*accessRules
+
 	// account is whom the per-owner bounds count against: the owner for
 	// a token, the source address for anonymous clients (who can make up
 	// owner keys at will). Empty means Owner.
@@ -75,6 +80,9 @@ type Session struct {
 func (s *Session) Open(ctx context.Context, h *proto.StreamHeader) (net.Conn, error) {
 	return s.mux.Open(ctx, h)
 }
+
+// access implements Route: the rules of the session's tunnel name.
+func (s *Session) access(name string) *accessRules { return s.accessRules[name] }
 
 // Kind returns the kind of the session's tunnel name (KindHTTP where
 // Kinds says nothing), "" if it serves no such name.
@@ -123,6 +131,10 @@ type Server struct {
 	ops       *ops   // metrics, access log, status (ops.go)
 	proxy     *proxy // the visitors' handler, and the stream pools of the routes (proxy.go)
 
+	// bcryptSlots bounds the visitor password checks running at once
+	// (access.go).
+	bcryptSlots chan struct{}
+
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
 	closing  bool
@@ -150,6 +162,8 @@ func NewServer(cfg Config) (*Server, error) {
 		refusedSet: refusedSet{refused: expiring.New[string, struct{}](refusedLogCap, 0)},
 		ops:        newOps(cfg),
 		hostSuffix: "." + cfg.Domain,
+
+		bcryptSlots: newBcryptSlots(),
 	}
 	if p := cfg.PublicPort; p != 0 && p != 443 {
 		s.hostSuffix += ":" + strconv.Itoa(p)
@@ -432,7 +446,14 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 	if perr != nil {
 		return nil, perr
 	}
-	if perr := s.claim(sess, hello, asked); perr != nil {
+	rules, perr := compileAccessAll(hello)
+	if perr != nil {
+		return nil, perr
+	}
+	if perr := s.checkAccessPolicy(id, hello); perr != nil {
+		return nil, perr
+	}
+	if perr := s.claim(sess, hello, asked, rules); perr != nil {
 		return nil, perr
 	}
 	return sess, nil
@@ -523,7 +544,7 @@ const claimAttempts = 6
 // drawn last so they never collide with asked-for ones, and drawn again if
 // the registry holds one by the time of the claim. Sessions of the same
 // owner that the claim replaced are closed.
-func (s *Server) claim(sess *Session, hello *proto.Hello, asked []string) *proto.Error {
+func (s *Server) claim(sess *Session, hello *proto.Hello, asked []string, rules []*accessRules) *proto.Error {
 	random := len(hello.Tunnels) - len(asked)
 	// The session's streams get a pool of their own before a visitor can
 	// find it under one of its names.
@@ -535,6 +556,7 @@ func (s *Server) claim(sess *Session, hello *proto.Hello, asked []string) *proto
 		}
 		sess.Names = orderNames(hello, names)
 		sess.Kinds, sess.allow = kindsOf(hello, sess.Names)
+		sess.accessRules = accessByName(rules, sess.Names)
 		replaced, err := s.registry.Claim(sess, sess.Names)
 		if err == nil {
 			for _, old := range replaced {
@@ -611,7 +633,7 @@ func (s *Server) welcome(sess *Session) *proto.Welcome {
 	}
 	for _, n := range sess.Names {
 		k := sess.Kind(n)
-		w.Tunnels = append(w.Tunnels, proto.TunnelInfo{Name: n, Kind: k, URL: s.kindURL(k, n)})
+		w.Tunnels = append(w.Tunnels, proto.TunnelInfo{Name: n, Kind: k, URL: s.kindURL(k, n), Access: sess.access(n) != nil})
 	}
 	return w
 }

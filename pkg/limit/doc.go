@@ -25,7 +25,11 @@
 //     the edge answers 503 with RetryAfter), and per visitor source within
 //     a tunnel (PerVisitor): a request over its source's share waits, in a
 //     bounded queue and for a bounded time, for one of that source's own
-//     requests to finish (AcquireStream).
+//     requests to finish (AcquireStream);
+//   - wrong passwords for a tunnel's basic auth per visitor source: past
+//     VisitorAuthFreeFailures, the source is refused for a while, doubling
+//     from a second to a minute, and no password of its is checked meanwhile
+//     (VisitorAuthWait, VisitorAuthFailed).
 //
 // Visitors that go slow (Pacer): a read of a request body or a write of a
 // response that makes no progress for VisitorIdleTimeout is cut, and what

@@ -70,7 +70,7 @@ func DefaultConfig() Config {
 
 // Recorder is what the limits report each refusal or delay to. kind names
 // what was limited: "handshake", "session", "auth", "stream", "visitor",
-// "visitor_idle", "slow_reader", "slow_reader_refused". It is a small
+// "visitor_idle", "slow_reader", "slow_reader_refused", "visitor_auth". It is a small
 // fixed set, fit for a metric label. Nil records nothing.
 type Recorder interface {
 	RateLimited(kind string)
@@ -145,13 +145,14 @@ type Limits struct {
 	handshakes    int
 	handshakesBy  map[netip.Prefix]int
 	sessionsBy    map[netip.Prefix]int
-	tunnelsBy     map[string]map[Session]int              // account → live session → tunnels
-	sweepAt       int                                     // sweep tunnelsBy when it grows past this
-	streamsBy     map[string]int                          // tunnel name → streams in use
-	visitorsBy    map[visitorKey]int                      // tunnel and visitor source → streams in use
-	waitersBy     map[visitorKey][]*Slot                  // requests waiting for their source's share, oldest first
-	authFailures  *expiring.Table[netip.Prefix, int]      // source → failures, until authForget after its last
-	refusedBursts *expiring.Table[netip.Prefix, struct{}] // for a minute after a source's refused connection was logged
+	tunnelsBy     map[string]map[Session]int               // account → live session → tunnels
+	sweepAt       int                                      // sweep tunnelsBy when it grows past this
+	streamsBy     map[string]int                           // tunnel name → streams in use
+	visitorsBy    map[visitorKey]int                       // tunnel and visitor source → streams in use
+	waitersBy     map[visitorKey][]*Slot                   // requests waiting for their source's share, oldest first
+	authFailures  *expiring.Table[netip.Prefix, int]       // source → failures, until authForget after its last
+	visitorAuth   *expiring.Table[netip.Prefix, authFails] // visitor source → failed tunnel passwords, until authForget after its last
+	refusedBursts *expiring.Table[netip.Prefix, struct{}]  // for a minute after a source's refused connection was logged
 }
 
 // New returns empty books for cfg. Refusals are logged to log and counted
@@ -172,6 +173,7 @@ func New(cfg Config, log zerolog.Logger, rec Recorder) *Limits {
 		visitorsBy:    make(map[visitorKey]int),
 		waitersBy:     make(map[visitorKey][]*Slot),
 		authFailures:  expiring.New[netip.Prefix, int](maxTrackedSources, authForget),
+		visitorAuth:   expiring.New[netip.Prefix, authFails](maxTrackedSources, authForget),
 		refusedBursts: expiring.New[netip.Prefix, struct{}](maxTrackedSources, time.Minute),
 	}
 }
@@ -501,4 +503,69 @@ func (s *Slot) Release() {
 	}
 	decr(l.streamsBy, s.key.name)
 	decr(l.visitorsBy, s.key)
+}
+
+// VisitorAuthFreeFailures is how many wrong passwords for tunnels (basic
+// auth, checked by the edge) a visitor source may send before it is refused
+// for a while: a person mistyping is not slowed, a guesser is.
+const VisitorAuthFreeFailures = 5
+
+// The wait imposed on a visitor source past its free failures: it starts at
+// visitorAuthDelay after the last failure and doubles with each further one
+// up to visitorAuthMaxDelay. The refusal costs nothing (no hash is checked
+// while it lasts), so unlike AuthDelay the request is answered at once, not
+// held.
+const (
+	visitorAuthDelay    = time.Second
+	visitorAuthMaxDelay = time.Minute
+)
+
+// authFails is a visitor source's record of wrong passwords.
+type authFails struct {
+	n    int
+	last time.Time
+}
+
+// VisitorAuthWait is how long the visitor source src must still wait before
+// a password it sends for a tunnel is checked: zero unless it sent more than
+// VisitorAuthFreeFailures wrong ones lately. A positive wait is counted as
+// a "visitor_auth" refusal.
+func (l *Limits) VisitorAuthWait(src netip.Prefix) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	f, _ := l.visitorAuth.Get(src, now)
+	if f.n < VisitorAuthFreeFailures {
+		return 0
+	}
+	d := visitorAuthDelay
+	for n := f.n - VisitorAuthFreeFailures; n > 0 && d < visitorAuthMaxDelay; n-- {
+		d *= 2
+	}
+	wait := f.last.Add(min(d, visitorAuthMaxDelay)).Sub(now)
+	if wait <= 0 {
+		return 0
+	}
+	l.rec.RateLimited("visitor_auth")
+	return wait
+}
+
+// VisitorAuthFailed records a wrong password for a tunnel from the visitor
+// source src, and logs the failure that starts its wait (once per burst).
+// The table is bounded like the client one: past maxTrackedSources, new
+// sources are not recorded.
+func (l *Limits) VisitorAuthFailed(src netip.Prefix, log zerolog.Logger) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	f, _ := l.visitorAuth.Get(src, now)
+	f.n++
+	f.last = now
+	if !l.visitorAuth.PutIfRoom(src, f, now) {
+		return
+	}
+	if f.n == VisitorAuthFreeFailures {
+		log.Warn().Str("source", src.String()).Int("failures", f.n).
+			Msg("repeated wrong tunnel passwords; refusing further attempts from this source for a while (logged once per burst)")
+	}
 }

@@ -376,3 +376,53 @@ func TestLimits_TunnelsPerAccountAcrossSessions(t *testing.T) {
 		t.Fatalf("after a session ended: got ok=%v open=%d, want admitted with 2 open", ok, open)
 	}
 }
+
+func TestLimits_VisitorAuthWaitAfterFreeFailures(t *testing.T) {
+	var logs bytes.Buffer
+	log := zerolog.New(&logs).Level(zerolog.InfoLevel)
+	l := New(testConfig(), log, nil)
+	now := time.Unix(1000, 0)
+	l.now = func() time.Time { return now }
+	bad := netip.MustParsePrefix("192.0.2.7/32")
+	good := netip.MustParsePrefix("2001:db8::/64")
+
+	var got []time.Duration
+	for range VisitorAuthFreeFailures + 3 {
+		got = append(got, l.VisitorAuthWait(bad))
+		l.VisitorAuthFailed(bad, log)
+	}
+	got = append(got, l.VisitorAuthWait(bad))
+	want := []time.Duration{0, 0, 0, 0, 0, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("waits before each attempt: got %v, want %v", got, want)
+		}
+	}
+	if d := l.VisitorAuthWait(good); d != 0 {
+		t.Errorf("another source: got wait %v, want 0", d)
+	}
+	if n := strings.Count(logs.String(), "repeated wrong tunnel passwords"); n != 1 {
+		t.Errorf("burst logged %d times, want once:\n%s", n, logs.String())
+	}
+	// The wait runs from the last failure, and runs out.
+	now = now.Add(3 * time.Second)
+	if d := l.VisitorAuthWait(bad); d != 5*time.Second {
+		t.Errorf("3s after the last failure: got wait %v, want 5s", d)
+	}
+	now = now.Add(5 * time.Second)
+	if d := l.VisitorAuthWait(bad); d != 0 {
+		t.Errorf("once the wait is over: got %v, want 0", d)
+	}
+	// The wait is capped.
+	for range 20 {
+		l.VisitorAuthFailed(bad, log)
+	}
+	if d := l.VisitorAuthWait(bad); d != visitorAuthMaxDelay {
+		t.Errorf("after many failures: got wait %v, want the cap %v", d, visitorAuthMaxDelay)
+	}
+	// A quiet spell forgets the source.
+	now = now.Add(authForget)
+	if d := l.VisitorAuthWait(bad); d != 0 {
+		t.Errorf("after %v without failures: got wait %v, want 0", authForget, d)
+	}
+}

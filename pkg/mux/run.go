@@ -19,6 +19,11 @@ type Tunnel struct {
 	Name string
 	// Target is the local service, host:port, that visitors reach.
 	Target string
+	// Access, if not nil, are the visitor access rules tunneld enforces
+	// for the tunnel, passwords already hashed. Run refuses to serve
+	// through a server that does not confirm them (one that predates
+	// them), since the service would be open to everyone.
+	Access *proto.Access
 	// Kind is proto.KindHTTP (empty means it), KindTCP or KindTLS.
 	Kind string
 	// AllowTokens, for a TCP tunnel, are tokens besides the owner's own
@@ -107,6 +112,9 @@ func (c ClientConfig) Validate() error {
 		if len(t.AllowTokens) > 0 && t.kind() != proto.KindTCP {
 			return fmt.Errorf("mux: tunnel %d: allowed tokens are for tcp tunnels only", i)
 		}
+		if !t.Access.Empty() && t.kind() != proto.KindHTTP {
+			return fmt.Errorf("mux: tunnel %d: access rules are for http tunnels only", i)
+		}
 		if len(t.AllowTokens) > proto.MaxAllowTokens {
 			return fmt.Errorf("mux: tunnel %d: %d allowed tokens, at most %d", i, len(t.AllowTokens), proto.MaxAllowTokens)
 		}
@@ -171,7 +179,7 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	}
 	hello := &proto.Hello{Version: proto.Version, ClientVersion: cfg.ClientVersion, Token: cfg.Token}
 	for _, t := range tunnels {
-		req := proto.TunnelRequest{Name: t.Name, Kind: t.kind()}
+		req := proto.TunnelRequest{Name: t.Name, Kind: t.kind(), Access: t.Access}
 		for _, tok := range t.AllowTokens {
 			sum := sha256.Sum256([]byte(tok))
 			req.AllowTokens = append(req.AllowTokens, hex.EncodeToString(sum[:]))
@@ -191,6 +199,10 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	sess.onStream = cfg.OnStream
 	sess.copier = cfg.Copier
 	w := sess.Welcome()
+	if perr := unenforced(tunnels, w); perr != nil {
+		sess.Close()
+		return nil, nil, perr
+	}
 	targets := make(map[string]string, len(tunnels))
 	names := make([]string, 0, len(w.Tunnels))
 	for i, t := range w.Tunnels {
@@ -205,4 +217,19 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	}
 	sess.log.Info().Str("server", cfg.Server).Str("names", strings.Join(names, ",")).Msg("connected")
 	return sess, targets, nil
+}
+
+// unenforced is the refusal to serve when the server granted a tunnel
+// without confirming the access rules asked for it: a server that predates
+// them ignores them, and would let every visitor through. It is a
+// permanent error, as the server's own refusals of bad rules are.
+func unenforced(tunnels []Tunnel, w *proto.Welcome) *proto.Error {
+	for i, t := range w.Tunnels {
+		if !tunnels[i].Access.Empty() && !t.Access {
+			return &proto.Error{Code: proto.CodeBadRequest, Message: fmt.Sprintf(
+				"the server does not enforce access rules (it predates them): not serving %s, which would be open to everyone",
+				Printable(t.URL, maxLoggedString))}
+		}
+	}
+	return nil
 }

@@ -112,6 +112,87 @@ type TunnelRequest struct {
 	// at most MaxAllowTokens. Only the hashes travel: the server never
 	// learns the tokens themselves.
 	AllowTokens []string `json:"allow_tokens,omitempty"`
+	// Access, if set, says which visitors the server lets through to an
+	// HTTP tunnel, before any stream is opened. A server that predates it
+	// ignores it: a client that sets it must check TunnelInfo.Access in the
+	// Welcome, or its service would be open to everyone.
+	Access *Access `json:"access,omitempty"`
+}
+
+// Limits on Access: per tunnel, and for all the tunnels of one Hello
+// together, which keeps a Hello with every rule it may have far below
+// MaxFrameSize (a user name may escape one byte into six).
+const (
+	MaxAccessUsers      = 4   // Access.BasicAuth
+	MaxAccessCIDRs      = 16  // Access.AllowCIDR and DenyCIDR together
+	maxHelloAccessUsers = 32  // users in all of a Hello's tunnels
+	maxHelloAccessCIDRs = 128 // prefixes in all of a Hello's tunnels
+	MaxAccessUser       = 64  // bytes of a user name
+	maxAccessHash       = 72  // bytes of a password hash (bcrypt's are 60)
+	maxCIDR             = 49  // an IPv6 prefix with a zone would be longer; none is valid
+)
+
+// Access are a tunnel's visitor rules, enforced by the server. An empty
+// Access lets everyone in, as a nil one does. The server checks the
+// contents (prefixes that parse, hashes it can verify) and refuses the Hello
+// with CodeBadRequest otherwise; the codec checks only sizes.
+type Access struct {
+	// BasicAuth are the users that may visit, with HTTP basic auth: a
+	// visitor must send one's name and password. None: no password asked.
+	BasicAuth []BasicAuthUser `json:"basic_auth,omitempty"`
+	// AllowCIDR are the prefixes (CIDR, IPv4 or IPv6) a visitor's address
+	// must be in; none: every address not denied.
+	AllowCIDR []string `json:"allow_cidr,omitempty"`
+	// DenyCIDR are prefixes whose visitors are refused, whatever
+	// AllowCIDR says.
+	DenyCIDR []string `json:"deny_cidr,omitempty"`
+	// PassAuthorization passes the visitor's Authorization header on to
+	// the service; by default the server removes it once it has checked
+	// it, so the service never sees the tunnel's password.
+	PassAuthorization bool `json:"pass_authorization,omitempty"`
+}
+
+// BasicAuthUser is one basic-auth user: the name, and a hash of the
+// password (bcrypt, "$2a$", "$2b$" or "$2y$", with its own salt and a cost of
+// at most 12, which bounds what one check costs the server).
+// Only the hash travels: the server never learns the password from the
+// client, and a Hello seen in a log or a dump does not give it away.
+type BasicAuthUser struct {
+	User string `json:"user"`
+	Hash string `json:"hash"`
+}
+
+// Empty reports whether a has no rule: nil, or nothing set.
+func (a *Access) Empty() bool {
+	return a == nil || len(a.BasicAuth) == 0 && len(a.AllowCIDR) == 0 && len(a.DenyCIDR) == 0
+}
+
+func (a *Access) validate() error {
+	if a == nil {
+		return nil
+	}
+	if len(a.BasicAuth) > MaxAccessUsers {
+		return fmt.Errorf("access: %d basic_auth users, at most %d", len(a.BasicAuth), MaxAccessUsers)
+	}
+	if n := len(a.AllowCIDR) + len(a.DenyCIDR); n > MaxAccessCIDRs {
+		return fmt.Errorf("access: %d prefixes, at most %d", n, MaxAccessCIDRs)
+	}
+	for _, u := range a.BasicAuth {
+		if err := checkString("access: basic_auth user", u.User, MaxAccessUser); err != nil {
+			return err
+		}
+		if err := checkString("access: basic_auth hash", u.Hash, maxAccessHash); err != nil {
+			return err
+		}
+	}
+	for _, list := range [][]string{a.AllowCIDR, a.DenyCIDR} {
+		for _, c := range list {
+			if err := checkString("access: cidr", c, maxCIDR); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // The kinds of tunnel.
@@ -150,6 +231,10 @@ type TunnelInfo struct {
 	Kind string `json:"kind"`
 	// URL is the tunnel's public URL, e.g. https://wiki.example.com.
 	URL string `json:"url"`
+	// Access says the server enforces the tunnel's TunnelRequest.Access:
+	// set for every tunnel that asked for a rule. A server that predates
+	// access rules never sets it.
+	Access bool `json:"access,omitempty"`
 }
 
 // Limits are a server's limits on one session. Zero means no limit.
@@ -326,7 +411,11 @@ func (h *Hello) validate() error {
 	if len(h.Tunnels) == 0 || len(h.Tunnels) > MaxTunnels {
 		return fmt.Errorf("hello: %d tunnels, want 1 to %d", len(h.Tunnels), MaxTunnels)
 	}
+	users, cidrs := 0, 0
 	for i, t := range h.Tunnels {
+		if t.Access != nil {
+			users, cidrs = users+len(t.Access.BasicAuth), cidrs+len(t.Access.AllowCIDR)+len(t.Access.DenyCIDR)
+		}
 		if err := checkString("hello: tunnel name", t.Name, maxShortString); err != nil {
 			return fmt.Errorf("tunnel %d: %w", i, err)
 		}
@@ -344,6 +433,12 @@ func (h *Hello) validate() error {
 				return fmt.Errorf("hello: tunnel %d: allow_tokens: want 64 lowercase hex digits", i)
 			}
 		}
+		if err := t.Access.validate(); err != nil {
+			return fmt.Errorf("hello: tunnel %d: %w", i, err)
+		}
+	}
+	if users > maxHelloAccessUsers || cidrs > maxHelloAccessCIDRs {
+		return fmt.Errorf("hello: access: %d users and %d prefixes in all, at most %d and %d", users, cidrs, maxHelloAccessUsers, maxHelloAccessCIDRs)
 	}
 	return nil
 }

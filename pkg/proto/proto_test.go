@@ -3,9 +3,11 @@ package proto
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -14,7 +16,10 @@ func sampleMessages() []Message {
 	return []Message{
 		&Hello{Version: Version, ClientVersion: "test", Token: "s3cret", Tunnels: []TunnelRequest{{Name: "wiki", Kind: KindHTTP}, {Kind: KindHTTP}}},
 		&Hello{Version: Version, OwnerKey: strings.Repeat("k", MinOwnerKey), Tunnels: []TunnelRequest{{Kind: KindHTTP}}},
-		&Welcome{SessionID: "abc", Tunnels: []TunnelInfo{{Name: "wiki", Kind: KindHTTP, URL: "https://wiki.example.com"}},
+		&Hello{Version: Version, Tunnels: []TunnelRequest{{Name: "wiki", Kind: KindHTTP, Access: &Access{
+			BasicAuth: []BasicAuthUser{{User: "ann", Hash: "$2a$10$" + strings.Repeat("x", 53)}},
+			AllowCIDR: []string{"192.0.2.0/24", "2001:db8::/32"}, DenyCIDR: []string{"192.0.2.7/32"}, PassAuthorization: true}}}},
+		&Welcome{SessionID: "abc", Tunnels: []TunnelInfo{{Name: "wiki", Kind: KindHTTP, URL: "https://wiki.example.com", Access: true}},
 			Limits: Limits{MaxStreams: 100, MaxFrameSize: MaxFrameSize}, Heartbeat: Heartbeat{IntervalMS: 10000, TimeoutMS: 30000}},
 		&Error{Code: CodeNameTaken, Message: `name "wiki" is held by another token`},
 		&GoAway{Reason: "restart"},
@@ -217,4 +222,103 @@ func FuzzReadFrame(f *testing.F) {
 			t.Fatalf("round trip changed the message: %#v -> %#v", m, again)
 		}
 	})
+}
+
+func TestHello_AccessBounds(t *testing.T) {
+	user := BasicAuthUser{User: "ann", Hash: "$2a$10$" + strings.Repeat("x", 53)}
+	users := func(n int) []BasicAuthUser {
+		out := make([]BasicAuthUser, n)
+		for i := range out {
+			out[i] = user
+		}
+		return out
+	}
+	cidrs := func(n int) []string { return slices.Repeat([]string{"2001:db8::/32"}, n) }
+	// The largest Hello the bounds allow, each user name escaping to six
+	// bytes a byte, still fits in a frame.
+	full := &Hello{Version: Version}
+	for range MaxTunnels {
+		full.Tunnels = append(full.Tunnels, TunnelRequest{Kind: KindHTTP, Access: &Access{
+			BasicAuth: []BasicAuthUser{{User: strings.Repeat("\x01", MaxAccessUser), Hash: strings.Repeat("$", maxAccessHash)}},
+			AllowCIDR: cidrs(maxHelloAccessCIDRs / MaxTunnels)}})
+	}
+	tests := []struct {
+		name string
+		h    *Hello
+		want string // "": valid
+	}{
+		{"full", full, ""},
+		{"most users", &Hello{Version: Version, Tunnels: []TunnelRequest{{Kind: KindHTTP, Access: &Access{BasicAuth: users(MaxAccessUsers)}}}}, ""},
+		{"too many users", &Hello{Version: Version, Tunnels: []TunnelRequest{{Kind: KindHTTP, Access: &Access{BasicAuth: users(MaxAccessUsers + 1)}}}}, "basic_auth users"},
+		{"too many prefixes", &Hello{Version: Version, Tunnels: []TunnelRequest{{Kind: KindHTTP, Access: &Access{
+			AllowCIDR: cidrs(MaxAccessCIDRs / 2), DenyCIDR: cidrs(MaxAccessCIDRs/2 + 1)}}}}, "prefixes, at most"},
+		{"long user", &Hello{Version: Version, Tunnels: []TunnelRequest{{Kind: KindHTTP, Access: &Access{
+			BasicAuth: []BasicAuthUser{{User: strings.Repeat("u", MaxAccessUser+1), Hash: user.Hash}}}}}}, "basic_auth user"},
+		{"long hash", &Hello{Version: Version, Tunnels: []TunnelRequest{{Kind: KindHTTP, Access: &Access{
+			BasicAuth: []BasicAuthUser{{User: "ann", Hash: strings.Repeat("h", maxAccessHash+1)}}}}}}, "basic_auth hash"},
+		{"long prefix", &Hello{Version: Version, Tunnels: []TunnelRequest{{Kind: KindHTTP, Access: &Access{
+			DenyCIDR: []string{strings.Repeat("1", maxCIDR+1)}}}}}, "access: cidr"},
+	}
+	over := &Hello{Version: Version}
+	for range MaxTunnels {
+		over.Tunnels = append(over.Tunnels, TunnelRequest{Kind: KindHTTP, Access: &Access{BasicAuth: users(2)}})
+	}
+	tests = append(tests, struct {
+		name string
+		h    *Hello
+		want string
+	}{"too many users in all", over, "users and"})
+	for _, tt := range tests {
+		t.Run(strings.ReplaceAll(tt.name, " ", "_"), func(t *testing.T) {
+			var buf bytes.Buffer
+			err := WriteFrame(&buf, tt.h)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("WriteFrame: %v", err)
+				}
+				if _, err := ReadFrame(&buf); err != nil {
+					t.Fatalf("ReadFrame: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want ErrMalformed containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestAccess_OldPeersSeeNothingNew: without rules, a Hello and a Welcome
+// carry no "access" key, byte for byte what a client or server of before
+// access rules sends; and a peer of before them, which ignores unknown
+// keys, reads one with rules.
+func TestAccess_OldPeersSeeNothingNew(t *testing.T) {
+	for _, m := range []Message{
+		&Hello{Version: Version, Tunnels: []TunnelRequest{{Name: "wiki", Kind: KindHTTP}}},
+		&Welcome{SessionID: "s", Tunnels: []TunnelInfo{{Name: "wiki", Kind: KindHTTP, URL: "https://wiki.example.com"}}},
+	} {
+		b, err := AppendFrame(nil, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte("access")) {
+			t.Errorf("%T without rules: got %s, want no access key", m, b[headerSize:])
+		}
+	}
+	b, err := AppendFrame(nil, &Hello{Version: Version, Tunnels: []TunnelRequest{{Name: "wiki", Kind: KindHTTP,
+		Access: &Access{AllowCIDR: []string{"192.0.2.0/24"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a peer of before access rules decodes a Hello into.
+	var old struct {
+		Version int `json:"version"`
+		Tunnels []struct {
+			Name string `json:"name"`
+			Kind string `json:"kind"`
+		} `json:"tunnels"`
+	}
+	if err := json.Unmarshal(b[headerSize:], &old); err != nil || len(old.Tunnels) != 1 || old.Tunnels[0].Name != "wiki" {
+		t.Fatalf("an old peer reads %+v, %v; want the tunnel wiki", old, err)
+	}
 }

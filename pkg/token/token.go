@@ -33,6 +33,13 @@
 // means only its own tunnels and those whose owner allowed it. Unknown fields are an error, so that a typo such as
 // "max_tunnel" is reported instead of silently ignored.
 //
+// access sets the token's policy on visitor access rules (tunnel http
+// --basic-auth, --allow-cidr, --deny-cidr): {"require": true} refuses any
+// tunnel of the token without one, so its services are never open to
+// everyone; {"forbid": true} refuses any tunnel with one (the operator
+// keeps access control in a proxy of its own, say). Absent: the owner
+// chooses.
+//
 // Add (tunneld's "token add") is the intended way to write the file.
 package token
 
@@ -75,6 +82,18 @@ type Entry struct {
 	// connect", whoever owns them, in the patterns of Names. Empty: only
 	// tunnels the token owns or whose owner allowed it.
 	Connect []string `json:"connect,omitempty"`
+	// Access is the token's policy on visitor access rules; nil leaves
+	// them to the client.
+	Access *AccessPolicy `json:"access,omitempty"`
+}
+
+// AccessPolicy is what the tokens file says of a token's visitor access
+// rules. Require and Forbid cannot both be set.
+type AccessPolicy struct {
+	// Require: every HTTP tunnel of the token must carry an access rule.
+	Require bool `json:"require,omitempty"`
+	// Forbid: no tunnel of the token may carry one.
+	Forbid bool `json:"forbid,omitempty"`
 }
 
 // ErrBad is returned by Authenticate for an empty or unknown token. It
@@ -93,6 +112,8 @@ type Identity struct {
 	Patterns []string
 	// MaxTunnels caps concurrent tunnels; 0 means the server default.
 	MaxTunnels int
+	// AccessRequired and AccessForbidden are the entry's AccessPolicy.
+	AccessRequired, AccessForbidden bool
 	// Connect are the TCP tunnels the identity may reach; see Entry.Connect.
 	Connect []string
 }
@@ -214,6 +235,13 @@ func newSet(entries []Entry, path string) (*Set, error) {
 		if e.MaxTunnels < 0 {
 			return nil, fail("max_tunnels: got %d, want 0 (server default) or more", e.MaxTunnels)
 		}
+		var policy AccessPolicy
+		if e.Access != nil {
+			policy = *e.Access
+		}
+		if policy.Require && policy.Forbid {
+			return nil, fail("access: require and forbid both set")
+		}
 		s.tokens = append(s.tokens, setToken{
 			hash: hash,
 			id: Identity{
@@ -222,6 +250,9 @@ func newSet(entries []Entry, path string) (*Set, error) {
 				Patterns:   slices.Clone(e.Names),
 				MaxTunnels: e.MaxTunnels,
 				Connect:    slices.Clone(e.Connect),
+
+				AccessRequired:  policy.Require,
+				AccessForbidden: policy.Forbid,
 			},
 		})
 	}
@@ -433,8 +464,9 @@ func Generate() (string, error) {
 // several, are not coordinated: the last rename wins and the other entry is
 // lost. If path is a symlink, it is replaced by a regular file.
 //
-// connect lists the TCP tunnels the token may reach (Entry.Connect).
-func Add(path, label string, names []string, maxTunnels int, connect []string) (string, error) {
+// connect lists the TCP tunnels the token may reach (Entry.Connect);
+// access, if not nil, is its policy on visitor access rules (Entry.Access).
+func Add(path, label string, names []string, maxTunnels int, connect []string, access *AccessPolicy) (string, error) {
 	entries, err := readFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("add token %q: %w", label, err)
@@ -455,6 +487,7 @@ func Add(path, label string, names []string, maxTunnels int, connect []string) (
 		Names:      slices.Clone(names),
 		MaxTunnels: maxTunnels,
 		Connect:    slices.Clone(connect),
+		Access:     access,
 	})
 	// Validate the whole file as the server will load it, so Add can
 	// never write a file that tunneld then refuses.

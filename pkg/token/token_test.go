@@ -106,6 +106,9 @@ func TestNew_Validation(t *testing.T) {
 		{"uppercase hash", Entry{Label: "pi", SHA256: strings.ToUpper(testHash)}, `entry 2 ("pi"): sha256: want lowercase hex digits`, nil},
 		{"non-hex hash", Entry{Label: "pi", SHA256: strings.Repeat("g", 64)}, `entry 2 ("pi"): sha256:`, nil},
 		{"negative max", Entry{Label: "pi", SHA256: testHash, MaxTunnels: -1}, `entry 2 ("pi"): max_tunnels: got -1`, nil},
+		{"access require", Entry{Label: "pi", SHA256: testHash, Access: &AccessPolicy{Require: true}}, "", nil},
+		{"access require and forbid", Entry{Label: "pi", SHA256: testHash, Access: &AccessPolicy{Require: true, Forbid: true}},
+			`entry 2 ("pi"): access: require and forbid both set`, nil},
 		{"invalid name", Entry{Label: "pi", SHA256: testHash, Names: []string{"Wiki"}}, `entry 2 ("pi"): names:`, name.ErrInvalid},
 		{"reserved name", Entry{Label: "pi", SHA256: testHash, Names: []string{"www"}}, `entry 2 ("pi"): names:`, name.ErrReserved},
 		{"empty pattern", Entry{Label: "pi", SHA256: testHash, Names: []string{""}}, `names:`, name.ErrInvalid},
@@ -216,11 +219,11 @@ func TestAdd_RoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "conf", "tokens.json") // parent does not exist yet
 
-	tokPi, err := Add(path, "pi", []string{"wiki", "dev-*"}, 4, []string{"pi-ssh"})
+	tokPi, err := Add(path, "pi", []string{"wiki", "dev-*"}, 4, []string{"pi-ssh"}, &AccessPolicy{Require: true})
 	if err != nil {
 		t.Fatalf("Add pi: got %v, want nil", err)
 	}
-	tokLaptop, err := Add(path, "laptop", nil, 0, nil)
+	tokLaptop, err := Add(path, "laptop", nil, 0, nil, nil)
 	if err != nil {
 		t.Fatalf("Add laptop: got %v, want nil", err)
 	}
@@ -256,6 +259,9 @@ func TestAdd_RoundTrip(t *testing.T) {
 	if id.Label != "pi" || id.MaxTunnels != 4 || !id.MayClaim("dev-x", false) || id.MayClaim("other", false) {
 		t.Fatalf("pi identity: got %+v, want label pi, max 4, names wiki and dev-*", id)
 	}
+	if !id.AccessRequired || id.AccessForbidden {
+		t.Fatalf("pi identity: got access required %v, forbidden %v; want required", id.AccessRequired, id.AccessForbidden)
+	}
 	if !id.MayConnect("pi-ssh") || id.MayConnect("wiki") {
 		t.Fatalf("pi identity: MayConnect: got %v for pi-ssh and %v for wiki, want true and false (connect [pi-ssh])", id.MayConnect("pi-ssh"), id.MayConnect("wiki"))
 	}
@@ -263,7 +269,7 @@ func TestAdd_RoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Authenticate(laptop token): got %v, want nil", err)
 	}
-	if id.Label != "laptop" || id.MayClaim("wiki", false) {
+	if id.Label != "laptop" || id.MayClaim("wiki", false) || id.AccessRequired || id.AccessForbidden {
 		t.Fatalf("laptop identity: got %+v, want label laptop with random names only", id)
 	}
 	for _, bad := range []string{"", "tk_wrong", tokPi + "x"} {
@@ -285,7 +291,7 @@ func TestAdd_KeepsExistingMode(t *testing.T) {
 		if err := os.Chmod(path, mode); err != nil { // not subject to the umask
 			t.Fatal(err)
 		}
-		if _, err := Add(path, "pi", nil, 0, nil); err != nil {
+		if _, err := Add(path, "pi", nil, 0, nil, nil); err != nil {
 			t.Fatalf("Add: got %v, want nil", err)
 		}
 		fi, err := os.Stat(path)
@@ -325,7 +331,7 @@ func TestAdd_Refusals(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			tok, err := Add(path, tt.label, tt.names, tt.max, nil)
+			tok, err := Add(path, tt.label, tt.names, tt.max, nil, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.wantInErr) {
 				t.Fatalf("Add: got (%q, %v), want error containing %q", tok, err, tt.wantInErr)
 			}
@@ -431,5 +437,38 @@ func TestLoad_FileAndShared(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestLoad_AccessPolicy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	file := `{"tokens":[` +
+		`{"label":"strict","sha256":"` + Hash("strict-token") + `","access":{"require":true}},` +
+		`{"label":"plain","sha256":"` + Hash("plain-token") + `","access":{"forbid":true}},` +
+		`{"label":"free","sha256":"` + Hash("free-token") + `"}]}`
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	set, err := Load(path, "")
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	for tok, want := range map[string][2]bool{
+		"strict-token": {true, false}, "plain-token": {false, true}, "free-token": {false, false},
+	} {
+		id, err := set.Authenticate(tok)
+		if err != nil {
+			t.Fatalf("Authenticate(%q): %v", tok, err)
+		}
+		if got := [2]bool{id.AccessRequired, id.AccessForbidden}; got != want {
+			t.Errorf("%s: got required, forbidden = %v, want %v", id.Label, got, want)
+		}
+	}
+	bad := `{"tokens":[{"label":"pi","sha256":"` + testHash + `","access":{"requires":true}}]}`
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path, ""); err == nil || !strings.Contains(err.Error(), `unknown field "requires"`) {
+		t.Errorf("a typo in access: got %v, want unknown field \"requires\"", err)
 	}
 }

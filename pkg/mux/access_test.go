@@ -1,0 +1,73 @@
+package mux
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tunnelhq/tunnel/pkg/proto"
+)
+
+// TestRun_RefusesServerThatIgnoresAccess runs a client that asks for
+// access rules against a server of before them: one that welcomes the
+// tunnels without confirming the rules. The client must not serve, or
+// its service would be open to everyone.
+func TestRun_RefusesServerThatIgnoresAccess(t *testing.T) {
+	srvTLS, cliTLS := newTestTLS(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", srvTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, h, err := Server(context.Background(), c, testConfig(t))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			s.Accept(welcome(h)) // an old server: no TunnelInfo.Access
+			<-s.Done()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	cfg := ClientConfig{Config: testConfig(t), Server: ln.Addr().String(), TLS: cliTLS}
+	for _, tt := range []struct {
+		name    string
+		tunnels []Tunnel
+		wantErr bool
+	}{
+		{"rules asked", []Tunnel{{Name: "open", Target: "127.0.0.1:1"},
+			{Name: "wiki", Target: "127.0.0.1:1", Access: &proto.Access{AllowCIDR: []string{"10.0.0.0/8"}}}}, true},
+		{"empty rules", []Tunnel{{Name: "wiki", Target: "127.0.0.1:1", Access: &proto.Access{}}}, false},
+	} {
+		t.Run(strings.ReplaceAll(tt.name, " ", "_"), func(t *testing.T) {
+			cfg := cfg
+			cfg.Tunnels = tt.tunnels
+			ctx, cancel := context.WithCancel(context.Background())
+			cfg.OnReady = func(*proto.Welcome) { cancel() }
+			err := Run(ctx, cfg)
+			cancel()
+			var perr *proto.Error
+			switch {
+			case !tt.wantErr && err != nil:
+				t.Fatalf("Run: got %v, want it served until stopped", err)
+			case tt.wantErr && (!errors.As(err, &perr) || !IsPermanent(err) ||
+				!strings.Contains(perr.Message, "does not enforce access rules") || !strings.Contains(perr.Message, "wiki.example.com")):
+				t.Fatalf("Run: got %v, want a permanent refusal naming wiki's URL", err)
+			}
+		})
+	}
+}
