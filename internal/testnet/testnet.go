@@ -10,15 +10,22 @@ import (
 	"testing"
 )
 
-// Serve listens on a free loopback port and runs handle for each
-// connection in its own goroutine until the test ends; cleanup closes the
-// listener and waits for every handler. It returns the address.
+// Serve listens on a free loopback port and serves it with ServeOn. It
+// returns the address.
 func Serve(t testing.TB, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	ServeOn(t, ln, handle)
+	return ln.Addr().String()
+}
+
+// ServeOn runs handle for each connection ln accepts, each in its own
+// goroutine, until the test ends; cleanup closes ln and waits for every
+// handler. ln may be any listener (a TLS one, for instance).
+func ServeOn(t testing.TB, ln net.Listener, handle func(net.Conn)) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
 		ln.Close()
@@ -39,7 +46,6 @@ func Serve(t testing.TB, handle func(net.Conn)) string {
 			}()
 		}
 	}()
-	return ln.Addr().String()
 }
 
 // Echo is a service that echoes each connection until the peer

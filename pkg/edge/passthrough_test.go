@@ -31,15 +31,7 @@ func localHTTPS(t *testing.T, host string) (string, *tls.Config) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "end to end %s", r.TLS.ServerName)
 	}), ErrorLog: nil}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
+	serveUntilCleanup(t, ln, srv)
 	return ln.Addr().String(), &tls.Config{RootCAs: ca.Pool(), ServerName: host}
 }
 

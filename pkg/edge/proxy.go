@@ -124,12 +124,12 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.answer(w, r, "", err)
 		return
 	}
+	host := s.publicHost(label)
 	if k := s.registry.Kind(label); k != "" && k != proto.KindHTTP {
 		// A TCP or TLS tunnel is not an HTTP one: nothing here for a browser.
-		p.answer(w, r, s.publicHost(label), errNoTunnel)
+		p.answer(w, r, host, errNoTunnel)
 		return
 	}
-	host := s.publicHost(label)
 	rt, err := p.lookup(r.Context(), label)
 	if err != nil {
 		p.answer(w, r, host, err)

@@ -4,10 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"net"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/tunnelhq/tunnel/internal/testnet"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -21,27 +22,14 @@ func TestRun_RefusesServerThatIgnoresAccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, h, err := Server(context.Background(), c, testConfig(t))
-			if err != nil {
-				c.Close()
-				continue
-			}
-			s.Accept(welcome(h)) // an old server: no TunnelInfo.Access
-			<-s.Done()
+	testnet.ServeOn(t, ln, func(c net.Conn) {
+		s, h, err := Server(context.Background(), c, testConfig(t))
+		if err != nil {
+			c.Close()
+			return
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
+		s.Accept(welcome(h)) // an old server: no TunnelInfo.Access
+		<-s.Done()
 	})
 	cfg := ClientConfig{Config: testConfig(t), Server: ln.Addr().String(), TLS: cliTLS}
 	for _, tt := range []struct {

@@ -4,13 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/internal/testnet"
 	"github.com/tunnelhq/tunnel/internal/testtls"
 	"github.com/tunnelhq/tunnel/internal/testwait"
 )
@@ -24,22 +25,9 @@ func serveTLS(t *testing.T, cert tls.Certificate) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.(*tls.Conn).Handshake() // fails: the client refuses the certificate
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
+	testnet.ServeOn(t, ln, func(c net.Conn) {
+		c.(*tls.Conn).Handshake() // fails: the client refuses the certificate
+		c.Close()
 	})
 	return ln.Addr().String()
 }
