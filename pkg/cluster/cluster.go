@@ -159,7 +159,7 @@ type Cluster struct {
 	degraded atomic.Bool
 	stateMu  sync.Mutex
 	stateCh  chan struct{} // closed when degraded changes
-	paused   atomic.Bool // tests: the keepalive stops, as in a paused process
+	paused   atomic.Bool   // tests: the keepalive stops, as in a paused process
 
 	roundTrips, errs atomic.Uint64
 
