@@ -160,6 +160,14 @@ func TestClusterRegistry_RemoteRouteForwards(t *testing.T) {
 		t.Fatalf("on a: %d %q", code, body)
 	}
 
+	// The cluster's figures are in the node's metrics.
+	if gauge(t, a.Srv, "tunneld_cluster_lease_ok") != 1 || gauge(t, a.Srv, "tunneld_cluster_degraded") != 0 {
+		t.Fatal("lease not ok, or degraded, in a's metrics")
+	}
+	if n := counter(t, a.Srv, "tunneld_cluster_etcd_requests_total"); n < 3 {
+		t.Fatalf("etcd requests counted: %v, want at least the join and the claim", n)
+	}
+
 	// OpenLocal refuses a session that is not the name's.
 	if _, err := a.Srv.OpenLocal(context.Background(), "not-the-session", &proto.StreamHeader{Tunnel: "wiki"}); err == nil {
 		t.Fatal("OpenLocal opened for a wrong session")
@@ -228,6 +236,9 @@ func TestClusterRegistry_QuorumLoss(t *testing.T) {
 	if err := a.Srv.Ready(); err == nil || !strings.Contains(err.Error(), "degraded") {
 		t.Fatalf("Ready without quorum: %v", err)
 	}
+	if gauge(t, a.Srv, "tunneld_cluster_degraded") != 1 || counter(t, a.Srv, "tunneld_cluster_etcd_errors_total") == 0 {
+		t.Fatal("the metrics do not show the degraded cluster")
+	}
 	for _, n := range nodes {
 		if code, body := clusterGet(t, n.HTTPClient(false), n.URL("wiki", "/"), nil); code != http.StatusOK || body != "ok" {
 			t.Fatalf("through %s without quorum: %d %q", n.c.Node(), code, body)
@@ -245,4 +256,49 @@ func TestClusterRegistry_QuorumLoss(t *testing.T) {
 	if code, body := clusterGet(t, a.HTTPClient(false), a.URL("blog", "/"), nil); code != http.StatusOK || body != "ok" {
 		t.Fatalf("blog through a: %d %q", code, body)
 	}
+}
+
+// A TCP tunnel's visitor on node B reaches the client on node A, checked
+// against the owner and allowed tokens A wrote into the table.
+func TestClusterRegistry_RemoteTCPTunnel(t *testing.T) {
+	e := etcdtest.Start(t, 1)
+	fwd := &directForwarder{}
+	nodes := startCluster(t, e, fwd, "a", "b")
+	a, b := nodes[0], nodes[1]
+	w, _ := tcpOwner(t, a.Edge, aliceToken, "pi-ssh", tcpEcho(t), "tk_friend")
+	b.seen(t, "pi-ssh", w.SessionID)
+	if got := b.reg.Kind("pi-ssh"); got != proto.KindTCP {
+		t.Fatalf("kind on b: %q", got)
+	}
+	for _, tok := range []string{aliceToken, "tk_friend"} {
+		c, err := mux.Connect(context.Background(), connectCfg(b.Edge, "pi-ssh", tok))
+		if err != nil {
+			t.Fatalf("%s through b: %v", tok, err)
+		}
+		msg := []byte(strings.Repeat("ssh bytes ", 10_000))
+		if got := echoThrough(t, c, msg); string(got) != string(msg) {
+			t.Fatalf("%s: echo through b: got %d bytes, want %d", tok, len(got), len(msg))
+		}
+		c.Close()
+	}
+	if c, err := mux.Connect(context.Background(), connectCfg(b.Edge, "pi-ssh", bobToken)); err == nil {
+		c.Close()
+		t.Fatal("bob reached alice's TCP tunnel through b")
+	}
+}
+
+// counter reads a counter from the server's metrics registry.
+func counter(t *testing.T, srv *edge.Server, name string) float64 {
+	t.Helper()
+	fams, err := srv.Metrics().Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("metric %s missing", name)
+	return 0
 }
