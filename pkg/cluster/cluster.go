@@ -362,7 +362,11 @@ func (c *Cluster) keepOnce() {
 	need := c.reassert
 	c.lmu.Unlock()
 	if need {
-		if err := c.reassertAll(ctx); err != nil {
+		// Its own bound: one transaction pair per session, more than a
+		// keepalive's third of the TTL may take.
+		rctx, rcancel := context.WithTimeout(c.ctx, 2*c.cfg.ClaimTimeout)
+		defer rcancel()
+		if err := c.reassertAll(rctx); err != nil {
 			c.log.Warn().Err(err).Msg("re-assert names")
 			return
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tunnelhq/tunnel/pkg/cluster"
+	"github.com/tunnelhq/tunnel/pkg/metrics"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -76,6 +77,32 @@ func (r *ClusterRegistry) attach(s *Server) {
 	r.mu.Lock()
 	r.srv = s
 	r.mu.Unlock()
+	r.registerMetrics(s.ops.metrics)
+}
+
+// registerMetrics exports the cluster's counters and lease state.
+func (r *ClusterRegistry) registerMetrics(m *metrics.Set) {
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	errs := []error{
+		m.CounterFunc("cluster_etcd_requests_total", "Requests this node made to etcd (claims, releases, lease keepalives, reads).",
+			func() float64 { return float64(r.c.Stats().RoundTrips) }),
+		m.CounterFunc("cluster_etcd_errors_total", "Requests to etcd that failed.",
+			func() float64 { return float64(r.c.Stats().Errors) }),
+		m.GaugeFunc("cluster_lease_ok", "1 while this node's etcd lease is confirmed within its TTL.",
+			func() float64 { return b(r.c.Stats().LeaseOK) }),
+		m.GaugeFunc("cluster_degraded", "1 while etcd is out of reach (claims refused, the view may be stale) or names are not yet re-asserted.",
+			func() float64 { return b(r.c.Degraded()) }),
+		m.GaugeFunc("cluster_fenced", "1 while this node serves none of its names: its lease went unconfirmed for too long.",
+			func() float64 { return b(r.c.Fenced()) }),
+	}
+	if err := errors.Join(errs...); err != nil {
+		r.log.Debug().Err(err).Msg("cluster metrics not registered") // another Server shares the Set
+	}
 }
 
 // routeData is what the table keeps of a tunnel for the other nodes: the
