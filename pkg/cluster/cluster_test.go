@@ -372,3 +372,34 @@ func (c *Cluster) relists() int {
 	defer c.v.mu.RUnlock()
 	return c.v.relists
 }
+
+// A node whose keepalive stops treats its names as not served before its
+// lease can have run out, so before anyone else could claim them: with no
+// hold, the fence falls a margin before the confirmed lease deadline, and
+// at that moment another owner is still refused.
+func TestCluster_FenceBeforeLeaseEnds(t *testing.T) {
+	e := etcdtest.Start(t, 1)
+	a, b := node(t, e, "a", 0), node(t, e, "b", 0)
+	if _, err := claim(a, "s1", "alice", "wiki"); err != nil {
+		t.Fatal(err)
+	}
+	if a.Fenced() {
+		t.Fatal("fenced with a fresh lease")
+	}
+	a.paused.Store(true)
+	a.lmu.Lock()
+	fenceAt := a.confirmed.Add(-a.fenceMargin())
+	a.lmu.Unlock()
+	time.Sleep(time.Until(fenceAt)) // the fence is a deadline: wait for it
+	if !a.Fenced() {
+		t.Fatal("not fenced at the confirmed deadline minus the margin")
+	}
+	if _, err := claim(b, "s2", "bob", "wiki"); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("another owner at the fence: got %v, want ErrNameTaken (the lease still lives)", err)
+	}
+	// Once the lease has run out, the name (with no hold) is free.
+	waitFor(t, b, "wiki", func(_ Entry, ok bool) bool { return !ok })
+	if _, err := claim(b, "s2", "bob", "wiki"); err != nil {
+		t.Fatalf("after the lease ended: %v", err)
+	}
+}
