@@ -359,7 +359,13 @@ func (rt *remoteRoute) Open(ctx context.Context, h *proto.StreamHeader) (net.Con
 		return nil, fmt.Errorf("tunnel %q on node %s: no node link: %w", rt.name, rt.node, errTunnelOffline)
 	}
 	conn, err := rt.reg.fwd.Forward(ctx, rt.node, rt.addr, rt.session, h)
-	if err != nil {
+	var perr *proto.Error
+	switch {
+	case errors.As(err, &perr) && perr.Code == proto.CodeUnknownTunnel:
+		// The node no longer serves the name with that session (our view
+		// was behind): to the visitor, the tunnel is offline.
+		return nil, fmt.Errorf("forward to node %s: %v: %w", rt.node, err, errTunnelOffline)
+	case err != nil:
 		return nil, fmt.Errorf("forward to node %s: %w", rt.node, err)
 	}
 	return conn, nil
@@ -388,9 +394,13 @@ func (rt *remoteRoute) gone(srv *Server) {
 // the forwarding node's view is stale, and it must not reach a session it
 // did not mean.
 func (s *Server) OpenLocal(ctx context.Context, session string, h *proto.StreamHeader) (net.Conn, error) {
-	rt, _ := s.registry.Lookup(h.Tunnel)
-	sess, ok := rt.(*Session)
-	if !ok || sess.ID != session {
+	var sess *Session
+	if cr, ok := s.registry.(*ClusterRegistry); ok {
+		sess = cr.localSession(ctx, h.Tunnel, session)
+	} else if rt, _ := s.registry.Lookup(h.Tunnel); rt != nil {
+		sess, _ = rt.(*Session)
+	}
+	if sess == nil || sess.ID != session {
 		return nil, &proto.Error{Code: proto.CodeUnknownTunnel, Message: fmt.Sprintf("tunnel %q is not served here by session %s", h.Tunnel, session)}
 	}
 	select {
@@ -402,6 +412,40 @@ func (s *Server) OpenLocal(ctx context.Context, session string, h *proto.StreamH
 	conn, err := sess.Open(ctx, h)
 	s.ops.streamOpened(start, err)
 	return conn, err
+}
+
+// localWait bounds how long OpenLocal waits for this node's view to show
+// a claim another node's view already shows: the views follow the same
+// revisions, each at its own pace, so the forwarding node may be ahead.
+const localWait = 2 * time.Second
+
+// localSession returns the local session serving name if it is session,
+// waiting up to localWait for this node's view to catch up with a claim
+// session made here; nil if it does not, or session is not one of this
+// node's.
+func (r *ClusterRegistry) localSession(ctx context.Context, name, session string) *Session {
+	t := time.NewTimer(localWait)
+	defer t.Stop()
+	for {
+		ch := r.c.Changes(name)
+		rt, _ := r.Lookup(name)
+		if sess, ok := rt.(*Session); ok && sess.ID == session {
+			return sess
+		}
+		r.mu.Lock()
+		_, here := r.local[session]
+		r.mu.Unlock()
+		if !here {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // closeSession closes sess on a goroutine counted in s.wg by the caller.

@@ -50,6 +50,11 @@ type clusterNode struct {
 
 // startCluster runs one edge per name, each with its ClusterRegistry on e.
 func startCluster(t *testing.T, e *etcdtest.Cluster, fwd *directForwarder, names ...string) []clusterNode {
+	return startClusterWith(t, e, fwd, nil, names...)
+}
+
+// startClusterWith is startCluster with mod applied to every node's config.
+func startClusterWith(t *testing.T, e *etcdtest.Cluster, fwd *directForwarder, mod func(*edge.Config), names ...string) []clusterNode {
 	t.Helper()
 	fwd.nodes = make(map[string]*edge.Server)
 	var out []clusterNode
@@ -63,7 +68,13 @@ func startCluster(t *testing.T, e *etcdtest.Cluster, fwd *directForwarder, names
 		}
 		t.Cleanup(func() { c.Close() }) // after the edge stops (cleanups run last first)
 		reg := edge.NewClusterRegistry(c, fwd, zerolog.Nop())
-		ed := edgetest.Start(t, func(cfg *edge.Config) { cfg.Registry = reg; cfg.NameHold = time.Minute })
+		ed := edgetest.Start(t, func(cfg *edge.Config) {
+			cfg.Registry = reg
+			cfg.NameHold = time.Minute
+			if mod != nil {
+				mod(cfg)
+			}
+		})
 		fwd.mu.Lock()
 		fwd.nodes[n] = ed.Srv
 		fwd.mu.Unlock()
@@ -301,4 +312,81 @@ func counter(t *testing.T, srv *edge.Server, name string) float64 {
 	}
 	t.Fatalf("metric %s missing", name)
 	return 0
+}
+
+// A token's tunnels count on every node: its limit holds across the
+// cluster.
+func TestClusterRegistry_TunnelsPerTokenAcrossNodes(t *testing.T) {
+	e := etcdtest.Start(t, 1)
+	fwd := &directForwarder{}
+	nodes := startClusterWith(t, e, fwd, func(cfg *edge.Config) { cfg.MaxTunnelsPerToken = 2 }, "a", "b")
+	a, b := nodes[0], nodes[1]
+	backend := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	cl, err := a.Connect(edgetest.AliceToken, mux.Tunnel{Name: "one", Target: backend}, mux.Tunnel{Name: "two", Target: backend})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.seen(t, "two", cl.Welcome.SessionID)
+	_, err = b.Connect(edgetest.AliceToken, mux.Tunnel{Name: "three", Target: backend})
+	var perr *proto.Error
+	if !errors.As(err, &perr) || perr.Code != proto.CodeTooManyTunnels {
+		t.Fatalf("a third tunnel on b: got %v, want %s", err, proto.CodeTooManyTunnels)
+	}
+	if _, err := b.Connect(edgetest.BobToken, mux.Tunnel{Name: "four", Target: backend}); err != nil {
+		t.Fatalf("another token on b: %v", err)
+	}
+}
+
+// A visitor on node B whose tunnel's client is away waits for it (the
+// offline wait, woken by B's view) and is served once the client is back,
+// here on node A again.
+func TestClusterRegistry_OfflineWaitAcrossNodes(t *testing.T) {
+	e := etcdtest.Start(t, 1)
+	fwd := &directForwarder{}
+	nodes := startClusterWith(t, e, fwd, func(cfg *edge.Config) { cfg.OfflineWait = 15 * time.Second }, "a", "b")
+	a, b := nodes[0], nodes[1]
+	backend := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "back") }))
+	cl, err := a.Connect(edgetest.AliceToken, mux.Tunnel{Name: "wiki", Target: backend})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.seen(t, "wiki", cl.Welcome.SessionID)
+	cl.Stop()
+	cl.Wait(t)
+	// b sees the name on hold before the visitor comes.
+	deadline := time.NewTimer(15 * time.Second)
+	defer deadline.Stop()
+	for {
+		ch := b.c.Changes("wiki")
+		if en, ok := b.c.Lookup("wiki"); ok && en.Live == nil {
+			break
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			t.Fatal("b never saw wiki on hold")
+		}
+	}
+	type result struct {
+		code int
+		body string
+	}
+	got := make(chan result, 1)
+	hc := b.HTTPClient(false)
+	go func() {
+		resp, err := hc.Get(b.URL("wiki", "/"))
+		if err != nil {
+			got <- result{code: -1, body: err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		got <- result{resp.StatusCode, string(body)}
+	}()
+	if _, err := a.Connect(edgetest.AliceToken, mux.Tunnel{Name: "wiki", Target: backend}); err != nil {
+		t.Fatal(err)
+	}
+	if r := testwait.Recv(t, got, 20*time.Second); r.code != http.StatusOK || r.body != "back" {
+		t.Fatalf("the waiting visitor: %d %q", r.code, r.body)
+	}
 }
