@@ -403,3 +403,48 @@ func TestCluster_FenceBeforeLeaseEnds(t *testing.T) {
 		t.Fatalf("after the lease ended: %v", err)
 	}
 }
+
+// One etcd member of three down: claims and views go on as before.
+func TestCluster_OneMemberDown(t *testing.T) {
+	e := etcdtest.Start(t, 3)
+	a, b := node(t, e, "a", time.Minute), node(t, e, "b", time.Minute)
+	if _, err := claim(a, "s1", "alice", "before"); err != nil {
+		t.Fatal(err)
+	}
+	e.Stop(0)
+	for i, n := range []string{"one", "two", "three"} {
+		if _, err := claim(a, fmt.Sprintf("s%d", i+2), "alice", n); err != nil {
+			t.Fatalf("claim %s with a member down: %v", n, err)
+		}
+		waitFor(t, b, n, isLive)
+	}
+	if a.Degraded() || b.Degraded() {
+		t.Fatalf("degraded with one member of three down: a %v, b %v", a.Degraded(), b.Degraded())
+	}
+}
+
+func TestConfig_Validate(t *testing.T) {
+	ok := Config{Endpoints: []string{"http://e:2379"}, Node: "n1", Addr: "n1:7443"}
+	ok.defaults()
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("good config: %v", err)
+	}
+	for _, tt := range []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{"no endpoints", func(c *Config) { c.Endpoints = nil }},
+		{"no node", func(c *Config) { c.Node = "" }},
+		{"slash in node", func(c *Config) { c.Node = "a/b" }},
+		{"no addr", func(c *Config) { c.Addr = "" }},
+		{"short lease", func(c *Config) { c.LeaseTTL = time.Second }},
+		{"negative hold", func(c *Config) { c.Hold = -time.Second }},
+		{"prefix without slash", func(c *Config) { c.Prefix = "/tunnel" }},
+	} {
+		c := ok
+		tt.mod(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: got no error", tt.name)
+		}
+	}
+}
