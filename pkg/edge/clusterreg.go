@@ -427,16 +427,16 @@ func (r *ClusterRegistry) localSession(ctx context.Context, name, session string
 	t := time.NewTimer(localWait)
 	defer t.Stop()
 	for {
-		ch := r.c.Changes(name)
-		rt, _ := r.Lookup(name)
-		if sess, ok := rt.(*Session); ok && sess.ID == session {
-			return sess
-		}
 		r.mu.Lock()
 		_, here := r.local[session]
 		r.mu.Unlock()
 		if !here {
-			return nil
+			return nil // checked first: no waiter is left for a name never here
+		}
+		ch := r.c.Changes(name)
+		rt, _ := r.Lookup(name)
+		if sess, ok := rt.(*Session); ok && sess.ID == session {
+			return sess
 		}
 		select {
 		case <-ch:
