@@ -27,8 +27,23 @@ import (
 // certificates do not cover.
 type ACMEConfig struct {
 	// CacheDir keeps the account key and certificates across restarts
-	// (autocert.DirCache). Created 0700 if missing. Required.
+	// (autocert.DirCache). Created 0700 if missing. Required unless Cache
+	// is set.
 	CacheDir string
+
+	// Cache, if set, keeps the account key, the certificates and the
+	// challenge tokens instead of CacheDir, which is then ignored. Several
+	// nodes sharing one (package clustercert: etcd) serve each other's
+	// certificates and answer each other's challenges.
+	Cache autocert.Cache
+
+	// Lock, if set, takes a cluster-wide lock on a name (waiting while ctx
+	// lasts) and returns its release, safe to call more than once. It is
+	// taken before a handshake may order a certificate that the Cache does
+	// not hold yet, and around each renewal, so that the nodes sharing
+	// Cache order a name once, not once each (see the package doc). It
+	// needs Cache. Nil: a single node, nothing to lock.
+	Lock func(ctx context.Context, name string) (unlock func(), err error)
 
 	// DirectoryURL is the CA's ACME directory. Empty means Let's Encrypt's
 	// production directory.
@@ -72,8 +87,11 @@ const (
 // prefixed "acme: ".
 func (c *ACMEConfig) Validate() error {
 	var errs []error
-	if c.CacheDir == "" {
+	if c.CacheDir == "" && c.Cache == nil {
 		errs = append(errs, errors.New("acme: a certificate cache directory is required"))
+	}
+	if c.Lock != nil && c.Cache == nil {
+		errs = append(errs, errors.New("acme: a cluster lock needs the cluster's shared cache"))
 	}
 	if c.OrdersPerWeek < 0 || c.OrdersPerOwnerPerWeek < 0 {
 		errs = append(errs, fmt.Errorf("acme: orders per week %d and per owner %d: want 0 (the default) or more",
@@ -129,10 +147,13 @@ const orderRetry = 15 * time.Minute
 // Safe for concurrent use. Build it with NewACME.
 type ACME struct {
 	manager   *autocert.Manager
+	cache     *issuedCache
 	transport *http.Transport // the ACME client's, for Close
 	budget    *orderBudget
 	rec       Recorder
 	log       zerolog.Logger
+	policy    autocert.HostPolicy
+	lock      func(context.Context, string) (func(), error) // nil: a single node
 }
 
 // NewACME builds the certificate source for cfg, which must be valid
@@ -144,8 +165,12 @@ type ACME struct {
 // permission problem shows at startup, not at the first visitor; it
 // contacts no CA.
 func NewACME(cfg *ACMEConfig, domain string, policy autocert.HostPolicy, owners Owners, rec Recorder, log zerolog.Logger) (*ACME, error) {
-	if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
-		return nil, fmt.Errorf("certs: acme: certificate cache: %w", err)
+	store := cfg.Cache
+	if store == nil {
+		if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("certs: acme: certificate cache: %w", err)
+		}
+		store = autocert.DirCache(cfg.CacheDir)
 	}
 	if rec == nil {
 		rec = nopRecorder{}
@@ -171,12 +196,15 @@ func NewACME(cfg *ACMEConfig, domain string, policy autocert.HostPolicy, owners 
 			now:      time.Now,
 			logged:   expiring.New[string, struct{}](loggedCap, orderWindow),
 		},
-		rec: rec,
-		log: log,
+		rec:    rec,
+		log:    log,
+		policy: policy,
+		lock:   cfg.Lock,
 	}
+	a.cache = &issuedCache{Cache: store, rec: rec, budget: a.budget, lock: cfg.Lock, loaded: map[string]struct{}{}}
 	a.manager = &autocert.Manager{
 		Prompt:     autocert.AcceptTOS,
-		Cache:      issuedCache{autocert.DirCache(cfg.CacheDir), rec, a.budget},
+		Cache:      a.cache,
 		HostPolicy: policy,
 		Email:      cfg.Email,
 		Client: &acme.Client{
@@ -203,6 +231,14 @@ func IsChallenge(hello *tls.ClientHelloInfo) bool {
 func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if IsChallenge(hello) {
 		return a.manager.GetCertificate(hello)
+	}
+	if a.lock != nil {
+		unlock, err := a.lockFirstOrder(hello)
+		if err != nil {
+			a.log.Warn().Err(err).Str("host", hello.ServerName).Msg("no certificate: the cluster's order lock was not taken")
+			return nil, err
+		}
+		defer unlock()
 	}
 	cert, err := a.manager.GetCertificate(hello)
 	if err != nil && !errors.Is(err, ErrNotServed) && !errors.Is(err, ErrOrderBudget) && !errors.Is(err, ErrOrderRetry) {
@@ -246,26 +282,42 @@ type issuedCache struct {
 	autocert.Cache
 	rec    Recorder
 	budget *orderBudget
+
+	// lock is ACMEConfig.Lock (nil: a single node); loaded is what the
+	// Manager holds in memory, by cache key, for telling a renewal's read
+	// apart from a first one (see renewalLock in cluster.go).
+	lock   func(context.Context, string) (func(), error)
+	mu     sync.Mutex
+	loaded map[string]struct{}
 }
 
 func isCertKey(key string) bool {
 	return key != "acme_account+key" && !strings.HasSuffix(key, "+http-01") && !strings.HasSuffix(key, "+token")
 }
 
-func (c issuedCache) Get(ctx context.Context, key string) ([]byte, error) {
+func (c *issuedCache) Get(ctx context.Context, key string) ([]byte, error) {
+	if c.lock != nil && isCertKey(key) {
+		if err := c.renewalLock(ctx, key); err != nil {
+			return nil, err
+		}
+	}
 	data, err := c.Cache.Get(ctx, key)
 	if errors.Is(err, autocert.ErrCacheMiss) && isCertKey(key) {
 		if berr := c.budget.charge(key); berr != nil {
 			return nil, berr
 		}
 	}
+	if err == nil && c.lock != nil && isCertKey(key) && validCached(data, hostOfKey(key), time.Now()) {
+		c.markLoaded(key)
+	}
 	return data, err
 }
 
-func (c issuedCache) Put(ctx context.Context, key string, data []byte) error {
+func (c *issuedCache) Put(ctx context.Context, key string, data []byte) error {
 	err := c.Cache.Put(ctx, key, data)
 	if err == nil && isCertKey(key) {
 		c.rec.CertIssued(nil)
+		c.markLoaded(key)
 	}
 	return err
 }
