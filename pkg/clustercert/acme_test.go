@@ -3,6 +3,7 @@ package clustercert_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -272,4 +273,71 @@ func TestCluster_LockReleasedWhenTheOrderFails(t *testing.T) {
 		t.Fatalf("lock after the failed order: %v, want it free at once (TTL 2s)", err)
 	}
 	unlock()
+}
+
+// TestCluster_RenewOnce: three nodes hold a certificate that Pebble made
+// short-lived; each node's autocert starts its renewal at about the same
+// time (a third of the lifetime before the end), yet Pebble receives one
+// renewal order, and every node then serves the renewed certificate: the
+// first renews under the lock, the others read it from etcd and adopt it.
+func TestCluster_RenewOnce(t *testing.T) {
+	cluster := etcdtest.Start(t, 1)
+	challenge, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Valid 21s: autocert renews from about 14s on, within a jitter of
+	// 0.7s; the renewed certificate is due 14s later, time enough to look.
+	pb := startPebbleValidity(t, freePort(t), challenge.Addr().(*net.TCPAddr).Port, 21*time.Second)
+	table := names{"wiki": "a"}
+	nodes := []*node{
+		startNode(t, cluster.Client(), pb.directory, pb, table, challenge),
+		startNode(t, cluster.Client(), pb.directory, pb, table, nil),
+		startNode(t, cluster.Client(), pb.directory, pb, table, nil),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), pebbleWait)
+	defer cancel()
+	host := "wiki." + domain
+	first, err := handshake(ctx, nodes[0].addr, host, pb.issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nodes[1:] {
+		if leaf, err := handshake(ctx, n.addr, host, pb.issuer); err != nil || !leaf.Equal(first) {
+			t.Fatalf("node %d: %v; want the first certificate", i+1, err)
+		}
+	}
+	t.Logf("certificate valid %v to %v", first.NotBefore.Format(time.TimeOnly), first.NotAfter.Format(time.TimeOnly))
+
+	// Wait for each node to serve a renewed certificate (polling what a
+	// visitor sees: autocert's timers are not ours to signal).
+	var renewed *x509.Certificate
+	for i, n := range nodes {
+		for {
+			leaf, err := handshake(ctx, n.addr, host, pb.issuer)
+			if err != nil {
+				t.Fatalf("node %d: %v", i, err)
+			}
+			if !leaf.Equal(first) {
+				if renewed == nil {
+					renewed = leaf
+					t.Logf("renewed at %v, valid to %v", time.Now().Format(time.TimeOnly), leaf.NotAfter.Format(time.TimeOnly))
+				}
+				if !leaf.Equal(renewed) {
+					t.Fatalf("node %d serves serial %s, another %s: want one renewed certificate", i, leaf.SerialNumber, renewed.SerialNumber)
+				}
+				break
+			}
+			if time.Now().After(first.NotAfter) {
+				t.Fatalf("node %d still serves the first certificate after it expired", i)
+			}
+			time.Sleep(100 * time.Millisecond) // polling what visitors see
+		}
+	}
+	if time.Now().After(renewed.NotBefore.Add(renewed.NotAfter.Sub(renewed.NotBefore) * 2 / 3)) {
+		t.Skip("too slow to count: the renewed certificate is due for renewal already")
+	}
+	if got := pb.orders(); got != 2 {
+		t.Fatalf("Pebble received %d orders, want 2: the first, and one renewal for the three nodes", got)
+	}
 }

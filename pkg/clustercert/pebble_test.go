@@ -65,8 +65,16 @@ type pebble struct {
 }
 
 // startPebble runs pebble-challtestsrv and pebble validating on httpPort
-// and tlsPort of 127.0.0.1, without the VA's sleeps and the nonce faults.
+// and tlsPort of 127.0.0.1, without the VA's sleeps and the nonce faults,
+// issuing certificates valid for 90 days.
 func startPebble(t *testing.T, httpPort, tlsPort int) *pebble {
+	t.Helper()
+	return startPebbleValidity(t, httpPort, tlsPort, 0)
+}
+
+// startPebbleValidity is startPebble issuing certificates valid for
+// validity (0: Pebble's default, 90 days).
+func startPebbleValidity(t *testing.T, httpPort, tlsPort int, validity time.Duration) *pebble {
 	t.Helper()
 	pebbleBin, challBin := pebbleBinaries(t)
 	dir := t.TempDir()
@@ -91,6 +99,7 @@ func startPebble(t *testing.T, httpPort, tlsPort int) *pebble {
 		"ocspResponderURL":               "",
 		"externalAccountBindingRequired": false,
 		"retryAfter":                     map[string]int{"authz": 1, "order": 1},
+		"profiles":                       map[string]any{"default": map[string]any{"validityPeriod": int(validity / time.Second)}},
 	}})
 	configFile := filepath.Join(dir, "pebble.json")
 	writeFile(t, configFile, config)
