@@ -102,6 +102,7 @@ func startNode(t *testing.T, cli *clientv3.Client, directory string, pb *pebble,
 // by node 2 alone is validated there too: a node answers a challenge
 // another node's order wrote to etcd.
 func TestCluster_OrderOnceServeEverywhere(t *testing.T) {
+	t.Parallel() // each its own etcd and Pebble; mostly waiting on them
 	cluster := etcdtest.Start(t, 3)
 	challenge, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -176,7 +177,8 @@ func TestCluster_OrderOnceServeEverywhere(t *testing.T) {
 // Pebble's request reaches node 1's plain-HTTP handler while node 0
 // ordered: node 1 answers with the key authorization node 0 wrote to etcd.
 func TestCluster_HTTP01AnsweredByAnotherNode(t *testing.T) {
-	cluster := etcdtest.Start(t, 3)
+	t.Parallel() // each its own etcd and Pebble; mostly waiting on them
+	cluster := etcdtest.Start(t, 1)
 	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -226,6 +228,7 @@ func TestCluster_HTTP01AnsweredByAnotherNode(t *testing.T) {
 // name is locked cluster-wide; when its order fails (here the CA answers
 // 403), the lock is free at once, not after its TTL.
 func TestCluster_LockReleasedWhenTheOrderFails(t *testing.T) {
+	t.Parallel() // each its own etcd and Pebble; mostly waiting on them
 	cluster := etcdtest.Start(t, 1)
 	reached := make(chan struct{}, 1)
 	fail := make(chan struct{})
@@ -281,6 +284,7 @@ func TestCluster_LockReleasedWhenTheOrderFails(t *testing.T) {
 // renewal order, and every node then serves the renewed certificate: the
 // first renews under the lock, the others read it from etcd and adopt it.
 func TestCluster_RenewOnce(t *testing.T) {
+	t.Parallel() // each its own etcd and Pebble; mostly waiting on them
 	cluster := etcdtest.Start(t, 1)
 	challenge, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
