@@ -63,7 +63,8 @@ type ACMEConfig struct {
 	// names are chosen by clients. An order past it is refused before the
 	// CA is contacted (logged, and counted as rate_limited_total
 	// {kind="acme_order_server"}). Renewals and the apex do not count;
-	// the count starts over when tunneld restarts. Zero means the default,
+	// the count starts over when tunneld restarts, unless OrderLog keeps
+	// it (a cluster's budget is the cluster's). Zero means the default,
 	// DefaultOrdersPerWeek.
 	OrdersPerWeek int
 
@@ -73,6 +74,12 @@ type ACMEConfig struct {
 	// "acme_order_owner". Zero means the default,
 	// DefaultOrdersPerOwnerPerWeek.
 	OrdersPerOwnerPerWeek int
+
+	// OrderLog, if set, keeps the order budget's record (both budgets)
+	// for all the nodes that share it (package clustercert: in etcd), and
+	// across restarts. Nil: each tunneld counts its own orders, from zero
+	// at each start.
+	OrderLog OrderLog
 }
 
 // The defaults of ACMEConfig's order budget: below Let's Encrypt's 50
@@ -194,6 +201,7 @@ func NewACME(cfg *ACMEConfig, domain string, policy autocert.HostPolicy, owners 
 			rec:      rec,
 			log:      log,
 			now:      time.Now,
+			shared:   cfg.OrderLog,
 			logged:   expiring.New[string, struct{}](loggedCap, orderWindow),
 		},
 		rec:    rec,
@@ -303,7 +311,7 @@ func (c *issuedCache) Get(ctx context.Context, key string) ([]byte, error) {
 	}
 	data, err := c.Cache.Get(ctx, key)
 	if errors.Is(err, autocert.ErrCacheMiss) && isCertKey(key) {
-		if berr := c.budget.charge(key); berr != nil {
+		if berr := c.budget.charge(ctx, key); berr != nil {
 			return nil, berr
 		}
 	}
@@ -325,7 +333,8 @@ func (c *issuedCache) Put(ctx context.Context, key string, data []byte) error {
 // orderBudget counts certificate orders over the last orderWindow, in all
 // and per account (Owners.Account: a token's owner, an anonymous source
 // address). It remembers at most total orders, so its memory is bounded by
-// the budget itself.
+// the budget itself. The record is in memory, or in shared (an
+// ACMEConfig.OrderLog) when nodes share the budget.
 type orderBudget struct {
 	total, perOwner int
 	domain          string
@@ -333,9 +342,10 @@ type orderBudget struct {
 	rec             Recorder
 	log             zerolog.Logger
 	now             func() time.Time
+	shared          OrderLog // nil: the record is orders
 
 	mu     sync.Mutex
-	orders []order // within the window, oldest first
+	orders []Order // within the window, oldest first
 	// logged remembers, for a week, that a budget's refusal was logged:
 	// "server", or "owner:<account>". An owner is refused only while it
 	// holds perOwner of the orders placed in the last week, and no two
@@ -347,18 +357,44 @@ type orderBudget struct {
 // loggedCap bounds the budget's log-once memory (see orderBudget.logged).
 const loggedCap = 4096
 
-type order struct {
-	key, account string    // key: autocert's cache key, the name (+"rsa")
-	at, last     time.Time // first and latest order placed
+// Order is one certificate order the budget counts, as an OrderLog
+// stores it.
+type Order struct {
+	// Key is autocert's cache key: the name, with "+rsa" for an RSA
+	// certificate.
+	Key string `json:"key"`
+	// Account is whom the order counts against (Owners.Account).
+	Account string `json:"account"`
+	// At is when it was first placed, Last when it was last placed (a
+	// failed order is retried, and counted once).
+	At   time.Time `json:"at"`
+	Last time.Time `json:"last"`
 }
+
+// OrderLog keeps the order budget's record where every node sharing a
+// Cache sees it (package clustercert: in etcd), so that the weekly budget
+// holds for the cluster, as the CA's limit does, not once per node.
+// Implementations are safe for concurrent use.
+type OrderLog interface {
+	// Update calls fn with the record as stored (nil if none) and stores
+	// what fn returns, atomically: if another node changed the record
+	// meanwhile, it calls fn again on the new one. If fn returns an
+	// error, Update stores nothing and returns that error as is.
+	Update(ctx context.Context, fn func([]Order) ([]Order, error)) error
+}
+
+// errRefused stops an OrderLog update when the budget refuses the order:
+// there is nothing to store.
+var errRefused = errors.New("refused")
 
 // charge counts an order for the certificate cache key (a name, with
 // "+rsa" for an RSA certificate), or refuses it with ErrOrderBudget. A key
 // already counted this week is not counted again (autocert retries a
 // failed order), but is refused with ErrOrderRetry until orderRetry has
 // passed since its last order. The apex is never counted: it is the
-// operator's.
-func (b *orderBudget) charge(key string) error {
+// operator's. With a shared record that cannot be reached, the order is
+// refused: the budget is what keeps the CA's limit from being hit.
+func (b *orderBudget) charge(ctx context.Context, key string) error {
 	host := strings.TrimSuffix(key, "+rsa")
 	label, err := name.FromHost(host, b.domain)
 	if err != nil || label == "" {
@@ -371,40 +407,70 @@ func (b *orderBudget) charge(key string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
+	var refusal string
+	update := func(orders []Order) ([]Order, error) {
+		var out []Order
+		out, refusal = b.decide(orders, key, account, now)
+		if refusal != "" {
+			return nil, errRefused
+		}
+		return out, nil
+	}
+	if b.shared != nil {
+		if err := b.shared.Update(ctx, update); err != nil && !errors.Is(err, errRefused) {
+			return fmt.Errorf("certs: acme: %q: the cluster's order budget: %w", host, err)
+		}
+	} else if out, err := update(b.orders); err == nil {
+		b.orders = out
+	}
+	switch refusal {
+	case "":
+		return nil
+	case "retry":
+		b.rec.RateLimited("acme_order_retry")
+		b.log.Debug().Str("host", host).Msg("certificate not ordered: the last order failed recently")
+		return fmt.Errorf("certs: acme: %q: %w", host, ErrOrderRetry)
+	}
+	limit := b.total
+	if refusal == "owner" {
+		limit = b.perOwner
+	}
+	b.rec.RateLimited("acme_order_" + refusal)
+	b.logRefusalLocked(refusal, limit, account, host, now)
+	return fmt.Errorf("certs: acme: %q: %w", host, ErrOrderBudget)
+}
+
+// decide applies the budget to orders (the record, oldest first, which it
+// may modify) for an order of key by account at now: it returns the
+// record with the order counted, or why it is refused ("retry", "server"
+// or "owner").
+func (b *orderBudget) decide(orders []Order, key, account string, now time.Time) ([]Order, string) {
 	expired := 0
-	for expired < len(b.orders) && now.Sub(b.orders[expired].at) >= orderWindow {
+	for expired < len(orders) && now.Sub(orders[expired].At) >= orderWindow {
 		expired++
 	}
-	b.orders = slices.Delete(b.orders, 0, expired)
+	orders = slices.Delete(orders, 0, expired)
 	owned := 0
-	for i := range b.orders {
-		o := &b.orders[i]
-		if o.key == key {
-			if now.Sub(o.last) < orderRetry {
-				b.rec.RateLimited("acme_order_retry")
-				b.log.Debug().Str("host", host).Msg("certificate not ordered: the last order failed recently")
-				return fmt.Errorf("certs: acme: %q: %w", host, ErrOrderRetry)
+	for i := range orders {
+		o := &orders[i]
+		if o.Key == key {
+			if now.Sub(o.Last) < orderRetry {
+				return nil, "retry"
 			}
-			o.last = now
-			return nil
+			o.Last = now
+			return orders, ""
 		}
-		if o.account == account {
+		if o.Account == account {
 			owned++
 		}
 	}
-	scope, limit := "", 0
 	switch {
-	case len(b.orders) >= b.total:
-		scope, limit = "server", b.total
+	case len(orders) >= b.total:
+		return nil, "server"
 	case owned >= b.perOwner:
-		scope, limit = "owner", b.perOwner
-	default:
-		b.orders = append(b.orders, order{key: key, account: account, at: now, last: now})
-		return nil
+		return nil, "owner"
 	}
-	b.rec.RateLimited("acme_order_" + scope)
-	b.logRefusalLocked(scope, limit, account, host, now)
-	return fmt.Errorf("certs: acme: %q: %w", host, ErrOrderBudget)
+	return append(orders, Order{Key: key, Account: account, At: now, Last: now}), ""
 }
 
 // logRefusalLocked logs a refused order once a week per budget (the
