@@ -19,8 +19,9 @@ type Config struct {
 	Client *clientv3.Client
 
 	// Prefix is the key prefix of everything this package stores: the
-	// cache under Prefix+"cache/", the locks under Prefix+"lock/". Every
-	// node of a cluster must use the same one. Empty means DefaultPrefix.
+	// cache under Prefix+"cache/", the locks under Prefix+"lock/", the
+	// order budget's record at Prefix+"orders". Every node of a cluster
+	// must use the same one. Empty means DefaultPrefix.
 	Prefix string
 
 	// LockTTL is the lease of a held lock: how long a name stays locked
@@ -69,6 +70,7 @@ func (c *Config) Validate() error {
 type Store struct {
 	cache  *Cache
 	locker *Locker
+	orders *OrderLog
 }
 
 // New builds the store for cfg, after Validate. It contacts nothing: etcd
@@ -84,6 +86,7 @@ func New(cfg Config) (*Store, error) {
 	return &Store{
 		cache:  NewCache(cfg.Client, prefix+"cache/"),
 		locker: NewLocker(cfg.Client, prefix+"lock/", cmp.Or(cfg.LockTTL, DefaultLockTTL), cmp.Or(cfg.LockWait, DefaultLockWait)),
+		orders: NewOrderLog(cfg.Client, prefix+"orders"),
 	}, nil
 }
 
@@ -93,13 +96,18 @@ func (s *Store) Cache() *Cache { return s.cache }
 // Locker returns the per-name order lock.
 func (s *Store) Locker() *Locker { return s.locker }
 
+// OrderLog returns the cluster's order budget record.
+func (s *Store) OrderLog() *OrderLog { return s.orders }
+
 // Configure points an ACME configuration at the store: its certificates,
-// account and challenge tokens in etcd (instead of CacheDir) and its
-// orders and renewals under the cluster-wide lock. This is the one call
-// tunneld needs with --cluster-etcd.
+// account and challenge tokens in etcd (instead of CacheDir), its orders
+// and renewals under the cluster-wide lock, and its weekly order budget
+// counted for the cluster. This is the one call tunneld needs with
+// --cluster-etcd.
 func (s *Store) Configure(acme *certs.ACMEConfig) {
 	acme.Cache = s.cache
 	acme.Lock = s.locker.Lock
+	acme.OrderLog = s.orders
 }
 
 // Close releases the locks this node holds (an order in flight then runs
