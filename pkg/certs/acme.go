@@ -161,6 +161,9 @@ type ACME struct {
 	log       zerolog.Logger
 	policy    autocert.HostPolicy
 	lock      func(context.Context, string) (func(), error) // nil: a single node
+
+	failedMu sync.Mutex
+	failed   *expiring.Table[string, struct{}] // cert keys whose order just failed; see lockFirstOrder
 }
 
 // NewACME builds the certificate source for cfg, which must be valid
@@ -208,8 +211,9 @@ func NewACME(cfg *ACMEConfig, domain string, policy autocert.HostPolicy, owners 
 		log:    log,
 		policy: policy,
 		lock:   cfg.Lock,
+		failed: expiring.New[string, struct{}](failedCap, failedSkip),
 	}
-	a.cache = &issuedCache{Cache: store, rec: rec, budget: a.budget, lock: cfg.Lock, loaded: map[string]struct{}{}}
+	a.cache = &issuedCache{Cache: store, rec: rec, budget: a.budget, lock: cfg.Lock, loaded: map[string]struct{}{}, missed: map[string]struct{}{}}
 	a.manager = &autocert.Manager{
 		Prompt:     autocert.AcceptTOS,
 		Cache:      a.cache,
@@ -241,12 +245,15 @@ func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 		return a.manager.GetCertificate(hello)
 	}
 	if a.lock != nil {
-		unlock, err := a.lockFirstOrder(hello)
+		unlock, key, err := a.lockFirstOrder(hello)
 		if err != nil {
 			a.log.Warn().Err(err).Str("host", hello.ServerName).Msg("no certificate: the cluster's order lock was not taken")
 			return nil, err
 		}
 		defer unlock()
+		if key != "" {
+			defer a.afterLockedOrder(key) // before unlock: the next holder's order is its own
+		}
 	}
 	cert, err := a.manager.GetCertificate(hello)
 	if err != nil && !errors.Is(err, ErrNotServed) && !errors.Is(err, ErrOrderBudget) && !errors.Is(err, ErrOrderRetry) {
@@ -297,6 +304,7 @@ type issuedCache struct {
 	lock   func(context.Context, string) (func(), error)
 	mu     sync.Mutex
 	loaded map[string]struct{}
+	missed map[string]struct{} // cert keys autocert went on to order, since the first-order lock asked
 }
 
 func isCertKey(key string) bool {
@@ -314,6 +322,7 @@ func (c *issuedCache) Get(ctx context.Context, key string) ([]byte, error) {
 		if berr := c.budget.charge(ctx, key); berr != nil {
 			return nil, berr
 		}
+		c.markMissed(key)
 	}
 	if err == nil && c.lock != nil && isCertKey(key) && validCached(data, hostOfKey(key), time.Now()) {
 		c.markLoaded(key)

@@ -21,19 +21,33 @@ import (
 // autocert bounds the whole of GetCertificate.
 const maxLockWait = 5 * time.Minute
 
+// failedSkip is how long after a failed order a handshake for the name
+// goes to autocert without the lock. autocert keeps a failed order's
+// state for a minute (createCertRetryAfter) and answers every handshake
+// from it without ordering, so the lock, a few etcd round trips, would
+// guard nothing; half of that minute leaves a margin. failedCap bounds
+// the memory of such names (held names only: the policy refuses others
+// before any order).
+const (
+	failedSkip = 30 * time.Second
+	failedCap  = 4096
+)
+
 // lockFirstOrder takes the cluster lock of the name hello asks for when
 // the Manager may order it: the Manager does not hold its certificate and
 // the shared cache has none either. Then autocert, called next, looks in
 // the cache again, under the lock, and finds what another node stored
 // meanwhile; or orders, and the others wait. The returned unlock is never
-// nil. The lock is not taken for a name the host policy refuses (any SNI
-// reaches the port: a scanner's names must not cost etcd round trips) nor
-// for a name malformed in a way autocert refuses.
-func (a *ACME) lockFirstOrder(hello *tls.ClientHelloInfo) (func(), error) {
+// nil; key is the certificate's cache key if the lock was taken. The lock
+// is not taken for a name the host policy refuses (any SNI reaches the
+// port: a scanner's names must not cost etcd round trips), for a name
+// malformed in a way autocert refuses, nor for a name whose order just
+// failed (failedSkip).
+func (a *ACME) lockFirstOrder(hello *tls.ClientHelloInfo) (unlock func(), key string, err error) {
 	nothing := func() {}
 	host, key, ok := certKeyOf(hello)
-	if !ok || a.cache.isLoaded(key) {
-		return nothing, nil
+	if !ok || a.cache.isLoaded(key) || a.failedRecently(key) {
+		return nothing, "", nil
 	}
 	ctx := hello.Context()
 	if ctx == nil {
@@ -42,16 +56,39 @@ func (a *ACME) lockFirstOrder(hello *tls.ClientHelloInfo) (func(), error) {
 	ctx, cancel := context.WithTimeout(ctx, maxLockWait)
 	defer cancel()
 	if a.policy != nil && a.policy(ctx, host) != nil {
-		return nothing, nil // autocert refuses it again, and GetCertificate reports that
+		return nothing, "", nil // autocert refuses it again, and GetCertificate reports that
 	}
 	if data, err := a.cache.Cache.Get(ctx, key); err == nil && validCached(data, host, time.Now()) {
-		return nothing, nil
+		return nothing, "", nil
 	}
-	unlock, err := a.lock(ctx, host)
+	unlock, err = a.lock(ctx, host)
 	if err != nil {
-		return nil, fmt.Errorf("certs: acme: %q: cluster lock: %w", host, err)
+		return nil, "", fmt.Errorf("certs: acme: %q: cluster lock: %w", host, err)
 	}
-	return unlock, nil
+	a.cache.takeMissed(key) // a stale note, from a renewal's read
+	return unlock, key, nil
+}
+
+// afterLockedOrder follows autocert's GetCertificate under the first-order
+// lock: if autocert went on to order key (its cache read missed, and the
+// budget allowed) and holds no certificate now, the order failed, and
+// autocert answers the name from that failure for a minute without
+// ordering, so the lock is skipped meanwhile (failedSkip). A refusal by
+// the policy or the budget leaves autocert no such state: the next
+// handshake takes the lock again.
+func (a *ACME) afterLockedOrder(key string) {
+	if a.cache.takeMissed(key) && !a.cache.isLoaded(key) {
+		a.failedMu.Lock()
+		defer a.failedMu.Unlock()
+		a.failed.Put(key, struct{}{}, time.Now())
+	}
+}
+
+func (a *ACME) failedRecently(key string) bool {
+	a.failedMu.Lock()
+	defer a.failedMu.Unlock()
+	_, ok := a.failed.Get(key, time.Now())
+	return ok
 }
 
 // renewalLock takes the cluster lock of key's name when the Manager reads
@@ -82,6 +119,25 @@ func (c *issuedCache) renewalLock(ctx context.Context, key string) error {
 	}
 	context.AfterFunc(ctx, unlock)
 	return nil
+}
+
+// markMissed notes that autocert found no certificate for key and goes on
+// to order it (the budget allowed); takeMissed reports and forgets that.
+func (c *issuedCache) markMissed(key string) {
+	if c.lock == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.missed[key] = struct{}{}
+}
+
+func (c *issuedCache) takeMissed(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.missed[key]
+	delete(c.missed, key)
+	return ok
 }
 
 func (c *issuedCache) isLoaded(key string) bool {

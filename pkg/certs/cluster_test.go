@@ -212,3 +212,43 @@ func TestACME_ClusterLock(t *testing.T) {
 		t.Fatal("lock not released when the renewal's context ended")
 	}
 }
+
+// TestACME_ClusterLockSkippedAfterAFailedOrder: a handshake whose order
+// fails (the CA unreachable) leaves autocert answering the name from that
+// failure for a minute, so the next handshakes skip the lock for a while;
+// a refusal by the budget leaves no such failure, and the next handshake
+// takes the lock again.
+func TestACME_ClusterLockSkippedAfterAFailedOrder(t *testing.T) {
+	const domain = "tunnel.test"
+	var mu sync.Mutex
+	locks := map[string]int{}
+	lock := func(_ context.Context, name string) (func(), error) {
+		mu.Lock()
+		defer mu.Unlock()
+		locks[name]++
+		return func() {}, nil
+	}
+	names := owners{"new": "a", "over": "a"}
+	cfg := &ACMEConfig{Cache: memCache{}, Lock: lock, DirectoryURL: "https://127.0.0.1:1/dir", OrdersPerOwnerPerWeek: 1}
+	a, err := NewACME(cfg, domain, names.policy(domain), names, nil, zerolog.New(zerolog.NewTestWriter(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	hello := func(name string) *tls.ClientHelloInfo {
+		return &tls.ClientHelloInfo{ServerName: name + ".tunnel.test", CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}
+	}
+	for range 3 {
+		if _, err := a.GetCertificate(hello("new")); err == nil {
+			t.Fatal("new: got a certificate from an unreachable CA")
+		}
+		if _, err := a.GetCertificate(hello("over")); !errors.Is(err, ErrOrderBudget) {
+			t.Fatalf("over: got %v, want refused for a's budget of 1", err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if locks["new.tunnel.test"] != 1 || locks["over.tunnel.test"] != 3 {
+		t.Fatalf("locks taken: %v; want new.tunnel.test once (then its failure answers), over.tunnel.test 3 times", locks)
+	}
+}
