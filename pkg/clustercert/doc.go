@@ -43,15 +43,29 @@
 //
 // The lock keeps concurrent orders apart; it is not a fence: a holder
 // paused for longer than the TTL may order while another does. The worst
-// case is a duplicate order, not a wrong certificate.
+// case is a duplicate order, or a failed validation when the two orders'
+// TLS-ALPN-01 certificates overwrite each other in the cache (retried
+// later); never a wrong certificate served.
+//
+// # When etcd is unreachable
+//
+// Certificates a node holds in memory are served as before. A name the
+// node does not hold gets no certificate (its cache read fails), and no
+// new order is placed, since the lock cannot be taken: the handshake fails
+// and the next one tries again. A renewal waits for the lock for the
+// renewal's 10 minutes, then autocert retries within the hour; renewals
+// start 30 days before expiry, so only an outage of weeks costs a
+// certificate.
 //
 // # The order budget
 //
-// certs' weekly order budget (--acme-orders-per-week) stays per node: with
-// the lock, a name is charged only on the node that ordered it, so N nodes
-// order at most N times the budget in all. Making it cluster-wide is a
-// counter in etcd (see the report of issue 15); until then, an operator of
-// N nodes divides the budget by N.
+// OrderLog is certs' weekly order budget record (--acme-orders-per-week,
+// --acme-orders-per-owner) at Config.Prefix+"orders": one key holding the
+// orders of the last week as JSON, at most the budget of them, updated by
+// compare-and-swap on its revision. Let's Encrypt counts certificates per
+// registered domain, whichever node asked, so the budget is the cluster's:
+// with a record per node, N nodes would order N times the budget. It also
+// survives restarts, which the record in memory of a single node does not.
 //
 // This package never imports the edge: tunneld hands the store to
 // certs.ACMEConfig with Store.Configure.
