@@ -256,6 +256,13 @@ func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 		}
 	}
 	cert, err := a.manager.GetCertificate(hello)
+	if err == nil && a.lock != nil {
+		// autocert holds what it served, even if storing it in the
+		// shared cache failed: no lock for it again.
+		if _, key, ok := certKeyOf(hello); ok {
+			a.cache.markLoaded(key)
+		}
+	}
 	if err != nil && !errors.Is(err, ErrNotServed) && !errors.Is(err, ErrOrderBudget) && !errors.Is(err, ErrOrderRetry) {
 		a.rec.CertIssued(err)
 		a.log.Error().Err(err).Str("host", hello.ServerName).Msg("no certificate from ACME")
