@@ -171,9 +171,9 @@ type ACME struct {
 // are what policy allows or refuses (refusing with an error wrapping
 // ErrNotServed); owners says whom a name's order counts against. rec may
 // be nil; log receives the refusals and failed orders (the caller's
-// logger, unnarrowed). NewACME creates the cache directory, so that a
-// permission problem shows at startup, not at the first visitor; it
-// contacts no CA.
+// logger, unnarrowed). Without cfg.Cache, NewACME creates the cache
+// directory, so that a permission problem shows at startup, not at the
+// first visitor; it contacts no CA, nor cfg.Cache.
 func NewACME(cfg *ACMEConfig, domain string, policy autocert.HostPolicy, owners Owners, rec Recorder, log zerolog.Logger) (*ACME, error) {
 	store := cfg.Cache
 	if store == nil {
@@ -239,7 +239,9 @@ func IsChallenge(hello *tls.ClientHelloInfo) bool {
 // TLS-ALPN-01, else the name's certificate, ordered on first use if the
 // policy and the budget allow. An order that fails for another reason
 // than those refusals is counted (Recorder.CertIssued) and logged here,
-// since otherwise only the handshake's debug line would tell.
+// since otherwise only the handshake's debug line would tell. With
+// ACMEConfig.Lock, a first order waits for the name's cluster lock, at most
+// while the handshake lasts (lockFirstOrder).
 func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if IsChallenge(hello) {
 		return a.manager.GetCertificate(hello)
@@ -247,7 +249,11 @@ func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 	if a.lock != nil {
 		unlock, key, err := a.lockFirstOrder(hello)
 		if err != nil {
-			a.log.Warn().Err(err).Str("host", hello.ServerName).Msg("no certificate: the cluster's order lock was not taken")
+			// Debug: a visitor whose handshake ends while another node
+			// orders is expected, and each visitor's handshake must not
+			// log a line of its own when etcd is away (the cluster
+			// reports etcd's health).
+			a.log.Debug().Err(err).Str("host", hello.ServerName).Msg("no certificate: the cluster's order lock was not taken")
 			return nil, err
 		}
 		defer unlock()
