@@ -64,9 +64,14 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Store is the cluster's certificate store: the shared autocert cache and
-// the per-name order lock. Build it with New; Close it before the etcd
-// client.
+// Store is the cluster's certificate store: the shared autocert cache, the
+// per-name order lock and the order budget's record. Build it with New;
+// Close it after the edge has stopped and before the etcd client:
+//
+//	store, err := clustercert.New(clustercert.Config{Client: cli})
+//	if err != nil { ... }
+//	defer store.Close()
+//	store.Configure(edgeCfg.ACME) // before edge.NewServer(edgeCfg)
 type Store struct {
 	cache  *Cache
 	locker *Locker

@@ -63,9 +63,11 @@ func NewLocker(cli *clientv3.Client, prefix string, ttl, wait time.Duration) *Lo
 }
 
 // Lock takes the cluster-wide lock of name, waiting at most the Locker's
-// wait and while ctx lasts. unlock releases it (revoking its lease, which
-// deletes the lock's key even if etcd missed the delete); it is safe to
-// call more than once and from any goroutine. On error nothing is held.
+// wait and while ctx lasts. unlock releases it by revoking its lease,
+// which deletes the lock's key; it is safe to call more than once and
+// from any goroutine, and takes one etcd round trip, or up to the TTL when
+// etcd cannot be reached (the lease then expires by itself). On error
+// nothing is held.
 // A holder that loses its lease (etcd unreachable for longer than the
 // TTL) no longer holds the lock, and is not told: the lock keeps
 // concurrent orders apart, it is not a fence.
