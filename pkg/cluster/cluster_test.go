@@ -448,3 +448,47 @@ func TestConfig_Validate(t *testing.T) {
 		}
 	}
 }
+
+// A dead node's client gets its names back on another node at once, before
+// the dead node's lease has run out.
+func TestCluster_OwnerReclaimsFromDeadNodeAtOnce(t *testing.T) {
+	e := etcdtest.Start(t, 1)
+	a, b := node(t, e, "a", time.Minute), node(t, e, "b", time.Minute)
+	if _, err := claim(a, "s1", "alice", "wiki"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, b, "wiki", isLive)
+	a.paused.Store(true) // a hangs: its lease still lives for up to its TTL
+	rep, err := claim(b, "s2", "alice", "wiki")
+	if err != nil {
+		t.Fatalf("owner on b while a's record lives: %v", err)
+	}
+	if len(rep) != 1 || rep[0].Node != "a" {
+		t.Fatalf("replaced %v", rep)
+	}
+	if _, err := claim(b, "s3", "bob", "wiki"); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("another owner: got %v, want ErrNameTaken", err)
+	}
+	// a's lease running out later does not touch b's claim.
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	gone := make(chan struct{})
+	w := e.Client().Watch(ctx, "/tunnel/nodes/a")
+	go func() {
+		defer close(gone)
+		for resp := range w {
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					return
+				}
+			}
+		}
+	}()
+	testwait.Recv(t, gone, within)
+	state := a.stateChanged()
+	a.paused.Store(false)
+	testwait.Recv(t, state, within)
+	if en, _ := b.Lookup("wiki"); en.Live == nil || en.Live.Session != "s2" {
+		t.Fatalf("b's claim after a's lease ended: %+v", en)
+	}
+}
