@@ -146,9 +146,23 @@ func TestCluster_HoldAfterRelease(t *testing.T) {
 	b.Release(context.Background(), "s3")
 	en = waitFor(t, a, "wiki", func(e Entry, ok bool) bool { return isHeld(e, ok) && e.HoldUntil.After(en.HoldUntil) })
 	// A hold is a span of time: wait it out, then anybody may claim.
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	tidied := e.Client().Watch(ctx, "/tunnel/owners/wiki")
 	time.Sleep(time.Until(en.HoldUntil))
 	if _, ok := a.Lookup("wiki"); ok {
 		t.Fatal("the name is still held after its hold ended")
+	}
+	// The tidying deletes the run-out owner record.
+	for deleted := false; !deleted; {
+		select {
+		case resp := <-tidied:
+			for _, ev := range resp.Events {
+				deleted = deleted || ev.Type == clientv3.EventTypeDelete
+			}
+		case <-ctx.Done():
+			t.Fatal("the run-out hold's owner record was never deleted")
+		}
 	}
 	if _, err := claim(a, "s4", "bob", "wiki"); err != nil {
 		t.Fatalf("another owner after the hold: %v", err)
