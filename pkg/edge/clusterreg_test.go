@@ -3,6 +3,7 @@ package edge_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -388,5 +389,35 @@ func TestClusterRegistry_OfflineWaitAcrossNodes(t *testing.T) {
 	}
 	if r := testwait.Recv(t, got, 20*time.Second); r.code != http.StatusOK || r.body != "back" {
 		t.Fatalf("the waiting visitor: %d %q", r.code, r.body)
+	}
+}
+
+// A TLS tunnel's visitor on node B reaches the local service behind the
+// client on node A, end to end encrypted: B reads only the server name.
+func TestClusterRegistry_RemoteTLSTunnel(t *testing.T) {
+	e := etcdtest.Start(t, 1)
+	fwd := &directForwarder{}
+	nodes := startCluster(t, e, fwd, "a", "b")
+	a, b := nodes[0], nodes[1]
+	host := "secure." + domain
+	addr, visitorTLS := localHTTPS(t, host)
+	w := tlsOwner(t, a.Edge, "secure", addr)
+	b.seen(t, "secure", w.SessionID)
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, b.Addr)
+		},
+		TLSClientConfig: visitorTLS,
+	}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Get(fmt.Sprintf("https://%s:%d/", host, b.Port))
+	if err != nil {
+		t.Fatalf("GET through b: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "end to end " + host; string(body) != want {
+		t.Fatalf("got %q, want %q", body, want)
 	}
 }
