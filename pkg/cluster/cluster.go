@@ -37,7 +37,10 @@ type Config struct {
 	// Prefix is the key prefix of everything this package writes.
 	// Default "/tunnel/". Nodes of one cluster share it.
 	Prefix string
-	// Node names this node, unique in the cluster. Required.
+	// Node names this node, unique in the cluster. Required. Open
+	// waits, within its context, while another live process holds the
+	// name (after a crash, the dead process's registration goes with
+	// its lease), and fails with ErrNodeInUse if it does not go.
 	Node string
 	// Addr is the node-link address other nodes dial to reach this one,
 	// host:port. Required.
@@ -203,7 +206,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		return nil, err
 	}
-	if err := c.newLease(ctx); err != nil {
+	if err := c.join(ctx); err != nil {
 		return fail(fmt.Errorf("cluster: join: %w", err))
 	}
 	rev, err := c.v.relist(ctx)
@@ -276,7 +279,69 @@ func (c *Cluster) count(err error) error {
 	return err
 }
 
-// newLease grants a lease and registers the node under it.
+// ErrNodeInUse: another live process registered this node name, and it
+// did not go within Open's context.
+var ErrNodeInUse = errors.New("cluster: node name in use")
+
+// join takes the lease and registers the node, only if no live process
+// has the node name: two processes under one name would each take the
+// other's names for their own. The name of a process that died goes with
+// its lease, so join waits (within ctx) for a registration to go.
+func (c *Cluster) join(ctx context.Context) error {
+	key := c.kNodes + c.cfg.Node
+	for {
+		start := time.Now()
+		g, err := c.cli.Grant(ctx, int64(c.cfg.LeaseTTL/time.Second))
+		if c.count(err) != nil {
+			return fmt.Errorf("grant lease: %w", err)
+		}
+		resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, c.cfg.Addr, clientv3.WithLease(g.ID))).Commit()
+		if c.count(err) != nil {
+			return fmt.Errorf("register node: %w", err)
+		}
+		if resp.Succeeded {
+			c.lmu.Lock()
+			c.lease = g.ID
+			c.confirmed = start.Add(time.Duration(g.TTL) * time.Second)
+			c.lmu.Unlock()
+			return nil
+		}
+		c.count(revoke(c.cli, g.ID))
+		c.log.Warn().Str("node", c.cfg.Node).Msg("node name registered by another process; waiting for it to go")
+		if err := c.waitGone(ctx, key, resp.Header.Revision); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrNodeInUse, c.cfg.Node, err)
+		}
+	}
+}
+
+// waitGone waits until key is deleted after rev, or ctx ends.
+func (c *Cluster) waitGone(ctx context.Context, key string, rev int64) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for resp := range c.cli.Watch(wctx, key, clientv3.WithRev(rev+1)) {
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		for _, ev := range resp.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				return nil
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// revoke revokes a lease within a short bound.
+func revoke(cli *clientv3.Client, id clientv3.LeaseID) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := cli.Revoke(ctx, id)
+	return err
+}
+
+// newLease grants a lease and registers the node under it: after the
+// node's lease ran out, when its registration went with it.
 func (c *Cluster) newLease(ctx context.Context) error {
 	start := time.Now()
 	g, err := c.cli.Grant(ctx, int64(c.cfg.LeaseTTL/time.Second))

@@ -506,3 +506,33 @@ func TestCluster_OwnerReclaimsFromDeadNodeAtOnce(t *testing.T) {
 		t.Fatalf("b's claim after a's lease ended: %+v", en)
 	}
 }
+
+// Two live processes cannot share a node name; the second gets it once
+// the first has left.
+func TestCluster_NodeNameInUse(t *testing.T) {
+	e := etcdtest.Start(t, 1)
+	first := node(t, e, "a", time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	cfg := Config{Endpoints: e.Endpoints(), Node: "a", Addr: "a2:7000", LeaseTTL: 2 * time.Second, Log: zerolog.Nop()}
+	if c, err := Open(ctx, cfg); !errors.Is(err, ErrNodeInUse) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("second process under one name: got %v, want ErrNodeInUse", err)
+	}
+	opened := make(chan error, 1)
+	var second *Cluster
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), within)
+		defer cancel()
+		var err error
+		second, err = Open(ctx, cfg)
+		opened <- err
+	}()
+	first.Close()
+	if err := testwait.Recv(t, opened, within+time.Second); err != nil {
+		t.Fatalf("after the first left: %v", err)
+	}
+	second.Close()
+}
