@@ -12,7 +12,9 @@
 //
 // Under Config.Prefix (default "/tunnel/"):
 //
-//	nodes/<node>    the node's link address, under the node's lease
+//	nodes/<node>    the node's link address, under the node's lease;
+//	                written at Open only if absent, so two live processes
+//	                never share a node name
 //	names/<name>    the live record: owner, account, kind, node, address,
 //	                session ID and the edge's data (access rules); under
 //	                the serving node's lease, so it dies with the node
