@@ -94,6 +94,17 @@ func (c *Cluster) Lookup(name string) (Entry, bool) {
 	return e, true
 }
 
+// Live returns the view's live names, in no order: for status pages.
+func (c *Cluster) Live() []Entry {
+	c.v.mu.RLock()
+	defer c.v.mu.RUnlock()
+	out := make([]Entry, 0, len(c.v.live))
+	for n, l := range c.v.live {
+		out = append(out, Entry{Name: n, Owner: l.owner, Account: l.account, Kind: l.kind, Live: l})
+	}
+	return out
+}
+
 // Changes returns a channel closed at the next change of name in the view.
 // Take it before reading the entry, so no change is missed.
 func (c *Cluster) Changes(name string) <-chan struct{} {

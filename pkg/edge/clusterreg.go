@@ -111,6 +111,7 @@ func (r *ClusterRegistry) registerMetrics(m *metrics.Set) {
 type routeData struct {
 	Access *proto.Access `json:"access,omitempty"`
 	Allow  []string      `json:"allow,omitempty"`
+	Label  string        `json:"label,omitempty"` // the token's label, for status pages
 }
 
 // Claim implements Registry.
@@ -121,7 +122,7 @@ func (r *ClusterRegistry) Claim(s *Session, names []string) ([]*Session, error) 
 		if k == "" {
 			k = proto.KindHTTP
 		}
-		var d routeData
+		d := routeData{Label: s.Label}
 		if i := indexOf(s.Names, n); i >= 0 && i < len(s.requests) {
 			d.Access = s.requests[i].Access
 		}
@@ -333,6 +334,30 @@ func (r *ClusterRegistry) Wait(ctx context.Context, name string) Route {
 			return nil
 		}
 	}
+}
+
+// remoteTunnels lists the tunnels other nodes serve, from the view.
+func (r *ClusterRegistry) remoteTunnels(s *Server) []TunnelStatus {
+	var out []TunnelStatus
+	for _, e := range r.c.Live() {
+		if e.Live.Node == r.c.Node() {
+			continue
+		}
+		var d routeData
+		_ = json.Unmarshal(e.Live.Data, &d) // unreadable: shown without label or rules
+		k := e.Kind
+		if k == "" {
+			k = proto.KindHTTP
+		}
+		ts := TunnelStatus{Name: e.Name, Kind: k, URL: s.kindURL(k, e.Name), Label: d.Label,
+			SessionID: e.Live.Session, Node: e.Live.Node}
+		if rules, err := compileAccess(d.Access); err == nil && rules != nil {
+			sum := rules.summary
+			ts.Access = &sum
+		}
+		out = append(out, ts)
+	}
+	return out
 }
 
 // foreignTunnels counts account's live tunnels on other nodes, for the

@@ -172,6 +172,22 @@ func TestClusterRegistry_RemoteRouteForwards(t *testing.T) {
 		t.Fatalf("on a: %d %q", code, body)
 	}
 
+	// Both nodes' status lists the tunnel, served by a.
+	for _, n := range nodes {
+		var found bool
+		for _, ts := range n.Srv.Tunnels() {
+			if ts.Name == "wiki" {
+				found = true
+				if ts.Node != "a" || ts.SessionID != sid || ts.Label != "alice" || ts.Access == nil || ts.Access.BasicAuthUsers[0] != "ann" {
+					t.Fatalf("%s's status of wiki: %+v", n.c.Node(), ts)
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("%s's status lacks wiki", n.c.Node())
+		}
+	}
+
 	// The cluster's figures are in the node's metrics.
 	if gauge(t, a.Srv, "tunneld_cluster_lease_ok") != 1 || gauge(t, a.Srv, "tunneld_cluster_degraded") != 0 {
 		t.Fatal("lease not ok, or degraded, in a's metrics")
