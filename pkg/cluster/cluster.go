@@ -159,10 +159,11 @@ type Cluster struct {
 	released  []*localClaim     // releases etcd did not take, retried
 	reassert  bool              // the names must be written again (lease lost, etcd was away)
 
-	degraded atomic.Bool
-	stateMu  sync.Mutex
-	stateCh  chan struct{} // closed when degraded changes
-	paused   atomic.Bool   // tests: the keepalive stops, as in a paused process
+	keepMisses int // keepalives failed in a row; keepLoop's own
+	degraded   atomic.Bool
+	stateMu    sync.Mutex
+	stateCh    chan struct{} // closed when degraded changes
+	paused     atomic.Bool   // tests: the keepalive stops, as in a paused process
 
 	roundTrips, errs atomic.Uint64
 
@@ -232,8 +233,9 @@ func (c *Cluster) Client() *clientv3.Client { return c.cli }
 // Node returns this node's name.
 func (c *Cluster) Node() string { return c.cfg.Node }
 
-// Degraded reports whether etcd is out of reach (or was, and this node has
-// not yet re-asserted its names): claims may fail, the view may be stale.
+// Degraded reports whether etcd is out of reach (a claim failed for it, or
+// two keepalives in a row did), or was and this node has not yet
+// re-asserted its names: claims may fail, the view may be stale.
 func (c *Cluster) Degraded() bool { return c.degraded.Load() }
 
 // Stats returns the counters.
@@ -373,6 +375,11 @@ func (c *Cluster) Fenced() bool {
 	return !time.Now().Before(c.confirmed.Add(c.cfg.Hold - c.fenceMargin()))
 }
 
+// keepMissesDegraded is how many keepalives in a row must fail before the
+// node calls itself degraded: /readyz must not flap when one etcd member of
+// three goes away under a request.
+const keepMissesDegraded = 2
+
 // keepLoop renews the lease every LeaseTTL/3 and tracks the time until
 // which it is known to live. When etcd is away it marks the node degraded;
 // when etcd answers again it re-asserts the names (under a new lease if
@@ -417,12 +424,22 @@ func (c *Cluster) keepOnce() {
 			return
 		}
 	default:
-		if c.ctx.Err() == nil {
-			c.log.Warn().Err(err).Msg("lease keepalive failed; etcd unreachable")
-			c.markDegraded()
+		if c.ctx.Err() != nil {
+			return
 		}
+		// One miss is a member going away under the request (the
+		// client moves to another); two in a row, most of a TTL without
+		// a renewal, is etcd out of reach.
+		c.keepMisses++
+		if c.keepMisses < keepMissesDegraded {
+			c.log.Debug().Err(err).Msg("lease keepalive missed")
+			return
+		}
+		c.log.Warn().Err(err).Msg("lease keepalive failed; etcd unreachable")
+		c.markDegraded()
 		return
 	}
+	c.keepMisses = 0
 	c.lmu.Lock()
 	need := c.reassert
 	c.lmu.Unlock()

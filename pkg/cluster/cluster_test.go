@@ -23,10 +23,15 @@ const within = 15 * time.Second
 // node opens a Cluster for node on e with a 2 s lease.
 func node(t *testing.T, e *etcdtest.Cluster, name string, hold time.Duration) *Cluster {
 	t.Helper()
+	return nodeTTL(t, e, name, hold, 2*time.Second)
+}
+
+func nodeTTL(t *testing.T, e *etcdtest.Cluster, name string, hold, ttl time.Duration) *Cluster {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	c, err := Open(ctx, Config{Endpoints: e.Endpoints(), Node: name, Addr: name + ":7000",
-		LeaseTTL: 2 * time.Second, Hold: hold, ClaimTimeout: 2 * time.Second, Log: zerolog.Nop()})
+		LeaseTTL: ttl, Hold: hold, ClaimTimeout: 2 * time.Second, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatalf("open %s: %v", name, err)
 	}
@@ -393,7 +398,9 @@ func (c *Cluster) relists() int {
 // at that moment another owner is still refused.
 func TestCluster_FenceBeforeLeaseEnds(t *testing.T) {
 	e := etcdtest.Start(t, 1)
-	a, b := node(t, e, "a", 0), node(t, e, "b", 0)
+	// A 4 s lease puts the fence a second before the lease can end: room
+	// for the claim below on a loaded machine.
+	a, b := nodeTTL(t, e, "a", 0, 4*time.Second), node(t, e, "b", 0)
 	if _, err := claim(a, "s1", "alice", "wiki"); err != nil {
 		t.Fatal(err)
 	}

@@ -76,7 +76,9 @@
 //
 // A claim is bounded by ClaimTimeout and fails with ErrUnavailable, which
 // the edge sends as a retryable refusal; the node is Degraded (the edge's
-// /readyz says so). Connected tunnels keep serving from the view, here and
+// /readyz says so) from that failed claim or from its second keepalive in
+// a row that failed (one alone is a member going away under a request,
+// which must not make /readyz flap). Connected tunnels keep serving from the view, here and
 // through other nodes. The lease cannot expire without a leader, and a new
 // leader restarts every lease's TTL, so when etcd comes back the node's
 // keepalive succeeds and it re-asserts its names (writes them again,
