@@ -74,6 +74,8 @@ func TestAuth_RelayCannotReplayTheProof(t *testing.T) {
 		t.Fatal(err)
 	}
 	tln := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{ALPN}, MinVersion: tls.VersionTLS13})
+	var mu sync.Mutex
+	var conns []net.Conn
 	testnet.ServeOn(t, tln, func(c net.Conn) {
 		defer c.Close()
 		up, err := tlsDial(b.addr, ALPN)
@@ -81,6 +83,9 @@ func TestAuth_RelayCannotReplayTheProof(t *testing.T) {
 			return
 		}
 		defer up.Close()
+		mu.Lock()
+		conns = append(conns, c, up)
+		mu.Unlock()
 		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() {
@@ -91,6 +96,14 @@ func TestAuth_RelayCannotReplayTheProof(t *testing.T) {
 		io.Copy(c, up)
 		c.Close()
 		wg.Wait()
+	})
+
+	t.Cleanup(func() { // before ServeOn's, which waits for the relay's handlers
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
 	})
 
 	_, err = a.Open(context.Background(), "b", ln.Addr().String(), &Request{Header: proto.StreamHeader{Tunnel: "x"}})
