@@ -553,3 +553,37 @@ func TestConfig_Validate(t *testing.T) {
 		})
 	}
 }
+
+// TestLinks_ThreeNodesEachToEach: in a cluster of three, every node reaches
+// every other's clients, over one link per pair (three in all).
+func TestLinks_ThreeNodesEachToEach(t *testing.T) {
+	nodes := make([]*testNode, 3)
+	for i, name := range []string{"n1", "n2", "n3"} {
+		echo := testnet.Echo(t)
+		nodes[i] = startNode(t, name, services(map[string]string{"on-" + name: echo}), nil)
+	}
+	for round := range 2 {
+		for _, from := range nodes {
+			for _, to := range nodes {
+				if from == to {
+					continue
+				}
+				conn, err := from.Open(context.Background(), to.name, to.addr, &Request{Header: proto.StreamHeader{Tunnel: "on-" + to.name}})
+				if err != nil {
+					t.Fatalf("round %d, %s -> %s: %v", round, from.name, to.name, err)
+				}
+				echoRoundTrip(t, conn, 32<<10, uint64(round))
+			}
+		}
+	}
+	var conns int64
+	for _, n := range nodes {
+		conns += n.accepted.Load()
+		if s := n.Stats(); s.Links != 2 || s.StreamsIn != 4 || s.StreamsOut != 4 {
+			t.Errorf("%s: got %+v, want 2 links, 4 streams in and 4 out", n.name, s)
+		}
+	}
+	if conns != 3 {
+		t.Errorf("%d connections between three nodes, want 3", conns)
+	}
+}
