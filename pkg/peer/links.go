@@ -359,7 +359,7 @@ func (l *Links) dialLink(node, addr string) (*link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	tc := tls.Client(raw, l.clientTLS)
+	tc := tls.Client(mux.WireConn(raw), l.clientTLS)
 	tc.SetDeadline(time.Now().Add(l.cfg.HandshakeTimeout))
 	stop := context.AfterFunc(l.ctx, func() { tc.SetDeadline(time.Now()) })
 	peer, inc, err := l.dialHandshake(tc, node)
@@ -372,7 +372,7 @@ func (l *Links) dialLink(node, addr string) (*link, error) {
 		return nil, fmt.Errorf("%s: %w", addr, err)
 	}
 	tc.SetDeadline(time.Time{})
-	sess, err := yamux.Client(tc, l.yamuxCfg)
+	sess, err := yamux.Client(mux.FrameWriter(tc), l.yamuxCfg)
 	if err != nil {
 		tc.Close()
 		return nil, fmt.Errorf("%s: start session: %w", addr, err)
@@ -685,7 +685,7 @@ func (l *Links) admit(c net.Conn) (string, bool) {
 // accept authenticates an incoming connection and makes it a link.
 func (l *Links) accept(c net.Conn, ip string) {
 	defer l.wg.Done()
-	tc := tls.Server(c, l.serverTLS)
+	tc := tls.Server(mux.WireConn(c), l.serverTLS)
 	lk, status, err := l.acceptHandshake(tc)
 	l.mu.Lock()
 	l.handshakes--
@@ -742,7 +742,7 @@ func (l *Links) acceptHandshake(tc *tls.Conn) (*link, byte, error) {
 		return nil, statusOK, ErrClosed
 	}
 	tc.SetDeadline(time.Time{})
-	sess, err := yamux.Server(tc, l.yamuxCfg)
+	sess, err := yamux.Server(mux.FrameWriter(tc), l.yamuxCfg)
 	if err != nil {
 		return nil, statusOK, fmt.Errorf("start session: %w", err)
 	}
