@@ -35,7 +35,7 @@ type testNode struct {
 // startNode starts a node named name whose forwarded streams go to open;
 // mod, if not nil, changes its config first. The test's cleanup closes it
 // and checks that Serve returned nil.
-func startNode(t *testing.T, name string, open OpenFunc, mod func(*Config)) *testNode {
+func startNode(t testing.TB, name string, open OpenFunc, mod func(*Config)) *testNode {
 	t.Helper()
 	n := &testNode{name: name, log: &syncBuffer{}}
 	cfg := DefaultConfig()
