@@ -305,3 +305,53 @@ func TestReadSecret(t *testing.T) {
 		t.Error("missing file: no error")
 	}
 }
+
+// TestAuth_DialerChecksTheNode: the dialing node believes nothing until the
+// node it reached has proved the secret too: an impostor that takes any
+// hello and answers "ok" without the secret is refused, and so is an
+// address where another node answers.
+func TestAuth_DialerChecksTheNode(t *testing.T) {
+	a := startNode(t, "a", nil, nil)
+	cert, err := selfSigned("impostor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tln := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{ALPN}, MinVersion: tls.VersionTLS13})
+	var mu sync.Mutex
+	var conns []net.Conn
+	testnet.ServeOn(t, tln, func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+		defer c.Close()
+		c.Read(make([]byte, 600)) // the hello, or enough of it
+		reply := appendName([]byte{statusOK}, "b")
+		reply = append(reply, make([]byte, 8+macSize)...) // an incarnation and a made-up proof
+		c.Write(reply)
+		io.Copy(io.Discard, c)
+	})
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	_, err = a.Open(context.Background(), "b", ln.Addr().String(), &Request{Header: proto.StreamHeader{Tunnel: "x"}})
+	if !errors.Is(err, ErrBadSecret) {
+		t.Fatalf("impostor: got %v, want ErrBadSecret", err)
+	}
+
+	b := startNode(t, "b", nil, nil)
+	_, err = a.Open(context.Background(), "c", b.addr, &Request{Header: proto.StreamHeader{Tunnel: "x"}})
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "not the node asked for") {
+		t.Fatalf("b's address named as c: got %v, want a refusal", err)
+	}
+	if s := a.Stats(); s.Links != 0 {
+		t.Errorf("a: %d links, want none", s.Links)
+	}
+}
