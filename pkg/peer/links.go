@@ -695,8 +695,10 @@ func (l *Links) accept(c net.Conn, ip string) {
 	l.mu.Unlock()
 	if err != nil {
 		// Counted and logged before the refusal leaves, so that whoever
-		// sees the refusal sees it counted.
-		if l.ctx.Err() == nil {
+		// sees the refusal sees it counted. A handshake cut by Close is
+		// not a refusal.
+		var ne net.Error
+		if cut := l.ctx.Err() != nil && (errors.Is(err, ErrClosed) || errors.As(err, &ne) && ne.Timeout()); !cut {
 			l.refused.Add(1)
 			l.logRefused(c, err)
 		}
