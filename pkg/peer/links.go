@@ -195,8 +195,10 @@ func (l *Links) Stats() Stats {
 // that node's OpenFunc has connected it: the caller then uses it as it uses
 // a local session's stream (edge's Route.Open), HTTP/1.1 or raw bytes, Close
 // half-closing it. A refusal of the owning node is returned as OpenFunc
-// describes; a node that cannot be reached is an error wrapping
-// ErrUnreachable. ctx bounds the whole open, as does Config.OpenTimeout;
+// describes; a node that cannot be reached, or whose link is lost before it
+// answers (twice: the first loss is retried on a new link), is an error
+// wrapping ErrUnreachable; no answer within the deadline is
+// context.DeadlineExceeded. ctx bounds the whole open, as does Config.OpenTimeout;
 // its end abandons the stream, and the owning node's OpenFunc with it.
 func (l *Links) Open(ctx context.Context, node, addr string, req *Request) (net.Conn, error) {
 	if Forwarded(ctx) {
@@ -234,7 +236,7 @@ func (l *Links) Open(ctx context.Context, node, addr string, req *Request) (net.
 func (l *Links) openOn(ctx context.Context, lk *link, req *Request) (conn net.Conn, answered bool, err error) {
 	st, err := lk.sess.OpenStream()
 	if err != nil {
-		return nil, false, fmt.Errorf("peer: node %s: open stream: %w", lk.peer, err)
+		return nil, false, fmt.Errorf("peer: node %s: open stream: %w: %w", lk.peer, ErrUnreachable, err)
 	}
 	timeout := timeoutOf(ctx, l.cfg.OpenTimeout)
 	st.SetDeadline(time.Now().Add(timeout))
@@ -248,6 +250,8 @@ func (l *Links) openOn(ctx context.Context, lk *link, req *Request) (conn net.Co
 			err = ctx.Err()
 		case errors.As(err, &ne) && ne.Timeout():
 			err = context.DeadlineExceeded
+		case lk.sess.IsClosed():
+			err = fmt.Errorf("%w: link lost: %w", ErrUnreachable, err)
 		}
 		return fmt.Errorf("peer: node %s: %s: %w", lk.peer, op, err)
 	}

@@ -587,3 +587,39 @@ func TestLinks_ThreeNodesEachToEach(t *testing.T) {
 		t.Errorf("%d connections between three nodes, want 3", conns)
 	}
 }
+
+// TestLinks_LinkLostBeforeTheAnswerIsRetried: a link lost while the owning
+// node is still opening carries none of the caller's bytes yet, so Open
+// tries once more on a new link and the caller sees nothing of the loss.
+func TestLinks_LinkLostBeforeTheAnswerIsRetried(t *testing.T) {
+	echo := testnet.Echo(t)
+	dialEcho := services(map[string]string{"echo": echo})
+	started := make(chan struct{}, 1)
+	var calls sync.Map
+	b := startNode(t, "b", func(ctx context.Context, req *Request) (net.Conn, error) {
+		if _, again := calls.LoadOrStore("first", true); !again {
+			started <- struct{}{}
+			<-ctx.Done() // the link's loss ends it
+			return nil, ctx.Err()
+		}
+		return dialEcho(ctx, req)
+	}, nil)
+	a := startNode(t, "a", nil, nil)
+	r := newRelay(t, b.addr)
+	res := make(chan error, 1)
+	var conn net.Conn
+	go func() {
+		var err error
+		conn, err = a.Open(context.Background(), "b", r.addr, &Request{Header: proto.StreamHeader{Tunnel: "echo"}})
+		res <- err
+	}()
+	testwait.Recv(t, started, 5*time.Second)
+	r.cut()
+	if err := testwait.Recv(t, res, 10*time.Second); err != nil {
+		t.Fatalf("open across a lost link: %v", err)
+	}
+	echoRoundTrip(t, conn, 1000, 6)
+	if s := a.Stats(); s.Dials != 2 || s.StreamsOut != 1 {
+		t.Errorf("got %+v, want 2 dials and one stream", s)
+	}
+}
