@@ -27,13 +27,21 @@ var (
 	ErrClosed = errors.New("peer: links closed")
 	// ErrUnreachable: no link to the node could be made (dial, TLS or
 	// authentication failed, or the last try did so within the redial
-	// wait). The edge answers it as it answers a tunnel that is offline.
-	ErrUnreachable = errors.New("peer: node unreachable")
+	// wait), or the link was lost before the node answered. It matches
+	// net.ErrClosed too (errors.Is), so mux.IsClosed holds for it: the
+	// edge answers a visitor "tunnel offline", as it does when a local
+	// client's session is gone.
+	ErrUnreachable error = unreachable{}
 	// ErrSecondHop: Open was called with the context of a forwarded
 	// request (from an OpenFunc): a request crosses one node link at most,
 	// so that two nodes whose tables disagree cannot pass it back and forth.
 	ErrSecondHop = errors.New("peer: a forwarded request may not be forwarded again")
 )
+
+type unreachable struct{}
+
+func (unreachable) Error() string        { return "peer: node unreachable" }
+func (unreachable) Is(target error) bool { return target == net.ErrClosed }
 
 // retirePoll is how often a retired link checks whether its last stream is
 // gone, to close it. Retiring happens only when two nodes dial each other
@@ -229,6 +237,15 @@ func (l *Links) Open(ctx context.Context, node, addr string, req *Request) (net.
 			return nil, err
 		}
 	}
+}
+
+// Forward is Open with the request's fields as arguments, the shape of
+// the cluster registry's forwarder (edge.Forwarder): *Links is one.
+func (l *Links) Forward(ctx context.Context, node, addr, session string, h *proto.StreamHeader) (net.Conn, error) {
+	if h == nil {
+		return nil, errors.New("peer: forward: no stream header")
+	}
+	return l.Open(ctx, node, addr, &Request{Header: *h, Session: session})
 }
 
 // openOn sends req on a new stream of lk and reads the answer. answered

@@ -470,8 +470,8 @@ func TestLinks_UnreachableNodeBacksOff(t *testing.T) {
 	ln.Close() // nothing listens there now
 	for i := range 3 {
 		_, err := a.Open(context.Background(), "b", addr, &Request{Header: proto.StreamHeader{Tunnel: "x"}})
-		if !errors.Is(err, ErrUnreachable) {
-			t.Fatalf("open %d: got %v, want ErrUnreachable", i, err)
+		if !errors.Is(err, ErrUnreachable) || !mux.IsClosed(err) {
+			t.Fatalf("open %d: got %v, want ErrUnreachable, which the edge takes for offline (mux.IsClosed)", i, err)
 		}
 	}
 	if s := a.Stats(); s.Dials != 1 || s.DialFailures != 1 {

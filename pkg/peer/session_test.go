@@ -125,7 +125,14 @@ func TestLinks_ThroughAClientSession(t *testing.T) {
 	conn.Close()
 	testwait.Recv(t, ended, 10*time.Second)
 
-	_, err := a.Open(context.Background(), "b", b.addr, &Request{Header: proto.StreamHeader{Tunnel: "echo"}, Session: "s0"})
+	// Forward, as the cluster registry calls it, is the same Open.
+	conn, err := a.Forward(context.Background(), "b", b.addr, "s1", &proto.StreamHeader{Tunnel: "echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoRoundTrip(t, conn, 1000, 7)
+
+	_, err = a.Open(context.Background(), "b", b.addr, &Request{Header: proto.StreamHeader{Tunnel: "echo"}, Session: "s0"})
 	if !errors.Is(err, ErrWrongSession) {
 		t.Errorf("stale session: got %v, want ErrWrongSession", err)
 	}
@@ -135,3 +142,12 @@ func TestLinks_ThroughAClientSession(t *testing.T) {
 		t.Errorf("a tunnel the client does not serve: got %v, want the client's *proto.Error", err)
 	}
 }
+
+// forwarder is the cluster registry's interface for node links
+// (edge.Forwarder, on branch i-cluster), which this package may not import:
+// *Links must keep satisfying it.
+type forwarder interface {
+	Forward(ctx context.Context, node, addr, session string, h *proto.StreamHeader) (net.Conn, error)
+}
+
+var _ forwarder = (*Links)(nil)
