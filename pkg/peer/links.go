@@ -647,8 +647,10 @@ func (l *Links) openLocal(ctx context.Context, req *Request) (net.Conn, error) {
 // then it returns nil. Each connection must finish its TLS handshake and
 // prove the cluster secret within HandshakeTimeout, and at most
 // MaxHandshakes (MaxHandshakesPerIP from one address) may be doing so at
-// once; the rest are closed. Serve closes ln when it returns. It may be
-// called for several listeners.
+// once; the rest are closed. An accept error other than ln's closing (no
+// file descriptor left) pauses the loop, up to a second, rather than
+// ending it. Serve closes ln when it returns. It may be called for several
+// listeners.
 func (l *Links) Serve(ln net.Listener) error {
 	l.mu.Lock()
 	if l.closed {
@@ -664,14 +666,32 @@ func (l *Links) Serve(ln net.Listener) error {
 		l.mu.Unlock()
 		ln.Close()
 	}()
+	var pause time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if l.ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("peer: accept: %w", err)
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("peer: accept: %w", err)
+			}
+			// Out of file descriptors, or a connection reset before it
+			// was accepted: whoever reaches the port can cause these, so
+			// they must not stop the node port. Wait a little, as
+			// net/http does, and go on.
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			if ok, suppressed := l.refusedLog.allow(); ok {
+				l.log.Warn().Err(err).Int("suppressed", suppressed).Dur("retry_after", pause).Msg("node port accept failed")
+			}
+			select {
+			case <-time.After(pause):
+			case <-l.ctx.Done():
+				return nil
+			}
+			continue
 		}
+		pause = 0
 		if ip, ok := l.admit(c); ok {
 			go l.accept(c, ip)
 		}
