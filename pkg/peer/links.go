@@ -104,6 +104,48 @@ type link struct {
 	incarnation uint64 // the other node's
 	sess        *yamux.Session
 	log         zerolog.Logger
+
+	mu    sync.Mutex
+	ended bool                  // the session is over: see serveLink
+	local map[net.Conn]struct{} // local streams piped to this link's streams
+}
+
+// track registers conn, a local stream piped to one of lk's streams, to be
+// closed when lk ends. It reports false, having closed conn, if lk has
+// ended already.
+func (lk *link) track(conn net.Conn) bool {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	if lk.ended {
+		conn.Close()
+		return false
+	}
+	if lk.local == nil {
+		lk.local = make(map[net.Conn]struct{})
+	}
+	lk.local[conn] = struct{}{}
+	return true
+}
+
+func (lk *link) untrack(conn net.Conn) {
+	lk.mu.Lock()
+	delete(lk.local, conn)
+	lk.mu.Unlock()
+}
+
+// end closes the local streams piped to lk's streams. yamux ends a lost
+// session's streams with EOF, which the pipe takes for a half-close: a
+// local service that waits on after a half-close (an idle TCP tunnel)
+// would hold its pipe, and Close, forever.
+func (lk *link) end() {
+	lk.mu.Lock()
+	lk.ended = true
+	local := lk.local
+	lk.local = nil
+	lk.mu.Unlock()
+	for conn := range local {
+		conn.Close()
+	}
 }
 
 // Stats are counters for metrics. Counts are since New.
@@ -549,6 +591,7 @@ func (l *Links) serveLink(lk *link) {
 		go l.serveStream(lk, st)
 	}
 	lk.sess.Close()
+	lk.end()
 	l.mu.Lock()
 	delete(l.all, lk)
 	kept := false
@@ -616,6 +659,11 @@ func (l *Links) serveStream(lk *link, st *yamux.Stream) {
 		return
 	}
 	st.SetWriteDeadline(time.Time{})
+	if !lk.track(conn) {
+		st.Close()
+		return
+	}
+	defer lk.untrack(conn)
 	l.streamsIn.Add(1)
 	in, out := mux.PipeStream(st, conn, req.Header.CloseOnFIN)
 	l.bytesIn.Add(uint64(in))

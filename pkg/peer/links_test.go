@@ -623,3 +623,42 @@ func TestLinks_LinkLostBeforeTheAnswerIsRetried(t *testing.T) {
 		t.Errorf("got %+v, want 2 dials and one stream", s)
 	}
 }
+
+// TestLinks_LostLinkEndsItsLocalStreams: yamux ends a lost link's streams
+// with EOF, which reads like a half-close; a local service that stays
+// quiet after one (an idle TCP tunnel) must not hold the owning node's
+// pipe, and its Close, forever.
+func TestLinks_LostLinkEndsItsLocalStreams(t *testing.T) {
+	release := make(chan struct{})
+	got := make(chan struct{}, 1)
+	quiet := testnet.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		io.Copy(io.Discard, c)
+		got <- struct{}{}
+		<-release // stays open and says nothing, after the half-close
+	})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) }) // before Serve's cleanup waits for it
+	b := startNode(t, "b", services(map[string]string{"quiet": quiet}), nil)
+	a := startNode(t, "a", nil, nil)
+	conn, err := a.Open(context.Background(), "b", b.addr, &Request{Header: proto.StreamHeader{Tunnel: "quiet", CloseOnFIN: false}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write([]byte("x"))
+	a.Close() // b's link is lost with the stream on it
+	testwait.Recv(t, got, 5*time.Second)
+
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		once.Do(func() { close(release) })
+		<-closed
+		t.Fatal("b's Close waited for a quiet local service after its link was lost")
+	}
+}
