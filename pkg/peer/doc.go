@@ -56,4 +56,22 @@
 // both keep the link dialed by the node whose name sorts first and retire
 // the other once its streams are done (see Links.add for the rules that
 // keep this consistent across a restart or a link dead on one side only).
+//
+// # Wiring
+//
+// tunneld makes one Links per process, serves the node port with it, and
+// hands it to the cluster registry, whose Forwarder it is (Links.Forward);
+// the owning side opens on the edge's local sessions only:
+//
+//	var srv *edge.Server // made below; Open runs only once Serve has started
+//	links, err := peer.New(peer.Config{ ..., Open: func(ctx context.Context, r *peer.Request) (net.Conn, error) {
+//		return srv.OpenLocal(ctx, r.Session, &r.Header)
+//	}})
+//	reg := edge.NewClusterRegistry(cl, links, log)
+//	srv, err = edge.NewServer(edge.Config{Registry: reg, ...})
+//	go links.Serve(nodePort)
+//
+// On shutdown, close the Links after the edge has let its visitors'
+// requests finish: Close cuts every forwarded stream, both the ones this
+// node sent and the ones it serves for other nodes.
 package peer
