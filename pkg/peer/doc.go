@@ -64,9 +64,12 @@
 // the owning side opens on the edge's local sessions only:
 //
 //	var srv *edge.Server // made below; Open runs only once Serve has started
-//	links, err := peer.New(peer.Config{ ..., Open: func(ctx context.Context, r *peer.Request) (net.Conn, error) {
+//	cfg := peer.DefaultConfig()
+//	cfg.Node, cfg.Secret, cfg.Logger = node, secret, log
+//	cfg.Open = func(ctx context.Context, r *peer.Request) (net.Conn, error) {
 //		return srv.OpenLocal(ctx, r.Session, &r.Header)
-//	}})
+//	}
+//	links, err := peer.New(cfg)
 //	reg := edge.NewClusterRegistry(cl, links, log)
 //	srv, err = edge.NewServer(edge.Config{Registry: reg, ...})
 //	go links.Serve(nodePort)
