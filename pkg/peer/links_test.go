@@ -662,3 +662,54 @@ func TestLinks_LostLinkEndsItsLocalStreams(t *testing.T) {
 		t.Fatal("b's Close waited for a quiet local service after its link was lost")
 	}
 }
+
+// TestLinks_MalformedRequestsAreRefused: a stream whose request is too
+// large, not JSON, or names no tunnel is refused without reaching OpenFunc,
+// and the link carries on.
+func TestLinks_MalformedRequestsAreRefused(t *testing.T) {
+	echo := testnet.Echo(t)
+	var calls sync.Map
+	dialEcho := services(map[string]string{"echo": echo})
+	b := startNode(t, "b", func(ctx context.Context, req *Request) (net.Conn, error) {
+		calls.Store(req.Header.Tunnel, true)
+		return dialEcho(ctx, req)
+	}, nil)
+	a := startNode(t, "a", nil, nil)
+	lk, err := a.link(context.Background(), "b", b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, raw := range map[string][]byte{
+		"too large": {0xff, 0xff, '{'},
+		"not json":  append([]byte{0, 5}, "hello"...),
+		"no tunnel": append([]byte{0, 13}, `{"header":{}}`...),
+	} {
+		st, err := lk.sess.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Write(raw)
+		st.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var ans answer
+		err = readFrame(st, &ans)
+		switch {
+		case name == "no tunnel" && (err != nil || ans.OK || ans.Error == nil || ans.Error.Code != proto.CodeBadRequest):
+			t.Errorf("%s: got %+v, %v, want a bad_request answer", name, ans, err)
+		case name != "no tunnel" && err == nil:
+			t.Errorf("%s: got an answer %+v, want the stream closed", name, ans)
+		}
+		st.Close()
+	}
+	calls.Range(func(k, _ any) bool {
+		t.Errorf("OpenFunc ran for %q", k)
+		return true
+	})
+	conn, err := a.Open(context.Background(), "b", b.addr, &Request{Header: proto.StreamHeader{Tunnel: "echo"}})
+	if err != nil {
+		t.Fatalf("open after malformed requests: %v", err)
+	}
+	echoRoundTrip(t, conn, 1000, 8)
+	if s := a.Stats(); s.Dials != 1 {
+		t.Errorf("%d dials, want the one link throughout", s.Dials)
+	}
+}
