@@ -108,6 +108,18 @@ func (n *testNode) keptLink(node string) *link {
 	return nil
 }
 
+// anyLink returns a link n has started to node, kept or not, nil if none.
+func (n *testNode) anyLink(node string) *link {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for lk := range n.all {
+		if lk.peer == node {
+			return lk
+		}
+	}
+	return nil
+}
+
 // sameConn reports whether a's link and b's link are the two ends of one
 // TCP connection.
 func sameConn(a, b *link) bool {

@@ -713,3 +713,70 @@ func TestLinks_MalformedRequestsAreRefused(t *testing.T) {
 		t.Errorf("%d dials, want the one link throughout", s.Dials)
 	}
 }
+
+// TestLinks_RestartedNodeReplacesItsOldLink: a node that comes back (a new
+// incarnation under the same name) while the other still holds a link to
+// its old self that died silently gets its new link kept at once, without
+// waiting for the keepalive to give up on the old one.
+func TestLinks_RestartedNodeReplacesItsOldLink(t *testing.T) {
+	slow := func(c *Config) { c.KeepAliveInterval, c.WriteTimeout = time.Minute, time.Minute }
+	a := startNode(t, "a", services(map[string]string{}), slow)
+	b1 := startNode(t, "b", services(map[string]string{}), slow)
+	r := newRelay(t, b1.addr)
+	if _, err := a.Open(context.Background(), "b", r.addr, &Request{Header: proto.StreamHeader{Tunnel: "x"}}); err == nil {
+		t.Fatal("opened an unknown tunnel")
+	}
+	old := a.keptLink("b")
+	r.freeze() // b's old self is gone without a word
+
+	echo := testnet.Echo(t)
+	b2 := startNode(t, "b", services(map[string]string{"echo": echo}), slow)
+	if _, err := b2.Open(context.Background(), "a", a.addr, &Request{Header: proto.StreamHeader{Tunnel: "x"}}); err == nil {
+		t.Fatal("opened an unknown tunnel")
+	}
+	testwait.Recv(t, old.sess.CloseChan(), 5*time.Second)
+	conn, err := a.Open(context.Background(), "b", r.addr, &Request{Header: proto.StreamHeader{Tunnel: "echo"}})
+	if err != nil {
+		t.Fatalf("open to the restarted node: %v", err)
+	}
+	echoRoundTrip(t, conn, 1000, 9)
+	if !sameConn(a.keptLink("b"), b2.keptLink("a")) {
+		t.Error("a does not keep the restarted node's link")
+	}
+}
+
+// TestLinks_LinkDeadOnOneSideIsReplaced: the tie-break favours the link a
+// dialed, but when b gave that link up (its keepalive ran out first) and
+// dials a, a finds the old link does not answer a ping and keeps b's.
+func TestLinks_LinkDeadOnOneSideIsReplaced(t *testing.T) {
+	echo := testnet.Echo(t)
+	open := services(map[string]string{"echo": echo})
+	a := startNode(t, "a", open, func(c *Config) { c.KeepAliveInterval, c.WriteTimeout = time.Minute, 500*time.Millisecond })
+	b := startNode(t, "b", open, func(c *Config) { c.KeepAliveInterval, c.WriteTimeout = 200*time.Millisecond, 300*time.Millisecond })
+	r := newRelay(t, b.addr)
+	if _, err := a.Open(context.Background(), "b", r.addr, &Request{Header: proto.StreamHeader{Tunnel: "x"}}); err == nil {
+		t.Fatal("opened an unknown tunnel")
+	}
+	old := a.keptLink("b")
+	bOld := b.anyLink("a") // b has started it: it answered on it
+	r.freeze()
+	start := time.Now()
+	testwait.Recv(t, bOld.sess.CloseChan(), 5*time.Second) // b gave up; a has not
+	t.Logf("b gave up after %v", time.Since(start))
+
+	conn, err := b.Open(context.Background(), "a", a.addr, &Request{Header: proto.StreamHeader{Tunnel: "echo"}})
+	if err != nil {
+		t.Fatalf("b's open on its new link: %v", err)
+	}
+	echoRoundTrip(t, conn, 1000, 10)
+	testwait.Recv(t, old.sess.CloseChan(), 5*time.Second)
+	t.Logf("a dropped the old link after %v", time.Since(start))
+	conn, err = a.Open(context.Background(), "b", r.addr, &Request{Header: proto.StreamHeader{Tunnel: "echo"}})
+	if err != nil {
+		t.Fatalf("a's open after the old link died: %v", err)
+	}
+	echoRoundTrip(t, conn, 1000, 11)
+	if !sameConn(a.keptLink("b"), b.keptLink("a")) || a.keptLink("b").dialer != "b" {
+		t.Errorf("a keeps %+v, b keeps %+v, want both b's new link", a.keptLink("b"), b.keptLink("a"))
+	}
+}
