@@ -757,11 +757,11 @@ func (l *Links) admit(c net.Conn) (string, bool) {
 	over := l.handshakes >= l.cfg.MaxHandshakes || l.perIP[ip] >= l.cfg.MaxHandshakesPerIP
 	if l.closed || over {
 		l.mu.Unlock()
-		c.Close()
-		if over {
+		if over { // counted before the close, which the other end sees
 			l.refused.Add(1)
 			l.logRefused(c, errors.New("too many connections in their handshake"))
 		}
+		c.Close()
 		return "", false
 	}
 	l.handshakes++
