@@ -204,6 +204,9 @@ func tlsConfigs(cfg Config) (server, client *tls.Config, err error) {
 		Certificates: []tls.Certificate{*cert},
 		MinVersion:   tls.VersionTLS13, // keying material export is sound in 1.3
 		NextProtos:   []string{ALPN},
+		// Links live long and are few: resumption would save nothing,
+		// and a ticket is one more thing a stranger gets for a handshake.
+		SessionTicketsDisabled: true,
 	}
 	client = &tls.Config{
 		Certificates: []tls.Certificate{*cert},
