@@ -88,7 +88,7 @@ func appendName(b []byte, s string) []byte { return append(append(b, byte(len(s)
 
 // writeHello sends the dialer's hello with its proof.
 func writeHello(w io.Writer, secret, ekm []byte, h hello) error {
-	b := append([]byte(helloMagic), nil...)
+	b := []byte(helloMagic)
 	b = appendName(b, h.from)
 	b = appendName(b, h.to)
 	b = binary.BigEndian.AppendUint64(b, h.incarnation)

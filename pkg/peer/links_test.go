@@ -780,3 +780,18 @@ func TestLinks_LinkDeadOnOneSideIsReplaced(t *testing.T) {
 		t.Errorf("a keeps %+v, b keeps %+v, want both b's new link", a.keptLink("b"), b.keptLink("a"))
 	}
 }
+
+// TestLinks_LongRefusalIsCut: a client's refusal with a message longer
+// than a frame still arrives, as a *proto.Error with its message cut.
+func TestLinks_LongRefusalIsCut(t *testing.T) {
+	long := strings.Repeat("é", 10<<10)
+	b := startNode(t, "b", func(ctx context.Context, req *Request) (net.Conn, error) {
+		return nil, &proto.Error{Code: proto.CodeLocalUnreachable, Message: long}
+	}, nil)
+	a := startNode(t, "a", nil, nil)
+	_, err := a.Open(context.Background(), "b", b.addr, &Request{Header: proto.StreamHeader{Tunnel: "x"}})
+	var perr *proto.Error
+	if !errors.As(err, &perr) || perr.Code != proto.CodeLocalUnreachable || len(perr.Message) > maxMessage || !strings.HasPrefix(long, perr.Message) {
+		t.Fatalf("got %v, want the refusal with its message cut to %d bytes", err, maxMessage)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/tunnelhq/tunnel/pkg/mux"
@@ -18,8 +19,12 @@ import (
 // request) and one from the owning node (the answer), then carries raw bytes
 // both ways. A frame is a big-endian uint16 length and that many bytes of
 // JSON, at most maxFrame: a request is a StreamHeader and a session ID,
-// whose fields proto bounds far below it.
-const maxFrame = 8 << 10
+// whose fields proto bounds far below it, and an answer's message is cut
+// to maxMessage.
+const (
+	maxFrame   = 8 << 10
+	maxMessage = 1024
+)
 
 // wireRequest is a Request on the wire, with the forwarding node's
 // deadline, so that the owning node gives up when it does.
@@ -108,7 +113,15 @@ func refusal(err error) answer {
 	var perr *proto.Error
 	switch {
 	case errors.As(err, &perr):
-		return answer{Error: perr}
+		// As proto bounds it, so that any refusal fits a frame.
+		e := *perr
+		if len(e.Code) > maxSession {
+			e.Code = proto.CodeInternal
+		}
+		if len(e.Message) > maxMessage {
+			e.Message = strings.ToValidUTF8(e.Message[:maxMessage], "")
+		}
+		return answer{Error: &e}
 	case errors.Is(err, ErrWrongSession):
 		return answer{Error: &proto.Error{Code: proto.CodeUnknownTunnel, Message: "another session serves the name"}, Cause: causeWrongSession}
 	case errors.Is(err, context.DeadlineExceeded):
