@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -366,5 +368,166 @@ func TestCluster_EtcdMemberDiesUnnoticed(t *testing.T) {
 	l.end()
 	if f := l.failed.Load(); f != 0 {
 		t.Fatalf("%d requests failed (last: %v), want none", f, l.lastErr.Load())
+	}
+}
+
+// connectedTo waits for p's next "connected" log line from index next on
+// and returns the server it names.
+func connectedTo(p *process, next int) string {
+	p.t.Helper()
+	line := p.waitLineFrom(p.stderr, next, `the "connected" log line`, logMsg("connected"))
+	var entry struct{ Server string }
+	if err := json.Unmarshal([]byte(line), &entry); err != nil || entry.Server == "" {
+		p.t.Fatalf("connected line %q: %v", line, err)
+	}
+	return entry.Server
+}
+
+// TestCluster_NodeKilledClientMovesOn: SIGKILL the node a client is on,
+// under load through another node. The client reconnects to another node
+// and gets its name back; the visitors' requests wait for it and are
+// served. How long each step took is logged.
+func TestCluster_NodeKilledClientMovesOn(t *testing.T) {
+	r := newClusterRig(t, 3)
+	port := clusterService(t, "svc", nil)
+	client, url := r.client(r.servers(), "http", "--name", "svc", port)
+	first := connectedTo(client, 0)
+	var victim, visitor *clusterNode
+	for _, n := range r.nodes {
+		switch {
+		case n.addr == first:
+			victim = n
+		case visitor == nil:
+			visitor = n
+		}
+	}
+	if victim == nil {
+		t.Fatalf("the client connected to %s, which is no node", first)
+	}
+	l := startLoad(t, r.visitor(visitor, false), "https://svc.localhost/", "svc /")
+	l.waitServed(t, 20)
+
+	next := client.stderr.Len()
+	killed := time.Now()
+	victim.p.signal(syscall.SIGKILL)
+	again := connectedTo(client, next)
+	back := time.Since(killed)
+	if again == first {
+		t.Fatalf("the client reconnected to the killed node %s", first)
+	}
+	client.waitLineFrom(client.stderr, next, "the same URLs again", logMsg("reconnected with the same URLs"))
+	l.waitServed(t, 1)
+	served := time.Since(killed)
+	l.waitServed(t, 50)
+	l.end()
+	t.Logf("SIGKILL of %s: client back on %s after %v, visitors on %s served again after %v; %d requests served, %d failed",
+		victim.name, again, back.Round(time.Millisecond), visitor.name, served.Round(time.Millisecond), l.ok.Load(), l.failed.Load())
+	// The request in flight through the dead node's link when it died may
+	// fail; every later one waits for the client (offline wait) instead.
+	if f := l.failed.Load(); f > 1 {
+		t.Fatalf("%d requests failed (last: %v), want at most the one in flight at the kill", f, l.lastErr.Load())
+	}
+	if got := fetch(t, r.ca(), visitor.addr, url+"/after"); got != "svc /after" {
+		t.Fatalf("after the move: got %q", got)
+	}
+}
+
+// TestCluster_QuorumLost: with two etcd members of three stopped, the
+// tunnels already connected keep serving, across nodes too; a new client
+// is refused with a retryable error and /readyz says the node is
+// degraded; once etcd is back the new client gets its name and the old
+// one was never dropped.
+func TestCluster_QuorumLost(t *testing.T) {
+	r := newClusterRig(t, 2)
+	port := clusterService(t, "svc", nil)
+	old, _ := r.client(r.nodes[0].addr, "http", "--name", "svc", port)
+	l := startLoad(t, r.visitor(r.nodes[1], false), "https://svc.localhost/", "svc /")
+	l.waitServed(t, 20)
+
+	r.etcd.Stop(1)
+	r.etcd.Stop(2)
+	l.waitServed(t, 100)
+
+	_, tunnel := binaries(t)
+	late := start(t, tunnel, nil, "--dev", "--server", r.nodes[1].addr, "--certs-dir", r.certs, "--log-format", "json",
+		"http", "--name", "late", port)
+	late.waitLine(late.stderr, "a retryable refusal", func(l string) bool {
+		return strings.Contains(l, "connect failed; retrying") && strings.Contains(l, "unavailable")
+	})
+	ready := &http.Client{Timeout: waitTimeout}
+	settles(t, "node1's /readyz says degraded", func() (bool, string) {
+		resp, err := ready.Get("http://" + r.nodes[1].admin + "/readyz")
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "degraded"),
+			fmt.Sprintf("%d %q", resp.StatusCode, body)
+	})
+	l.waitServed(t, 50)
+
+	r.etcd.Restart(1)
+	r.etcd.Restart(2)
+	r.etcd.WaitReady()
+	late.waitLine(late.stdout, "a public URL", isURL)
+	if got := fetch(t, r.ca(), r.nodes[0].addr, "https://late.localhost/x"); got != "svc /x" {
+		t.Fatalf("the late client through node0: got %q", got)
+	}
+	l.waitServed(t, 20)
+	l.end()
+	if f := l.failed.Load(); f != 0 {
+		t.Fatalf("%d requests failed (last: %v), want none", f, l.lastErr.Load())
+	}
+	if n := countLines(old, "session ended"); n != 0 {
+		t.Fatalf("the connected client's session ended %d times, want never", n)
+	}
+}
+
+// TestCluster_WrongSecretRefused: a node with another cluster secret
+// shares the etcd but not the links: the real nodes refuse it, and its
+// visitors never reach their clients.
+func TestCluster_WrongSecretRefused(t *testing.T) {
+	r := newClusterRig(t, 1, "--offline-wait", "1s")
+	port := clusterService(t, "svc", nil)
+	r.client(r.nodes[0].addr, "http", "--name", "svc", port)
+	intruder := r.startNode("intruder", newSecretFile(t), "--offline-wait", "1s")
+	code, body := get(t, r.visitor(intruder, false), "https://svc.localhost/secret")
+	if code == http.StatusOK || strings.Contains(body, "svc /secret") {
+		t.Fatalf("through the intruder: got %d %q, want a refusal", code, body)
+	}
+	r.nodes[0].p.waitLine(r.nodes[0].p.stderr, "the refusal", logMsg("node link refused: wrong cluster secret"))
+}
+
+// TestCluster_NameRace: two clients of different owners ask two nodes
+// for the same name at the same moment; exactly one gets it, each time.
+func TestCluster_NameRace(t *testing.T) {
+	r := newClusterRig(t, 2)
+	port := clusterService(t, "svc", nil)
+	_, tunnel := binaries(t)
+	for round := range 10 {
+		name := fmt.Sprintf("race-%d", round)
+		var ps [2]*process
+		for i := range ps {
+			ps[i] = start(t, tunnel, nil, "--dev", "--server", r.nodes[i].addr, "--certs-dir", r.certs,
+				"--log-format", "json", "http", "--name", name, port)
+		}
+		won := 0
+		for _, p := range ps {
+			line := p.waitLine(p.stderr, "connected or refused", func(l string) bool {
+				return logMsg("connected")(l) || strings.Contains(l, "connect failed; retrying")
+			})
+			if logMsg("connected")(line) {
+				won++
+			} else if !strings.Contains(line, "name_taken") && !strings.Contains(line, "held by another client") {
+				t.Fatalf("round %d: refused for another reason: %s", round, line)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("round %d: %d clients got %s, want exactly 1", round, won, name)
+		}
+		for _, p := range ps {
+			p.stop()
+		}
 	}
 }
