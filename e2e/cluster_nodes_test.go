@@ -15,7 +15,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -528,6 +530,79 @@ func TestCluster_NameRace(t *testing.T) {
 		}
 		for _, p := range ps {
 			p.stop()
+		}
+	}
+}
+
+// TestCluster_ACMEOrdersOnceServesEverywhere: three nodes on one etcd get
+// their certificates from Pebble. Each name is ordered once however many
+// nodes a handshake for it reaches at the same moment, whichever node
+// Pebble validates through answers the challenge (Pebble only reaches
+// node0's port), and every node serves the same certificate.
+func TestCluster_ACMEOrdersOnceServesEverywhere(t *testing.T) {
+	tlsPort := freePort(t)
+	pb := startPebble(t, freePort(t), tlsPort)
+	e := etcdtest.Start(t, 3)
+	secret := newSecretFile(t)
+	var addrs []string
+	var ports []int
+	for i := range 3 {
+		port := tlsPort
+		if i > 0 {
+			port = freePort(t)
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		link := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		startTunneld(t, []string{"TUNNELD_TOKEN=s3cret"}, "--listen", addr, "--http-listen", "",
+			"--domain", acmeDomain, "--acme-directory", pb.directory, "--acme-ca-root", pb.httpsCA,
+			"--cert-cache", t.TempDir(), "--public-port", "443",
+			"--cluster-etcd", strings.Join(e.Endpoints(), ","), "--cluster-node", fmt.Sprintf("node%d", i),
+			"--cluster-listen", link, "--cluster-secret-file", secret)
+		addrs = append(addrs, addr)
+		ports = append(ports, port)
+	}
+	// everywhere shakes hands for name with every node at once and
+	// returns the serial they all served.
+	everywhere := func(name string) string {
+		t.Helper()
+		serials := make([]string, len(addrs))
+		errs := make([]error, len(addrs))
+		var wg sync.WaitGroup
+		for i, addr := range addrs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				leaf, err := handshake(t, pb.root, addr, name)
+				if err == nil {
+					serials[i] = leaf.SerialNumber.String()
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		for i := range addrs {
+			if errs[i] != nil {
+				t.Fatalf("%s on node%d: %v", name, i, errs[i])
+			}
+			if serials[i] != serials[0] {
+				t.Fatalf("%s: node%d serves serial %s, node0 %s; want one certificate", name, i, serials[i], serials[0])
+			}
+		}
+		return serials[0]
+	}
+	everywhere(acmeDomain)
+	if n := pb.orders(); n != 1 {
+		t.Fatalf("Pebble saw %d orders for the apex on three nodes, want 1", n)
+	}
+	backendPort := newBackend(t, "hello from a cluster")
+	acmeTunnel(t, pb.root, ports[1], "wiki", backendPort)
+	everywhere("wiki." + acmeDomain)
+	if n := pb.orders(); n != 2 {
+		t.Fatalf("Pebble saw %d orders, want 2 (the apex and wiki, once each)", n)
+	}
+	for i, addr := range addrs {
+		if got, want := fetchWithin(t, acmeWait, pb.root, addr, "https://wiki."+acmeDomain+"/page"), "hello from a cluster /page\n"; got != want {
+			t.Fatalf("through node%d: got %q, want %q", i, got, want)
 		}
 	}
 }
