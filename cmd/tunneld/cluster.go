@@ -41,7 +41,7 @@ func clusterFlags() []cli.Flag {
 		&cli.StringFlag{Name: "cluster-listen", EnvVars: []string{"TUNNELD_CLUSTER_LISTEN"},
 			Usage: "address of the node port other nodes forward visitors through, host:port (open it to the other nodes only)"},
 		&cli.StringFlag{Name: "cluster-secret-file", EnvVars: []string{"TUNNELD_CLUSTER_SECRET_FILE"},
-			Usage: "file holding the secret every node of the cluster shares (at least 32 bytes, e.g. from \"head -c 32 /dev/urandom\")"},
+			Usage: "file holding the secret every node of the cluster shares, proved on the node port (required with --cluster-etcd; at least 32 bytes, e.g. \"head -c 32 /dev/urandom | base64\"; not readable by other users)"},
 	}
 }
 
