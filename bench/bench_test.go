@@ -150,7 +150,8 @@ func TestBench_Smoke(t *testing.T) {
 	if c := rep.Cluster; c == nil {
 		t.Error("no cluster row")
 	} else {
-		if c.LocalReqPerSec.Median <= 0 || c.ForwardedReqPerSec.Median <= 0 || c.LocalP99.Median <= 0 || c.ForwardedP99.Median <= 0 || c.Errors != 0 {
+		if c.LocalReqPerSec.Median <= 0 || c.ForwardedReqPerSec.Median <= 0 || c.LocalP99.Median <= 0 || c.ForwardedP99.Median <= 0 ||
+			c.LocalP50One.Median <= 0 || c.ForwardedP50One.Median <= 0 || c.Errors != 0 {
 			t.Errorf("cluster small requests: %+v, want positive rates and p99, no error", c)
 		}
 		if c.ClaimP50.Median <= 0 || c.ClaimP99.Median < c.ClaimP50.Median {

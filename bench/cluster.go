@@ -36,7 +36,13 @@ type ClusterRow struct {
 	ForwardedP99       Stat    `json:"forwarded_p99_ms"`
 	Ratio              float64 `json:"forwarded_to_local_req_per_sec"`
 	AddedP50           float64 `json:"forwarded_added_p50_ms"`
-	Errors             int64   `json:"errors"`
+	// The same at one connection: at 64 on two cores p50 is mostly
+	// queueing (64 / req/s), so a lower rate alone raises it; one
+	// connection shows the hop's own latency.
+	LocalP50One     Stat    `json:"local_p50_ms_1conn"`
+	ForwardedP50One Stat    `json:"forwarded_p50_ms_1conn"`
+	AddedP50One     float64 `json:"forwarded_added_p50_ms_1conn"`
+	Errors          int64   `json:"errors"`
 	// Claim latency: client connects (TLS, Hello, the claim in etcd,
 	// Welcome) one after another against one node.
 	Connects int  `json:"connects"`
@@ -212,27 +218,34 @@ func (e *env) clusterSmall(ctx context.Context, row *ClusterRow, nodes []*cluste
 		e.warmUp(ctx, fwd, row.Conns)
 	}
 	for r := range e.o.Repeat {
-		for _, t := range []target{local, fwd} {
-			e.logf("cluster: small %s conns=%d run %d", t.Name, row.Conns, r+1)
-			var res closedResult
-			var err error
-			if e.o.Wrk != "" {
-				res, err = runWrk(ctx, e.o.Wrk, e.wrkScript, t, row.Conns, e.o.Duration)
-			} else {
-				res, err = closedLoop(ctx, t, false, row.Conns, e.o.Duration)
-			}
-			if err != nil {
-				return fmt.Errorf("cluster small: %w", err)
-			}
-			row.Errors += res.Errors
-			if t.Name == local.Name {
-				row.LocalReqPerSec.add(res.rate())
-				row.LocalP50.add(ms(res.P50))
-				row.LocalP99.add(ms(res.P99))
-			} else {
-				row.ForwardedReqPerSec.add(res.rate())
-				row.ForwardedP50.add(ms(res.P50))
-				row.ForwardedP99.add(ms(res.P99))
+		for _, c := range []int{row.Conns, 1} {
+			for _, t := range []target{local, fwd} {
+				e.logf("cluster: small %s conns=%d run %d", t.Name, c, r+1)
+				var res closedResult
+				var err error
+				if e.o.Wrk != "" {
+					res, err = runWrk(ctx, e.o.Wrk, e.wrkScript, t, c, e.o.Duration)
+				} else {
+					res, err = closedLoop(ctx, t, false, c, e.o.Duration)
+				}
+				if err != nil {
+					return fmt.Errorf("cluster small: %w", err)
+				}
+				row.Errors += res.Errors
+				switch {
+				case c == 1 && t.Name == local.Name:
+					row.LocalP50One.add(ms(res.P50))
+				case c == 1:
+					row.ForwardedP50One.add(ms(res.P50))
+				case t.Name == local.Name:
+					row.LocalReqPerSec.add(res.rate())
+					row.LocalP50.add(ms(res.P50))
+					row.LocalP99.add(ms(res.P99))
+				default:
+					row.ForwardedReqPerSec.add(res.rate())
+					row.ForwardedP50.add(ms(res.P50))
+					row.ForwardedP99.add(ms(res.P99))
+				}
 			}
 		}
 	}
@@ -240,6 +253,7 @@ func (e *env) clusterSmall(ctx context.Context, row *ClusterRow, nodes []*cluste
 		row.Ratio = row.ForwardedReqPerSec.Median / row.LocalReqPerSec.Median
 	}
 	row.AddedP50 = row.ForwardedP50.Median - row.LocalP50.Median
+	row.AddedP50One = row.ForwardedP50One.Median - row.LocalP50One.Median
 	return nil
 }
 
@@ -558,6 +572,7 @@ func (r *Report) clusterMarkdown(w func(string, ...any)) {
 	w("| local req/s, p50 ms, p99 ms | %s, %s, %s |\n", c.LocalReqPerSec.fmt(0), c.LocalP50.fmt(2), c.LocalP99.fmt(2))
 	w("| forwarded req/s, p50 ms, p99 ms | %s, %s, %s |\n", c.ForwardedReqPerSec.fmt(0), c.ForwardedP50.fmt(2), c.ForwardedP99.fmt(2))
 	w("| forwarded / local req/s; p50 added | %.2f; %+.2f ms (errors %d) |\n", c.Ratio, c.AddedP50, c.Errors)
+	w("| one connection: local p50, forwarded p50, added | %s, %s, %+.2f ms |\n", c.LocalP50One.fmt(2), c.ForwardedP50One.fmt(2), c.AddedP50One)
 	w("| claim latency p50, p99 ms (%d connects) | %s, %s |\n", c.Connects, c.ClaimP50.fmt(2), c.ClaimP99.fmt(2))
 	w("| etcd writes per connect, per disconnect, per hold end | %.2f, %.2f, %.2f |\n", c.WritesPerConnect, c.WritesPerDisconnect, c.WritesPerHoldEnd)
 	for _, n := range c.IdleNodes {

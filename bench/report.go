@@ -228,8 +228,10 @@ func (r *Report) finish() {
 	if c := r.Cluster; c != nil && c.LocalReqPerSec.Median > 0 {
 		r.Checks = append(r.Checks, Check{fmt.Sprintf("cluster: forwarded small requests >= 0.8 of local req/s (HTTP/1.1, %d conns)", c.Conns),
 			fmt.Sprintf("%.2f", c.Ratio), c.Ratio >= 0.8})
-		r.Checks = append(r.Checks, Check{"cluster: forwarding adds < 1 ms at p50",
+		r.Checks = append(r.Checks, Check{fmt.Sprintf("cluster: forwarding adds < 1 ms at p50 (%d conns)", c.Conns),
 			fmt.Sprintf("%+.2f ms", c.AddedP50), c.AddedP50 < 1})
+		r.Checks = append(r.Checks, Check{"cluster: forwarding adds < 1 ms at p50 (one connection)",
+			fmt.Sprintf("%+.2f ms", c.AddedP50One), c.AddedP50One < 1})
 	}
 	for _, a := range r.Attacks {
 		r.Checks = append(r.Checks, Check{fmt.Sprintf("attack %s (%s): tunneld RSS +<= %d MiB, goroutines +<= %s, healthy req/s >= %.1f of before",
