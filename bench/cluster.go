@@ -139,11 +139,10 @@ func (e *env) clusterPhase(ctx context.Context, rep *Report) error {
 
 	// The client of the small requests, on node0 only.
 	backAddr := e.backLn.Addr().String()
-	pr, err := e.attachPair(ctx, nodes[0].p, nodes[0].addr, backAddr, "", false)
-	if err != nil {
+	if _, err := e.attachPair(ctx, nodes[0].p, nodes[0].addr, backAddr, "", false); err != nil {
 		return err
 	}
-	if err := e.clusterSmall(ctx, row, nodes, pr); err != nil {
+	if err := e.clusterSmall(ctx, row, nodes); err != nil {
 		return err
 	}
 	// The client stays: stopping it would write its release and, a hold
@@ -205,7 +204,7 @@ func (e *env) startNode(ctx context.Context, name string, etcd []string, secretF
 
 // clusterSmall runs wrk (or the in-process generator) against the owning
 // node and a forwarding node, interleaved within each repeat.
-func (e *env) clusterSmall(ctx context.Context, row *ClusterRow, nodes []*clusterNode, pr *pair) error {
+func (e *env) clusterSmall(ctx context.Context, row *ClusterRow, nodes []*clusterNode) error {
 	row.Conns = min(64, slices.Max(e.o.Conns))
 	mk := func(name string, n *clusterNode) target {
 		_, port, _ := net.SplitHostPort(n.plainAddr)
