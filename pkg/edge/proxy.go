@@ -19,6 +19,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/limit"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
+	"github.com/tunnelhq/tunnel/pkg/oidc"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -83,6 +84,9 @@ type target struct {
 	// auth) and its owner did not ask for it to be passed on, so the
 	// service never sees the tunnel's password.
 	stripAuth bool
+	// email is the visitor's verified identity on a tunnel with login
+	// (oidc.Gate), for oidc.IdentityHeader; "" on other tunnels.
+	email string
 }
 
 // proxy is the visitors' handler: it routes each request by its Host to the
@@ -117,6 +121,11 @@ func (s *Server) newProxy() *proxy {
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := p.s
 	label, err := name.FromHost(r.Host, s.cfg.Domain)
+	if err == nil && label == "" && s.cfg.OIDC != nil && r.URL.Path == oidc.CallbackPath {
+		// The one callback URL of every tunnel's login.
+		s.cfg.OIDC.Callback(w, r)
+		return
+	}
 	if err == nil && label == "" {
 		err = errApex
 	}
@@ -140,6 +149,15 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.answer(w, r, host, err)
 		return
 	}
+	var email string
+	if rules != nil && rules.oidc != nil {
+		// After the address rules and basic auth, which cost less; the
+		// gate answers a visitor it does not let through itself.
+		var ok bool
+		if email, ok = s.cfg.OIDC.Gate(w, r, host, rules.oidc); !ok {
+			return
+		}
+	}
 	slot, err := s.acquireVisitor(w, r, label)
 	if err != nil {
 		p.answer(w, r, host, err)
@@ -157,7 +175,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := withTarget(r.Context(), target{name: label, host: host, route: rt,
 		visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr),
-		stripAuth: rules != nil && len(rules.users) > 0 && !rules.passAuth})
+		stripAuth: rules != nil && len(rules.users) > 0 && !rules.passAuth, email: email})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -303,10 +321,13 @@ var forwardingHeaders = map[string]bool{
 
 // isForwardingHeader reports whether a visitor's header h must not reach
 // the service. Underscores count as dashes: CGI-style servers (PHP, WSGI
-// behind some gateways) read X_Forwarded_For as X-Forwarded-For.
+// behind some gateways) read X_Forwarded_For as X-Forwarded-For. The
+// X-Tunnel-User-* headers are tunneld's own, saying who signed in
+// (oidc.IdentityHeader): on every tunnel, with login or not, only the
+// edge may set them.
 func isForwardingHeader(h string) bool {
 	h = http.CanonicalHeaderKey(strings.ReplaceAll(h, "_", "-"))
-	return strings.HasPrefix(h, "X-Forwarded") || forwardingHeaders[h]
+	return strings.HasPrefix(h, "X-Forwarded") || strings.HasPrefix(h, "X-Tunnel-User") || forwardingHeaders[h]
 }
 
 // rewrite sends the request to the route the proxy chose for it (see
@@ -333,6 +354,12 @@ func rewrite(pr *httputil.ProxyRequest) {
 	}
 	if rt.stripAuth {
 		delete(pr.Out.Header, "Authorization")
+	}
+	if rt.email != "" {
+		// The session cookie stays with the edge: a service that saw it
+		// could replay it as the visitor.
+		oidc.StripCookies(pr.Out.Header)
+		pr.Out.Header.Set(oidc.IdentityHeader, rt.email)
 	}
 	pr.SetXForwarded()
 	pr.Out.Header.Set("X-Forwarded-Host", rt.host)
