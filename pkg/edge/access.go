@@ -66,7 +66,7 @@ type accessRules struct {
 	allow     []netip.Prefix
 	deny      []netip.Prefix
 	passAuth  bool
-	oidc      *oidc.Allow // nil: no login
+	oidc      *oidc.Allow  // nil: no login
 	summary   AccessStatus // what the status page and /api/tunnels show: no hash
 	cacheSalt [32]byte     // keys verified, so its keys say nothing of passwords
 
