@@ -340,6 +340,13 @@ func TestEdge_OIDCTickets(t *testing.T) {
 	if resp, body := fetch(t, nf, finish.String(), nil); resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("ticket from a browser that did not start the sign-in: %d %q, want 400", resp.StatusCode, body)
 	}
+	// A victim's browser with a sign-in of its own under way: the
+	// attacker's ticket must not sign it in as the attacker.
+	if resp, body := fetch(t, nf, finish.String(), func(r *http.Request) {
+		r.AddCookie(&http.Cookie{Name: "__Host-tunnel-oidc-flow", Value: strings.Repeat("A", len(flow))})
+	}); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("ticket from a browser with another sign-in: %d %q, want 400", resp.StatusCode, body)
+	}
 	resp, body := fetch(t, nf, finish.String(), withFlow)
 	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/" {
 		t.Fatalf("ticket: %d %q (Location %q), want 302 to /", resp.StatusCode, body, resp.Header.Get("Location"))
