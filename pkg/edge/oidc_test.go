@@ -23,6 +23,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/oidc"
 	"github.com/tunnelhq/tunnel/pkg/proto"
+	"github.com/tunnelhq/tunnel/pkg/token"
 )
 
 // loginEdge is a running edge with OpenID Connect login against a real
@@ -38,8 +39,18 @@ type loginEdge struct {
 // nil, changes the login's config before New.
 func startLogin(t *testing.T, mod func(*oidc.Config)) *loginEdge {
 	t.Helper()
+	return startLoginEdge(t, mod, nil)
+}
+
+// startLoginEdge is startLogin with emod, if not nil, changing the edge's
+// config too.
+func startLoginEdge(t *testing.T, mod func(*oidc.Config), emod func(*edge.Config)) *loginEdge {
+	t.Helper()
 	le := &loginEdge{}
 	le.Edge = edgetest.Start(t, func(cfg *edge.Config) {
+		if emod != nil {
+			emod(cfg)
+		}
 		redirect := fmt.Sprintf("https://%s:%d%s", edgetest.Domain, cfg.PublicPort, oidc.CallbackPath)
 		le.issuer = testoidc.Start(t, redirect)
 		key := make([]byte, 32)
@@ -396,5 +407,40 @@ func TestEdge_IdentityHeaderStrippedEverywhere(t *testing.T) {
 	})
 	if resp.StatusCode != 200 || !strings.Contains(body, "identity headers=0") {
 		t.Fatalf("got %d %q, want the service to see no identity header", resp.StatusCode, body)
+	}
+}
+
+// TestEdge_OIDCTokenPolicies: the tokens file's "access" counts
+// --oidc-allow as a rule: require is met by it, forbid refuses it; and so
+// does --require-access-anonymous.
+func TestEdge_OIDCTokenPolicies(t *testing.T) {
+	le := startLoginEdge(t, nil, func(c *edge.Config) {
+		tokens, err := token.New([]token.Entry{
+			{Label: "strict", SHA256: token.Hash("tk_strict"), Names: []string{"*"}, Access: &token.AccessPolicy{Require: true}},
+			{Label: "plain", SHA256: token.Hash("tk_plain"), Names: []string{"*"}, Access: &token.AccessPolicy{Forbid: true}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Auth = tokens
+		c.RequireAccessAnonymous = true
+	})
+	login := &proto.Access{OIDCAllow: []string{"@example.com"}}
+	for _, tt := range []struct {
+		name, token, want string // want "": accepted
+	}{
+		{"required and given", "tk_strict", ""},
+		{"anonymous required and given", "", ""},
+		{"forbidden", "tk_plain", "this token may not set access rules (--basic-auth, --allow-cidr, --deny-cidr, --oidc-allow)"},
+	} {
+		t.Run(strings.ReplaceAll(tt.name, " ", "_"), func(t *testing.T) {
+			c, err := le.Connect(tt.token, mux.Tunnel{Name: "p-" + strings.ReplaceAll(tt.name, " ", "-"), Target: "127.0.0.1:1", Access: login})
+			switch {
+			case tt.want == "" && (err != nil || !c.Welcome.Tunnels[0].OIDC):
+				t.Fatalf("got %v, want accepted with login", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("got %v, want a refusal containing %q", err, tt.want)
+			}
+		})
 	}
 }
