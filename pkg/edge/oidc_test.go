@@ -1,6 +1,7 @@
 package edge_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -442,5 +443,33 @@ func TestEdge_OIDCTokenPolicies(t *testing.T) {
 				t.Fatalf("got %v, want a refusal containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestEdge_OIDCAnswersAnUnsentBody: a visitor without a session that
+// announces a body and never sends it still gets its redirect to sign in
+// at once (the connection then closes), as with the edge's own answers.
+func TestEdge_OIDCAnswersAnUnsentBody(t *testing.T) {
+	le := startLogin(t, nil)
+	addr, conns := identityBackend(t)
+	le.connect(t, addr, "@example.com")
+	conn, err := tls.Dial("tcp", le.Addr, &tls.Config{RootCAs: le.Pool, ServerName: "wiki." + edgetest.Domain, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "POST /form HTTP/1.1\r\nHost: wiki.%s:%d\r\nContent-Length: 100\r\n\r\n", edgetest.Domain, le.Port)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer while the body is pending: %v", err)
+	}
+	resp.Body.Close()
+	if !le.isLoginRedirect(resp) || !resp.Close {
+		t.Fatalf("got %d (Location %q, close %v), want a redirect to the provider closing the connection",
+			resp.StatusCode, resp.Header.Get("Location"), resp.Close)
+	}
+	if n := conns.Load(); n != 0 {
+		t.Fatalf("the service saw %d connections, want 0", n)
 	}
 }

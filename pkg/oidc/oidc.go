@@ -226,15 +226,18 @@ type session struct {
 // (StripCookies) and sets IdentityHeader.
 func (l *Login) Gate(w http.ResponseWriter, r *http.Request, host string, allow *Allow) (string, bool) {
 	if r.URL.Path == FinishPath {
+		closeIfBodyPending(w, r)
 		l.finish(w, r, host)
 		return "", false
 	}
 	email, ok := l.session(r, host)
 	if !ok {
+		closeIfBodyPending(w, r)
 		l.start(w, r, host)
 		return "", false
 	}
 	if !allow.Permits(email) {
+		closeIfBodyPending(w, r)
 		page(w, http.StatusForbidden, fmt.Sprintf("You are signed in as %s, who may not visit %s.\nAsk the tunnel's owner to allow this address, or sign in as someone else at your identity provider.", email, host))
 		return "", false
 	}
@@ -292,6 +295,7 @@ func (l *Login) start(w http.ResponseWriter, r *http.Request, host string) {
 // Callback is the handler of the RedirectURL: it takes the issuer's answer,
 // verifies the identity and hands it to the tunnel's host with a ticket.
 func (l *Login) Callback(w http.ResponseWriter, r *http.Request) {
+	closeIfBodyPending(w, r)
 	q := r.URL.Query()
 	var st state
 	if l.sealer.open(purposeState, q.Get("state"), &st) != nil || time.Now().Unix() >= st.Expires {
@@ -463,6 +467,17 @@ func StripCookies(h http.Header) {
 		return
 	}
 	h["Cookie"] = out
+}
+
+// closeIfBodyPending makes an answer that leaves the request body unread
+// close the connection, as the edge's own answers do: otherwise net/http
+// first reads what is left of a small body to reuse the connection, and a
+// visitor that announced a body and never sends it would never get the
+// answer.
+func closeIfBodyPending(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 // randomString is n random bytes, base64url without padding.
