@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -471,5 +472,62 @@ func TestEdge_OIDCAnswersAnUnsentBody(t *testing.T) {
 	}
 	if n := conns.Load(); n != 0 {
 		t.Fatalf("the service saw %d connections, want 0", n)
+	}
+}
+
+// lockedBuffer is a log sink safe for the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestEdge_OIDCCallbackRefusesGarbage: what anyone can send to the callback
+// is refused with a plain page and logs nothing above debug; a state is
+// had by visiting a tunnel, so a real one with a made-up code is among it.
+func TestEdge_OIDCCallbackRefusesGarbage(t *testing.T) {
+	logs := &lockedBuffer{}
+	le := startLogin(t, func(c *oidc.Config) { c.Logger = zerolog.New(logs).Level(zerolog.InfoLevel) })
+	addr, _ := identityBackend(t)
+	le.connect(t, addr, "@example.com")
+	nf := noFollow(le.browserClient(t))
+	resp, _ := fetch(t, nf, le.URL("wiki", "/"), nil)
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if !le.isLoginRedirect(resp) || err != nil {
+		t.Fatalf("no redirect to sign in: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	state := url.QueryEscape(loc.Query().Get("state"))
+	callback := fmt.Sprintf("https://%s:%d%s", edgetest.Domain, le.Port, oidc.CallbackPath)
+	for _, tt := range []struct {
+		name, query string
+		status      int
+	}{
+		{"nothing", "", http.StatusBadRequest},
+		{"made-up state", "?state=AAAA&code=x", http.StatusBadRequest},
+		{"no code", "?state=" + state, http.StatusBadRequest},
+		{"made-up code", "?state=" + state + "&code=made-up", http.StatusBadGateway},
+		{"provider's refusal", "?state=" + state + "&error=access_denied", http.StatusForbidden},
+	} {
+		t.Run(strings.ReplaceAll(tt.name, " ", "_"), func(t *testing.T) {
+			resp, body := fetch(t, nf, callback+tt.query, nil)
+			if resp.StatusCode != tt.status || resp.Header.Get("Set-Cookie") != "" || resp.Header.Get("Location") != "" {
+				t.Fatalf("got %d %q (Set-Cookie %q, Location %q), want a plain %d", resp.StatusCode, body,
+					resp.Header.Get("Set-Cookie"), resp.Header.Get("Location"), tt.status)
+			}
+		})
+	}
+	if l := logs.String(); l != "" {
+		t.Fatalf("the login logged:\n%s\nwant nothing above debug for garbage", l)
 	}
 }

@@ -306,19 +306,36 @@ func (l *Login) Callback(w http.ResponseWriter, r *http.Request) {
 		page(w, http.StatusForbidden, fmt.Sprintf("The identity provider ended the sign-in: %.64s. Open https://%s/ to try again.", e, st.Host))
 		return
 	}
+	code := q.Get("code")
+	if code == "" || len(code) > maxSealed {
+		page(w, http.StatusBadRequest, fmt.Sprintf("The identity provider sent no sign-in code. Open https://%s/ to try again.", st.Host))
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), issuerTimeout)
 	defer cancel()
 	ctx = gooidc.ClientContext(ctx, l.client)
-	tok, err := l.oauth.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(st.Verifier))
+	tok, err := l.oauth.Exchange(ctx, code, oauth2.VerifierOption(st.Verifier))
 	if err != nil {
-		l.log.Warn().Err(err).Str("host", st.Host).Msg("oidc code exchange failed")
+		// A code the issuer does not know is anyone's to send (a state is
+		// had by visiting a tunnel): not worth a line. Anything else (the
+		// issuer unreachable, tunneld's client refused) is the operator's.
+		lvl := l.log.Warn()
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
+			lvl = l.log.Debug()
+		}
+		lvl.Err(err).Str("host", st.Host).Msg("oidc code exchange failed")
 		page(w, http.StatusBadGateway, fmt.Sprintf("The identity provider did not confirm the sign-in. Open https://%s/ to try again.", st.Host))
 		return
 	}
 	email, err := l.verify(ctx, tok, st.Nonce)
 	if err != nil {
 		l.log.Debug().Err(err).Str("host", st.Host).Msg("oidc identity refused")
-		page(w, http.StatusForbidden, fmt.Sprintf("The sign-in could not be verified: %v.", err))
+		msg := "The sign-in could not be verified."
+		if errors.Is(err, errUnverified) {
+			msg = "The sign-in could not be verified: " + errUnverified.Error() + "."
+		}
+		page(w, http.StatusForbidden, msg)
 		return
 	}
 	t := ticket{ID: randomString(16), Host: st.Host, Path: st.Path, Email: email, Binding: st.Binding,
