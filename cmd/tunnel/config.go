@@ -29,11 +29,26 @@ import (
 // devServer is where tunneld --dev listens.
 const devServer = "localhost:8443"
 
+// checkServers reports the first entry of a --server value that is not
+// host:port.
+func checkServers(server string) error {
+	servers := mux.SplitServers(server)
+	if len(servers) == 0 {
+		return fmt.Errorf("--server %q: want host:port", server)
+	}
+	for _, a := range servers {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("--server %q: want host:port (several separated by commas)", a)
+		}
+	}
+	return nil
+}
+
 func globalFlags() []cli.Flag {
 	def := mux.DefaultConfig() // each default is the package's, so the two cannot drift apart
 	return []cli.Flag{
 		&cli.StringFlag{Name: "server", EnvVars: []string{"TUNNEL_SERVER"},
-			Usage: "tunneld address, host:port (required unless --dev, which means " + devServer + ")"},
+			Usage: "tunneld address, host:port, or several separated by commas (a cluster's nodes, tried in a random order); required unless --dev, which means " + devServer},
 		&cli.StringFlag{Name: "token", EnvVars: []string{"TUNNEL_TOKEN"},
 			Usage: "token from \"tunneld token add\", or the server's shared secret (prefer the env var over the flag)"},
 		&cli.StringFlag{Name: "ca", EnvVars: []string{"TUNNEL_CA"}, DefaultText: "none; with --dev: CERTS-DIR/ca.pem",
@@ -361,8 +376,8 @@ func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientC
 	if server == "" {
 		return mux.ClientConfig{}, errors.New("--server (TUNNEL_SERVER) is required: tunneld's host:port; or pass --dev for a local tunneld --dev")
 	}
-	if _, _, err := net.SplitHostPort(server); err != nil {
-		return mux.ClientConfig{}, fmt.Errorf("--server %q: want host:port", server)
+	if err := checkServers(server); err != nil {
+		return mux.ClientConfig{}, err
 	}
 	roots, err := rootCAs(o.ca, o.devCA)
 	if err != nil {

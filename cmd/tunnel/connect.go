@@ -136,8 +136,8 @@ func (o options) connectConfig(host string) (mux.ConnectConfig, error) {
 		cfg.Server = net.JoinHostPort(h, port)
 		cfg.TLS.ServerName = domain
 	}
-	if _, _, err := net.SplitHostPort(cfg.Server); err != nil {
-		return mux.ConnectConfig{}, fmt.Errorf("--server %q: want host:port", cfg.Server)
+	if err := checkServers(cfg.Server); err != nil {
+		return mux.ConnectConfig{}, err
 	}
 	return cfg, nil
 }

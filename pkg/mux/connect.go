@@ -17,10 +17,12 @@ import (
 // ConnectConfig configures Connect and ServeConnect: "tunnel connect", the
 // visitor's side of a TCP tunnel.
 type ConnectConfig struct {
-	// Server is tunneld's address, host:port.
+	// Server is tunneld's address, host:port; or several, separated by
+	// commas, tried in a random order (see ClientConfig.Server).
 	Server string
 	// TLS holds the roots that verify tunneld's certificate (nil RootCAs:
-	// the system's) and the ServerName (empty: Server's host). NextProtos
+	// the system's) and the ServerName (empty: the host of the server
+	// dialled). NextProtos
 	// is set by Connect. Verification is never skipped.
 	TLS *tls.Config
 	// CAFile names the file TLS.RootCAs was read from, for the message of
@@ -40,8 +42,8 @@ type ConnectConfig struct {
 
 // Validate reports the first missing or bad setting.
 func (c ConnectConfig) Validate() error {
-	if _, _, err := net.SplitHostPort(c.Server); err != nil {
-		return fmt.Errorf("mux: server address %q: want host:port", c.Server)
+	if err := validServers(c.Server); err != nil {
+		return err
 	}
 	if c.Tunnel == "" {
 		return errors.New("mux: connect: tunnel name missing")
@@ -73,29 +75,14 @@ func Connect(ctx context.Context, cfg ConnectConfig) (*tls.Conn, error) {
 		tlsCfg = cfg.TLS.Clone()
 	}
 	tlsCfg.NextProtos = []string{proto.ConnectALPN}
-	if tlsCfg.ServerName == "" {
-		host, _, _ := net.SplitHostPort(cfg.Server)
-		tlsCfg.ServerName = host
-	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var d net.Dialer
-	raw, err := d.DialContext(dctx, "tcp", cfg.Server)
+	conn, _, err := dialTLS(dctx, tlsDial{
+		servers: cfg.Server, timeout: timeout, tls: tlsCfg,
+		alpn: proto.ConnectALPN, what: "a tunneld with TCP tunnels", caFile: cfg.CAFile,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", cfg.Server, err)
-	}
-	conn := tls.Client(raw, tlsCfg)
-	if err := conn.HandshakeContext(dctx); err != nil {
-		raw.Close()
-		var cerr *CertificateError
-		if errors.As(certificateError(err, cfg.Server, cfg.CAFile, tlsCfg.RootCAs), &cerr) {
-			return nil, cerr
-		}
-		return nil, fmt.Errorf("dial %s: %w", cfg.Server, err)
-	}
-	if p := conn.ConnectionState().NegotiatedProtocol; p != proto.ConnectALPN {
-		conn.Close()
-		return nil, fmt.Errorf("dial %s: server does not speak %s (negotiated %q): is this a tunneld with TCP tunnels?", cfg.Server, proto.ConnectALPN, p)
+		return nil, err
 	}
 	deadline, _ := dctx.Deadline()
 	conn.SetDeadline(deadline)

@@ -45,11 +45,13 @@ func (t Tunnel) kind() string {
 type ClientConfig struct {
 	Config
 
-	// Server is tunneld's address, host:port.
+	// Server is tunneld's address, host:port; or several, separated by
+	// commas (the nodes of a cluster). Each connect tries the servers in
+	// a random order, and the addresses a host name resolves to too.
 	Server string
 	// TLS holds the roots that verify tunneld's certificate (nil RootCAs:
-	// the system's) and the ServerName (empty: Server's host). NextProtos
-	// is set by Run. Verification is never skipped.
+	// the system's) and the ServerName (empty: the host of the server
+	// dialled). NextProtos is set by Run. Verification is never skipped.
 	TLS *tls.Config
 	// CAFile, if set, names the file TLS.RootCAs was read from (besides
 	// the system's roots), for the message of a CertificateError; it is
@@ -93,8 +95,8 @@ func (c ClientConfig) Validate() error {
 	if err := c.Config.Validate(); err != nil {
 		return err
 	}
-	if _, _, err := net.SplitHostPort(c.Server); err != nil {
-		return fmt.Errorf("mux: server address %q: want host:port", c.Server)
+	if err := validServers(c.Server); err != nil {
+		return err
 	}
 	if c.MaxStreams < 0 {
 		return fmt.Errorf("mux: max streams %d: want 0 (the default) or more", c.MaxStreams)
@@ -151,31 +153,14 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 		tlsCfg = cfg.TLS.Clone()
 	}
 	tlsCfg.NextProtos = []string{proto.ALPN}
-	if tlsCfg.ServerName == "" {
-		host, _, _ := net.SplitHostPort(cfg.Server)
-		tlsCfg.ServerName = host
-	}
 	// The timeout covers the TLS handshake too: a server that accepts TCP
 	// but never answers must not stall a reconnecting client.
-	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-	defer cancel()
-	var d net.Dialer
-	raw, err := d.DialContext(dctx, "tcp", cfg.Server)
+	conn, server, err := dialTLS(ctx, tlsDial{
+		servers: cfg.Server, timeout: cfg.DialTimeout, tls: tlsCfg,
+		alpn: proto.ALPN, what: "a tunneld", caFile: cfg.CAFile, wrap: WireConn,
+	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("dial %s: %w", cfg.Server, err)
-	}
-	conn := tls.Client(WireConn(raw), tlsCfg)
-	if err := conn.HandshakeContext(dctx); err != nil {
-		raw.Close()
-		var cerr *CertificateError
-		if errors.As(certificateError(err, cfg.Server, cfg.CAFile, tlsCfg.RootCAs), &cerr) {
-			return nil, nil, cerr // it names the server itself
-		}
-		return nil, nil, fmt.Errorf("dial %s: %w", cfg.Server, err)
-	}
-	if p := conn.ConnectionState().NegotiatedProtocol; p != proto.ALPN {
-		conn.Close()
-		return nil, nil, fmt.Errorf("dial %s: server does not speak %s (negotiated %q): is this a tunneld?", cfg.Server, proto.ALPN, p)
+		return nil, nil, err
 	}
 	hello := &proto.Hello{Version: proto.Version, ClientVersion: cfg.ClientVersion, Token: cfg.Token}
 	for _, t := range tunnels {
@@ -194,7 +179,7 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 		if errors.As(err, &perr) {
 			return nil, nil, perr
 		}
-		return nil, nil, fmt.Errorf("handshake with %s: %w", cfg.Server, err)
+		return nil, nil, fmt.Errorf("handshake with %s: %w", server, err)
 	}
 	sess.onStream = cfg.OnStream
 	sess.copier = cfg.Copier
@@ -215,7 +200,7 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 		}
 		names = append(names, Printable(t.Name, maxLoggedString))
 	}
-	sess.log.Info().Str("server", cfg.Server).Str("names", strings.Join(names, ",")).Msg("connected")
+	sess.log.Info().Str("server", server).Str("names", strings.Join(names, ",")).Msg("connected")
 	return sess, targets, nil
 }
 

@@ -1,0 +1,242 @@
+// Package etcdtest runs real etcd members inside a test process, for the
+// cluster tests: go.etcd.io/etcd/server/v3/embed, loopback ports, short
+// election timeouts and no fsync, so three members are ready in about a
+// second. Members can be stopped and started again on the same data, which
+// is how the tests take quorum away and give it back. Tests only.
+package etcdtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// readyTimeout bounds how long a member may take to join its cluster.
+const readyTimeout = 30 * time.Second
+
+// Cluster is a set of etcd members running in this process. Its methods
+// are safe for concurrent use; the test's cleanup stops every member.
+type Cluster struct {
+	t       testing.TB
+	mu      sync.Mutex
+	members []*member
+	initial string // the --initial-cluster value naming every member
+	// baseConns is peerConns before the members started: what stopAll
+	// waits to return to.
+	baseConns int
+}
+
+type member struct {
+	name      string
+	dir       string
+	peerURL   url.URL
+	clientURL url.URL
+	etcd      *embed.Etcd // nil while stopped
+}
+
+// Start runs an etcd cluster of n members and returns once all of them
+// are ready. The test's cleanup stops them.
+func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, baseConns: peerConns()}
+	base := t.TempDir()
+	var initial []string
+	for i := range n {
+		m := &member{
+			name:      fmt.Sprintf("m%d", i),
+			dir:       filepath.Join(base, fmt.Sprintf("m%d", i)),
+			peerURL:   freeURL(t),
+			clientURL: freeURL(t),
+		}
+		c.members = append(c.members, m)
+		initial = append(initial, m.name+"="+m.peerURL.String())
+	}
+	c.initial = strings.Join(initial, ",")
+	t.Cleanup(c.stopAll)
+
+	// Quorum needs the members together: start them all, then wait.
+	for _, m := range c.members {
+		if err := c.launch(m, embed.ClusterStateFlagNew); err != nil {
+			t.Fatalf("etcdtest: start %s: %v", m.name, err)
+		}
+	}
+	for _, m := range c.members {
+		if err := waitReady(m.etcd); err != nil {
+			t.Fatalf("etcdtest: %s: %v", m.name, err)
+		}
+	}
+	return c
+}
+
+// freeURL returns a loopback URL on a port that was free a moment ago.
+func freeURL(t testing.TB) url.URL {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return url.URL{Scheme: "http", Host: addr}
+}
+
+func (c *Cluster) launch(m *member, state string) error {
+	cfg := embed.NewConfig()
+	cfg.Name = m.name
+	cfg.Dir = m.dir
+	cfg.ListenPeerUrls = []url.URL{m.peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{m.peerURL}
+	cfg.ListenClientUrls = []url.URL{m.clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{m.clientURL}
+	cfg.InitialCluster = c.initial
+	cfg.ClusterState = state
+	cfg.TickMs = 100
+	cfg.ElectionMs = 1000
+	cfg.UnsafeNoFsync = true
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return err
+	}
+	m.etcd = e
+	return nil
+}
+
+func waitReady(e *embed.Etcd) error {
+	select {
+	case <-e.Server.ReadyNotify():
+		return nil
+	case err := <-e.Err():
+		return err
+	case <-e.Server.StopNotify():
+		return fmt.Errorf("stopped before it was ready")
+	case <-time.After(readyTimeout):
+		return fmt.Errorf("not ready after %s", readyTimeout)
+	}
+}
+
+// Endpoints returns the client URLs of every member, running or not, as
+// an etcd client takes them.
+func (c *Cluster) Endpoints() []string {
+	var eps []string
+	for _, m := range c.members {
+		eps = append(eps, m.clientURL.String())
+	}
+	return eps
+}
+
+// Endpoint returns member i's client URL.
+func (c *Cluster) Endpoint(i int) string { return c.members[i].clientURL.String() }
+
+// Stop stops member i. Stopping a majority takes the cluster's quorum
+// away; Restart gives it back.
+func (c *Cluster) Stop(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.members[i]
+	if m.etcd != nil {
+		m.etcd.Close()
+		m.etcd = nil
+	}
+}
+
+// Restart starts a stopped member i again on its data. It does not wait
+// for it to be ready: a member alone in a cluster without quorum never is.
+// Use WaitReady once enough members run.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.members[i]
+	if m.etcd != nil {
+		return
+	}
+	if err := c.launch(m, embed.ClusterStateFlagExisting); err != nil {
+		c.t.Fatalf("etcdtest: restart %s: %v", m.name, err)
+	}
+}
+
+// WaitReady waits until every running member is ready.
+func (c *Cluster) WaitReady() {
+	c.t.Helper()
+	c.mu.Lock()
+	var running []*member
+	for _, m := range c.members {
+		if m.etcd != nil {
+			running = append(running, m)
+		}
+	}
+	c.mu.Unlock()
+	for _, m := range running {
+		if err := waitReady(m.etcd); err != nil {
+			c.t.Fatalf("etcdtest: %s: %v", m.name, err)
+		}
+	}
+}
+
+// Client returns a client of the whole cluster, closed at the test's end.
+func (c *Cluster) Client() *clientv3.Client {
+	c.t.Helper()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   c.Endpoints(),
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		c.t.Fatalf("etcdtest: client: %v", err)
+	}
+	c.t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// Put writes key=value, failing the test on error. A helper for tests that
+// prepare the store.
+func (c *Cluster) Put(key, value string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Client().Put(ctx, key, value); err != nil {
+		c.t.Fatalf("etcdtest: put %s: %v", key, err)
+	}
+}
+
+// stopAll stops every member, then waits (at most quietTimeout) for the
+// peers' HTTP connections to end: etcd's raft transport leaves keep-alive
+// connections between members that close about three seconds after the
+// members stop, and a goleak check run before then would report them.
+func (c *Cluster) stopAll() {
+	for i := range c.members {
+		c.Stop(i)
+	}
+	deadline := time.Now().Add(quietTimeout)
+	for peerConns() > c.baseConns && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// quietTimeout bounds stopAll's wait for the members' connections to end.
+const quietTimeout = 10 * time.Second
+
+// peerConns counts the goroutines serving HTTP client connections, the
+// kind etcd's raft transport leaves behind for a few seconds.
+func peerConns() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "net/http.(*persistConn)")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
