@@ -7,6 +7,7 @@
 package testoidc
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/zitadel/oidc/v3/example/server/exampleop"
 	"github.com/zitadel/oidc/v3/example/server/storage"
+	"github.com/zitadel/oidc/v3/pkg/op"
 	"golang.org/x/text/language"
 )
 
@@ -51,9 +53,23 @@ type Provider struct {
 // the process's default slog logger to the one it is given.
 var slogOnce sync.Once
 
+// Options change what the provider does.
+type Options struct {
+	// ClaimsInIDToken puts the email claims in the ID token itself, as
+	// Google's provider does. Without it they come only from the userinfo
+	// endpoint, as zitadel's do in the code flow.
+	ClaimsInIDToken bool
+}
+
 // Start runs a provider until the test ends, with tunneld's client allowed
 // to come back to redirectURL.
 func Start(t testing.TB, redirectURL string) *Provider {
+	t.Helper()
+	return StartWith(t, redirectURL, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, redirectURL string, o Options) *Provider {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -66,7 +82,10 @@ func Start(t testing.TB, redirectURL string) *Provider {
 			EmailVerified: u.Verified, FirstName: name, LastName: "Test", PreferredLanguage: language.English}
 	}
 	clients := map[string]*storage.Client{ClientID: storage.WebClient(ClientID, ClientSecret, redirectURL)}
-	st := storage.NewStorageWithClients(users, clients)
+	var st exampleop.Storage = storage.NewStorageWithClients(users, clients)
+	if o.ClaimsInIDToken {
+		st = claimsStorage{st.(*storage.Storage)}
+	}
 	var logger *slog.Logger
 	slogOnce.Do(func() { logger = slog.New(slog.DiscardHandler) })
 	router := exampleop.SetupServer(issuer, st, logger, false)
@@ -77,6 +96,22 @@ func Start(t testing.TB, redirectURL string) *Provider {
 	t.Cleanup(srv.Close)
 	return &Provider{Issuer: issuer}
 }
+
+// claimsStorage is the example storage whose client asks for the userinfo
+// claims in the ID token (Options.ClaimsInIDToken).
+type claimsStorage struct{ *storage.Storage }
+
+func (s claimsStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
+	c, err := s.Storage.GetClientByClientID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return claimsClient{c}, nil
+}
+
+type claimsClient struct{ op.Client }
+
+func (claimsClient) IDTokenUserinfoClaimsAssertion() bool { return true }
 
 // userStore is storage.UserStore over a fixed map, by username.
 type userStore map[string]*storage.User

@@ -48,13 +48,19 @@ func startLogin(t *testing.T, mod func(*oidc.Config)) *loginEdge {
 // config too.
 func startLoginEdge(t *testing.T, mod func(*oidc.Config), emod func(*edge.Config)) *loginEdge {
 	t.Helper()
+	return startLoginWith(t, testoidc.Options{}, mod, emod)
+}
+
+// startLoginWith is startLoginEdge with a provider of these options.
+func startLoginWith(t *testing.T, o testoidc.Options, mod func(*oidc.Config), emod func(*edge.Config)) *loginEdge {
+	t.Helper()
 	le := &loginEdge{}
 	le.Edge = edgetest.Start(t, func(cfg *edge.Config) {
 		if emod != nil {
 			emod(cfg)
 		}
 		redirect := fmt.Sprintf("https://%s:%d%s", edgetest.Domain, cfg.PublicPort, oidc.CallbackPath)
-		le.issuer = testoidc.Start(t, redirect)
+		le.issuer = testoidc.StartWith(t, redirect, o)
 		key := make([]byte, 32)
 		rand.Read(key)
 		oc := oidc.Config{Issuer: le.issuer.Issuer, ClientID: testoidc.ClientID, ClientSecret: testoidc.ClientSecret,
@@ -529,5 +535,22 @@ func TestEdge_OIDCCallbackRefusesGarbage(t *testing.T) {
 	}
 	if l := logs.String(); l != "" {
 		t.Fatalf("the login logged:\n%s\nwant nothing above debug for garbage", l)
+	}
+}
+
+// TestEdge_OIDCClaimsInIDToken: with a provider that puts the email in the
+// ID token itself (no userinfo request), a verified email passes and an
+// unverified one is refused.
+func TestEdge_OIDCClaimsInIDToken(t *testing.T) {
+	le := startLoginWith(t, testoidc.Options{ClaimsInIDToken: true}, nil, nil)
+	addr, _ := identityBackend(t)
+	le.connect(t, addr, "@example.com")
+	resp, body := signIn(t, le.browserClient(t), le.URL("wiki", "/"), "ann", nil)
+	if resp.StatusCode != 200 || !strings.Contains(body, `email=["ann@example.com"]`) {
+		t.Fatalf("ann: got %d %q, want the service with ann's email", resp.StatusCode, body)
+	}
+	resp, body = signIn(t, le.browserClient(t), le.URL("wiki", "/"), "eve", nil)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "no verified email") {
+		t.Fatalf("eve: got %d %q, want 403: no verified email", resp.StatusCode, body)
 	}
 }

@@ -4,12 +4,15 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"strings"
 	"testing"
 	"time"
 
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
+	"golang.org/x/oauth2"
 
 	"github.com/tunnelhq/tunnel/internal/testoidc"
 )
@@ -201,5 +204,56 @@ func TestNew_Discovery(t *testing.T) {
 	closed.Close()
 	if _, err := New(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "discovery at "+cfg.Issuer) {
 		t.Fatalf("closed issuer: got %v, want a discovery error naming it", err)
+	}
+}
+
+// TestVerify_Nonce: an ID token the provider issued for one sign-in is
+// refused for another (its nonce differs), even with a valid signature.
+// PKCE already keeps a code from being swapped between sign-ins at the
+// code exchange; the nonce check is the second lock, so it is tested here
+// with a real token directly.
+func TestVerify_Nonce(t *testing.T) {
+	redirect := "https://tunnel.test" + CallbackPath
+	p := testoidc.StartWith(t, redirect, testoidc.Options{ClaimsInIDToken: true})
+	cfg := validConfig()
+	cfg.Issuer, cfg.RedirectURL, cfg.Logger = p.Issuer, redirect, zerolog.Nop()
+	cfg.ClientID, cfg.ClientSecret = testoidc.ClientID, testoidc.ClientSecret
+	l, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	verifier := oauth2.GenerateVerifier()
+	authURL := l.oauth.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier), gooidc.Nonce("nonce-1"))
+	jar, _ := cookiejar.New(nil)
+	var code string
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Jar: jar, Transport: tr, Timeout: 20 * time.Second,
+		CheckRedirect: func(r *http.Request, _ []*http.Request) error {
+			if r.URL.Host == "tunnel.test" { // back at tunneld: stop, keep the code
+				code = r.URL.Query().Get("code")
+				return http.ErrUseLastResponse
+			}
+			return nil
+		}}
+	resp, err := c.Get(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testoidc.SignIn(t, c, resp, "ann").Body.Close()
+	if code == "" {
+		t.Fatal("the provider sent no code back")
+	}
+	ctx := gooidc.ClientContext(context.Background(), l.client)
+	tok, err := l.oauth.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.verify(ctx, tok, "nonce-2"); err == nil || !strings.Contains(err.Error(), "nonce") {
+		t.Fatalf("another sign-in's nonce: got %v, want a nonce refusal", err)
+	}
+	if email, err := l.verify(ctx, tok, "nonce-1"); err != nil || email != "ann@example.com" {
+		t.Fatalf("its own nonce: got %q, %v; want ann@example.com", email, err)
 	}
 }
