@@ -161,7 +161,9 @@ func New(ctx context.Context, cfg Config) (*Login, error) {
 	client := &http.Client{Transport: tr, Timeout: issuerTimeout}
 	dctx, cancel := context.WithTimeout(gooidc.ClientContext(ctx, client), cfg.DiscoveryTimeout)
 	defer cancel()
-	p, err := gooidc.NewProvider(dctx, strings.TrimSuffix(cfg.Issuer, "/"))
+	// The issuer as given, trailing slash and all: go-oidc checks that the
+	// discovery document names exactly it, and some issuers' end in "/".
+	p, err := gooidc.NewProvider(dctx, cfg.Issuer)
 	if err != nil {
 		tr.CloseIdleConnections()
 		return nil, fmt.Errorf("oidc: discovery at %s (within %v): %w", cfg.Issuer, cfg.DiscoveryTimeout, err)
