@@ -27,8 +27,23 @@ import (
 // certificates do not cover.
 type ACMEConfig struct {
 	// CacheDir keeps the account key and certificates across restarts
-	// (autocert.DirCache). Created 0700 if missing. Required.
+	// (autocert.DirCache). Created 0700 if missing. Required unless Cache
+	// is set.
 	CacheDir string
+
+	// Cache, if set, keeps the account key, the certificates and the
+	// challenge tokens instead of CacheDir, which is then ignored. Several
+	// nodes sharing one (package clustercert: etcd) serve each other's
+	// certificates and answer each other's challenges.
+	Cache autocert.Cache
+
+	// Lock, if set, takes a cluster-wide lock on a name (waiting while ctx
+	// lasts) and returns its release, safe to call more than once. It is
+	// taken before a handshake may order a certificate that the Cache does
+	// not hold yet, and around each renewal, so that the nodes sharing
+	// Cache order a name once, not once each (see the package doc). It
+	// needs Cache. Nil: a single node, nothing to lock.
+	Lock func(ctx context.Context, name string) (unlock func(), err error)
 
 	// DirectoryURL is the CA's ACME directory. Empty means Let's Encrypt's
 	// production directory.
@@ -48,7 +63,8 @@ type ACMEConfig struct {
 	// names are chosen by clients. An order past it is refused before the
 	// CA is contacted (logged, and counted as rate_limited_total
 	// {kind="acme_order_server"}). Renewals and the apex do not count;
-	// the count starts over when tunneld restarts. Zero means the default,
+	// the count starts over when tunneld restarts, unless OrderLog keeps
+	// it (a cluster's budget is the cluster's). Zero means the default,
 	// DefaultOrdersPerWeek.
 	OrdersPerWeek int
 
@@ -58,6 +74,12 @@ type ACMEConfig struct {
 	// "acme_order_owner". Zero means the default,
 	// DefaultOrdersPerOwnerPerWeek.
 	OrdersPerOwnerPerWeek int
+
+	// OrderLog, if set, keeps the order budget's record (both budgets)
+	// for all the nodes that share it (package clustercert: in etcd), and
+	// across restarts. Nil: each tunneld counts its own orders, from zero
+	// at each start.
+	OrderLog OrderLog
 }
 
 // The defaults of ACMEConfig's order budget: below Let's Encrypt's 50
@@ -72,8 +94,11 @@ const (
 // prefixed "acme: ".
 func (c *ACMEConfig) Validate() error {
 	var errs []error
-	if c.CacheDir == "" {
+	if c.CacheDir == "" && c.Cache == nil {
 		errs = append(errs, errors.New("acme: a certificate cache directory is required"))
+	}
+	if c.Lock != nil && c.Cache == nil {
+		errs = append(errs, errors.New("acme: a cluster lock needs the cluster's shared cache"))
 	}
 	if c.OrdersPerWeek < 0 || c.OrdersPerOwnerPerWeek < 0 {
 		errs = append(errs, fmt.Errorf("acme: orders per week %d and per owner %d: want 0 (the default) or more",
@@ -129,10 +154,16 @@ const orderRetry = 15 * time.Minute
 // Safe for concurrent use. Build it with NewACME.
 type ACME struct {
 	manager   *autocert.Manager
+	cache     *issuedCache
 	transport *http.Transport // the ACME client's, for Close
 	budget    *orderBudget
 	rec       Recorder
 	log       zerolog.Logger
+	policy    autocert.HostPolicy
+	lock      func(context.Context, string) (func(), error) // nil: a single node
+
+	failedMu sync.Mutex
+	failed   *expiring.Table[string, struct{}] // cert keys whose order just failed; see lockFirstOrder
 }
 
 // NewACME builds the certificate source for cfg, which must be valid
@@ -140,12 +171,16 @@ type ACME struct {
 // are what policy allows or refuses (refusing with an error wrapping
 // ErrNotServed); owners says whom a name's order counts against. rec may
 // be nil; log receives the refusals and failed orders (the caller's
-// logger, unnarrowed). NewACME creates the cache directory, so that a
-// permission problem shows at startup, not at the first visitor; it
-// contacts no CA.
+// logger, unnarrowed). Without cfg.Cache, NewACME creates the cache
+// directory, so that a permission problem shows at startup, not at the
+// first visitor; it contacts no CA, nor cfg.Cache.
 func NewACME(cfg *ACMEConfig, domain string, policy autocert.HostPolicy, owners Owners, rec Recorder, log zerolog.Logger) (*ACME, error) {
-	if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
-		return nil, fmt.Errorf("certs: acme: certificate cache: %w", err)
+	store := cfg.Cache
+	if store == nil {
+		if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("certs: acme: certificate cache: %w", err)
+		}
+		store = autocert.DirCache(cfg.CacheDir)
 	}
 	if rec == nil {
 		rec = nopRecorder{}
@@ -169,14 +204,19 @@ func NewACME(cfg *ACMEConfig, domain string, policy autocert.HostPolicy, owners 
 			rec:      rec,
 			log:      log,
 			now:      time.Now,
+			shared:   cfg.OrderLog,
 			logged:   expiring.New[string, struct{}](loggedCap, orderWindow),
 		},
-		rec: rec,
-		log: log,
+		rec:    rec,
+		log:    log,
+		policy: policy,
+		lock:   cfg.Lock,
+		failed: expiring.New[string, struct{}](failedCap, failedSkip),
 	}
+	a.cache = &issuedCache{Cache: store, rec: rec, budget: a.budget, lock: cfg.Lock, loaded: map[string]struct{}{}, missed: map[string]struct{}{}}
 	a.manager = &autocert.Manager{
 		Prompt:     autocert.AcceptTOS,
-		Cache:      issuedCache{autocert.DirCache(cfg.CacheDir), rec, a.budget},
+		Cache:      a.cache,
 		HostPolicy: policy,
 		Email:      cfg.Email,
 		Client: &acme.Client{
@@ -199,12 +239,36 @@ func IsChallenge(hello *tls.ClientHelloInfo) bool {
 // TLS-ALPN-01, else the name's certificate, ordered on first use if the
 // policy and the budget allow. An order that fails for another reason
 // than those refusals is counted (Recorder.CertIssued) and logged here,
-// since otherwise only the handshake's debug line would tell.
+// since otherwise only the handshake's debug line would tell. With
+// ACMEConfig.Lock, a first order waits for the name's cluster lock, at most
+// while the handshake lasts (lockFirstOrder).
 func (a *ACME) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if IsChallenge(hello) {
 		return a.manager.GetCertificate(hello)
 	}
+	if a.lock != nil {
+		unlock, key, err := a.lockFirstOrder(hello)
+		if err != nil {
+			// Debug: a visitor whose handshake ends while another node
+			// orders is expected, and each visitor's handshake must not
+			// log a line of its own when etcd is away (the cluster
+			// reports etcd's health).
+			a.log.Debug().Err(err).Str("host", hello.ServerName).Msg("no certificate: the cluster's order lock was not taken")
+			return nil, err
+		}
+		defer unlock()
+		if key != "" {
+			defer a.afterLockedOrder(key) // before unlock: the next holder's order is its own
+		}
+	}
 	cert, err := a.manager.GetCertificate(hello)
+	if err == nil && a.lock != nil {
+		// autocert holds what it served, even if storing it in the
+		// shared cache failed: no lock for it again.
+		if _, key, ok := certKeyOf(hello); ok {
+			a.cache.markLoaded(key)
+		}
+	}
 	if err != nil && !errors.Is(err, ErrNotServed) && !errors.Is(err, ErrOrderBudget) && !errors.Is(err, ErrOrderRetry) {
 		a.rec.CertIssued(err)
 		a.log.Error().Err(err).Str("host", hello.ServerName).Msg("no certificate from ACME")
@@ -246,26 +310,44 @@ type issuedCache struct {
 	autocert.Cache
 	rec    Recorder
 	budget *orderBudget
+
+	// lock is ACMEConfig.Lock (nil: a single node); loaded is what the
+	// Manager holds in memory, by cache key, for telling a renewal's read
+	// apart from a first one (see renewalLock in cluster.go).
+	lock   func(context.Context, string) (func(), error)
+	mu     sync.Mutex
+	loaded map[string]struct{}
+	missed map[string]struct{} // cert keys autocert went on to order, since the first-order lock asked
 }
 
 func isCertKey(key string) bool {
 	return key != "acme_account+key" && !strings.HasSuffix(key, "+http-01") && !strings.HasSuffix(key, "+token")
 }
 
-func (c issuedCache) Get(ctx context.Context, key string) ([]byte, error) {
+func (c *issuedCache) Get(ctx context.Context, key string) ([]byte, error) {
+	if c.lock != nil && isCertKey(key) {
+		if err := c.renewalLock(ctx, key); err != nil {
+			return nil, err
+		}
+	}
 	data, err := c.Cache.Get(ctx, key)
 	if errors.Is(err, autocert.ErrCacheMiss) && isCertKey(key) {
-		if berr := c.budget.charge(key); berr != nil {
+		if berr := c.budget.charge(ctx, key); berr != nil {
 			return nil, berr
 		}
+		c.markMissed(key)
+	}
+	if err == nil && c.lock != nil && isCertKey(key) && validCached(data, hostOfKey(key), time.Now()) {
+		c.markLoaded(key)
 	}
 	return data, err
 }
 
-func (c issuedCache) Put(ctx context.Context, key string, data []byte) error {
+func (c *issuedCache) Put(ctx context.Context, key string, data []byte) error {
 	err := c.Cache.Put(ctx, key, data)
 	if err == nil && isCertKey(key) {
 		c.rec.CertIssued(nil)
+		c.markLoaded(key)
 	}
 	return err
 }
@@ -273,7 +355,8 @@ func (c issuedCache) Put(ctx context.Context, key string, data []byte) error {
 // orderBudget counts certificate orders over the last orderWindow, in all
 // and per account (Owners.Account: a token's owner, an anonymous source
 // address). It remembers at most total orders, so its memory is bounded by
-// the budget itself.
+// the budget itself. The record is in memory, or in shared (an
+// ACMEConfig.OrderLog) when nodes share the budget.
 type orderBudget struct {
 	total, perOwner int
 	domain          string
@@ -281,9 +364,10 @@ type orderBudget struct {
 	rec             Recorder
 	log             zerolog.Logger
 	now             func() time.Time
+	shared          OrderLog // nil: the record is orders
 
 	mu     sync.Mutex
-	orders []order // within the window, oldest first
+	orders []Order // within the window, oldest first
 	// logged remembers, for a week, that a budget's refusal was logged:
 	// "server", or "owner:<account>". An owner is refused only while it
 	// holds perOwner of the orders placed in the last week, and no two
@@ -295,18 +379,44 @@ type orderBudget struct {
 // loggedCap bounds the budget's log-once memory (see orderBudget.logged).
 const loggedCap = 4096
 
-type order struct {
-	key, account string    // key: autocert's cache key, the name (+"rsa")
-	at, last     time.Time // first and latest order placed
+// Order is one certificate order the budget counts, as an OrderLog
+// stores it.
+type Order struct {
+	// Key is autocert's cache key: the name, with "+rsa" for an RSA
+	// certificate.
+	Key string `json:"key"`
+	// Account is whom the order counts against (Owners.Account).
+	Account string `json:"account"`
+	// At is when it was first placed, Last when it was last placed (a
+	// failed order is retried, and counted once).
+	At   time.Time `json:"at"`
+	Last time.Time `json:"last"`
 }
+
+// OrderLog keeps the order budget's record where every node sharing a
+// Cache sees it (package clustercert: in etcd), so that the weekly budget
+// holds for the cluster, as the CA's limit does, not once per node.
+// Implementations are safe for concurrent use.
+type OrderLog interface {
+	// Update calls fn with the record as stored (nil if none) and stores
+	// what fn returns, atomically: if another node changed the record
+	// meanwhile, it calls fn again on the new one. If fn returns an
+	// error, Update stores nothing and returns that error as is.
+	Update(ctx context.Context, fn func([]Order) ([]Order, error)) error
+}
+
+// errRefused stops an OrderLog update when the budget refuses the order:
+// there is nothing to store.
+var errRefused = errors.New("refused")
 
 // charge counts an order for the certificate cache key (a name, with
 // "+rsa" for an RSA certificate), or refuses it with ErrOrderBudget. A key
 // already counted this week is not counted again (autocert retries a
 // failed order), but is refused with ErrOrderRetry until orderRetry has
 // passed since its last order. The apex is never counted: it is the
-// operator's.
-func (b *orderBudget) charge(key string) error {
+// operator's. With a shared record that cannot be reached, the order is
+// refused: the budget is what keeps the CA's limit from being hit.
+func (b *orderBudget) charge(ctx context.Context, key string) error {
 	host := strings.TrimSuffix(key, "+rsa")
 	label, err := name.FromHost(host, b.domain)
 	if err != nil || label == "" {
@@ -319,40 +429,70 @@ func (b *orderBudget) charge(key string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
+	var refusal string
+	update := func(orders []Order) ([]Order, error) {
+		var out []Order
+		out, refusal = b.decide(orders, key, account, now)
+		if refusal != "" {
+			return nil, errRefused
+		}
+		return out, nil
+	}
+	if b.shared != nil {
+		if err := b.shared.Update(ctx, update); err != nil && !errors.Is(err, errRefused) {
+			return fmt.Errorf("certs: acme: %q: the cluster's order budget: %w", host, err)
+		}
+	} else if out, err := update(b.orders); err == nil {
+		b.orders = out
+	}
+	switch refusal {
+	case "":
+		return nil
+	case "retry":
+		b.rec.RateLimited("acme_order_retry")
+		b.log.Debug().Str("host", host).Msg("certificate not ordered: the last order failed recently")
+		return fmt.Errorf("certs: acme: %q: %w", host, ErrOrderRetry)
+	}
+	limit := b.total
+	if refusal == "owner" {
+		limit = b.perOwner
+	}
+	b.rec.RateLimited("acme_order_" + refusal)
+	b.logRefusalLocked(refusal, limit, account, host, now)
+	return fmt.Errorf("certs: acme: %q: %w", host, ErrOrderBudget)
+}
+
+// decide applies the budget to orders (the record, oldest first, which it
+// may modify) for an order of key by account at now: it returns the
+// record with the order counted, or why it is refused ("retry", "server"
+// or "owner").
+func (b *orderBudget) decide(orders []Order, key, account string, now time.Time) ([]Order, string) {
 	expired := 0
-	for expired < len(b.orders) && now.Sub(b.orders[expired].at) >= orderWindow {
+	for expired < len(orders) && now.Sub(orders[expired].At) >= orderWindow {
 		expired++
 	}
-	b.orders = slices.Delete(b.orders, 0, expired)
+	orders = slices.Delete(orders, 0, expired)
 	owned := 0
-	for i := range b.orders {
-		o := &b.orders[i]
-		if o.key == key {
-			if now.Sub(o.last) < orderRetry {
-				b.rec.RateLimited("acme_order_retry")
-				b.log.Debug().Str("host", host).Msg("certificate not ordered: the last order failed recently")
-				return fmt.Errorf("certs: acme: %q: %w", host, ErrOrderRetry)
+	for i := range orders {
+		o := &orders[i]
+		if o.Key == key {
+			if now.Sub(o.Last) < orderRetry {
+				return nil, "retry"
 			}
-			o.last = now
-			return nil
+			o.Last = now
+			return orders, ""
 		}
-		if o.account == account {
+		if o.Account == account {
 			owned++
 		}
 	}
-	scope, limit := "", 0
 	switch {
-	case len(b.orders) >= b.total:
-		scope, limit = "server", b.total
+	case len(orders) >= b.total:
+		return nil, "server"
 	case owned >= b.perOwner:
-		scope, limit = "owner", b.perOwner
-	default:
-		b.orders = append(b.orders, order{key: key, account: account, at: now, last: now})
-		return nil
+		return nil, "owner"
 	}
-	b.rec.RateLimited("acme_order_" + scope)
-	b.logRefusalLocked(scope, limit, account, host, now)
-	return fmt.Errorf("certs: acme: %q: %w", host, ErrOrderBudget)
+	return append(orders, Order{Key: key, Account: account, At: now, Last: now}), ""
 }
 
 // logRefusalLocked logs a refused order once a week per budget (the

@@ -56,6 +56,9 @@ func TestACMEConfig_Validate(t *testing.T) {
 		{"defaults", ACMEConfig{CacheDir: "x"}, true},
 		{"no cache", ACMEConfig{}, false},
 		{"negative budget", ACMEConfig{CacheDir: "x", OrdersPerWeek: -1}, false},
+		{"shared cache instead of a directory", ACMEConfig{Cache: memCache{}}, true},
+		{"shared cache and lock", ACMEConfig{Cache: memCache{}, Lock: nopLock}, true},
+		{"lock without the shared cache", ACMEConfig{CacheDir: "x", Lock: nopLock}, false},
 	} {
 		if err := tt.cfg.Validate(); (err == nil) != tt.ok {
 			t.Errorf("%s: got %v, want ok %v", tt.name, err, tt.ok)
