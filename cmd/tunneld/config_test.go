@@ -1,16 +1,20 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/tunnelhq/tunnel/internal/etcdtest"
 	"github.com/tunnelhq/tunnel/internal/testtls"
+	"github.com/tunnelhq/tunnel/pkg/cluster"
 	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 )
@@ -203,5 +207,94 @@ func TestServerConfig_RequireAccessAnonymous(t *testing.T) {
 	t.Setenv("TUNNELD_REQUIRE_ACCESS_ANONYMOUS", "true")
 	if !parse(t) {
 		t.Error("env: got not required, want required")
+	}
+}
+
+// TestClusterConfig: the cluster flags are read and checked; without
+// --cluster-etcd there is no cluster, and its other flags are refused.
+func TestClusterConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "secret")
+	short := filepath.Join(dir, "short")
+	if err := os.WriteFile(good, []byte(strings.Repeat("s", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(short, []byte("too short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(env map[string]string, args ...string) (*clusterSetup, error) {
+		t.Helper()
+		for k, v := range env {
+			t.Setenv(k, v)
+		}
+		var got *clusterSetup
+		app := &cli.App{Name: "tunneld", Flags: clusterFlags(), Action: func(c *cli.Context) error {
+			var err error
+			got, err = clusterConfig(c, zerolog.Nop(), time.Minute)
+			return err
+		}}
+		err := app.Run(append([]string{"tunneld"}, args...))
+		return got, err
+	}
+	if cs, err := parse(nil); cs != nil || err != nil {
+		t.Fatalf("no flags: got %+v, %v; want no cluster", cs, err)
+	}
+	if _, err := parse(nil, "--cluster-node", "a"); err == nil || !strings.Contains(err.Error(), "needs --cluster-etcd") {
+		t.Fatalf("--cluster-node alone: %v", err)
+	}
+	cs, err := parse(nil, "--cluster-etcd", "http://10.0.0.1:2379,http://10.0.0.2:2379", "--cluster-etcd", "http://10.0.0.3:2379",
+		"--cluster-node", "n1", "--cluster-listen", "10.0.0.5:7443", "--cluster-secret-file", good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs.Config.Endpoints) != 3 || cs.Config.Node != "n1" || cs.Config.Addr != "10.0.0.5:7443" ||
+		cs.Listen != "10.0.0.5:7443" || len(cs.Secret) != 32 || cs.Config.Hold != time.Minute || cs.Config.TLS != nil {
+		t.Fatalf("got %+v", cs)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--cluster-etcd", "http://e:2379"}, "--cluster-listen is required"},
+		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", ":7443"}, "--cluster-advertise is required"},
+		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "nope"}, "--cluster-listen"},
+		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "h:7443", "--cluster-advertise", ":1"}, "no host"},
+		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "h:7443", "--cluster-secret-file", short}, "at least 32"},
+		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "h:7443", "--cluster-secret-file", filepath.Join(dir, "none")}, "no such file"},
+		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "h:7443", "--cluster-etcd-cert", good}, "go together"},
+		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "h:7443", "--cluster-etcd-ca", good}, "--cluster-etcd-ca"},
+		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "h:7443", "--cluster-node", "a/b"}, "cannot hold"},
+	} {
+		if _, err := parse(nil, tt.args...); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: got %v, want an error with %q", tt.args, err, tt.want)
+		}
+	}
+	// Last: the environment stays set until the test ends.
+	cs, err = parse(map[string]string{"TUNNELD_CLUSTER_ETCD": "http://e:2379", "TUNNELD_CLUSTER_LISTEN": ":7443",
+		"TUNNELD_CLUSTER_ADVERTISE": "n2.internal:7443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host, _ := os.Hostname(); cs.Config.Node != host || cs.Config.Addr != "n2.internal:7443" {
+		t.Fatalf("from env: got %+v", cs.Config)
+	}
+}
+
+// TestJoinCluster: with --cluster-etcd, tunneld joins a real etcd and
+// registers its node under its advertised address.
+func TestJoinCluster(t *testing.T) {
+	e := etcdtest.Start(t, 1)
+	cs := &clusterSetup{Config: cluster.Config{Endpoints: e.Endpoints(), Node: "n1", Addr: "127.0.0.1:7443",
+		LeaseTTL: 2 * time.Second, Log: zerolog.Nop()}}
+	cl, err := joinCluster(context.Background(), cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := e.Client().Get(ctx, cluster.DefaultPrefix+"nodes/n1")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "127.0.0.1:7443" {
+		t.Fatalf("node record: %v, %v", resp, err)
 	}
 }

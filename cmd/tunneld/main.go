@@ -51,7 +51,7 @@ func newApp() *cli.App {
 			"Try it locally:  tunneld --dev   (HTTPS on 127.0.0.1:8443, names under localhost,\n" +
 			"dev CA and certificates made in --certs-dir on first run, anonymous clients allowed)",
 		HideHelpCommand: true,
-		Flags:           append(append(serveFlags(), adminFlags()...), oidcFlags()...),
+		Flags:           append(append(append(serveFlags(), clusterFlags()...), adminFlags()...), oidcFlags()...),
 		Action:          serve,
 		Commands:        []*cli.Command{tokenCommand(), certsCommand()},
 	}
@@ -72,6 +72,21 @@ func serve(c *cli.Context) error {
 	cfg, addr, err := serverConfig(c, log)
 	if err != nil {
 		return err
+	}
+	cs, err := clusterConfig(c, log, cfg.NameHold)
+	if err != nil {
+		return err
+	}
+	if cs != nil {
+		// Without --cluster-etcd none of this runs: no etcd client exists.
+		// The cluster is left (its lease revoked, so its names go on hold
+		// at once) after the servers have returned.
+		cl, err := joinCluster(c.Context, cs)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		cfg.Registry = edge.NewClusterRegistry(cl, nil, log)
 	}
 	// The access log, one line per request, goes through a buffer that is
 	// written out at 64 KiB, every second and at the end; every other line

@@ -116,6 +116,23 @@
 // add". The edge only asks Config.Auth (an Authenticator, usually a
 // *token.Set) who a token proves the client to be.
 //
+// # Several nodes
+//
+// With a ClusterRegistry (clusterreg.go) the table is package cluster's,
+// in etcd, shared by every node. A name served here resolves to its local
+// *Session; a name served by another node to a remoteRoute, one per claim
+// (so pools and the dial check work unchanged), that opens its streams
+// through a Forwarder (the node link) and carries the access rules and
+// allowed tokens the serving node wrote into the table, so that a visitor
+// is checked here exactly as there. On the serving node, Server.OpenLocal
+// opens such a stream only on the session the forwarder named, and only
+// while the table still gives the name to this node: a stale view on
+// either side fails as offline, never reaches another client. A claim
+// that etcd cannot decide is refused with proto.CodeUnavailable, which
+// clients retry; Ready says the node is degraded meanwhile. The same owner
+// reconnecting on another node takes its names over there; the watch here
+// sees it and closes the stale session.
+//
 // # Limits
 //
 // Everything a peer can stall or pile up is bounded, and the bounds live in

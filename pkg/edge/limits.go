@@ -101,7 +101,14 @@ func (s *Server) addTunnels(sess *Session) *proto.Error {
 	if sess.tokenMaxTunnels > 0 {
 		max = sess.tokenMaxTunnels
 	}
-	if open, ok := s.limits.AddTunnels(sess.accountKey(), sess.mux, len(sess.Names), max); !ok {
+	// On a cluster, the account's tunnels on other nodes count too (from
+	// the node's view of the table: see package cluster on the bound).
+	foreign := 0
+	if fc, ok := s.registry.(interface{ foreignTunnels(string) int }); ok {
+		foreign = fc.foreignTunnels(sess.accountKey())
+	}
+	if open, ok := s.limits.AddTunnels(sess.accountKey(), sess.mux, len(sess.Names), max-foreign); !ok {
+		open += foreign
 		return &proto.Error{Code: proto.CodeTooManyTunnels,
 			Message: fmt.Sprintf("this token has %d tunnels open and asked for %d more, at most %d allowed", open, len(sess.Names), max)}
 	}

@@ -132,6 +132,11 @@ type TunnelStatus struct {
 	// Access are the tunnel's visitor access rules, without the password
 	// hashes; nil: open to every visitor.
 	Access *AccessStatus `json:"access,omitempty"`
+	// Node is the cluster node whose client serves the tunnel (empty on
+	// a single node). A tunnel of another node shows what the name table
+	// knows of it: its counters, client address and connection time are
+	// that node's to report.
+	Node string `json:"node,omitempty"`
 }
 
 // Tunnels lists the tunnels served now, sorted by name. Safe to call
@@ -159,6 +164,12 @@ func (s *Server) Tunnels() []TunnelStatus {
 			}
 			out = append(out, ts)
 		}
+	}
+	if cr, ok := s.registry.(*ClusterRegistry); ok {
+		for i := range out {
+			out[i].Node = cr.c.Node()
+		}
+		out = append(out, cr.remoteTunnels(s)...)
 	}
 	slices.SortFunc(out, func(a, b TunnelStatus) int { return strings.Compare(a.Name, b.Name) })
 	return out

@@ -47,12 +47,11 @@ func (s *Server) passthrough(hctx, ctx context.Context, raw net.Conn, guard *lim
 		raw.Close()
 		return nil, true
 	}
-	sess, ok := rt.(*Session)
-	if !ok || sess.Kind(label) != proto.KindTLS {
+	if ti, ok := tunnelOf(rt, label); !ok || ti.kind != proto.KindTLS {
 		raw.Close()
 		return nil, true
 	}
-	s.serveTunnelConn(ctx, replay, sess, label, proto.KindTLS, "", func() error { return nil })
+	s.serveTunnelConn(ctx, replay, rt, label, proto.KindTLS, "", func() error { return nil })
 	return nil, true
 }
 

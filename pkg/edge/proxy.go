@@ -403,7 +403,20 @@ func (p *pools) RoundTrip(r *http.Request) (*http.Response, error) {
 	rt := tg.route
 	sp, ok := p.m.Load(rt)
 	if !ok {
-		return nil, fmt.Errorf("route %s: %w", rt, errTunnelOffline)
+		rr, remote := rt.(*remoteRoute)
+		if !remote {
+			return nil, fmt.Errorf("route %s: %w", rt, errTunnelOffline)
+		}
+		// Another node's route gets its pool at its first request, and
+		// loses it when its claim is over (remoteRoute.gone): checked
+		// after the store, so a pool is never left behind.
+		sp, _ = p.m.LoadOrStore(rt, p.new(rt))
+		select {
+		case <-rr.Draining():
+			p.drop(rt)
+			return nil, fmt.Errorf("route %s: %w", rt, errTunnelOffline)
+		default:
+		}
 	}
 	return sp.(*streamPool).RoundTrip(r)
 }

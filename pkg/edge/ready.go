@@ -12,11 +12,15 @@ import (
 func (s *Server) Domain() string { return s.cfg.Domain }
 
 // Ready reports why the edge cannot serve visitors yet: it is not
-// listening, or its TLS config yields no valid certificate for the domain.
+// listening, its cluster is degraded (a ClusterRegistry whose etcd is out
+// of reach), or its TLS config yields no valid certificate for the domain.
 // With autocert, asking for the certificate may start its issuance.
 func (s *Server) Ready() error {
 	if !s.ops.listening.Load() {
 		return errors.New("not listening")
+	}
+	if d, ok := s.registry.(interface{ Degraded() bool }); ok && d.Degraded() {
+		return errors.New("cluster degraded: etcd out of reach; new clients are refused for now")
 	}
 	cert, err := s.apexCertificate()
 	if err != nil {

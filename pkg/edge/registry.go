@@ -48,8 +48,9 @@ type Route interface {
 }
 
 // Registry maps tunnel names to the routes that serve them. It is an
-// interface so that several tunneld nodes can later share one store; the
-// in-memory MemoryRegistry serves a single node.
+// interface so that several tunneld nodes can share one store (the
+// ClusterRegistry, on etcd); the in-memory MemoryRegistry serves a single
+// node.
 //
 // Names are claimed by the sessions connected to this node, and looked up
 // as Routes: a registry shared by several nodes may answer a lookup with a
@@ -64,6 +65,8 @@ type Registry interface {
 	// by another owner is ErrNameTaken. A name held by a live session of
 	// the same owner is taken over: those sessions are returned so the
 	// caller can close them (a stale session must never block its owner).
+	// A registry that cannot decide now (a cluster's store out of reach)
+	// returns ErrRegistryUnavailable, and the client is told to retry.
 	Claim(s *Session, names []string) (replaced []*Session, err error)
 	// Lookup returns the route serving name, or nil and whether the name
 	// is held for an owner whose client is away.

@@ -61,6 +61,10 @@ type Session struct {
 	mux             *mux.ServerSession
 	tokenMaxTunnels int // the token's own max_tunnels; 0: server defaults
 
+	// requests are the Hello's tunnel requests, in the order of Names:
+	// what a ClusterRegistry writes into the table for other nodes.
+	requests []proto.TunnelRequest
+
 	// accessRules maps each of Names that has visitor access rules to
 	// them (proto.TunnelRequest.Access); set with Names, before the
 	// session is registered.
@@ -171,6 +175,9 @@ func NewServer(cfg Config) (*Server, error) {
 	s.limits = limit.New(limitConfig(cfg), log, s.ops.metrics)
 	s.pacer = newPacer(cfg, log, s.ops.metrics)
 	s.proxy = s.newProxy()
+	if a, ok := reg.(interface{ attach(*Server) }); ok {
+		a.attach(s) // a ClusterRegistry drops its routes' pools and closes replaced sessions
+	}
 	// Session tickets stay on (the tls.Config default): resuming saves
 	// visitors a full handshake.
 	tlsConfig := cfg.TLSConfig.Clone()
@@ -557,6 +564,7 @@ func (s *Server) claim(sess *Session, hello *proto.Hello, asked []string, rules 
 		sess.Names = orderNames(hello, names)
 		sess.Kinds, sess.allow = kindsOf(hello, sess.Names)
 		sess.accessRules = accessByName(rules, sess.Names)
+		sess.requests = hello.Tunnels
 		replaced, err := s.registry.Claim(sess, sess.Names)
 		if err == nil {
 			for _, old := range replaced {
@@ -565,6 +573,10 @@ func (s *Server) claim(sess *Session, hello *proto.Hello, asked []string, rules 
 				old.mux.Close()
 			}
 			return nil
+		}
+		if errors.Is(err, ErrRegistryUnavailable) {
+			s.proxy.pools.drop(sess)
+			return &proto.Error{Code: proto.CodeUnavailable, Message: "the name table is unavailable for now; try again"}
 		}
 		if !errors.Is(err, ErrNameTaken) || random == 0 || attempt == claimAttempts {
 			s.proxy.pools.drop(sess)

@@ -59,7 +59,7 @@ func (s *Server) handleConnect(ctx context.Context, conn *tls.Conn, guard *limit
 			Message: fmt.Sprintf("visitor speaks %d, server speaks %d", c.Version, proto.Version)})
 		return
 	}
-	sess, who, perr := s.authorizeConnect(ctx, c, guard, log)
+	rt, who, perr := s.authorizeConnect(ctx, c, guard, log)
 	stopHS()
 	guard.HandshakeDone()
 	if perr != nil {
@@ -68,7 +68,7 @@ func (s *Server) handleConnect(ctx context.Context, conn *tls.Conn, guard *limit
 		s.refuseConnect(conn, perr)
 		return
 	}
-	s.serveTunnelConn(ctx, conn, sess, c.Tunnel, proto.KindTCP, who, func() error {
+	s.serveTunnelConn(ctx, conn, rt, c.Tunnel, proto.KindTCP, who, func() error {
 		if err := proto.WriteFrame(conn, &proto.StreamAck{}); err != nil {
 			return err
 		}
@@ -107,7 +107,7 @@ func errConnectRefused(tunnel string) *proto.Error {
 // tokens file grants the name. Failures count against the source's auth
 // delay, as a bad client token does. who names the visitor for the access
 // log: its token's label, or "allowed" for a token the owner listed.
-func (s *Server) authorizeConnect(ctx context.Context, c *proto.Connect, g *limit.Conn, log zerolog.Logger) (*Session, string, *proto.Error) {
+func (s *Server) authorizeConnect(ctx context.Context, c *proto.Connect, g *limit.Conn, log zerolog.Logger) (Route, string, *proto.Error) {
 	if d := s.limits.AuthDelay(g.Source()); d > 0 {
 		t := time.NewTimer(d)
 		select {
@@ -117,23 +117,24 @@ func (s *Server) authorizeConnect(ctx context.Context, c *proto.Connect, g *limi
 			return nil, "", &proto.Error{Code: proto.CodeDraining, Message: "server is shutting down"}
 		}
 	}
-	sess, who := s.connectTarget(ctx, c)
-	if sess == nil {
+	rt, who := s.connectTarget(ctx, c)
+	if rt == nil {
 		s.limits.AuthFailed(g.Source(), log)
 		return nil, "", errConnectRefused(c.Tunnel)
 	}
-	return sess, who, nil
+	return rt, who, nil
 }
 
-// connectTarget returns the session serving c.Tunnel as a TCP tunnel if
-// c.Token may reach it, and who the token is; nil otherwise.
+// connectTarget returns the route serving c.Tunnel as a TCP tunnel (a
+// session here, or on another node of a cluster) if c.Token may reach it,
+// and who the token is; nil otherwise.
 //
 // The token is checked against the tokens file first, whatever the tunnel,
 // so that the time taken says nothing about which names exist. A tunnel
 // whose owner is away (reconnecting) is waited for, up to OfflineWait, only
 // for a token the tokens file knows: to anyone else an away tunnel is
 // refused at once, like one that does not exist.
-func (s *Server) connectTarget(ctx context.Context, c *proto.Connect) (*Session, string) {
+func (s *Server) connectTarget(ctx context.Context, c *proto.Connect) (Route, string) {
 	if c.Token == "" {
 		return nil, ""
 	}
@@ -154,40 +155,62 @@ func (s *Server) connectTarget(ctx context.Context, c *proto.Connect) (*Session,
 	if rt == nil {
 		return nil, ""
 	}
-	sess, ok := rt.(*Session)
-	if !ok || sess.Kind(c.Tunnel) != proto.KindTCP {
+	ti, ok := tunnelOf(rt, c.Tunnel)
+	if !ok || ti.kind != proto.KindTCP {
 		return nil, ""
 	}
 	switch {
-	case id != nil && id.ID == sess.Owner:
-		return sess, id.Label
+	case id != nil && id.ID == ti.owner:
+		return rt, id.Label
 	case id != nil && id.MayConnect(c.Tunnel):
-		return sess, id.Label
+		return rt, id.Label
 	}
 	sum := sha256.Sum256([]byte(c.Token))
 	allowed := 0
-	for _, h := range sess.allow[c.Tunnel] {
+	for _, h := range ti.allow {
 		allowed |= subtle.ConstantTimeCompare(sum[:], h[:])
 	}
 	if allowed == 1 {
 		if id != nil {
-			return sess, id.Label
+			return rt, id.Label
 		}
-		return sess, "allowed"
+		return rt, "allowed"
 	}
 	return nil, ""
 }
 
+// routeTunnel is what a TCP or TLS visitor's checks need of a route's
+// tunnel: its kind, its owner, and the tokens its owner allowed.
+type routeTunnel struct {
+	kind, owner string
+	allow       [][sha256.Size]byte
+}
+
+// tunnelOf returns what rt knows of its tunnel name: a local session's
+// fields, or another node's record.
+func tunnelOf(rt Route, name string) (routeTunnel, bool) {
+	switch r := rt.(type) {
+	case *Session:
+		return routeTunnel{kind: r.Kind(name), owner: r.Owner, allow: r.allow[name]}, true
+	case *remoteRoute:
+		if r.name != name {
+			return routeTunnel{}, false
+		}
+		return routeTunnel{kind: r.kind, owner: r.owner, allow: r.allow}, true
+	}
+	return routeTunnel{}, false
+}
+
 // serveTunnelConn relays an accepted visitor connection of a TCP or TLS
-// tunnel (kind) to sess: it takes one of the tunnel's stream slots within
+// tunnel (kind) to rt: it takes one of the tunnel's stream slots within
 // the visitor's share, opens a stream, calls ready once the client's local
 // service is connected (the Connect answer, for TCP), and copies both ways
 // until both are done. The connection counts in the tunnel's figures (one
 // "request"), the metrics and the access log.
-func (s *Server) serveTunnelConn(ctx context.Context, conn net.Conn, sess *Session, tunnel, kind, who string, ready func() error) {
+func (s *Server) serveTunnelConn(ctx context.Context, conn net.Conn, rt Route, tunnel, kind, who string, ready func() error) {
 	start := time.Now()
 	remote := conn.RemoteAddr().String()
-	log := s.log.With().Str("remote_addr", remote).Str("tunnel", tunnel).Str("session_id", sess.ID).Logger()
+	log := s.log.With().Str("remote_addr", remote).Str("tunnel", tunnel).Str("session_id", rt.String()).Logger()
 	fail := func(e *proto.Error, err error) {
 		log.Debug().Err(err).Msg("tunnel connection failed")
 		s.ops.metrics.Connection(kind, "error", 0, 0)
@@ -205,7 +228,7 @@ func (s *Server) serveTunnelConn(ctx context.Context, conn net.Conn, sess *Sessi
 	defer slot.Release()
 	octx, cancel := context.WithTimeout(ctx, s.cfg.Mux.HandshakeTimeout)
 	openStart := time.Now()
-	st, err := sess.Open(octx, &proto.StreamHeader{Tunnel: tunnel, RemoteAddr: remote})
+	st, err := rt.Open(octx, &proto.StreamHeader{Tunnel: tunnel, RemoteAddr: remote})
 	cancel()
 	s.ops.streamOpened(openStart, err)
 	if err != nil {
@@ -221,7 +244,7 @@ func (s *Server) serveTunnelConn(ctx context.Context, conn net.Conn, sess *Sessi
 		fail(nil, err)
 		return
 	}
-	counts := s.ops.counters(sess, tunnel)
+	counts := s.ops.counters(rt, tunnel)
 	if counts != nil {
 		counts.InFlight.Add(1)
 	}
@@ -236,7 +259,7 @@ func (s *Server) serveTunnelConn(ctx context.Context, conn net.Conn, sess *Sessi
 	}
 	s.ops.metrics.Connection(kind, "ok", in, out)
 	if s.ops.access != nil {
-		s.ops.access.Info().Str("proto", kind).Str("tunnel", tunnel).Str("session_id", sess.ID).
+		s.ops.access.Info().Str("proto", kind).Str("tunnel", tunnel).Str("session_id", rt.String()).
 			Str("remote_addr", remote).Str("visitor", who).Int64("bytes_in", in).Int64("bytes_out", out).
 			Dur("duration", time.Since(start)).Msg("connection")
 	}

@@ -135,6 +135,17 @@ func (m *Set) GaugeFunc(name, help string, f func() float64) error {
 	return nil
 }
 
+// CounterFunc registers a counter named tunneld_<name> whose value is f's
+// at each scrape, for a part of tunneld that counts on its own (the
+// cluster's etcd round trips); f must only grow. Like GaugeFunc otherwise.
+func (m *Set) CounterFunc(name, help string, f func() float64) error {
+	c := prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, f)
+	if err := m.reg.Register(c); err != nil {
+		return fmt.Errorf("metrics: register %s_%s: %w", namespace, name, err)
+	}
+	return nil
+}
+
 // RateLimited counts one attempt refused by a rate limit. kind names what
 // was limited ("handshake", "stream", ...); keep it to a small fixed set,
 // it becomes a label.

@@ -529,6 +529,7 @@ func TestIsPermanent(t *testing.T) {
 		{fmt.Errorf("wrapped: %w", &proto.Error{Code: proto.CodeNameNotAllowed}), true},
 		{&proto.Error{Code: proto.CodeNameTaken}, false},
 		{&proto.Error{Code: proto.CodeDraining}, false},
+		{&proto.Error{Code: proto.CodeUnavailable}, false}, // the cluster store is away: retried
 		{ErrSessionLost, false},
 		{errors.New("dial: connection refused"), false},
 	}

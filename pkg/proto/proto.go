@@ -291,6 +291,10 @@ const (
 	// retry later.
 	CodeRateLimited ErrorCode = "rate_limited"
 	CodeInternal    ErrorCode = "internal"
+	// CodeUnavailable: the server cannot decide the claim now (the store
+	// its cluster of nodes shares is out of reach); the same Hello may
+	// succeed in a moment, on this server or another.
+	CodeUnavailable ErrorCode = "unavailable"
 )
 
 // Permanent reports whether retrying with the same Hello cannot succeed, so

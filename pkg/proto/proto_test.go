@@ -334,3 +334,13 @@ func TestAccess_OldPeersSeeNothingNew(t *testing.T) {
 		t.Fatalf("an old peer reads %+v, %v; want the tunnel wiki", old, err)
 	}
 }
+
+// A refusal for an unreachable cluster store is worth retrying: the client
+// reconnects instead of giving up.
+func TestErrorCode_UnavailableIsRetryable(t *testing.T) {
+	for _, c := range []ErrorCode{CodeUnavailable, CodeRateLimited, CodeNameTaken, CodeDraining} {
+		if c.Permanent() {
+			t.Errorf("%s is permanent, want retryable", c)
+		}
+	}
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+
+	"github.com/tunnelhq/tunnel/internal/certpool"
+	"github.com/tunnelhq/tunnel/pkg/cluster"
+)
+
+// minClusterSecret is the shortest node secret accepted: 256 bits.
+const minClusterSecret = 32
+
+func clusterFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "cluster-etcd", EnvVars: []string{"TUNNELD_CLUSTER_ETCD"},
+			Usage: "etcd client URLs (comma-separated or repeated): run as one node of a cluster sharing its names in etcd; without it tunneld is a single node and uses no etcd"},
+		&cli.StringFlag{Name: "cluster-etcd-ca", EnvVars: []string{"TUNNELD_CLUSTER_ETCD_CA"},
+			Usage: "PEM CA that signed the etcd servers' certificates (turns on TLS to etcd)"},
+		&cli.StringFlag{Name: "cluster-etcd-cert", EnvVars: []string{"TUNNELD_CLUSTER_ETCD_CERT"},
+			Usage: "PEM client certificate for etcd, with --cluster-etcd-key"},
+		&cli.StringFlag{Name: "cluster-etcd-key", EnvVars: []string{"TUNNELD_CLUSTER_ETCD_KEY"},
+			Usage: "PEM private key of --cluster-etcd-cert"},
+		&cli.StringFlag{Name: "cluster-node", EnvVars: []string{"TUNNELD_CLUSTER_NODE"}, DefaultText: "the host name",
+			Usage: "this node's name, unique in the cluster"},
+		&cli.StringFlag{Name: "cluster-advertise", EnvVars: []string{"TUNNELD_CLUSTER_ADVERTISE"}, DefaultText: "--cluster-listen, if it names a host",
+			Usage: "host:port other nodes dial to reach this node's --cluster-listen"},
+		&cli.StringFlag{Name: "cluster-listen", EnvVars: []string{"TUNNELD_CLUSTER_LISTEN"},
+			Usage: "address of the node port other nodes forward visitors through, host:port (open it to the other nodes only)"},
+		&cli.StringFlag{Name: "cluster-secret-file", EnvVars: []string{"TUNNELD_CLUSTER_SECRET_FILE"},
+			Usage: "file holding the secret every node of the cluster shares (at least 32 bytes, e.g. from \"head -c 32 /dev/urandom\")"},
+	}
+}
+
+// clusterSetup is what the cluster flags configure: the cluster's Config,
+// the node port and the nodes' shared secret.
+type clusterSetup struct {
+	Config cluster.Config
+	Listen string
+	Secret []byte
+}
+
+// clusterConfig reads the cluster flags; nil without --cluster-etcd, in
+// which case the other cluster flags must not be set either.
+func clusterConfig(c *cli.Context, log zerolog.Logger, hold time.Duration) (*clusterSetup, error) {
+	var endpoints []string
+	for _, v := range c.StringSlice("cluster-etcd") {
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				endpoints = append(endpoints, u)
+			}
+		}
+	}
+	if len(endpoints) == 0 {
+		for _, f := range []string{"cluster-etcd-ca", "cluster-etcd-cert", "cluster-etcd-key", "cluster-node",
+			"cluster-advertise", "cluster-listen", "cluster-secret-file"} {
+			if c.IsSet(f) {
+				return nil, fmt.Errorf("--%s needs --cluster-etcd", f)
+			}
+		}
+		return nil, nil
+	}
+	cs := &clusterSetup{Config: cluster.Config{Endpoints: endpoints, Hold: hold, Log: log}}
+	tlsCfg, err := etcdTLS(c.String("cluster-etcd-ca"), c.String("cluster-etcd-cert"), c.String("cluster-etcd-key"))
+	if err != nil {
+		return nil, err
+	}
+	cs.Config.TLS = tlsCfg
+	cs.Config.Node = c.String("cluster-node")
+	if cs.Config.Node == "" {
+		if cs.Config.Node, err = os.Hostname(); err != nil {
+			return nil, fmt.Errorf("--cluster-node: no host name to default to: %w", err)
+		}
+	}
+	cs.Listen = c.String("cluster-listen")
+	if cs.Listen == "" {
+		return nil, errors.New("--cluster-listen is required with --cluster-etcd: the node port other nodes forward visitors through")
+	}
+	if err := checkHostPort(cs.Listen, true); err != nil {
+		return nil, fmt.Errorf("--cluster-listen: %w", err)
+	}
+	cs.Config.Addr = c.String("cluster-advertise")
+	if cs.Config.Addr == "" {
+		if host, _, _ := net.SplitHostPort(cs.Listen); host != "" && !net.ParseIP(host).IsUnspecified() {
+			cs.Config.Addr = cs.Listen
+		} else {
+			return nil, errors.New("--cluster-advertise is required when --cluster-listen names no host: the address other nodes dial")
+		}
+	}
+	if err := checkHostPort(cs.Config.Addr, false); err != nil {
+		return nil, fmt.Errorf("--cluster-advertise: %w", err)
+	}
+	if f := c.String("cluster-secret-file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--cluster-secret-file: %w", err)
+		}
+		secret := []byte(strings.TrimSpace(string(b)))
+		if len(secret) < minClusterSecret {
+			return nil, fmt.Errorf("--cluster-secret-file %s: %d bytes, at least %d", f, len(secret), minClusterSecret)
+		}
+		cs.Secret = secret
+	}
+	if strings.Contains(cs.Config.Node, "/") {
+		return nil, fmt.Errorf("--cluster-node %q: a node name cannot hold '/'", cs.Config.Node)
+	}
+	return cs, nil
+}
+
+// checkHostPort checks a host:port; listen allows an empty host (all
+// interfaces).
+func checkHostPort(s string, listen bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return err
+	}
+	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+		return fmt.Errorf("%q: port must be 1 to 65535", s)
+	}
+	if host == "" && !listen {
+		return fmt.Errorf("%q: no host", s)
+	}
+	return nil
+}
+
+// etcdTLS builds the etcd client's TLS config from the flags; nil (plain)
+// when none is set.
+func etcdTLS(ca, cert, key string) (*tls.Config, error) {
+	if ca == "" && cert == "" && key == "" {
+		return nil, nil
+	}
+	if (cert == "") != (key == "") {
+		return nil, errors.New("--cluster-etcd-cert and --cluster-etcd-key go together")
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if ca != "" {
+		pool, err := certpool.WithFile(ca)
+		if err != nil {
+			return nil, fmt.Errorf("--cluster-etcd-ca: %w", err)
+		}
+		cfg.RootCAs = pool
+	}
+	if cert != "" {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("--cluster-etcd-cert/--cluster-etcd-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+// clusterJoinTimeout bounds joining the cluster at startup: etcd must
+// answer by then, or tunneld exits (its supervisor restarts it).
+const clusterJoinTimeout = 15 * time.Second
+
+// joinCluster joins the cluster. The node port (--cluster-listen) is
+// validated but not yet served: the node link that forwards visitors to
+// other nodes comes with package peer; until then a visitor reaches only
+// the tunnels of the node it lands on, and sees other nodes' names as
+// offline.
+func joinCluster(ctx context.Context, cs *clusterSetup) (*cluster.Cluster, error) {
+	jctx, cancel := context.WithTimeout(ctx, clusterJoinTimeout)
+	defer cancel()
+	cl, err := cluster.Open(jctx, cs.Config)
+	if err != nil {
+		return nil, fmt.Errorf("--cluster-etcd: %w", err)
+	}
+	return cl, nil
+}
