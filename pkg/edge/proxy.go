@@ -36,6 +36,9 @@ var (
 	errTunnelBusy    = errors.New("tunnel busy")                // the tunnel has MaxStreamsPerTunnel in flight
 	errVisitorShare  = errors.New("visitor over its share")     // the source has its MaxRequestsPerVisitor
 	errSlowReader    = errors.New("slow reader budget is full") // the source holds some of SlowReaderBudget
+	// errNoLogin: the tunnel asks visitors to sign in, and this node has
+	// no Config.OIDC (in a cluster, its node has one).
+	errNoLogin = errors.New("sign-in not configured on this node")
 )
 
 type ctxKey int
@@ -151,6 +154,12 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var email string
 	if rules != nil && rules.oidc != nil {
+		if s.cfg.OIDC == nil {
+			// A cluster node without the issuer the tunnel's node has:
+			// it cannot check who the visitor is, so nobody passes.
+			p.answer(w, r, host, errNoLogin)
+			return
+		}
 		// After the address rules and basic auth, which cost less; the
 		// gate answers a visitor it does not let through itself.
 		var ok bool
@@ -241,6 +250,8 @@ func (p *proxy) answer(w http.ResponseWriter, r *http.Request, host string, err 
 	case errors.Is(err, errSlowReader):
 		status, retry = http.StatusTooManyRequests, "10"
 		msg = fmt.Sprintf("The server is short of memory for responses not taken, and your address holds some of it: %s will answer again once they are gone.", host)
+	case errors.Is(err, errNoLogin):
+		status, msg = http.StatusServiceUnavailable, fmt.Sprintf("%s asks visitors to sign in, and this server has no sign-in configured.", host)
 	case errors.Is(err, errAddrDenied):
 		status, msg = http.StatusForbidden, fmt.Sprintf("Your address may not visit %s.", host)
 	case errors.Is(err, errAuthRequired):
