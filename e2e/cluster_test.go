@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,8 +17,9 @@ import (
 // when the client leaves, and leaves the cluster when it stops.
 func TestProcess_TunneldJoinsCluster(t *testing.T) {
 	e := etcdtest.Start(t, 1)
+	link := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	tunneld, addr, certs := startDevTunneld(t, nil, "--cluster-etcd", strings.Join(e.Endpoints(), ","),
-		"--cluster-node", "n1", "--cluster-listen", "127.0.0.1:7443")
+		"--cluster-node", "n1", "--cluster-listen", link, "--cluster-secret-file", newSecretFile(t))
 	backendPort := newBackend(t, "hello from the backend")
 	client, url := startDevClient(t, nil, addr, certs, "http", "--name", "web", backendPort)
 	if got := fetch(t, filepath.Join(certs, "ca.pem"), addr, url+"/page"); got != "hello from the backend /page\n" {
@@ -38,7 +40,7 @@ func TestProcess_TunneldJoinsCluster(t *testing.T) {
 		}
 		return resp.Kvs[0].Value
 	}
-	if got := string(get("/tunnel/nodes/n1")); got != "127.0.0.1:7443" {
+	if got := string(get("/tunnel/nodes/n1")); got != link {
 		t.Fatalf("node record %q", got)
 	}
 	var live struct{ Node, Session string }

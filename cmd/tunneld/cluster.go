@@ -16,6 +16,9 @@ import (
 
 	"github.com/tunnelhq/tunnel/internal/certpool"
 	"github.com/tunnelhq/tunnel/pkg/cluster"
+	"github.com/tunnelhq/tunnel/pkg/clustercert"
+	"github.com/tunnelhq/tunnel/pkg/edge"
+	"github.com/tunnelhq/tunnel/pkg/peer"
 )
 
 // minClusterSecret is the shortest node secret accepted: 256 bits.
@@ -38,7 +41,7 @@ func clusterFlags() []cli.Flag {
 		&cli.StringFlag{Name: "cluster-listen", EnvVars: []string{"TUNNELD_CLUSTER_LISTEN"},
 			Usage: "address of the node port other nodes forward visitors through, host:port (open it to the other nodes only)"},
 		&cli.StringFlag{Name: "cluster-secret-file", EnvVars: []string{"TUNNELD_CLUSTER_SECRET_FILE"},
-			Usage: "file holding the secret every node of the cluster shares (at least 32 bytes, e.g. from \"head -c 32 /dev/urandom\")"},
+			Usage: "file holding the secret every node of the cluster shares, proved on the node port (required with --cluster-etcd; at least 32 bytes, e.g. \"head -c 32 /dev/urandom | base64\"; not readable by other users)"},
 	}
 }
 
@@ -100,19 +103,15 @@ func clusterConfig(c *cli.Context, log zerolog.Logger, hold time.Duration) (*clu
 	if err := checkHostPort(cs.Config.Addr, false); err != nil {
 		return nil, fmt.Errorf("--cluster-advertise: %w", err)
 	}
-	if f := c.String("cluster-secret-file"); f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("--cluster-secret-file: %w", err)
-		}
-		secret := []byte(strings.TrimSpace(string(b)))
-		if len(secret) < minClusterSecret {
-			return nil, fmt.Errorf("--cluster-secret-file %s: %d bytes, at least %d", f, len(secret), minClusterSecret)
-		}
-		cs.Secret = secret
-	}
 	if strings.Contains(cs.Config.Node, "/") {
 		return nil, fmt.Errorf("--cluster-node %q: a node name cannot hold '/'", cs.Config.Node)
+	}
+	f := c.String("cluster-secret-file")
+	if f == "" {
+		return nil, errors.New("--cluster-secret-file is required with --cluster-etcd: the secret the nodes prove to each other on the node port")
+	}
+	if cs.Secret, err = peer.ReadSecret(f); err != nil {
+		return nil, fmt.Errorf("--cluster-secret-file: %w", err)
 	}
 	return cs, nil
 }
@@ -164,17 +163,90 @@ func etcdTLS(ca, cert, key string) (*tls.Config, error) {
 // answer by then, or tunneld exits (its supervisor restarts it).
 const clusterJoinTimeout = 15 * time.Second
 
-// joinCluster joins the cluster. The node port (--cluster-listen) is
-// validated but not yet served: the node link that forwards visitors to
-// other nodes comes with package peer; until then a visitor reaches only
-// the tunnels of the node it lands on, and sees other nodes' names as
-// offline.
-func joinCluster(ctx context.Context, cs *clusterSetup) (*cluster.Cluster, error) {
+// clusterNode is this tunneld's part of a cluster: its place in etcd's
+// name table, its links to the other nodes and the node port they come in
+// on, and with ACME the certificate store the nodes share.
+type clusterNode struct {
+	cl     *cluster.Cluster
+	links  *peer.Links
+	ln     net.Listener
+	store  *clustercert.Store // nil without ACME
+	served chan error         // the node port's Serve, once started
+}
+
+// startClusterNode binds the node port, joins the cluster and points cfg
+// at it: the registry becomes the cluster's, forwarding through the node
+// links, and ACME keeps its account, certificates and challenges in etcd.
+// open serves the streams other nodes forward here; the node port accepts
+// nothing until serve.
+func startClusterNode(ctx context.Context, cs *clusterSetup, cfg *edge.Config, log zerolog.Logger, open peer.OpenFunc) (*clusterNode, error) {
+	ln, err := net.Listen("tcp", cs.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (--cluster-listen): %w", cs.Listen, err)
+	}
 	jctx, cancel := context.WithTimeout(ctx, clusterJoinTimeout)
 	defer cancel()
 	cl, err := cluster.Open(jctx, cs.Config)
 	if err != nil {
+		ln.Close()
 		return nil, fmt.Errorf("--cluster-etcd: %w", err)
 	}
-	return cl, nil
+	n := &clusterNode{cl: cl, ln: ln}
+	pc := peer.DefaultConfig()
+	pc.Node = cs.Config.Node
+	pc.Secret = cs.Secret
+	pc.Logger = log.With().Str("component", "peer").Logger()
+	pc.Open = open
+	if n.links, err = peer.New(pc); err != nil {
+		n.Close()
+		return nil, err
+	}
+	cfg.Registry = edge.NewClusterRegistry(cl, n.links, log)
+	if cfg.ACME != nil {
+		if n.store, err = clustercert.New(clustercert.Config{Client: cl.Client()}); err != nil {
+			n.Close()
+			return nil, err
+		}
+		n.store.Configure(cfg.ACME)
+	}
+	log.Info().Str("node", cs.Config.Node).Str("addr", ln.Addr().String()).Str("advertise", cs.Config.Addr).Msg("cluster node port serving")
+	return n, nil
+}
+
+// serve serves the node port until ctx ends or it fails. The links stay
+// up after ctx ends, for the requests in flight through them during the
+// edge's graceful shutdown; Close ends them.
+func (n *clusterNode) serve(ctx context.Context) error {
+	n.served = make(chan error, 1)
+	go func() { n.served <- n.links.Serve(n.ln) }()
+	select {
+	case err := <-n.served:
+		n.served <- err // for Close
+		if err != nil {
+			return fmt.Errorf("--cluster-listen: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// Close leaves the cluster: the node links end (and with them the node
+// port), the certificate store lets go of its locks, and the lease is
+// revoked, which puts this node's names on hold for their owners. Safe to
+// call twice.
+func (n *clusterNode) Close() error {
+	if n.links != nil {
+		n.links.Close()
+		if n.served != nil {
+			<-n.served
+			n.served <- nil
+		}
+	} else {
+		n.ln.Close()
+	}
+	if n.store != nil {
+		n.store.Close()
+	}
+	return n.cl.Close()
 }

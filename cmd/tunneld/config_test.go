@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,8 +15,8 @@ import (
 
 	"github.com/tunnelhq/tunnel/internal/etcdtest"
 	"github.com/tunnelhq/tunnel/internal/testtls"
-	"github.com/tunnelhq/tunnel/pkg/cluster"
 	"github.com/tunnelhq/tunnel/pkg/certs"
+	"github.com/tunnelhq/tunnel/pkg/cluster"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 )
 
@@ -222,6 +223,10 @@ func TestClusterConfig(t *testing.T) {
 	if err := os.WriteFile(short, []byte("too short"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	open := filepath.Join(dir, "open")
+	if err := os.WriteFile(open, []byte(strings.Repeat("s", 32)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	parse := func(env map[string]string, args ...string) (*clusterSetup, error) {
 		t.Helper()
 		for k, v := range env {
@@ -259,7 +264,9 @@ func TestClusterConfig(t *testing.T) {
 		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", ":7443"}, "--cluster-advertise is required"},
 		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "nope"}, "--cluster-listen"},
 		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "h:7443", "--cluster-advertise", ":1"}, "no host"},
+		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "h:7443"}, "--cluster-secret-file is required"},
 		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "h:7443", "--cluster-secret-file", short}, "at least 32"},
+		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "h:7443", "--cluster-secret-file", open}, "readable by other users"},
 		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "h:7443", "--cluster-secret-file", filepath.Join(dir, "none")}, "no such file"},
 		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "h:7443", "--cluster-etcd-cert", good}, "go together"},
 		{[]string{"--cluster-etcd", "http://e:2379", "--cluster-listen", "h:7443", "--cluster-etcd-ca", good}, "--cluster-etcd-ca"},
@@ -271,7 +278,7 @@ func TestClusterConfig(t *testing.T) {
 	}
 	// Last: the environment stays set until the test ends.
 	cs, err = parse(map[string]string{"TUNNELD_CLUSTER_ETCD": "http://e:2379", "TUNNELD_CLUSTER_LISTEN": ":7443",
-		"TUNNELD_CLUSTER_ADVERTISE": "n2.internal:7443"})
+		"TUNNELD_CLUSTER_ADVERTISE": "n2.internal:7443", "TUNNELD_CLUSTER_SECRET_FILE": good})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,21 +287,44 @@ func TestClusterConfig(t *testing.T) {
 	}
 }
 
-// TestJoinCluster: with --cluster-etcd, tunneld joins a real etcd and
-// registers its node under its advertised address.
-func TestJoinCluster(t *testing.T) {
+// TestStartClusterNode: with --cluster-etcd, tunneld joins a real etcd,
+// registers its node under its advertised address and binds its node
+// port; Close leaves, and is safe twice.
+func TestStartClusterNode(t *testing.T) {
 	e := etcdtest.Start(t, 1)
 	cs := &clusterSetup{Config: cluster.Config{Endpoints: e.Endpoints(), Node: "n1", Addr: "127.0.0.1:7443",
-		LeaseTTL: 2 * time.Second, Log: zerolog.Nop()}}
-	cl, err := joinCluster(context.Background(), cs)
+		LeaseTTL: 2 * time.Second, Log: zerolog.Nop()}, Listen: "127.0.0.1:0", Secret: []byte(strings.Repeat("s", 32))}
+	var cfg edge.Config
+	n, err := startClusterNode(context.Background(), cs, &cfg, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
+	if _, ok := cfg.Registry.(*edge.ClusterRegistry); !ok {
+		t.Fatalf("registry: got %T, want the cluster's", cfg.Registry)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp, err := e.Client().Get(ctx, cluster.DefaultPrefix+"nodes/n1")
 	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "127.0.0.1:7443" {
 		t.Fatalf("node record: %v, %v", resp, err)
+	}
+	serveCtx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- n.serve(serveCtx) }()
+	c, err := net.Dial("tcp", n.ln.Addr().String())
+	if err != nil {
+		t.Fatalf("node port: %v", err)
+	}
+	c.Close()
+	stop()
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	if _, err := net.Dial("tcp", n.ln.Addr().String()); err == nil {
+		t.Fatal("node port still open after Close")
 	}
 }

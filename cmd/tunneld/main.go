@@ -21,6 +21,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/metrics"
+	"github.com/tunnelhq/tunnel/pkg/peer"
 )
 
 func main() {
@@ -77,16 +78,21 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// srv is set once built; the node links serve other nodes' forwarded
+	// streams through it, and accept none before Serve starts them.
+	var srv *edge.Server
+	var node *clusterNode
 	if cs != nil {
 		// Without --cluster-etcd none of this runs: no etcd client exists.
 		// The cluster is left (its lease revoked, so its names go on hold
 		// at once) after the servers have returned.
-		cl, err := joinCluster(c.Context, cs)
-		if err != nil {
+		if node, err = startClusterNode(c.Context, cs, &cfg, log,
+			func(ctx context.Context, req *peer.Request) (net.Conn, error) {
+				return srv.OpenLocal(ctx, req.Session, &req.Header)
+			}); err != nil {
 			return err
 		}
-		defer cl.Close()
-		cfg.Registry = edge.NewClusterRegistry(cl, nil, log)
+		defer node.Close()
 	}
 	// The access log, one line per request, goes through a buffer that is
 	// written out at 64 KiB, every second and at the end; every other line
@@ -137,7 +143,7 @@ func serve(c *cli.Context) error {
 			return fmt.Errorf("listen on %s (--http-listen): %w", httpAddr, err)
 		}
 	}
-	srv, err := edge.NewServer(cfg)
+	srv, err = edge.NewServer(cfg)
 	if err != nil {
 		ln.Close()
 		if plainLn != nil {
@@ -164,6 +170,12 @@ func serve(c *cli.Context) error {
 	}
 	if admin != nil {
 		g.Go(func() error { return admin.Serve(ctx, adminLn) })
+	}
+	if node != nil {
+		if err := node.links.Register(srv.Metrics().GaugeFunc, srv.Metrics().CounterFunc); err != nil {
+			log.Warn().Err(err).Msg("node link metrics not registered")
+		}
+		g.Go(func() error { return node.serve(ctx) })
 	}
 	g.Go(func() error { reloadOnHangup(ctx, cfg.StaticCerts, cfg.Domain, log); return nil })
 	if accessBuf != nil {

@@ -8,10 +8,13 @@ package etcdtest
 import (
 	"context"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -80,15 +83,40 @@ func Start(t testing.TB, n int) *Cluster {
 }
 
 // freeURL returns a loopback URL on a port that was free a moment ago.
+// The port is drawn below the kernel's ephemeral range, where no listener
+// on port 0 and no outgoing connection takes one: a member that cannot
+// bind its port fails to start, and a member left alone without its
+// cluster's quorum cannot be stopped (embed's Close waits for it), so
+// the ports must not be taken by the time the members bind them.
 func freeURL(t testing.TB) url.URL {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	low := ephemeralLow()
+	for range 100 {
+		port := 10000 + mrand.IntN(low-10000)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return url.URL{Scheme: "http", Host: addr}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return url.URL{Scheme: "http", Host: addr}
+	t.Fatal("etcdtest: no free port below the ephemeral range")
+	return url.URL{}
+}
+
+// ephemeralLow is the lowest port the kernel hands out on its own
+// (net.ipv4.ip_local_port_range); Linux's default is 32768.
+func ephemeralLow() int {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				low = n
+			}
+		}
+	}
+	return low
 }
 
 func (c *Cluster) launch(m *member, state string) error {

@@ -54,3 +54,11 @@ func TestCluster_QuorumComesAndGoes(t *testing.T) {
 		t.Fatal("claim after quorum returned failed")
 	}
 }
+
+// A test that fails while the cluster has no quorum still ends: the
+// cleanup stops the member left alone.
+func TestCluster_StopsWithoutQuorum(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	c.Stop(1)
+	c.Stop(2)
+}

@@ -6,6 +6,7 @@
 package edge
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -13,7 +14,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -72,6 +75,17 @@ type accessRules struct {
 
 	mu       sync.Mutex
 	verified *expiring.Table[[32]byte, struct{}] // Authorization values that passed, by verifiedKey
+}
+
+// sameRules reports whether a and b enforce the same rules (nil: none).
+func sameRules(a, b *accessRules) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return slices.EqualFunc(a.users, b.users, func(x, y accessUser) bool {
+		return x.name == y.name && bytes.Equal(x.hash, y.hash)
+	}) && slices.Equal(a.allow, b.allow) && slices.Equal(a.deny, b.deny) &&
+		a.passAuth == b.passAuth && reflect.DeepEqual(a.summary, b.summary)
 }
 
 type accessUser struct {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -209,6 +210,9 @@ func (r *ClusterRegistry) Lookup(name string) (Route, bool) {
 	rt := r.remote[name]
 	if rt != nil && rt.rev == e.Live.Rev {
 		r.mu.Unlock()
+		if rt.down(time.Now()) > 0 {
+			return nil, true
+		}
 		return rt, true
 	}
 	old := rt
@@ -328,8 +332,22 @@ func (r *ClusterRegistry) Wait(ctx context.Context, name string) Route {
 		if rt != nil || !held {
 			return rt
 		}
+		// A route counted as down is tried again when its time is up,
+		// unless its record changes first.
+		var retry <-chan time.Time
+		r.mu.Lock()
+		down := r.remote[name]
+		r.mu.Unlock()
+		if d := time.Duration(0); down != nil {
+			if d = down.down(time.Now()); d > 0 {
+				t := time.NewTimer(d)
+				retry = t.C
+				defer t.Stop()
+			}
+		}
 		select {
 		case <-ch:
+		case <-retry:
 		case <-ctx.Done():
 			return nil
 		}
@@ -376,6 +394,23 @@ type remoteRoute struct {
 	allow               [][sha256.Size]byte
 	draining            chan struct{}
 	drainOnce           sync.Once
+	// downUntil (Unix ns) is set when a forward through rt failed for want
+	// of the node (its link down, the node dead or behind): until then
+	// Lookup treats the name as offline, so visitors wait for the client's
+	// reconnect (the offline wait) instead of failing at once against a
+	// record that lives on until the dead node's lease runs out.
+	downUntil atomic.Int64
+}
+
+// routeDownFor is how long a route whose forward failed counts as offline
+// before it is tried again, unless its record changes first: long enough
+// that a visitor's offline wait sees a reconnecting client's new claim,
+// short enough that a link's brief loss does not keep the name offline.
+const routeDownFor = time.Second
+
+// down reports for how much longer rt counts as offline; 0 if it does not.
+func (rt *remoteRoute) down(now time.Time) time.Duration {
+	return time.Duration(max(rt.downUntil.Load()-now.UnixNano(), 0))
 }
 
 // Open implements Route: a stream through the Forwarder.
@@ -386,14 +421,27 @@ func (rt *remoteRoute) Open(ctx context.Context, h *proto.StreamHeader) (net.Con
 	conn, err := rt.reg.fwd.Forward(ctx, rt.node, rt.addr, rt.session, h)
 	var perr *proto.Error
 	switch {
+	case err == nil:
+		return conn, nil
 	case errors.As(err, &perr) && perr.Code == proto.CodeUnknownTunnel:
 		// The node no longer serves the name with that session (our view
-		// was behind): to the visitor, the tunnel is offline.
-		return nil, fmt.Errorf("forward to node %s: %v: %w", rt.node, err, errTunnelOffline)
-	case err != nil:
-		return nil, fmt.Errorf("forward to node %s: %w", rt.node, err)
+		// was behind): to the visitor, the tunnel is offline until the
+		// view shows where it went.
+		rt.markDown()
+		return nil, fmt.Errorf("forward to node %s: %v: %w", rt.node, err, errRouteDown)
+	case perr == nil && ctx.Err() == nil:
+		// No answer from the node at all: its link is down, or it died
+		// and its records live on until its lease runs out.
+		rt.markDown()
+		return nil, fmt.Errorf("forward to node %s: %v: %w", rt.node, err, errRouteDown)
 	}
-	return conn, nil
+	return nil, fmt.Errorf("forward to node %s: %w", rt.node, err)
+}
+
+// markDown makes rt count as offline for routeDownFor, and wakes the
+// waiters of its name so they wait for what comes next.
+func (rt *remoteRoute) markDown() {
+	rt.downUntil.Store(time.Now().Add(routeDownFor).UnixNano())
 }
 
 // Draining implements Route: closed once the claim is over.

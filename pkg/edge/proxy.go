@@ -31,11 +31,14 @@ var (
 	// errTunnelOffline: the name is known (held for its owner) but no
 	// client is connected for it right now.
 	errTunnelOffline = errors.New("tunnel offline")
-	errApex          = errors.New("the tunnel domain itself")   // no tunnel is served at the apex
-	errNoTunnel      = errors.New("no tunnel registered")       // the name is neither live nor held
-	errTunnelBusy    = errors.New("tunnel busy")                // the tunnel has MaxStreamsPerTunnel in flight
-	errVisitorShare  = errors.New("visitor over its share")     // the source has its MaxRequestsPerVisitor
-	errSlowReader    = errors.New("slow reader budget is full") // the source holds some of SlowReaderBudget
+	// errRouteDown: the route failed before a stream was opened (another
+	// node found unreachable); the request may go to the name's next route.
+	errRouteDown    = fmt.Errorf("route down: %w", errTunnelOffline)
+	errApex         = errors.New("the tunnel domain itself")   // no tunnel is served at the apex
+	errNoTunnel     = errors.New("no tunnel registered")       // the name is neither live nor held
+	errTunnelBusy   = errors.New("tunnel busy")                // the tunnel has MaxStreamsPerTunnel in flight
+	errVisitorShare = errors.New("visitor over its share")     // the source has its MaxRequestsPerVisitor
+	errSlowReader   = errors.New("slow reader budget is full") // the source holds some of SlowReaderBudget
 	// errNoLogin: the tunnel asks visitors to sign in, and this node has
 	// no Config.OIDC (in a cluster, its node has one).
 	errNoLogin = errors.New("sign-in not configured on this node")
@@ -104,6 +107,18 @@ type proxy struct {
 
 func (s *Server) newProxy() *proxy {
 	p := &proxy{s: s, pools: &pools{new: s.newStreamPool}}
+	p.pools.reroute = func(ctx context.Context, name string, old Route) (Route, error) {
+		rt, err := p.lookup(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		// The visitor passed the old route's access rules; the new route
+		// must have the same, or the request is not sent.
+		if !sameRules(old.access(name), rt.access(name)) {
+			return nil, fmt.Errorf("tunnel %q came back with other access rules: %w", name, errTunnelOffline)
+		}
+		return rt, nil
+	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   rewrite,
 		Transport: p.pools,
@@ -388,7 +403,15 @@ func rewrite(pr *httputil.ProxyRequest) {
 type pools struct {
 	new func(Route) *streamPool
 	m   sync.Map // Route → *streamPool
+	// reroute finds the route of a request whose route went down before
+	// a stream was opened (errRouteDown): it waits, as a lookup does, for
+	// the name's client to be back, on this node or another.
+	reroute func(ctx context.Context, name string, old Route) (Route, error)
 }
+
+// maxReroutes bounds how many times one request is sent to a new route
+// after its route went down.
+const maxReroutes = 2
 
 // add gives rt a pool of its own.
 func (p *pools) add(rt Route) { p.m.Store(rt, p.new(rt)) }
@@ -409,7 +432,27 @@ func (p *pools) drop(rt Route) {
 	}
 }
 
+// RoundTrip sends r over its route's pool. A route that went down before
+// any stream was opened (another node's, found dead) is looked up again,
+// and r sent to the name's new route: nothing of r was sent, so any
+// request may go.
 func (p *pools) RoundTrip(r *http.Request) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		res, err := p.roundTrip(r)
+		if err == nil || attempt == maxReroutes || p.reroute == nil || !errors.Is(err, errRouteDown) {
+			return res, err
+		}
+		tg, _ := targetOf(r.Context())
+		rt, rerr := p.reroute(r.Context(), tg.name, tg.route)
+		if rerr != nil {
+			return nil, rerr
+		}
+		tg.route = rt
+		r = r.WithContext(withTarget(r.Context(), tg))
+	}
+}
+
+func (p *pools) roundTrip(r *http.Request) (*http.Response, error) {
 	tg, _ := targetOf(r.Context())
 	rt := tg.route
 	sp, ok := p.m.Load(rt)
@@ -449,9 +492,10 @@ func (s *Server) newStreamPool(rt Route) *streamPool {
 }
 
 // dialTunnel opens a stream on rt for the tunnel named by addr's host, if
-// the name still resolves to rt and rt is not draining; otherwise the
-// request fails as offline rather than reach a client that no longer holds
-// the name.
+// the name still resolves to rt and rt is not draining; otherwise
+// (errRouteDown) the request goes to the name's next route, if one comes
+// within the offline wait, rather than reach a client that no longer
+// holds the name.
 func (s *Server) dialTunnel(ctx context.Context, rt Route, addr string) (net.Conn, error) {
 	name, _, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -459,11 +503,11 @@ func (s *Server) dialTunnel(ctx context.Context, rt Route, addr string) (net.Con
 	}
 	select {
 	case <-rt.Draining():
-		return nil, fmt.Errorf("dial tunnel %q: client draining: %w", name, errTunnelOffline)
+		return nil, fmt.Errorf("dial tunnel %q: client draining: %w", name, errRouteDown)
 	default:
 	}
 	if cur, _ := s.registry.Lookup(name); cur != rt {
-		return nil, fmt.Errorf("dial tunnel %q: %w", name, errTunnelOffline)
+		return nil, fmt.Errorf("dial tunnel %q: %w", name, errRouteDown)
 	}
 	var visitor string
 	if t, ok := targetOf(ctx); ok {

@@ -40,6 +40,15 @@ type frameWriter struct {
 	pending bool
 }
 
+// FrameWriter wraps conn, the TLS connection a yamux session is about to
+// run on, as Client and Server do for tunnel sessions: each yamux data frame
+// then leaves as one TLS record and, when the TLS runs over a WireConn, in
+// one write(2) with the frames queued behind it. tunneld's node links
+// (package peer) use it so that a forwarded stream's extra hop costs what
+// the first hop does. Give the result to yamux only: like conn, it is not
+// safe for concurrent Writes.
+func FrameWriter(conn net.Conn) net.Conn { return newFrameWriter(conn) }
+
 func newFrameWriter(conn net.Conn) *frameWriter {
 	w := &frameWriter{Conn: conn, wire: corker(conn)}
 	if w.wire != nil {

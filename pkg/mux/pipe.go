@@ -60,6 +60,19 @@ func pipe(stream, local net.Conn, closeOnFIN bool, cp StreamCopier) (in, out int
 	return in, out
 }
 
+// PipeStream is Pipe for a stream that carries a proto.StreamHeader, whose
+// CloseOnFIN it honours (see pipe), for a node that relays a stream it did
+// not open itself: tunneld's node links (package peer) join a stream from
+// another node to a stream of a local session with it, so that half-close
+// and CloseOnFIN pass through the extra hop exactly as they do between
+// tunneld and the client. stream is the side whose end, with closeOnFIN,
+// ends both; PipeStream returns when both directions are done, having closed
+// both connections, with the bytes copied stream->local (in) and
+// local->stream (out).
+func PipeStream(stream, local net.Conn, closeOnFIN bool) (in, out int64) {
+	return pipe(stream, local, closeOnFIN, nil)
+}
+
 // copyHalf copies src to dst, then half-closes dst. On an error it closes
 // both, which unblocks the opposite direction.
 func copyHalf(dst, src net.Conn, copyFn func(io.Writer, io.Reader) (int64, error)) int64 {
