@@ -271,7 +271,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 <td class="up">{{.Name}}</td><td>{{if eq .Kind "tcp" "tls"}}{{.URL}}{{else}}<a href="{{.URL}}">{{.URL}}</a>{{end}}</td><td>{{.Label}}</td><td>{{.ClientAddr}}</td>
 <td title="{{.ConnectedSince.UTC.Format "2006-01-02 15:04:05 UTC"}}">{{since $.Now .ConnectedSince}}</td>
 <td class="num">{{.Requests}}</td><td class="num">{{.InFlight}}</td><td class="num">{{bytes .BytesIn}}</td><td class="num">{{bytes .BytesOut}}</td>
-<td class="access">{{with .Access}}{{with .BasicAuthUsers}}basic auth: {{join . ", "}} {{end}}{{with .AllowCIDR}}allow {{join . ", "}} {{end}}{{with .DenyCIDR}}deny {{join . ", "}}{{end}}{{else}}open{{end}}</td>
+<td class="access">{{with .Access}}{{with .BasicAuthUsers}}basic auth: {{join . ", "}} {{end}}{{with .AllowCIDR}}allow {{join . ", "}} {{end}}{{with .DenyCIDR}}deny {{join . ", "}}{{end}}{{with .OIDCAllow}} sign-in: {{join . ", "}}{{end}}{{else}}open{{end}}</td>
 </tr>
 {{end}}</tbody>
 </table>
