@@ -22,9 +22,6 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/peer"
 )
 
-// minClusterSecret is the shortest node secret accepted: 256 bits.
-const minClusterSecret = 32
-
 func clusterFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringSliceFlag{Name: "cluster-etcd", EnvVars: []string{"TUNNELD_CLUSTER_ETCD"},

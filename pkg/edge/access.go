@@ -78,6 +78,7 @@ type accessRules struct {
 }
 
 // sameRules reports whether a and b enforce the same rules (nil: none).
+// The sign-in allow list is compared through the summary, which lists it.
 func sameRules(a, b *accessRules) bool {
 	if a == nil || b == nil {
 		return a == b
