@@ -199,6 +199,33 @@ func TestCluster_VisitorOnAnyNodeReachesClientOnAny(t *testing.T) {
 		}
 	}
 
+	// Every node's status page and /api/tunnels show every node's tunnels
+	// and the node serving each.
+	admin := &http.Client{Timeout: waitTimeout}
+	for _, vn := range r.nodes {
+		_, page := get(t, admin, "http://"+vn.admin+"/")
+		var api struct{ Tunnels []struct{ Name, Node string } }
+		_, body := get(t, admin, "http://"+vn.admin+"/api/tunnels")
+		if err := json.Unmarshal([]byte(body), &api); err != nil {
+			t.Fatalf("/api/tunnels on %s: %v: %s", vn.name, err, body)
+		}
+		nodes := map[string]string{}
+		for _, tn := range api.Tunnels {
+			nodes[tn.Name] = tn.Node
+		}
+		for i, cn := range r.nodes {
+			name := fmt.Sprintf("svc%d", i)
+			if nodes[name] != cn.name {
+				t.Errorf("/api/tunnels on %s: %s on node %q, want %s", vn.name, name, nodes[name], cn.name)
+			}
+			row := fmt.Sprintf(`data-name="%s"`, name)
+			at := strings.Index(page, row)
+			if at < 0 || !strings.Contains(page[at:min(at+2000, len(page))], `<td class="node">`+cn.name+`</td>`) {
+				t.Errorf("status page on %s: no row for %s with node %s", vn.name, name, cn.name)
+			}
+		}
+	}
+
 	// From here on: the client is on node0, the visitor on node1.
 	c := r.visitor(r.nodes[1], false)
 	const base = "https://svc0.localhost"
@@ -605,4 +632,38 @@ func TestCluster_ACMEOrdersOnceServesEverywhere(t *testing.T) {
 			t.Fatalf("through node%d: got %q, want %q", i, got, want)
 		}
 	}
+}
+
+// devCA makes a dev CA with a certificate for localhost (tunneld certs)
+// and returns the flags that make a node show it on the node port.
+func devCA(t *testing.T) []string {
+	t.Helper()
+	tunneld, _ := binaries(t)
+	dir := filepath.Join(t.TempDir(), "ca")
+	if code, _, stderr := runToEnd(t, tunneld, nil, "certs", "--certs-dir", dir); code != 0 {
+		t.Fatalf("tunneld certs: exit %d: %s", code, stderr)
+	}
+	return []string{"--cluster-ca", filepath.Join(dir, "ca.pem"),
+		"--cluster-cert", filepath.Join(dir, "localhost.pem"), "--cluster-key", filepath.Join(dir, "localhost-key.pem")}
+}
+
+// TestCluster_WrongCARefused: with a cluster CA, a node that holds the
+// secret but shows a certificate of another CA is refused on the node
+// port; one of the right CA is served.
+func TestCluster_WrongCARefused(t *testing.T) {
+	ca := devCA(t)
+	r := newClusterRig(t, 1, append([]string{"--offline-wait", "1s"}, ca...)...)
+	port := clusterService(t, "svc", nil)
+	r.client(r.nodes[0].addr, "http", "--name", "svc", port)
+
+	good := r.startNode("good", r.secret, append([]string{"--offline-wait", "1s"}, ca...)...)
+	if code, body := get(t, r.visitor(good, false), "https://svc.localhost/ok"); code != http.StatusOK || body != "svc /ok" {
+		t.Fatalf("through a node of the cluster CA: got %d %q", code, body)
+	}
+	intruder := r.startNode("intruder", r.secret, append([]string{"--offline-wait", "1s"}, devCA(t)...)...)
+	code, body := get(t, r.visitor(intruder, false), "https://svc.localhost/secret")
+	if code == http.StatusOK || strings.Contains(body, "svc /secret") {
+		t.Fatalf("through a node of another CA: got %d %q, want a refusal", code, body)
+	}
+	r.nodes[0].p.waitLine(r.nodes[0].p.stderr, "the refusal", logMsg("node link refused"))
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -21,9 +22,6 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/peer"
 )
 
-// minClusterSecret is the shortest node secret accepted: 256 bits.
-const minClusterSecret = 32
-
 func clusterFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringSliceFlag{Name: "cluster-etcd", EnvVars: []string{"TUNNELD_CLUSTER_ETCD"},
@@ -40,6 +38,12 @@ func clusterFlags() []cli.Flag {
 			Usage: "host:port other nodes dial to reach this node's --cluster-listen"},
 		&cli.StringFlag{Name: "cluster-listen", EnvVars: []string{"TUNNELD_CLUSTER_LISTEN"},
 			Usage: "address of the node port other nodes forward visitors through, host:port (open it to the other nodes only)"},
+		&cli.StringFlag{Name: "cluster-ca", EnvVars: []string{"TUNNELD_CLUSTER_CA"},
+			Usage: "PEM cluster CA: nodes then also show each other certificates it signed (--cluster-cert) on the node port, checked before the secret"},
+		&cli.StringFlag{Name: "cluster-cert", EnvVars: []string{"TUNNELD_CLUSTER_CERT"},
+			Usage: "PEM certificate of this node, signed by --cluster-ca, with --cluster-key"},
+		&cli.StringFlag{Name: "cluster-key", EnvVars: []string{"TUNNELD_CLUSTER_KEY"},
+			Usage: "PEM private key of --cluster-cert"},
 		&cli.StringFlag{Name: "cluster-secret-file", EnvVars: []string{"TUNNELD_CLUSTER_SECRET_FILE"},
 			Usage: "file holding the secret every node of the cluster shares, proved on the node port (required with --cluster-etcd; at least 32 bytes, e.g. \"head -c 32 /dev/urandom | base64\"; not readable by other users)"},
 	}
@@ -51,6 +55,9 @@ type clusterSetup struct {
 	Config cluster.Config
 	Listen string
 	Secret []byte
+	// CA and Cert, both or neither: the node port's mutual TLS.
+	CA   *x509.CertPool
+	Cert *tls.Certificate
 }
 
 // clusterConfig reads the cluster flags; nil without --cluster-etcd, in
@@ -66,7 +73,7 @@ func clusterConfig(c *cli.Context, log zerolog.Logger, hold time.Duration) (*clu
 	}
 	if len(endpoints) == 0 {
 		for _, f := range []string{"cluster-etcd-ca", "cluster-etcd-cert", "cluster-etcd-key", "cluster-node",
-			"cluster-advertise", "cluster-listen", "cluster-secret-file"} {
+			"cluster-advertise", "cluster-listen", "cluster-secret-file", "cluster-ca", "cluster-cert", "cluster-key"} {
 			if c.IsSet(f) {
 				return nil, fmt.Errorf("--%s needs --cluster-etcd", f)
 			}
@@ -113,7 +120,34 @@ func clusterConfig(c *cli.Context, log zerolog.Logger, hold time.Duration) (*clu
 	if cs.Secret, err = peer.ReadSecret(f); err != nil {
 		return nil, fmt.Errorf("--cluster-secret-file: %w", err)
 	}
+	if cs.CA, cs.Cert, err = nodeTLS(c.String("cluster-ca"), c.String("cluster-cert"), c.String("cluster-key")); err != nil {
+		return nil, err
+	}
 	return cs, nil
+}
+
+// nodeTLS reads the node port's cluster CA and this node's certificate;
+// nil, nil without them.
+func nodeTLS(ca, cert, key string) (*x509.CertPool, *tls.Certificate, error) {
+	if ca == "" && cert == "" && key == "" {
+		return nil, nil, nil
+	}
+	if ca == "" || cert == "" || key == "" {
+		return nil, nil, errors.New("--cluster-ca, --cluster-cert and --cluster-key go together")
+	}
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--cluster-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, nil, fmt.Errorf("--cluster-ca %s: no PEM certificate in it", ca)
+	}
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--cluster-cert/--cluster-key: %w", err)
+	}
+	return pool, &pair, nil
 }
 
 // checkHostPort checks a host:port; listen allows an empty host (all
@@ -195,6 +229,7 @@ func startClusterNode(ctx context.Context, cs *clusterSetup, cfg *edge.Config, l
 	pc := peer.DefaultConfig()
 	pc.Node = cs.Config.Node
 	pc.Secret = cs.Secret
+	pc.CA, pc.Certificate = cs.CA, cs.Cert
 	pc.Logger = log.With().Str("component", "peer").Logger()
 	pc.Open = open
 	if n.links, err = peer.New(pc); err != nil {
