@@ -199,6 +199,33 @@ func TestCluster_VisitorOnAnyNodeReachesClientOnAny(t *testing.T) {
 		}
 	}
 
+	// Every node's status page and /api/tunnels show every node's tunnels
+	// and the node serving each.
+	admin := &http.Client{Timeout: waitTimeout}
+	for _, vn := range r.nodes {
+		_, page := get(t, admin, "http://"+vn.admin+"/")
+		var api struct{ Tunnels []struct{ Name, Node string } }
+		_, body := get(t, admin, "http://"+vn.admin+"/api/tunnels")
+		if err := json.Unmarshal([]byte(body), &api); err != nil {
+			t.Fatalf("/api/tunnels on %s: %v: %s", vn.name, err, body)
+		}
+		nodes := map[string]string{}
+		for _, tn := range api.Tunnels {
+			nodes[tn.Name] = tn.Node
+		}
+		for i, cn := range r.nodes {
+			name := fmt.Sprintf("svc%d", i)
+			if nodes[name] != cn.name {
+				t.Errorf("/api/tunnels on %s: %s on node %q, want %s", vn.name, name, nodes[name], cn.name)
+			}
+			row := fmt.Sprintf(`data-name="%s"`, name)
+			at := strings.Index(page, row)
+			if at < 0 || !strings.Contains(page[at:min(at+2000, len(page))], `<td class="node">`+cn.name+`</td>`) {
+				t.Errorf("status page on %s: no row for %s with node %s", vn.name, name, cn.name)
+			}
+		}
+	}
+
 	// From here on: the client is on node0, the visitor on node1.
 	c := r.visitor(r.nodes[1], false)
 	const base = "https://svc0.localhost"

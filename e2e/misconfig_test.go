@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelhq/tunnel/internal/testnet"
 	"github.com/tunnelhq/tunnel/internal/testtls"
 )
 
@@ -148,7 +149,7 @@ func isDurationString(raw json.RawMessage) bool {
 // Durations in the client's logs carry their unit.
 func TestProcess_LoggedDurationsHaveUnits(t *testing.T) {
 	_, tunnel := binaries(t)
-	client := start(t, tunnel, nil, "--server", closedAddr(t), "--log-format", "json", "http", "8080")
+	client := start(t, tunnel, nil, "--server", testnet.ClosedAddr(t), "--log-format", "json", "http", "8080")
 	line := client.waitLine(client.stderr, "a retry", logMsg("connect failed; retrying"))
 	var entry map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(line), &entry); err != nil || !isDurationString(entry["retry_in"]) {
@@ -163,7 +164,7 @@ func TestProcess_WarnsWhenNothingListens(t *testing.T) {
 	_, tunnel := binaries(t)
 	certs := devCertsDir(t)
 	tunneld, addr := startTunneld(t, nil, "--dev", "--certs-dir", certs)
-	_, idlePort, _ := net.SplitHostPort(closedAddr(t))
+	_, idlePort, _ := net.SplitHostPort(testnet.ClosedAddr(t))
 	webPort := newBackend(t, "up")
 
 	client := start(t, tunnel, nil, "--dev", "--server", addr, "--certs-dir", certs, "--log-format", "json",
@@ -256,7 +257,7 @@ func TestProcess_InvalidNameEveryFault(t *testing.T) {
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			// A server that is not there: the name is refused before any dial.
-			code, stdout, stderr := runToEnd(t, tunnel, nil, append([]string{"--server", closedAddr(t)}, tt.args...)...)
+			code, stdout, stderr := runToEnd(t, tunnel, nil, append([]string{"--server", testnet.ClosedAddr(t)}, tt.args...)...)
 			if code != 1 || stdout != "" || stderr != tt.want {
 				t.Fatalf("got exit %d, stdout %q, stderr %q; want 1, nothing, and %q", code, stdout, stderr, tt.want)
 			}

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tunnelhq/tunnel/internal/testnet"
 )
 
 // newBackend starts a local web service that answers with greeting, and
@@ -208,7 +210,7 @@ func TestProcess_TunneldRefusesToStart(t *testing.T) {
 
 func TestProcess_TunnelErrorsExit1(t *testing.T) {
 	_, tunnel := binaries(t)
-	closedAddr := closedAddr(t)
+	closedAddr := testnet.ClosedAddr(t)
 
 	for _, tt := range []struct {
 		name string

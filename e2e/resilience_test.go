@@ -22,6 +22,7 @@ import (
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/internal/testnet"
 	"github.com/tunnelhq/tunnel/internal/testwait"
 )
 
@@ -88,18 +89,6 @@ func restartTunneld(t *testing.T, bin, addr, certs string) *process {
 	p := start(t, bin, nil, "--listen", addr, "--log-format", "json", "--dev", "--certs-dir", certs)
 	p.waitLine(p.stderr, `the "serving" log line`, logMsg("serving"))
 	return p
-}
-
-// closedAddr is a loopback address nothing listens on: a dial is refused.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // TestProcess_ClientSurvivesTunneldKill kills tunneld with SIGKILL and
@@ -369,7 +358,7 @@ func TestProcess_SlowLink(t *testing.T) {
 // network (or tunneld) is up is retried, not fatal; SIGTERM still exits 0.
 func TestProcess_TunnelRetriesUnreachableServer(t *testing.T) {
 	_, tunnel := binaries(t)
-	closedAddr := closedAddr(t)
+	closedAddr := testnet.ClosedAddr(t)
 	client := start(t, tunnel, nil, "--server", closedAddr, "--log-format", "json", "--retry-max", "1s", "http", "80")
 	for range 2 {
 		mark := client.stderr.Len()

@@ -15,8 +15,9 @@ import (
 )
 
 // Visitor access rules (issue 18): tunneld lets a visitor through to the
-// tunnel only with a basic-auth user's password, and only from the
-// allowed prefixes. The rules are the client owner's; tunneld enforces
+// tunnel only with a basic-auth user's password, only from the allowed
+// prefixes, and only signed in at its OpenID Connect issuer as an allowed
+// identity (--oidc-allow). The rules are the client owner's; tunneld enforces
 // them before it opens any stream, and only a bcrypt hash of each password
 // leaves this process.
 
@@ -35,6 +36,8 @@ func accessFlags() []cli.Flag {
 			Usage: "visitors from this prefix are refused, whatever --allow-cidr says; repeatable"},
 		&cli.BoolFlag{Name: "pass-authorization", EnvVars: []string{"TUNNEL_PASS_AUTHORIZATION"},
 			Usage: "with --basic-auth, pass the visitor's Authorization header on to the service"},
+		&cli.StringSliceFlag{Name: "oidc-allow", EnvVars: []string{"TUNNEL_OIDC_ALLOW"},
+			Usage: "visitors sign in at tunneld's OpenID Connect issuer and only this EMAIL or @DOMAIN may visit; repeatable (env: comma-separated); the service gets the email in X-Tunnel-User-Email"},
 	}
 }
 
@@ -59,6 +62,7 @@ type accessOptions struct {
 	allow     []string
 	deny      []string
 	pass      bool
+	oidc      []string
 }
 
 // accessSettings reads the access flags, or for bare "tunnel" (which has
@@ -79,7 +83,8 @@ func accessSettings(c *cli.Context) accessOptions {
 			}
 		}
 		o.allow, o.deny, o.pass = c.StringSlice("allow-cidr"), c.StringSlice("deny-cidr"), c.Bool("pass-authorization")
-		o.set = c.IsSet("basic-auth") || c.IsSet("allow-cidr") || c.IsSet("deny-cidr") || c.IsSet("pass-authorization")
+		o.oidc = c.StringSlice("oidc-allow")
+		o.set = c.IsSet("basic-auth") || c.IsSet("allow-cidr") || c.IsSet("deny-cidr") || c.IsSet("pass-authorization") || c.IsSet("oidc-allow")
 		return o
 	}
 	list := func(env string) []string {
@@ -92,7 +97,7 @@ func accessSettings(c *cli.Context) accessOptions {
 	if v, ok := os.LookupEnv("TUNNEL_BASIC_AUTH"); ok {
 		o.set, o.basicAuth = true, []string{v}
 	}
-	o.allow, o.deny = list("TUNNEL_ALLOW_CIDR"), list("TUNNEL_DENY_CIDR")
+	o.allow, o.deny, o.oidc = list("TUNNEL_ALLOW_CIDR"), list("TUNNEL_DENY_CIDR"), list("TUNNEL_OIDC_ALLOW")
 	if v, ok := os.LookupEnv("TUNNEL_PASS_AUTHORIZATION"); ok {
 		o.set, o.pass = true, v == "true" || v == "1"
 	}
@@ -121,13 +126,13 @@ func applyAccess(tunnels []mux.Tunnel, cmd accessOptions, fromFile []fileTunnel)
 	}
 	for i := range tunnels {
 		f := fromFile[i]
-		o := accessOptions{basicAuth: f.BasicAuth, allow: f.AllowCIDR, deny: f.DenyCIDR, pass: f.PassAuthorization}
+		o := accessOptions{basicAuth: f.BasicAuth, allow: f.AllowCIDR, deny: f.DenyCIDR, pass: f.PassAuthorization, oidc: f.OIDCAllow}
 		a, err := o.access()
 		if err != nil {
 			return fmt.Errorf("--config: tunnel %d: %w", i+1, err)
 		}
 		if a != nil && !isHTTP(tunnels[i]) {
-			return fmt.Errorf("--config: tunnel %d: basic_auth, allow_cidr and deny_cidr are for http tunnels, not %s", i+1, tunnels[i].Kind)
+			return fmt.Errorf("--config: tunnel %d: basic_auth, allow_cidr, deny_cidr and oidc_allow are for http tunnels, not %s", i+1, tunnels[i].Kind)
 		}
 		tunnels[i].Access = a
 	}
@@ -142,7 +147,7 @@ var bcryptCost = bcrypt.DefaultCost
 // access checks the options and makes the rules of them, hashing each
 // password; nil when there is none.
 func (o accessOptions) access() (*proto.Access, error) {
-	if len(o.basicAuth) == 0 && len(o.allow) == 0 && len(o.deny) == 0 {
+	if len(o.basicAuth) == 0 && len(o.allow) == 0 && len(o.deny) == 0 && len(o.oidc) == 0 {
 		if o.pass {
 			return nil, errors.New("--pass-authorization goes with --basic-auth")
 		}
@@ -177,7 +182,34 @@ func (o accessOptions) access() (*proto.Access, error) {
 	if a.DenyCIDR, err = prefixes("deny-cidr", o.deny); err != nil {
 		return nil, err
 	}
+	if a.OIDCAllow, err = oidcAllow(o.oidc); err != nil {
+		return nil, err
+	}
 	return a, nil
+}
+
+// oidcAllow checks --oidc-allow entries as far as the client can: tunneld
+// (which the client does not import) checks them again, whole. Each is an
+// email address or @DOMAIN.
+func oidcAllow(list []string) ([]string, error) {
+	if len(list) > proto.MaxAccessOIDC {
+		return nil, fmt.Errorf("%d --oidc-allow entries, at most %d", len(list), proto.MaxAccessOIDC)
+	}
+	var out []string
+	for _, e := range list {
+		e = strings.ToLower(strings.TrimSpace(e))
+		_, domain, ok := strings.Cut(e, "@")
+		switch {
+		case !ok || domain == "" || strings.Contains(domain, "@"):
+			return nil, fmt.Errorf("--oidc-allow %q: want an email address (ann@example.com) or @DOMAIN (@example.com)", e)
+		case len(e) > proto.MaxOIDCAllow:
+			return nil, fmt.Errorf("--oidc-allow %q: longer than %d bytes", e, proto.MaxOIDCAllow)
+		case strings.ContainsFunc(e, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+			return nil, fmt.Errorf("--oidc-allow %q: space or control character", e)
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 // hashUser reads USER:PASSWORD and hashes the password with bcrypt at its
@@ -255,6 +287,9 @@ func describeAccess(a *proto.Access) string {
 	}
 	if len(a.DenyCIDR) > 0 {
 		parts = append(parts, "deny "+strings.Join(a.DenyCIDR, ", "))
+	}
+	if len(a.OIDCAllow) > 0 {
+		parts = append(parts, "sign-in as "+strings.Join(a.OIDCAllow, ", "))
 	}
 	return strings.Join(parts, "; ")
 }

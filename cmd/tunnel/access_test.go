@@ -21,7 +21,8 @@ func TestClientConfig_Access(t *testing.T) {
   "server": "file.example:443",
   "tunnels": [
     {"name": "wiki", "target": "8080", "basic_auth": ["ann:from file"], "allow_cidr": ["192.0.2.0/24"], "pass_authorization": true},
-    {"name": "blog", "target": "9090"}
+    {"name": "blog", "target": "9090"},
+    {"name": "team", "target": "7070", "oidc_allow": ["Ann@Example.com", "@example.org"]}
   ]
 }`), 0o600)
 	tcpFile := filepath.Join(dir, "tcp.json")
@@ -42,6 +43,7 @@ func TestClientConfig_Access(t *testing.T) {
 		users       []user // passwords in clear, checked against the hashes
 		allow, deny []string
 		pass        bool
+		oidc        []string
 	}
 	tests := []struct {
 		name    string
@@ -66,9 +68,18 @@ func TestClientConfig_Access(t *testing.T) {
 		{name: "bare tunnel reads the env", env: with("TUNNEL_TARGETS", "wiki=8080", "TUNNEL_BASIC_AUTH", "ann:apple pie", "TUNNEL_ALLOW_CIDR", "10.0.0.0/8,192.0.2.0/24"),
 			want: []*rules{{users: []user{{"ann", "apple pie"}}, allow: []string{"10.0.0.0/8", "192.0.2.0/24"}}}},
 		{name: "file per tunnel", args: []string{"--config", file},
-			want: []*rules{{users: []user{{"ann", "from file"}}, allow: []string{"192.0.2.0/24"}, pass: true}, nil}},
+			want: []*rules{{users: []user{{"ann", "from file"}}, allow: []string{"192.0.2.0/24"}, pass: true}, nil,
+				{oidc: []string{"ann@example.com", "@example.org"}}}},
 		{name: "flags replace the file's", args: []string{"--config", file, "http", "--deny-cidr", "10.0.0.0/8"},
-			want: []*rules{{deny: []string{"10.0.0.0/8"}}, {deny: []string{"10.0.0.0/8"}}}},
+			want: []*rules{{deny: []string{"10.0.0.0/8"}}, {deny: []string{"10.0.0.0/8"}}, {deny: []string{"10.0.0.0/8"}}}},
+		{name: "oidc flags", env: server, args: []string{"http", "--oidc-allow", "ann@example.com", "--oidc-allow", "@Example.org", "8080"},
+			want: []*rules{{oidc: []string{"ann@example.com", "@example.org"}}}},
+		{name: "oidc env", env: with("TUNNEL_OIDC_ALLOW", "ann@example.com, @example.org"), args: []string{"http", "8080"},
+			want: []*rules{{oidc: []string{"ann@example.com", "@example.org"}}}},
+		{name: "oidc not an email", env: server, args: []string{"http", "--oidc-allow", "example.org", "8080"},
+			wantErr: `--oidc-allow "example.org": want an email address`},
+		{name: "oidc too many", env: server, args: append([]string{"http"}, append(slices.Repeat([]string{"--oidc-allow", "a@b.c"}, proto.MaxAccessOIDC+1), "8080")...),
+			wantErr: "17 --oidc-allow entries, at most 16"},
 		{name: "targets on the command line take none of the file's", args: []string{"--config", file, "http", "wiki=8080"},
 			want: []*rules{nil}},
 		{name: "a hash is sent as is", env: server, args: []string{"http", "--basic-auth", "ann:" + string(prehashed), "8080"},
@@ -79,7 +90,7 @@ func TestClientConfig_Access(t *testing.T) {
 		{name: "tunnel tcp ignores them", env: with("TUNNEL_BASIC_AUTH", "ann:apple pie"), args: []string{"tcp", "--name", "ssh", "22"},
 			want: []*rules{nil}},
 		{name: "a file tcp tunnel with rules", args: []string{"--config", tcpFile},
-			wantErr: "--config: tunnel 1: basic_auth, allow_cidr and deny_cidr are for http tunnels, not tcp"},
+			wantErr: "--config: tunnel 1: basic_auth, allow_cidr, deny_cidr and oidc_allow are for http tunnels, not tcp"},
 
 		{name: "no colon", env: server, args: []string{"http", "--basic-auth", "ann", "8080"}, wantErr: "want USER:PASSWORD"},
 		{name: "empty user", env: server, args: []string{"http", "--basic-auth", ":pw", "8080"}, wantErr: "empty USER"},
@@ -121,6 +132,9 @@ func TestClientConfig_Access(t *testing.T) {
 					t.Fatalf("tunnel %d: got no access rules, want %+v", i, w)
 				}
 				checkAccess(t, a, w.users, w.allow, w.deny, w.pass)
+				if !slices.Equal(a.OIDCAllow, w.oidc) {
+					t.Errorf("tunnel %d: got oidc_allow %q, want %q", i, a.OIDCAllow, w.oidc)
+				}
 			}
 		})
 	}
@@ -162,6 +176,7 @@ func TestDescribeAccess(t *testing.T) {
 		{&proto.Access{BasicAuth: []proto.BasicAuthUser{{User: "ann", Hash: "$2a$10$secret"}}, AllowCIDR: []string{"192.0.2.0/24", "2001:db8::/32"},
 			DenyCIDR: []string{"192.0.2.66/32"}}, "basic auth (ann); allow 192.0.2.0/24, 2001:db8::/32; deny 192.0.2.66/32"},
 		{&proto.Access{DenyCIDR: []string{"10.0.0.0/8"}}, "deny 10.0.0.0/8"},
+		{&proto.Access{OIDCAllow: []string{"ann@example.com", "@example.org"}}, "sign-in as ann@example.com, @example.org"},
 	} {
 		if got := describeAccess(tt.a); got != tt.want {
 			t.Errorf("describeAccess(%+v): got %q, want %q", tt.a, got, tt.want)

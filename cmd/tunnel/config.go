@@ -127,6 +127,7 @@ type fileTunnel struct {
 	AllowCIDR         []string `json:"allow_cidr"`
 	DenyCIDR          []string `json:"deny_cidr"`
 	PassAuthorization bool     `json:"pass_authorization"`
+	OIDCAllow         []string `json:"oidc_allow"`
 }
 
 func loadFileConfig(path string) (fileConfig, error) {

@@ -22,9 +22,6 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/peer"
 )
 
-// minClusterSecret is the shortest node secret accepted: 256 bits.
-const minClusterSecret = 32
-
 func clusterFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringSliceFlag{Name: "cluster-etcd", EnvVars: []string{"TUNNELD_CLUSTER_ETCD"},
@@ -233,7 +230,7 @@ func startClusterNode(ctx context.Context, cs *clusterSetup, cfg *edge.Config, l
 	pc.Node = cs.Config.Node
 	pc.Secret = cs.Secret
 	pc.CA, pc.Certificate = cs.CA, cs.Cert
-	pc.Logger = log.With().Str("component", "peer").Logger()
+	pc.Logger = log
 	pc.Open = open
 	if n.links, err = peer.New(pc); err != nil {
 		n.Close()

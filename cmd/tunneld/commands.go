@@ -34,7 +34,7 @@ func tokenCommand() *cli.Command {
 				&cli.StringSliceFlag{Name: "connect", EnvVars: []string{"TUNNELD_TOKEN_CONNECT"},
 					Usage: "a TCP tunnel the token may reach with \"tunnel connect\", whoever owns it, in --name's patterns; repeat for more; none: only its own and those whose owner allows it"},
 				&cli.StringFlag{Name: "access", EnvVars: []string{"TUNNELD_TOKEN_ACCESS"}, DefaultText: "the client chooses",
-					Usage: "visitor access rules (tunnel http --basic-auth, --allow-cidr, --deny-cidr) on the token's HTTP tunnels: require or forbid"},
+					Usage: "visitor access rules (tunnel http --basic-auth, --allow-cidr, --deny-cidr, --oidc-allow) on the token's HTTP tunnels: require or forbid"},
 			},
 			Action: tokenAdd,
 		}},

@@ -67,7 +67,7 @@ func serveFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "allow-anonymous", EnvVars: []string{"TUNNELD_ALLOW_ANONYMOUS"},
 			Usage: "let clients without a token in (their names belong to the client process, by a random key it sends; their limits count per IP address)"},
 		&cli.BoolFlag{Name: "require-access-anonymous", EnvVars: []string{"TUNNELD_REQUIRE_ACCESS_ANONYMOUS"},
-			Usage: "refuse an anonymous client's tunnel without a visitor access rule (tunnel http --basic-auth, --allow-cidr or --deny-cidr); tokens have their own \"access\" in --tokens-file"},
+			Usage: "refuse an anonymous client's tunnel without a visitor access rule (tunnel http --basic-auth, --allow-cidr, --deny-cidr or --oidc-allow); tokens have their own \"access\" in --tokens-file"},
 		&cli.IntFlag{Name: "public-port", EnvVars: []string{"TUNNELD_PUBLIC_PORT"}, DefaultText: "the port tunneld listens on",
 			Usage: "port written in public URLs, for when a proxy or NAT forwards another port (443 writes none)"},
 		&cli.DurationFlag{Name: "name-hold", Value: def.NameHold, EnvVars: []string{"TUNNELD_NAME_HOLD"},

@@ -52,7 +52,7 @@ func newApp() *cli.App {
 			"Try it locally:  tunneld --dev   (HTTPS on 127.0.0.1:8443, names under localhost,\n" +
 			"dev CA and certificates made in --certs-dir on first run, anonymous clients allowed)",
 		HideHelpCommand: true,
-		Flags:           append(append(serveFlags(), clusterFlags()...), adminFlags()...),
+		Flags:           append(append(append(serveFlags(), clusterFlags()...), adminFlags()...), oidcFlags()...),
 		Action:          serve,
 		Commands:        []*cli.Command{tokenCommand(), certsCommand()},
 	}
@@ -122,6 +122,15 @@ func serve(c *cli.Context) error {
 		if tcp, ok := ln.Addr().(*net.TCPAddr); ok {
 			cfg.PublicPort = tcp.Port
 		}
+	}
+	login, err := oidcLogin(c.Context, c, cfg.Domain, cfg.PublicPort, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if login != nil {
+		defer login.Close()
+		cfg.OIDC = login
 	}
 	httpAddr := c.String("http-listen")
 	if c.Bool("dev") && !c.IsSet("http-listen") {

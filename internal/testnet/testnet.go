@@ -60,3 +60,16 @@ func Echo(t testing.TB) string {
 		c.(*net.TCPConn).CloseWrite()
 	})
 }
+
+// ClosedAddr returns a loopback address that was free a moment ago and
+// that nothing listens on: a server that is down.
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}

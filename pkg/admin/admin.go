@@ -265,13 +265,13 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 <p class="sub">{{len .Tunnels}} tunnels online &middot; {{.Now.UTC.Format "2006-01-02 15:04:05 UTC"}} &middot; this page refreshes every 5 s &middot; <a href="api/tunnels">JSON</a> &middot; <a href="metrics">metrics</a></p>
 {{if .Tunnels}}
 <table id="tunnels">
-<thead><tr><th>tunnel</th><th>URL</th><th>token</th><th>client</th><th>connected for</th><th>requests</th><th>in flight</th><th>bytes in</th><th>bytes out</th><th>access</th></tr></thead>
+<thead><tr><th>tunnel</th><th>URL</th><th>token</th><th>client</th><th>node</th><th>connected for</th><th>requests</th><th>in flight</th><th>bytes in</th><th>bytes out</th><th>access</th></tr></thead>
 <tbody>
 {{range .Tunnels}}<tr class="tunnel" data-name="{{.Name}}">
-<td class="up">{{.Name}}</td><td>{{if eq .Kind "tcp" "tls"}}{{.URL}}{{else}}<a href="{{.URL}}">{{.URL}}</a>{{end}}</td><td>{{.Label}}</td><td>{{.ClientAddr}}</td>
-<td title="{{.ConnectedSince.UTC.Format "2006-01-02 15:04:05 UTC"}}">{{since $.Now .ConnectedSince}}</td>
+<td class="up">{{.Name}}</td><td>{{if eq .Kind "tcp" "tls"}}{{.URL}}{{else}}<a href="{{.URL}}">{{.URL}}</a>{{end}}</td><td>{{.Label}}</td><td>{{.ClientAddr}}</td><td class="node">{{.Node}}</td>
+{{if .ConnectedSince.IsZero}}<td title="another node's client: that node reports it">-</td>{{else}}<td title="{{.ConnectedSince.UTC.Format "2006-01-02 15:04:05 UTC"}}">{{since $.Now .ConnectedSince}}</td>{{end}}
 <td class="num">{{.Requests}}</td><td class="num">{{.InFlight}}</td><td class="num">{{bytes .BytesIn}}</td><td class="num">{{bytes .BytesOut}}</td>
-<td class="access">{{with .Access}}{{with .BasicAuthUsers}}basic auth: {{join . ", "}} {{end}}{{with .AllowCIDR}}allow {{join . ", "}} {{end}}{{with .DenyCIDR}}deny {{join . ", "}}{{end}}{{else}}open{{end}}</td>
+<td class="access">{{with .Access}}{{with .BasicAuthUsers}}basic auth: {{join . ", "}} {{end}}{{with .AllowCIDR}}allow {{join . ", "}} {{end}}{{with .DenyCIDR}}deny {{join . ", "}}{{end}}{{with .OIDCAllow}} sign-in: {{join . ", "}}{{end}}{{else}}open{{end}}</td>
 </tr>
 {{end}}</tbody>
 </table>

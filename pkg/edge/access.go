@@ -1,6 +1,7 @@
-// Visitor access rules (issue 18): a tunnel's owner may ask for basic auth
-// and address rules, which the edge enforces before it takes a slot of the
-// tunnel or opens a stream, so a refused visitor costs the client nothing.
+// Visitor access rules (issue 18): a tunnel's owner may ask for basic auth,
+// address rules and OpenID Connect login, which the edge enforces before it
+// takes a slot of the tunnel or opens a stream, so a refused visitor costs
+// the client nothing.
 
 package edge
 
@@ -23,6 +24,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/tunnelhq/tunnel/internal/expiring"
+	"github.com/tunnelhq/tunnel/pkg/oidc"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 	"github.com/tunnelhq/tunnel/pkg/token"
 )
@@ -67,6 +69,7 @@ type accessRules struct {
 	allow     []netip.Prefix
 	deny      []netip.Prefix
 	passAuth  bool
+	oidc      *oidc.Allow  // nil: no login
 	summary   AccessStatus // what the status page and /api/tunnels show: no hash
 	cacheSalt [32]byte     // keys verified, so its keys say nothing of passwords
 
@@ -75,6 +78,7 @@ type accessRules struct {
 }
 
 // sameRules reports whether a and b enforce the same rules (nil: none).
+// The sign-in allow list is compared through the summary, which lists it.
 func sameRules(a, b *accessRules) bool {
 	if a == nil || b == nil {
 		return a == b
@@ -97,11 +101,17 @@ type AccessStatus struct {
 	AllowCIDR         []string `json:"allow_cidr,omitempty"`
 	DenyCIDR          []string `json:"deny_cidr,omitempty"`
 	PassAuthorization bool     `json:"pass_authorization,omitempty"`
+	OIDCAllow         []string `json:"oidc_allow,omitempty"`
 }
 
+// errNoIssuer refuses a tunnel that asks for login on a server without an
+// issuer: it could not be enforced.
+var errNoIssuer = errors.New("--oidc-allow asks for OpenID Connect login, but this server has no issuer configured (tunneld --oidc-issuer)")
+
 // compileAccess checks a tunnel's proto.Access and parses it; nil for no
-// rule. Its errors are the refusal's message, for the owner to read.
-func compileAccess(a *proto.Access) (*accessRules, error) {
+// rule. login is whether the server has an OpenID Connect issuer. Its
+// errors are the refusal's message, for the owner to read.
+func compileAccess(a *proto.Access, login bool) (*accessRules, error) {
 	if a.Empty() {
 		if a != nil && a.PassAuthorization {
 			return nil, errors.New("pass_authorization without basic auth: there is nothing to pass on")
@@ -140,6 +150,15 @@ func compileAccess(a *proto.Access) (*accessRules, error) {
 	}
 	r.summary.AllowCIDR, r.summary.DenyCIDR = a.AllowCIDR, a.DenyCIDR
 	r.summary.PassAuthorization = a.PassAuthorization
+	if len(a.OIDCAllow) > 0 {
+		if !login {
+			return nil, errNoIssuer
+		}
+		if r.oidc, err = oidc.ParseAllow(a.OIDCAllow); err != nil {
+			return nil, err
+		}
+		r.summary.OIDCAllow = r.oidc.List()
+	}
 	if len(r.users) > 0 {
 		rand.Read(r.cacheSalt[:])
 		r.verified = expiring.New[[32]byte, struct{}](verifiedSize, verifiedTTL)
@@ -200,24 +219,25 @@ func (s *Server) checkAccessPolicy(id *token.Identity, hello *proto.Hello) *prot
 				who = "this token requires"
 			}
 			return &proto.Error{Code: proto.CodeBadRequest, Message: fmt.Sprintf(
-				"tunnel %d (%s): %s an access rule on every http tunnel: --basic-auth, --allow-cidr or --deny-cidr", i+1, tunnelLabel(t), who)}
+				"tunnel %d (%s): %s an access rule on every http tunnel: --basic-auth, --allow-cidr, --deny-cidr or --oidc-allow", i+1, tunnelLabel(t), who)}
 		case forbid && hasRule(t.Access):
 			return &proto.Error{Code: proto.CodeBadRequest, Message: fmt.Sprintf(
-				"tunnel %d (%s): this token may not set access rules (--basic-auth, --allow-cidr, --deny-cidr)", i+1, tunnelLabel(t))}
+				"tunnel %d (%s): this token may not set access rules (--basic-auth, --allow-cidr, --deny-cidr, --oidc-allow)", i+1, tunnelLabel(t))}
 		}
 	}
 	return nil
 }
 
-// compileAccessAll compiles the access rules of hello's tunnels, in order.
-func compileAccessAll(hello *proto.Hello) ([]*accessRules, *proto.Error) {
+// compileAccessAll compiles the access rules of hello's tunnels, in order;
+// login: the server has an OpenID Connect issuer.
+func compileAccessAll(hello *proto.Hello, login bool) ([]*accessRules, *proto.Error) {
 	var out []*accessRules
 	for i, t := range hello.Tunnels {
 		if !t.Access.Empty() && t.Kind != proto.KindHTTP {
 			return nil, &proto.Error{Code: proto.CodeBadRequest, Message: fmt.Sprintf(
 				"tunnel %d (%s): access rules are for http tunnels, not %s", i+1, tunnelLabel(t), t.Kind)}
 		}
-		r, err := compileAccess(t.Access)
+		r, err := compileAccess(t.Access, login)
 		if err != nil {
 			return nil, &proto.Error{Code: proto.CodeBadRequest, Message: fmt.Sprintf("tunnel %d (%s): access: %v", i+1, tunnelLabel(t), err)}
 		}

@@ -17,7 +17,7 @@ func TestAccessRules_VerifyBoundedAndRemembered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := compileAccess(&proto.Access{BasicAuth: []proto.BasicAuthUser{{User: "ann", Hash: string(hash)}}})
+	r, err := compileAccess(&proto.Access{BasicAuth: []proto.BasicAuthUser{{User: "ann", Hash: string(hash)}}}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,14 +52,14 @@ func TestAccessRules_VerifyBoundedAndRemembered(t *testing.T) {
 	if r.remembered("Basic YW5uOndyb25n") || r.remembered(header+" ") || r.remembered(long[:len(long)-1]) {
 		t.Fatal("another header value found as remembered")
 	}
-	other, _ := compileAccess(&proto.Access{BasicAuth: []proto.BasicAuthUser{{User: "ann", Hash: string(hash)}}})
+	other, _ := compileAccess(&proto.Access{BasicAuth: []proto.BasicAuthUser{{User: "ann", Hash: string(hash)}}}, false)
 	if other.remembered(header) {
 		t.Fatal("another tunnel's rules found the header remembered")
 	}
 }
 
 func TestAccessRules_AddrAllowed(t *testing.T) {
-	r, err := compileAccess(&proto.Access{AllowCIDR: []string{"192.0.2.0/24", "2001:db8::/32"}, DenyCIDR: []string{"192.0.2.128/25"}})
+	r, err := compileAccess(&proto.Access{AllowCIDR: []string{"192.0.2.0/24", "2001:db8::/32"}, DenyCIDR: []string{"192.0.2.128/25"}}, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -246,7 +246,7 @@ func (r *ClusterRegistry) newRemote(name string, e cluster.Entry) *remoteRoute {
 			return nil
 		}
 	}
-	rules, err := compileAccess(d.Access)
+	rules, err := compileAccess(d.Access, true) // checked by the node it was claimed on
 	if err != nil {
 		r.log.Warn().Err(err).Str("host", name).Msg("access rules not valid; name not served here")
 		return nil
@@ -369,7 +369,7 @@ func (r *ClusterRegistry) remoteTunnels(s *Server) []TunnelStatus {
 		}
 		ts := TunnelStatus{Name: e.Name, Kind: k, URL: s.kindURL(k, e.Name), Label: d.Label,
 			SessionID: e.Live.Session, Node: e.Live.Node}
-		if rules, err := compileAccess(d.Access); err == nil && rules != nil {
+		if rules, err := compileAccess(d.Access, true); err == nil && rules != nil {
 			sum := rules.summary
 			ts.Access = &sum
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/limit"
 	"github.com/tunnelhq/tunnel/pkg/metrics"
 	"github.com/tunnelhq/tunnel/pkg/mux"
+	"github.com/tunnelhq/tunnel/pkg/oidc"
 	"github.com/tunnelhq/tunnel/pkg/token"
 )
 
@@ -80,6 +81,12 @@ type Config struct {
 	// that nobody can put a service open to everyone on this server
 	// without a token. Tokens have their own policy (token.AccessPolicy).
 	RequireAccessAnonymous bool
+	// OIDC is the OpenID Connect login tunnels may ask for (proto.Access
+	// OIDCAllow): the edge serves its callback on the apex
+	// (oidc.CallbackPath) and puts its Gate in front of those tunnels. The
+	// caller owns it (and closes it after Serve). Nil: a tunnel asking for
+	// login is refused, with an error saying so.
+	OIDC *oidc.Login
 
 	// Registry maps names to sessions. Nil means a MemoryRegistry with
 	// NameHold.

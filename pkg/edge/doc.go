@@ -50,13 +50,19 @@
 //     are applied: the visitor's address (as visitorAddr believes it)
 //     against the allowed and denied prefixes (403), then basic auth
 //     against the bcrypt hashes the client sent (401 with WWW-Authenticate;
-//     429 once the source has sent too many wrong passwords). A refused
-//     visitor takes no slot and opens no stream.
+//     429 once the source has sent too many wrong passwords), then the
+//     OpenID Connect sign-in (package oidc's Gate: a redirect to the
+//     issuer without a valid session cookie for this host, 403 naming a
+//     signed-in identity the tunnel does not allow). A refused visitor
+//     takes no slot and opens no stream. The sign-in's one callback URL is
+//     served on the apex (oidc.CallbackPath).
 //  4. The request takes a slot of the tunnel, within its source's share
 //     (package limit, through limits.go). An httputil.ReverseProxy rewrites it
 //     (X-Forwarded-* set from the real connection; whatever the visitor sent
-//     is dropped; the Authorization header too, once basic auth has checked
-//     it, unless the owner asked to pass it on) and hands it to the route's own stream pool (roundtrip.go),
+//     is dropped, and so is any X-Tunnel-User-* header; the Authorization
+//     header too, once basic auth has checked it, unless the owner asked to
+//     pass it on; after a sign-in, tunneld's cookies are removed and
+//     X-Tunnel-User-Email set) and hands it to the route's own stream pool (roundtrip.go),
 //     which takes a kept stream or opens one with Route.Open: for a local
 //     session, a yamux stream. The stream starts with a StreamHeader; the
 //     client connects its local service and acknowledges, or refuses (502

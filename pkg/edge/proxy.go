@@ -19,6 +19,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/limit"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/name"
+	"github.com/tunnelhq/tunnel/pkg/oidc"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -38,6 +39,9 @@ var (
 	errTunnelBusy   = errors.New("tunnel busy")                // the tunnel has MaxStreamsPerTunnel in flight
 	errVisitorShare = errors.New("visitor over its share")     // the source has its MaxRequestsPerVisitor
 	errSlowReader   = errors.New("slow reader budget is full") // the source holds some of SlowReaderBudget
+	// errNoLogin: the tunnel asks visitors to sign in, and this node has
+	// no Config.OIDC (in a cluster, its node has one).
+	errNoLogin = errors.New("sign-in not configured on this node")
 )
 
 type ctxKey int
@@ -86,6 +90,9 @@ type target struct {
 	// auth) and its owner did not ask for it to be passed on, so the
 	// service never sees the tunnel's password.
 	stripAuth bool
+	// email is the visitor's verified identity on a tunnel with login
+	// (oidc.Gate), for oidc.IdentityHeader; "" on other tunnels.
+	email string
 }
 
 // proxy is the visitors' handler: it routes each request by its Host to the
@@ -132,6 +139,11 @@ func (s *Server) newProxy() *proxy {
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := p.s
 	label, err := name.FromHost(r.Host, s.cfg.Domain)
+	if err == nil && label == "" && s.cfg.OIDC != nil && r.URL.Path == oidc.CallbackPath {
+		// The one callback URL of every tunnel's login.
+		s.cfg.OIDC.Callback(w, r)
+		return
+	}
 	if err == nil && label == "" {
 		err = errApex
 	}
@@ -155,6 +167,21 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.answer(w, r, host, err)
 		return
 	}
+	var email string
+	if rules != nil && rules.oidc != nil {
+		if s.cfg.OIDC == nil {
+			// A cluster node without the issuer the tunnel's node has:
+			// it cannot check who the visitor is, so nobody passes.
+			p.answer(w, r, host, errNoLogin)
+			return
+		}
+		// After the address rules and basic auth, which cost less; the
+		// gate answers a visitor it does not let through itself.
+		var ok bool
+		if email, ok = s.cfg.OIDC.Gate(w, r, host, rules.oidc); !ok {
+			return
+		}
+	}
 	slot, err := s.acquireVisitor(w, r, label)
 	if err != nil {
 		p.answer(w, r, host, err)
@@ -172,7 +199,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := withTarget(r.Context(), target{name: label, host: host, route: rt,
 		visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr),
-		stripAuth: rules != nil && len(rules.users) > 0 && !rules.passAuth})
+		stripAuth: rules != nil && len(rules.users) > 0 && !rules.passAuth, email: email})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -238,6 +265,8 @@ func (p *proxy) answer(w http.ResponseWriter, r *http.Request, host string, err 
 	case errors.Is(err, errSlowReader):
 		status, retry = http.StatusTooManyRequests, "10"
 		msg = fmt.Sprintf("The server is short of memory for responses not taken, and your address holds some of it: %s will answer again once they are gone.", host)
+	case errors.Is(err, errNoLogin):
+		status, msg = http.StatusServiceUnavailable, fmt.Sprintf("%s asks visitors to sign in, and this server has no sign-in configured.", host)
 	case errors.Is(err, errAddrDenied):
 		status, msg = http.StatusForbidden, fmt.Sprintf("Your address may not visit %s.", host)
 	case errors.Is(err, errAuthRequired):
@@ -318,10 +347,13 @@ var forwardingHeaders = map[string]bool{
 
 // isForwardingHeader reports whether a visitor's header h must not reach
 // the service. Underscores count as dashes: CGI-style servers (PHP, WSGI
-// behind some gateways) read X_Forwarded_For as X-Forwarded-For.
+// behind some gateways) read X_Forwarded_For as X-Forwarded-For. The
+// X-Tunnel-User-* headers are tunneld's own, saying who signed in
+// (oidc.IdentityHeader): on every tunnel, with login or not, only the
+// edge may set them.
 func isForwardingHeader(h string) bool {
 	h = http.CanonicalHeaderKey(strings.ReplaceAll(h, "_", "-"))
-	return strings.HasPrefix(h, "X-Forwarded") || forwardingHeaders[h]
+	return strings.HasPrefix(h, "X-Forwarded") || strings.HasPrefix(h, "X-Tunnel-User") || forwardingHeaders[h]
 }
 
 // rewrite sends the request to the route the proxy chose for it (see
@@ -348,6 +380,12 @@ func rewrite(pr *httputil.ProxyRequest) {
 	}
 	if rt.stripAuth {
 		delete(pr.Out.Header, "Authorization")
+	}
+	if rt.email != "" {
+		// The session cookie stays with the edge: a service that saw it
+		// could replay it as the visitor.
+		oidc.StripCookies(pr.Out.Header)
+		pr.Out.Header.Set(oidc.IdentityHeader, rt.email)
 	}
 	pr.SetXForwarded()
 	pr.Out.Header.Set("X-Forwarded-Host", rt.host)

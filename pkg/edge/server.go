@@ -453,7 +453,7 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 	if perr != nil {
 		return nil, perr
 	}
-	rules, perr := compileAccessAll(hello)
+	rules, perr := compileAccessAll(hello, s.cfg.OIDC != nil)
 	if perr != nil {
 		return nil, perr
 	}
@@ -645,7 +645,8 @@ func (s *Server) welcome(sess *Session) *proto.Welcome {
 	}
 	for _, n := range sess.Names {
 		k := sess.Kind(n)
-		w.Tunnels = append(w.Tunnels, proto.TunnelInfo{Name: n, Kind: k, URL: s.kindURL(k, n), Access: sess.access(n) != nil})
+		r := sess.access(n)
+		w.Tunnels = append(w.Tunnels, proto.TunnelInfo{Name: n, Kind: k, URL: s.kindURL(k, n), Access: r != nil, OIDC: r != nil && r.oidc != nil})
 	}
 	return w
 }

@@ -14,7 +14,7 @@ func TestInspect_ImportsNoServerCode(t *testing.T) {
 		t.Fatalf("go list: %v", err)
 	}
 	for _, dep := range strings.Fields(string(out)) {
-		for _, server := range []string{"pkg/edge", "pkg/admin", "pkg/token", "pkg/limit", "pkg/metrics", "pkg/certs"} {
+		for _, server := range []string{"pkg/edge", "pkg/admin", "pkg/token", "pkg/limit", "pkg/metrics", "pkg/certs", "pkg/oidc"} {
 			if dep == "github.com/tunnelhq/tunnel/"+server {
 				t.Errorf("the client imports %s", dep)
 			}

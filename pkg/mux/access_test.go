@@ -59,3 +59,38 @@ func TestRun_RefusesServerThatIgnoresAccess(t *testing.T) {
 		})
 	}
 }
+
+// TestRun_RefusesServerThatIgnoresOIDC runs a client that asks for
+// OpenID Connect login against a server that knows access rules but not
+// the login: it confirms Access and says nothing of OIDC. The client must
+// not serve, or its service would be open to everyone.
+func TestRun_RefusesServerThatIgnoresOIDC(t *testing.T) {
+	srvTLS, cliTLS := newTestTLS(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", srvTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.ServeOn(t, ln, func(c net.Conn) {
+		s, h, err := Server(context.Background(), c, testConfig(t))
+		if err != nil {
+			c.Close()
+			return
+		}
+		w := welcome(h)
+		for i := range w.Tunnels {
+			w.Tunnels[i].Access = true // a server of before the login
+		}
+		s.Accept(w)
+		<-s.Done()
+	})
+	cfg := ClientConfig{Config: testConfig(t), Server: ln.Addr().String(), TLS: cliTLS,
+		Tunnels: []Tunnel{{Name: "wiki", Target: "127.0.0.1:1", Access: &proto.Access{OIDCAllow: []string{"@example.com"}}}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg.OnReady = func(*proto.Welcome) { cancel() }
+	err = Run(ctx, cfg)
+	var perr *proto.Error
+	if !errors.As(err, &perr) || !IsPermanent(err) || !strings.Contains(perr.Message, "does not enforce --oidc-allow") {
+		t.Fatalf("Run: got %v, want a permanent refusal of a server that ignores --oidc-allow", err)
+	}
+}

@@ -33,17 +33,6 @@ func acceptingServer(t *testing.T, srvTLS *tls.Config) (addr string, conns *atom
 	return addr, conns
 }
 
-// deadAddr is a loopback address nothing listens on any more.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // TestRun_SeveralServersShareTheClients gives Run the nodes of a cluster,
 // one of them down: every connect succeeds, and the live nodes each get
@@ -53,7 +42,7 @@ func TestRun_SeveralServersShareTheClients(t *testing.T) {
 	srvTLS, cliTLS := newTestTLS(t)
 	a, aConns := acceptingServer(t, srvTLS)
 	b, bConns := acceptingServer(t, srvTLS)
-	cfg := ClientConfig{Config: testConfig(t), Server: a + ", " + deadAddr(t) + "," + b, TLS: cliTLS,
+	cfg := ClientConfig{Config: testConfig(t), Server: a + ", " + testnet.ClosedAddr(t) + "," + b, TLS: cliTLS,
 		Tunnels: []Tunnel{{Name: "wiki", Target: "127.0.0.1:1"}}}
 	const connects = 40
 	for range connects {
@@ -72,7 +61,7 @@ func TestRun_SeveralServersShareTheClients(t *testing.T) {
 // TestRun_AllServersDown names every address tried in one error.
 func TestRun_AllServersDown(t *testing.T) {
 	_, cliTLS := newTestTLS(t)
-	d1, d2 := deadAddr(t), deadAddr(t)
+	d1, d2 := testnet.ClosedAddr(t), testnet.ClosedAddr(t)
 	cfg := ClientConfig{Config: testConfig(t), Server: d1 + "," + d2, TLS: cliTLS,
 		Tunnels: []Tunnel{{Name: "wiki", Target: "127.0.0.1:1"}}}
 	err := Run(context.Background(), cfg)

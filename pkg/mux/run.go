@@ -215,6 +215,11 @@ func unenforced(tunnels []Tunnel, w *proto.Welcome) *proto.Error {
 				"the server does not enforce access rules (it predates them): not serving %s, which would be open to everyone",
 				Printable(t.URL, maxLoggedString))}
 		}
+		if a := tunnels[i].Access; a != nil && len(a.OIDCAllow) > 0 && !t.OIDC {
+			return &proto.Error{Code: proto.CodeBadRequest, Message: fmt.Sprintf(
+				"the server does not enforce --oidc-allow (it predates OpenID Connect login): not serving %s, which would be open to everyone it does not otherwise refuse",
+				Printable(t.URL, maxLoggedString))}
+		}
 	}
 	return nil
 }

@@ -48,10 +48,12 @@
 //
 // A tunnel of the Hello may carry visitor access rules (TunnelRequest.Access:
 // basic-auth users with bcrypt hashes of their passwords, allowed and denied
-// address prefixes), which the server enforces before it opens any stream
-// for a visitor. A server that knows them says so per tunnel in the Welcome
-// (TunnelInfo.Access); one that predates them ignores them, and the client
-// must then not serve, since its service would be open to everyone.
+// address prefixes, the identities that may pass its OpenID Connect login),
+// which the server enforces before it opens any stream for a visitor. A
+// server that knows them says so per tunnel in the Welcome
+// (TunnelInfo.Access, and TunnelInfo.OIDC for the login); one that predates
+// them ignores them, and the client must then not serve, since its service
+// would be open to everyone.
 //
 // After Welcome, only the server opens streams. For each visitor connection
 // it opens a stream and writes a StreamHeader naming the tunnel and the

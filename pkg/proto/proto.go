@@ -128,6 +128,9 @@ const (
 	maxHelloAccessUsers = 32  // users in all of a Hello's tunnels
 	maxHelloAccessCIDRs = 128 // prefixes in all of a Hello's tunnels
 	MaxAccessUser       = 64  // bytes of a user name
+	MaxAccessOIDC       = 16  // Access.OIDCAllow
+	maxHelloAccessOIDC  = 24  // OIDCAllow entries in all of a Hello's tunnels
+	MaxOIDCAllow        = 254 // bytes of an OIDCAllow entry: the longest email address
 	maxAccessHash       = 72  // bytes of a password hash (bcrypt's are 60)
 	maxCIDR             = 49  // an IPv6 prefix with a zone would be longer; none is valid
 )
@@ -150,6 +153,14 @@ type Access struct {
 	// the service; by default the server removes it once it has checked
 	// it, so the service never sees the tunnel's password.
 	PassAuthorization bool `json:"pass_authorization,omitempty"`
+	// OIDCAllow asks the server to make visitors sign in with its OpenID
+	// Connect issuer and lets through only these identities: an email
+	// address ("ann@example.com") or every address of a domain
+	// ("@example.com"), at most MaxAccessOIDC of MaxOIDCAllow bytes each.
+	// A server without an issuer refuses the Hello; one that predates
+	// OIDCAllow ignores it, so a client that sets it must check
+	// TunnelInfo.OIDC in the Welcome.
+	OIDCAllow []string `json:"oidc_allow,omitempty"`
 }
 
 // BasicAuthUser is one basic-auth user: the name, and a hash of the
@@ -164,7 +175,7 @@ type BasicAuthUser struct {
 
 // Empty reports whether a has no rule: nil, or nothing set.
 func (a *Access) Empty() bool {
-	return a == nil || len(a.BasicAuth) == 0 && len(a.AllowCIDR) == 0 && len(a.DenyCIDR) == 0
+	return a == nil || len(a.BasicAuth) == 0 && len(a.AllowCIDR) == 0 && len(a.DenyCIDR) == 0 && len(a.OIDCAllow) == 0
 }
 
 func (a *Access) validate() error {
@@ -190,6 +201,14 @@ func (a *Access) validate() error {
 			if err := checkString("access: cidr", c, maxCIDR); err != nil {
 				return err
 			}
+		}
+	}
+	if len(a.OIDCAllow) > MaxAccessOIDC {
+		return fmt.Errorf("access: %d oidc_allow entries, at most %d", len(a.OIDCAllow), MaxAccessOIDC)
+	}
+	for _, e := range a.OIDCAllow {
+		if err := checkString("access: oidc_allow", e, MaxOIDCAllow); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -235,6 +254,10 @@ type TunnelInfo struct {
 	// set for every tunnel that asked for a rule. A server that predates
 	// access rules never sets it.
 	Access bool `json:"access,omitempty"`
+	// OIDC says the server makes the tunnel's visitors sign in and checks
+	// TunnelRequest.Access.OIDCAllow. A server that predates OpenID
+	// Connect login never sets it, even where it sets Access.
+	OIDC bool `json:"oidc,omitempty"`
 }
 
 // Limits are a server's limits on one session. Zero means no limit.
@@ -415,10 +438,11 @@ func (h *Hello) validate() error {
 	if len(h.Tunnels) == 0 || len(h.Tunnels) > MaxTunnels {
 		return fmt.Errorf("hello: %d tunnels, want 1 to %d", len(h.Tunnels), MaxTunnels)
 	}
-	users, cidrs := 0, 0
+	users, cidrs, oidc := 0, 0, 0
 	for i, t := range h.Tunnels {
 		if t.Access != nil {
 			users, cidrs = users+len(t.Access.BasicAuth), cidrs+len(t.Access.AllowCIDR)+len(t.Access.DenyCIDR)
+			oidc += len(t.Access.OIDCAllow)
 		}
 		if err := checkString("hello: tunnel name", t.Name, maxShortString); err != nil {
 			return fmt.Errorf("tunnel %d: %w", i, err)
@@ -443,6 +467,9 @@ func (h *Hello) validate() error {
 	}
 	if users > maxHelloAccessUsers || cidrs > maxHelloAccessCIDRs {
 		return fmt.Errorf("hello: access: %d users and %d prefixes in all, at most %d and %d", users, cidrs, maxHelloAccessUsers, maxHelloAccessCIDRs)
+	}
+	if oidc > maxHelloAccessOIDC {
+		return fmt.Errorf("hello: access: %d oidc_allow entries in all, at most %d", oidc, maxHelloAccessOIDC)
 	}
 	return nil
 }

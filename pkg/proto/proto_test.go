@@ -237,11 +237,16 @@ func TestHello_AccessBounds(t *testing.T) {
 	// The largest Hello the bounds allow, each user name escaping to six
 	// bytes a byte, still fits in a frame.
 	full := &Hello{Version: Version}
-	for range MaxTunnels {
-		full.Tunnels = append(full.Tunnels, TunnelRequest{Kind: KindHTTP, Access: &Access{
+	for i := range MaxTunnels {
+		a := &Access{
 			BasicAuth: []BasicAuthUser{{User: strings.Repeat("\x01", MaxAccessUser), Hash: strings.Repeat("$", maxAccessHash)}},
-			AllowCIDR: cidrs(maxHelloAccessCIDRs / MaxTunnels)}})
+			AllowCIDR: cidrs(maxHelloAccessCIDRs / MaxTunnels)}
+		if i < maxHelloAccessOIDC {
+			a.OIDCAllow = []string{strings.Repeat("\x01", MaxOIDCAllow)}
+		}
+		full.Tunnels = append(full.Tunnels, TunnelRequest{Kind: KindHTTP, Access: a})
 	}
+	emails := func(n int) []string { return slices.Repeat([]string{"ann@example.com"}, n) }
 	tests := []struct {
 		name string
 		h    *Hello
@@ -258,6 +263,13 @@ func TestHello_AccessBounds(t *testing.T) {
 			BasicAuth: []BasicAuthUser{{User: "ann", Hash: strings.Repeat("h", maxAccessHash+1)}}}}}}, "basic_auth hash"},
 		{"long prefix", &Hello{Version: Version, Tunnels: []TunnelRequest{{Kind: KindHTTP, Access: &Access{
 			DenyCIDR: []string{strings.Repeat("1", maxCIDR+1)}}}}}, "access: cidr"},
+		{"most oidc", &Hello{Version: Version, Tunnels: []TunnelRequest{{Kind: KindHTTP, Access: &Access{OIDCAllow: emails(MaxAccessOIDC)}}}}, ""},
+		{"too many oidc", &Hello{Version: Version, Tunnels: []TunnelRequest{{Kind: KindHTTP, Access: &Access{OIDCAllow: emails(MaxAccessOIDC + 1)}}}}, "oidc_allow entries, at most"},
+		{"long oidc", &Hello{Version: Version, Tunnels: []TunnelRequest{{Kind: KindHTTP, Access: &Access{
+			OIDCAllow: []string{strings.Repeat("a", MaxOIDCAllow-11) + "@example.com"}}}}}, "access: oidc_allow"},
+		{"too many oidc in all", &Hello{Version: Version, Tunnels: []TunnelRequest{
+			{Kind: KindHTTP, Access: &Access{OIDCAllow: emails(MaxAccessOIDC)}},
+			{Kind: KindHTTP, Access: &Access{OIDCAllow: emails(maxHelloAccessOIDC - MaxAccessOIDC + 1)}}}}, "oidc_allow entries in all"},
 	}
 	over := &Hello{Version: Version}
 	for range MaxTunnels {

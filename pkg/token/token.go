@@ -34,7 +34,7 @@
 // "max_tunnel" is reported instead of silently ignored.
 //
 // access sets the token's policy on visitor access rules (tunnel http
-// --basic-auth, --allow-cidr, --deny-cidr): {"require": true} refuses any
+// --basic-auth, --allow-cidr, --deny-cidr, --oidc-allow): {"require": true} refuses any
 // tunnel of the token without one, so its services are never open to
 // everyone; {"forbid": true} refuses any tunnel with one (the operator
 // keeps access control in a proxy of its own, say). Absent: the owner
