@@ -25,7 +25,7 @@ build:
 test:
 	$(GO) test -race -count=1 ./...
 
-## bench: direct vs bare TLS+yamux pipe vs tunnel on loopback, ~10 min; writes bench/results/
+## bench: direct vs bare TLS+yamux pipe vs tunnel on loopback, then a three-node cluster, ~12 min; writes bench/results/
 ## (results.md, results.json, PNG plots; see BENCHMARKS.md). BENCHFLAGS=-smoke for a quick check.
 ## Load from wrk and curl, as users measure (installed with apt-get if missing).
 bench: build bench-tools

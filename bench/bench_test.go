@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +144,36 @@ func TestBench_Smoke(t *testing.T) {
 	if len(rep.Idle) != len(o.Idle) || rep.Idle[0].DuringMiB <= 0 {
 		t.Errorf("idle clients: got %+v", rep.Idle)
 	}
+	// The cluster phase: every figure there, the writes at least one per
+	// connect and disconnect (the claim, the release), the idle clients
+	// spread over the three nodes, and the failover's three times in order.
+	if c := rep.Cluster; c == nil {
+		t.Error("no cluster row")
+	} else {
+		if c.LocalReqPerSec.Median <= 0 || c.ForwardedReqPerSec.Median <= 0 || c.LocalP99.Median <= 0 || c.ForwardedP99.Median <= 0 ||
+			c.LocalP50One.Median <= 0 || c.ForwardedP50One.Median <= 0 || c.Errors != 0 {
+			t.Errorf("cluster small requests: %+v, want positive rates and p99, no error", c)
+		}
+		if c.ClaimP50.Median <= 0 || c.ClaimP99.Median < c.ClaimP50.Median {
+			t.Errorf("cluster claims: p50 %v p99 %v", c.ClaimP50.Median, c.ClaimP99.Median)
+		}
+		if c.WritesPerConnect < 1 || c.WritesPerDisconnect < 1 || c.WritesPerHoldEnd <= 0 {
+			t.Errorf("cluster etcd writes: %.2f per connect, %.2f per disconnect, %.2f per hold end", c.WritesPerConnect, c.WritesPerDisconnect, c.WritesPerHoldEnd)
+		}
+		held := 0
+		for _, n := range c.IdleNodes {
+			held += n.Clients
+			if n.Clients <= 0 || n.DuringMiB <= 0 {
+				t.Errorf("cluster idle node %+v", n)
+			}
+		}
+		if len(c.IdleNodes) != 3 || held != slices.Max(o.Idle) {
+			t.Errorf("cluster idle: %+v, want %d clients over three nodes", c.IdleNodes, slices.Max(o.Idle))
+		}
+		if c.FailoverServingS <= 0 || c.FailoverLeaseExpiredS <= 0 || c.FailoverNameFreeS < c.FailoverLeaseExpiredS {
+			t.Errorf("cluster failover: serving %.2f s, lease %.2f s, free %.2f s", c.FailoverServingS, c.FailoverLeaseExpiredS, c.FailoverNameFreeS)
+		}
+	}
 	if len(rep.Inflight) != 2 {
 		t.Errorf("in-flight rows: got %+v, want tunneld and tunnel", rep.Inflight)
 	}
@@ -207,7 +238,7 @@ func TestBench_Smoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"### Summary", "| tunnel |", "### Idle clients", "### Under attack"} {
+	for _, want := range []string{"### Summary", "| tunnel |", "### Idle clients", "### Cluster", "### Under attack"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)
 		}

@@ -31,7 +31,7 @@ type options struct {
 	Connects int           // connects timed
 	Idle     []int         // idle clients held
 	Inflight int           // slow requests held in flight through one client
-	Phases   string        // comma-separated subset of small,open,bulk,connect,tcp,idle,inflight,attack,peers
+	Phases   string        // comma-separated subset of small,open,bulk,connect,tcp,idle,inflight,cluster,attack,peers
 	Wrk      string        // wrk binary: HTTP/1.1 small requests; "": the in-process generator instead
 	Curl     string        // curl binary: bulk beside the Go client; "": the Go client only
 	PeersDir string        // holds chisel, frps and frpc (the peers phase)
@@ -52,7 +52,7 @@ func defaultOptions() options {
 		Connects: 1000,
 		Idle:     []int{1000, 10000},
 		Inflight: 10000,
-		Phases:   "small,open,bulk,connect,tcp,idle,inflight,attack",
+		Phases:   "small,open,bulk,connect,tcp,idle,inflight,cluster,attack",
 		Wrk:      "wrk",
 		Curl:     "curl",
 		PeersDir: "bench/.peers",
@@ -94,7 +94,7 @@ func main() {
 	flag.IntVar(&o.Connects, "connects", o.Connects, "client connects timed")
 	flag.StringVar(&idle, "idle", "1000,10000", "idle clients held for the memory-per-client figure, comma-separated")
 	flag.IntVar(&o.Inflight, "inflight", o.Inflight, "slow requests held in flight at once through one client, for the memory-per-stream figure")
-	flag.StringVar(&o.Phases, "phases", o.Phases, "phases to run: small,open,bulk,connect,tcp,idle,inflight,attack,peers (peers alone: make bench-peers; it writes peers.json and peers.md)")
+	flag.StringVar(&o.Phases, "phases", o.Phases, "phases to run: small,open,bulk,connect,tcp,idle,inflight,cluster,attack,peers (peers alone: make bench-peers; it writes peers.json and peers.md)")
 	flag.StringVar(&o.Wrk, "wrk", o.Wrk, "wrk, which drives the HTTP/1.1 small requests; empty: the in-process generator instead")
 	flag.StringVar(&o.Curl, "curl", o.Curl, "curl, which measures bulk beside the Go client; empty: the Go client only")
 	flag.StringVar(&o.Profile, "profile", "", "directory: the peers phase saves tunneld's CPU profile during the first wrk run through the tunnel (plain-HTTP visitors) and its allocation profile after it (tunneld gets --admin-pprof)")

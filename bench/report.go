@@ -154,6 +154,7 @@ type Report struct {
 	Attacks  []AttackRow   `json:"under_attack"`
 	Peers    []PeerRow     `json:"peers,omitempty"`
 	TCP      []TCPRow      `json:"tcp,omitempty"`
+	Cluster  *ClusterRow   `json:"cluster,omitempty"`
 	// Inspector is the request inspector's cost, with the load phases.
 	Inspector *InspectorRow `json:"inspector,omitempty"`
 	// WrkSeconds is each wrk run's length: wrk counts in whole seconds.
@@ -223,6 +224,14 @@ func (r *Report) finish() {
 	for _, i := range r.Idle {
 		r.Checks = append(r.Checks, Check{fmt.Sprintf("tunneld memory per idle client <= 64 KiB (%d clients)", i.Clients),
 			fmt.Sprintf("%.1f KiB", i.PerClientKiB), i.PerClientKiB <= 64})
+	}
+	if c := r.Cluster; c != nil && c.LocalReqPerSec.Median > 0 {
+		r.Checks = append(r.Checks, Check{fmt.Sprintf("cluster: forwarded small requests >= 0.8 of local req/s (HTTP/1.1, %d conns)", c.Conns),
+			fmt.Sprintf("%.2f", c.Ratio), c.Ratio >= 0.8})
+		r.Checks = append(r.Checks, Check{fmt.Sprintf("cluster: forwarding adds < 1 ms at p50 (%d conns)", c.Conns),
+			fmt.Sprintf("%+.2f ms", c.AddedP50), c.AddedP50 < 1})
+		r.Checks = append(r.Checks, Check{"cluster: forwarding adds < 1 ms at p50 (one connection)",
+			fmt.Sprintf("%+.2f ms", c.AddedP50One), c.AddedP50One < 1})
 	}
 	for _, a := range r.Attacks {
 		r.Checks = append(r.Checks, Check{fmt.Sprintf("attack %s (%s): tunneld RSS +<= %d MiB, goroutines +<= %s, healthy req/s >= %.1f of before",
@@ -312,7 +321,7 @@ func (r *Report) bulkClient() string {
 func (r *Report) markdown() string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
-	if len(r.Small) > 0 || len(r.Open) > 0 || len(r.BulkRuns) > 0 || r.Connect != nil || len(r.Peers) > 0 {
+	if len(r.Small) > 0 || len(r.Open) > 0 || len(r.BulkRuns) > 0 || r.Connect != nil || len(r.Peers) > 0 || r.Cluster != nil {
 		w("Run %s on %s; %s per run, median (min-max) of %d runs.\n\n", r.Date, r.Machine, r.Duration, r.Repeat)
 	} else {
 		w("Run %s on %s.\n\n", r.Date, r.Machine)
@@ -437,6 +446,9 @@ func (r *Report) markdown() string {
 		for _, i := range r.Idle {
 			w("| %s | %.1f | %.1f | %.1f |\n", groupThousands(fmt.Sprint(i.Clients)), i.BeforeMiB, i.DuringMiB, i.PerClientKiB)
 		}
+	}
+	if r.Cluster != nil {
+		r.clusterMarkdown(w)
 	}
 	if len(r.Attacks) > 0 {
 		w("\n### Under attack (a fresh tunneld per attack, each attack from %s only, the healthy tunnel under steady load from 127.0.0.1)\n\n", attackerIP)

@@ -538,6 +538,11 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 			return nil, err
 		}
 	}
+	if phases["cluster"] {
+		if err := e.clusterPhase(ctx, rep); err != nil {
+			return nil, err
+		}
+	}
 	if phases["attack"] {
 		if err := e.underAttack(ctx, rep); err != nil {
 			return nil, err
