@@ -33,7 +33,6 @@ func acceptingServer(t *testing.T, srvTLS *tls.Config) (addr string, conns *atom
 	return addr, conns
 }
 
-
 // TestRun_SeveralServersShareTheClients gives Run the nodes of a cluster,
 // one of them down: every connect succeeds, and the live nodes each get
 // some of them (in a random order, 40 connects all going to one of two
