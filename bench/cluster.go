@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tunnelhq/tunnel/internal/etcdtest"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
 
@@ -180,7 +181,7 @@ func (e *env) startNode(ctx context.Context, name string, etcd []string, secretF
 			args[i+1] = hold.String()
 		}
 	}
-	link, err := freeLowURL()
+	link, err := etcdtest.FreeURL()
 	if err != nil {
 		return nil, err
 	}

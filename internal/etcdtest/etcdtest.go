@@ -7,6 +7,7 @@ package etcdtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
@@ -35,7 +36,7 @@ type Cluster struct {
 	mu      sync.Mutex
 	members []*member
 	initial string // the --initial-cluster value naming every member
-	// baseConns is peerConns before the members started: what stopAll
+	// baseConns is TransportConns before the members started: what stopAll
 	// waits to return to.
 	baseConns int
 }
@@ -52,7 +53,7 @@ type member struct {
 // are ready. The test's cleanup stops them.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, baseConns: peerConns()}
+	c := &Cluster{t: t, baseConns: TransportConns()}
 	base := t.TempDir()
 	var initial []string
 	for i := range n {
@@ -82,14 +83,24 @@ func Start(t testing.TB, n int) *Cluster {
 	return c
 }
 
-// freeURL returns a loopback URL on a port that was free a moment ago.
+// freeURL is FreeURL for a test.
+func freeURL(t testing.TB) url.URL {
+	t.Helper()
+	u, err := FreeURL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// FreeURL returns a loopback URL on a port that was free a moment ago.
 // The port is drawn below the kernel's ephemeral range, where no listener
 // on port 0 and no outgoing connection takes one: a member that cannot
 // bind its port fails to start, and a member left alone without its
 // cluster's quorum cannot be stopped (embed's Close waits for it), so
-// the ports must not be taken by the time the members bind them.
-func freeURL(t testing.TB) url.URL {
-	t.Helper()
+// the ports must not be taken by the time the members bind them. The
+// bench's cluster phase uses it too.
+func FreeURL() (url.URL, error) {
 	low := ephemeralLow()
 	for range 100 {
 		port := 10000 + mrand.IntN(low-10000)
@@ -99,10 +110,9 @@ func freeURL(t testing.TB) url.URL {
 		}
 		addr := ln.Addr().String()
 		ln.Close()
-		return url.URL{Scheme: "http", Host: addr}
+		return url.URL{Scheme: "http", Host: addr}, nil
 	}
-	t.Fatal("etcdtest: no free port below the ephemeral range")
-	return url.URL{}
+	return url.URL{}, errors.New("etcdtest: no free port below the ephemeral range")
 }
 
 // ephemeralLow is the lowest port the kernel hands out on its own
@@ -119,21 +129,29 @@ func ephemeralLow() int {
 	return low
 }
 
-func (c *Cluster) launch(m *member, state string) error {
+// MemberConfig is the configuration of one fast member: loopback URLs,
+// TickMs 100, ElectionMs 1000, no fsync, no log. initial names every
+// member (--initial-cluster); state is embed.ClusterStateFlagNew or
+// ClusterStateFlagExisting.
+func MemberConfig(name, dir string, peer, client url.URL, initial, state string) *embed.Config {
 	cfg := embed.NewConfig()
-	cfg.Name = m.name
-	cfg.Dir = m.dir
-	cfg.ListenPeerUrls = []url.URL{m.peerURL}
-	cfg.AdvertisePeerUrls = []url.URL{m.peerURL}
-	cfg.ListenClientUrls = []url.URL{m.clientURL}
-	cfg.AdvertiseClientUrls = []url.URL{m.clientURL}
-	cfg.InitialCluster = c.initial
+	cfg.Name = name
+	cfg.Dir = dir
+	cfg.ListenPeerUrls = []url.URL{peer}
+	cfg.AdvertisePeerUrls = []url.URL{peer}
+	cfg.ListenClientUrls = []url.URL{client}
+	cfg.AdvertiseClientUrls = []url.URL{client}
+	cfg.InitialCluster = initial
 	cfg.ClusterState = state
 	cfg.TickMs = 100
 	cfg.ElectionMs = 1000
 	cfg.UnsafeNoFsync = true
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	e, err := embed.StartEtcd(cfg)
+	return cfg
+}
+
+func (c *Cluster) launch(m *member, state string) error {
+	e, err := embed.StartEtcd(MemberConfig(m.name, m.dir, m.peerURL, m.clientURL, c.initial, state))
 	if err != nil {
 		return err
 	}
@@ -247,18 +265,24 @@ func (c *Cluster) stopAll() {
 	for i := range c.members {
 		c.Stop(i)
 	}
+	WaitTransportQuiet(c.baseConns)
+}
+
+// WaitTransportQuiet waits, at most quietTimeout, until TransportConns is
+// back to base (its value before the members started).
+func WaitTransportQuiet(base int) {
 	deadline := time.Now().Add(quietTimeout)
-	for peerConns() > c.baseConns && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+	for TransportConns() > base && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond) // nothing to signal on
 	}
 }
 
 // quietTimeout bounds stopAll's wait for the members' connections to end.
 const quietTimeout = 10 * time.Second
 
-// peerConns counts the goroutines serving HTTP client connections, the
-// kind etcd's raft transport leaves behind for a few seconds.
-func peerConns() int {
+// TransportConns counts the goroutines serving HTTP client connections,
+// the kind etcd's raft transport leaves behind for a few seconds.
+func TransportConns() int {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
