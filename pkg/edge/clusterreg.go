@@ -338,17 +338,24 @@ func (r *ClusterRegistry) Wait(ctx context.Context, name string) Route {
 		r.mu.Lock()
 		down := r.remote[name]
 		r.mu.Unlock()
-		if d := time.Duration(0); down != nil {
-			if d = down.down(time.Now()); d > 0 {
-				t := time.NewTimer(d)
+		var t *time.Timer
+		if down != nil {
+			if d := down.down(time.Now()); d > 0 {
+				t = time.NewTimer(d)
 				retry = t.C
-				defer t.Stop()
 			}
 		}
+		done := false
 		select {
 		case <-ch:
 		case <-retry:
 		case <-ctx.Done():
+			done = true
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if done {
 			return nil
 		}
 	}
