@@ -26,6 +26,7 @@ import (
 	"golang.org/x/net/websocket"
 
 	"github.com/tunnelhq/tunnel/internal/etcdtest"
+	"github.com/tunnelhq/tunnel/internal/testhttp"
 	"github.com/tunnelhq/tunnel/internal/testwait"
 )
 
@@ -164,20 +165,6 @@ func (p *pattern) Read(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func get(t *testing.T, c *http.Client, url string) (int, string) {
-	t.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: body: %v", url, err)
-	}
-	return resp.StatusCode, string(body)
-}
-
 // TestCluster_VisitorOnAnyNodeReachesClientOnAny: a client on each node,
 // a visitor on each node, every pair served; and through a forwarding
 // node, large bodies both ways, a WebSocket, server-sent events and an
@@ -193,7 +180,7 @@ func TestCluster_VisitorOnAnyNodeReachesClientOnAny(t *testing.T) {
 		c := r.visitor(vn, false)
 		for i, cn := range r.nodes {
 			url := fmt.Sprintf("https://svc%d.localhost/x", i)
-			if code, body := get(t, c, url); code != 200 || body != cn.name+" /x" {
+			if code, body := testhttp.Get(t, c, url); code != 200 || body != cn.name+" /x" {
 				t.Fatalf("visitor on %s, client on %s: got %d %q", vn.name, cn.name, code, body)
 			}
 		}
@@ -203,9 +190,9 @@ func TestCluster_VisitorOnAnyNodeReachesClientOnAny(t *testing.T) {
 	// and the node serving each.
 	admin := &http.Client{Timeout: waitTimeout}
 	for _, vn := range r.nodes {
-		_, page := get(t, admin, "http://"+vn.admin+"/")
+		_, page := testhttp.Get(t, admin, "http://"+vn.admin+"/")
 		var api struct{ Tunnels []struct{ Name, Node string } }
-		_, body := get(t, admin, "http://"+vn.admin+"/api/tunnels")
+		_, body := testhttp.Get(t, admin, "http://"+vn.admin+"/api/tunnels")
 		if err := json.Unmarshal([]byte(body), &api); err != nil {
 			t.Fatalf("/api/tunnels on %s: %v: %s", vn.name, err, body)
 		}
@@ -521,7 +508,7 @@ func TestCluster_WrongSecretRefused(t *testing.T) {
 	port := clusterService(t, "svc", nil)
 	r.client(r.nodes[0].addr, "http", "--name", "svc", port)
 	intruder := r.startNode("intruder", newSecretFile(t), "--offline-wait", "1s")
-	code, body := get(t, r.visitor(intruder, false), "https://svc.localhost/secret")
+	code, body := testhttp.Get(t, r.visitor(intruder, false), "https://svc.localhost/secret")
 	if code == http.StatusOK || strings.Contains(body, "svc /secret") {
 		t.Fatalf("through the intruder: got %d %q, want a refusal", code, body)
 	}
@@ -657,11 +644,11 @@ func TestCluster_WrongCARefused(t *testing.T) {
 	r.client(r.nodes[0].addr, "http", "--name", "svc", port)
 
 	good := r.startNode("good", r.secret, append([]string{"--offline-wait", "1s"}, ca...)...)
-	if code, body := get(t, r.visitor(good, false), "https://svc.localhost/ok"); code != http.StatusOK || body != "svc /ok" {
+	if code, body := testhttp.Get(t, r.visitor(good, false), "https://svc.localhost/ok"); code != http.StatusOK || body != "svc /ok" {
 		t.Fatalf("through a node of the cluster CA: got %d %q", code, body)
 	}
 	intruder := r.startNode("intruder", r.secret, append([]string{"--offline-wait", "1s"}, devCA(t)...)...)
-	code, body := get(t, r.visitor(intruder, false), "https://svc.localhost/secret")
+	code, body := testhttp.Get(t, r.visitor(intruder, false), "https://svc.localhost/secret")
 	if code == http.StatusOK || strings.Contains(body, "svc /secret") {
 		t.Fatalf("through a node of another CA: got %d %q, want a refusal", code, body)
 	}
