@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -73,7 +74,11 @@ func runWrk(ctx context.Context, wrk, scriptPath string, t target, conns int, d 
 	secs := wrkDuration(d)
 	args := []string{"-t", strconv.Itoa(wrkThreads(conns)), "-c", strconv.Itoa(conns),
 		"-d", fmt.Sprintf("%ds", secs), "--timeout", "10s", "-s", scriptPath,
-		"-H", "Host: " + u.Host, scheme + "://" + t.dial + "/"}
+		"-H", "Host: " + u.Host}
+	if t.auth != "" {
+		args = append(args, "-H", "Authorization: Basic "+base64.StdEncoding.EncodeToString([]byte(t.auth)))
+	}
+	args = append(args, scheme+"://"+t.dial+"/")
 	cctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, wrk, args...)

@@ -37,6 +37,40 @@ func (e *env) inspectorRow(ctx context.Context) (*InspectorRow, error) {
 	if e.o.Smoke {
 		want = 300
 	}
+	rec, _, held, err := e.driveInspector(ctx, func(rec, stored, held int64) bool {
+		if rec < want {
+			e.logf("inspector: %d exchanges recorded, sending more until %d", rec, want)
+		}
+		return rec >= want
+	})
+	if err != nil {
+		return nil, err
+	}
+	st := readProc(e.inspect.tunnel.pid())
+	return &InspectorRow{Recorded: rec, HeldMiB: mib(held), CapMiB: 64, ClientMiB: mib(st.RSS)}, nil
+}
+
+// fillInspector drives tunnel-inspect until its inspector's store is full
+// (it has forgotten an exchange to make room), so that the small phase
+// measures it as make bench's later runs do: every exchange recorded
+// evicts an old one. -inspect-full asks for it.
+func (e *env) fillInspector(ctx context.Context) error {
+	_, stored, held, err := e.driveInspector(ctx, func(rec, stored, held int64) bool {
+		if rec <= stored {
+			e.logf("inspector: %d exchanges stored (%.1f MiB), filling its store", stored, mib(held))
+		}
+		return rec > stored
+	})
+	if err == nil {
+		e.logf("inspector: full, %d exchanges stored (%.1f MiB)", stored, mib(held))
+	}
+	return err
+}
+
+// driveInspector sends tunnel-inspect a second of small requests at a
+// time until done, given the inspector's figures (see inspectorStats),
+// says it has enough, and returns those figures.
+func (e *env) driveInspector(ctx context.Context, done func(recorded, stored, held int64) bool) (recorded, stored, held int64, err error) {
 	var t target
 	for _, tg := range e.targets {
 		if tg.inspect {
@@ -44,42 +78,37 @@ func (e *env) inspectorRow(ctx context.Context) (*InspectorRow, error) {
 		}
 	}
 	for {
-		rec, held, err := inspectorStats(e.inspect.inspectAddr)
-		if err != nil {
-			return nil, err
+		if recorded, stored, held, err = inspectorStats(e.inspect.inspectAddr); err != nil || done(recorded, stored, held) {
+			return recorded, stored, held, err
 		}
-		if rec >= want {
-			st := readProc(e.inspect.tunnel.pid())
-			return &InspectorRow{Recorded: rec, HeldMiB: mib(held), CapMiB: 64, ClientMiB: mib(st.RSS)}, nil
-		}
-		e.logf("inspector: %d exchanges recorded, sending more until %d", rec, want)
 		if _, err := closedLoop(ctx, t, false, 64, time.Second); err != nil {
-			return nil, err
+			return 0, 0, 0, err
 		}
 	}
 }
 
 // inspectorStats asks the inspector's API for the newest exchange (its ID
-// counts every exchange recorded) and the bytes held.
-func inspectorStats(addr string) (recorded, held int64, err error) {
+// counts every exchange recorded), how many it stores and the bytes held.
+func inspectorStats(addr string) (recorded, stored, held int64, err error) {
 	resp, err := http.Get("http://" + addr + "/api/exchanges?limit=1")
 	if err != nil {
-		return 0, 0, fmt.Errorf("inspector: %w", err)
+		return 0, 0, 0, fmt.Errorf("inspector: %w", err)
 	}
 	defer resp.Body.Close()
 	var l struct {
 		Exchanges []struct {
 			ID int64 `json:"id"`
 		} `json:"exchanges"`
+		Total  int64 `json:"total"`
 		Memory int64 `json:"memory_bytes"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
-		return 0, 0, fmt.Errorf("inspector: %w", err)
+		return 0, 0, 0, fmt.Errorf("inspector: %w", err)
 	}
 	if len(l.Exchanges) > 0 {
 		recorded = l.Exchanges[0].ID
 	}
-	return recorded, l.Memory, nil
+	return recorded, l.Total, l.Memory, nil
 }
 
 // inspectorChecks fills in the ratios to tunnel (the inspector off) and

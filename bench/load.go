@@ -24,6 +24,12 @@ type target struct {
 	noH2    bool // HTTP/1.1 only (tunneld's plain listener has no h2c)
 	subset  bool // measured only where includes* says (see run.go)
 	inspect bool // the client with its request inspector on: small HTTP/1.1 and one-stream bulk only
+	// variant names a tunnel that differs from tunnel by one setting,
+	// through the same tunneld ("basic-auth": the tunnel asks visitors for
+	// a password; "pool": two clients serve it, --pool). It is measured on small HTTP/1.1 requests only, as a
+	// ratio to tunnel in the same run.
+	variant string
+	auth    string // user:password every request carries as basic auth; "": none
 }
 
 // transport returns a client for one load worker: its own connection pool,

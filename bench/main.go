@@ -37,7 +37,10 @@ type options struct {
 	PeersDir string        // holds chisel, frps and frpc (the peers phase)
 	Profile  string        // where the peers phase saves tunneld's profiles under wrk; "": none
 	Smoke    bool          // tiny sizes: proves the harness works, measures nothing
-	NoPlots  bool
+	// InspectFull fills the inspector's store before the small phase, so
+	// that its ratios are those of a full store from the first run.
+	InspectFull bool
+	NoPlots     bool
 }
 
 func defaultOptions() options {
@@ -101,6 +104,7 @@ func main() {
 	flag.StringVar(&o.PeersDir, "peers", o.PeersDir, "directory holding chisel, frps and frpc for the peers phase (scripts/build-peers.sh)")
 	flag.BoolVar(&smoke, "smoke", false, "tiny sizes, a few seconds: checks the harness, measures nothing")
 	flag.BoolVar(&o.NoPlots, "no-plots", false, "skip the gnuplot plots")
+	flag.BoolVar(&o.InspectFull, "inspect-full", false, "fill the request inspector's store before the small phase, so that tunnel-inspect is measured full (every exchange evicts one) from its first run, as a full make bench measures it after its first runs")
 	flag.Parse()
 	var err error
 	if o.Conns, err = intList(conns); err == nil {

@@ -243,9 +243,11 @@ func (e *env) peersPhase(ctx context.Context, rep *Report) error {
 	if err := e.startPeers(ctx, e.backLn.Addr().String()); err != nil {
 		return fmt.Errorf("start the peers (make bench-peers builds them into %s): %w", e.o.PeersDir, err)
 	}
-	// The peers' table compares tunnels; the inspector's cost is measured
-	// by the load phases (tunnel-inspect against tunnel).
-	targets := slices.DeleteFunc(slices.Clone(e.targets), func(t target) bool { return t.inspect })
+	// The peers' table compares tunnels; the inspector's cost and the
+	// variants' (basic auth, pools) are measured by the load phases
+	// against tunnel. The variants also go through tunnel's own tunneld:
+	// loading them here would add their work to its CPU and peak RSS.
+	targets := slices.DeleteFunc(slices.Clone(e.targets), func(t target) bool { return t.inspect || t.variant != "" })
 	// Peaks from here: the pairs have been idle since they started.
 	for _, t := range targets {
 		s, c := e.cpuOf(t)

@@ -157,6 +157,8 @@ type Report struct {
 	Cluster  *ClusterRow   `json:"cluster,omitempty"`
 	// Inspector is the request inspector's cost, with the load phases.
 	Inspector *InspectorRow `json:"inspector,omitempty"`
+	// Variants are tunnels with one setting changed, against tunnel.
+	Variants []VariantRow `json:"variants,omitempty"`
 	// WrkSeconds is each wrk run's length: wrk counts in whole seconds.
 	WrkSeconds int      `json:"wrk_seconds_per_run,omitempty"`
 	PeerConns  int      `json:"peer_conns,omitempty"` // wrk -c of the peers phase
@@ -220,6 +222,7 @@ func (r *Report) finish() {
 		}
 	}
 	r.Checks = append(r.Checks, r.inspectorChecks()...)
+	r.Checks = append(r.Checks, r.variantRows()...)
 	r.Checks = append(r.Checks, r.peerChecks()...)
 	for _, i := range r.Idle {
 		r.Checks = append(r.Checks, Check{fmt.Sprintf("tunneld memory per idle client <= 64 KiB (%d clients)", i.Clients),
@@ -407,6 +410,7 @@ func (r *Report) markdown() string {
 		w("| %.2f | %.2f | %.2f | %s | %.1f MiB | %.1f MiB |\n", in.SmallRatio, in.P99Ratio, in.BulkRatio,
 			groupThousands(fmt.Sprint(in.Recorded)), in.HeldMiB, in.ClientMiB)
 	}
+	r.writeVariants(w)
 	if len(r.Memory) > 0 {
 		w("\n### Memory and goroutines\n\n")
 		w("\"(https)\" is the second pair, which only the tunnel-https rows load, \"(inspect)\" the third, the tunnel-inspect rows'.\n")

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -63,6 +64,7 @@ type env struct {
 	main      *pair // visitors in plain HTTP: the issue's setting
 	https     *pair // visitors in HTTPS, as shipped
 	inspect   *pair // as main, with the client's request inspector on (issue 16)
+	authCli   *proc // a second client of main's tunneld, its tunnel behind basic auth (issue 18)
 	pipeSrv   *proc
 	pipeCli   *proc
 	srvAddr   string // the main tunneld's TLS port
@@ -71,6 +73,10 @@ type env struct {
 	tmp       string // wrk's script, curl's upload files
 	wrkScript string
 	peers     map[string]*peer // chisel, frp by target name (the peers phase)
+
+	// poolCli are two more clients of main's tunneld, serving one name
+	// as a pool (issue 18).
+	poolCli [2]*proc
 }
 
 // pair is one tunneld and the tunnel client connected to it. The HTTPS rows
@@ -113,26 +119,8 @@ func (e *env) attachPair(ctx context.Context, srv *proc, srvAddr, backAddr, suff
 	if pr.adminAddr, err = waitLogAddr(wctx, pr.tunneld, "admin serving"); err != nil {
 		return nil, err
 	}
-	inspectFlag := "--inspect=false"
-	if inspect {
-		inspectFlag = "--inspect=127.0.0.1:0"
-	}
-	if pr.tunnel, err = startProc("tunnel"+suffix, filepath.Join(e.o.BinDir, "tunnel"), nil,
-		"--dev", "--server", pr.srvAddr, "--certs-dir", e.certsDir, "--log-format", "json",
-		"--metrics-listen", "127.0.0.1:0", inspectFlag,
-		// The client's own bound on streams at once (1,024 by default)
-		// would cut the in-flight phase's 10,000 short, as tunneld's
-		// per-address limits would the load: lifted the same way.
-		"--max-streams", "1000000",
-		"http", "--name", "bench", backAddr); err != nil {
+	if pr.tunnel, pr.url, err = e.startClient(ctx, "tunnel"+suffix, pr.srvAddr, inspect, "http", "--name", "bench", backAddr); err != nil {
 		return nil, err
-	}
-	e.procs = append(e.procs, pr.tunnel)
-	if pr.url, err = pr.tunnel.line(30 * time.Second); err != nil {
-		return nil, err
-	}
-	if !strings.HasPrefix(pr.url, "https://bench.localhost") {
-		return nil, fmt.Errorf("tunnel printed %q, want its public URL", pr.url)
 	}
 	if pr.metricsAddr, err = waitLogAddr(wctx, pr.tunnel, "metrics serving"); err != nil {
 		return nil, err
@@ -143,6 +131,39 @@ func (e *env) attachPair(ctx context.Context, srv *proc, srvAddr, backAddr, suff
 		}
 	}
 	return pr, nil
+}
+
+// startClient starts a tunnel client of the tunneld at srvAddr with the
+// subcommand and arguments given (its tunnel's name must be the first
+// --name), and waits for the public URL it prints.
+func (e *env) startClient(ctx context.Context, name, srvAddr string, inspect bool, args ...string) (*proc, string, error) {
+	inspectFlag := "--inspect=false"
+	if inspect {
+		inspectFlag = "--inspect=127.0.0.1:0"
+	}
+	p, err := startProc(name, filepath.Join(e.o.BinDir, "tunnel"), nil, append([]string{
+		"--dev", "--server", srvAddr, "--certs-dir", e.certsDir, "--log-format", "json",
+		"--metrics-listen", "127.0.0.1:0", inspectFlag,
+		// The client's own bound on streams at once (1,024 by default)
+		// would cut the in-flight phase's 10,000 short, as tunneld's
+		// per-address limits would the load: lifted the same way.
+		"--max-streams", "1000000"}, args...)...)
+	if err != nil {
+		return nil, "", err
+	}
+	e.procs = append(e.procs, p)
+	url, err := p.line(30 * time.Second)
+	if err != nil {
+		return nil, "", err
+	}
+	tunnelName := ""
+	if i := slices.Index(args, "--name"); i >= 0 && i+1 < len(args) {
+		tunnelName = args[i+1]
+	}
+	if !strings.HasPrefix(url, "https://"+tunnelName+".localhost") {
+		return nil, "", fmt.Errorf("%s printed %q, want its public URL", name, url)
+	}
+	return p, url, nil
 }
 
 // procs lists the pair's processes with where their /metrics is.
@@ -225,10 +246,28 @@ func (e *env) start(ctx context.Context, pairs bool) error {
 	if e.o.Profile != "" {
 		pprofArgs = []string{"--admin-pprof"}
 	}
-	if e.main, err = e.startPair(ctx, backAddr, "", false, pprofArgs...); err != nil {
+	// A pool needs a token that may pool: main's tunneld has one in its
+	// tokens file (anonymous clients, every other one here, still connect).
+	tokens := filepath.Join(e.tmp, "tokens.json")
+	out, err := exec.CommandContext(ctx, filepath.Join(e.o.BinDir, "tunneld"), "token", "add",
+		"--tokens-file", tokens, "--label", "bench-pool", "--name", "pooled", "--pool").Output()
+	if err != nil {
+		return fmt.Errorf("tunneld token add --pool: %w", err)
+	}
+	if e.main, err = e.startPair(ctx, backAddr, "", false, append(pprofArgs, "--tokens-file", tokens)...); err != nil {
 		return err
 	}
+	for i := range e.poolCli {
+		if e.poolCli[i], _, err = e.startClient(ctx, fmt.Sprintf("tunnel (pool %d)", i+1), e.main.srvAddr, false,
+			"--token", strings.TrimSpace(string(out)), "http", "--name", "pooled", "--pool", backAddr); err != nil {
+			return err
+		}
+	}
 	e.srvAddr = e.main.srvAddr
+	if e.authCli, _, err = e.startClient(ctx, "tunnel (basic auth)", e.main.srvAddr, false,
+		"http", "--name", "locked", "--basic-auth", benchAuth, backAddr); err != nil {
+		return err
+	}
 	if e.https, err = e.startPair(ctx, backAddr, " (https)", false); err != nil {
 		return err
 	}
@@ -282,6 +321,14 @@ func (e *env) start(ctx context.Context, pairs bool) error {
 		// As tunnel, with the client's request inspector on: the cost of
 		// recording every exchange, against tunnel in the same run.
 		{Name: "tunnel-inspect", baseURL: "http://bench.localhost:" + inspectPort, dial: e.inspect.plainAddr, noH2: true, inspect: true},
+		// As tunnel, through the same tunneld, to a tunnel that asks
+		// visitors for a password; every request carries the right one.
+		{Name: "tunnel-basic-auth", baseURL: "http://" + benchAuth + "@locked.localhost:" + plainPort, dial: e.main.plainAddr,
+			noH2: true, variant: "basic-auth", auth: benchAuth},
+		// As tunnel, through the same tunneld, to a name served by a
+		// pool of two clients (--pool): requests alternate between them.
+		{Name: "tunnel-pool", baseURL: "http://pooled.localhost:" + plainPort, dial: e.main.plainAddr,
+			noH2: true, variant: "pool"},
 	}
 	return nil
 }
@@ -290,6 +337,9 @@ func (e *env) start(ctx context.Context, pairs bool) error {
 // measured in a run of that kind.
 func (t target) includesSmall(h2 bool, conns int) bool {
 	switch {
+	case t.variant != "":
+		// 64 connections, the summary's (a smoke run's 4).
+		return !h2 && conns > 1 && conns <= 64
 	case t.inspect:
 		return !h2
 	case h2 && t.noH2:
@@ -300,9 +350,12 @@ func (t target) includesSmall(h2 bool, conns int) bool {
 	return conns == 64
 }
 
-func (t target) includesOpen() bool { return !t.subset && !t.inspect }
+func (t target) includesOpen() bool { return !t.subset && !t.inspect && t.variant == "" }
 
 func (t target) includesBulk(up bool, streams int) bool {
+	if t.variant != "" {
+		return false
+	}
 	if t.inspect {
 		return streams == 1
 	}
@@ -338,6 +391,11 @@ func (e *env) cpuOf(t target) (srv, cli *proc) {
 		return e.https.tunneld, e.https.tunnel
 	case "tunnel-inspect":
 		return e.inspect.tunneld, e.inspect.tunnel
+	case "tunnel-basic-auth":
+		return e.main.tunneld, e.authCli
+	case "tunnel-pool":
+		// The client CPU is the first member's: about half the pool's.
+		return e.main.tunneld, e.poolCli[0]
 	case "pipe":
 		return e.pipeSrv, e.pipeCli
 	}
@@ -460,6 +518,11 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 
 	err := func() error {
 		if phases["small"] {
+			if o.InspectFull && e.inspect != nil {
+				if err := e.fillInspector(ctx); err != nil {
+					return err
+				}
+			}
 			if err := e.small(ctx, rep); err != nil {
 				return err
 			}

@@ -106,6 +106,8 @@ type pebble struct {
 	directory string // ACME directory URL
 	httpsCA   string // PEM file: the CA of Pebble's own HTTPS certificate
 	root      string // PEM file: Pebble's root, which signs what it issues
+	dns       string // pebble-challtestsrv's DNS server, host:port
+	challMgmt string // pebble-challtestsrv's management API, host:port
 }
 
 // startPebble starts pebble-challtestsrv and pebble validating on httpPort
@@ -124,7 +126,8 @@ func startPebble(t *testing.T, httpPort, tlsPort int) *pebble {
 	}
 
 	dns := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	start(t, challBin, nil, "-dnsserver", dns, "-management", "127.0.0.1:"+strconv.Itoa(freePort(t)),
+	challMgmt := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	start(t, challBin, nil, "-dnsserver", dns, "-management", challMgmt,
 		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
 		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
 
@@ -158,6 +161,8 @@ func startPebble(t *testing.T, httpPort, tlsPort int) *pebble {
 		directory: "https://localhost:" + portOf(acmeAddr) + "/dir",
 		httpsCA:   filepath.Join(certs, "ca.pem"),
 		root:      filepath.Join(dir, "pebble-root.pem"),
+		dns:       dns,
+		challMgmt: challMgmt,
 	}
 	client := &http.Client{Timeout: waitTimeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool(t, pb.httpsCA)}}}
 	defer client.CloseIdleConnections()

@@ -110,6 +110,7 @@ type fileConfig struct {
 	InspectToken  string       `json:"inspect_token"`
 	InspectBody   string       `json:"inspect_max_body"`
 	InspectMemory string       `json:"inspect_max_memory"`
+	Pool          *bool        `json:"pool"` // as --pool, for every tunnel
 	Tunnels       []fileTunnel `json:"tunnels"`
 }
 
@@ -128,6 +129,9 @@ type fileTunnel struct {
 	DenyCIDR          []string `json:"deny_cidr"`
 	PassAuthorization bool     `json:"pass_authorization"`
 	OIDCAllow         []string `json:"oidc_allow"`
+	// Domain, for an http tunnel, is a custom domain to serve besides
+	// NAME.DOMAIN (as tunnel http --domain).
+	Domain string `json:"domain"`
 }
 
 func loadFileConfig(path string) (fileConfig, error) {
@@ -176,7 +180,9 @@ type options struct {
 	inspectMaxBody, inspectMaxMemory string
 
 	name    string   // --name, for a single TARGET
+	domain  string   // --domain, for a single http TARGET
 	targets []string // the TARGETs, as written
+	pool    bool     // --pool: every tunnel joins its name's pool
 
 	kind        string        // the command's kind of tunnel: http (also bare tunnel), tcp or tls
 	allowTokens []string      // tunnel tcp --allow-token, for each of its tcp tunnels
@@ -273,6 +279,23 @@ func httpSetting(c *cli.Context, flag string) string {
 	return ""
 }
 
+// pool is --pool: the flag or TUNNEL_POOL, else the file's pool. Bare
+// "tunnel" has no --pool flag (see httpSetting), so there TUNNEL_POOL is
+// read here.
+func (s settings) pool() (bool, error) {
+	if slices.Contains(tunnelCommands, s.c.Command.Name) {
+		return s.boolean("pool", s.file.Pool), nil
+	}
+	if v, ok := os.LookupEnv("TUNNEL_POOL"); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return false, fmt.Errorf("TUNNEL_POOL %q: want true or false", v)
+		}
+		return b, nil
+	}
+	return s.file.Pool != nil && *s.file.Pool, nil
+}
+
 // hasTunnels reports whether bare "tunnel" (no command) has tunnels to run:
 // a config file, or TUNNEL_TARGETS. Without, it shows the help.
 func hasTunnels(c *cli.Context) bool {
@@ -304,9 +327,13 @@ func resolve(c *cli.Context) (options, error) {
 		inspectMaxBody:   s.str("inspect-max-body", file.InspectBody),
 		inspectMaxMemory: s.str("inspect-max-memory", file.InspectMemory),
 		name:             httpSetting(c, "name"),
+		domain:           domainSetting(c),
 		kind:             proto.KindHTTP,
 	}
 	o.targets, o.fileAllow = s.targets()
+	if o.pool, err = s.pool(); err != nil {
+		return options{}, err
+	}
 	if slices.Contains(tunnelCommands, c.Command.Name) {
 		o.kind = c.Command.Name
 	}
@@ -372,6 +399,18 @@ func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientC
 	if err := applyAccess(tunnels, o.access, o.fileRules); err != nil {
 		return mux.ClientConfig{}, err
 	}
+	for i := range tunnels {
+		if !o.pool {
+			break
+		}
+		if tunnels[i].Name == "" {
+			return mux.ClientConfig{}, fmt.Errorf("tunnel %d: --pool needs a name (--name or NAME=TARGET): the clients of a pool share one", i+1)
+		}
+		tunnels[i].Pool = true
+	}
+	if err := applyDomains(tunnels, o.domain, o.fileRules); err != nil {
+		return mux.ClientConfig{}, err
+	}
 	server := o.server
 	if server == "" {
 		return mux.ClientConfig{}, errors.New("--server (TUNNEL_SERVER) is required: tunneld's host:port; or pass --dev for a local tunneld --dev")
@@ -409,6 +448,8 @@ func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientC
 			for _, t := range w.Tunnels {
 				urls = append(urls, mux.Printable(t.URL, maxPrintedName))
 			}
+			// A custom domain's URL is the one asked for: it changes only
+			// with its tunnel's name, so urls says when to print again.
 			if slices.Equal(urls, printed) {
 				log.Info().Msg("reconnected with the same URLs")
 				return
@@ -417,9 +458,14 @@ func (o options) clientConfig(log zerolog.Logger, stdout io.Writer) (mux.ClientC
 			for i, url := range urls {
 				// stdout is for scripts: the URLs and nothing else, again
 				// only if a reconnect changed them; one line each, since
-				// printable leaves no newline in them.
+				// printable leaves no newline in them. A custom domain's
+				// URL follows its tunnel's.
 				fmt.Fprintln(stdout, url)
 				ev := log.Info().Str("url", url).Str("target", tunnels[i].Target)
+				if d := mux.Printable(w.Tunnels[i].DomainURL, maxPrintedName); d != "" {
+					fmt.Fprintln(stdout, d)
+					ev = ev.Str("domain_url", d) // mux checked the server serves it
+				}
 				if a := describeAccess(tunnels[i].Access); a != "" {
 					ev = ev.Str("access", a) // tunneld confirmed it enforces them (mux checks)
 				}
@@ -558,4 +604,47 @@ func targetAddr(s string) (string, error) {
 		return "", fmt.Errorf("port %q: want a number from 1 to 65535", port)
 	}
 	return net.JoinHostPort(host, port), nil
+}
+
+// domainSetting is --domain of "tunnel http", or for bare "tunnel" its env
+// var alone (as httpSetting does for --name); "tunnel tcp" and "tunnel
+// tls" take none: custom domains are for HTTP tunnels. It is lowercased,
+// as DNS compares names; the server checks the rest.
+func domainSetting(c *cli.Context) string {
+	d := ""
+	switch c.Command.Name {
+	case proto.KindTCP, proto.KindTLS:
+		return ""
+	case proto.KindHTTP:
+		d = c.String("domain")
+	default:
+		d = os.Getenv("TUNNEL_DOMAIN")
+	}
+	return strings.ToLower(strings.TrimSuffix(d, "."))
+}
+
+// applyDomains sets each tunnel's custom domain: --domain for a single
+// http TARGET, or else each file tunnel's own (fileRules, when the file's
+// tunnels are the ones run).
+func applyDomains(tunnels []mux.Tunnel, flag string, fileRules []fileTunnel) error {
+	if flag != "" {
+		if len(tunnels) != 1 {
+			return errors.New("--domain goes with a single TARGET: for several, give each its domain in the --config file")
+		}
+		if tunnels[0].Kind != "" && tunnels[0].Kind != proto.KindHTTP {
+			return errors.New("--domain: custom domains are for http tunnels only")
+		}
+		tunnels[0].Domain = flag
+		return nil
+	}
+	for i := range tunnels {
+		if i >= len(fileRules) || fileRules[i].Domain == "" {
+			continue
+		}
+		if tunnels[i].Kind != "" && tunnels[i].Kind != proto.KindHTTP {
+			return fmt.Errorf("tunnel %d: domain: custom domains are for http tunnels only", i+1)
+		}
+		tunnels[i].Domain = strings.ToLower(strings.TrimSuffix(fileRules[i].Domain, "."))
+	}
+	return nil
 }

@@ -136,8 +136,16 @@ func TestClientConfig_FileEnvAndFlags(t *testing.T) {
   {"name": "wiki", "target": "8080"},
   {"name": "pi-ssh", "target": "22", "kind": "tcp", "allow_tokens": ["tk_guest"]},
   {"name": "secure", "target": "8443", "kind": "tls"}]}`), 0o600)
+	domains := filepath.Join(dir, "domains.json")
+	os.WriteFile(domains, []byte(`{"server": "file.example:443", "tunnels": [
+  {"name": "wiki", "target": "8080", "domain": "Wiki.Example.org."},
+  {"name": "blog", "target": "8081"}]}`), 0o600)
+	tcpDomain := filepath.Join(dir, "tcpdomain.json")
+	os.WriteFile(tcpDomain, []byte(`{"server": "x:1", "tunnels": [{"name": "pi", "target": "22", "kind": "tcp", "domain": "pi.example.org"}]}`), 0o600)
 	badKind := filepath.Join(dir, "badkind.json")
 	os.WriteFile(badKind, []byte(`{"server": "x:1", "tunnels": [{"target": "53", "kind": "udp"}]}`), 0o600)
+	poolFile := filepath.Join(dir, "pool.json")
+	os.WriteFile(poolFile, []byte(`{"server": "file.example:443", "pool": true, "tunnels": [{"name": "wiki", "target": "8080"}]}`), 0o600)
 	bad := filepath.Join(dir, "bad.json")
 	os.WriteFile(bad, []byte(`{"server": "x:1", "sever": "typo"}`), 0o600)
 
@@ -187,6 +195,37 @@ func TestClientConfig_FileEnvAndFlags(t *testing.T) {
 			server: "x:1", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
 			tunnels: []mux.Tunnel{{Name: "secure", Target: "localhost:8443", Kind: "tls"}}},
 		{name: "missing file", args: []string{"--config", filepath.Join(dir, "none.json")}, wantErr: "--config"},
+		{name: "pool flag", env: map[string]string{"TUNNEL_SERVER": "x:1"}, args: []string{"http", "--pool", "--name", "wiki", "8080"},
+			server: "x:1", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "wiki", Target: "localhost:8080", Pool: true}}},
+		{name: "pool env, tcp", env: map[string]string{"TUNNEL_SERVER": "x:1", "TUNNEL_POOL": "true"}, args: []string{"tcp", "pi-ssh=22"},
+			server: "x:1", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "pi-ssh", Target: "localhost:22", Kind: "tcp", Pool: true}}},
+		{name: "pool from the file, bare tunnel", args: []string{"--config", poolFile},
+			server: "file.example:443", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "wiki", Target: "localhost:8080", Pool: true}}},
+		{name: "pool env over the file", env: map[string]string{"TUNNEL_POOL": "false"}, args: []string{"--config", poolFile},
+			server: "file.example:443", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "wiki", Target: "localhost:8080"}}},
+		{name: "pool without a name", env: map[string]string{"TUNNEL_SERVER": "x:1"}, args: []string{"http", "--pool", "8080"},
+			wantErr: "--pool needs a name"},
+		{name: "pool env not a bool", env: map[string]string{"TUNNEL_POOL": "maybe"}, args: []string{"--config", poolFile},
+			wantErr: `TUNNEL_POOL "maybe"`},
+		{name: "domain flag", env: map[string]string{"TUNNEL_SERVER": "x:1"}, args: []string{"http", "--domain", "wiki.example.org", "wiki=8080"},
+			server: "x:1", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "wiki", Target: "localhost:8080", Domain: "wiki.example.org"}}},
+		{name: "domain env, bare tunnel", env: map[string]string{"TUNNEL_SERVER": "x:1", "TUNNEL_TARGETS": "wiki=8080", "TUNNEL_DOMAIN": "wiki.example.org"},
+			server: "x:1", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "wiki", Target: "localhost:8080", Domain: "wiki.example.org"}}},
+		{name: "domains from the file", args: []string{"--config", domains},
+			server: "file.example:443", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "wiki", Target: "localhost:8080", Domain: "wiki.example.org"}, {Name: "blog", Target: "localhost:8081"}}},
+		{name: "domain flag with two targets", env: map[string]string{"TUNNEL_SERVER": "x:1"}, args: []string{"http", "--domain", "wiki.example.org", "a=8080", "b=8081"},
+			wantErr: "--domain goes with a single TARGET"},
+		{name: "domain on a tcp tunnel in the file", args: []string{"--config", tcpDomain}, wantErr: "custom domains are for http tunnels only"},
+		{name: "tcp takes no domain", env: map[string]string{"TUNNEL_SERVER": "x:1", "TUNNEL_DOMAIN": "pi.example.org"}, args: []string{"tcp", "pi=22"},
+			server: "x:1", peerTimeout: 30 * time.Second, retryMax: 30 * time.Second, window: 1 << 20,
+			tunnels: []mux.Tunnel{{Name: "pi", Target: "localhost:22", Kind: "tcp"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

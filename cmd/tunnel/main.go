@@ -113,7 +113,7 @@ func newApp() *cli.App {
 			Description: "TARGET is PORT, HOST:PORT, NAME=PORT or NAME=HOST:PORT; PORT alone means localhost:PORT.\n" +
 				"Without NAME (or --name) the server picks a random name. Several targets share one session:\n\n" +
 				"  tunnel --dev http wiki=8080 blog=127.0.0.1:9090",
-			Flags:        append(httpFlags(), accessFlags()...),
+			Flags:        append(append(httpFlags(), accessFlags()...), domainFlag()),
 			OnUsageError: onUsageError,
 			Action:       runHTTP,
 		}, tcpCommand(), tlsCommand(), connectCommand()},
@@ -150,7 +150,15 @@ func httpFlags() []cli.Flag {
 			Usage: "name to ask for, served at NAME.DOMAIN (only with a single TARGET)"},
 		&cli.StringFlag{Name: "targets", EnvVars: []string{"TUNNEL_TARGETS"},
 			Usage: "TARGETs separated by spaces or commas, used when none are given as arguments"},
+		&cli.BoolFlag{Name: "pool", EnvVars: []string{"TUNNEL_POOL"},
+			Usage: "share each named tunnel with your other clients that ask for it with --pool: tunneld spreads visitors over them (the token must allow pools)"},
 	}
+}
+
+// domainFlag is "tunnel http"'s --domain.
+func domainFlag() cli.Flag {
+	return &cli.StringFlag{Name: "domain", EnvVars: []string{"TUNNEL_DOMAIN"},
+		Usage: "custom domain to serve besides NAME.DOMAIN (only with a single TARGET), once the token may claim it and its DNS points at the tunnel: a CNAME to NAME.DOMAIN, or a TXT record at _tunnel.DOMAIN holding the token's label"}
 }
 
 // runHTTP runs the tunnels. On a terminal, unless --quiet, a live view

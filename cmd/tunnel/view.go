@@ -101,6 +101,9 @@ func (v *view) ready(w *proto.Welcome) {
 	for i, t := range w.Tunnels {
 		if i < len(v.tunnels) {
 			v.tunnels[i].name, v.tunnels[i].url = t.Name, mux.Printable(t.URL, maxPrintedName)
+			if t.DomainURL != "" {
+				v.tunnels[i].url += " " + mux.Printable(t.DomainURL, maxPrintedName)
+			}
 		}
 	}
 }

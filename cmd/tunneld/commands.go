@@ -33,8 +33,12 @@ func tokenCommand() *cli.Command {
 					Usage: "tunnels this token may open at once"},
 				&cli.StringSliceFlag{Name: "connect", EnvVars: []string{"TUNNELD_TOKEN_CONNECT"},
 					Usage: "a TCP tunnel the token may reach with \"tunnel connect\", whoever owns it, in --name's patterns; repeat for more; none: only its own and those whose owner allows it"},
+				&cli.StringSliceFlag{Name: "domain", EnvVars: []string{"TUNNELD_TOKEN_DOMAINS"},
+					Usage: "a custom domain the token may claim (tunnel http --domain): exact (wiki.example.org) or *.apps.example.org (one label); repeat for more; none: no custom domains"},
 				&cli.StringFlag{Name: "access", EnvVars: []string{"TUNNELD_TOKEN_ACCESS"}, DefaultText: "the client chooses",
 					Usage: "visitor access rules (tunnel http --basic-auth, --allow-cidr, --deny-cidr, --oidc-allow) on the token's HTTP tunnels: require or forbid"},
+				&cli.BoolFlag{Name: "pool", EnvVars: []string{"TUNNELD_TOKEN_POOL"},
+					Usage: "let the token's clients share a name (tunnel --pool): visitors are spread over them"},
 			},
 			Action: tokenAdd,
 		}},
@@ -57,7 +61,15 @@ func tokenAdd(c *cli.Context) error {
 	default:
 		return fmt.Errorf("--access %q: want require or forbid", a)
 	}
-	secret, err := token.Add(path, label, c.StringSlice("name"), c.Int("max-tunnels"), c.StringSlice("connect"), access)
+	secret, err := token.Add(path, token.Entry{
+		Label:      label,
+		Names:      c.StringSlice("name"),
+		MaxTunnels: c.Int("max-tunnels"),
+		Connect:    c.StringSlice("connect"),
+		Access:     access,
+		Pool:       c.Bool("pool"),
+		Domains:    c.StringSlice("domain"),
+	})
 	if err != nil {
 		return err
 	}

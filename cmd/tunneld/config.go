@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/tunnelhq/tunnel/pkg/certs"
 	"github.com/tunnelhq/tunnel/pkg/devcert"
+	"github.com/tunnelhq/tunnel/pkg/domain"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/token"
@@ -72,6 +74,10 @@ func serveFlags() []cli.Flag {
 			Usage: "port written in public URLs, for when a proxy or NAT forwards another port (443 writes none)"},
 		&cli.DurationFlag{Name: "name-hold", Value: def.NameHold, EnvVars: []string{"TUNNELD_NAME_HOLD"},
 			Usage: "how long a disconnected client's names stay reserved for its token (at most as many as it may have tunnels; the oldest go first)"},
+		&cli.StringFlag{Name: "dns-resolver", EnvVars: []string{"TUNNELD_DNS_RESOLVER"}, DefaultText: "the system's",
+			Usage: "DNS server, host:port, that custom domains' records (tunnel http --domain) are checked with"},
+		&cli.DurationFlag{Name: "domain-recheck", Value: def.DomainRecheck, EnvVars: []string{"TUNNELD_DOMAIN_RECHECK"},
+			Usage: "how often the custom domains of connected clients are checked again; one that no longer points at its tunnel stops being served"},
 		&cli.DurationFlag{Name: "offline-wait", Value: def.OfflineWait, EnvVars: []string{"TUNNELD_OFFLINE_WAIT"},
 			Usage: "how long a visitor's request waits for a reconnecting client before a 502 \"tunnel offline\" page (0: none)"},
 		&cli.DurationFlag{Name: "peer-timeout", Value: def.Mux.PeerTimeout(), EnvVars: []string{"TUNNELD_PEER_TIMEOUT"},
@@ -181,6 +187,15 @@ func serverConfig(c *cli.Context, log zerolog.Logger) (edge.Config, string, erro
 	cfg.PublicPort = c.Int("public-port")
 	cfg.NameHold = c.Duration("name-hold")
 	cfg.OfflineWait = c.Duration("offline-wait")
+	if r := c.String("dns-resolver"); r != "" {
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			return cfg, "", fmt.Errorf("--dns-resolver %q: want host:port: %w", r, err)
+		}
+	}
+	cfg.Domains = domain.NewChecker(domain.Config{Resolver: c.String("dns-resolver")})
+	if cfg.DomainRecheck = c.Duration("domain-recheck"); cfg.DomainRecheck <= 0 {
+		return cfg, "", errors.New("--domain-recheck must be positive")
+	}
 	if d := c.Duration("peer-timeout"); d > 0 {
 		cfg.Mux.SetPeerTimeout(d)
 	} else {

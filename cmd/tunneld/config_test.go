@@ -120,6 +120,7 @@ func TestServerConfig_DefaultsAreTheEdges(t *testing.T) {
 	}{
 		{"name-hold", got.NameHold, want.NameHold},
 		{"offline-wait", got.OfflineWait, want.OfflineWait},
+		{"domain-recheck", got.DomainRecheck, want.DomainRecheck},
 		{"peer-timeout (keepalive)", got.Mux.KeepAliveInterval, want.Mux.KeepAliveInterval},
 		{"peer-timeout (write timeout)", got.Mux.WriteTimeout, want.Mux.WriteTimeout},
 		{"stream-window", got.Mux.StreamWindow, want.Mux.StreamWindow},

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,6 +59,15 @@ type Edge struct {
 // The server stops when the test ends.
 func Start(t testing.TB, mod func(*edge.Config)) *Edge {
 	t.Helper()
+	e, _ := StartStoppable(t, mod)
+	return e
+}
+
+// StartStoppable is Start for a test that stops the server itself: stop
+// ends Serve and returns its result, the same on every call. The test's
+// end stops it too, if the test did not.
+func StartStoppable(t testing.TB, mod func(*edge.Config)) (e *Edge, stop func() error) {
+	t.Helper()
 	tlsCfg, pool := NewTLS(t)
 	tokens, err := token.New([]token.Entry{
 		{Label: "alice", SHA256: token.Hash(AliceToken), Names: []string{"*"}},
@@ -89,13 +99,21 @@ func Start(t testing.TB, mod func(*edge.Config)) *Edge {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
+	var once sync.Once
+	var result error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			result = testwait.Recv(t, done, 20*time.Second)
+		})
+		return result
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := testwait.Recv(t, done, 20*time.Second); err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &Edge{T: t, Addr: ln.Addr().String(), Port: port, Pool: pool, Srv: srv}
+	return &Edge{T: t, Addr: ln.Addr().String(), Port: port, Pool: pool, Srv: srv}, stop
 }
 
 // Client is a running tunnel client.

@@ -2,12 +2,14 @@
 // then shuts it down gracefully. It exists because tunneld serves three
 // http.Servers the same way (the edge's public port, its port-80 companion
 // in pkg/edge, and the admin listener in pkg/admin), and the admin must not
-// reach into the edge for it. cmd/demo-page uses it too.
+// reach into the edge for it. cmd/demo-page uses it too. Page is the one
+// way tunneld writes its own short answers (the edge's, the sign-in's).
 package httpserve
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"time"
@@ -38,4 +40,17 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Du
 		return err
 	}
 	return nil
+}
+
+// Page writes a short plain-text answer: the status, its text, and msg.
+// It is how tunneld answers for itself (the edge's refusals, the sign-in's
+// pages): plain text, never sniffed, carries no script, so echoing a host
+// or an email address in msg is safe; and no cache keeps it.
+func Page(w http.ResponseWriter, status int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "%d %s\n\n%s\n", status, http.StatusText(status), msg)
 }

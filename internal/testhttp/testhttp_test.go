@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 func TestGet_ReturnsStatusAndBody(t *testing.T) {
@@ -23,4 +24,19 @@ func TestGet_ReturnsStatusAndBody(t *testing.T) {
 	if status != http.StatusTeapot || body != "short and stout /pot" {
 		t.Fatalf("got %d %q, want 418 %q", status, body, "short and stout /pot")
 	}
+}
+
+func TestPacedEvents_ReadInStep(t *testing.T) {
+	next := make(chan struct{})
+	srv := httptest.NewServer(PacedEvents(3, next))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// The handler waits on next after each event: had it not flushed
+	// them, or had ReadPacedEvents not acknowledged them, this would
+	// fail on the bounded wait instead of returning.
+	ReadPacedEvents(t, resp.Body, 3, next, 10*time.Second)
 }

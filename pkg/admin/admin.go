@@ -258,6 +258,8 @@ th, td { text-align: left; padding: .35em .8em; border-bottom: 1px solid #ddd; }
 th { background: #f4f4f4; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .up { color: #080; font-weight: 600; }
+.domain { font-weight: 400; font-size: .9em; }
+.domain.dropped { color: #a00; }
 </style>
 </head>
 <body>
@@ -268,7 +270,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 <thead><tr><th>tunnel</th><th>URL</th><th>token</th><th>client</th><th>node</th><th>connected for</th><th>requests</th><th>in flight</th><th>bytes in</th><th>bytes out</th><th>access</th></tr></thead>
 <tbody>
 {{range .Tunnels}}<tr class="tunnel" data-name="{{.Name}}">
-<td class="up">{{.Name}}</td><td>{{if eq .Kind "tcp" "tls"}}{{.URL}}{{else}}<a href="{{.URL}}">{{.URL}}</a>{{end}}</td><td>{{.Label}}</td><td>{{.ClientAddr}}</td><td class="node">{{.Node}}</td>
+<td class="up" title="session {{.SessionID}}">{{.Name}}{{if .Pool}} <span class="pool">(pool member)</span>{{end}}{{if .Domain}}<br><span class="domain {{.DomainStatus}}" title="custom domain: {{.DomainStatus}}">{{.Domain}} ({{.DomainStatus}})</span>{{end}}</td><td>{{if eq .Kind "tcp" "tls"}}{{.URL}}{{else}}<a href="{{.URL}}">{{.URL}}</a>{{end}}</td><td>{{.Label}}</td><td>{{.ClientAddr}}</td><td class="node">{{.Node}}</td>
 {{if .ConnectedSince.IsZero}}<td title="another node's client: that node reports it">-</td>{{else}}<td title="{{.ConnectedSince.UTC.Format "2006-01-02 15:04:05 UTC"}}">{{since $.Now .ConnectedSince}}</td>{{end}}
 <td class="num">{{.Requests}}</td><td class="num">{{.InFlight}}</td><td class="num">{{bytes .BytesIn}}</td><td class="num">{{bytes .BytesOut}}</td>
 <td class="access">{{with .Access}}{{with .BasicAuthUsers}}basic auth: {{join . ", "}} {{end}}{{with .AllowCIDR}}allow {{join . ", "}} {{end}}{{with .DenyCIDR}}deny {{join . ", "}}{{end}}{{with .OIDCAllow}} sign-in: {{join . ", "}}{{end}}{{else}}open{{end}}</td>

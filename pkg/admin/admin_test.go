@@ -24,12 +24,15 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/tunnelhq/tunnel/internal/edgetest"
+	"github.com/tunnelhq/tunnel/internal/testdns"
 	"github.com/tunnelhq/tunnel/internal/testhttp"
 	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/admin"
+	"github.com/tunnelhq/tunnel/pkg/domain"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 	"github.com/tunnelhq/tunnel/pkg/proto"
+	"github.com/tunnelhq/tunnel/pkg/token"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -513,4 +516,72 @@ func TestAdmin_StatusPageShowsTCPAndTLSTunnels(t *testing.T) {
 		api.Tunnels[0].Kind != "tcp" || api.Tunnels[1].Kind != "tls" {
 		t.Fatalf("/api/tunnels: %v, %+v; want pi-ssh tcp and secure tls", err, api.Tunnels)
 	}
+}
+
+// logLines sends each log line holding one of its substrings; lines
+// beyond the buffer that nobody reads are dropped.
+type logLines chan string
+
+func (w logLines) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), "custom domain") {
+		select {
+		case w <- string(p):
+		default:
+		}
+	}
+	return len(p), nil
+}
+
+// TestAdmin_StatusShowsCustomDomains: a tunnel's custom domain shows next
+// to its name, in /api/tunnels and on the status page, served while its
+// DNS points at the tunnel and dropped once the re-check finds it does
+// not.
+func TestAdmin_StatusShowsCustomDomains(t *testing.T) {
+	const d = "wiki.example.org"
+	dns := testdns.Start(t)
+	logs := make(logLines, 64)
+	h := edgetest.Start(t, func(c *edge.Config) {
+		tokens, err := token.New([]token.Entry{
+			{Label: "alice", SHA256: token.Hash(edgetest.AliceToken), Names: []string{"*"}, Domains: []string{d}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Auth = tokens
+		c.Domains = domain.NewChecker(domain.Config{Resolver: dns.Addr(), Rate: 1000, Burst: 1000})
+		c.DomainRecheck = 20 * time.Millisecond
+		c.Logger = zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs)).Level(zerolog.InfoLevel)
+	})
+	base := startAdmin(t, h, "127.0.0.1:0", nil)
+	dns.SetCNAME(d, "wiki."+edgetest.Domain)
+	addr := edgetest.Backend(t, http.NotFoundHandler())
+	if _, err := h.Connect(edgetest.AliceToken, mux.Tunnel{Name: "wiki", Target: addr, Domain: d},
+		mux.Tunnel{Name: "plain", Target: addr}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(status string) {
+		t.Helper()
+		_, body := adminGet(t, base, "/api/tunnels", "")
+		var api struct{ Tunnels []edge.TunnelStatus }
+		if err := json.Unmarshal(body, &api); err != nil || len(api.Tunnels) != 2 {
+			t.Fatalf("/api/tunnels: %v, %s; want plain and wiki", err, body)
+		}
+		if p, w := api.Tunnels[0], api.Tunnels[1]; p.Domain != "" || p.DomainStatus != "" ||
+			w.Name != "wiki" || w.Domain != d || w.DomainStatus != status {
+			t.Fatalf("/api/tunnels: got %+v, want wiki with %s %s and plain with none", api.Tunnels, d, status)
+		}
+		if !strings.Contains(string(body), `"domain":"`+d+`","domain_status":"`+status+`"`) {
+			t.Fatalf("/api/tunnels: %s lacks the domain's fields", body)
+		}
+		_, page := adminGet(t, base, "/", "")
+		want := `<span class="domain ` + status + `" title="custom domain: ` + status + `">` + d + ` (` + status + `)</span>`
+		if !bytes.Contains(page, []byte(want)) || bytes.Count(page, []byte(`class="domain `)) != 1 {
+			t.Fatalf("status page: want %s once, got\n%s", want, page)
+		}
+	}
+	check(edge.DomainServed)
+	dns.Clear(d)
+	for !strings.Contains(testwait.Recv(t, logs, 15*time.Second), "custom domain no longer points at its tunnel") {
+	}
+	check(edge.DomainDropped)
 }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/tunnelhq/tunnel/internal/expiring"
+	"github.com/tunnelhq/tunnel/pkg/domain"
 	"github.com/tunnelhq/tunnel/pkg/name"
 )
 
@@ -419,7 +420,13 @@ var errRefused = errors.New("refused")
 func (b *orderBudget) charge(ctx context.Context, key string) error {
 	host := strings.TrimSuffix(key, "+rsa")
 	label, err := name.FromHost(host, b.domain)
-	if err != nil || label == "" {
+	switch {
+	case errors.Is(err, name.ErrForeignHost) && domain.Validate(host) == nil:
+		// A custom domain, which the table holds under its own name,
+		// counts against its claimer like a name. (Other keys, such as
+		// autocert's old account key "acme_account.key", are no name.)
+		label = host
+	case err != nil || label == "":
 		return nil // the apex; anything else HostPolicy has refused already
 	}
 	account, held := b.owners.Account(label)

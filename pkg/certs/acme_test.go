@@ -33,11 +33,15 @@ func (o owners) Account(n string) (string, bool) {
 }
 
 // policy allows the apex and the names in o, as the edge's host policy
-// allows the apex and the names tunnels hold.
+// allows the apex and the names tunnels hold; a name of o with a dot is a
+// custom domain, allowed as itself.
 func (o owners) policy(domain string) autocert.HostPolicy {
 	return func(_ context.Context, host string) error {
 		label, err := name.FromHost(host, domain)
 		if err == nil && label == "" {
+			return nil
+		}
+		if _, held := o[host]; errors.Is(err, name.ErrForeignHost) && held {
 			return nil
 		}
 		if _, held := o[label]; err == nil && held {
@@ -127,6 +131,38 @@ func TestACME_OrderBudgetWindow(t *testing.T) {
 	now = now.Add(orderWindow)
 	if _, err := a.GetCertificate(hello("next")); errors.Is(err, ErrOrderBudget) {
 		t.Errorf("a week later: got %v, want the order placed", err)
+	}
+}
+
+// TestACME_OrderBudgetCountsCustomDomains: a custom domain's order counts
+// against whoever claimed it (the table holds it under its own name), like
+// a name's: a token holder cannot order past its budget with domains.
+func TestACME_OrderBudgetCountsCustomDomains(t *testing.T) {
+	const domain = "tunnel.test"
+	cfg := &ACMEConfig{CacheDir: t.TempDir(), DirectoryURL: "https://127.0.0.1:1/dir", OrdersPerWeek: 10, OrdersPerOwnerPerWeek: 1}
+	names := owners{"wiki.example.org": "a", "blog.example.org": "a", "shop.example.net": "b"}
+	a, err := NewACME(cfg, domain, names.policy(domain), names, nil, zerolog.New(zerolog.NewTestWriter(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	for _, tt := range []struct {
+		host      string
+		budget    bool // refused for the budget
+		notServed bool // refused by the policy
+	}{
+		{"wiki.example.org", false, false},
+		{"blog.example.org", true, false}, // a's one is spent
+		{"shop.example.net", false, false},
+		{"free.example.org", false, true},
+	} {
+		_, err := a.GetCertificate(&tls.ClientHelloInfo{ServerName: tt.host, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}})
+		if got := errors.Is(err, ErrOrderBudget); got != tt.budget {
+			t.Errorf("%s: got %v, want refused for the budget %v", tt.host, err, tt.budget)
+		}
+		if got := errors.Is(err, ErrNotServed); got != tt.notServed {
+			t.Errorf("%s: got %v, want refused by the policy %v", tt.host, err, tt.notServed)
+		}
 	}
 }
 

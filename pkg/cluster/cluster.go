@@ -26,6 +26,9 @@ var (
 	ErrUnavailable = errors.New("cluster: etcd unavailable")
 	// ErrClosed: the Cluster was closed.
 	ErrClosed = errors.New("cluster: closed")
+	// ErrPoolMismatch: a claim with Tunnel.Pool of a name whose pool's
+	// members have another kind or other Data (the access rules).
+	ErrPoolMismatch = errors.New("cluster: pool of another kind or other rules")
 )
 
 // Config configures a node's membership in a cluster.
@@ -135,13 +138,14 @@ type Stats struct {
 // view. Open starts its goroutines (the lease keepalive, the watch, the
 // hold tidying); Close stops them. Safe for concurrent use.
 type Cluster struct {
-	cfg     Config
-	log     zerolog.Logger
-	cli     *clientv3.Client
-	ownCli  bool
-	kNodes  string
-	kNames  string
-	kOwners string
+	cfg      Config
+	log      zerolog.Logger
+	cli      *clientv3.Client
+	ownCli   bool
+	kNodes   string
+	kNames   string
+	kOwners  string
+	kMembers string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -150,12 +154,16 @@ type Cluster struct {
 
 	hooks atomic.Pointer[Hooks]
 
+	// beforeReassertWrite, set by tests only, runs in reassertOne between
+	// reading the session's names and writing them again.
+	beforeReassertWrite func()
+
 	// Lease state, owned by keepLoop except at Open and Close.
 	lmu       sync.Mutex
 	lease     clientv3.LeaseID
 	confirmed time.Time // the lease lives at least until then (see doc.go)
 	local     map[string]*localClaim
-	byName    map[string]string // name → local session ID holding it
+	byName    map[string]string // name → local session ID holding it alone (not as a pool member)
 	released  []*localClaim     // releases etcd did not take, retried
 	reassert  bool              // the names must be written again (lease lost, etcd was away)
 
@@ -176,6 +184,7 @@ type localClaim struct {
 	session, owner, account string
 	tunnels                 []Tunnel
 	revs                    map[string]int64
+	noHold                  bool // released with no hold (ReleaseName)
 }
 
 // Open joins the cluster: it dials etcd (unless Config.Client is set),
@@ -188,7 +197,8 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	c := &Cluster{cfg: cfg, log: cfg.Log.With().Str("component", "cluster").Logger(),
 		kNodes: cfg.Prefix + "nodes/", kNames: cfg.Prefix + "names/", kOwners: cfg.Prefix + "owners/",
-		local: make(map[string]*localClaim), byName: make(map[string]string)}
+		kMembers: cfg.Prefix + "members/",
+		local:    make(map[string]*localClaim), byName: make(map[string]string)}
 	c.v.init(c)
 	c.stateCh = make(chan struct{})
 	c.hooks.Store(&Hooks{})

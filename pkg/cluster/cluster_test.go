@@ -543,3 +543,86 @@ func TestCluster_NodeNameInUse(t *testing.T) {
 	}
 	second.Close()
 }
+
+func TestCluster_ReleaseNameFreesOneNameAtOnce(t *testing.T) {
+	e := etcdtest.Start(t, 1)
+	a, b := node(t, e, "a", time.Minute), node(t, e, "b", time.Minute)
+	if _, err := claim(a, "s1", "alice", "wiki", "wiki.example.org"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, b, "wiki.example.org", isLive)
+	waitFor(t, b, "wiki", isLive)
+	// A custom domain rides on its tunnel: it counts toward no limit.
+	if n := b.ForeignTunnels("alice"); n != 1 {
+		t.Fatalf("ForeignTunnels: got %d, want 1 (wiki, not its domain)", n)
+	}
+	a.ReleaseName(context.Background(), "s1", "wiki.example.org")
+	// Gone on the other node too, with no hold: another owner may claim
+	// it at once, while the session keeps its other name.
+	waitFor(t, b, "wiki.example.org", func(_ Entry, ok bool) bool { return !ok })
+	if _, err := claim(b, "s2", "bob", "wiki.example.org"); err != nil {
+		t.Fatalf("another owner after ReleaseName: %v", err)
+	}
+	if en := waitFor(t, b, "wiki", isLive); en.Live.Session != "s1" {
+		t.Fatalf("wiki: %+v, want s1's", en.Live)
+	}
+	// The session's release later leaves the name's new holder alone.
+	waitFor(t, a, "wiki.example.org", func(e Entry, ok bool) bool { return isLive(e, ok) && e.Live.Session == "s2" })
+	a.Release(context.Background(), "s1")
+	waitFor(t, b, "wiki", isHeld)
+	if en, _ := a.Lookup("wiki.example.org"); en.Live == nil || en.Live.Session != "s2" {
+		t.Fatalf("wiki.example.org after s1's release: %+v, want s2's", en)
+	}
+}
+
+// TestCluster_ClaimNameTakesNothingOver: a session claims a name it
+// dropped again only while nobody else serves it; a sibling of the same
+// owner on another node that claimed it meanwhile keeps it, and keeps
+// every name it had.
+func TestCluster_ClaimNameTakesNothingOver(t *testing.T) {
+	e := etcdtest.Start(t, 1)
+	a, b := node(t, e, "a", time.Minute), node(t, e, "b", time.Minute)
+	const d = "wiki.example.org"
+	dt := Tunnel{Name: d, Kind: "http", Data: []byte(d)}
+	if _, err := claim(a, "s1", "alice", "wiki", d); err != nil {
+		t.Fatal(err)
+	}
+	a.ReleaseName(context.Background(), "s1", d)
+	waitFor(t, b, d, func(_ Entry, ok bool) bool { return !ok })
+	if err := a.ClaimName(context.Background(), "s1", dt); err != nil {
+		t.Fatalf("s1 claims its dropped domain again: %v", err)
+	}
+	if en := waitFor(t, b, d, isLive); en.Live.Session != "s1" {
+		t.Fatalf("%s: %+v, want s1's", d, en.Live)
+	}
+
+	a.ReleaseName(context.Background(), "s1", d)
+	waitFor(t, b, d, func(_ Entry, ok bool) bool { return !ok })
+	if _, err := claim(b, "s2", "alice", "blog", d); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, a, d, isLive)
+	if err := a.ClaimName(context.Background(), "s1", dt); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("s1 claims s2's live domain: got %v, want ErrNameTaken", err)
+	}
+	for _, n := range []string{d, "blog"} {
+		if en, _ := b.Lookup(n); en.Live == nil || en.Live.Session != "s2" {
+			t.Fatalf("%s after s1's refused ClaimName: %+v, want s2's", n, en.Live)
+		}
+	}
+	if en, _ := a.Lookup("wiki"); en.Live == nil || en.Live.Session != "s1" {
+		t.Fatalf("wiki: %+v, want s1's", en.Live)
+	}
+
+	// The re-claimed name is released with the session's others.
+	b.Release(context.Background(), "s2")
+	waitFor(t, a, d, isHeld)
+	if err := a.ClaimName(context.Background(), "s1", dt); err != nil {
+		t.Fatalf("s1 claims its owner's held domain: %v", err)
+	}
+	a.Release(context.Background(), "s1")
+	waitFor(t, b, d, isHeld)
+	if err := a.ClaimName(context.Background(), "s1", dt); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("released s1 claims: got %v, want ErrNameTaken", err)
+	}
+}

@@ -18,9 +18,17 @@
 //	names/<name>    the live record: owner, account, kind, node, address,
 //	                session ID and the edge's data (access rules); under
 //	                the serving node's lease, so it dies with the node
-//	owners/<name>   the owner record: owner, account, kind and, once the
-//	                name is off the live table, the end of its hold (Unix
-//	                ms); under no lease, so it outlives the node
+//	members/<name>/<session>
+//	                a pooled name's live records, one per member session,
+//	                each under its own node's lease (so a dead node takes
+//	                only its members away); the same fields as names/
+//	owners/<name>   the owner record: owner, account, kind, whether the
+//	                name is a pool's and, once the name is off the live
+//	                table, the end of its hold (Unix ms); under no lease,
+//	                so it outlives the node
+//
+// A name is live through names/<name> (one session) or through members/
+// (a pool), never both: the claim that writes one deletes the other.
 //
 // # Claims
 //
@@ -34,7 +42,32 @@
 // same owner is taken over: the node serving it sees the change in its
 // watch and the edge closes that stale session (Hooks.Lost). etcd allows
 // 128 operations per transaction by default, so one session claims at
-// most 64 names.
+// most 64 names (fewer when it takes over pools: one delete per member).
+//
+// # Pools
+//
+// A claim with Tunnel.Pool joins the members of the name, on any node, if
+// they have the same owner, kind and Match (or Data): otherwise
+// ErrPoolMismatch; nobody is replaced. It takes the name over from a
+// session that holds it alone (names/<name> is deleted in the same
+// transaction). A claim without Pool of a pooled name takes it over from
+// every member, as from one session. Each claim rewrites the owner record,
+// conditioned on its revision, and the members' range must be as read
+// (no key in it modified since the read), so two claims of one name,
+// joins included, are ordered. A member's Release deletes its own record
+// only; when the last one leaves (or its node dies), the owner record is
+// left with no live record and no member, and the tidying gives it its
+// hold as for a dead node's name (at once: the view's change signals it).
+// Fencing and re-assertion are per member: a node whose lease ran out
+// writes its members again under its new lease, beside the others.
+//
+// A node of a version before pools ignores members/: it sees a pooled
+// name as an owner record with no live record, so it serves no visitor
+// of it, may write a hold deadline into the owner record (which newer
+// nodes ignore while members live), and once that runs out would let
+// another owner claim the name there. Non-pool records are unchanged, so
+// a cluster upgraded node by node works for everything else; upgrade
+// every node before clients use pools on it.
 //
 // # Holds
 //

@@ -1,12 +1,15 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -17,6 +20,14 @@ type Tunnel struct {
 	Name string
 	Kind string
 	Data []byte
+	// Pool shares the name: the session joins the members serving it (on
+	// any node) if they have the same owner, Kind and Data, or starts a
+	// pool. Without Pool, a claim of a pooled name takes over every member.
+	Pool bool
+	// Match, for a pool member, is what every member of the pool must
+	// have alike (the visitor rules, not a token's label that may differ
+	// per member); nil compares Data whole.
+	Match []byte
 }
 
 // ClaimRequest is one session's claim: all of Tunnels, or none.
@@ -40,6 +51,7 @@ type ownerRecord struct {
 	Account   string `json:"account,omitempty"`
 	Kind      string `json:"kind,omitempty"`
 	HoldUntil int64  `json:"hold_until_ms,omitempty"` // Unix ms
+	Pool      bool   `json:"pool,omitempty"`          // the name is (or was) a pool's
 }
 
 // liveRecord is the value of names/<name>, under the serving node's lease.
@@ -51,7 +63,23 @@ type liveRecord struct {
 	Addr    string `json:"addr"`
 	Session string `json:"session"`
 	Data    []byte `json:"data,omitempty"`
+	Pool    bool   `json:"pool,omitempty"`  // a member record (members/<name>/<session>)
+	Match   []byte `json:"match,omitempty"` // see Tunnel.Match
 }
+
+// poolMatch is the bytes a pool member must share with the others.
+func poolMatch(data, match []byte) []byte {
+	if match != nil {
+		return match
+	}
+	return data
+}
+
+// memberPrefix is the key prefix of name's pool members.
+func (c *Cluster) memberPrefix(name string) string { return c.kMembers + name + "/" }
+
+// memberKey is the live record of session's membership in name's pool.
+func (c *Cluster) memberKey(name, session string) string { return c.memberPrefix(name) + session }
 
 // claimAttempts bounds how often Claim reads again after losing a race.
 const claimAttempts = 5
@@ -83,13 +111,22 @@ func (c *Cluster) Claim(ctx context.Context, req ClaimRequest) ([]Replaced, erro
 		lc := &localClaim{session: req.Session, owner: req.Owner, account: req.Account, tunnels: req.Tunnels, revs: revs}
 		c.lmu.Lock()
 		for _, old := range c.local {
-			// A local session replaced by this claim loses the names.
+			// A local session replaced by this claim loses the names; a
+			// member of a pool this claim joins keeps its own.
 			for _, t := range req.Tunnels {
-				delete(old.revs, t.Name)
+				if !t.Pool || !old.pooled(t.Name) {
+					delete(old.revs, t.Name)
+				}
 			}
 		}
 		c.local[req.Session] = lc
 		for _, t := range req.Tunnels {
+			if t.Pool {
+				if sid, ok := c.byName[t.Name]; ok && sid != req.Session {
+					delete(c.byName, t.Name)
+				}
+				continue
+			}
 			c.byName[t.Name] = req.Session
 		}
 		c.lmu.Unlock()
@@ -103,12 +140,32 @@ func (c *Cluster) Claim(ctx context.Context, req ClaimRequest) ([]Replaced, erro
 
 var errRace = errors.New("cluster: raced")
 
+// pooled reports whether lc claimed name as a pool member.
+func (lc *localClaim) pooled(name string) bool {
+	for _, t := range lc.tunnels {
+		if t.Name == name {
+			return t.Pool
+		}
+	}
+	return false
+}
+
 // checkLost calls Hooks.Lost for session if the view shows any of its
 // names served by another session: a takeover the watch delivered before
 // the claim was recorded as local.
 func (c *Cluster) checkLost(session string, tunnels []Tunnel) {
 	for _, t := range tunnels {
-		if e, ok := c.Lookup(t.Name); ok && e.Live != nil && e.Live.Session != session {
+		e, ok := c.Lookup(t.Name)
+		if !ok {
+			continue
+		}
+		taken := e.Live != nil && e.Live.Session != session
+		if t.Pool {
+			taken = e.Live != nil // a claim without Pool took the name over
+		} else if len(e.Members) > 0 {
+			taken = true // a pool took it over from this session
+		}
+		if taken {
 			if h := c.hooks.Load(); h.Lost != nil {
 				h.Lost(session)
 			}
@@ -130,9 +187,10 @@ func (c *Cluster) unavailable(op string, err error) error {
 // claimOnce reads the names and writes them if the reads still hold;
 // without takeover, a live record of another session is ErrNameTaken.
 func (c *Cluster) claimOnce(ctx context.Context, req ClaimRequest, takeover bool) ([]Replaced, int64, map[string]int64, error) {
-	reads := make([]clientv3.Op, 0, 2*len(req.Tunnels))
+	reads := make([]clientv3.Op, 0, 3*len(req.Tunnels))
 	for _, t := range req.Tunnels {
-		reads = append(reads, clientv3.OpGet(c.kOwners+t.Name), clientv3.OpGet(c.kNames+t.Name))
+		reads = append(reads, clientv3.OpGet(c.kOwners+t.Name), clientv3.OpGet(c.kNames+t.Name),
+			clientv3.OpGet(c.memberPrefix(t.Name), clientv3.WithPrefix()))
 	}
 	resp, err := c.cli.Txn(ctx).Then(reads...).Commit()
 	if c.count(err) != nil {
@@ -145,8 +203,10 @@ func (c *Cluster) claimOnce(ctx context.Context, req ClaimRequest, takeover bool
 	var replaced []Replaced
 	cmps := make([]clientv3.Cmp, 0, 2*len(req.Tunnels))
 	puts := make([]clientv3.Op, 0, 2*len(req.Tunnels))
+	readRev := resp.Header.Revision
 	for i, t := range req.Tunnels {
-		okv, lkv := resp.Responses[2*i].GetResponseRange().Kvs, resp.Responses[2*i+1].GetResponseRange().Kvs
+		okv, lkv := resp.Responses[3*i].GetResponseRange().Kvs, resp.Responses[3*i+1].GetResponseRange().Kvs
+		mkv := resp.Responses[3*i+2].GetResponseRange().Kvs
 		var orev, lrev int64
 		if len(okv) > 0 {
 			orev = okv[0].ModRevision
@@ -155,7 +215,7 @@ func (c *Cluster) claimOnce(ctx context.Context, req ClaimRequest, takeover bool
 				return nil, 0, nil, fmt.Errorf("%w: %q: bad owner record: %v", ErrUnavailable, t.Name, err)
 			}
 			if o.Owner != req.Owner {
-				free := len(lkv) == 0 && o.HoldUntil != 0 && now.UnixMilli() >= o.HoldUntil
+				free := len(lkv) == 0 && len(mkv) == 0 && o.HoldUntil != 0 && now.UnixMilli() >= o.HoldUntil
 				if !free {
 					return nil, 0, nil, fmt.Errorf("%w: %q", ErrNameTaken, t.Name)
 				}
@@ -177,14 +237,53 @@ func (c *Cluster) claimOnce(ctx context.Context, req ClaimRequest, takeover bool
 			if l.Session != req.Session && !contains(replaced, r) {
 				replaced = append(replaced, r)
 			}
+			if t.Pool {
+				// A pool's claim of a name one session holds alone takes
+				// it over from that session.
+				puts = append(puts, clientv3.OpDelete(c.kNames+t.Name))
+			}
 		}
+		for _, kv := range mkv {
+			var m liveRecord
+			if err := json.Unmarshal(kv.Value, &m); err != nil {
+				return nil, 0, nil, fmt.Errorf("%w: %q: bad member record: %v", ErrUnavailable, t.Name, err)
+			}
+			if m.Owner != req.Owner {
+				return nil, 0, nil, fmt.Errorf("%w: %q", ErrNameTaken, t.Name)
+			}
+			if m.Session == req.Session {
+				continue // this session's own member (re-asserted)
+			}
+			if t.Pool {
+				if m.Kind != t.Kind || !bytes.Equal(poolMatch(m.Data, m.Match), poolMatch(t.Data, t.Match)) {
+					return nil, 0, nil, fmt.Errorf("%w: %q", ErrPoolMismatch, t.Name)
+				}
+				continue // joins: nobody is replaced
+			}
+			if !takeover {
+				return nil, 0, nil, fmt.Errorf("%w: %q: taken over by a pool", ErrNameTaken, t.Name)
+			}
+			// A claim without Pool takes the name over from every member.
+			if r := (Replaced{Node: m.Node, Session: m.Session}); !contains(replaced, r) {
+				replaced = append(replaced, r)
+			}
+			puts = append(puts, clientv3.OpDelete(string(kv.Key)))
+		}
+		// Every claim rewrites the owner record, so claims of one name
+		// (joins of one pool included) are ordered by its revision; the
+		// members' range must also be as read (none added or rewritten).
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(c.kOwners+t.Name), "=", orev),
-			clientv3.Compare(clientv3.ModRevision(c.kNames+t.Name), "=", lrev))
-		ov, _ := json.Marshal(ownerRecord{Owner: req.Owner, Account: req.Account, Kind: t.Kind})
+			clientv3.Compare(clientv3.ModRevision(c.kNames+t.Name), "=", lrev),
+			clientv3.Compare(clientv3.ModRevision(c.memberPrefix(t.Name)), "<", readRev+1).WithPrefix())
+		ov, _ := json.Marshal(ownerRecord{Owner: req.Owner, Account: req.Account, Kind: t.Kind, Pool: t.Pool})
 		lv, _ := json.Marshal(liveRecord{Owner: req.Owner, Account: req.Account, Kind: t.Kind, Node: c.cfg.Node,
-			Addr: c.cfg.Addr, Session: req.Session, Data: t.Data})
+			Addr: c.cfg.Addr, Session: req.Session, Data: t.Data, Pool: t.Pool, Match: t.Match})
+		key := c.kNames + t.Name
+		if t.Pool {
+			key = c.memberKey(t.Name, req.Session)
+		}
 		puts = append(puts, clientv3.OpPut(c.kOwners+t.Name, string(ov)),
-			clientv3.OpPut(c.kNames+t.Name, string(lv), clientv3.WithLease(lease)))
+			clientv3.OpPut(key, string(lv), clientv3.WithLease(lease)))
 	}
 	tresp, err := c.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
 	if c.count(err) != nil {
@@ -233,18 +332,118 @@ func (c *Cluster) Release(ctx context.Context, session string) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ClaimTimeout)
 	defer cancel()
-	rev, err := c.releaseOnce(ctx, lc)
-	if err != nil {
-		if c.ctx.Err() == nil {
-			c.log.Warn().Err(err).Str("session_id", session).Msg("release failed; retried when etcd is back")
-			c.markDegraded()
-			c.lmu.Lock()
-			c.released = append(c.released, lc)
-			c.lmu.Unlock()
+	if rev := c.releaseOrQueue(ctx, lc, func(e *zerolog.Event) *zerolog.Event { return e }); rev != 0 {
+		c.v.waitRev(ctx, rev)
+	}
+}
+
+// ReleaseName frees one of session's names at once, with no hold (the
+// edge drops a custom domain whose DNS no longer points at its tunnel, and
+// whoever it points at now may claim it); the session keeps its other
+// names, and a later reassertion does not write this one again.
+func (c *Cluster) ReleaseName(ctx context.Context, session, name string) {
+	c.lmu.Lock()
+	lc, ok := c.local[session]
+	var one *localClaim
+	if ok {
+		if rev, live := lc.revs[name]; live {
+			for _, t := range lc.tunnels {
+				if t.Name == name {
+					one = &localClaim{session: session, owner: lc.owner, account: lc.account,
+						tunnels: []Tunnel{t}, revs: map[string]int64{name: rev}, noHold: true}
+				}
+			}
+			delete(lc.revs, name)
+			if c.byName[name] == session {
+				delete(c.byName, name)
+			}
 		}
+	}
+	c.lmu.Unlock()
+	if one == nil {
 		return
 	}
-	c.v.waitRev(ctx, rev)
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ClaimTimeout)
+	defer cancel()
+	if rev := c.releaseOrQueue(ctx, one, func(e *zerolog.Event) *zerolog.Event { return e.Str("name", name) }); rev != 0 {
+		c.v.waitRev(ctx, rev)
+	}
+}
+
+// ClaimName gives one more name to session, a session of this node with a
+// claim (the edge serves a custom domain again once its DNS points at the
+// tunnel again, after ReleaseName dropped it). Unlike Claim it takes
+// nothing over: a name live for any other session, even the same owner's,
+// is ErrNameTaken, as is a name another owner owns; so no session anywhere
+// loses a name to it. It is one transaction over the name, retried after a
+// lost race. Errors wrap ErrNameTaken (also once session is released),
+// releaseOrQueue frees lc's names in etcd, returning the revision it
+// wrote at (0 if it did not); a release etcd does not take is queued, the
+// node marked degraded, and the release retried when etcd is back. log
+// adds to the warning what was being released (nil: no warning).
+func (c *Cluster) releaseOrQueue(ctx context.Context, lc *localClaim, log func(*zerolog.Event) *zerolog.Event) int64 {
+	rev, err := c.releaseOnce(ctx, lc)
+	if err == nil {
+		return rev
+	}
+	if c.ctx.Err() == nil {
+		if log != nil {
+			log(c.log.Warn().Err(err).Str("session_id", lc.session)).Msg("release failed; retried when etcd is back")
+		}
+		c.markDegraded()
+		c.lmu.Lock()
+		c.released = append(c.released, lc)
+		c.lmu.Unlock()
+	}
+	return 0
+}
+
+// ErrUnavailable or ErrClosed. On success the view already shows the claim.
+func (c *Cluster) ClaimName(ctx context.Context, session string, t Tunnel) error {
+	if c.ctx.Err() != nil {
+		return ErrClosed
+	}
+	c.lmu.Lock()
+	lc, ok := c.local[session]
+	c.lmu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %q: session %s holds no claim on this node", ErrNameTaken, t.Name, session)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ClaimTimeout)
+	defer cancel()
+	req := ClaimRequest{Session: session, Owner: lc.owner, Account: lc.account, Tunnels: []Tunnel{t}}
+	for range claimAttempts {
+		_, rev, revs, err := c.claimOnce(ctx, req, false)
+		if errors.Is(err, errRace) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		c.lmu.Lock()
+		still := c.local[session] == lc
+		if still {
+			lc.revs[t.Name] = revs[t.Name]
+			i := slices.IndexFunc(lc.tunnels, func(x Tunnel) bool { return x.Name == t.Name })
+			if i >= 0 {
+				lc.tunnels[i] = t
+			} else {
+				lc.tunnels = append(lc.tunnels, t)
+			}
+			c.byName[t.Name] = session
+		}
+		c.lmu.Unlock()
+		if !still {
+			// Released while the transaction ran: free what it wrote.
+			one := &localClaim{session: session, owner: lc.owner, account: lc.account,
+				tunnels: []Tunnel{t}, revs: revs, noHold: true}
+			c.releaseOrQueue(ctx, one, nil)
+			return fmt.Errorf("%w: %q: session %s was released meanwhile", ErrNameTaken, t.Name, session)
+		}
+		c.v.waitRev(ctx, rev)
+		return nil
+	}
+	return fmt.Errorf("%w: claim lost %d races in a row", ErrUnavailable, claimAttempts)
 }
 
 func (c *Cluster) releaseOnce(ctx context.Context, lc *localClaim) (int64, error) {
@@ -255,8 +454,18 @@ func (c *Cluster) releaseOnce(ctx context.Context, lc *localClaim) (int64, error
 		if !ok {
 			continue
 		}
+		if t.Pool {
+			// A member leaves alone; when it was the last, the owner
+			// record is left with no live record and no member, and the
+			// tidying gives it its hold at once (as after a node's death).
+			key := c.memberKey(t.Name, lc.session)
+			ops = append(ops, clientv3.OpTxn(
+				[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)},
+				[]clientv3.Op{clientv3.OpDelete(key)}, nil))
+			continue
+		}
 		then := []clientv3.Op{clientv3.OpDelete(c.kNames + t.Name)}
-		if c.cfg.Hold > 0 {
+		if c.cfg.Hold > 0 && !lc.noHold {
 			ov, _ := json.Marshal(ownerRecord{Owner: lc.owner, Account: lc.account, Kind: t.Kind, HoldUntil: holdUntil})
 			then = append(then, clientv3.OpPut(c.kOwners+t.Name, string(ov)))
 		} else {
@@ -306,7 +515,9 @@ func (c *Cluster) reassertAll(ctx context.Context) error {
 			}
 		}
 		switch {
-		case errors.Is(err, ErrNameTaken):
+		case errors.Is(err, ErrNameTaken), errors.Is(err, ErrPoolMismatch):
+			// A pool of other rules that formed meanwhile took the name
+			// as surely as another session.
 			c.log.Warn().Err(err).Str("session_id", lc.session).Msg("session lost a name while etcd was away")
 			if h := c.hooks.Load(); h.Lost != nil {
 				h.Lost(lc.session)
@@ -336,14 +547,41 @@ func (c *Cluster) reassertOne(ctx context.Context, lc *localClaim) error {
 	if len(tunnels) == 0 {
 		return nil
 	}
+	if c.beforeReassertWrite != nil {
+		c.beforeReassertWrite()
+	}
 	req := ClaimRequest{Session: lc.session, Owner: lc.owner, Account: lc.account, Tunnels: tunnels}
 	_, rev, revs, err := c.claimOnce(ctx, req, false)
 	if err != nil {
 		return err
 	}
+	// Merge, never replace: while the transaction ran, ClaimName may have
+	// given the session one more name (kept, with the newer of the two
+	// revisions), and ReleaseName may have dropped one that this
+	// transaction has just written again (freed below, with no hold, as
+	// ReleaseName meant).
 	c.lmu.Lock()
-	lc.revs = revs
+	var stale *localClaim
+	for name, r := range revs {
+		if cur, live := lc.revs[name]; live && c.local[lc.session] == lc {
+			lc.revs[name] = max(cur, r)
+			continue
+		}
+		if stale == nil {
+			stale = &localClaim{session: lc.session, owner: lc.owner, account: lc.account,
+				revs: map[string]int64{}, noHold: true}
+		}
+		stale.revs[name] = r
+		for _, t := range tunnels {
+			if t.Name == name {
+				stale.tunnels = append(stale.tunnels, t)
+			}
+		}
+	}
 	c.lmu.Unlock()
+	if stale != nil {
+		c.releaseOrQueue(ctx, stale, nil)
+	}
 	c.v.waitRev(ctx, rev)
 	return nil
 }
@@ -388,7 +626,8 @@ func (c *Cluster) tidy() {
 		// A live name whose node died: its hold starts now. Whichever node
 		// sees it first writes the deadline; the others' compare fails.
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(c.kOwners+o.name), "=", o.rev),
-			clientv3.Compare(clientv3.CreateRevision(c.kNames+o.name), "=", 0)}
+			clientv3.Compare(clientv3.CreateRevision(c.kNames+o.name), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(c.memberPrefix(o.name)), "=", 0).WithPrefix()}
 		var then clientv3.Op
 		if c.cfg.Hold > 0 {
 			rec := o.rec
@@ -402,7 +641,8 @@ func (c *Cluster) tidy() {
 	}
 	for _, e := range expired {
 		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(c.kOwners+e.name), "=", e.rev),
-			clientv3.Compare(clientv3.CreateRevision(c.kNames+e.name), "=", 0)}
+			clientv3.Compare(clientv3.CreateRevision(c.kNames+e.name), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(c.memberPrefix(e.name)), "=", 0).WithPrefix()}
 		ops = append(ops, clientv3.OpTxn(cmps, []clientv3.Op{clientv3.OpDelete(c.kOwners + e.name)}, nil))
 	}
 	_, err := c.cli.Txn(ctx).Then(ops...).Commit()

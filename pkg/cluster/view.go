@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,8 +19,13 @@ type Entry struct {
 	Owner   string
 	Account string
 	Kind    string
-	// Live is the serving session; nil while the name is on hold.
+	// Live is the serving session; nil while the name is on hold or
+	// pooled.
 	Live *Live
+	// Members are a pooled name's live members, one per session on any
+	// node, ordered by session ID; empty unless the name is pooled and
+	// live.
+	Members []*Live
 	// HoldUntil is when the hold ends; zero while live, or while its
 	// node's death is not yet given a deadline (held meanwhile).
 	HoldUntil time.Time
@@ -32,6 +38,7 @@ type Live struct {
 	Addr    string // the node's link address
 	Session string
 	Data    []byte // the edge's bytes (see Tunnel.Data)
+	Pool    bool   // a member of the name's pool (see Entry.Members)
 	// Rev is the etcd revision of the claim: it changes with every claim
 	// of the name, so (name, Rev) names one claim.
 	Rev int64
@@ -51,6 +58,7 @@ type view struct {
 
 	mu      sync.RWMutex
 	live    map[string]*Live
+	members map[string]map[string]*Live // pooled name → session → member
 	owners  map[string]ownerEntry
 	foreign map[string]int           // account → live names on other nodes
 	waiters map[string]chan struct{} // closed at name's next change
@@ -64,6 +72,7 @@ type view struct {
 func (v *view) init(c *Cluster) {
 	v.c = c
 	v.live = make(map[string]*Live)
+	v.members = make(map[string]map[string]*Live)
 	v.owners = make(map[string]ownerEntry)
 	v.foreign = make(map[string]int)
 	v.waiters = make(map[string]chan struct{})
@@ -81,6 +90,9 @@ func (c *Cluster) Lookup(name string) (Entry, bool) {
 	switch {
 	case l != nil:
 		return Entry{Name: name, Owner: l.owner, Account: l.account, Kind: l.kind, Live: l}, true
+	case len(v.members[name]) > 0:
+		ms := sortedMembers(v.members[name])
+		return Entry{Name: name, Owner: ms[0].owner, Account: ms[0].account, Kind: ms[0].kind, Members: ms}, true
 	case !owned:
 		return Entry{}, false
 	}
@@ -94,13 +106,31 @@ func (c *Cluster) Lookup(name string) (Entry, bool) {
 	return e, true
 }
 
-// Live returns the view's live names, in no order: for status pages.
+// sortedMembers returns a pool's members ordered by session ID, so every
+// node lists them alike.
+func sortedMembers(m map[string]*Live) []*Live {
+	out := make([]*Live, 0, len(m))
+	for _, l := range m {
+		out = append(out, l)
+	}
+	slices.SortFunc(out, func(a, b *Live) int { return strings.Compare(a.Session, b.Session) })
+	return out
+}
+
+// Live returns the view's live names, in no order: for status pages. A
+// pooled name is listed once per member, each entry with that member in
+// Live (and Members empty).
 func (c *Cluster) Live() []Entry {
 	c.v.mu.RLock()
 	defer c.v.mu.RUnlock()
 	out := make([]Entry, 0, len(c.v.live))
 	for n, l := range c.v.live {
 		out = append(out, Entry{Name: n, Owner: l.owner, Account: l.account, Kind: l.kind, Live: l})
+	}
+	for n, ms := range c.v.members {
+		for _, l := range ms {
+			out = append(out, Entry{Name: n, Owner: l.owner, Account: l.account, Kind: l.kind, Live: l})
+		}
 	}
 	return out
 }
@@ -119,7 +149,13 @@ func (c *Cluster) Changes(name string) <-chan struct{} {
 	return ch
 }
 
-// ForeignTunnels counts account's live names served by other nodes.
+// isTunnel reports whether the table's name is a tunnel's: a name with a
+// dot is a custom domain, which the edge claims beside its tunnel's name
+// and which counts toward no tunnel limit.
+func isTunnel(name string) bool { return !strings.Contains(name, ".") }
+
+// ForeignTunnels counts account's live tunnel names (custom domains aside)
+// served by other nodes.
 func (c *Cluster) ForeignTunnels(account string) int {
 	c.v.mu.RLock()
 	defer c.v.mu.RUnlock()
@@ -155,10 +191,18 @@ func (v *view) relist(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	live := make(map[string]*Live)
+	members := make(map[string]map[string]*Live)
 	owners := make(map[string]ownerEntry)
 	for _, kv := range resp.Kvs {
 		k := string(kv.Key)
 		switch {
+		case strings.HasPrefix(k, c.kMembers):
+			if n, l := v.decodeMember(kv); l != nil {
+				if members[n] == nil {
+					members[n] = make(map[string]*Live)
+				}
+				members[n][l.Session] = l
+			}
 		case strings.HasPrefix(k, c.kNames):
 			if l := v.decodeLive(kv); l != nil {
 				live[k[len(c.kNames):]] = l
@@ -183,11 +227,24 @@ func (v *view) relist(ctx context.Context) (int64, error) {
 	for n := range owners {
 		changed[n] = struct{}{}
 	}
-	v.live, v.owners = live, owners
+	for n := range v.members {
+		changed[n] = struct{}{}
+	}
+	for n := range members {
+		changed[n] = struct{}{}
+	}
+	v.live, v.owners, v.members = live, owners, members
 	v.foreign = make(map[string]int)
-	for _, l := range live {
-		if l.Node != c.cfg.Node {
+	for n, l := range live {
+		if l.Node != c.cfg.Node && isTunnel(n) {
 			v.foreign[l.account]++
+		}
+	}
+	for n, ms := range members {
+		for _, l := range ms {
+			if l.Node != c.cfg.Node && isTunnel(n) {
+				v.foreign[l.account]++
+			}
 		}
 	}
 	v.relists++
@@ -218,7 +275,7 @@ func (v *view) settle(changed map[string]struct{}, lives map[string]*Live) {
 			close(ch)
 			delete(v.waiters, n)
 		}
-		if o, ok := v.owners[n]; ok && o.rec.HoldUntil == 0 && v.live[n] == nil {
+		if o, ok := v.owners[n]; ok && o.rec.HoldUntil == 0 && v.live[n] == nil && len(v.members[n]) == 0 {
 			orphan = true
 		}
 	}
@@ -230,10 +287,35 @@ func (v *view) settle(changed map[string]struct{}, lives map[string]*Live) {
 		}
 	}
 	var lost []string
+	v.mu.RLock()
+	pooled := make(map[string]bool, len(changed))
+	for n := range changed {
+		pooled[n] = len(v.members[n]) > 0
+	}
+	v.mu.RUnlock()
 	c.lmu.Lock()
 	for n := range changed {
+		if l := lives[n]; l != nil {
+			// A claim without Pool took the name: every local member of
+			// its pool (if it was one) lost it.
+			for sid, lc := range c.local {
+				if _, ok := lc.revs[n]; ok && lc.pooled(n) && sid != l.Session {
+					delete(lc.revs, n)
+					lost = append(lost, sid)
+				}
+			}
+		}
 		sid, ok := c.byName[n]
 		l := lives[n]
+		if ok && pooled[n] && l == nil {
+			// A pool took over the name this session held alone.
+			delete(c.byName, n)
+			if lc := c.local[sid]; lc != nil {
+				delete(lc.revs, n)
+			}
+			lost = append(lost, sid)
+			continue
+		}
 		if !ok || l == nil || l.Session == sid {
 			continue
 		}
@@ -265,8 +347,18 @@ func (v *view) decodeLive(kv *mvccpb.KeyValue) *Live {
 		v.c.log.Warn().Err(err).Str("key", string(kv.Key)).Msg("bad live record ignored")
 		return nil
 	}
-	return &Live{Node: r.Node, Addr: r.Addr, Session: r.Session, Data: r.Data, Rev: kv.ModRevision,
+	return &Live{Node: r.Node, Addr: r.Addr, Session: r.Session, Data: r.Data, Pool: r.Pool, Rev: kv.ModRevision,
 		owner: r.Owner, account: r.Account, kind: r.Kind}
+}
+
+// decodeMember decodes members/<name>/<session>, returning the name.
+func (v *view) decodeMember(kv *mvccpb.KeyValue) (string, *Live) {
+	rest := string(kv.Key)[len(v.c.kMembers):]
+	i := strings.LastIndexByte(rest, '/')
+	if i < 0 {
+		return "", nil
+	}
+	return rest[:i], v.decodeLive(kv)
 }
 
 func decodeOwner(kv *mvccpb.KeyValue) (ownerEntry, bool) {
@@ -331,7 +423,7 @@ func (v *view) apply(resp clientv3.WatchResponse) {
 		switch {
 		case strings.HasPrefix(k, c.kNames):
 			n = k[len(c.kNames):]
-			if old := v.live[n]; old != nil && old.Node != c.cfg.Node {
+			if old := v.live[n]; old != nil && old.Node != c.cfg.Node && isTunnel(n) {
 				v.foreign[old.account]--
 				if v.foreign[old.account] <= 0 {
 					delete(v.foreign, old.account)
@@ -341,12 +433,41 @@ func (v *view) apply(resp clientv3.WatchResponse) {
 			if ev.Type == clientv3.EventTypePut {
 				if l := v.decodeLive(ev.Kv); l != nil {
 					v.live[n] = l
-					if l.Node != c.cfg.Node {
+					if l.Node != c.cfg.Node && isTunnel(n) {
 						v.foreign[l.account]++
 					}
 				}
 			}
 			lives[n] = v.live[n]
+		case strings.HasPrefix(k, c.kMembers):
+			rest := k[len(c.kMembers):]
+			i := strings.LastIndexByte(rest, '/')
+			if i < 0 {
+				continue
+			}
+			n = rest[:i]
+			sid := rest[i+1:]
+			if old := v.members[n][sid]; old != nil && old.Node != c.cfg.Node && isTunnel(n) {
+				v.foreign[old.account]--
+				if v.foreign[old.account] <= 0 {
+					delete(v.foreign, old.account)
+				}
+			}
+			delete(v.members[n], sid)
+			if ev.Type == clientv3.EventTypePut {
+				if _, l := v.decodeMember(ev.Kv); l != nil {
+					if v.members[n] == nil {
+						v.members[n] = make(map[string]*Live)
+					}
+					v.members[n][sid] = l
+					if l.Node != c.cfg.Node && isTunnel(n) {
+						v.foreign[l.account]++
+					}
+				}
+			}
+			if len(v.members[n]) == 0 {
+				delete(v.members, n)
+			}
 		case strings.HasPrefix(k, c.kOwners):
 			n = k[len(c.kOwners):]
 			delete(v.owners, n)
@@ -378,7 +499,7 @@ func (v *view) tidyWork(now time.Time, n int) (orphans, expired []tidyItem) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	for name, o := range v.owners {
-		if v.live[name] != nil {
+		if v.live[name] != nil || len(v.members[name]) > 0 {
 			continue
 		}
 		switch {

@@ -1,7 +1,6 @@
 package clustercert_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelhq/tunnel/internal/testlog"
 	"github.com/tunnelhq/tunnel/internal/testtls"
 )
 
@@ -58,10 +58,10 @@ func pebbleBinaries(t *testing.T) (pebble, challtestsrv string) {
 }
 
 type pebble struct {
-	directory string         // ACME directory URL
-	api       *x509.CertPool // verifies Pebble's own HTTPS
-	issuer    *x509.CertPool // Pebble's root, which signs what it issues
-	out       *syncBuffer    // Pebble's log
+	directory string          // ACME directory URL
+	api       *x509.CertPool  // verifies Pebble's own HTTPS
+	issuer    *x509.CertPool  // Pebble's root, which signs what it issues
+	out       *testlog.Buffer // Pebble's log
 }
 
 // startPebble runs pebble-challtestsrv and pebble validating on httpPort
@@ -131,9 +131,9 @@ func (pb *pebble) orders() int {
 
 // startProcess runs bin until the test ends (then kills it), its stdout
 // and stderr in the buffer returned.
-func startProcess(t *testing.T, bin string, env []string, args ...string) *syncBuffer {
+func startProcess(t *testing.T, bin string, env []string, args ...string) *testlog.Buffer {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &testlog.Buffer{}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = out, out
@@ -189,23 +189,6 @@ func writeFile(t *testing.T, path string, data []byte) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // handshake does a visitor's TLS handshake with addr for serverName,

@@ -76,7 +76,7 @@ func connectHostileRows() []hostileRow {
 				m := &proto.Connect{Version: proto.Version, Tunnel: "pi-ssh", Token: fmt.Sprintf("tk_guess_%d", i)}
 				wantCode(t, a.connectFrom(t, frameOf(t, m)), proto.CodeBadToken)
 			}
-			if n := a.logs.count("repeated authentication failures"); n != 1 {
+			if n := a.logs.Count("repeated authentication failures"); n != 1 {
 				t.Errorf("burst logged %d times, want once", n)
 			}
 			select {

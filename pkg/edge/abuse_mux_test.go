@@ -125,7 +125,7 @@ func muxHostileRows() []hostileRow {
 			}
 			a.canary(t)
 			wantClosedSoon(t, conn)
-			if n := a.logs.count("yamux"); n > 10 {
+			if n := a.logs.Count("yamux"); n > 10 {
 				t.Errorf("%d yamux log lines, want at most 10", n)
 			}
 		}},
@@ -136,7 +136,7 @@ func muxHostileRows() []hostileRow {
 			conn := a.tlsFrom(t, proto.ALPN, domain)
 			<-flood(conn, repeatFrames(600, func(i int) []byte { return yamuxFrame(ymWindow, ymSYN, uint32(2*i+1), 0) }))
 			wantClosedSoon(t, conn)
-			if n := a.logs.count("yamux"); n > 10 {
+			if n := a.logs.Count("yamux"); n > 10 {
 				t.Errorf("%d yamux log lines, want at most 10", n)
 			}
 		}},
@@ -144,10 +144,10 @@ func muxHostileRows() []hostileRow {
 			conn, _, _ := a.authedSession(t, "opener2")
 			<-flood(conn, repeatFrames(300, func(i int) []byte { return yamuxFrame(ymWindow, ymSYN, uint32(2*i+101), 0) }))
 			wantClosedSoon(t, conn)
-			if n := a.logs.count("opened a stream"); n > 1 {
+			if n := a.logs.Count("opened a stream"); n > 1 {
 				t.Errorf("%d lines about client-opened streams, want at most one", n)
 			}
-			if n := a.logs.count("yamux"); n > 10 {
+			if n := a.logs.Count("yamux"); n > 10 {
 				t.Errorf("%d yamux log lines, want at most 10", n)
 			}
 		}},
@@ -178,7 +178,7 @@ func muxHostileRows() []hostileRow {
 			} else if p, ok := m.(*proto.Pong); !ok || p.Seq != 7 {
 				t.Fatalf("got %v, want Pong 7", m)
 			}
-			if n := a.logs.count("yamux"); n > 10 {
+			if n := a.logs.Count("yamux"); n > 10 {
 				t.Errorf("%d yamux log lines for 22,000 frames, want at most 10", n)
 			}
 		}},
@@ -197,11 +197,11 @@ func muxHostileRows() []hostileRow {
 			if _, err := proto.ReadFrame(st); err != nil {
 				t.Fatalf("control stream after the GoAways: %v", err)
 			}
-			if n := a.logs.count("client is draining"); n != 1 {
+			if n := a.logs.Count("client is draining"); n != 1 {
 				t.Errorf("the client's GoAway was logged %d times, want once", n)
 			}
 			for _, bad := range []string{strings.Repeat("x", 200), `\u001b`, `\n{`} {
-				if a.logs.count(bad) > 0 {
+				if a.logs.Count(bad) > 0 {
 					t.Errorf("the log has the client's reason raw (%q): want it cut and without control characters", bad)
 				}
 			}

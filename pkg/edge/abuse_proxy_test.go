@@ -291,7 +291,7 @@ func goAwayScopedAndBounded(t *testing.T, a *abuse) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("tunneld kept a draining session open 20s after its GoAway (bound: ShutdownGrace 1s)")
 	}
-	if n := a.logs.count("draining client kept its session open"); n != 1 {
+	if n := a.logs.Count("draining client kept its session open"); n != 1 {
 		t.Errorf("drain bound logged %d times, want once", n)
 	}
 }
@@ -545,14 +545,14 @@ func abortedDownloads(t *testing.T, a *abuse) {
 	var logged int
 	var inFlight float64
 	settled := func() bool {
-		logged, inFlight = a.logs.count(`"tunnel":"big"`), gauge(t, a.Srv, "tunneld_requests_in_flight")
+		logged, inFlight = a.logs.Count(`"tunnel":"big"`), gauge(t, a.Srv, "tunneld_requests_in_flight")
 		return logged >= n && inFlight == 0
 	}
 	if !eventually(settled, 20*time.Second) || logged != n {
 		t.Fatalf("after %d downloads cut mid-body: %d access log lines, tunneld_requests_in_flight %v; want %d and 0",
 			n, logged, inFlight, n)
 	}
-	if got := a.logs.count(`"aborted":true`); got != n {
+	if got := a.logs.Count(`"aborted":true`); got != n {
 		t.Errorf("%d access log lines say aborted, want %d", got, n)
 	}
 	for _, ts := range a.Srv.Tunnels() {

@@ -280,10 +280,8 @@ func (s *Server) checkAccess(r *http.Request, rules *accessRules) error {
 	if rules == nil {
 		return nil
 	}
-	if len(rules.allow) > 0 || len(rules.deny) > 0 {
-		if !rules.addrAllowed(s.visitorAddr(r)) {
-			return errAddrDenied
-		}
+	if !s.addrPasses(r, rules) {
+		return errAddrDenied
 	}
 	if len(rules.users) == 0 {
 		return nil
@@ -315,6 +313,39 @@ func (s *Server) checkAccess(r *http.Request, rules *accessRules) error {
 	rules.remember(auth[0])
 	return nil
 }
+
+// addrPasses applies the address rules of rules (not nil) to r's visitor.
+func (s *Server) addrPasses(r *http.Request, rules *accessRules) bool {
+	if len(rules.allow) == 0 && len(rules.deny) == 0 {
+		return true
+	}
+	return rules.addrAllowed(s.visitorAddr(r))
+}
+
+// admitsAtOnce reports whether rules let r through on what costs nothing
+// and changes nothing: no login to check, the visitor's address allowed,
+// and, where the tunnel has users, the one Authorization header a bcrypt
+// check passed lately. The edge's own HTTP/1.1 path serves such requests
+// itself; every other one goes to checkAccess on net/http's path, which
+// counts the failures, pays bcrypt and answers.
+func (s *Server) admitsAtOnce(r *http.Request, rules *accessRules) bool {
+	if rules == nil {
+		return true
+	}
+	if rules.oidc != nil || !s.addrPasses(r, rules) {
+		return false
+	}
+	if len(rules.users) == 0 {
+		return true
+	}
+	auth := r.Header["Authorization"]
+	return len(auth) == 1 && rules.remembered(auth[0])
+}
+
+// stripsAuth reports whether a request that passed rules (nil: none)
+// goes to the service without its Authorization: the tunnel checked it
+// (basic auth) and its owner did not ask for it to be passed on.
+func (r *accessRules) stripsAuth() bool { return r != nil && len(r.users) > 0 && !r.passAuth }
 
 // addrAllowed reports whether the visitor at addr (host:port, or a bare
 // address from X-Forwarded-For) may visit: deny wins over allow. An

@@ -11,20 +11,20 @@ import (
 
 	"github.com/tunnelhq/tunnel/internal/edgetest"
 	"github.com/tunnelhq/tunnel/internal/testhttp"
+	"github.com/tunnelhq/tunnel/internal/testlog"
 	"github.com/tunnelhq/tunnel/pkg/edge"
 	"github.com/tunnelhq/tunnel/pkg/mux"
 )
 
-func (s *syncBuffer) lines() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Split(strings.TrimSpace(s.b.String()), "\n")
+// logLines splits what was logged into b into its lines.
+func logLines(b *testlog.Buffer) []string {
+	return strings.Split(strings.TrimSpace(b.String()), "\n")
 }
 
 func TestEdge_AccessLog(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		t.Run(map[bool]string{true: "on", false: "off"}[on], func(t *testing.T) {
-			var logs syncBuffer
+			var logs testlog.Buffer
 			h := edgetest.Start(t, func(c *edge.Config) {
 				c.Logger = zerolog.New(&logs).With().Timestamp().Logger()
 				c.AccessLog = on
@@ -47,7 +47,7 @@ func TestEdge_AccessLog(t *testing.T) {
 			testhttp.Get(t, hc, h.URL("nosuch", "/c"))
 
 			var events []map[string]any
-			for _, line := range logs.lines() {
+			for _, line := range logLines(&logs) {
 				var ev map[string]any
 				if err := json.Unmarshal([]byte(line), &ev); err != nil {
 					t.Fatalf("log line is not JSON: %q: %v", line, err)

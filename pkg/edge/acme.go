@@ -4,12 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/tunnelhq/tunnel/internal/expiring"
 	"github.com/tunnelhq/tunnel/pkg/certs"
-	"github.com/tunnelhq/tunnel/pkg/name"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -23,15 +23,27 @@ import (
 // random SNI names costs a few log lines, not unbounded memory.
 const refusedLogCap = 4096
 
-// hostPolicy allows the apex and names an HTTP tunnel holds (live or on
-// hold for a reconnecting owner); anything else is refused before the CA is
-// contacted, so no certificate is ever ordered for a name nobody serves.
-// host may carry a port: autocert's HTTP-01 handler passes the Host header.
+// hostPolicy allows the apex, names an HTTP tunnel holds (live or on
+// hold for a reconnecting owner), and custom domains a tunnel serves now
+// (claimed live, so verified in DNS: not one on hold, refused, or dropped
+// by the re-check, since anyone can make a visitor ask for any name);
+// anything else is refused before the CA is contacted, so no certificate
+// is ever ordered for a name nobody serves. host may carry a port:
+// autocert's HTTP-01 handler passes the Host header.
 func (s *Server) hostPolicy(_ context.Context, host string) error {
-	label, err := name.FromHost(host, s.cfg.Domain)
-	// TCP and TLS tunnels never get a certificate: a TLS tunnel's service
-	// holds its own, and a TCP tunnel's visitors handshake with the apex.
-	if err == nil && (label == "" || s.registry.Held(label) && s.registry.Kind(label) == proto.KindHTTP) {
+	key, _, err := s.routeHost(host)
+	switch {
+	case err != nil:
+	case key == "":
+		return nil
+	case strings.Contains(key, "."): // a custom domain
+		if rt, _ := s.registry.Lookup(key); rt != nil && s.registry.Kind(key) == proto.KindHTTP {
+			return nil
+		}
+	case s.registry.Held(key) && s.registry.Kind(key) == proto.KindHTTP:
+		// TCP and TLS tunnels never get a certificate: a TLS tunnel's
+		// service holds its own, and a TCP tunnel's visitors handshake
+		// with the apex.
 		return nil
 	}
 	if s.noteRefused(host) {

@@ -67,6 +67,19 @@ func TestServer_HostPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg.Release(heldTLS)
+	// Custom domains: allowed while claimed live, never on hold nor once
+	// dropped (ReleaseName), and never one nobody claimed.
+	withDomains := &Session{ID: "5", Owner: "e", Names: []string{"docs"}, domains: map[string]string{
+		"docs.example.org": "docs", "gone.example.org": "docs"}}
+	if _, err := reg.Claim(withDomains, []string{"docs", "docs.example.org", "gone.example.org"}); err != nil {
+		t.Fatal(err)
+	}
+	reg.ReleaseName(withDomains, "gone.example.org")
+	awayDomain := &Session{ID: "6", Owner: "f", Names: []string{"shop"}, domains: map[string]string{"shop.example.org": "shop"}}
+	if _, err := reg.Claim(awayDomain, []string{"shop", "shop.example.org"}); err != nil {
+		t.Fatal(err)
+	}
+	reg.Release(awayDomain)
 
 	for _, tt := range []struct {
 		host string
@@ -83,6 +96,11 @@ func TestServer_HostPolicy(t *testing.T) {
 		{"a.wiki.tunnel.test", false},
 		{"example.com", false},
 		{"127.0.0.1", false},
+		{"docs.example.org", true},
+		{"DOCS.example.org.:5002", true},
+		{"gone.example.org", false},
+		{"shop.example.org", false},
+		{"free.example.org", false},
 	} {
 		err := s.hostPolicy(context.Background(), tt.host)
 		if (err == nil) != tt.ok || (err != nil && !errors.Is(err, certs.ErrNotServed)) {

@@ -44,7 +44,9 @@ type Forwarder interface {
 // looked up in the node's view of it. A name served here is its local
 // *Session; a name served by another node is a route that opens through
 // the Forwarder, carrying the visitor access rules the serving node wrote
-// into the table, so they are enforced here exactly as there.
+// into the table, so they are enforced here exactly as there. A pooled
+// name is one poolRoute for the pool's life, over its members here
+// (Sessions) and a remoteRoute per member on another node.
 //
 // A ClusterRegistry serves one Server (Config.Registry). Safe for
 // concurrent use.
@@ -57,6 +59,17 @@ type ClusterRegistry struct {
 	srv    *Server                 // set by NewServer (attach)
 	local  map[string]*Session     // sessions of this node that claimed names, by ID
 	remote map[string]*remoteRoute // name → the route of its current claim on another node
+	pools  map[string]*clusterPool // pooled name → its pool route, for the pool's life
+}
+
+// clusterPool is a pooled name's one poolRoute, with the members it was
+// last built from: sessions of this node, and a remoteRoute per member on
+// another node (each with its own stream pool).
+type clusterPool struct {
+	route   *poolRoute
+	revs    []int64                 // the members' claim revisions the route was built from
+	fenced  bool                    // whether local members were left out for fencing
+	remotes map[string]*remoteRoute // session ID → route, members on other nodes
 }
 
 // NewClusterRegistry builds the Registry over c, forwarding through fwd
@@ -64,7 +77,7 @@ type ClusterRegistry struct {
 // offline). It sets c's hooks.
 func NewClusterRegistry(c *cluster.Cluster, fwd Forwarder, log zerolog.Logger) *ClusterRegistry {
 	r := &ClusterRegistry{c: c, fwd: fwd, log: log.With().Str("component", "registry").Logger(),
-		local: make(map[string]*Session), remote: make(map[string]*remoteRoute)}
+		local: make(map[string]*Session), remote: make(map[string]*remoteRoute), pools: make(map[string]*clusterPool)}
 	c.SetHooks(cluster.Hooks{Changed: r.changed, Lost: r.lost})
 	return r
 }
@@ -113,28 +126,20 @@ type routeData struct {
 	Access *proto.Access `json:"access,omitempty"`
 	Allow  []string      `json:"allow,omitempty"`
 	Label  string        `json:"label,omitempty"` // the token's label, for status pages
+	// Tunnel, on a custom domain's record, is the name of the tunnel that
+	// claimed it: what the forwarded stream names (see tunnelFor).
+	Tunnel string `json:"tunnel,omitempty"`
 }
 
 // Claim implements Registry.
 func (r *ClusterRegistry) Claim(s *Session, names []string) ([]*Session, error) {
 	req := cluster.ClaimRequest{Session: s.ID, Owner: s.Owner, Account: s.accountKey()}
 	for _, n := range names {
-		k := s.Kind(n)
-		if k == "" {
-			k = proto.KindHTTP
-		}
-		d := routeData{Label: s.Label}
-		if i := indexOf(s.Names, n); i >= 0 && i < len(s.requests) {
-			d.Access = s.requests[i].Access
-		}
-		for _, h := range s.allow[n] {
-			d.Allow = append(d.Allow, hex.EncodeToString(h[:]))
-		}
-		data, err := json.Marshal(d)
+		t, err := tunnelRecord(s, n)
 		if err != nil {
-			return nil, fmt.Errorf("claim %q: %w", n, err)
+			return nil, err
 		}
-		req.Tunnels = append(req.Tunnels, cluster.Tunnel{Name: n, Kind: k, Data: data})
+		req.Tunnels = append(req.Tunnels, t)
 	}
 	// Known before the claim, so a lookup right after it finds the session.
 	r.mu.Lock()
@@ -147,6 +152,9 @@ func (r *ClusterRegistry) Claim(s *Session, names []string) ([]*Session, error) 
 		r.mu.Unlock()
 		if errors.Is(err, cluster.ErrNameTaken) {
 			return nil, fmt.Errorf("%w%s", ErrNameTaken, strings.TrimPrefix(err.Error(), cluster.ErrNameTaken.Error()))
+		}
+		if errors.Is(err, cluster.ErrPoolMismatch) {
+			return nil, fmt.Errorf("%w%s", ErrPoolMismatch, strings.TrimPrefix(err.Error(), cluster.ErrPoolMismatch.Error()))
 		}
 		return nil, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
 	}
@@ -161,6 +169,62 @@ func (r *ClusterRegistry) Claim(s *Session, names []string) ([]*Session, error) 
 	}
 	r.mu.Unlock()
 	return replaced, nil
+}
+
+// tunnelRecord is what the table keeps of s's name n: its kind and the
+// routeData other nodes enforce.
+func tunnelRecord(s *Session, n string) (cluster.Tunnel, error) {
+	k := s.Kind(n)
+	if k == "" {
+		k = proto.KindHTTP
+	}
+	d := routeData{Label: s.Label}
+	i := indexOf(s.Names, n)
+	if t, ok := s.domains[n]; ok {
+		// A custom domain carries its tunnel's name and access rules.
+		d.Tunnel, i = t, indexOf(s.Names, t)
+	}
+	if i >= 0 && i < len(s.requests) {
+		d.Access = s.requests[i].Access
+	}
+	for _, h := range s.allow[n] {
+		d.Allow = append(d.Allow, hex.EncodeToString(h[:]))
+	}
+	data, err := json.Marshal(d)
+	if err != nil {
+		return cluster.Tunnel{}, fmt.Errorf("claim %q: %w", n, err)
+	}
+	t := cluster.Tunnel{Name: n, Kind: k, Data: data, Pool: s.pooled(n)}
+	if t.Pool {
+		// Members must agree on the rules, not on their token's label.
+		d.Label = ""
+		if t.Match, err = json.Marshal(d); err != nil {
+			return cluster.Tunnel{}, fmt.Errorf("claim %q: %w", n, err)
+		}
+	}
+	return t, nil
+}
+
+// ClaimName implements Registry, with cluster.Cluster.ClaimName: one
+// transaction that takes over nothing.
+func (r *ClusterRegistry) ClaimName(s *Session, name string) error {
+	r.mu.Lock()
+	mine := r.local[s.ID] == s
+	r.mu.Unlock()
+	if !mine {
+		return fmt.Errorf("%w: %q: session %s is no longer registered", ErrNameTaken, name, s.ID)
+	}
+	t, err := tunnelRecord(s, name)
+	if err != nil {
+		return err
+	}
+	if err := r.c.ClaimName(context.Background(), s.ID, t); err != nil {
+		if errors.Is(err, cluster.ErrNameTaken) {
+			return fmt.Errorf("%w%s", ErrNameTaken, strings.TrimPrefix(err.Error(), cluster.ErrNameTaken.Error()))
+		}
+		return fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
+	}
+	return nil
 }
 
 func indexOf(names []string, n string) int {
@@ -184,6 +248,16 @@ func (r *ClusterRegistry) Release(s *Session) {
 	r.c.Release(context.Background(), s.ID)
 }
 
+// ReleaseName implements Registry.
+func (r *ClusterRegistry) ReleaseName(s *Session, name string) {
+	r.mu.Lock()
+	mine := r.local[s.ID] == s
+	r.mu.Unlock()
+	if mine {
+		r.c.ReleaseName(context.Background(), s.ID, name)
+	}
+}
+
 // Lookup implements Registry. A name of this node is served only while
 // the node is not fenced (its lease confirmed recently enough; see package
 // cluster).
@@ -192,6 +266,11 @@ func (r *ClusterRegistry) Lookup(name string) (Route, bool) {
 	switch {
 	case !ok:
 		return nil, false
+	case len(e.Members) > 0:
+		if p := r.pool(name, e); p != nil {
+			return p, true
+		}
+		return nil, true
 	case e.Live == nil:
 		return nil, true
 	case e.Live.Node == r.c.Node():
@@ -233,6 +312,117 @@ func (r *ClusterRegistry) Lookup(name string) (Route, bool) {
 	return rt, true
 }
 
+// pool returns the pool route of e, a pooled name, brought up to date
+// with its members: the same route for the pool's whole life (its streams
+// are kept per member, never under the pool), with a Session per member
+// here (none while this node is fenced) and a remoteRoute per member on
+// another node. nil if no member can be reached.
+func (r *ClusterRegistry) pool(name string, e cluster.Entry) *poolRoute {
+	fenced := r.c.Fenced()
+	r.mu.Lock()
+	cp := r.pools[name]
+	if cp != nil && cp.route != nil && cp.fenced == fenced && sameRevs(cp.revs, e.Members) {
+		r.mu.Unlock()
+		if len(cp.route.list()) == 0 {
+			return nil
+		}
+		return cp.route
+	}
+	var gone []*remoteRoute
+	if cp == nil {
+		cp = &clusterPool{remotes: make(map[string]*remoteRoute)}
+		r.pools[name] = cp
+	}
+	var ms []Route
+	remotes := make(map[string]*remoteRoute, len(cp.remotes))
+	cp.revs = cp.revs[:0]
+	for _, m := range e.Members {
+		cp.revs = append(cp.revs, m.Rev)
+		if m.Node == r.c.Node() {
+			if s := r.local[m.Session]; s != nil && !fenced {
+				ms = append(ms, s)
+			}
+			continue
+		}
+		rt := cp.remotes[m.Session]
+		if rt == nil || rt.rev != m.Rev {
+			rt = r.newRemote(name, cluster.Entry{Name: name, Owner: e.Owner, Kind: e.Kind, Live: m})
+		}
+		if rt != nil {
+			remotes[m.Session] = rt
+			ms = append(ms, rt)
+		}
+	}
+	for sid, rt := range cp.remotes {
+		if remotes[sid] != rt {
+			gone = append(gone, rt)
+		}
+	}
+	cp.remotes, cp.fenced = remotes, fenced
+	if cp.route == nil && len(ms) > 0 {
+		// The members' rules are alike (the claim compared them): the
+		// first reachable member's are the pool's. With no member
+		// reachable yet, the route is built when one is.
+		rules := ms[0].(interface{ access(string) *accessRules }).access(name)
+		k := e.Kind
+		if k == "" {
+			k = proto.KindHTTP
+		}
+		cp.route = newEmptyPool(name, k, e.Owner, rules)
+	}
+	p := cp.route
+	if p != nil {
+		p.set(ms)
+	}
+	srv := r.srv
+	r.mu.Unlock()
+	for _, rt := range gone {
+		rt.gone(srv)
+	}
+	if len(ms) == 0 {
+		return nil
+	}
+	return p
+}
+
+// sameRevs reports whether members are the claims revs was built from.
+func sameRevs(revs []int64, members []*cluster.Live) bool {
+	if len(revs) != len(members) {
+		return false
+	}
+	for i, m := range members {
+		if m.Rev != revs[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// endPool drains name's pool route, if it has one, when the name is no
+// longer pooled.
+func (r *ClusterRegistry) endPool(name string) {
+	r.mu.Lock()
+	cp := r.pools[name]
+	if cp == nil {
+		r.mu.Unlock()
+		return
+	}
+	if e, ok := r.c.Lookup(name); ok && len(e.Members) > 0 {
+		r.mu.Unlock()
+		r.pool(name, e) // members changed: brought up to date
+		return
+	}
+	delete(r.pools, name)
+	srv := r.srv
+	r.mu.Unlock()
+	if cp.route != nil {
+		cp.route.drain()
+	}
+	for _, rt := range cp.remotes {
+		rt.gone(srv)
+	}
+}
+
 // newRemote builds the route of e, a name live on another node; nil if its
 // record's data cannot be read, so that rules that cannot be enforced fail
 // closed (the name looks offline).
@@ -252,6 +442,7 @@ func (r *ClusterRegistry) newRemote(name string, e cluster.Entry) *remoteRoute {
 		return nil
 	}
 	rt.rules = rules
+	rt.tunnel = d.Tunnel
 	for _, h := range d.Allow {
 		var sum [sha256.Size]byte
 		if _, err := hex.Decode(sum[:], []byte(h)); err == nil {
@@ -264,6 +455,7 @@ func (r *ClusterRegistry) newRemote(name string, e cluster.Entry) *remoteRoute {
 // changed is the cluster's hook: a name's record changed, so its remote
 // route, if its claim is over, drains and loses its pool.
 func (r *ClusterRegistry) changed(name string) {
+	r.endPool(name)
 	r.mu.Lock()
 	rt := r.remote[name]
 	if rt == nil {
@@ -364,23 +556,34 @@ func (r *ClusterRegistry) Wait(ctx context.Context, name string) Route {
 // remoteTunnels lists the tunnels other nodes serve, from the view.
 func (r *ClusterRegistry) remoteTunnels(s *Server) []TunnelStatus {
 	var out []TunnelStatus
+	type sessionTunnel struct{ session, tunnel string }
+	domains := make(map[sessionTunnel]string) // a custom domain is shown on its tunnel's row
 	for _, e := range r.c.Live() {
 		if e.Live.Node == r.c.Node() {
 			continue
 		}
 		var d routeData
 		_ = json.Unmarshal(e.Live.Data, &d) // unreadable: shown without label or rules
+		if d.Tunnel != "" {
+			domains[sessionTunnel{e.Live.Session, d.Tunnel}] = e.Name
+			continue
+		}
 		k := e.Kind
 		if k == "" {
 			k = proto.KindHTTP
 		}
 		ts := TunnelStatus{Name: e.Name, Kind: k, URL: s.kindURL(k, e.Name), Label: d.Label,
-			SessionID: e.Live.Session, Node: e.Live.Node}
+			SessionID: e.Live.Session, Node: e.Live.Node, Pool: e.Live.Pool}
 		if rules, err := compileAccess(d.Access, true); err == nil && rules != nil {
 			sum := rules.summary
 			ts.Access = &sum
 		}
 		out = append(out, ts)
+	}
+	for i := range out {
+		if d, ok := domains[sessionTunnel{out[i].SessionID, out[i].Name}]; ok {
+			out[i].Domain, out[i].DomainStatus = d, DomainServed
+		}
 	}
 	return out
 }
@@ -395,6 +598,7 @@ func (r *ClusterRegistry) foreignTunnels(account string) int { return r.c.Foreig
 type remoteRoute struct {
 	reg                 *ClusterRegistry
 	name, kind, owner   string
+	tunnel              string // for a custom domain, its tunnel's name
 	node, addr, session string
 	rev                 int64
 	rules               *accessRules
@@ -517,6 +721,13 @@ func (r *ClusterRegistry) localSession(ctx context.Context, name, session string
 		rt, _ := r.Lookup(name)
 		if sess, ok := rt.(*Session); ok && sess.ID == session {
 			return sess
+		}
+		if p, ok := rt.(*poolRoute); ok {
+			for _, m := range p.sessions() {
+				if m.ID == session {
+					return m
+				}
+			}
 		}
 		select {
 		case <-ch:

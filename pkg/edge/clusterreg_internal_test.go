@@ -90,3 +90,8 @@ func TestClusterRegistry_Contract(t *testing.T) {
 	}
 	r.Release(a3)
 }
+
+// The ClaimName contract holds for the ClusterRegistry on one node.
+func TestClusterRegistry_ClaimName(t *testing.T) {
+	claimNameContract(t, newTestClusterRegistry(t, etcdtest.Start(t, 1), "n1"))
+}

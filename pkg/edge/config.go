@@ -12,6 +12,7 @@ import (
 
 	"github.com/tunnelhq/tunnel/internal/validate"
 	"github.com/tunnelhq/tunnel/pkg/certs"
+	"github.com/tunnelhq/tunnel/pkg/domain"
 	"github.com/tunnelhq/tunnel/pkg/limit"
 	"github.com/tunnelhq/tunnel/pkg/metrics"
 	"github.com/tunnelhq/tunnel/pkg/mux"
@@ -97,6 +98,16 @@ type Config struct {
 	// as many names as the token may have tunnels (MaxTunnelsPerToken or
 	// its own max_tunnels) are held for it; past that its oldest hold ends.
 	NameHold time.Duration
+
+	// Domains checks the DNS of custom domains (TunnelRequest.Domain):
+	// at admission, and every DomainRecheck after. Nil means this server
+	// serves no custom domains, and refuses a client that asks for one
+	// (CodeDomainNotAllowed).
+	Domains *domain.Checker
+	// DomainRecheck is how often the custom domains of connected
+	// sessions are checked again; a domain that no longer points at its
+	// tunnel stops being served. Zero means 10 minutes.
+	DomainRecheck time.Duration
 
 	// OfflineWait is how long a visitor's request to a name on hold (its
 	// client away, likely reconnecting) waits for the client to come back
@@ -233,6 +244,7 @@ func DefaultConfig() Config {
 		Logger:               zerolog.Nop(),
 		NameHold:             5 * time.Minute,
 		OfflineWait:          5 * time.Second,
+		DomainRecheck:        defaultDomainRecheck,
 		MaxTunnelsPerSession: 8,
 		Mux:                  mux.DefaultConfig(),
 		TLSHandshakeTimeout:  10 * time.Second,
@@ -282,6 +294,9 @@ func (c Config) Validate() error {
 	}
 	if c.NameHold < 0 {
 		errs = append(errs, fmt.Errorf("name hold %v is negative", c.NameHold))
+	}
+	if c.DomainRecheck < 0 {
+		errs = append(errs, fmt.Errorf("domain recheck %v is negative", c.DomainRecheck))
 	}
 	if c.OfflineWait < 0 {
 		errs = append(errs, fmt.Errorf("offline wait %v is negative", c.OfflineWait))

@@ -31,9 +31,9 @@
 // closed. HTTP-01 is answered by ServePlain, the port-80 companion, which
 // otherwise redirects to https (308) or, behind a TLS-terminating load
 // balancer, serves the tunnels in plain HTTP (Config.PlainServesTunnels).
-// The host policy (acme.go) allows only the apex and names the Registry
-// holds, so the CA is never asked about a name nobody serves; each refused
-// name is logged once. TLS 1.2 is the minimum, TLS 1.2 suites are ECDHE
+// The host policy (acme.go) allows only the apex, names the Registry
+// holds and custom domains a tunnel serves now, so the CA is never asked
+// about a name nobody serves; each refused name is logged once. TLS 1.2 is the minimum, TLS 1.2 suites are ECDHE
 // with AEADs only, and session tickets stay on.
 //
 // # The path of one request
@@ -42,7 +42,9 @@
 //     negotiates h2 or http/1.1 and the connection is handed to net/http.
 //  2. The handler (proxy.go) parses the Host (port stripped, case folded,
 //     trailing dot dropped) into the name "wiki" and looks it up in the
-//     Registry, which answers with the Route serving it. No entry: 404
+//     Registry, which answers with the Route serving it. A host outside
+//     the tunnel domain is looked up whole, as a custom domain, and
+//     stands for its tunnel's name from then on (domains.go). No entry: 404
 //     naming the host. Held for a client that is away (most likely
 //     reconnecting): the handler waits up to Config.OfflineWait for it to
 //     come back (Registry.Wait, woken by the client's Claim), then 502.
@@ -83,20 +85,84 @@
 // timeout 504. Bodies are plain text and
 // carry no internal detail.
 //
+// # The edge's own HTTP/1.1 path (issue 14)
+//
+// Profiles of small requests put net/http's server loop at most of
+// tunneld's CPU: a ResponseWriter, a request clone, and a background read
+// of the visitor's connection per request. Visitor connections over
+// HTTP/1.x (TLS with ALPN http/1.1 or none, and the plain listener when it
+// serves tunnels) therefore go through a loop of the edge's own
+// (h1conn.go), with net/http's read-header and idle deadlines and
+// MaxHeaderBytes. headReader reads each request head itself, refusing
+// what net/http refuses and what net/http tolerates but another parser
+// could read differently (the request smuggling shapes: Content-Length
+// with Transfer-Encoding, codings but chunked, obs-fold, bare LF).
+//
+// The own path serves only the plain case: a request asking for no
+// upgrade (nor CONNECT) whose Host is a live HTTP tunnel of a session on
+// this node (a custom domain included) whose access rules let it through
+// at no cost (admitsAtOnce: an allowed address, and the one Authorization
+// header a bcrypt check passed lately). Anything else (tunneld's own
+// answers, pools, other nodes' routes, a first or wrong password, a
+// refused address, sign-in, upgrades, ACME's HTTP-01, a head it refuses)
+// hands the connection, with every byte read since that request began,
+// to net/http's server for the rest of its life (h1Handoff, through
+// httpConns; a TLS connection's state goes with it, for
+// X-Forwarded-Proto). So every answer the edge gives itself stays the
+// one net/http's path gives.
+//
+// A request it serves gets what net/http's path gives one: the same
+// access log line and metrics (metrics.Request), the pacer timing its body
+// reads and response writes on the connection (limit.Pacer.Start), a slot
+// of the tunnel, the headers rewrite and ReverseProxy would set
+// (rewriteHead), and for a failure before any answer the same status and
+// page (proxy.answer); after the head, a failure closes the connection.
+// h1Exchange writes the head again in one canonical form to a stream of
+// the pool, copies the bodies with their framing both ways, and writes the
+// response as net/http's server would have (hop-by-hop headers out, Date,
+// a sniffed Content-Type, chunked or close-delimited by the visitor's
+// version). The response head itself is read by the edge's own reader
+// when it is plain (h1resp.go: HTTP/1.x, a status from 200 to 599, one
+// Content-Length of digits, no Transfer-Encoding or Trailer, a Connection
+// naming only close or keep-alive, every line a token name and a value of
+// the bytes textproto takes, all of it in the stream's read buffer): read
+// in place and written again with canonical names in the service's order,
+// with no http.Response or header map. Anything else goes to
+// http.ReadResponse from the same unread bytes, so the visitor gets the
+// same answer from either reader (TestH1_ResponseHeadFastMatchesSlow,
+// FuzzParsePlainHead). There is no read of the visitor's connection
+// beside a short exchange: one running past h1WatchAfter with its body
+// read gets one (a slow service, a long poll, a stream of events), which
+// closes the stream when the visitor leaves and keeps any byte it read
+// for the next request. At shutdown the own path's idle connections are
+// closed and its exchanges in flight finish within ShutdownGrace, as
+// net/http's do.
+//
 // # Routes
 //
 // What a lookup returns is a Route: something that opens a stream to the
 // client serving a name, says when it is draining, and names itself in
 // logs. The proxy knows nothing else about where a request goes. A local
-// Session is the one Route today, for HTTP, TCP and TLS tunnels alike (the
-// registry also keeps each name's kind, so that a held name's kind is known
-// while its client is away); a session on another node and a pool of
-// clients sharing a name are meant to be others. A Route also carries each
-// HTTP name's access rules, which the proxy applies before it opens
-// anything. Each
-// route gets a stream pool of its own (pools), so a kept stream is never
-// reused for another route, not even a later holder of the same name; a
-// dial also checks that the name still resolves to the route.
+// Session is one, for HTTP, TCP and TLS tunnels alike (the registry also
+// keeps each name's kind, so that a held name's kind is known while its
+// client is away); a session on another node (remoteRoute) and a pool of
+// clients sharing a name (poolRoute, pool.go) are others. A Route also
+// carries each HTTP name's access rules, which the proxy applies before it
+// opens anything. Each route gets a stream pool of its own (pools), so a
+// kept stream is never reused for another route, not even a later holder
+// of the same name; a dial also checks that the name still resolves to the
+// route.
+//
+// A pool is the one route that reaches several sessions. The proxy picks
+// one member per request, round robin, and sends the request over that
+// member's stream pool, so a kept stream stays with the member that opened
+// it; the dial check accepts a member of the pool the name resolves to. A
+// member that fails the request before any answer (its stream open
+// refused, its session gone, or, for a request that can be sent again, its
+// stream ended unanswered) is skipped for the next one: the visitor does
+// not see it. The pool's members all asked for it with the same kind and
+// access rules (Registry.Claim refuses others), so the rules the proxy
+// checked hold whichever member serves.
 //
 // # Sessions and names
 //
@@ -107,7 +173,14 @@
 // in the Registry at once, drawing again if a random one was taken. A name
 // held by another token is refused, never silently swapped for another. The same
 // token reconnecting replaces its stale session at once. When a session
-// ends, its names are held for the token for Config.NameHold. A session
+// ends, its names are held for the token for Config.NameHold. A tunnel's
+// custom domain (domains.go) is claimed with the names, as one more name
+// of the session, once the token may claim it and its DNS points at the
+// tunnel (Config.Domains); it is checked again every Config.DomainRecheck
+// and dropped alone (Registry.ReleaseName) when DNS answers that it no
+// longer points (not when DNS fails), then claimed again
+// (Registry.ClaimName, which takes nothing over) if it points back while
+// the session lasts. A session
 // whose link died silently ends when the keepalive gives up on it, within
 // Config.Mux.KeepAliveInterval+WriteTimeout (mux.Config.SetPeerTimeout).
 //

@@ -1,7 +1,6 @@
 package edge_test
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
@@ -245,20 +244,7 @@ func wsEcho(t *testing.T, ws *websocket.Conn, msg string, d time.Duration) {
 func TestEdge_ServerSentEventsStream(t *testing.T) {
 	h := edgetest.Start(t, nil)
 	next := make(chan struct{})
-	addr := edgetest.Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		for i := range 3 {
-			fmt.Fprintf(w, "data: event %d\n\n", i)
-			w.(http.Flusher).Flush()
-			// The next event is only sent once the visitor has seen this
-			// one: buffering anywhere on the path would deadlock here.
-			select {
-			case <-next:
-			case <-r.Context().Done():
-				return
-			}
-		}
-	}))
+	addr := edgetest.Backend(t, testhttp.PacedEvents(3, next))
 	if _, err := h.Connect(aliceToken, mux.Tunnel{Name: "sse", Target: addr}); err != nil {
 		t.Fatal(err)
 	}
@@ -267,24 +253,7 @@ func TestEdge_ServerSentEventsStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			if l := sc.Text(); l != "" {
-				lines <- l
-			}
-		}
-		close(lines)
-	}()
-	for i := range 3 {
-		if got, want := testwait.Recv(t, lines, 10*time.Second), fmt.Sprintf("data: event %d", i); got != want {
-			t.Fatalf("got %q, want %q", got, want)
-		}
-		next <- struct{}{}
-	}
-	for range lines {
-	}
+	testhttp.ReadPacedEvents(t, resp.Body, 3, next, 10*time.Second)
 }
 
 func TestEdge_HTTP2Visitor(t *testing.T) {

@@ -79,7 +79,7 @@ func (s *Server) admitLimited(ctx context.Context, ms *mux.ServerSession, hello 
 			}
 		}
 	}
-	sess, perr := s.admit(ms, hello, remote)
+	sess, perr := s.admit(ctx, ms, hello, remote)
 	if perr != nil {
 		if perr.Code == proto.CodeBadToken && hello.Token != "" {
 			s.limits.AuthFailed(g.Source(), s.log.With().Str("remote_addr", remote).Logger())
@@ -139,12 +139,16 @@ func (s *Server) paced(next http.Handler) http.Handler {
 // full, errVisitorShare when the visitor has its share, errSlowReader when
 // it holds some of a full SlowReaderBudget. The caller releases the slot.
 func (s *Server) acquireVisitor(w http.ResponseWriter, r *http.Request, name string) (*limit.Slot, error) {
-	v := limit.VisitOf(w) // the proxy runs under paced, always
+	return s.acquireSlot(r.Context(), limit.VisitOf(w), name) // the proxy runs under paced, always
+}
+
+// acquireSlot is acquireVisitor for the visit v, paced by s.pacer.
+func (s *Server) acquireSlot(ctx context.Context, v *limit.Visit, name string) (*limit.Slot, error) {
 	src := v.Source()
 	if !s.pacer.Admit(src) {
 		return nil, errSlowReader
 	}
-	slot, refusal := s.limits.AcquireStream(r.Context(), name, src)
+	slot, refusal := s.limits.AcquireStream(ctx, name, src)
 	switch refusal {
 	case "":
 		v.Proxied()

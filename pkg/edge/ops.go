@@ -24,9 +24,14 @@ type ops struct {
 	metrics   *metrics.Set
 	access    *zerolog.Logger // nil: no access log
 	listening atomic.Bool
+	// poolSkips counts requests and connections a pool member failed
+	// before any answer, sent on to the next member.
+	poolSkips atomic.Int64
 
-	mu      sync.Mutex
-	tunnels map[tunnelKey]*metrics.Tunnel
+	// tunnels maps a tunnelKey to its *metrics.Tunnel. A sync.Map: it is
+	// read on every request and written when a session comes or goes,
+	// and a mutex here was contended by every request in flight.
+	tunnels sync.Map
 }
 
 // tunnelKey is one name of one route: a name claimed again by a new
@@ -37,10 +42,15 @@ type tunnelKey struct {
 }
 
 func newOps(cfg Config) *ops {
-	o := &ops{metrics: cfg.Metrics, tunnels: make(map[tunnelKey]*metrics.Tunnel)}
+	o := &ops{metrics: cfg.Metrics}
 	if o.metrics == nil {
 		o.metrics = metrics.New()
 	}
+	// Registered once per Set: a second Server sharing it (tests) counts
+	// in the first's figure no more.
+	_ = o.metrics.CounterFunc("pool_member_skips_total",
+		"Requests and connections a pool member failed before any answer (stream refused, client gone), sent on to the next member.",
+		func() float64 { return float64(o.poolSkips.Load()) })
 	if cfg.AccessLog {
 		base := &cfg.Logger
 		if cfg.AccessLogger != nil {
@@ -67,29 +77,26 @@ func (o *ops) routed(w http.ResponseWriter, rt Route, name string) {
 // sessionUp records a registered session and its tunnels.
 func (o *ops) sessionUp(sess *Session) {
 	o.metrics.SessionUp(len(sess.Names))
-	o.mu.Lock()
 	for _, n := range sess.Names {
-		o.tunnels[tunnelKey{sess, n}] = &metrics.Tunnel{}
+		o.tunnels.Store(tunnelKey{sess, n}, &metrics.Tunnel{})
 	}
-	o.mu.Unlock()
 }
 
 // sessionDown undoes sessionUp.
 func (o *ops) sessionDown(sess *Session) {
 	o.metrics.SessionDown(len(sess.Names))
-	o.mu.Lock()
 	for _, n := range sess.Names {
-		delete(o.tunnels, tunnelKey{sess, n})
+		o.tunnels.Delete(tunnelKey{sess, n})
 	}
-	o.mu.Unlock()
 }
 
 // counters is the figures of one name of one route; nil once (or before)
 // its session is down.
 func (o *ops) counters(rt Route, name string) *metrics.Tunnel {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.tunnels[tunnelKey{rt, name}]
+	if tc, ok := o.tunnels.Load(tunnelKey{rt, name}); ok {
+		return tc.(*metrics.Tunnel)
+	}
+	return nil
 }
 
 // refused records a refused client handshake.
@@ -132,12 +139,27 @@ type TunnelStatus struct {
 	// Access are the tunnel's visitor access rules, without the password
 	// hashes; nil: open to every visitor.
 	Access *AccessStatus `json:"access,omitempty"`
+	// Pool says the session serves the name as one member of a pool: the
+	// name has one row per member.
+	Pool bool `json:"pool,omitempty"`
 	// Node is the cluster node whose client serves the tunnel (empty on
 	// a single node). A tunnel of another node shows what the name table
 	// knows of it: its counters, client address and connection time are
 	// that node's to report.
 	Node string `json:"node,omitempty"`
+	// Domain is the tunnel's custom domain, empty for none, and
+	// DomainStatus whether it is served now: "served", or "dropped" when
+	// the re-check found its DNS pointing elsewhere (see Config.Domains).
+	// Another node's tunnel shows its domain only while it is served.
+	Domain       string `json:"domain,omitempty"`
+	DomainStatus string `json:"domain_status,omitempty"`
 }
+
+// The values of TunnelStatus.DomainStatus.
+const (
+	DomainServed  = "served"
+	DomainDropped = "dropped"
+)
 
 // Tunnels lists the tunnels served now, sorted by name. Safe to call
 // concurrently with Serve.
@@ -153,10 +175,19 @@ func (s *Server) Tunnels() []TunnelStatus {
 		for _, n := range sess.Names {
 			k := sess.Kind(n)
 			ts := TunnelStatus{Name: n, Kind: k, URL: s.kindURL(k, n), Label: sess.Label, SessionID: sess.ID,
-				ClientAddr: sess.RemoteAddr, ConnectedSince: sess.Connected}
+				ClientAddr: sess.RemoteAddr, ConnectedSince: sess.Connected, Pool: sess.pooled(n)}
 			if r := sess.access(n); r != nil {
 				sum := r.summary
 				ts.Access = &sum
+			}
+			for d, t := range sess.domains {
+				if t != n {
+					continue
+				}
+				ts.Domain, ts.DomainStatus = d, DomainDropped
+				if rt, _ := s.registry.Lookup(d); rt == Route(sess) {
+					ts.DomainStatus = DomainServed
+				}
 			}
 			if tc := s.ops.counters(sess, n); tc != nil {
 				ts.Requests, ts.BytesIn = tc.Requests.Load(), tc.BytesIn.Load()

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/rs/zerolog"
 
@@ -40,10 +41,47 @@ func (s *Server) ServePlain(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          logging.Std(s.log, zerolog.DebugLevel),
 	}
 	s.log.Info().Str("addr", ln.Addr().String()).Bool("redirect", !s.cfg.PlainServesTunnels).Msg("serving plain http")
+	if s.cfg.PlainServesTunnels {
+		return s.servePlainH1(ctx, srv, ln)
+	}
 	if err := httpserve.Serve(ctx, srv, ln, s.cfg.ShutdownGrace, nil); err != nil {
 		return fmt.Errorf("serve plain http: %w", err)
 	}
 	return nil
+}
+
+// servePlainH1 serves ln's connections on the edge's own HTTP/1.1 path,
+// which hands srv what it does not serve, until ctx ends; then both shut
+// down within ShutdownGrace.
+func (s *Server) servePlainH1(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	queue := newConnQueue()
+	var conns h1Conns
+	var wg sync.WaitGroup
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- httpserve.Serve(ctx, srv, queue, s.cfg.ShutdownGrace, nil) }()
+	acceptErr := acceptUntil(ctx, ln, func(conn net.Conn) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serveH1(conn, nil, queue, true, &conns)
+		}()
+	})
+	if acceptErr != nil {
+		acceptErr = fmt.Errorf("serve plain http: accept: %w", acceptErr)
+	}
+	ln.Close()
+	if !conns.shutdown(s.cfg.ShutdownGrace) {
+		s.log.Warn().Msg("grace period over; closing remaining plain http requests")
+	}
+	wg.Wait()
+	if acceptErr != nil {
+		queue.Close()
+		srv.Close()
+	}
+	if err := <-httpErr; err != nil && acceptErr == nil {
+		acceptErr = fmt.Errorf("serve plain http: %w", err)
+	}
+	return acceptErr
 }
 
 // redirectToHTTPS answers 308 to the same host (port replaced by the
@@ -55,7 +93,7 @@ func (s *Server) redirectToHTTPS(w http.ResponseWriter, r *http.Request) {
 		host = h
 	}
 	if host == "" || strings.ContainsAny(host, "/\\@ ") {
-		page(w, http.StatusBadRequest, "A Host header is required.")
+		httpserve.Page(w, http.StatusBadRequest, "A Host header is required.")
 		return
 	}
 	if strings.Contains(host, ":") { // an IPv6 literal lost its brackets

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tunnelhq/tunnel/internal/httpserve"
 	"github.com/tunnelhq/tunnel/internal/logging"
 	"github.com/tunnelhq/tunnel/pkg/limit"
 	"github.com/tunnelhq/tunnel/pkg/mux"
@@ -93,6 +94,11 @@ type target struct {
 	// email is the visitor's verified identity on a tunnel with login
 	// (oidc.Gate), for oidc.IdentityHeader; "" on other tunnels.
 	email string
+	// pool is the pool route the name resolved to, if any; route is then
+	// the member picked for the request, and tried the members that
+	// failed it so far (see pools.RoundTrip).
+	pool  *poolRoute
+	tried []Route
 }
 
 // proxy is the visitors' handler: it routes each request by its Host to the
@@ -106,7 +112,7 @@ type proxy struct {
 }
 
 func (s *Server) newProxy() *proxy {
-	p := &proxy{s: s, pools: &pools{new: s.newStreamPool}}
+	p := &proxy{s: s, pools: &pools{new: s.newStreamPool, skipped: func() { s.ops.poolSkips.Add(1) }}}
 	p.pools.reroute = func(ctx context.Context, name string, old Route) (Route, error) {
 		rt, err := p.lookup(ctx, name)
 		if err != nil {
@@ -138,30 +144,35 @@ func (s *Server) newProxy() *proxy {
 // and opens no stream: it costs the client nothing.
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := p.s
-	label, err := name.FromHost(r.Host, s.cfg.Domain)
-	if err == nil && label == "" && s.cfg.OIDC != nil && r.URL.Path == oidc.CallbackPath {
+	// key is what the registry knows the host by: a tunnel name, or a
+	// custom domain, which stands for the name of its tunnel (label).
+	key, host, err := s.routeHost(r.Host)
+	if err == nil && key == "" && s.cfg.OIDC != nil && r.URL.Path == oidc.CallbackPath {
 		// The one callback URL of every tunnel's login.
 		s.cfg.OIDC.Callback(w, r)
 		return
 	}
-	if err == nil && label == "" {
+	if err == nil && key == "" {
 		err = errApex
 	}
 	if err != nil {
 		p.answer(w, r, "", err)
 		return
 	}
-	host := s.publicHost(label)
-	if k := s.registry.Kind(label); k != "" && k != proto.KindHTTP {
+	if k := s.registry.Kind(key); k != "" && k != proto.KindHTTP {
 		// A TCP or TLS tunnel is not an HTTP one: nothing here for a browser.
 		p.answer(w, r, host, errNoTunnel)
 		return
 	}
-	rt, err := p.lookup(r.Context(), label)
+	rt, err := p.lookup(r.Context(), key)
 	if err != nil {
+		if errors.Is(err, errNoTunnel) && strings.Contains(key, ".") {
+			err = name.ErrForeignHost // a domain nobody claimed: as before custom domains
+		}
 		p.answer(w, r, host, err)
 		return
 	}
+	label := tunnelFor(rt, key)
 	rules := rt.access(label)
 	if err := s.checkAccess(r, rules); err != nil {
 		p.answer(w, r, host, err)
@@ -188,6 +199,17 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer slot.Release()
+	pool, _ := rt.(*poolRoute)
+	if pool != nil {
+		// Each request goes to one member, in turn; its stream is that
+		// member's, kept in that member's stream pool.
+		m := pool.pick(nil)
+		if m == nil {
+			p.answer(w, r, host, errTunnelOffline)
+			return
+		}
+		rt = m
+	}
 	s.ops.routed(w, rt, label)
 	if r.ProtoMajor == 1 && r.ContentLength != 0 {
 		// The body is sent to the service while its answer comes back.
@@ -197,9 +219,9 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// answer (a 413, a 401) from reaching it until its idle timeout.
 		http.NewResponseController(w).EnableFullDuplex()
 	}
-	ctx := withTarget(r.Context(), target{name: label, host: host, route: rt,
+	ctx := withTarget(r.Context(), target{name: label, host: host, route: rt, pool: pool,
 		visitor: s.visitorAddr(r), forwarded: s.forwardedBy(r.RemoteAddr),
-		stripAuth: rules != nil && len(rules.users) > 0 && !rules.passAuth, email: email})
+		stripAuth: rules.stripsAuth(), email: email})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -300,18 +322,7 @@ func (p *proxy) answer(w http.ResponseWriter, r *http.Request, host string, err 
 	if retry != "" {
 		w.Header().Set("Retry-After", retry)
 	}
-	page(w, status, msg)
-}
-
-// page writes a short plain-text page. Plain text cannot carry script, so
-// echoing the host is safe.
-func page(w http.ResponseWriter, status int, msg string) {
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, "%d %s\n\n%s\n", status, http.StatusText(status), msg)
+	httpserve.Page(w, status, msg)
 }
 
 // closeIfBodyPending makes an answer that leaves the request body unread
@@ -407,6 +418,8 @@ type pools struct {
 	// a stream was opened (errRouteDown): it waits, as a lookup does, for
 	// the name's client to be back, on this node or another.
 	reroute func(ctx context.Context, name string, old Route) (Route, error)
+	// skipped counts a request sent on to a pool's next member.
+	skipped func()
 }
 
 // maxReroutes bounds how many times one request is sent to a new route
@@ -435,29 +448,61 @@ func (p *pools) drop(rt Route) {
 // RoundTrip sends r over its route's pool. A route that went down before
 // any stream was opened (another node's, found dead) is looked up again,
 // and r sent to the name's new route: nothing of r was sent, so any
-// request may go.
+// request may go. A pool member that fails r (memberFailed) is skipped:
+// r goes to the pool's next member, each member tried once.
 func (p *pools) RoundTrip(r *http.Request) (*http.Response, error) {
-	for attempt := 0; ; attempt++ {
-		res, err := p.roundTrip(r)
-		if err == nil || attempt == maxReroutes || p.reroute == nil || !errors.Is(err, errRouteDown) {
+	tg, _ := targetOf(r.Context())
+	for attempt := 0; ; {
+		res, err := p.roundTrip(r, tg)
+		if err == nil {
+			if tg.pool != nil {
+				tg.pool.served(tg.route)
+			}
+			return res, nil
+		}
+		if tg.pool != nil && memberFailed(err, r) {
+			tg.pool.failed(tg.route)
+			tg.tried = append(tg.tried, tg.route)
+			if next := tg.pool.pick(tg.tried); next != nil {
+				if p.skipped != nil {
+					p.skipped()
+				}
+				tg.route = next
+				r = r.WithContext(withTarget(r.Context(), tg))
+				continue
+			}
+		}
+		if attempt == maxReroutes || p.reroute == nil || !errors.Is(err, errRouteDown) {
 			return res, err
 		}
-		tg, _ := targetOf(r.Context())
+		attempt++
 		rt, rerr := p.reroute(r.Context(), tg.name, tg.route)
 		if rerr != nil {
 			return nil, rerr
 		}
-		tg.route = rt
+		tg.route, tg.pool, tg.tried = rt, nil, nil
+		if pool, ok := rt.(*poolRoute); ok {
+			m := pool.pick(nil)
+			if m == nil {
+				return nil, fmt.Errorf("pool %q: %w", tg.name, errTunnelOffline)
+			}
+			tg.route, tg.pool = m, pool
+		}
 		r = r.WithContext(withTarget(r.Context(), tg))
 	}
 }
 
-func (p *pools) roundTrip(r *http.Request) (*http.Response, error) {
-	tg, _ := targetOf(r.Context())
+// roundTrip sends r once over the stream pool of tg.route (tg is r's
+// target, which RoundTrip keeps).
+func (p *pools) roundTrip(r *http.Request, tg target) (*http.Response, error) {
 	rt := tg.route
 	sp, ok := p.m.Load(rt)
 	if !ok {
 		rr, remote := rt.(*remoteRoute)
+		if !remote && tg.pool != nil {
+			// The member's session ended since it was picked.
+			return nil, fmt.Errorf("route %s: %w", rt, errRouteDown)
+		}
 		if !remote {
 			return nil, fmt.Errorf("route %s: %w", rt, errTunnelOffline)
 		}
@@ -506,7 +551,7 @@ func (s *Server) dialTunnel(ctx context.Context, rt Route, addr string) (net.Con
 		return nil, fmt.Errorf("dial tunnel %q: client draining: %w", name, errRouteDown)
 	default:
 	}
-	if cur, _ := s.registry.Lookup(name); cur != rt {
+	if cur, _ := s.registry.Lookup(name); !routesTo(cur, rt) {
 		return nil, fmt.Errorf("dial tunnel %q: %w", name, errRouteDown)
 	}
 	var visitor string
@@ -517,7 +562,7 @@ func (s *Server) dialTunnel(ctx context.Context, rt Route, addr string) (net.Con
 	conn, err := rt.Open(ctx, &proto.StreamHeader{Tunnel: name, RemoteAddr: visitor, CloseOnFIN: true})
 	s.ops.streamOpened(start, err)
 	if err != nil {
-		return nil, fmt.Errorf("dial tunnel %q: %w", name, err)
+		return nil, &openError{fmt.Errorf("dial tunnel %q: %w", name, err)}
 	}
 	return conn, nil
 }

@@ -19,17 +19,19 @@ var ErrNameTaken = errors.New("name taken")
 
 // Route is the way to the client that serves a tunnel name: what a Registry
 // lookup returns, and all the proxy knows of where a request goes. A local
-// *Session is the one Route today, for every kind of tunnel (HTTP, TCP, TLS);
-// a session on another tunneld node or a pool of clients sharing a name
-// would be others, behind the same three methods.
+// *Session is one, for every kind of tunnel (HTTP, TCP, TLS); a session on
+// another tunneld node (remoteRoute) and a pool of clients sharing a name
+// (poolRoute) are others, behind the same methods.
 //
 // Routes are compared with ==: the proxy keeps one pool of idle streams per
 // route, so a stream is never reused for a request routed elsewhere (not
 // even to a later holder of the same name), and a stream is only opened on a
 // route the name still resolves to. An implementation must therefore be
 // comparable, and two values equal only if they reach the same client
-// session: a pointer type does this. Implementations are safe for
-// concurrent use.
+// session: a pointer type does this. A pool is the one route that reaches
+// several sessions: the proxy sends each request to one of its members,
+// and keeps that request's stream under the member, never under the pool.
+// Implementations are safe for concurrent use.
 type Route interface {
 	// Open opens a stream to the client for the tunnel h.Tunnel and sends
 	// h, returning once the client has connected its local service. A
@@ -65,6 +67,14 @@ type Registry interface {
 	// by another owner is ErrNameTaken. A name held by a live session of
 	// the same owner is taken over: those sessions are returned so the
 	// caller can close them (a stale session must never block its owner).
+	//
+	// A name s asked for with TunnelRequest.Pool (Session.pooled) is
+	// shared instead: s joins the pool serving it, or starts one; a pool
+	// of another kind or other rules is ErrPoolMismatch, and a registry
+	// that cannot pool returns ErrPoolUnsupported. A claim without Pool of
+	// a pooled name takes it over from every member, as from one session;
+	// a claim with Pool of a name one session holds without takes it over
+	// from that session.
 	// A registry that cannot decide now (a cluster's store out of reach)
 	// returns ErrRegistryUnavailable, and the client is told to retry.
 	Claim(s *Session, names []string) (replaced []*Session, err error)
@@ -73,7 +83,22 @@ type Registry interface {
 	Lookup(name string) (rt Route, held bool)
 	// Release takes s's names off the live table and puts them on hold
 	// for its owner. Names since claimed by another session are untouched.
+	// A pool member leaving takes only itself away: the name goes on hold
+	// when the last member leaves.
 	Release(s *Session)
+	// ReleaseName frees one of s's names at once, with no hold (a custom
+	// domain whose DNS no longer points at s's tunnel: whoever it points
+	// at now may claim it); s keeps its other names. A name since claimed
+	// by another session is untouched.
+	ReleaseName(s *Session, name string)
+	// ClaimName gives one more name to s, a session that holds a claim
+	// already (a custom domain ReleaseName dropped, whose DNS points at
+	// s's tunnel again). Unlike Claim it takes nothing over, so it never
+	// closes a session: a name live for any other session, even one of
+	// the same owner, or held by another owner, is ErrNameTaken, as is
+	// any name once s was released. A registry that cannot decide now
+	// returns ErrRegistryUnavailable.
+	ClaimName(s *Session, name string) error
 	// Held reports whether name is live or on hold.
 	Held(name string) bool
 	// Kind reports the kind of a live or held name (proto.KindHTTP, ...),
@@ -93,12 +118,29 @@ type regEntry struct {
 	owner     string
 	account   string    // whose held-name bound the entry counts against
 	kind      string    // the tunnel's kind, kept while on hold
-	session   *Session  // nil while on hold
-	holdUntil time.Time // meaningful only while session is nil
+	session   *Session  // nil while on hold or pooled
+	holdUntil time.Time // meaningful only while session and pool are nil
+
+	// pool is the name's pool while pooled and live (session is then nil).
+	pool *poolRoute
 
 	// While on hold, the entry is in two lists, oldest first: every hold
 	// (for expiry) and its account's holds (for the bound).
 	inHolds, inAccount *list.Element
+}
+
+// live reports whether a session or a pool serves e.
+func (e *regEntry) live() bool { return e.session != nil || e.pool != nil }
+
+// route is e's live route, or nil.
+func (e *regEntry) route() Route {
+	switch {
+	case e.pool != nil:
+		return e.pool
+	case e.session != nil:
+		return e.session
+	}
+	return nil
 }
 
 // expireBatch is how many run-out holds one Claim or Release drops at
@@ -151,15 +193,29 @@ func (r *MemoryRegistry) Claim(s *Session, names []string) ([]*Session, error) {
 		if !ok {
 			continue
 		}
-		if e.session == nil && !now.Before(e.holdUntil) {
+		if !e.live() && !now.Before(e.holdUntil) {
 			r.dropLocked(n) // its hold has run out
 			continue
 		}
 		if e.owner != s.Owner {
 			return nil, fmt.Errorf("%w: %q", ErrNameTaken, n)
 		}
-		if e.session != nil && e.session != s && !slices.Contains(replaced, e.session) {
-			replaced = append(replaced, e.session)
+		if e.pool != nil && s.pooled(n) {
+			if !poolFits(e.pool, s, n) {
+				return nil, fmt.Errorf("%w: %q", ErrPoolMismatch, n)
+			}
+			continue // s joins; nobody is replaced
+		}
+		var olds []*Session
+		if e.pool != nil {
+			olds = e.pool.sessions()
+		} else if e.session != nil {
+			olds = []*Session{e.session}
+		}
+		for _, old := range olds {
+			if old != s && !slices.Contains(replaced, old) {
+				replaced = append(replaced, old)
+			}
 		}
 	}
 	for _, n := range names {
@@ -169,9 +225,20 @@ func (r *MemoryRegistry) Claim(s *Session, names []string) ([]*Session, error) {
 			r.entries[n] = e
 		}
 		r.unholdLocked(e)
-		e.owner, e.account, e.session, e.kind = s.Owner, s.accountKey(), s, s.Kind(n)
+		e.owner, e.account, e.kind = s.Owner, s.accountKey(), s.Kind(n)
 		if e.kind == "" {
 			e.kind = proto.KindHTTP // a session that does not list the name (tests): the original kind
+		}
+		switch {
+		case s.pooled(n) && e.pool != nil:
+			e.pool.add(s)
+		case s.pooled(n):
+			e.session, e.pool = nil, newPoolRoute(n, s)
+		default:
+			if e.pool != nil {
+				e.pool.drain() // taken over: its members are replaced below
+			}
+			e.session, e.pool = s, nil
 		}
 		r.bySession[s] = append(r.bySession[s], n)
 		r.wakeLocked(n)
@@ -192,8 +259,8 @@ func (r *MemoryRegistry) Lookup(name string) (Route, bool) {
 	if !ok {
 		return nil, false
 	}
-	if e.session != nil {
-		return e.session, true
+	if rt := e.route(); rt != nil {
+		return rt, true
 	}
 	if r.now().Before(e.holdUntil) {
 		return nil, true
@@ -211,9 +278,10 @@ func (r *MemoryRegistry) Wait(ctx context.Context, name string) Route {
 		case !ok:
 			r.mu.Unlock()
 			return nil
-		case e.session != nil:
+		case e.live():
+			rt := e.route()
 			r.mu.Unlock()
-			return e.session
+			return rt
 		case !r.now().Before(e.holdUntil):
 			r.dropLocked(name)
 			r.mu.Unlock()
@@ -261,7 +329,7 @@ func (r *MemoryRegistry) Account(name string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	if e.session == nil && !r.now().Before(e.holdUntil) {
+	if !e.live() && !r.now().Before(e.holdUntil) {
 		r.dropLocked(name)
 		return "", false
 	}
@@ -273,7 +341,7 @@ func (r *MemoryRegistry) Kind(name string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.entries[name]
-	if !ok || e.session == nil && !r.now().Before(e.holdUntil) {
+	if !ok || !e.live() && !r.now().Before(e.holdUntil) {
 		return ""
 	}
 	return e.kind
@@ -294,8 +362,57 @@ func (r *MemoryRegistry) Release(s *Session) {
 	r.releaseLocked(s, now)
 }
 
+// ReleaseName implements Registry.
+func (r *MemoryRegistry) ReleaseName(s *Session, name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names, ok := r.bySession[s]
+	if !ok || !slices.Contains(names, name) {
+		return
+	}
+	r.bySession[s] = slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == name })
+	if e, ok := r.entries[name]; ok && e.session == s {
+		r.dropLocked(name)
+	}
+}
+
+// ClaimName implements Registry.
+func (r *MemoryRegistry) ClaimName(s *Session, name string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names, ok := r.bySession[s]
+	if !ok {
+		return fmt.Errorf("%w: %q: session %s is no longer registered", ErrNameTaken, name, s.ID)
+	}
+	now := r.now()
+	r.expireLocked(now)
+	e, ok := r.entries[name]
+	switch {
+	case !ok:
+		e = &regEntry{name: name}
+		r.entries[name] = e
+	case e.session == s:
+		return nil
+	case e.live():
+		return fmt.Errorf("%w: %q: served by %s", ErrNameTaken, name, e.route())
+	case e.owner != s.Owner && now.Before(e.holdUntil):
+		return fmt.Errorf("%w: %q", ErrNameTaken, name)
+	}
+	r.unholdLocked(e)
+	e.owner, e.account, e.session, e.kind = s.Owner, s.accountKey(), s, s.Kind(name)
+	if e.kind == "" {
+		e.kind = proto.KindHTTP
+	}
+	if !slices.Contains(names, name) {
+		r.bySession[s] = append(slices.Clone(names), name)
+	}
+	r.wakeLocked(name)
+	return nil
+}
+
 // releaseLocked puts the names s still serves on hold (or drops them with
-// no hold) and forgets s.
+// no hold) and forgets s. A pooled name loses s only, and goes on hold
+// with its last member.
 func (r *MemoryRegistry) releaseLocked(s *Session, now time.Time) {
 	names, ok := r.bySession[s]
 	if !ok {
@@ -304,14 +421,23 @@ func (r *MemoryRegistry) releaseLocked(s *Session, now time.Time) {
 	delete(r.bySession, s)
 	for _, n := range names {
 		e, ok := r.entries[n]
-		if !ok || e.session != s {
+		if !ok {
+			continue
+		}
+		switch {
+		case e.pool != nil && e.pool.remove(s):
+			if len(e.pool.list()) > 0 {
+				continue
+			}
+			e.pool.drain()
+		case e.session != s:
 			continue
 		}
 		if r.hold == 0 {
 			r.dropLocked(n)
 			continue
 		}
-		e.session = nil
+		e.session, e.pool = nil, nil
 		e.holdUntil = now.Add(r.hold)
 		e.inHolds = r.holds.PushBack(e)
 		acct := r.heldBy[e.account]

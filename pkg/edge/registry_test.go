@@ -285,3 +285,82 @@ func TestMemoryRegistry_HeldNamesBoundedPerAccount(t *testing.T) {
 		t.Errorf("after a reclaim: %d holds, alice %d; want 5, 2", r.holds.Len(), r.heldBy["alice"].Len())
 	}
 }
+
+func TestMemoryRegistry_ClaimName(t *testing.T) {
+	claimNameContract(t, NewMemoryRegistry(time.Minute))
+}
+
+// claimNameContract checks Registry.ClaimName on r, whose hold is long
+// enough to outlast the test: a session claims one more name only if it
+// is free, its own, or on hold for its owner, and never takes one over
+// from another session, not even a sibling of the same owner, which
+// keeps serving (so the caller has no session to close).
+func claimNameContract(t *testing.T, r Registry) {
+	t.Helper()
+	const d = "wiki.example.org"
+	a1 := &Session{ID: "a1", Owner: "alice"}
+	a2 := &Session{ID: "a2", Owner: "alice"}
+	b1 := &Session{ID: "b1", Owner: "bob"}
+	serves := func(name string, want *Session) {
+		t.Helper()
+		rt, _ := r.Lookup(name)
+		if want == nil && rt != nil || want != nil && rt != Route(want) {
+			t.Fatalf("Lookup(%s): got %v, want %v", name, rt, want)
+		}
+	}
+	if _, err := r.Claim(a1, []string{"wiki", d}); err != nil {
+		t.Fatal(err)
+	}
+	r.ReleaseName(a1, d)
+	serves(d, nil)
+	if err := r.ClaimName(a1, d); err != nil {
+		t.Fatalf("a1 claims its dropped domain again: %v", err)
+	}
+	serves(d, a1)
+	serves("wiki", a1)
+	if err := r.ClaimName(a1, d); err != nil {
+		t.Fatalf("a1 claims its own domain twice: %v", err)
+	}
+
+	// A sibling of the same owner claimed it meanwhile: refused, and
+	// neither session loses anything.
+	r.ReleaseName(a1, d)
+	if replaced, err := r.Claim(a2, []string{d}); err != nil || len(replaced) != 0 {
+		t.Fatalf("a2 claims the free domain: got %v, %v; want none replaced", replaced, err)
+	}
+	if err := r.ClaimName(a1, d); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("a1 claims a2's live domain: got %v, want ErrNameTaken", err)
+	}
+	serves(d, a2)
+	serves("wiki", a1)
+	// On hold for the same owner: a1 may have it.
+	r.Release(a2)
+	if err := r.ClaimName(a1, d); err != nil {
+		t.Fatalf("a1 claims its owner's held domain: %v", err)
+	}
+	serves(d, a1)
+
+	// Another owner claimed it meanwhile, live or on hold: refused.
+	r.ReleaseName(a1, d)
+	if _, err := r.Claim(b1, []string{d}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ClaimName(a1, d); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("a1 claims bob's live domain: got %v, want ErrNameTaken", err)
+	}
+	serves(d, b1)
+	r.Release(b1)
+	if err := r.ClaimName(a1, d); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("a1 claims bob's held domain: got %v, want ErrNameTaken", err)
+	}
+	serves("wiki", a1)
+
+	// A released session claims nothing.
+	r.Release(a1)
+	if err := r.ClaimName(a1, "blog.example.org"); !errors.Is(err, ErrNameTaken) {
+		t.Fatalf("released a1 claims a free name: got %v, want ErrNameTaken", err)
+	}
+	if r.Held("blog.example.org") {
+		t.Fatal("a released session's ClaimName took the name")
+	}
+}

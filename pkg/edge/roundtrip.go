@@ -76,6 +76,12 @@ type pconn struct {
 	bw     *bufio.Writer
 	idleAt time.Time
 	reused bool
+	// head is the visitor's response head the edge's own reader wrote
+	// (readPlainHead), and body the framing of its body: the stream's
+	// own, reset by each exchange, so no allocation per response.
+	head  []byte
+	typed bool // head has a Content-Type
+	body  lengthBody
 }
 
 func (p *streamPool) newConn(ctx context.Context, name string) (*pconn, error) {
@@ -253,6 +259,14 @@ type retryableError struct{ err error }
 func (e *retryableError) Error() string { return e.err.Error() }
 func (e *retryableError) Unwrap() error { return e.err }
 
+// unansweredError: a stream failed before any byte of the response came
+// back (the client went away with the request in flight). A pool sends a
+// request that can be sent again to another member (memberFailed).
+type unansweredError struct{ err error }
+
+func (e *unansweredError) Error() string { return e.err.Error() }
+func (e *unansweredError) Unwrap() error { return e.err }
+
 func (pc *pconn) roundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	stop := context.AfterFunc(ctx, func() { pc.conn.Close() })
@@ -290,6 +304,7 @@ func (pc *pconn) roundTrip(req *http.Request) (*http.Response, error) {
 			err = pc.bw.Flush()
 		}
 		if err != nil {
+			err = &unansweredError{err}
 			if pc.reused && isReplayable(req) {
 				err = &retryableError{err}
 			}
@@ -305,6 +320,9 @@ func (pc *pconn) roundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			if pc.lr.n <= 0 {
 				err = errResponseHeaderTooLarge
+			}
+			if n1xx == 0 && pc.lr.n == maxResponseHeader {
+				err = &unansweredError{err}
 			}
 			if pc.reused && n1xx == 0 && pc.lr.n == maxResponseHeader && isReplayable(req) {
 				// Nothing came back: the client closed the kept stream

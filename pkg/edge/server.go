@@ -65,6 +65,10 @@ type Session struct {
 	// what a ClusterRegistry writes into the table for other nodes.
 	requests []proto.TunnelRequest
 
+	// domains maps each custom domain the session serves to the name of
+	// its tunnel (proto.TunnelRequest.Domain); set with Names.
+	domains map[string]string
+
 	// accessRules maps each of Names that has visitor access rules to
 	// them (proto.TunnelRequest.Access); set with Names, before the
 	// session is registered.
@@ -122,8 +126,9 @@ type Server struct {
 	tlsConfig *tls.Config
 	registry  Registry
 	// hostSuffix follows a name in its public host: "." + Domain, and
-	// ":" + PublicPort unless that is the default one (see publicHost).
-	hostSuffix string
+	// portSuffix (":" + PublicPort unless that is the default one; see
+	// publicHost). portSuffix alone follows a custom domain.
+	hostSuffix, portSuffix string
 
 	acme       *certs.ACME // nil without Config.ACME
 	refusedSet             // names the ACME host policy refused, for log-once
@@ -135,9 +140,17 @@ type Server struct {
 	ops       *ops   // metrics, access log, status (ops.go)
 	proxy     *proxy // the visitors' handler, and the stream pools of the routes (proxy.go)
 
+	// h1 are the visitor connections the edge's own HTTP/1.1 path
+	// serves (h1conn.go); what it does not serve goes to httpConns.
+	h1 h1Conns
+
 	// bcryptSlots bounds the visitor password checks running at once
 	// (access.go).
 	bcryptSlots chan struct{}
+
+	// rechecks is what the custom domains' re-check remembers between
+	// passes (domains.go); only its goroutine touches it.
+	rechecks map[domainKey]*domainCheck
 
 	mu       sync.Mutex
 	sessions map[*Session]struct{}
@@ -170,8 +183,9 @@ func NewServer(cfg Config) (*Server, error) {
 		bcryptSlots: newBcryptSlots(),
 	}
 	if p := cfg.PublicPort; p != 0 && p != 443 {
-		s.hostSuffix += ":" + strconv.Itoa(p)
+		s.portSuffix = ":" + strconv.Itoa(p)
 	}
+	s.hostSuffix += s.portSuffix
 	s.limits = limit.New(limitConfig(cfg), log, s.ops.metrics)
 	s.pacer = newPacer(cfg, log, s.ops.metrics)
 	s.proxy = s.newProxy()
@@ -201,7 +215,8 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.tlsConfig = tlsConfig
 	s.httpSrv = &http.Server{
-		Handler:           s.ops.instrument(s.paced(s.proxy)),
+		Handler:           withTLSState(s.ops.instrument(s.paced(s.proxy))),
+		ConnContext:       handoffContext,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
@@ -236,28 +251,63 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	httpDone := make(chan struct{})
 	go func() {
 		defer close(httpDone)
+		// The own path's connections get the same grace, beside
+		// net/http's.
+		h1Done := make(chan struct{})
+		go func() {
+			defer close(h1Done)
+			<-httpCtx.Done()
+			if !s.h1.shutdown(s.cfg.ShutdownGrace) {
+				s.log.Warn().Msg("grace period over; closing remaining requests")
+			}
+		}()
 		httpserve.Serve(httpCtx, s.httpSrv, s.httpConns, s.cfg.ShutdownGrace, func(err error) {
 			s.log.Warn().Err(err).Msg("grace period over; closing remaining requests")
 		})
+		stopHTTP()
+		<-h1Done
 	}()
 
-	stopAccept := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stopAccept()
-	var acceptErr error
+	// The custom domains' re-check ends when shutdown begins (ctx), or
+	// when Serve returns for a failed accept.
+	recheckCtx, stopRecheck := context.WithCancel(ctx)
+	recheckDone := make(chan struct{})
+	go func() {
+		defer close(recheckDone)
+		if s.cfg.Domains != nil {
+			s.recheckDomains(recheckCtx)
+		}
+	}()
+	defer func() { stopRecheck(); <-recheckDone }()
+
+	acceptErr := acceptUntil(ctx, ln, func(conn net.Conn) {
+		s.wg.Add(1)
+		go s.handleConn(ctx, conn)
+	})
+	ln.Close()
+	s.shutdown(stopHTTP, httpDone)
+	if acceptErr != nil {
+		return fmt.Errorf("accept: %w", acceptErr)
+	}
+	return nil
+}
+
+// acceptUntil gives each connection ln accepts to handle until ctx ends,
+// which closes ln, or Accept fails. It returns Accept's error, or nil
+// when ctx ended the loop.
+func acceptUntil(ctx context.Context, ln net.Listener, handle func(net.Conn)) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			if ctx.Err() == nil {
-				acceptErr = fmt.Errorf("accept: %w", err)
+			if ctx.Err() != nil {
+				return nil
 			}
-			break
+			return err
 		}
-		s.wg.Add(1)
-		go s.handleConn(ctx, conn)
+		handle(conn)
 	}
-	ln.Close()
-	s.shutdown(stopHTTP, httpDone)
-	return acceptErr
 }
 
 // shutdown runs the shutdown order described in the package doc.
@@ -328,9 +378,15 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 		// A CA's TLS-ALPN-01 check: the handshake itself, answered by
 		// autocert's challenge certificate, was the whole point.
 		conn.Close()
-	default:
+	case "h2":
 		guard.HandshakeDone()
 		s.httpConns.push(conn)
+	default:
+		// HTTP/1.1, or no ALPN: the edge's own path, which hands
+		// net/http what it does not serve.
+		guard.HandshakeDone()
+		state := conn.ConnectionState()
+		s.serveH1(conn, &state, s.httpConns, false, &s.h1)
 	}
 }
 
@@ -444,7 +500,7 @@ func (s *Server) handleSession(ctx context.Context, conn *tls.Conn, guard *limit
 
 // admit authenticates a Hello, validates the names it asks for and claims
 // them. A non-nil *proto.Error is the refusal to send.
-func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string) (*Session, *proto.Error) {
+func (s *Server) admit(ctx context.Context, ms *mux.ServerSession, hello *proto.Hello, remote string) (*Session, *proto.Error) {
 	sess, id, perr := s.authenticate(ms, hello, remote)
 	if perr != nil {
 		return nil, perr
@@ -460,7 +516,10 @@ func (s *Server) admit(ms *mux.ServerSession, hello *proto.Hello, remote string)
 	if perr := s.checkAccessPolicy(id, hello); perr != nil {
 		return nil, perr
 	}
-	if perr := s.claim(sess, hello, asked, rules); perr != nil {
+	if perr := checkPool(id, hello); perr != nil {
+		return nil, perr
+	}
+	if perr := s.claim(ctx, sess, hello, asked, rules); perr != nil {
 		return nil, perr
 	}
 	return sess, nil
@@ -539,6 +598,9 @@ func (s *Server) validateNames(sess *Session, id *token.Identity, hello *proto.H
 		}
 		asked = append(asked, t.Name)
 	}
+	if perr := s.validateDomains(id, hello); perr != nil {
+		return nil, perr
+	}
 	return asked, nil
 }
 
@@ -549,9 +611,12 @@ const claimAttempts = 6
 // claim draws random names for the tunnels of hello that left theirs empty,
 // sets sess.Names, and claims them all in the registry. Random names are
 // drawn last so they never collide with asked-for ones, and drawn again if
-// the registry holds one by the time of the claim. Sessions of the same
-// owner that the claim replaced are closed.
-func (s *Server) claim(sess *Session, hello *proto.Hello, asked []string, rules []*accessRules) *proto.Error {
+// the registry holds one by the time of the claim. The custom domains are
+// claimed with the names, once their DNS points at their tunnels (checked
+// once: a fresh random name cannot be a CNAME's target, so a redraw does
+// not change the answer). Sessions of the same owner that the claim
+// replaced are closed.
+func (s *Server) claim(ctx context.Context, sess *Session, hello *proto.Hello, asked []string, rules []*accessRules) *proto.Error {
 	random := len(hello.Tunnels) - len(asked)
 	// The session's streams get a pool of their own before a visitor can
 	// find it under one of its names.
@@ -565,7 +630,25 @@ func (s *Server) claim(sess *Session, hello *proto.Hello, asked []string, rules 
 		sess.Kinds, sess.allow = kindsOf(hello, sess.Names)
 		sess.accessRules = accessByName(rules, sess.Names)
 		sess.requests = hello.Tunnels
-		replaced, err := s.registry.Claim(sess, sess.Names)
+		sess.domains = domainsOf(hello, sess.Names)
+		if attempt == 1 && sess.domains != nil {
+			if perr := s.verifyDomains(ctx, sess); perr != nil {
+				s.proxy.pools.drop(sess)
+				return perr
+			}
+			// The domains go on hold with the names: they must not
+			// crowd the names out of the account's hold bound.
+			if sess.maxHeld > 0 {
+				sess.maxHeld += len(sess.domains)
+			}
+		}
+		claimed := sess.Names
+		for _, t := range hello.Tunnels {
+			if t.Domain != "" {
+				claimed = append(slices.Clip(claimed), t.Domain)
+			}
+		}
+		replaced, err := s.registry.Claim(sess, claimed)
 		if err == nil {
 			for _, old := range replaced {
 				s.log.Info().Str("session_id", old.ID).Str("by", sess.ID).Msg("session replaced by its owner")
@@ -577,6 +660,14 @@ func (s *Server) claim(sess *Session, hello *proto.Hello, asked []string, rules 
 		if errors.Is(err, ErrRegistryUnavailable) {
 			s.proxy.pools.drop(sess)
 			return &proto.Error{Code: proto.CodeUnavailable, Message: "the name table is unavailable for now; try again"}
+		}
+		if errors.Is(err, ErrPoolMismatch) {
+			s.proxy.pools.drop(sess)
+			return &proto.Error{Code: proto.CodePoolMismatch, Message: err.Error() + " than this client asks for: every client of a pool must ask for the same kind and access rules"}
+		}
+		if errors.Is(err, ErrPoolUnsupported) {
+			s.proxy.pools.drop(sess)
+			return &proto.Error{Code: proto.CodePoolNotAllowed, Message: err.Error()}
 		}
 		if !errors.Is(err, ErrNameTaken) || random == 0 || attempt == claimAttempts {
 			s.proxy.pools.drop(sess)
@@ -646,7 +737,13 @@ func (s *Server) welcome(sess *Session) *proto.Welcome {
 	for _, n := range sess.Names {
 		k := sess.Kind(n)
 		r := sess.access(n)
-		w.Tunnels = append(w.Tunnels, proto.TunnelInfo{Name: n, Kind: k, URL: s.kindURL(k, n), Access: r != nil, OIDC: r != nil && r.oidc != nil})
+		w.Tunnels = append(w.Tunnels, proto.TunnelInfo{Name: n, Kind: k, URL: s.kindURL(k, n), Access: r != nil, OIDC: r != nil && r.oidc != nil,
+			Pool: sess.pooled(n)})
+	}
+	for i, t := range sess.requests {
+		if t.Domain != "" && i < len(w.Tunnels) {
+			w.Tunnels[i].DomainURL = "https://" + s.domainHost(t.Domain)
+		}
 	}
 	return w
 }

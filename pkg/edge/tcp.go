@@ -192,6 +192,13 @@ func tunnelOf(rt Route, name string) (routeTunnel, bool) {
 	switch r := rt.(type) {
 	case *Session:
 		return routeTunnel{kind: r.Kind(name), owner: r.Owner, allow: r.allow[name]}, true
+	case *poolRoute:
+		// Every member has the same kind and allowed tokens (poolFits).
+		ms := r.list()
+		if r.name != name || len(ms) == 0 {
+			return routeTunnel{}, false
+		}
+		return tunnelOf(ms[0], name)
 	case *remoteRoute:
 		if r.name != name {
 			return routeTunnel{}, false
@@ -228,7 +235,18 @@ func (s *Server) serveTunnelConn(ctx context.Context, conn net.Conn, rt Route, t
 	defer slot.Release()
 	octx, cancel := context.WithTimeout(ctx, s.cfg.Mux.HandshakeTimeout)
 	openStart := time.Now()
-	st, err := rt.Open(octx, &proto.StreamHeader{Tunnel: tunnel, RemoteAddr: remote})
+	var st net.Conn
+	var err error
+	if pool, ok := rt.(*poolRoute); ok {
+		// The connection counts under the member that serves it.
+		var m Route
+		if st, m, err = pool.openMember(octx, &proto.StreamHeader{Tunnel: tunnel, RemoteAddr: remote},
+			func() { s.ops.poolSkips.Add(1) }); m != nil {
+			rt = m
+		}
+	} else {
+		st, err = rt.Open(octx, &proto.StreamHeader{Tunnel: tunnel, RemoteAddr: remote})
+	}
 	cancel()
 	s.ops.streamOpened(openStart, err)
 	if err != nil {

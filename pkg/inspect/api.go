@@ -112,6 +112,7 @@ type listJSON struct {
 }
 
 func (in *Inspector) handleList(w http.ResponseWriter, r *http.Request) {
+	defer in.st.reading()() // its records' bodies are not reused meanwhile
 	f, err := parseFilter(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -122,7 +123,7 @@ func (in *Inspector) handleList(w http.ResponseWriter, r *http.Request) {
 	out.MemoryBytes, _ = in.st.stats()
 	for _, e := range slices.Backward(all) {
 		if f.match(e) {
-			out.Exchanges = append(out.Exchanges, e.Summary())
+			out.Exchanges = append(out.Exchanges, e.summary())
 			if f.limit > 0 && len(out.Exchanges) == f.limit {
 				break
 			}
@@ -193,6 +194,7 @@ func detail(e *Exchange) detailJSON {
 }
 
 func (in *Inspector) handleGet(w http.ResponseWriter, r *http.Request) {
+	defer in.st.reading()() // its records' bodies are not reused meanwhile
 	if e := in.exchange(w, r); e != nil {
 		writeJSON(w, http.StatusOK, detail(e))
 	}
@@ -213,6 +215,7 @@ type Edit struct {
 const maxEdit = 16 << 20
 
 func (in *Inspector) handleReplay(w http.ResponseWriter, r *http.Request) {
+	defer in.st.reading()() // its records' bodies are not reused meanwhile
 	orig := in.exchange(w, r)
 	if orig == nil {
 		return
@@ -252,7 +255,8 @@ func (e *replayError) Error() string { return e.msg }
 var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length"}
 
 // Replay sends orig's request, changed by edit, to orig's local service
-// again, records the new exchange (ReplayOf orig.ID) and returns it.
+// again, records the new exchange (ReplayOf orig.ID) and returns it. The
+// caller holds a reading window (store.reading) over orig and the result.
 func (in *Inspector) Replay(ctx context.Context, orig *Exchange, edit Edit) (*Exchange, error) {
 	if orig.Upgrade {
 		return nil, &replayError{http.StatusConflict, "an upgrade (WebSocket) cannot be replayed"}
@@ -319,7 +323,7 @@ func (in *Inspector) Replay(ctx context.Context, orig *Exchange, edit Edit) (*Ex
 		ex.Duration = time.Since(ex.Start)
 		ex.ReqBody = reqBody.body()
 		ex.Err = "replay: " + err.Error()
-		in.st.add(ex, reqBody.cost())
+		in.st.addExchange(ex, reqBody.cost())
 		return ex, nil
 	}
 	defer resp.Body.Close()
@@ -331,7 +335,7 @@ func (in *Inspector) Replay(ctx context.Context, orig *Exchange, edit Edit) (*Ex
 	if err != nil {
 		ex.Err = "replay: reading the response: " + err.Error()
 	}
-	in.st.add(ex, reqBody.cost()+respBody.cost())
+	in.st.addExchange(ex, reqBody.cost()+respBody.cost())
 	return ex, nil
 }
 
@@ -347,6 +351,7 @@ var replayClient = &http.Client{
 }
 
 func (in *Inspector) handleHAR(w http.ResponseWriter, r *http.Request) {
+	defer in.st.reading()() // its records' bodies are not reused meanwhile
 	f, err := parseFilter(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -355,7 +360,7 @@ func (in *Inspector) handleHAR(w http.ResponseWriter, r *http.Request) {
 	var exs []*Exchange
 	for _, e := range in.st.all() {
 		if f.match(e) {
-			exs = append(exs, e)
+			exs = append(exs, e.exchange())
 		}
 	}
 	w.Header().Set("Content-Disposition", `attachment; filename="tunnel.har"`)
@@ -363,6 +368,7 @@ func (in *Inspector) handleHAR(w http.ResponseWriter, r *http.Request) {
 }
 
 func (in *Inspector) handleHAROne(w http.ResponseWriter, r *http.Request) {
+	defer in.st.reading()() // its records' bodies are not reused meanwhile
 	if e := in.exchange(w, r); e != nil {
 		w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="tunnel-%d.har"`, e.ID))
 		writeJSON(w, http.StatusOK, harOf([]*Exchange{e}, in.cfg.Version))

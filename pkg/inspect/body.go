@@ -18,10 +18,11 @@ import (
 const maxDecoded = 8 << 20
 
 // decoded returns the body as the service meant it: decompressed when its
-// Content-Encoding is gzip or deflate (br and zstd are shown as sent), and
-// whether it was. A truncated body decompresses as far as it goes.
-func decoded(h http.Header, b Body) ([]byte, bool) {
-	enc := strings.ToLower(strings.TrimSpace(h.Get("Content-Encoding")))
+// Content-Encoding (contentEncoding) is gzip or deflate (br and zstd are
+// shown as sent), and whether it was. A truncated body decompresses as far
+// as it goes.
+func decoded(contentEncoding string, b Body) ([]byte, bool) {
+	enc := strings.ToLower(strings.TrimSpace(contentEncoding))
 	var r io.Reader
 	switch enc {
 	case "gzip", "x-gzip":
@@ -61,7 +62,7 @@ type bodyJSON struct {
 }
 
 func makeBodyJSON(h http.Header, b Body) bodyJSON {
-	data, dec := decoded(h, b)
+	data, dec := decoded(h.Get("Content-Encoding"), b)
 	ct := h.Get("Content-Type")
 	j := bodyJSON{
 		Size: b.Size, Captured: len(b.Data), Truncated: b.Truncated(),

@@ -6,7 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
+	"net/http/httputil"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,12 +107,31 @@ func (c *streamCopier) finish() {
 	}
 }
 
-// pending is an exchange being recorded.
+// pending is an exchange being recorded. Pendings are reused (pendings):
+// once recorded, nothing refers to one, and with the store full what the
+// inspector allocates per exchange sets how often the collector runs.
 type pending struct {
-	ex      *Exchange
-	req     *http.Request // for ReadResponse: a HEAD has no body
-	reqBody *capture
-	reqDone chan struct{} // closed when the request body is read (or cannot be)
+	ex      Exchange // its headers are reqHdr and respHdr, encoded
+	reqHdr  []byte
+	respHdr []byte // CopyOut's buffer, valid until record returns
+	reqBody capture
+	reqDone chan struct{} // one value when the request body is read (or cannot be); capacity 1
+}
+
+var pendings = sync.Pool{New: func() any { return &pending{reqDone: make(chan struct{}, 1)} }}
+
+// reqRead tells record that the request body is read, or cannot be.
+func (p *pending) reqRead() { p.reqDone <- struct{}{} }
+
+// release gives p back to pendings: its exchange is recorded (or was
+// never queued).
+func (p *pending) release() {
+	hdr := p.reqHdr[:0]
+	if cap(hdr) > 4<<10 {
+		hdr = nil // a rare large head is not kept for the next
+	}
+	*p = pending{reqHdr: hdr, reqDone: p.reqDone}
+	pendings.Put(p)
 }
 
 // watchedReader remembers the error its reader returned, so that a parse
@@ -149,9 +168,14 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// parseBufSize is the parser's buffer: it holds a request's or response's
-// headers (net/http allows 1 MiB of them; a longer line is read in parts).
-const parseBufSize = 16 << 10
+// parseBufSize is the parser's buffer, two per stream for the stream's
+// life: it holds a usual request's or response's headers (net/http allows
+// 1 MiB of them; a longer line is read in parts). It is small because
+// tunneld keeps streams open between requests: at 16 KiB, 256 kept
+// streams held 8 MiB of the client's memory limit, and a full store then
+// left the collector no room (make bench, the inspector at 256
+// connections: a collection every 30 ms).
+const parseBufSize = 4 << 10
 
 // copyBufs are the bodies' copy buffers: 128 KiB, as pkg/mux's large one,
 // so that a download goes out in 128 KiB yamux frames as without the
@@ -185,7 +209,7 @@ func raw(cw *countWriter, wr *watchedReader) (int64, error) {
 func (c *streamCopier) CopyIn(dst io.Writer, src io.Reader) (int64, error) {
 	cw := &countWriter{w: dst}
 	wr := &watchedReader{r: src}
-	br := bufio.NewReaderSize(io.TeeReader(wr, cw), parseBufSize)
+	hr := &headReader{br: bufio.NewReaderSize(io.TeeReader(wr, cw), parseBufSize)}
 	queued := true
 	defer c.finish()
 	defer func() {
@@ -193,76 +217,116 @@ func (c *streamCopier) CopyIn(dst io.Writer, src io.Reader) (int64, error) {
 			close(c.queue)
 		}
 	}()
+	var lr io.LimitedReader
 	for {
-		if _, err := br.Peek(1); err != nil {
+		if _, err := hr.br.Peek(1); err != nil {
 			return ioResult(cw, wr) // the end, between requests
 		}
-		req, err := http.ReadRequest(br)
-		if err != nil || req.ProtoMajor != 1 {
-			// Not HTTP/1.x (HTTP/2's preface parses as "PRI *
-			// HTTP/2.0"): nothing to record; CopyOut goes raw too
-			// when the queue closes.
+		h, err := hr.request()
+		if err != nil {
+			// Not HTTP/1.x (HTTP/2's preface reads as "PRI *
+			// HTTP/2.0"), or not a request net/http would read:
+			// nothing to record; CopyOut goes raw too when the queue
+			// closes.
 			return raw(cw, wr)
 		}
-		p := c.newPending(req)
+		p := c.newPending(h, hr.hdr)
 		select {
 		case c.queue <- p:
 		case <-c.outDone:
 			// The responses are no longer read: nothing more to record.
-			close(p.reqDone)
+			p.release()
 			close(c.queue)
 			queued = false
 			return raw(cw, wr)
 		}
 		if p.ex.Upgrade {
-			close(p.reqDone)
+			p.reqRead()
 			close(c.queue)
 			queued = false
 			return raw(cw, wr)
 		}
-		bp := copyBufs.Get().(*[]byte)
-		_, err = io.CopyBuffer(p.reqBody, req.Body, *bp)
-		copyBufs.Put(bp)
-		close(p.reqDone)
+		err = copyBody(&p.reqBody, hr, h.chunked, h.length, &lr)
+		p.reqRead()
 		if err != nil {
 			return raw(cw, wr) // a bad chunk, or the stream broke
 		}
 	}
 }
 
-func (c *streamCopier) newPending(req *http.Request) *pending {
-	visitor := c.info.Visitor
-	if xff := req.Header.Get("X-Forwarded-For"); xff != "" {
-		first, _, _ := strings.Cut(xff, ",")
-		visitor = strings.TrimSpace(first)
+// copyBody copies a body framed as chunked or length (-1: until the
+// stream ends) from hr to body.
+func copyBody(body *capture, hr *headReader, chunked bool, length int64, lr *io.LimitedReader) error {
+	var src io.Reader
+	switch {
+	case chunked:
+		src = httputil.NewChunkedReader(hr.br)
+	case length == 0:
+		return nil
+	case length <= int64(hr.br.Size()):
+		return copyBuffered(body, hr.br, length)
+	case length > 0:
+		*lr = io.LimitedReader{R: hr.br, N: length}
+		src = lr
+	default:
+		src = hr.br
 	}
-	ex := &Exchange{
-		Tunnel:    c.info.Tunnel,
-		Target:    c.info.Target,
-		StreamID:  c.info.StreamID,
-		Visitor:   visitor,
-		Start:     time.Now(),
-		Method:    req.Method,
-		URL:       req.RequestURI,
-		Host:      req.Host,
-		Proto:     req.Proto,
-		ReqHeader: req.Header,
-		Upgrade:   isUpgrade(req.Header),
+	bp := copyBufs.Get().(*[]byte)
+	_, err := io.CopyBuffer(body, src, *bp)
+	copyBufs.Put(bp)
+	switch {
+	case err != nil:
+		return err
+	case chunked:
+		return hr.trailer()
+	case length > 0 && lr.N > 0:
+		return io.ErrUnexpectedEOF
 	}
-	return &pending{ex: ex, req: req, reqBody: newCapture(c.in.st, c.in.cfg.MaxBody).sizeHint(req.ContentLength), reqDone: make(chan struct{})}
+	return nil
 }
 
-// isUpgrade reports whether h asks to switch protocols (Connection:
-// upgrade), as a WebSocket handshake does.
-func isUpgrade(h http.Header) bool {
-	for _, v := range h["Connection"] {
-		for _, tok := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
-				return true
+// copyBuffered copies a body of n bytes, at most br's buffer, from br to
+// body: straight from br's buffer, as a small body is read with its head
+// (a copy buffer, 128 KiB, would be the largest thing the exchange
+// allocates, and a download wants it: copyBody).
+func copyBuffered(body *capture, br *bufio.Reader, n int64) error {
+	for n > 0 {
+		if br.Buffered() == 0 {
+			if _, err := br.Peek(1); err == io.EOF {
+				return io.ErrUnexpectedEOF
+			} else if err != nil {
+				return err
 			}
 		}
+		b, _ := br.Peek(int(min(int64(br.Buffered()), n)))
+		body.Write(b)
+		br.Discard(len(b))
+		n -= int64(len(b))
 	}
-	return false
+	return nil
+}
+
+func (c *streamCopier) newPending(h head, hdr []byte) *pending {
+	visitor := c.info.Visitor
+	if h.visitor != "" {
+		visitor = h.visitor
+	}
+	p := pendings.Get().(*pending)
+	p.ex = Exchange{
+		Tunnel:   c.info.Tunnel,
+		Target:   c.info.Target,
+		StreamID: c.info.StreamID,
+		Visitor:  visitor,
+		Start:    time.Now(),
+		Method:   h.method,
+		URL:      h.target,
+		Host:     h.host,
+		Proto:    h.proto,
+		Upgrade:  h.upgrade,
+	}
+	p.reqHdr = append(p.reqHdr[:0], hdr...)
+	p.reqBody.init(c.in.st, c.in.cfg.MaxBody, h.length)
+	return p
 }
 
 // CopyOut copies the local service's responses to the visitor, recording
@@ -272,41 +336,45 @@ func (c *streamCopier) CopyOut(dst io.Writer, src io.Reader) (n int64, err error
 	defer c.stopOut()
 	cw := &countWriter{w: dst}
 	wr := &watchedReader{r: src}
-	br := bufio.NewReaderSize(io.TeeReader(wr, cw), parseBufSize)
+	hr := &headReader{br: bufio.NewReaderSize(io.TeeReader(wr, cw), parseBufSize)}
+	var lr io.LimitedReader
 	for {
 		// Wait for the service's next bytes before its request: an idle
 		// keep-alive connection the service closes must end the stream
 		// at once, as the raw copy does.
-		if _, err := br.Peek(1); err != nil {
+		if _, err := hr.br.Peek(1); err != nil {
 			return ioResult(cw, wr)
 		}
 		p, ok := c.next()
 		if !ok {
 			return c.rawOut(cw, wr) // not a request we could read, or no request at all
 		}
-		resp, err := http.ReadResponse(br, p.req)
-		for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
-			resp, err = http.ReadResponse(br, p.req) // 100 Continue and the like precede the answer
+		h, err := hr.response()
+		for err == nil && h.status < 200 && h.status != http.StatusSwitchingProtocols {
+			h, err = hr.response() // 100 Continue and the like precede the answer
 		}
 		if err != nil {
 			c.record(p, nil, responseErr(wr, cw))
 			return c.rawOut(cw, wr)
 		}
-		p.ex.Status, p.ex.RespProto, p.ex.RespHeader = resp.StatusCode, resp.Proto, resp.Header
-		if resp.StatusCode == http.StatusSwitchingProtocols {
+		p.ex.Status, p.ex.RespProto, p.respHdr = h.status, h.proto, hr.hdr
+		if h.status == http.StatusSwitchingProtocols {
 			c.record(p, nil, "")
 			return c.rawOut(cw, wr)
 		}
-		body := newCapture(c.in.st, c.in.cfg.MaxBody).sizeHint(resp.ContentLength)
-		bp := copyBufs.Get().(*[]byte)
-		_, err = io.CopyBuffer(body, resp.Body, *bp)
-		copyBufs.Put(bp)
+		length := h.responseLength(p.ex.Method)
+		var body capture
+		body.init(c.in.st, c.in.cfg.MaxBody, length)
+		if length != -2 {
+			err = copyBody(&body, hr, h.chunked, length, &lr)
+		}
 		if err != nil {
-			c.record(p, body, responseErr(wr, cw))
+			c.record(p, &body, responseErr(wr, cw))
 			return c.rawOut(cw, wr)
 		}
-		c.record(p, body, "")
-		if p.ex.Upgrade {
+		upgrade := p.ex.Upgrade // p is reused once recorded
+		c.record(p, &body, "")
+		if upgrade {
 			return c.rawOut(cw, wr) // an upgrade refused: CopyIn copies raw already
 		}
 	}
@@ -328,7 +396,8 @@ func responseErr(wr *watchedReader, cw *countWriter) string {
 }
 
 // record stores p's exchange with the response body, once its request
-// body is read (or CopyIn gave up on it).
+// body is read (or CopyIn gave up on it), and releases p: the caller
+// must not use it after.
 func (c *streamCopier) record(p *pending, resp *capture, errText string) {
 	<-p.reqDone
 	p.ex.Duration = time.Since(p.ex.Start)
@@ -339,9 +408,11 @@ func (c *streamCopier) record(p *pending, resp *capture, errText string) {
 		cost += resp.cost()
 	}
 	p.ex.Err = errText
-	c.in.st.add(p.ex, cost)
+	c.in.st.add(&p.ex, p.reqHdr, p.respHdr, cost)
+	p.respHdr = nil // CopyOut's buffer, reused
 	// No URL: its query may hold a secret, and the page is the place to
 	// see it.
 	c.in.log.Debug().Uint32("stream_id", p.ex.StreamID).Str("host", c.info.Tunnel).Str("method", p.ex.Method).
 		Int("status", p.ex.Status).Dur("duration", p.ex.Duration).Msg("exchange recorded")
+	p.release()
 }

@@ -100,27 +100,27 @@ func parseFilter(r *http.Request) (filter, error) {
 	return f, nil
 }
 
-func (f filter) match(e *Exchange) bool {
-	if len(f.status) > 0 && !f.statusMatch(e.Status) {
+func (f filter) match(e *record) bool {
+	if len(f.status) > 0 && !f.statusMatch(e.status) {
 		return false
 	}
-	if len(f.methods) > 0 && !contains(f.methods, e.Method) {
+	if len(f.methods) > 0 && !contains(f.methods, e.field(fMethod)) {
 		return false
 	}
-	if f.path != "" && !strings.Contains(e.URL, f.path) {
+	if f.path != "" && !strings.Contains(e.field(fURL), f.path) {
 		return false
 	}
-	if f.tunnel != "" && e.Tunnel != f.tunnel {
+	if f.tunnel != "" && e.field(fTunnel) != f.tunnel {
 		return false
 	}
-	if e.Duration < f.minDur || (f.maxDur >= 0 && e.Duration > f.maxDur) {
+	if e.duration < f.minDur || (f.maxDur >= 0 && e.duration > f.maxDur) {
 		return false
 	}
-	size := e.ReqBody.Size + e.RespBody.Size
+	size := e.reqBody.Size + e.respBody.Size
 	if size < f.minSize || (f.maxSize >= 0 && size > f.maxSize) {
 		return false
 	}
-	if f.headerName != "" && !headerHas(e.ReqHeader, f.headerName, f.headerValue) && !headerHas(e.RespHeader, f.headerName, f.headerValue) {
+	if f.headerName != "" && !headerHas(e.field(fReqHeader), f.headerName, f.headerValue) && !headerHas(e.field(fRespHeader), f.headerName, f.headerValue) {
 		return false
 	}
 	if f.q != nil && !f.search(e) {
@@ -148,9 +148,11 @@ func (f filter) statusMatch(status int) bool {
 	return false
 }
 
-func headerHas(h http.Header, name, value string) bool {
-	for _, v := range h[name] {
-		if strings.Contains(strings.ToLower(v), value) {
+// headerHas reports whether the encoded header enc has a header name
+// (canonical) whose value contains value (lower case).
+func headerHas(enc, name, value string) bool {
+	for k, v := range headerPairs(enc) {
+		if k == name && strings.Contains(strings.ToLower(v), value) {
 			return true
 		}
 	}
@@ -158,15 +160,15 @@ func headerHas(h http.Header, name, value string) bool {
 }
 
 // search looks for f.q in the URL and the bodies, decompressed.
-func (f filter) search(e *Exchange) bool {
-	if bytes.Contains(bytes.ToLower([]byte(e.URL)), f.q) {
+func (f filter) search(e *record) bool {
+	if bytes.Contains(bytes.ToLower([]byte(e.field(fURL))), f.q) {
 		return true
 	}
 	for _, b := range []struct {
-		h    http.Header
+		h    string
 		body Body
-	}{{e.ReqHeader, e.ReqBody}, {e.RespHeader, e.RespBody}} {
-		data, _ := decoded(b.h, b.body)
+	}{{e.field(fReqHeader), e.reqBody}, {e.field(fRespHeader), e.respBody}} {
+		data, _ := decoded(headerGet(b.h, "Content-Encoding"), b.body)
 		if bytes.Contains(bytes.ToLower(data), f.q) {
 			return true
 		}

@@ -133,7 +133,7 @@ func harEntryOf(e *Exchange) harEntry {
 		}
 	}
 	if e.ReqBody.Size > 0 {
-		data, _ := decoded(e.ReqHeader, e.ReqBody)
+		data, _ := decoded(e.ReqHeader.Get("Content-Encoding"), e.ReqBody)
 		en.Request.PostData = &harPostData{MimeType: e.ReqHeader.Get("Content-Type"), Text: string(data)}
 		if e.ReqBody.Truncated() {
 			en.Request.PostData.Comment = "truncated"
@@ -143,7 +143,7 @@ func harEntryOf(e *Exchange) harEntry {
 		en.Response.HTTPVersion = "HTTP/1.1"
 	}
 	c := harContent{Size: e.RespBody.Size, MimeType: e.RespHeader.Get("Content-Type")}
-	if data, _ := decoded(e.RespHeader, e.RespBody); len(data) > 0 {
+	if data, _ := decoded(e.RespHeader.Get("Content-Encoding"), e.RespBody); len(data) > 0 {
 		c.Size = int64(len(data))
 		if k := bodyKind(c.MimeType, data); k == "image" || k == "binary" {
 			c.Text, c.Encoding = base64.StdEncoding.EncodeToString(data), "base64"

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/net/websocket"
 
+	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/inspect"
 )
 
@@ -299,5 +300,39 @@ func TestInspector_ExpectContinue(t *testing.T) {
 	s := r.wait(t)
 	if s.Status != 200 || s.ReqSize != int64(len("payload")) {
 		t.Errorf("recorded status %d, request body %d bytes; want 200, 7", s.Status, s.ReqSize)
+	}
+}
+
+// TestInspector_HeadsLongerThanTheParseBuffer: a request and a response
+// whose heads are several times the parser's buffer (a big cookie, a big
+// header from the service) pass unchanged and are recorded, since the
+// parser reads long lines in parts.
+func TestInspector_HeadsLongerThanTheParseBuffer(t *testing.T) {
+	big := strings.Repeat("c", 20<<10)
+	seen := make(chan string, 1)
+	r := newRig(t, inspect.DefaultConfig(), http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		seen <- req.Header.Get("X-Big")
+		w.Header().Set("X-Big-Back", big)
+		io.WriteString(w, "ok")
+	}))
+	req, err := http.NewRequest(http.MethodGet, "http://wiki.example/long", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Big", big)
+	resp, err := r.client(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if got := testwait.Recv(t, seen, 10*time.Second); got != big {
+		t.Errorf("the service saw X-Big of %d bytes, want %d", len(got), len(big))
+	}
+	if got := resp.Header.Get("X-Big-Back"); got != big {
+		t.Errorf("the visitor got X-Big-Back of %d bytes, want %d", len(got), len(big))
+	}
+	if s := r.wait(t); s.URL != "/long" || s.Status != http.StatusOK {
+		t.Errorf("recorded %s %d, want /long 200", s.URL, s.Status)
 	}
 }

@@ -53,6 +53,16 @@ func newRig(t testing.TB, cfg inspect.Config, service http.Handler) *rig {
 	r.front = testnet.Serve(t, r.pipe)
 	r.api = httptest.NewServer(in.Handler())
 	t.Cleanup(r.api.Close)
+	t.Cleanup(func() {
+		// testing keeps an ended test's cleanups, and with them this
+		// inspector, for a while: empty its store, or the tests that
+		// follow (and -count) run with its recordings still held.
+		req, _ := http.NewRequest(http.MethodDelete, r.api.URL+"/api/exchanges", nil)
+		if resp, err := r.api.Client().Do(req); err == nil {
+			resp.Body.Close()
+		}
+		r.api.Client().CloseIdleConnections()
+	})
 	return r
 }
 

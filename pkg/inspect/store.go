@@ -1,9 +1,13 @@
 package inspect
 
 import (
+	"encoding/binary"
+	"iter"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // Exchange is one recorded request and its response. An exchange is
@@ -29,8 +33,6 @@ type Exchange struct {
 	RespBody   Body
 	Upgrade    bool   // the request asked for an upgrade (a WebSocket): what followed was not recorded
 	Err        string // why the exchange is incomplete, if it is
-
-	cost int64 // bytes reserved for it in the store
 }
 
 // Body is a captured body: Data holds its first bytes, Size counts all.
@@ -69,24 +71,193 @@ func (e *Exchange) Summary() Summary {
 	}
 }
 
-// headerCost approximates what a header costs in memory.
-func headerCost(h http.Header) int64 {
-	n := int64(0)
-	for k, vs := range h {
-		n += int64(len(k)) + 16
-		for _, v := range vs {
-			n += int64(len(v)) + 16
-		}
-	}
-	return n
+// record is how the store keeps an exchange. The store holds up to
+// MaxMemory of them, and the collector marks every one at each cycle:
+// with the store full that cycle comes often (the client runs under a
+// soft memory limit of the cap plus a little, cmd/tunnel's limitMemory),
+// so a record is a few objects with few pointers. Its strings and both
+// headers are one string, text, that the collector need not scan; the
+// headers are decoded (exchange) only when the page or the API asks.
+type record struct {
+	id       uint64
+	replayOf uint64
+	streamID uint32
+	upgrade  bool
+	status   int
+	start    time.Time
+	duration time.Duration
+	text     string          // the fields, one after the other; see field
+	ends     [nFields]uint32 // where each field ends in text
+	reqBody  Body
+	respBody Body
+	cost     int64 // bytes reserved for it in the store
 }
 
-// exchangeCost is what an exchange costs besides its bodies' data and
-// headerCost: its struct, strings, header maps and the summary. Measured:
-// 20,000 small exchanges (8 headers, a 1 KiB page) took 2,500 bytes of heap
-// each where the store counted 1,941 with 512 here; the cap is meant to
-// bound the memory, so the count must not be the lower of the two.
-const exchangeCost = 1152
+// A field of a record's text.
+const (
+	fTunnel = iota
+	fTarget
+	fVisitor
+	fMethod
+	fURL
+	fHost
+	fProto
+	fRespProto
+	fErr
+	fReqHeader  // encoded: see appendHeader
+	fRespHeader // encoded
+	nFields
+)
+
+func (r *record) field(i int) string {
+	start := uint32(0)
+	if i > 0 {
+		start = r.ends[i-1]
+	}
+	return r.text[start:r.ends[i]]
+}
+
+// recordText is the length of the text of e's record.
+func recordText(e *Exchange, reqHdr, respHdr []byte) int {
+	return len(e.Tunnel) + len(e.Target) + len(e.Visitor) + len(e.Method) + len(e.URL) + len(e.Host) +
+		len(e.Proto) + len(e.RespProto) + len(e.Err) + len(reqHdr) + len(respHdr)
+}
+
+// newRecord encodes e, whose headers are reqHdr and respHdr, encoded (see
+// appendHeader). Only the store calls it, once e is complete.
+func newRecord(e *Exchange, reqHdr, respHdr []byte) *record {
+	strs := [...]string{fTunnel: e.Tunnel, fTarget: e.Target, fVisitor: e.Visitor, fMethod: e.Method,
+		fURL: e.URL, fHost: e.Host, fProto: e.Proto, fRespProto: e.RespProto, fErr: e.Err}
+	n := recordText(e, reqHdr, respHdr)
+	r := &record{
+		id: e.ID, replayOf: e.ReplayOf, streamID: e.StreamID, upgrade: e.Upgrade, status: e.Status,
+		start: e.Start, duration: e.Duration, reqBody: e.ReqBody, respBody: e.RespBody,
+	}
+	b := make([]byte, 0, n)
+	for i, s := range strs[:fReqHeader] {
+		b = append(b, s...)
+		r.ends[i] = uint32(len(b))
+	}
+	b = append(b, reqHdr...)
+	r.ends[fReqHeader] = uint32(len(b))
+	b = append(b, respHdr...)
+	r.ends[fRespHeader] = uint32(len(b))
+	r.text = unsafe.String(unsafe.SliceData(b), len(b)) // b is never written again
+	return r
+}
+
+// A header is encoded as its name and value pairs, each name's values in
+// order, every string preceded by its length as a uvarint: a value may
+// hold any byte (an edited replay's, say). The copier writes the pairs as
+// they came (headReader); appendHeader encodes an http.Header, names
+// sorted.
+func appendHeader(b []byte, h http.Header) []byte {
+	var buf [32]string
+	keys := buf[:0]
+	for k := range h {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		for _, v := range h[k] {
+			b = binary.AppendUvarint(b, uint64(len(k)))
+			b = append(b, k...)
+			b = binary.AppendUvarint(b, uint64(len(v)))
+			b = append(b, v...)
+		}
+	}
+	return b
+}
+
+// headerPairs yields an encoded header's name and value pairs, in the
+// order appendHeader wrote them; the strings share enc's memory.
+func headerPairs(enc string) iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		for len(enc) > 0 {
+			var kv [2]string
+			for i := range kv {
+				n, w := uvarint(enc)
+				if w <= 0 || uint64(len(enc)-w) < n {
+					return // not written by appendHeader: never happens
+				}
+				kv[i], enc = enc[w:w+int(n)], enc[w+int(n):]
+			}
+			if !yield(kv[0], kv[1]) {
+				return
+			}
+		}
+	}
+}
+
+// uvarint is binary.Uvarint on a string.
+func uvarint(s string) (uint64, int) {
+	var x uint64
+	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
+		c := s[i]
+		if c < 0x80 {
+			return x | uint64(c)<<(7*i), i + 1
+		}
+		x |= uint64(c&0x7f) << (7 * i)
+	}
+	return 0, 0
+}
+
+// decodeHeader returns an encoded header as an http.Header; nil if it was
+// (nil or dropped).
+func decodeHeader(enc string) http.Header {
+	if enc == "" {
+		return nil
+	}
+	h := http.Header{}
+	for k, v := range headerPairs(enc) {
+		h[k] = append(h[k], v)
+	}
+	return h
+}
+
+// headerGet is http.Header.Get on an encoded header; name is canonical.
+func headerGet(enc, name string) string {
+	for k, v := range headerPairs(enc) {
+		if k == name {
+			return v
+		}
+	}
+	return ""
+}
+
+// exchange returns the record as an Exchange, its headers decoded.
+func (r *record) exchange() *Exchange {
+	return &Exchange{
+		ID: r.id, ReplayOf: r.replayOf, Tunnel: r.field(fTunnel), Target: r.field(fTarget),
+		StreamID: r.streamID, Visitor: r.field(fVisitor), Start: r.start, Duration: r.duration,
+		Method: r.field(fMethod), URL: r.field(fURL), Host: r.field(fHost), Proto: r.field(fProto),
+		ReqHeader: decodeHeader(r.field(fReqHeader)), ReqBody: r.reqBody,
+		Status: r.status, RespProto: r.field(fRespProto), RespHeader: decodeHeader(r.field(fRespHeader)),
+		RespBody: r.respBody, Upgrade: r.upgrade, Err: r.field(fErr),
+	}
+}
+
+// summary is the record's list entry.
+func (r *record) summary() Summary {
+	return Summary{
+		ID: r.id, ReplayOf: r.replayOf, Tunnel: r.field(fTunnel), Start: r.start,
+		DurationMS: float64(r.duration.Microseconds()) / 1000, Visitor: r.field(fVisitor),
+		Method: r.field(fMethod), URL: r.field(fURL), Status: r.status,
+		ReqSize: r.reqBody.Size, RespSize: r.respBody.Size, Upgrade: r.upgrade, Err: r.field(fErr),
+	}
+}
+
+// recordCost is what a record costs besides its text and its bodies'
+// data: the record (200 bytes, in the 208-byte size class) and its place
+// in the store's list (8 bytes, up to twice that while append grows the
+// list, and the old list until the next collection). The margin covers
+// what TestStore_CountsWhatItHolds measures and this does not name: the
+// count must not be the lower of the two, as the cap bounds the memory.
+const recordCost = 208 + 48
+
+// textCost is what a text of n bytes holds: n rounded up to its size
+// class, which wastes at most an eighth above 128 bytes.
+func textCost(n int) int64 { return int64(n + n/8 + 16) }
 
 // store keeps the recorded exchanges, oldest first, within a memory budget
 // shared with the bodies being captured (reserve), and tells subscribers
@@ -97,9 +268,18 @@ type store struct {
 	mu     sync.Mutex
 	used   int64 // reserved: stored exchanges and captures in flight
 	nextID uint64
-	list   []*Exchange // oldest first; IDs ascending
-	subs   map[chan event]struct{}
-	onAdd  func(Summary)
+	list   []*record // oldest first; IDs ascending
+	// readers counts the API handlers reading records (reading): while
+	// any does, evicted bodies are not reused.
+	readers int
+	// spare holds evicted bodies' memory for the next captures (take),
+	// counted in used: with the store full, every exchange would
+	// otherwise allocate its body afresh, memory the runtime, kept near
+	// its soft limit, has just given back to the system and must fault in
+	// again.
+	spare [][]byte
+	subs  map[chan event]struct{}
+	onAdd func(Summary)
 }
 
 func newStore(maxMemory int64, onAdd func(Summary)) *store {
@@ -112,14 +292,26 @@ func newStore(maxMemory int64, onAdd func(Summary)) *store {
 func (s *store) reserve(n int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.used+n > s.max && len(s.list) > 0 {
-		s.evictOldest()
-	}
-	if s.used+n > s.max {
+	if !s.makeRoom(n) {
 		return false
 	}
 	s.used += n
 	return true
+}
+
+// makeRoom forgets the oldest exchanges, then the spare bodies, until n
+// more bytes fit; false if they do not even then. Called with s.mu held.
+func (s *store) makeRoom(n int64) bool {
+	for s.used+n > s.max && len(s.list) > 0 {
+		s.evictOldest()
+	}
+	for s.used+n > s.max && len(s.spare) > 0 {
+		last := len(s.spare) - 1
+		s.used -= int64(cap(s.spare[last]))
+		s.spare[last] = nil
+		s.spare = s.spare[:last]
+	}
+	return s.used+n <= s.max
 }
 
 // release gives n reserved bytes back.
@@ -134,31 +326,95 @@ func (s *store) evictOldest() {
 	s.list[0] = nil
 	s.list = s.list[1:]
 	s.used -= old.cost
+	if s.readers == 0 {
+		s.keepSpare(old.reqBody.Data)
+		s.keepSpare(old.respBody.Data)
+	}
 }
 
-// add stores e, whose bodies' data (bodyCost) are already reserved, and
-// gives it its ID. Its headers are reserved here; if even that does not
-// fit, the headers are dropped.
-func (s *store) add(e *Exchange, bodyCost int64) {
-	hc := exchangeCost + headerCost(e.ReqHeader) + headerCost(e.RespHeader)
+// Spare bodies: small ones (the churn of a full store), and a few.
+const (
+	spareMin = 256
+	spareMax = 16 << 10
+	maxSpare = 64
+)
+
+// keepSpare keeps an evicted body's memory for take. Called with s.mu
+// held and no reader.
+func (s *store) keepSpare(b []byte) {
+	c := cap(b)
+	if c < spareMin || c > spareMax {
+		return
+	}
+	if len(s.spare) == maxSpare {
+		// The oldest spare has found no taker: its size is not asked.
+		s.used -= int64(cap(s.spare[0]))
+		s.spare = append(s.spare[:0], s.spare[1:]...) // the last slot is overwritten below
+	}
+	s.spare = append(s.spare, b[:0])
+	s.used += int64(c)
+}
+
+// take returns a spare body of capacity n, already counted in used, or
+// nil.
+func (s *store) take(n int64) []byte {
+	if n < spareMin || n > spareMax {
+		return nil
+	}
 	s.mu.Lock()
-	for s.used+hc > s.max && len(s.list) > 0 {
-		s.evictOldest()
+	defer s.mu.Unlock()
+	for i := len(s.spare) - 1; i >= 0; i-- {
+		if b := s.spare[i]; int64(cap(b)) == n {
+			s.spare = append(s.spare[:i], s.spare[i+1:]...)
+			return b
+		}
 	}
-	if s.used+hc > s.max {
-		e.ReqHeader, e.RespHeader, hc = nil, nil, exchangeCost
+	return nil
+}
+
+// reading marks an API handler reading records until the function it
+// returns is called: a record's bodies are reused once it is evicted, so
+// whoever reads them (an Exchange from get, records from all) does so in
+// such a window.
+func (s *store) reading() (done func()) {
+	s.mu.Lock()
+	s.readers++
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		s.readers--
+		s.mu.Unlock()
 	}
-	s.used += hc
-	e.cost = bodyCost + hc
+}
+
+// add stores e, whose bodies' data (bodyCost) are already reserved and
+// whose headers are reqHdr and respHdr, encoded, and gives it its ID. The
+// rest of its record is reserved here; if even that does not fit, its
+// headers are dropped.
+func (s *store) add(e *Exchange, reqHdr, respHdr []byte, bodyCost int64) {
+	s.mu.Lock()
 	e.ID = s.nextID
 	s.nextID++
-	s.list = append(s.list, e)
-	sum := e.Summary()
+	rc := recordCost + textCost(recordText(e, reqHdr, respHdr))
+	if !s.makeRoom(rc) {
+		e.ReqHeader, e.RespHeader, reqHdr, respHdr = nil, nil, nil, nil
+		rc = recordCost + textCost(recordText(e, nil, nil))
+	}
+	r := newRecord(e, reqHdr, respHdr)
+	s.used += rc
+	r.cost = bodyCost + rc
+	s.list = append(s.list, r)
+	sum := r.summary()
 	s.publish(event{sum: sum})
 	s.mu.Unlock()
 	if s.onAdd != nil {
 		s.onAdd(sum)
 	}
+}
+
+// addExchange is add for an exchange whose headers are e's.
+func (s *store) addExchange(e *Exchange, bodyCost int64) {
+	s.add(e, appendHeader(nil, e.ReqHeader), appendHeader(nil, e.RespHeader), bodyCost)
 }
 
 // get returns the exchange with id, or nil.
@@ -169,9 +425,9 @@ func (s *store) get(id uint64) *Exchange {
 	for lo < hi {
 		m := (lo + hi) / 2
 		switch {
-		case s.list[m].ID == id:
-			return s.list[m]
-		case s.list[m].ID < id:
+		case s.list[m].id == id:
+			return s.list[m].exchange()
+		case s.list[m].id < id:
 			lo = m + 1
 		default:
 			hi = m
@@ -181,10 +437,10 @@ func (s *store) get(id uint64) *Exchange {
 }
 
 // all returns the stored exchanges, oldest first.
-func (s *store) all() []*Exchange {
+func (s *store) all() []*record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]*Exchange(nil), s.list...)
+	return append([]*record(nil), s.list...)
 }
 
 // clear forgets every stored exchange.
@@ -194,7 +450,10 @@ func (s *store) clear() {
 	for _, e := range s.list {
 		s.used -= e.cost
 	}
-	s.list = nil
+	for _, b := range s.spare {
+		s.used -= int64(cap(b))
+	}
+	s.list, s.spare = nil, nil
 	s.publish(event{cleared: true})
 }
 
@@ -260,10 +519,10 @@ func newCapture(st *store, max int64) *capture {
 	return &capture{st: st, max: max}
 }
 
-// sizeHint tells the capture the body's declared length; -1: unknown.
-func (c *capture) sizeHint(n int64) *capture {
-	c.hint = n
-	return c
+// init readies a capture in place; hint is the body's declared length
+// (Content-Length), or negative: unknown.
+func (c *capture) init(st *store, max, hint int64) {
+	*c = capture{st: st, max: max, hint: hint}
 }
 
 func (c *capture) Write(p []byte) (int, error) {
@@ -282,6 +541,13 @@ func (c *capture) Write(p []byte) (int, error) {
 			newCap = c.hint // a declared length: one allocation, no spare to trim
 		}
 		newCap = min(newCap, c.max)
+		if cap(c.data) == 0 {
+			if b := c.st.take(newCap); b != nil {
+				c.data, c.reserved = b, newCap
+				c.data = append(c.data, keep...)
+				return len(p), nil
+			}
+		}
 		if !c.st.reserve(newCap - c.reserved) {
 			c.full = true
 			return len(p), nil

@@ -156,9 +156,12 @@ type Visit struct {
 	src    netip.Prefix
 	remote string
 	rc     http.ResponseController // of the writer below w
-	http1  bool
-	w      pacedWriter
-	body   pacedBody
+	// dl sets the deadlines that cut a read or write: &rc, or the
+	// visitor's connection itself (Start).
+	dl    deadliner
+	http1 bool
+	w     pacedWriter
+	body  pacedBody
 
 	mu       sync.Mutex
 	ended    bool // the handler returned: rc must not be used by timers
@@ -391,7 +394,7 @@ func (v *Visit) cutWrite(seq uint64) bool {
 	if v.ended || v.wStart.IsZero() || v.wSeq != seq {
 		return false
 	}
-	return v.rc.SetWriteDeadline(time.Now().Add(-time.Second)) == nil
+	return v.deadlines().SetWriteDeadline(time.Now().Add(-time.Second)) == nil
 }
 
 func (v *Visit) beginRead() {
@@ -425,7 +428,7 @@ func (v *Visit) readTimer() {
 		v.mu.Unlock()
 		return
 	}
-	err := v.rc.SetReadDeadline(time.Now().Add(-time.Second))
+	err := v.deadlines().SetReadDeadline(time.Now().Add(-time.Second))
 	v.mu.Unlock()
 	if err == nil {
 		v.p.rec.RateLimited("visitor_idle")
@@ -438,30 +441,9 @@ func (v *Visit) readTimer() {
 // net/http still does after the handler a deadline: flushing the last of
 // the response, and reading what is left of an unread body.
 func (v *Visit) end(ctx context.Context, h http.Header) {
-	v.mu.Lock()
-	v.ended = true
-	if v.wTimer != nil {
-		v.wTimer.Stop()
-	}
-	if v.rTimer != nil {
-		v.rTimer.Stop()
-	}
-	hijacked, bodyOpen := v.hijacked, v.bodyOpen
-	v.mu.Unlock()
-	if v.inBooks.Load() {
-		v.p.unstall(v)
-	}
+	hijacked, bodyOpen := v.stop(v.failed.Load() || ctx.Err() != nil, h)
 	if hijacked {
 		return
-	}
-	if v.proxied && (v.failed.Load() || ctx.Err() != nil) {
-		remaining := int64(-1)
-		if cl, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil {
-			remaining = max(cl-v.written.Load(), 0)
-		}
-		if remaining != 0 {
-			v.p.abandoned(v.src, remaining)
-		}
 	}
 	deadline := time.Now().Add(v.p.idle)
 	v.rc.SetWriteDeadline(deadline)
@@ -472,6 +454,84 @@ func (v *Visit) end(ctx context.Context, h http.Header) {
 		v.rc.SetReadDeadline(deadline)
 	}
 }
+
+// stop stops the timers and takes the visit off the books; a proxied
+// response that was not delivered (lost) is booked as abandoned, h its
+// header (for its announced length). It reports whether the connection
+// was hijacked, and whether the body may have more to read.
+func (v *Visit) stop(lost bool, h http.Header) (hijacked, bodyOpen bool) {
+	v.mu.Lock()
+	v.ended = true
+	if v.wTimer != nil {
+		v.wTimer.Stop()
+	}
+	if v.rTimer != nil {
+		v.rTimer.Stop()
+	}
+	hijacked, bodyOpen = v.hijacked, v.bodyOpen
+	v.mu.Unlock()
+	if v.inBooks.Load() {
+		v.p.unstall(v)
+	}
+	if hijacked {
+		return true, bodyOpen
+	}
+	if v.proxied && lost {
+		remaining := int64(-1)
+		if cl, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil {
+			remaining = max(cl-v.written.Load(), 0)
+		}
+		if remaining != 0 {
+			v.p.abandoned(v.src, remaining)
+		}
+	}
+	return false, bodyOpen
+}
+
+func (v *Visit) deadlines() deadliner {
+	if v.dl != nil {
+		return v.dl
+	}
+	return &v.rc
+}
+
+// deadliner is what cuts a visitor's blocked read or write.
+type deadliner interface {
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
+// Start paces one request of a handler that writes to the visitor's
+// connection itself (tunneld's own HTTP/1.1 path) rather than through a
+// ResponseWriter: it calls BeginRead and EndRead around each read of the
+// request body from conn, BeginWrite and EndWrite around each write of
+// the response to it, and End when the request is over. A cut sets a
+// deadline in the past on conn. src and remote are as Wrap has them.
+func (p *Pacer) Start(src netip.Prefix, remote string, conn deadliner) *Visit {
+	return &Visit{p: p, src: src, remote: remote, dl: conn, http1: true}
+}
+
+// BeginRead starts timing a read of the request body (Start).
+func (v *Visit) BeginRead() { v.beginRead() }
+
+// EndRead ends the read BeginRead timed; err is its error.
+func (v *Visit) EndRead(err error) { v.endRead(err) }
+
+// BeginWrite starts timing a write of the response (Start).
+func (v *Visit) BeginWrite() { v.beginWrite() }
+
+// EndWrite ends the write BeginWrite timed: n bytes delivered, err its
+// error.
+func (v *Visit) EndWrite(n int, err error) {
+	v.endWrite()
+	v.wrote(n, err)
+}
+
+// End ends a visit begun with Start: lost says the response was not
+// delivered in full, h is its header (its Content-Length is the length
+// announced). The caller clears the connection's deadlines for its next
+// request.
+func (v *Visit) End(lost bool, h http.Header) { v.stop(lost, h) }
 
 // pacedWriter times the visit's writes and flushes. Unwrap lets
 // http.ResponseController reach the writer below for the rest.

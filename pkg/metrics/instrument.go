@@ -96,22 +96,50 @@ func (m *Set) Instrument(next http.Handler, access *zerolog.Logger) http.Handler
 	})
 }
 
-// record keeps the books for one request that has ended; aborted: its
-// handler panicked (the visitor left mid-response, usually).
-func (m *Set) record(access *zerolog.Logger, r *http.Request, sw *statusWriter, body *countingBody, start time.Time, aborted bool) {
-	req := &sw.req
-	dur := time.Since(start)
-	status := sw.status
+// Request is one request's books, for a handler that has no
+// ResponseWriter to wrap (tunneld's own HTTP/1.1 path): Begin starts them,
+// the handler fills the fields in, Record keeps them once it has ended.
+// Instrument keeps the same books the same way for the handlers it wraps.
+type Request struct {
+	Host, Method, Path, Proto, RemoteAddr string
+	// Status is the final status answered; 0: none (200 for a request
+	// that completed, 502 for an aborted one, as Instrument counts).
+	Status  int
+	In, Out int64 // body bytes read and written
+	Start   time.Time
+	Aborted bool // the response was cut short
+	req     request
+}
+
+// Begin starts the books of one request: in flight from now.
+func (m *Set) Begin(r *Request) {
+	r.Start = time.Now()
+	m.inFlight.Add(1)
+}
+
+// Routed is what the package function Routed does, for a Request: the
+// access log names tunnel and sessionID, and counts (if not nil) counts
+// the request from now. At most once per request.
+func (r *Request) Routed(tunnel, sessionID string, counts *Tunnel) {
+	r.req.tunnel, r.req.sessionID, r.req.counts = tunnel, sessionID, counts
+	if counts != nil {
+		counts.InFlight.Add(1)
+	}
+}
+
+// Record keeps the books for r, begun with Begin, which has ended: in the
+// collectors, in the Tunnel given to Routed, and in access if not nil.
+func (m *Set) Record(access *zerolog.Logger, r *Request) {
+	req := &r.req
+	dur := time.Since(r.Start)
+	status := r.Status
 	if status == 0 {
 		status = http.StatusOK
-		if aborted { // nothing was answered
+		if r.Aborted { // nothing was answered
 			status = http.StatusBadGateway
 		}
 	}
-	var in int64
-	if body != nil {
-		in = body.n.Load()
-	}
+	in, out := r.In, r.Out
 	m.inFlight.Add(-1)
 	m.byClass[statusClass(status)].Inc()
 	// Most requests have no body, and some no response body: adding 0
@@ -119,8 +147,8 @@ func (m *Set) record(access *zerolog.Logger, r *http.Request, sw *statusWriter, 
 	if in != 0 {
 		m.bytesIn.Add(float64(in))
 	}
-	if sw.n != 0 {
-		m.bytesOut.Add(float64(sw.n))
+	if out != 0 {
+		m.bytesOut.Add(float64(out))
 	}
 	m.reqDuration.Observe(dur.Seconds())
 	if tc := req.counts; tc != nil {
@@ -129,21 +157,33 @@ func (m *Set) record(access *zerolog.Logger, r *http.Request, sw *statusWriter, 
 		if in != 0 {
 			tc.BytesIn.Add(in)
 		}
-		if sw.n != 0 {
-			tc.BytesOut.Add(sw.n)
+		if out != 0 {
+			tc.BytesOut.Add(out)
 		}
 	}
 	if access != nil {
 		// The path only: a query string may carry secrets.
-		ev := access.Info().Str("host", r.Host).Str("method", r.Method).Str("path", r.URL.Path).
-			Int("status", status).Int64("bytes_in", in).Int64("bytes_out", sw.n).Dur("duration", dur).
+		ev := access.Info().Str("host", r.Host).Str("method", r.Method).Str("path", r.Path).
+			Int("status", status).Int64("bytes_in", in).Int64("bytes_out", out).Dur("duration", dur).
 			Str("remote_addr", r.RemoteAddr).Str("tunnel", req.tunnel).Str("session_id", req.sessionID).
 			Str("proto", r.Proto)
-		if aborted {
+		if r.Aborted {
 			ev = ev.Bool("aborted", true)
 		}
 		ev.Msg("request")
 	}
+}
+
+// record keeps the books for one request Instrument wrapped, which has
+// ended; aborted: its handler panicked (the visitor left mid-response,
+// usually).
+func (m *Set) record(access *zerolog.Logger, r *http.Request, sw *statusWriter, body *countingBody, start time.Time, aborted bool) {
+	rec := Request{Host: r.Host, Method: r.Method, Path: r.URL.Path, Proto: r.Proto, RemoteAddr: r.RemoteAddr,
+		Status: sw.status, Out: sw.n, Start: start, Aborted: aborted, req: sw.req}
+	if body != nil {
+		rec.In = body.n.Load()
+	}
+	m.Record(access, &rec)
 }
 
 // statusClass is the index in Set.byClass of code's counter in

@@ -1,14 +1,10 @@
 package mux
 
 import (
-	"context"
-	"crypto/tls"
 	"errors"
-	"net"
 	"strings"
 	"testing"
 
-	"github.com/tunnelhq/tunnel/internal/testnet"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
 
@@ -17,21 +13,7 @@ import (
 // tunnels without confirming the rules. The client must not serve, or
 // its service would be open to everyone.
 func TestRun_RefusesServerThatIgnoresAccess(t *testing.T) {
-	srvTLS, cliTLS := newTestTLS(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", srvTLS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testnet.ServeOn(t, ln, func(c net.Conn) {
-		s, h, err := Server(context.Background(), c, testConfig(t))
-		if err != nil {
-			c.Close()
-			return
-		}
-		s.Accept(welcome(h)) // an old server: no TunnelInfo.Access
-		<-s.Done()
-	})
-	cfg := ClientConfig{Config: testConfig(t), Server: ln.Addr().String(), TLS: cliTLS}
+	cfg := welcomingServer(t, nil) // an old server: no TunnelInfo.Access
 	for _, tt := range []struct {
 		name    string
 		tunnels []Tunnel
@@ -44,10 +26,7 @@ func TestRun_RefusesServerThatIgnoresAccess(t *testing.T) {
 		t.Run(strings.ReplaceAll(tt.name, " ", "_"), func(t *testing.T) {
 			cfg := cfg
 			cfg.Tunnels = tt.tunnels
-			ctx, cancel := context.WithCancel(context.Background())
-			cfg.OnReady = func(*proto.Welcome) { cancel() }
-			err := Run(ctx, cfg)
-			cancel()
+			err := runUntilWelcome(cfg)
 			var perr *proto.Error
 			switch {
 			case !tt.wantErr && err != nil:
@@ -65,30 +44,13 @@ func TestRun_RefusesServerThatIgnoresAccess(t *testing.T) {
 // the login: it confirms Access and says nothing of OIDC. The client must
 // not serve, or its service would be open to everyone.
 func TestRun_RefusesServerThatIgnoresOIDC(t *testing.T) {
-	srvTLS, cliTLS := newTestTLS(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", srvTLS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testnet.ServeOn(t, ln, func(c net.Conn) {
-		s, h, err := Server(context.Background(), c, testConfig(t))
-		if err != nil {
-			c.Close()
-			return
-		}
-		w := welcome(h)
+	cfg := welcomingServer(t, func(_ *proto.Hello, w *proto.Welcome) {
 		for i := range w.Tunnels {
 			w.Tunnels[i].Access = true // a server of before the login
 		}
-		s.Accept(w)
-		<-s.Done()
 	})
-	cfg := ClientConfig{Config: testConfig(t), Server: ln.Addr().String(), TLS: cliTLS,
-		Tunnels: []Tunnel{{Name: "wiki", Target: "127.0.0.1:1", Access: &proto.Access{OIDCAllow: []string{"@example.com"}}}}}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cfg.OnReady = func(*proto.Welcome) { cancel() }
-	err = Run(ctx, cfg)
+	cfg.Tunnels = []Tunnel{{Name: "wiki", Target: "127.0.0.1:1", Access: &proto.Access{OIDCAllow: []string{"@example.com"}}}}
+	err := runUntilWelcome(cfg)
 	var perr *proto.Error
 	if !errors.As(err, &perr) || !IsPermanent(err) || !strings.Contains(perr.Message, "does not enforce --oidc-allow") {
 		t.Fatalf("Run: got %v, want a permanent refusal of a server that ignores --oidc-allow", err)

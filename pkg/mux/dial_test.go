@@ -45,12 +45,9 @@ func TestRun_SeveralServersShareTheClients(t *testing.T) {
 		Tunnels: []Tunnel{{Name: "wiki", Target: "127.0.0.1:1"}}}
 	const connects = 40
 	for range connects {
-		ctx, cancel := context.WithCancel(context.Background())
-		cfg.OnReady = func(*proto.Welcome) { cancel() }
-		if err := Run(ctx, cfg); err != nil {
+		if err := runUntilWelcome(cfg); err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-		cancel()
 	}
 	if na, nb := aConns.Load(), bConns.Load(); na+nb != connects || na == 0 || nb == 0 {
 		t.Fatalf("connections: %d to one node, %d to the other; want %d shared by both", na, nb, connects)
@@ -109,4 +106,13 @@ func TestValidServers(t *testing.T) {
 			t.Errorf("validServers(%q) = %v, want ok %v", tt.in, err, tt.ok)
 		}
 	}
+}
+
+// runUntilWelcome runs a client with cfg until its first Welcome and
+// returns Run's result: nil once it was served, or why it was refused.
+func runUntilWelcome(cfg ClientConfig) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg.OnReady = func(*proto.Welcome) { cancel() }
+	return Run(ctx, cfg)
 }

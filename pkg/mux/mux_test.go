@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
+	"github.com/tunnelhq/tunnel/internal/testnet"
 	"github.com/tunnelhq/tunnel/internal/testtls"
 	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -94,6 +95,34 @@ func welcome(h *proto.Hello) *proto.Welcome {
 		w.Tunnels = append(w.Tunnels, proto.TunnelInfo{Name: tr.Name, Kind: tr.Kind, URL: "https://" + tr.Name + ".example.com"})
 	}
 	return w
+}
+
+// welcomingServer starts a server on loopback TLS that welcomes every
+// client, after edit (if not nil) changed the Welcome it would send: how
+// the tests play servers of before a feature, which welcome a tunnel
+// without confirming what it asked for. It returns a client configuration
+// for it with no tunnels.
+func welcomingServer(t *testing.T, edit func(h *proto.Hello, w *proto.Welcome)) ClientConfig {
+	t.Helper()
+	srvTLS, cliTLS := newTestTLS(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", srvTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testnet.ServeOn(t, ln, func(c net.Conn) {
+		s, h, err := Server(context.Background(), c, testConfig(t))
+		if err != nil {
+			c.Close()
+			return
+		}
+		w := welcome(h)
+		if edit != nil {
+			edit(h, w)
+		}
+		s.Accept(w)
+		<-s.Done()
+	})
+	return ClientConfig{Config: testConfig(t), Server: ln.Addr().String(), TLS: cliTLS}
 }
 
 type serverResult struct {

@@ -30,6 +30,17 @@ type Tunnel struct {
 	// that may reach it with "tunnel connect". Only their SHA-256 hashes
 	// are sent.
 	AllowTokens []string
+	// Domain, for an HTTP tunnel, is a custom domain to serve besides
+	// NAME.DOMAIN. Run refuses to serve through a server that does not
+	// name its URL in the Welcome (one that predates custom domains),
+	// since the owner would wait for visitors that never come.
+	Domain string
+	// Pool asks to share Name with the owner's other clients that ask for
+	// it with Pool (proto.TunnelRequest.Pool): tunneld spreads visitors
+	// over them. It needs a Name. Run refuses to serve through a server
+	// that does not confirm the pool (one that predates pools would take
+	// the name over from the other clients instead).
+	Pool bool
 }
 
 // kind is t's proto kind, KindHTTP when unset.
@@ -117,6 +128,15 @@ func (c ClientConfig) Validate() error {
 		if !t.Access.Empty() && t.kind() != proto.KindHTTP {
 			return fmt.Errorf("mux: tunnel %d: access rules are for http tunnels only", i)
 		}
+		if t.Pool && t.Name == "" {
+			return fmt.Errorf("mux: tunnel %d: a pool needs a name: the clients of a pool share one", i)
+		}
+		if t.Pool && t.Domain != "" {
+			return fmt.Errorf("mux: tunnel %d: a pool cannot serve a custom domain: one client serves a domain", i)
+		}
+		if t.Domain != "" && t.kind() != proto.KindHTTP {
+			return fmt.Errorf("mux: tunnel %d: custom domains are for http tunnels only", i)
+		}
 		if len(t.AllowTokens) > proto.MaxAllowTokens {
 			return fmt.Errorf("mux: tunnel %d: %d allowed tokens, at most %d", i, len(t.AllowTokens), proto.MaxAllowTokens)
 		}
@@ -164,7 +184,7 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 	}
 	hello := &proto.Hello{Version: proto.Version, ClientVersion: cfg.ClientVersion, Token: cfg.Token}
 	for _, t := range tunnels {
-		req := proto.TunnelRequest{Name: t.Name, Kind: t.kind(), Access: t.Access}
+		req := proto.TunnelRequest{Name: t.Name, Kind: t.kind(), Access: t.Access, Domain: t.Domain, Pool: t.Pool}
 		for _, tok := range t.AllowTokens {
 			sum := sha256.Sum256([]byte(tok))
 			req.AllowTokens = append(req.AllowTokens, hex.EncodeToString(sum[:]))
@@ -207,7 +227,9 @@ func connect(ctx context.Context, cfg ClientConfig, tunnels []Tunnel) (*ClientSe
 // unenforced is the refusal to serve when the server granted a tunnel
 // without confirming the access rules asked for it: a server that predates
 // them ignores them, and would let every visitor through. It is a
-// permanent error, as the server's own refusals of bad rules are.
+// permanent error, as the server's own refusals of bad rules are. So is a
+// pool the server did not confirm: two clients that each believe they
+// share the name would take it from each other at every reconnect.
 func unenforced(tunnels []Tunnel, w *proto.Welcome) *proto.Error {
 	for i, t := range w.Tunnels {
 		if !tunnels[i].Access.Empty() && !t.Access {
@@ -218,6 +240,16 @@ func unenforced(tunnels []Tunnel, w *proto.Welcome) *proto.Error {
 		if a := tunnels[i].Access; a != nil && len(a.OIDCAllow) > 0 && !t.OIDC {
 			return &proto.Error{Code: proto.CodeBadRequest, Message: fmt.Sprintf(
 				"the server does not enforce --oidc-allow (it predates OpenID Connect login): not serving %s, which would be open to everyone it does not otherwise refuse",
+				Printable(t.URL, maxLoggedString))}
+		}
+		if d := tunnels[i].Domain; d != "" && t.DomainURL == "" {
+			return &proto.Error{Code: proto.CodeBadRequest, Message: fmt.Sprintf(
+				"the server does not serve the custom domain %s (it does not serve custom domains)",
+				Printable(d, maxLoggedString))}
+		}
+		if tunnels[i].Pool && !t.Pool {
+			return &proto.Error{Code: proto.CodePoolNotAllowed, Message: fmt.Sprintf(
+				"the server did not confirm the pool (it predates pools, and took %s over from the other clients): not serving it",
 				Printable(t.URL, maxLoggedString))}
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tunnelhq/tunnel/internal/expiring"
+	"github.com/tunnelhq/tunnel/internal/httpserve"
 )
 
 // The paths the login answers on: CallbackPath on the host of
@@ -240,7 +241,7 @@ func (l *Login) Gate(w http.ResponseWriter, r *http.Request, host string, allow 
 	}
 	if !allow.Permits(email) {
 		closeIfBodyPending(w, r)
-		page(w, http.StatusForbidden, fmt.Sprintf("You are signed in as %s, who may not visit %s.\nAsk the tunnel's owner to allow this address, or sign in as someone else at your identity provider.", email, host))
+		httpserve.Page(w, http.StatusForbidden, fmt.Sprintf("You are signed in as %s, who may not visit %s.\nAsk the tunnel's owner to allow this address, or sign in as someone else at your identity provider.", email, host))
 		return "", false
 	}
 	return email, true
@@ -284,7 +285,7 @@ func (l *Login) start(w http.ResponseWriter, r *http.Request, host string) {
 	sealed, err := l.sealer.seal(purposeState, st)
 	if err != nil {
 		l.log.Error().Err(err).Msg("seal state")
-		page(w, http.StatusInternalServerError, "The sign-in could not start.")
+		httpserve.Page(w, http.StatusInternalServerError, "The sign-in could not start.")
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: flowCookie, Value: binding, Path: "/", MaxAge: int(stateTTL / time.Second),
@@ -301,16 +302,16 @@ func (l *Login) Callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var st state
 	if l.sealer.open(purposeState, q.Get("state"), &st) != nil || time.Now().Unix() >= st.Expires {
-		page(w, http.StatusBadRequest, "This sign-in is not valid or has expired. Open the tunnel's address again to sign in.")
+		httpserve.Page(w, http.StatusBadRequest, "This sign-in is not valid or has expired. Open the tunnel's address again to sign in.")
 		return
 	}
 	if e := q.Get("error"); e != "" {
-		page(w, http.StatusForbidden, fmt.Sprintf("The identity provider ended the sign-in: %.64s. Open https://%s/ to try again.", e, st.Host))
+		httpserve.Page(w, http.StatusForbidden, fmt.Sprintf("The identity provider ended the sign-in: %.64s. Open https://%s/ to try again.", e, st.Host))
 		return
 	}
 	code := q.Get("code")
 	if code == "" || len(code) > maxSealed {
-		page(w, http.StatusBadRequest, fmt.Sprintf("The identity provider sent no sign-in code. Open https://%s/ to try again.", st.Host))
+		httpserve.Page(w, http.StatusBadRequest, fmt.Sprintf("The identity provider sent no sign-in code. Open https://%s/ to try again.", st.Host))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), issuerTimeout)
@@ -327,7 +328,7 @@ func (l *Login) Callback(w http.ResponseWriter, r *http.Request) {
 			lvl = l.log.Debug()
 		}
 		lvl.Err(err).Str("host", st.Host).Msg("oidc code exchange failed")
-		page(w, http.StatusBadGateway, fmt.Sprintf("The identity provider did not confirm the sign-in. Open https://%s/ to try again.", st.Host))
+		httpserve.Page(w, http.StatusBadGateway, fmt.Sprintf("The identity provider did not confirm the sign-in. Open https://%s/ to try again.", st.Host))
 		return
 	}
 	email, err := l.verify(ctx, tok, st.Nonce)
@@ -337,7 +338,7 @@ func (l *Login) Callback(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, errUnverified) {
 			msg = "The sign-in could not be verified: " + errUnverified.Error() + "."
 		}
-		page(w, http.StatusForbidden, msg)
+		httpserve.Page(w, http.StatusForbidden, msg)
 		return
 	}
 	t := ticket{ID: randomString(16), Host: st.Host, Path: st.Path, Email: email, Binding: st.Binding,
@@ -345,7 +346,7 @@ func (l *Login) Callback(w http.ResponseWriter, r *http.Request) {
 	sealed, err := l.sealer.seal(purposeTicket, t)
 	if err != nil {
 		l.log.Error().Err(err).Msg("seal ticket")
-		page(w, http.StatusInternalServerError, "The sign-in could not finish.")
+		httpserve.Page(w, http.StatusInternalServerError, "The sign-in could not finish.")
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -402,7 +403,7 @@ func (l *Login) verify(ctx context.Context, tok *oauth2.Token, nonce string) (st
 func (l *Login) finish(w http.ResponseWriter, r *http.Request, host string) {
 	var t ticket
 	bad := func() {
-		page(w, http.StatusBadRequest, fmt.Sprintf("This sign-in link is not valid, was used already, or has expired. Open https://%s/ to sign in again.", host))
+		httpserve.Page(w, http.StatusBadRequest, fmt.Sprintf("This sign-in link is not valid, was used already, or has expired. Open https://%s/ to sign in again.", host))
 	}
 	if l.sealer.open(purposeTicket, r.URL.Query().Get("ticket"), &t) != nil {
 		bad()
@@ -427,7 +428,7 @@ func (l *Login) finish(w http.ResponseWriter, r *http.Request, host string) {
 	sealed, err := l.sealer.seal(purposeSession, s)
 	if err != nil {
 		l.log.Error().Err(err).Msg("seal session")
-		page(w, http.StatusInternalServerError, "The sign-in could not finish.")
+		httpserve.Page(w, http.StatusInternalServerError, "The sign-in could not finish.")
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: sealed, Path: "/", MaxAge: int(l.ttl / time.Second),
@@ -504,15 +505,4 @@ func randomString(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-// page writes a short plain-text page, as the edge's own answers are:
-// plain text carries no script, so echoing an email or a host is safe.
-func page(w http.ResponseWriter, status int, msg string) {
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, "%d %s\n\n%s\n", status, http.StatusText(status), msg)
 }

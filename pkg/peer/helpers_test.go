@@ -1,7 +1,6 @@
 package peer
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
+	"github.com/tunnelhq/tunnel/internal/testlog"
 	"github.com/tunnelhq/tunnel/internal/testnet"
 	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/proto"
@@ -30,7 +30,7 @@ type testNode struct {
 	name     string
 	addr     string
 	accepted atomic.Int64 // connections the node port accepted
-	log      *syncBuffer
+	log      *testlog.Buffer
 }
 
 // startNode starts a node named name whose forwarded streams go to open;
@@ -38,7 +38,7 @@ type testNode struct {
 // and checks that Serve returned nil.
 func startNode(t testing.TB, name string, open OpenFunc, mod func(*Config)) *testNode {
 	t.Helper()
-	n := &testNode{name: name, log: &syncBuffer{}}
+	n := &testNode{name: name, log: &testlog.Buffer{}}
 	cfg := DefaultConfig()
 	cfg.Node, cfg.Secret, cfg.Open = name, testSecret, open
 	cfg.Logger = zerolog.New(n.log)
@@ -128,24 +128,6 @@ func sameConn(a, b *link) bool {
 	return a != nil && b != nil &&
 		a.sess.LocalAddr().String() == b.sess.RemoteAddr().String() &&
 		a.sess.RemoteAddr().String() == b.sess.LocalAddr().String()
-}
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // relay is a TCP relay between a node and another node's port, which a test

@@ -55,6 +55,22 @@
 // them ignores them, and the client must then not serve, since its service
 // would be open to everyone.
 //
+// An HTTP tunnel of the Hello may also name a custom domain
+// (TunnelRequest.Domain). A server that serves it says so with
+// TunnelInfo.DomainURL; it refuses a domain the token may not claim with
+// domain_not_allowed (permanent) and one whose DNS does not point at the
+// tunnel yet with domain_not_verified (the client retries). A server that
+// predates custom domains ignores the field and sets no DomainURL, which
+// the client must treat as a refusal.
+//
+// A tunnel may ask to join a pool (TunnelRequest.Pool): several clients of
+// one owner serve the name together, and the server spreads visitors over
+// them. The server confirms it per tunnel (TunnelInfo.Pool), or refuses
+// with [CodePoolNotAllowed] (the token may not pool) or [CodePoolMismatch]
+// (the pool serves another kind or other access rules). A server that
+// predates pools ignores the field and takes the name over from the other
+// clients, so a client that asked and finds no confirmation must not serve.
+//
 // After Welcome, only the server opens streams. For each visitor connection
 // it opens a stream and writes a StreamHeader naming the tunnel and the
 // visitor's address. The client dials that tunnel's local target and answers

@@ -34,10 +34,12 @@ const headerSize = 5
 // Limits on the fields of messages. They keep every valid message far below
 // MaxFrameSize even after re-encoding (JSON may escape one byte into six).
 const (
-	MaxTunnels     = 32  // tunnels in one Hello
-	MaxAllowTokens = 16  // TunnelRequest.AllowTokens
-	maxShortString = 253 // names, URLs, kinds, addresses, ids, tokens
-	maxLongString  = 1024
+	MaxTunnels      = 32  // tunnels in one Hello
+	MaxAllowTokens  = 16  // TunnelRequest.AllowTokens
+	maxShortString  = 253 // names, URLs, kinds, addresses, ids, tokens, custom domains
+	maxDomainURL    = maxShortString + len("https://") + len(":65535")
+	MaxHelloDomains = 4 // tunnels with a TunnelRequest.Domain in one Hello
+	maxLongString   = 1024
 )
 
 // The length of Hello.OwnerKey, when set: long enough that nobody guesses
@@ -117,6 +119,21 @@ type TunnelRequest struct {
 	// ignores it: a client that sets it must check TunnelInfo.Access in the
 	// Welcome, or its service would be open to everyone.
 	Access *Access `json:"access,omitempty"`
+	// Pool asks to share the name with the owner's other clients that ask
+	// for it with the same kind and access rules: the server spreads the
+	// tunnel's visitors over them. Without it, a client takes the name
+	// over from its owner's other clients. A server that predates pools
+	// ignores it (and takes the name over): a client that sets it must
+	// check TunnelInfo.Pool in the Welcome.
+	Pool bool `json:"pool,omitempty"`
+	// Domain, for a KindHTTP tunnel only, is a custom domain
+	// (wiki.example.org) to serve besides NAME.DOMAIN, at most 253 bytes;
+	// at most MaxHelloDomains tunnels of one Hello have one.
+	// The server checks that the token may claim it and that its DNS
+	// points at the tunnel. A server that predates custom domains ignores
+	// it: a client that sets it must check TunnelInfo.DomainURL in the
+	// Welcome.
+	Domain string `json:"domain,omitempty"`
 }
 
 // Limits on Access: per tunnel, and for all the tunnels of one Hello
@@ -258,6 +275,13 @@ type TunnelInfo struct {
 	// TunnelRequest.Access.OIDCAllow. A server that predates OpenID
 	// Connect login never sets it, even where it sets Access.
 	OIDC bool `json:"oidc,omitempty"`
+	// Pool says the name is served by a pool the session joined
+	// (TunnelRequest.Pool). A server that predates pools never sets it.
+	Pool bool `json:"pool,omitempty"`
+	// DomainURL is the public URL under the tunnel's custom domain
+	// (TunnelRequest.Domain), e.g. https://wiki.example.org; set only
+	// when the server serves it.
+	DomainURL string `json:"domain_url,omitempty"`
 }
 
 // Limits are a server's limits on one session. Zero means no limit.
@@ -295,6 +319,19 @@ const (
 	// its cluster of nodes shares is out of reach); the same Hello may
 	// succeed in a moment, on this server or another.
 	CodeUnavailable ErrorCode = "unavailable"
+	// CodePoolNotAllowed: the client asked for a pool (TunnelRequest.Pool)
+	// and its token may not pool, or the server cannot pool the name.
+	CodePoolNotAllowed ErrorCode = "pool_not_allowed"
+	// CodePoolMismatch: the pool the client asked to join serves another
+	// kind of tunnel, or other visitor access rules.
+	CodePoolMismatch ErrorCode = "pool_mismatch"
+	// CodeDomainNotAllowed: the token may not claim the custom domain
+	// (TunnelRequest.Domain), or the domain is not a valid one. Permanent.
+	CodeDomainNotAllowed ErrorCode = "domain_not_allowed"
+	// CodeDomainNotVerified: the custom domain's DNS does not point at the
+	// tunnel yet (or could not be checked now); the same Hello may succeed
+	// once the owner created the record, so the client retries.
+	CodeDomainNotVerified ErrorCode = "domain_not_verified"
 )
 
 // Permanent reports whether retrying with the same Hello cannot succeed, so
@@ -302,7 +339,7 @@ const (
 func (c ErrorCode) Permanent() bool {
 	switch c {
 	case CodeBadToken, CodeNameNotAllowed, CodeInvalidName, CodeTooManyTunnels,
-		CodeUnsupportedVersion, CodeBadRequest:
+		CodeUnsupportedVersion, CodeBadRequest, CodeDomainNotAllowed, CodePoolNotAllowed, CodePoolMismatch:
 		return true
 	}
 	return false
@@ -438,8 +475,11 @@ func (h *Hello) validate() error {
 	if len(h.Tunnels) == 0 || len(h.Tunnels) > MaxTunnels {
 		return fmt.Errorf("hello: %d tunnels, want 1 to %d", len(h.Tunnels), MaxTunnels)
 	}
-	users, cidrs, oidc := 0, 0, 0
+	users, cidrs, oidc, domains := 0, 0, 0, 0
 	for i, t := range h.Tunnels {
+		if t.Domain != "" {
+			domains++
+		}
 		if t.Access != nil {
 			users, cidrs = users+len(t.Access.BasicAuth), cidrs+len(t.Access.AllowCIDR)+len(t.Access.DenyCIDR)
 			oidc += len(t.Access.OIDCAllow)
@@ -464,9 +504,18 @@ func (h *Hello) validate() error {
 		if err := t.Access.validate(); err != nil {
 			return fmt.Errorf("hello: tunnel %d: %w", i, err)
 		}
+		if t.Domain != "" && t.Kind != KindHTTP {
+			return fmt.Errorf("hello: tunnel %d: domain on a %s tunnel, only http ones take one", i, t.Kind)
+		}
+		if err := checkString("hello: tunnel domain", t.Domain, maxShortString); err != nil {
+			return fmt.Errorf("tunnel %d: %w", i, err)
+		}
 	}
 	if users > maxHelloAccessUsers || cidrs > maxHelloAccessCIDRs {
 		return fmt.Errorf("hello: access: %d users and %d prefixes in all, at most %d and %d", users, cidrs, maxHelloAccessUsers, maxHelloAccessCIDRs)
+	}
+	if domains > MaxHelloDomains {
+		return fmt.Errorf("hello: %d tunnels with a domain, at most %d", domains, MaxHelloDomains)
 	}
 	if oidc > maxHelloAccessOIDC {
 		return fmt.Errorf("hello: access: %d oidc_allow entries in all, at most %d", oidc, maxHelloAccessOIDC)
@@ -489,6 +538,9 @@ func (w *Welcome) validate() error {
 			if err := checkString("welcome: tunnel "+f.name, f.v, maxShortString); err != nil {
 				return err
 			}
+		}
+		if err := checkString("welcome: tunnel domain_url", t.DomainURL, maxDomainURL); err != nil {
+			return err
 		}
 	}
 	if w.Limits.MaxStreams < 0 || w.Limits.MaxFrameSize < 0 || w.Heartbeat.IntervalMS < 0 || w.Heartbeat.TimeoutMS < 0 {

@@ -16,6 +16,10 @@ func sampleMessages() []Message {
 	return []Message{
 		&Hello{Version: Version, ClientVersion: "test", Token: "s3cret", Tunnels: []TunnelRequest{{Name: "wiki", Kind: KindHTTP}, {Kind: KindHTTP}}},
 		&Hello{Version: Version, OwnerKey: strings.Repeat("k", MinOwnerKey), Tunnels: []TunnelRequest{{Kind: KindHTTP}}},
+		&Hello{Version: Version, Token: "s3cret", Tunnels: []TunnelRequest{{Name: "wiki", Kind: KindHTTP, Pool: true}}},
+		&Welcome{SessionID: "abc", Tunnels: []TunnelInfo{{Name: "wiki", Kind: KindHTTP, URL: "https://wiki.example.com", Pool: true}}},
+		&Hello{Version: Version, Tunnels: []TunnelRequest{{Name: "wiki", Kind: KindHTTP, Domain: "wiki.example.org"}}},
+		&Welcome{SessionID: "abc", Tunnels: []TunnelInfo{{Name: "wiki", Kind: KindHTTP, URL: "https://wiki.example.com", DomainURL: "https://wiki.example.org"}}},
 		&Hello{Version: Version, Tunnels: []TunnelRequest{{Name: "wiki", Kind: KindHTTP, Access: &Access{
 			BasicAuth: []BasicAuthUser{{User: "ann", Hash: "$2a$10$" + strings.Repeat("x", 53)}},
 			AllowCIDR: []string{"192.0.2.0/24", "2001:db8::/32"}, DenyCIDR: []string{"192.0.2.7/32"}, PassAuthorization: true}}}},
@@ -91,6 +95,11 @@ func TestReadFrame_RejectsBadInput(t *testing.T) {
 		{"allow token not a hash", rawFrame(msgHello, `{"version":1,"tunnels":[{"kind":"tcp","allow_tokens":["tk_plain"]}]}`), ErrMalformed},
 		{"allow token uppercase hash", rawFrame(msgHello, `{"version":1,"tunnels":[{"kind":"tcp","allow_tokens":["`+strings.Repeat("AB", 32)+`"]}]}`), ErrMalformed},
 		{"too many allow tokens", rawFrame(msgHello, `{"version":1,"tunnels":[{"kind":"tcp","allow_tokens":[`+strings.Repeat(`"`+strings.Repeat("ab", 32)+`",`, MaxAllowTokens)+`"`+strings.Repeat("ab", 32)+`"]}]}`), ErrMalformed},
+		{"domain on a tcp tunnel", rawFrame(msgHello, `{"version":1,"tunnels":[{"kind":"tcp","domain":"wiki.example.org"}]}`), ErrMalformed},
+		{"domain on a tls tunnel", rawFrame(msgHello, `{"version":1,"tunnels":[{"kind":"tls","domain":"wiki.example.org"}]}`), ErrMalformed},
+		{"long domain", rawFrame(msgHello, `{"version":1,"tunnels":[{"kind":"http","domain":"`+strings.Repeat("a", 254)+`"}]}`), ErrMalformed},
+		{"too many domains", rawFrame(msgHello, `{"version":1,"tunnels":[`+strings.Repeat(`{"kind":"http","domain":"a.example.org"},`, MaxHelloDomains)+`{"kind":"http","domain":"a.example.org"}]}`), ErrMalformed},
+		{"long domain url", rawFrame(msgWelcome, `{"session_id":"s","tunnels":[{"name":"w","kind":"http","url":"u","domain_url":"https://`+strings.Repeat("a", 260)+`"}]}`), ErrMalformed},
 		{"connect without version", rawFrame(msgConnect, `{"tunnel":"pi-ssh","token":"x"}`), ErrMalformed},
 		{"connect without tunnel", rawFrame(msgConnect, `{"version":1,"token":"x"}`), ErrMalformed},
 		{"connect long token", rawFrame(msgConnect, `{"version":1,"tunnel":"pi-ssh","token":"`+strings.Repeat("a", 300)+`"}`), ErrMalformed},
@@ -316,6 +325,9 @@ func TestAccess_OldPeersSeeNothingNew(t *testing.T) {
 		if bytes.Contains(b, []byte("access")) {
 			t.Errorf("%T without rules: got %s, want no access key", m, b[headerSize:])
 		}
+		if bytes.Contains(b, []byte("pool")) {
+			t.Errorf("%T without a pool: got %s, want no pool key", m, b[headerSize:])
+		}
 	}
 	b, err := AppendFrame(nil, &Hello{Version: Version, Tunnels: []TunnelRequest{{Name: "wiki", Kind: KindHTTP,
 		Access: &Access{AllowCIDR: []string{"192.0.2.0/24"}}}}})
@@ -338,9 +350,42 @@ func TestAccess_OldPeersSeeNothingNew(t *testing.T) {
 // A refusal for an unreachable cluster store is worth retrying: the client
 // reconnects instead of giving up.
 func TestErrorCode_UnavailableIsRetryable(t *testing.T) {
-	for _, c := range []ErrorCode{CodeUnavailable, CodeRateLimited, CodeNameTaken, CodeDraining} {
+	for _, c := range []ErrorCode{CodeUnavailable, CodeRateLimited, CodeNameTaken, CodeDraining, CodeDomainNotVerified} {
 		if c.Permanent() {
 			t.Errorf("%s is permanent, want retryable", c)
+		}
+	}
+}
+
+// A token that may not claim a domain will not be allowed it on a retry:
+// the client stops instead of reconnecting for ever.
+func TestErrorCode_DomainNotAllowedIsPermanent(t *testing.T) {
+	if !CodeDomainNotAllowed.Permanent() {
+		t.Error("domain_not_allowed is retryable, want permanent")
+	}
+}
+
+// A Hello with the most custom domains it may carry, each as long as
+// allowed, still encodes: the bound keeps it inside MaxFrameSize.
+func TestHello_DomainBounds(t *testing.T) {
+	h := &Hello{Version: Version}
+	for range MaxTunnels {
+		h.Tunnels = append(h.Tunnels, TunnelRequest{Name: strings.Repeat("n", maxShortString), Kind: KindHTTP})
+	}
+	for i := range MaxHelloDomains {
+		h.Tunnels[i].Domain = strings.Repeat("d", maxShortString)
+	}
+	if _, err := AppendFrame(nil, h); err != nil {
+		t.Fatalf("largest valid Hello with domains: %v", err)
+	}
+}
+
+// A pool refusal is permanent: the same Hello cannot succeed with the same
+// token or against the same pool.
+func TestErrorCode_PoolRefusalsArePermanent(t *testing.T) {
+	for _, c := range []ErrorCode{CodePoolNotAllowed, CodePoolMismatch} {
+		if !c.Permanent() {
+			t.Errorf("%s is retryable, want permanent", c)
 		}
 	}
 }

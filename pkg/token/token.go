@@ -19,7 +19,8 @@
 //	      "label": "pi-kitchen",
 //	      "sha256": "<64 lowercase hex digits: SHA-256 of the token>",
 //	      "names": ["wiki", "dev-*"],
-//	      "max_tunnels": 4
+//	      "max_tunnels": 4,
+//	      "domains": ["wiki.example.org", "*.apps.example.org"]
 //	    }
 //	  ]
 //	}
@@ -39,6 +40,18 @@
 // everyone; {"forbid": true} refuses any tunnel with one (the operator
 // keeps access control in a proxy of its own, say). Absent: the owner
 // chooses.
+//
+// domains lists the custom domains the token may claim (tunnel http
+// --domain): exact domains or "*." and a domain, whose star stands for one
+// label (see pkg/domain); absent or empty means none. Listing a domain
+// here is not enough to serve it: its DNS must point at the tunnel too.
+//
+// pool: true lets the token's clients share a name (tunnel http --pool):
+// several of its clients asking for the same name with pool serve it
+// together. Absent or false: a second client of the token takes the name
+// over from the first, and a client asking for a pool is refused. It is a
+// yes or no rather than a member count: the token's max_tunnels and the
+// server's session limits already bound how many clients it can connect.
 //
 // Add (tunneld's "token add") is the intended way to write the file.
 package token
@@ -61,6 +74,7 @@ import (
 	"strings"
 
 	"github.com/tunnelhq/tunnel/internal/atomicfile"
+	"github.com/tunnelhq/tunnel/pkg/domain"
 	"github.com/tunnelhq/tunnel/pkg/name"
 )
 
@@ -85,6 +99,13 @@ type Entry struct {
 	// Access is the token's policy on visitor access rules; nil leaves
 	// them to the client.
 	Access *AccessPolicy `json:"access,omitempty"`
+	// Domains are the custom domains the token may claim: exact
+	// ("wiki.example.org") or one-label wildcards ("*.apps.example.org"),
+	// see pkg/domain. Empty: none.
+	Domains []string `json:"domains,omitempty"`
+	// Pool lets the token's clients share a name (a pool); false: they
+	// may not ask for one.
+	Pool bool `json:"pool,omitempty"`
 }
 
 // AccessPolicy is what the tokens file says of a token's visitor access
@@ -116,6 +137,18 @@ type Identity struct {
 	AccessRequired, AccessForbidden bool
 	// Connect are the TCP tunnels the identity may reach; see Entry.Connect.
 	Connect []string
+	// Pool says the identity's clients may share a name; see Entry.Pool.
+	Pool bool
+	// Domains are the custom domains the identity may claim; see
+	// Entry.Domains.
+	Domains []string
+}
+
+// MayClaimDomain reports whether the tokens file lets the identity claim
+// the custom domain d, which must already be valid (domain.Validate). It
+// says nothing of DNS: the edge still checks that d points at the tunnel.
+func (id *Identity) MayClaimDomain(d string) bool {
+	return domain.Match(id.Domains, d)
 }
 
 // MayConnect reports whether the identity was granted the TCP tunnel name
@@ -232,6 +265,11 @@ func newSet(entries []Entry, path string) (*Set, error) {
 				return nil, fail("connect: %w", err)
 			}
 		}
+		for _, p := range e.Domains {
+			if err := domain.ValidatePattern(p); err != nil {
+				return nil, fail("domains: %w", err)
+			}
+		}
 		if e.MaxTunnels < 0 {
 			return nil, fail("max_tunnels: got %d, want 0 (server default) or more", e.MaxTunnels)
 		}
@@ -250,6 +288,8 @@ func newSet(entries []Entry, path string) (*Set, error) {
 				Patterns:   slices.Clone(e.Names),
 				MaxTunnels: e.MaxTunnels,
 				Connect:    slices.Clone(e.Connect),
+				Pool:       e.Pool,
+				Domains:    slices.Clone(e.Domains),
 
 				AccessRequired:  policy.Require,
 				AccessForbidden: policy.Forbid,
@@ -448,13 +488,13 @@ func Generate() (string, error) {
 	return tokenPrefix + base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
 
-// Add creates a random token, adds an entry {label, hash, names,
-// maxTunnels} to the tokens file at path and returns the token, which is
-// shown to the user once and never stored.
+// Add creates a random token, adds the entry e with the token's hash to the
+// tokens file at path and returns the token, which is shown to the user
+// once and never stored.
 //
 // A missing file is created, with its parent directory (0755, so the
 // service's user can reach the file) if needed.
-// A duplicate label, invalid names or a negative maxTunnels are refused and
+// A duplicate label, invalid names or domains, or a negative MaxTunnels are refused and
 // leave the file untouched; so is an existing file that does not parse. The
 // new file is written atomically (a temporary file in the same directory,
 // fsync, rename), so a crash leaves either the old file or the new one. A
@@ -464,15 +504,16 @@ func Generate() (string, error) {
 // several, are not coordinated: the last rename wins and the other entry is
 // lost. If path is a symlink, it is replaced by a regular file.
 //
-// connect lists the TCP tunnels the token may reach (Entry.Connect);
-// access, if not nil, is its policy on visitor access rules (Entry.Access).
-func Add(path, label string, names []string, maxTunnels int, connect []string, access *AccessPolicy) (string, error) {
+// e is the new entry as the file will hold it, but for its SHA256, which
+// Add fills in from the token it generates (any value in e is ignored).
+func Add(path string, e Entry) (string, error) {
+	label := e.Label
 	entries, err := readFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("add token %q: %w", label, err)
 	}
-	for _, e := range entries {
-		if e.Label == label {
+	for _, old := range entries {
+		if old.Label == label {
 			return "", fmt.Errorf("add token %q: label already used in %s", label, path)
 		}
 	}
@@ -481,14 +522,8 @@ func Add(path, label string, names []string, maxTunnels int, connect []string, a
 	if err != nil {
 		return "", fmt.Errorf("add token %q: %w", label, err)
 	}
-	entries = append(entries, Entry{
-		Label:      label,
-		SHA256:     Hash(token),
-		Names:      slices.Clone(names),
-		MaxTunnels: maxTunnels,
-		Connect:    slices.Clone(connect),
-		Access:     access,
-	})
+	e.SHA256 = Hash(token)
+	entries = append(entries, e)
 	// Validate the whole file as the server will load it, so Add can
 	// never write a file that tunneld then refuses.
 	if _, err := newSet(entries, path); err != nil {

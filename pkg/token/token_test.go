@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tunnelhq/tunnel/pkg/domain"
 	"github.com/tunnelhq/tunnel/pkg/name"
 )
 
@@ -119,6 +120,10 @@ func TestNew_Validation(t *testing.T) {
 		{"prefix starts with hyphen", Entry{Label: "pi", SHA256: testHash, Names: []string{"-*"}}, `names:`, name.ErrInvalid},
 		{"punycode prefix", Entry{Label: "pi", SHA256: testHash, Names: []string{"xn--*"}}, `names:`, name.ErrInvalid},
 		{"dotted pattern", Entry{Label: "pi", SHA256: testHash, Names: []string{"*.example.com"}}, `names:`, name.ErrInvalid},
+		{"domains", Entry{Label: "pi", SHA256: testHash, Domains: []string{"wiki.example.org", "*.apps.example.org"}}, "", nil},
+		{"invalid domain", Entry{Label: "pi", SHA256: testHash, Domains: []string{"Wiki.example.org"}}, `domains:`, domain.ErrInvalid},
+		{"bare star domain", Entry{Label: "pi", SHA256: testHash, Domains: []string{"*"}}, `domains:`, domain.ErrInvalid},
+		{"single-label domain", Entry{Label: "pi", SHA256: testHash, Domains: []string{"wiki"}}, `domains:`, domain.ErrInvalid},
 		{"too long prefix", Entry{Label: "pi", SHA256: testHash, Names: []string{strings.Repeat("a", 63) + "*"}}, `names:`, name.ErrInvalid},
 	}
 	for _, tt := range tests {
@@ -219,11 +224,11 @@ func TestAdd_RoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "conf", "tokens.json") // parent does not exist yet
 
-	tokPi, err := Add(path, "pi", []string{"wiki", "dev-*"}, 4, []string{"pi-ssh"}, &AccessPolicy{Require: true})
+	tokPi, err := Add(path, Entry{Label: "pi", Names: []string{"wiki", "dev-*"}, MaxTunnels: 4, Connect: []string{"pi-ssh"}, Access: &AccessPolicy{Require: true}, Domains: []string{"wiki.example.org"}})
 	if err != nil {
 		t.Fatalf("Add pi: got %v, want nil", err)
 	}
-	tokLaptop, err := Add(path, "laptop", nil, 0, nil, nil)
+	tokLaptop, err := Add(path, Entry{Label: "laptop"})
 	if err != nil {
 		t.Fatalf("Add laptop: got %v, want nil", err)
 	}
@@ -265,11 +270,15 @@ func TestAdd_RoundTrip(t *testing.T) {
 	if !id.MayConnect("pi-ssh") || id.MayConnect("wiki") {
 		t.Fatalf("pi identity: MayConnect: got %v for pi-ssh and %v for wiki, want true and false (connect [pi-ssh])", id.MayConnect("pi-ssh"), id.MayConnect("wiki"))
 	}
+	if !id.MayClaimDomain("wiki.example.org") || id.MayClaimDomain("other.example.org") {
+		t.Fatalf("pi identity: MayClaimDomain: got %v for wiki.example.org and %v for other.example.org, want true and false",
+			id.MayClaimDomain("wiki.example.org"), id.MayClaimDomain("other.example.org"))
+	}
 	id, err = set.Authenticate(tokLaptop)
 	if err != nil {
 		t.Fatalf("Authenticate(laptop token): got %v, want nil", err)
 	}
-	if id.Label != "laptop" || id.MayClaim("wiki", false) || id.AccessRequired || id.AccessForbidden {
+	if id.Label != "laptop" || id.MayClaim("wiki", false) || id.MayClaimDomain("wiki.example.org") || id.AccessRequired || id.AccessForbidden {
 		t.Fatalf("laptop identity: got %+v, want label laptop with random names only", id)
 	}
 	for _, bad := range []string{"", "tk_wrong", tokPi + "x"} {
@@ -291,7 +300,7 @@ func TestAdd_KeepsExistingMode(t *testing.T) {
 		if err := os.Chmod(path, mode); err != nil { // not subject to the umask
 			t.Fatal(err)
 		}
-		if _, err := Add(path, "pi", nil, 0, nil, nil); err != nil {
+		if _, err := Add(path, Entry{Label: "pi"}); err != nil {
 			t.Fatalf("Add: got %v, want nil", err)
 		}
 		fi, err := os.Stat(path)
@@ -331,7 +340,7 @@ func TestAdd_Refusals(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			tok, err := Add(path, tt.label, tt.names, tt.max, nil, nil)
+			tok, err := Add(path, Entry{Label: tt.label, Names: tt.names, MaxTunnels: tt.max})
 			if err == nil || !strings.Contains(err.Error(), tt.wantInErr) {
 				t.Fatalf("Add: got (%q, %v), want error containing %q", tok, err, tt.wantInErr)
 			}
@@ -470,5 +479,42 @@ func TestLoad_AccessPolicy(t *testing.T) {
 	}
 	if _, err := Load(path, ""); err == nil || !strings.Contains(err.Error(), `unknown field "requires"`) {
 		t.Errorf("a typo in access: got %v, want unknown field \"requires\"", err)
+	}
+}
+
+// TestAdd_Pool: a token added with Pool lets its clients share a name; one
+// added without does not, and the file says pool only for the first.
+func TestAdd_Pool(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	tokPool, err := Add(path, Entry{Label: "pis", Pool: true})
+	if err != nil {
+		t.Fatalf("Add pis: got %v, want nil", err)
+	}
+	tokSolo, err := Add(path, Entry{Label: "solo"})
+	if err != nil {
+		t.Fatalf("Add solo: got %v, want nil", err)
+	}
+	set, err := Load(path, "")
+	if err != nil {
+		t.Fatalf("Load: got %v, want nil", err)
+	}
+	for _, tt := range []struct {
+		tok  string
+		want bool
+	}{{tokPool, true}, {tokSolo, false}} {
+		id, err := set.Authenticate(tt.tok)
+		if err != nil {
+			t.Fatalf("Authenticate: got %v, want nil", err)
+		}
+		if id.Pool != tt.want {
+			t.Errorf("%s: Pool got %v, want %v", id.Label, id.Pool, tt.want)
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(data), `"pool": true`); n != 1 {
+		t.Errorf("the file says pool %d times, want once:\n%s", n, data)
 	}
 }
