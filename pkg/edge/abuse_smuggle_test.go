@@ -56,6 +56,10 @@ func smuggledRequests(t *testing.T, a *abuse) {
 		{"lengths that differ", "POST / HTTP/1.1\r\nHost: " + host + "\r\nContent-Length: 0\r\nContent-Length: " +
 			fmt.Sprint(len(inner)) + "\r\n\r\n" + inner},
 		{"bare line feeds", "POST / HTTP/1.1\nHost: " + host + "\nContent-Length: " + fmt.Sprint(len(inner)) + "\n\n" + inner},
+		// A field ending in a bare CR, then a lone LF: read as one CRLF,
+		// the line ended before its start (FuzzH1Head found it).
+		{"bare carriage return then a lone line feed", "POST / HTTP/1.1\r\nHost: " + host + "\r\nX-A: 1\r\r\n\nContent-Length: " +
+			fmt.Sprint(len(inner)) + "\r\n\r\n" + inner},
 		{"chunk size ended by a bare line feed", "POST / HTTP/1.1\r\nHost: " + host + "\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			fmt.Sprintf("%x;x\n%s\r\n0\r\n\r\n", len(inner), inner)},
 		{"expect continue", "POST / HTTP/1.1\r\nHost: " + host + "\r\nExpect: 100-continue\r\nContent-Length: " +

@@ -260,6 +260,11 @@ func TestEdge_HostileInput(t *testing.T) {
 			a.canary(t)
 			tt.attack(t, a)
 			a.canary(t)
+			// tunneld keeps a panic to its connection, but a panic is a
+			// bug whatever an attacker sent.
+			if n := a.logs.Count("panic serving"); n != 0 {
+				t.Fatalf("%d panics contained while serving the attack; see the log", n)
+			}
 		})
 	}
 }

@@ -183,7 +183,13 @@ func (hr *headReader) read() (*h1Request, error) {
 
 // readLine appends the next line from br to dst without its CRLF, taking
 // its length off budget. A line not ended by CRLF is refused.
+//
+// The CR is looked for in this line's own bytes: dst may end with an
+// earlier line that ends in a bare CR, and a lone LF after it must not be
+// read as that line's CRLF (FuzzH1Head found it: "\r\r\n\n\r\n" ended a
+// line before its own start, and the head's first line past its end).
 func readLine(br *bufio.Reader, dst []byte, budget *int) ([]byte, error) {
+	begin := len(dst)
 	for {
 		chunk, err := br.ReadSlice('\n')
 		*budget -= len(chunk)
@@ -200,7 +206,7 @@ func readLine(br *bufio.Reader, dst []byte, budget *int) ([]byte, error) {
 			}
 			return dst, err
 		}
-		if len(dst) < 2 || dst[len(dst)-2] != '\r' {
+		if len(dst)-begin < 2 || dst[len(dst)-2] != '\r' {
 			return dst, badHead("line not ended by CRLF")
 		}
 		return dst[:len(dst)-2], nil

@@ -63,6 +63,11 @@ func headRows() []headRow {
 		{name: "obs-fold of transfer encoding", head: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n", status: 400},
 		{name: "bare lf", head: "GET / HTTP/1.1\nHost: a\n\n", status: 400},
 		{name: "bare lf inside", head: "GET / HTTP/1.1\r\nHost: a\nX-A: 1\r\n\r\n", status: 400},
+		// A line ending in a bare CR, then a lone LF: the LF is not that
+		// line's CRLF. FuzzH1Head found the first; it panicked the reader.
+		{name: "bare cr then lone lf", head: "\r\r\n\n\r\n", status: 400, netRefuses: true},
+		{name: "bare cr then lone lf after the request line", head: "GET / HTTP/1.1\r\r\n\nHost: a\r\n\r\n", status: 400, netRefuses: true},
+		{name: "bare cr then lone lf after a field", head: "GET / HTTP/1.1\r\nHost: a\r\r\n\n\r\n", status: 400, netRefuses: true},
 		{name: "space before colon", head: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\n", status: 400, netRefuses: true},
 		{name: "bad name", head: "GET / HTTP/1.1\r\nHost: a\r\nX(A): 1\r\n\r\n", status: 400, netRefuses: true},
 		{name: "cr in a value", head: "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r2\r\n\r\n", status: 400, netRefuses: true},
@@ -316,4 +321,31 @@ func FuzzH1Head(f *testing.F) {
 			t.Fatalf("written head %q: headers %v, want %v", out, r2.Header, r.Header)
 		}
 	})
+}
+
+// A panic in a visitor connection's goroutine costs that connection only:
+// logged with its stack, the connection closed, the goroutine ended
+// normally (a panic not recovered would end the test binary here).
+func TestH1_PanicContainedToItsConnection(t *testing.T) {
+	var logs bytes.Buffer
+	s, _, _ := acmeServer(t, time.Minute, 0, &logs)
+	for _, v := range []any{"a parser bug", http.ErrAbortHandler} {
+		near, far := net.Pipe()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			defer s.containPanic(near)
+			panic(v)
+		}()
+		<-done
+		if _, err := far.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("%v: the visitor's side read %v, want io.EOF (closed)", v, err)
+		}
+		far.Close()
+	}
+	out := logs.String()
+	if strings.Count(out, "panic serving a visitor connection") != 1 ||
+		!strings.Contains(out, "a parser bug") || !strings.Contains(out, "h1_internal_test.go") {
+		t.Fatalf("want one log line with the panic and its stack (http.ErrAbortHandler quiet), got:\n%s", out)
+	}
 }

@@ -346,6 +346,7 @@ func (s *Server) handleConn(ctx context.Context, raw net.Conn) {
 			s.wg.Done()
 		}
 	}()
+	defer s.containPanic(raw)
 	guard, ok := s.limits.AdmitConn(raw.RemoteAddr())
 	if !ok {
 		raw.Close()
