@@ -328,6 +328,9 @@ func (c *ClientSession) handleStream(wg *sync.WaitGroup, st *yamux.Stream, targe
 	var cp StreamCopier
 	if c.copier != nil && c.copied[hdr.Tunnel] {
 		cp = c.copier(StreamInfo{Tunnel: hdr.Tunnel, Target: addr, StreamID: st.StreamID(), Visitor: hdr.RemoteAddr})
+		if cp != nil {
+			cp = containedCopier{cp: cp, log: log}
+		}
 	}
 	in, out := pipe(st, local, hdr.CloseOnFIN, cp)
 	ev.Closed, ev.BytesIn, ev.BytesOut, ev.Duration = true, in, out, time.Since(start)

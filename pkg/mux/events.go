@@ -1,8 +1,12 @@
 package mux
 
 import (
+	"fmt"
 	"io"
+	"runtime/debug"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // StreamEvent reports one data stream of a client session to
@@ -47,4 +51,34 @@ type StreamInfo struct {
 type StreamCopier interface {
 	CopyIn(dst io.Writer, src io.Reader) (int64, error)
 	CopyOut(dst io.Writer, src io.Reader) (int64, error)
+}
+
+// containedCopier keeps a panic in a copier (the inspector parses every
+// byte both sides send) to its stream: the panic is logged with its stack
+// and returned as the copy's error, so the pipe closes both connections,
+// and the client serves every other stream, as it would without the
+// copier. A client that runs for months must not end on one odd request.
+type containedCopier struct {
+	cp  StreamCopier
+	log zerolog.Logger
+}
+
+func (c containedCopier) CopyIn(dst io.Writer, src io.Reader) (n int64, err error) {
+	defer c.contain("in", &err)
+	return c.cp.CopyIn(dst, src)
+}
+
+func (c containedCopier) CopyOut(dst io.Writer, src io.Reader) (n int64, err error) {
+	defer c.contain("out", &err)
+	return c.cp.CopyOut(dst, src)
+}
+
+func (c containedCopier) contain(direction string, err *error) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	c.log.Error().Str("direction", direction).Str("panic", fmt.Sprint(v)).Bytes("stack", debug.Stack()).
+		Msg("panic in the stream copier; stream closed")
+	*err = fmt.Errorf("mux: stream copier panicked: %v", v)
 }

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/tunnelhq/tunnel/internal/testlog"
 	"github.com/tunnelhq/tunnel/internal/testwait"
 	"github.com/tunnelhq/tunnel/pkg/proto"
 )
@@ -119,5 +122,72 @@ func TestPipe_CopierCopiesBothDirections(t *testing.T) {
 	}
 	if in, out := testwait.Recv(t, cp.in, 5*time.Second), testwait.Recv(t, cp.out, 5*time.Second); in != 4 || out != 4 {
 		t.Errorf("copier copied %d in, %d out; want 4 and 4", in, out)
+	}
+}
+
+// panickyCopier copies raw, but panics on a stream whose first bytes say
+// "boom", as a bug in the inspector's parser would.
+type panickyCopier struct{}
+
+func (panickyCopier) CopyIn(dst io.Writer, src io.Reader) (int64, error) {
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(src, buf); err == nil && string(buf) == "boom" {
+		panic("the copier's bug")
+	}
+	n, err := dst.Write(buf)
+	m, err2 := io.Copy(dst, src)
+	if err == nil {
+		err = err2
+	}
+	return int64(n) + m, err
+}
+
+func (panickyCopier) CopyOut(dst io.Writer, src io.Reader) (int64, error) { return io.Copy(dst, src) }
+
+// TestPipe_CopierPanicCostsOneStream: a copier that panics closes its own
+// stream, logged with its stack; the client goes on serving other streams
+// (a panic not contained would end the test binary).
+func TestPipe_CopierPanicCostsOneStream(t *testing.T) {
+	c, s, err := session(t, transports()["tcp"], hello("echo"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testlog.Buffer
+	c.log = zerolog.New(&logs)
+	addr := localService(t, func(conn net.Conn) {
+		defer conn.Close()
+		io.Copy(conn, conn)
+	})
+	c.copier = func(StreamInfo) StreamCopier { return panickyCopier{} }
+	c.copied = map[string]bool{"echo": true}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := serve(t, ctx, c, map[string]string{"echo": addr})
+	defer func() {
+		cancel()
+		testwait.Recv(t, errc, 10*time.Second)
+	}()
+	for _, say := range []string{"boom", "ping", "boom", "pong"} {
+		st, err := s.Open(context.Background(), &proto.StreamHeader{Tunnel: "echo"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(st, say); err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		got, err := io.ReadAll(st)
+		if say == "boom" {
+			if len(got) != 0 {
+				t.Fatalf("a stream whose copier panicked answered %q", got)
+			}
+			continue
+		}
+		if err != nil || string(got) != say {
+			t.Fatalf("after a panicked stream: %q, %v; want %q", got, err, say)
+		}
+	}
+	if n := logs.Count("panic in the stream copier"); n != 2 || logs.Count("the copier's bug") != 2 || logs.Count("pipe_test.go") != 2 {
+		t.Fatalf("want two panics logged with their stacks, got:\n%s", logs.String())
 	}
 }
