@@ -234,6 +234,23 @@ func (r *headReader) headers(h *head, budget *int, request bool) error {
 		}
 		h.chunked = true
 	}
+	if h.chunked && h.length >= 0 {
+		// net/http: chunked overrides a Content-Length, which it drops
+		// from the headers (tunneld refuses such a request; a local
+		// service may still answer so). Rare: rebuilt, not in place.
+		enc := string(r.hdr)
+		r.hdr = r.hdr[:0]
+		for k, v := range headerPairs(enc) {
+			if k == "Content-Length" {
+				continue
+			}
+			r.hdr = appendUvarint(r.hdr, len(k))
+			r.hdr = append(r.hdr, k...)
+			r.hdr = appendUvarint(r.hdr, len(v))
+			r.hdr = append(r.hdr, v...)
+		}
+		h.length = -1
+	}
 	return nil
 }
 
