@@ -232,7 +232,6 @@ func withTLSState(next http.Handler) http.Handler {
 // handed to net/http (queue). state is the TLS handshake's, nil for plain
 // HTTP; plain: the connection came to the plain-HTTP listener.
 func (s *Server) serveH1(conn net.Conn, state *tls.ConnectionState, queue *connQueue, plain bool, t *h1Conns) {
-	defer s.containPanic(conn)
 	c := &h1Conn{s: s, t: t, conn: conn, tls: state, queue: queue, plain: plain, remote: conn.RemoteAddr().String()}
 	if !t.add(c) {
 		conn.Close()
@@ -244,9 +243,10 @@ func (s *Server) serveH1(conn net.Conn, state *tls.ConnectionState, queue *connQ
 	}
 }
 
-// containPanic, deferred first in a visitor connection's goroutine, keeps
-// a panic there to that connection: it is logged with its stack, the
-// connection is closed, and tunneld goes on serving everyone else, as
+// containPanic, deferred in each connection's goroutine (handleConn, the
+// plain-HTTP listener's), keeps a panic there to that connection: it is
+// logged with its stack, the connection is closed, and tunneld goes on
+// serving everyone else, as
 // net/http's server does for its connections. The own path parses what
 // visitors send; a bug in it must cost one connection, not the server.
 // The deferred calls between the panic and here (slots, books) have run.
@@ -255,13 +255,12 @@ func (s *Server) containPanic(conn net.Conn) {
 	if v == nil {
 		return
 	}
+	conn.Close()
 	if v == http.ErrAbortHandler { // net/http's way to abort quietly
-		conn.Close()
 		return
 	}
 	s.log.Error().Str("remote", conn.RemoteAddr().String()).Str("panic", fmt.Sprint(v)).
 		Bytes("stack", debug.Stack()).Msg("panic serving a visitor connection; closed it")
-	conn.Close()
 }
 
 // loop reads and serves requests; it reports whether it handed the

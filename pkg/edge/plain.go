@@ -63,6 +63,7 @@ func (s *Server) servePlainH1(ctx context.Context, srv *http.Server, ln net.List
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer s.containPanic(conn)
 			s.serveH1(conn, nil, queue, true, &conns)
 		}()
 	})

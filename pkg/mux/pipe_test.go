@@ -131,10 +131,11 @@ type panickyCopier struct{}
 
 func (panickyCopier) CopyIn(dst io.Writer, src io.Reader) (int64, error) {
 	buf := make([]byte, 4)
-	if _, err := io.ReadFull(src, buf); err == nil && string(buf) == "boom" {
+	k, err := io.ReadFull(src, buf)
+	if err == nil && string(buf) == "boom" {
 		panic("the copier's bug")
 	}
-	n, err := dst.Write(buf)
+	n, err := dst.Write(buf[:k])
 	m, err2 := io.Copy(dst, src)
 	if err == nil {
 		err = err2
